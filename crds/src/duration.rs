@@ -1,0 +1,224 @@
+//! `Duration`: the one duration syntax of our API (`30s`, `5m`, `1h30m`, `500ms`).
+//!
+//! The grammar is a subset of Go's `time.ParseDuration` — whole numbers followed by `h`, `m`,
+//! `s` or `ms`, concatenated — so the same string means the same span to the API server's
+//! CEL `duration()` and to us. The arithmetic and overflow checks are jiff's.
+
+use std::{fmt, str::FromStr};
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The regular expression the CRD schema enforces on every duration field.
+pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
+
+/// Why a string is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// The input was empty.
+    #[error("a duration must not be empty (write e.g. 30s, 5m or 1h30m)")]
+    Empty,
+    /// Something other than `<digits><unit>` groups.
+    #[error("{input:?} is not a duration: {reason} (write e.g. 30s, 5m or 1h30m)")]
+    Syntax {
+        /// The rejected input.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Well-formed but too large to represent.
+    #[error("{input:?} is too long a duration: {reason}")]
+    Overflow {
+        /// The rejected input.
+        input: String,
+        /// The underlying arithmetic failure.
+        reason: String,
+    },
+}
+
+/// A non-negative span of time written as `30s`, `5m`, `1h30m` or `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(std::time::Duration);
+
+impl Duration {
+    /// A duration of whole seconds.
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(std::time::Duration::from_secs(secs))
+    }
+
+    /// A duration of whole milliseconds.
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(std::time::Duration::from_millis(millis))
+    }
+
+    /// The span as a standard library duration.
+    pub const fn as_std(self) -> std::time::Duration {
+        self.0
+    }
+
+    /// Whether the span is zero.
+    pub const fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl From<Duration> for std::time::Duration {
+    fn from(d: Duration) -> Self {
+        d.0
+    }
+}
+
+/// Checks the grammar jiff is more lenient about (it also takes `1 hour`, `1.5h`, `-5s`).
+fn check_grammar(input: &str) -> Result<(), DurationError> {
+    let syntax = |reason| DurationError::Syntax { input: input.to_owned(), reason };
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == digits_start {
+            return Err(syntax("expected a number before each unit"));
+        }
+        let unit_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        match &input[unit_start..i] {
+            "h" | "m" | "s" | "ms" => {}
+            "" => return Err(syntax("expected a unit (h, m, s or ms) after each number")),
+            _ => return Err(syntax("the units are h, m, s and ms")),
+        }
+    }
+    Ok(())
+}
+
+impl FromStr for Duration {
+    type Err = DurationError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        if input.is_empty() {
+            return Err(DurationError::Empty);
+        }
+        check_grammar(input)?;
+        let overflow = |reason: String| DurationError::Overflow { input: input.to_owned(), reason };
+        let span: jiff::SignedDuration = input.parse().map_err(|e: jiff::Error| overflow(e.to_string()))?;
+        std::time::Duration::try_from(span).map(Self).map_err(|e| overflow(e.to_string()))
+    }
+}
+
+impl fmt::Display for Duration {
+    /// Canonical form: largest units first, zero parts left out (`1h30m`, `1m0s` is `1m`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total_ms = self.0.as_millis();
+        if total_ms == 0 {
+            return f.write_str("0s");
+        }
+        let (h, rest) = (total_ms / 3_600_000, total_ms % 3_600_000);
+        let (m, rest) = (rest / 60_000, rest % 60_000);
+        let (s, ms) = (rest / 1000, rest % 1000);
+        for (value, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+            if value > 0 {
+                write!(f, "{value}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "maxLength": 32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Duration, DurationError> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_go_style_durations() {
+        assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("1m30s500ms").unwrap(), Duration::from_millis(90_500));
+        assert_eq!(parse("0s").unwrap(), Duration::default());
+        assert_eq!(parse("90m").unwrap(), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn refuses_what_the_schema_refuses() {
+        for bad in ["", "30", "s", "1.5h", "-5s", "1 hour", "1h 30m", "5M", "1d", "10mo", "P1D", "1us", "h1"] {
+            assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(parse(""), Err(DurationError::Empty));
+        let err = parse("1d").unwrap_err().to_string();
+        assert!(err.contains("units are h, m, s and ms"), "{err}");
+    }
+
+    #[test]
+    fn overflow_is_an_error_not_a_wrap() {
+        let err = parse("99999999999999999999h").unwrap_err();
+        assert!(matches!(err, DurationError::Overflow { .. }), "{err:?}");
+        let err = parse("9223372036854775807s1s").unwrap_err();
+        assert!(matches!(err, DurationError::Overflow { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn displays_canonically_and_round_trips() {
+        for (input, shown) in [("90m", "1h30m"), ("60s", "1m"), ("1500ms", "1s500ms"), ("0s", "0s"), ("2h", "2h")] {
+            let d = parse(input).unwrap();
+            assert_eq!(d.to_string(), shown);
+            assert_eq!(parse(shown).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn pattern_agrees_with_the_parser() {
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        for s in ["30s", "5m", "1h30m", "250ms", "0s", "1m30s500ms"] {
+            assert!(re.is_match(s) && parse(s).is_ok(), "{s}");
+        }
+        for s in ["", "30", "1.5h", "-5s", "1 hour", "1d", "5M", "1us"] {
+            assert!(!re.is_match(s) && parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let d: Duration = serde_json::from_str("\"1h30m\"").unwrap();
+        assert_eq!(serde_json::to_string(&d).unwrap(), "\"1h30m\"");
+        assert!(serde_json::from_str::<Duration>("\"1 hour\"").is_err());
+    }
+}

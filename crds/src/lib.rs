@@ -1,0 +1,46 @@
+//! The Biometrics custom resources and the value types they carry.
+//!
+//! Shared by the operator and the agent: `v1alpha1` holds the `ProfileCapture` and
+//! `CachePolicy` types (their schema, defaults and CEL rules are what the API server
+//! enforces), the other modules the parsed value types both sides reason with.
+
+pub mod duration;
+pub mod profile;
+pub mod schedule;
+pub mod selector;
+pub mod threshold;
+pub mod v1alpha1;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group of every Biometrics resource.
+pub const GROUP: &str = "biometrics.io";
+
+/// The name of the sidecar container that marks a pod as served by Biometrics.
+pub const AGENT_CONTAINER: &str = "biometrics-agent";
+
+/// Pod annotation naming the agent's port when it is not [`DEFAULT_AGENT_PORT`].
+pub const AGENT_PORT_ANNOTATION: &str = "biometrics.io/agent-port";
+
+/// The agent's port unless a pod's annotation says otherwise.
+pub const DEFAULT_AGENT_PORT: u16 = 9477;
+
+/// ProfileCapture annotation: each new value starts one run.
+pub const CAPTURE_NOW_ANNOTATION: &str = "biometrics.io/capture-now";
+
+/// CachePolicy annotation: each new value runs every invalidation rule once.
+pub const INVALIDATE_NOW_ANNOTATION: &str = "biometrics.io/invalidate-now";
+
+/// Every CRD this crate defines, with the file name `crdgen` writes it to.
+pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("profilecapture.yaml", v1alpha1::ProfileCapture::crd()),
+        ("cachepolicy.yaml", v1alpha1::CachePolicy::crd()),
+    ]
+}
+
+/// A CRD as the YAML document committed under `crds/yaml/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(crd)
+}

@@ -1,0 +1,516 @@
+//! `ProfileCapture`: capture pprof profiles from selected pods, once or on a schedule.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions_schema;
+use crate::{
+    duration::Duration,
+    profile::ProfileType,
+    schedule::Schedule,
+    selector::label_selector_schema,
+    threshold::{ThresholdLevel, UpperBounds},
+};
+
+/// Capture pprof profiles from the pods this selects — now, on a schedule, on request
+/// (annotation `biometrics.io/capture-now`) or when a pod crosses a runtime threshold — and
+/// report the files, their hottest functions and the pods' runtime metrics in status.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "biometrics.io",
+    version = "v1alpha1",
+    kind = "ProfileCapture",
+    namespaced,
+    status = "ProfileCaptureStatus",
+    derive = "PartialEq",
+    shortname = "pcap",
+    category = "biometrics",
+    doc = "ProfileCapture captures pprof profiles from the pods it selects and reports the results in status.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the capture stands"),
+    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.selectedPods", description = "Pods selected for the next run"),
+    printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun.startTime", description = "When the last run started"),
+    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunTime", description = "When the schedule fires next"),
+    printcolumn(name = "Threshold", type_ = "string", json_path = ".status.thresholdLevel", description = "Worst runtime threshold level over the pods"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileCaptureSpec {
+    /// Which pods of this namespace to profile. Only Running and Ready pods that carry the
+    /// `biometrics-agent` sidecar are profiled.
+    #[schemars(schema_with = "label_selector_schema")]
+    pub selector: LabelSelector,
+
+    /// Where the app serves its pprof endpoints, inside its own pod.
+    pub target: CaptureTarget,
+
+    /// The profiles to capture, one after another, in each selected pod.
+    #[serde(default = "default_profiles")]
+    #[schemars(length(min = 1, max = 8), extend("x-kubernetes-list-type" = "set"))]
+    pub profiles: Vec<ProfileType>,
+
+    /// How long the cpu and trace profiles sample (the other profiles are snapshots).
+    /// Between 1s and 5m.
+    #[serde(default = "default_duration")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('1s') && duration(self) <= duration('5m')", "message": "duration must be between 1s and 5m"}
+    ]))]
+    pub duration: Duration,
+
+    /// When to capture, in UTC: a 5-field cron expression, `@hourly`, `@daily`, `@weekly`,
+    /// `@monthly`, `@yearly` or `@every <duration>` (at least 1s). Without a schedule the
+    /// capture runs once per change of its spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+
+    /// Stop starting scheduled and threshold-triggered runs; a running one finishes.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// What to do when a run is due while the previous one is still running: `Forbid`
+    /// skips the new run, `Replace` cancels the running one and starts the new one.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+
+    /// The most pods one run profiles; when more are selected, a stable subset is taken
+    /// (ordered by pod name). Unset profiles every selected pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_pods: Option<i32>,
+
+    /// How many runs' files and results are kept.
+    #[serde(default)]
+    pub retention: Retention,
+
+    /// Warning and critical bounds for the pods' runtime metrics.
+    #[serde(default)]
+    pub thresholds: RuntimeThresholds,
+
+    /// Extra captures started when a pod reaches a threshold level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub triggers: Vec<ThresholdTrigger>,
+}
+
+fn default_profiles() -> Vec<ProfileType> {
+    vec![ProfileType::Cpu, ProfileType::Heap]
+}
+
+fn default_duration() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Where a pod's pprof endpoints are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureTarget {
+    /// The app's port serving pprof, on the pod's loopback interface.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// The path the pprof handlers are mounted under.
+    #[serde(default = "default_base_path")]
+    #[schemars(length(max = 128), regex(pattern = r"^(/[A-Za-z0-9_.~-]+)+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!self.split('/').exists(s, s == '..' || s == '.')", "message": "basePath must not contain '.' or '..' segments"}
+    ]))]
+    pub base_path: String,
+}
+
+fn default_base_path() -> String {
+    "/debug/pprof".to_owned()
+}
+
+/// What to do with a due run while the previous one still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip the new run.
+    #[default]
+    Forbid,
+    /// Cancel the running run and start the new one.
+    Replace,
+}
+
+/// How much of the past is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Runs whose files are kept on the shared volume; older runs' files are removed.
+    #[serde(default = "default_keep_runs")]
+    #[schemars(range(min = 1, max = 100))]
+    pub keep_runs: i32,
+
+    /// Runs listed in `status.history`.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 50))]
+    pub history_limit: i32,
+
+    /// Remove this capture's files when the ProfileCapture is deleted.
+    #[serde(default)]
+    pub delete_on_removal: bool,
+}
+
+fn default_keep_runs() -> i32 {
+    5
+}
+
+fn default_history_limit() -> i32 {
+    10
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { keep_runs: default_keep_runs(), history_limit: default_history_limit(), delete_on_removal: false }
+    }
+}
+
+/// Bounds for the runtime metrics sampled from each pod. A value above `warning` is at
+/// Warning level, above `critical` at Critical.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeThresholds {
+    /// Memory in use (the Go runtime's `Sys`) as a percentage of the container's memory
+    /// limit. Needs the limit passed to the agent.
+    #[serde(default = "default_memory_percent")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.warning < self.critical", "message": "warning must be lower than critical"},
+        {"rule": "self.critical <= 100.0", "message": "a memory percentage cannot exceed 100"}
+    ]))]
+    pub memory_percent: UpperBounds,
+
+    /// Live goroutines.
+    #[serde(default = "default_goroutines")]
+    pub goroutines: UpperBounds,
+
+    /// Garbage collections per second.
+    #[serde(default = "default_gc_per_second")]
+    pub gc_per_second: UpperBounds,
+}
+
+fn default_memory_percent() -> UpperBounds {
+    UpperBounds { warning: 70.0, critical: 90.0 }
+}
+
+fn default_goroutines() -> UpperBounds {
+    UpperBounds { warning: 1000.0, critical: 5000.0 }
+}
+
+fn default_gc_per_second() -> UpperBounds {
+    UpperBounds { warning: 10.0, critical: 50.0 }
+}
+
+impl Default for RuntimeThresholds {
+    fn default() -> Self {
+        Self {
+            memory_percent: default_memory_percent(),
+            goroutines: default_goroutines(),
+            gc_per_second: default_gc_per_second(),
+        }
+    }
+}
+
+/// A runtime metric of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RuntimeMetric {
+    /// Memory in use as a percentage of the memory limit.
+    MemoryPercent,
+    /// Live goroutines.
+    Goroutines,
+    /// Garbage collections per second.
+    GcPerSecond,
+}
+
+/// Capture extra profiles from a pod when one of its metrics reaches a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdTrigger {
+    /// The metric to watch.
+    pub metric: RuntimeMetric,
+
+    /// The level at which to capture (Critical also fires a Warning trigger).
+    #[serde(default = "default_trigger_level")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != 'OK'", "message": "a trigger fires at Warning or Critical"}
+    ]))]
+    pub level: ThresholdLevel,
+
+    /// The profiles to capture from that pod.
+    #[serde(default = "default_trigger_profiles")]
+    #[schemars(length(min = 1, max = 8), extend("x-kubernetes-list-type" = "set"))]
+    pub profiles: Vec<ProfileType>,
+
+    /// The least time between two captures by this trigger for the same pod (at least 1m).
+    #[serde(default = "default_cooldown")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('1m')", "message": "cooldown must be at least 1m"}
+    ]))]
+    pub cooldown: Duration,
+}
+
+fn default_trigger_level() -> ThresholdLevel {
+    ThresholdLevel::Warning
+}
+
+fn default_trigger_profiles() -> Vec<ProfileType> {
+    vec![ProfileType::Heap]
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// What the operator last observed and did for a ProfileCapture.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileCaptureStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Where the capture stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<CapturePhase>,
+
+    /// `Ready`, `Progressing` and `Degraded`, each with the generation it was computed for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// How many pods the selector currently selects for a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_pods: Option<i32>,
+
+    /// When a run was last started by the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+
+    /// When the schedule fires next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+
+    /// The latest run, with per-pod results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<CaptureRun>,
+
+    /// Earlier runs, newest first, at most `retention.historyLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub history: Vec<RunSummary>,
+
+    /// The latest runtime metrics of each selected pod and their threshold levels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub pods: Vec<PodRuntime>,
+
+    /// The worst threshold level over all pods and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_level: Option<ThresholdLevel>,
+}
+
+/// Where a ProfileCapture stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CapturePhase {
+    /// Accepted, nothing run yet (for example no eligible pod).
+    Pending,
+    /// Waiting for its schedule to fire.
+    Scheduled,
+    /// A run is in progress.
+    Running,
+    /// The last run captured every profile from every pod.
+    Succeeded,
+    /// The last run failed for at least one pod, or the spec cannot be acted on.
+    Failed,
+    /// `spec.suspend` is set.
+    Suspended,
+}
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunTrigger {
+    /// The spec was created or changed (captures without a schedule).
+    Spec,
+    /// The schedule fired.
+    Schedule,
+    /// The annotation `biometrics.io/capture-now` got a new value.
+    Manual,
+    /// A pod reached a threshold level named by a trigger.
+    Threshold,
+}
+
+/// How a run, or a pod's part of it, ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RunResult {
+    /// Still running.
+    Running,
+    /// Everything was captured.
+    Succeeded,
+    /// Some pods or profiles failed, others were captured.
+    PartiallySucceeded,
+    /// Nothing was captured.
+    Failed,
+}
+
+/// One run of a ProfileCapture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureRun {
+    /// The run's id; also the directory of its files.
+    pub id: String,
+    /// Why it started.
+    pub trigger: RunTrigger,
+    /// When it started.
+    pub start_time: Time,
+    /// When the last pod finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// How it ended.
+    pub result: RunResult,
+    /// Each pod's profiles, or its error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod"]))]
+    pub pods: Vec<PodRunResult>,
+}
+
+/// One pod's part of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRunResult {
+    /// The pod's name.
+    pub pod: String,
+    /// How this pod's part ended.
+    pub result: RunResult,
+    /// The profiles captured from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub profiles: Vec<ProfileResult>,
+    /// Why the pod failed as a whole (agent unreachable, pod gone, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One captured profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileResult {
+    /// The profile type.
+    #[serde(rename = "type")]
+    pub profile_type: ProfileType,
+    /// The file, relative to the profiles volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The file's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// The file's SHA-256, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The sample type the summary is in (e.g. `cpu/nanoseconds`, `inuse_space/bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_type: Option<String>,
+    /// The samples' total value in that sample type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+    /// How many samples the profile holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<i64>,
+    /// The 5 functions with the highest flat value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub top: Vec<TopFunction>,
+    /// The flame graph SVG, relative to the profiles volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flamegraph: Option<String>,
+    /// Why this profile failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A function's share of a profile, as `go tool pprof -top` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopFunction {
+    /// The function's name.
+    pub function: String,
+    /// Value in the function itself.
+    pub flat: i64,
+    /// `flat` as a percentage of the profile's total.
+    pub flat_percent: f64,
+    /// Value in the function and everything it called.
+    pub cum: i64,
+    /// `cum` as a percentage of the profile's total.
+    pub cum_percent: f64,
+}
+
+/// A past run in brief.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: String,
+    /// Why it started.
+    pub trigger: RunTrigger,
+    /// When it started.
+    pub start_time: Time,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// How it ended.
+    pub result: RunResult,
+    /// Pods that delivered every profile.
+    pub pods_succeeded: i32,
+    /// Pods that failed at least one profile.
+    pub pods_failed: i32,
+}
+
+/// A pod's latest runtime sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRuntime {
+    /// The pod's name.
+    pub name: String,
+    /// When the agent took the sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_time: Option<Time>,
+    /// Bytes of live heap objects (`HeapAlloc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_alloc_bytes: Option<i64>,
+    /// Bytes of heap obtained from the OS (`HeapSys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_sys_bytes: Option<i64>,
+    /// Bytes obtained from the OS in total (`Sys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_bytes: Option<i64>,
+    /// Live goroutines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<i64>,
+    /// Garbage collections per second since the previous sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_per_second: Option<f64>,
+    /// `Sys` as a percentage of the container's memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_percent: Option<f64>,
+    /// The level of each metric against `spec.thresholds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<RuntimeLevels>,
+    /// Why the metrics are missing, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The threshold level of each runtime metric; a metric that could not be measured has
+/// no level.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeLevels {
+    /// Level of `memoryPercent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_percent: Option<ThresholdLevel>,
+    /// Level of `goroutines`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<ThresholdLevel>,
+    /// Level of `gcPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_per_second: Option<ThresholdLevel>,
+}
