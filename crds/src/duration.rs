@@ -1,8 +1,9 @@
 //! `Duration`: the one duration syntax of our API (`30s`, `5m`, `1h30m`, `500ms`).
 //!
 //! The grammar is a subset of Go's `time.ParseDuration` — whole numbers followed by `h`, `m`,
-//! `s` or `ms`, concatenated — so the same string means the same span to the API server's
-//! CEL `duration()` and to us. The arithmetic and overflow checks are jiff's.
+//! `s` or `ms`, each unit at most once and largest first — so the same string means the same
+//! span to the API server's CEL `duration()` and to us. The arithmetic and overflow checks
+//! are jiff's.
 
 use std::{fmt, str::FromStr};
 
@@ -10,7 +11,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The regular expression the CRD schema enforces on every duration field.
-pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
+pub const DURATION_PATTERN: &str = "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$";
 
 /// Why a string is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,9 +27,9 @@ pub enum DurationError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// Well-formed but too large to represent.
-    #[error("{input:?} is too long a duration: {reason}")]
-    Overflow {
+    /// Well-formed but not a span jiff accepts: too large, or units out of order.
+    #[error("{input:?} is not a valid duration: {reason}")]
+    Invalid {
         /// The rejected input.
         input: String,
         /// The underlying arithmetic failure.
@@ -68,11 +69,14 @@ impl From<Duration> for std::time::Duration {
     }
 }
 
+/// The units in the order they must appear.
+const UNITS: [&str; 4] = ["h", "m", "s", "ms"];
+
 /// Checks the grammar jiff is more lenient about (it also takes `1 hour`, `1.5h`, `-5s`).
 fn check_grammar(input: &str) -> Result<(), DurationError> {
     let syntax = |reason| DurationError::Syntax { input: input.to_owned(), reason };
     let bytes = input.as_bytes();
-    let mut i = 0;
+    let (mut i, mut next_unit) = (0, 0);
     while i < bytes.len() {
         let digits_start = i;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -85,10 +89,12 @@ fn check_grammar(input: &str) -> Result<(), DurationError> {
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
         }
-        match &input[unit_start..i] {
-            "h" | "m" | "s" | "ms" => {}
-            "" => return Err(syntax("expected a unit (h, m, s or ms) after each number")),
-            _ => return Err(syntax("the units are h, m, s and ms")),
+        let unit = &input[unit_start..i];
+        match UNITS.iter().position(|u| *u == unit) {
+            Some(position) if position >= next_unit => next_unit = position + 1,
+            Some(_) => return Err(syntax("each unit at most once, largest first (1h30m, not 30m1h)")),
+            None if unit.is_empty() => return Err(syntax("expected a unit (h, m, s or ms) after each number")),
+            None => return Err(syntax("the units are h, m, s and ms")),
         }
     }
     Ok(())
@@ -102,9 +108,9 @@ impl FromStr for Duration {
             return Err(DurationError::Empty);
         }
         check_grammar(input)?;
-        let overflow = |reason: String| DurationError::Overflow { input: input.to_owned(), reason };
-        let span: jiff::SignedDuration = input.parse().map_err(|e: jiff::Error| overflow(e.to_string()))?;
-        std::time::Duration::try_from(span).map(Self).map_err(|e| overflow(e.to_string()))
+        let invalid = |reason: String| DurationError::Invalid { input: input.to_owned(), reason };
+        let span: jiff::SignedDuration = input.parse().map_err(|e: jiff::Error| invalid(e.to_string()))?;
+        std::time::Duration::try_from(span).map(Self).map_err(|e| invalid(e.to_string()))
     }
 }
 
@@ -153,6 +159,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "minLength": 2,
             "maxLength": 32,
         })
     }
@@ -189,10 +196,20 @@ mod tests {
 
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
-        let err = parse("99999999999999999999h").unwrap_err();
-        assert!(matches!(err, DurationError::Overflow { .. }), "{err:?}");
-        let err = parse("9223372036854775807s1s").unwrap_err();
-        assert!(matches!(err, DurationError::Overflow { .. }), "{err:?}");
+        for input in ["99999999999999999999h", "9223372036854775808s", "2562047788015216h"] {
+            let err = parse(input).unwrap_err();
+            assert!(matches!(err, DurationError::Invalid { .. }), "{input}: {err:?}");
+        }
+        // The largest span that fits is still accepted exactly.
+        assert_eq!(parse("9223372036854775807s").unwrap().as_std().as_secs(), i64::MAX as u64);
+    }
+
+    #[test]
+    fn units_out_of_order_or_repeated_are_refused() {
+        for input in ["30s5m", "1h1h", "5ms1s"] {
+            let err = parse(input).unwrap_err();
+            assert!(err.to_string().contains("largest first"), "{input}: {err}");
+        }
     }
 
     #[test]
@@ -210,9 +227,11 @@ mod tests {
         for s in ["30s", "5m", "1h30m", "250ms", "0s", "1m30s500ms"] {
             assert!(re.is_match(s) && parse(s).is_ok(), "{s}");
         }
-        for s in ["", "30", "1.5h", "-5s", "1 hour", "1d", "5M", "1us"] {
+        for s in ["30", "1.5h", "-5s", "1 hour", "1d", "5M", "1us", "30s5m", "1h1h", "5ms1s"] {
             assert!(!re.is_match(s) && parse(s).is_err(), "{s}");
         }
+        // The empty string is kept out by the schema's minLength, not the pattern.
+        assert!(parse("").is_err());
     }
 
     #[test]

@@ -34,10 +34,7 @@ pub const INVALIDATE_NOW_ANNOTATION: &str = "biometrics.io/invalidate-now";
 
 /// Every CRD this crate defines, with the file name `crdgen` writes it to.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
-        ("profilecapture.yaml", v1alpha1::ProfileCapture::crd()),
-        ("cachepolicy.yaml", v1alpha1::CachePolicy::crd()),
-    ]
+    vec![("profilecapture.yaml", v1alpha1::ProfileCapture::crd()), ("cachepolicy.yaml", v1alpha1::CachePolicy::crd())]
 }
 
 /// A CRD as the YAML document committed under `crds/yaml/`.

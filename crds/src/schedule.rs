@@ -400,7 +400,17 @@ mod tests {
             assert!(re.is_match(s), "pattern refuses {s:?}");
             assert!(s.parse::<Schedule>().is_ok(), "parser refuses {s:?}");
         }
-        let bad = ["60 * * * *", "* 24 * * *", "* * 32 * *", "* * 0 * *", "* * * 13 *", "* * * * 8", "* * * *", "@often", "@every 5"];
+        let bad = [
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 32 * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "* * * *",
+            "@often",
+            "@every 5",
+        ];
         for s in bad {
             assert!(!re.is_match(s), "pattern accepts {s:?}");
             assert!(s.parse::<Schedule>().is_err(), "parser accepts {s:?}");

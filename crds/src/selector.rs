@@ -34,7 +34,9 @@ pub enum SelectorError {
         operator: String,
     },
     /// An operator other than In, NotIn, Exists, DoesNotExist.
-    #[error("matchExpressions[{index}] (key {key:?}): unknown operator {operator:?} (use In, NotIn, Exists or DoesNotExist)")]
+    #[error(
+        "matchExpressions[{index}] (key {key:?}): unknown operator {operator:?} (use In, NotIn, Exists or DoesNotExist)"
+    )]
     UnknownOperator {
         /// Position in `matchExpressions`.
         index: usize,
@@ -120,11 +122,20 @@ pub fn label_selector_schema(generator: &mut SchemaGenerator) -> Schema {
     {
         items.extend(extra.clone());
     }
-    if let Some(obj) = schema.pointer_mut("/properties/matchExpressions").and_then(|v| v.as_object_mut()) {
-        obj.insert("maxItems".into(), 32.into());
-    }
-    if let Some(obj) = schema.pointer_mut("/properties/matchExpressions/items/properties/values").and_then(|v| v.as_object_mut()) {
-        obj.insert("maxItems".into(), 64.into());
+    // Bounds that Kubernetes' label syntax implies anyway; declaring them keeps the CEL
+    // rules' estimated cost far inside the API server's budget.
+    for (pointer, key, bound) in [
+        ("/properties/matchExpressions", "maxItems", 32),
+        ("/properties/matchExpressions/items/properties/key", "maxLength", 317),
+        ("/properties/matchExpressions/items/properties/operator", "maxLength", 16),
+        ("/properties/matchExpressions/items/properties/values", "maxItems", 64),
+        ("/properties/matchExpressions/items/properties/values/items", "maxLength", 63),
+        ("/properties/matchLabels", "maxProperties", 64),
+        ("/properties/matchLabels/additionalProperties", "maxLength", 63),
+    ] {
+        if let Some(obj) = schema.pointer_mut(pointer).and_then(|v| v.as_object_mut()) {
+            obj.insert(key.into(), bound.into());
+        }
     }
     schema
 }

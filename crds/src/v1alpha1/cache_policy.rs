@@ -1,4 +1,6 @@
 //! `CachePolicy`: the Redis cache of a workload — strategy, invalidations, health.
+// clippy reads the repeated `type_ = …` of several printcolumns as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
@@ -28,11 +30,36 @@ use crate::{
     shortname = "cpol",
     category = "biometrics",
     doc = "CachePolicy enforces a caching strategy and invalidation rules on a workload's Redis and reports the cache's health in status.",
-    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.type", description = "Caching strategy"),
-    printcolumn(name = "Executor", type_ = "string", json_path = ".status.executor", description = "The agent pod running this policy's Redis work"),
-    printcolumn(name = "Hit Ratio", type_ = "number", json_path = ".status.redis.hitRatioPercent", description = "Cache hits as a percentage of lookups, since the previous sample"),
-    printcolumn(name = "Last Invalidation", type_ = "date", json_path = ".status.lastInvalidationTime", description = "When an invalidation last finished"),
-    printcolumn(name = "Threshold", type_ = "string", json_path = ".status.thresholdLevel", description = "Worst cache threshold level"),
+    printcolumn(
+        name = "Strategy",
+        type_ = "string",
+        json_path = ".spec.strategy.type",
+        description = "Caching strategy"
+    ),
+    printcolumn(
+        name = "Executor",
+        type_ = "string",
+        json_path = ".status.executor",
+        description = "The agent pod running this policy's Redis work"
+    ),
+    printcolumn(
+        name = "Hit Ratio",
+        type_ = "number",
+        json_path = ".status.redis.hitRatioPercent",
+        description = "Cache hits as a percentage of lookups, since the previous sample"
+    ),
+    printcolumn(
+        name = "Last Invalidation",
+        type_ = "date",
+        json_path = ".status.lastInvalidationTime",
+        description = "When an invalidation last finished"
+    ),
+    printcolumn(
+        name = "Threshold",
+        type_ = "string",
+        json_path = ".status.thresholdLevel",
+        description = "Worst cache threshold level"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -1,4 +1,6 @@
 //! `ProfileCapture`: capture pprof profiles from selected pods, once or on a schedule.
+// clippy reads the repeated `type_ = …` of several printcolumns as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
@@ -28,11 +30,36 @@ use crate::{
     shortname = "pcap",
     category = "biometrics",
     doc = "ProfileCapture captures pprof profiles from the pods it selects and reports the results in status.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the capture stands"),
-    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.selectedPods", description = "Pods selected for the next run"),
-    printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun.startTime", description = "When the last run started"),
-    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunTime", description = "When the schedule fires next"),
-    printcolumn(name = "Threshold", type_ = "string", json_path = ".status.thresholdLevel", description = "Worst runtime threshold level over the pods"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Where the capture stands"
+    ),
+    printcolumn(
+        name = "Pods",
+        type_ = "integer",
+        json_path = ".status.selectedPods",
+        description = "Pods selected for the next run"
+    ),
+    printcolumn(
+        name = "Last Run",
+        type_ = "date",
+        json_path = ".status.lastRun.startTime",
+        description = "When the last run started"
+    ),
+    printcolumn(
+        name = "Next Run",
+        type_ = "date",
+        json_path = ".status.nextRunTime",
+        description = "When the schedule fires next"
+    ),
+    printcolumn(
+        name = "Threshold",
+        type_ = "string",
+        json_path = ".status.thresholdLevel",
+        description = "Worst runtime threshold level over the pods"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -78,6 +78,9 @@ impl fmt::Display for FieldError {
         let shown = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
         match self.kind {
             FieldErrorKind::Required => write!(f, "{}: Required value", self.field)?,
+            FieldErrorKind::Invalid | FieldErrorKind::TypeInvalid if self.value.is_none() => {
+                write!(f, "{}: Invalid value", self.field)?
+            }
             FieldErrorKind::Invalid | FieldErrorKind::TypeInvalid => {
                 write!(f, "{}: Invalid value: {}", self.field, shown(&self.value))?;
             }
@@ -147,9 +150,18 @@ impl CrdSchema {
                 detail: String::new(),
             }));
         }
-        if walk.errors.is_empty()
-            && let Err(errors) = self.validator.validate_compiled(&self.compiled, object, old)
-        {
+        // Like kube-apiserver, CEL rules run unless a value has the wrong type (they would
+        // see nonsense); then one error says they were skipped.
+        let blocking =
+            walk.errors.iter().any(|e| matches!(e.kind, FieldErrorKind::TypeInvalid | FieldErrorKind::NotSupported));
+        if blocking {
+            walk.errors.push(FieldError {
+                kind: FieldErrorKind::Invalid,
+                field: "<nil>".into(),
+                value: None,
+                detail: "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+            });
+        } else if let Err(errors) = self.validator.validate_compiled(&self.compiled, object, old) {
             walk.errors.extend(errors.into_vec().into_iter().map(|e| {
                 let value = lookup(object, &e.field_path).map(|v| Value::String(type_name(v).into()));
                 FieldError { kind: FieldErrorKind::Invalid, field: e.field_path, value, detail: e.message }
@@ -216,7 +228,12 @@ impl Walk {
     fn node(&mut self, schema: &Value, value: &mut Value, path: &str, root: bool) {
         if value.is_null() {
             if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !root {
-                self.error(FieldErrorKind::TypeInvalid, path, Some(value), format!("{path} in body must be of type {}", schema_type(schema)));
+                self.error(
+                    FieldErrorKind::TypeInvalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body must be of type {}", schema_type(schema)),
+                );
             }
             return;
         }
@@ -225,13 +242,23 @@ impl Walk {
         let ty = schema.get("type").and_then(Value::as_str);
         if int_or_string {
             if !(value.is_string() || value.is_i64() || value.is_u64()) {
-                self.error(FieldErrorKind::TypeInvalid, path, Some(value), format!("{path} in body must be of type integer or string"));
+                self.error(
+                    FieldErrorKind::TypeInvalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body must be of type integer or string"),
+                );
                 return;
             }
         } else if let Some(ty) = ty
             && !type_matches(ty, value)
         {
-            self.error(FieldErrorKind::TypeInvalid, path, Some(&Value::String(type_name(value).into())), format!("{path} in body must be of type {ty}: {:?}", type_name(value)));
+            self.error(
+                FieldErrorKind::TypeInvalid,
+                path,
+                Some(&Value::String(type_name(value).into())),
+                format!("{path} in body must be of type {ty}: {:?}", type_name(value)),
+            );
             return;
         }
         match value {
@@ -245,7 +272,12 @@ impl Walk {
             && !allowed.contains(value)
         {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            self.error(FieldErrorKind::NotSupported, path, Some(value), format!("supported values: {}", list.join(", ")));
+            self.error(
+                FieldErrorKind::NotSupported,
+                path,
+                Some(value),
+                format!("supported values: {}", list.join(", ")),
+            );
         }
     }
 
@@ -280,7 +312,8 @@ impl Walk {
                 self.pruned.push(child_path);
             }
         }
-        for required in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        for required in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+        {
             if !map.contains_key(required) {
                 self.error(FieldErrorKind::Required, &join(path, required), None, "");
             }
@@ -288,7 +321,12 @@ impl Walk {
         if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
             && map.len() as u64 > max
         {
-            self.error(FieldErrorKind::TooMany, path, Some(&Value::from(map.len())), format!("must have at most {max} items"));
+            self.error(
+                FieldErrorKind::TooMany,
+                path,
+                Some(&Value::from(map.len())),
+                format!("must have at most {max} items"),
+            );
         }
     }
 
@@ -302,12 +340,22 @@ impl Walk {
         if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
             && len > max
         {
-            self.error(FieldErrorKind::TooMany, path, Some(&Value::from(len)), format!("must have at most {max} items"));
+            self.error(
+                FieldErrorKind::TooMany,
+                path,
+                Some(&Value::from(len)),
+                format!("must have at most {max} items"),
+            );
         }
         if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
             && len < min
         {
-            self.error(FieldErrorKind::Invalid, path, Some(&Value::from(len)), format!("{path} in body should have at least {min} items"));
+            self.error(
+                FieldErrorKind::Invalid,
+                path,
+                Some(&Value::from(len)),
+                format!("{path} in body should have at least {min} items"),
+            );
         }
         match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("set") => {
@@ -347,19 +395,39 @@ impl Walk {
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
             && chars < min
         {
-            self.error(FieldErrorKind::Invalid, path, Some(&Value::String(s.into())), format!("{path} in body should be at least {min} chars long"));
+            self.error(
+                FieldErrorKind::Invalid,
+                path,
+                Some(&Value::String(s.into())),
+                format!("{path} in body should be at least {min} chars long"),
+            );
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             match regex::Regex::new(pattern) {
                 Ok(re) if re.is_match(s) => {}
-                Ok(_) => self.error(FieldErrorKind::Invalid, path, Some(&Value::String(s.into())), format!("{path} in body should match '{pattern}'")),
-                Err(e) => self.error(FieldErrorKind::Invalid, path, None, format!("the schema's pattern does not compile: {e}")),
+                Ok(_) => self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    Some(&Value::String(s.into())),
+                    format!("{path} in body should match '{pattern}'"),
+                ),
+                Err(e) => self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    None,
+                    format!("the schema's pattern does not compile: {e}"),
+                ),
             }
         }
         if let Some(format) = schema.get("format").and_then(Value::as_str)
             && let Some(problem) = check_format(format, s)
         {
-            self.error(FieldErrorKind::Invalid, path, Some(&Value::String(s.into())), format!("{path} in body must be of type {format}: {problem}"));
+            self.error(
+                FieldErrorKind::Invalid,
+                path,
+                Some(&Value::String(s.into())),
+                format!("{path} in body must be of type {format}: {problem}"),
+            );
         }
     }
 
@@ -368,16 +436,36 @@ impl Walk {
         let exclusive = |key| schema.get(key).and_then(Value::as_bool) == Some(true);
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
             if exclusive("exclusiveMinimum") && n <= min {
-                self.error(FieldErrorKind::Invalid, path, Some(value), format!("{path} in body should be greater than {min}"));
+                self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body should be greater than {min}"),
+                );
             } else if n < min {
-                self.error(FieldErrorKind::Invalid, path, Some(value), format!("{path} in body should be greater than or equal to {min}"));
+                self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body should be greater than or equal to {min}"),
+                );
             }
         }
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
             if exclusive("exclusiveMaximum") && n >= max {
-                self.error(FieldErrorKind::Invalid, path, Some(value), format!("{path} in body should be less than {max}"));
+                self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body should be less than {max}"),
+                );
             } else if n > max {
-                self.error(FieldErrorKind::Invalid, path, Some(value), format!("{path} in body should be less than or equal to {max}"));
+                self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body should be less than or equal to {max}"),
+                );
             }
         }
         if let Some(format) = schema.get("format").and_then(Value::as_str) {
@@ -387,7 +475,12 @@ impl Walk {
                 _ => true,
             };
             if !fits {
-                self.error(FieldErrorKind::Invalid, path, Some(value), format!("{path} in body must be of type {format}"));
+                self.error(
+                    FieldErrorKind::Invalid,
+                    path,
+                    Some(value),
+                    format!("{path} in body must be of type {format}"),
+                );
             }
         }
     }
@@ -468,7 +561,8 @@ mod tests {
     #[test]
     fn structural_errors_read_like_kube_apiserver() {
         let mut obj = json!({"spec": {"port": 0, "mode": "C", "tags": ["a", "a", "long"], "size": 1.5, "name": "X1"}});
-        let errors: Vec<String> = admit(&mut obj, FieldValidation::Warn).unwrap_err().iter().map(ToString::to_string).collect();
+        let errors: Vec<String> =
+            admit(&mut obj, FieldValidation::Warn).unwrap_err().iter().map(ToString::to_string).collect();
         for expected in [
             "spec.port: Invalid value: 0: spec.port in body should be greater than or equal to 1",
             "spec.mode: Unsupported value: \"C\": supported values: \"A\", \"B\"",
@@ -485,7 +579,13 @@ mod tests {
         assert_eq!(errors[0].to_string(), "spec.port: Required value");
         let mut obj = json!({"spec": {"port": "80"}});
         let errors = admit(&mut obj, FieldValidation::Warn).unwrap_err();
-        assert!(errors[0].to_string().starts_with("spec.port: Invalid value: \"string\": spec.port in body must be of type integer"), "{}", errors[0]);
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("spec.port: Invalid value: \"string\": spec.port in body must be of type integer"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -1,0 +1,38 @@
+# Biometrics — the commands a person and CI run the same way.
+#   make setup   install every system dependency (idempotent, quick when done)
+#   make test    formatting, lints, CRD drift check and every test
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: setup build test fmt fmt-check lint crds crds-check unit
+
+setup:
+	@bash hack/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --all-targets --locked
+
+test: setup fmt-check lint crds-check unit
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Regenerate the committed CRD YAML from the Rust types.
+crds:
+	$(CARGO) run --quiet --locked -p biometrics-crds --bin crdgen
+
+# Fails when crds/yaml/ differs from what the types generate.
+crds-check:
+	$(CARGO) test --quiet --locked -p biometrics-crds --test crd_drift
+
+unit:
+	$(CARGO) test --workspace --locked
