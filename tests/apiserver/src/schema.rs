@@ -42,6 +42,8 @@ pub enum FieldErrorKind {
     Unknown,
     /// The value has the wrong JSON type.
     TypeInvalid,
+    /// The change is not allowed.
+    Forbidden,
 }
 
 impl FieldErrorKind {
@@ -56,6 +58,7 @@ impl FieldErrorKind {
             Self::Duplicate => "FieldValueDuplicate",
             Self::Unknown => "FieldValueUnknown",
             Self::TypeInvalid => "FieldValueTypeInvalid",
+            Self::Forbidden => "FieldValueForbidden",
         }
     }
 }
@@ -89,6 +92,7 @@ impl fmt::Display for FieldError {
             FieldErrorKind::TooMany => write!(f, "{}: Too many: {}", self.field, shown(&self.value))?,
             FieldErrorKind::Duplicate => write!(f, "{}: Duplicate value: {}", self.field, shown(&self.value))?,
             FieldErrorKind::Unknown => write!(f, "unknown field \"{}\"", self.field)?,
+            FieldErrorKind::Forbidden => write!(f, "{}: Forbidden", self.field)?,
         }
         if !self.detail.is_empty() {
             write!(f, ": {}", self.detail)?;

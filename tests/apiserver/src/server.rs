@@ -1,0 +1,492 @@
+//! The HTTP face of the store: discovery, the REST verbs on every resource path, watches,
+//! and `Status` errors — parsed and answered the way kube-apiserver does for kube-rs and
+//! kubectl.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, Bytes},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::{
+    error::ApiError,
+    registry::ResourceType,
+    schema::FieldValidation,
+    selectors::{FieldSelector, LabelSelector},
+    store::{EventType, Patch, Store, Subresource, WriteOptions},
+    table,
+};
+
+/// Counts of requests by verb and resource, so tests can tell a relist loop from a watch.
+#[derive(Debug, Default)]
+pub struct RequestCounts(Mutex<BTreeMap<String, u64>>);
+
+impl RequestCounts {
+    fn bump(&self, key: String) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default() += 1;
+    }
+
+    /// How many requests of `verb` (`list`, `watch`, `get`, `create`, `update`, `patch`,
+    /// `delete`) hit resource `plural`.
+    pub fn get(&self, verb: &str, plural: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&format!("{verb} {plural}"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The objects.
+    pub store: Store,
+    /// Request counts.
+    pub counts: Arc<RequestCounts>,
+    /// The address clients reach the server at.
+    pub address: String,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl AppState {
+    /// State for a server at `address`.
+    pub fn new(store: Store, address: String) -> Self {
+        Self { store, counts: Arc::default(), address, bookmark_interval: Duration::from_secs(5) }
+    }
+}
+
+/// Where a request path points.
+#[derive(Debug, Clone)]
+enum Target {
+    GroupDiscovery { group: String, version: String },
+    Collection { rt: ResourceType, namespace: Option<String> },
+    Object { rt: ResourceType, namespace: String, name: String, sub: Subresource },
+}
+
+fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => (String::new(), (*version).to_owned(), rest),
+        ["apis", group, version, rest @ ..] => ((*group).to_owned(), (*version).to_owned(), rest),
+        _ => return Err(ApiError::no_route(path)),
+    };
+    let registry = state.store.registry();
+    let lookup = |plural: &str| registry.get(&group, &version, plural).cloned().ok_or_else(|| ApiError::no_route(path));
+    let sub = |s: &str| match s {
+        "status" => Ok(Subresource::Status),
+        _ => Err(ApiError::no_route(path)),
+    };
+    match rest {
+        [] => {
+            if group.is_empty() && version != "v1"
+                || !group.is_empty() && !registry.all().any(|t| t.group == group && t.version == version)
+            {
+                return Err(ApiError::no_route(path));
+            }
+            Ok(Target::GroupDiscovery { group, version })
+        }
+        ["namespaces", ns, plural] if *plural != "status" && *plural != "finalize" => {
+            let rt = lookup(plural)?;
+            if !rt.namespaced {
+                return Err(ApiError::no_route(path));
+            }
+            Ok(Target::Collection { rt, namespace: Some((*ns).to_owned()) })
+        }
+        ["namespaces", ns, plural, name] => Ok(Target::Object {
+            rt: lookup(plural)?,
+            namespace: (*ns).to_owned(),
+            name: (*name).to_owned(),
+            sub: Subresource::Main,
+        }),
+        ["namespaces", ns, plural, name, s] => {
+            let rt = lookup(plural)?;
+            if !rt.status_subresource {
+                return Err(ApiError::no_route(path));
+            }
+            Ok(Target::Object { rt, namespace: (*ns).to_owned(), name: (*name).to_owned(), sub: sub(s)? })
+        }
+        [plural] => Ok(Target::Collection { rt: lookup(plural)?, namespace: None }),
+        [plural, name] => {
+            let rt = lookup(plural)?;
+            if rt.namespaced {
+                return Err(ApiError::no_route(path));
+            }
+            Ok(Target::Object { rt, namespace: String::new(), name: (*name).to_owned(), sub: Subresource::Main })
+        }
+        [plural, name, s] => {
+            let rt = lookup(plural)?;
+            if rt.namespaced || !rt.status_subresource {
+                return Err(ApiError::no_route(path));
+            }
+            Ok(Target::Object { rt, namespace: String::new(), name: (*name).to_owned(), sub: sub(s)? })
+        }
+        _ => Err(ApiError::no_route(path)),
+    }
+}
+
+fn query_map(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default()
+}
+
+fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut response = (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append("Warning", v);
+        }
+    }
+    response
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status(), &[])
+}
+
+fn parse_body(bytes: &Bytes, content_type: &str) -> Result<Value, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({content_type}) - accepted media types include: application/json, application/yaml"
+        )));
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    if content_type.contains("yaml") {
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
+        serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
+    }
+}
+
+fn write_options(query: &BTreeMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let field_validation = match query.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of Ignore, Warn, Strict, got {other:?}"
+            )));
+        }
+    };
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    let default_manager = user_agent.split('/').next().unwrap_or("unknown").to_owned();
+    Ok(WriteOptions {
+        field_manager: query.get("fieldManager").cloned().unwrap_or(default_manager),
+        field_validation,
+        dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+        force: query.get("force").is_some_and(|f| f == "true"),
+    })
+}
+
+/// Answers every request.
+pub async fn handle(state: AppState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    match route(&state, &method, &uri, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn route(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let path = uri.path();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    match (method, path) {
+        (&Method::GET, "/healthz" | "/readyz" | "/livez") => return Ok((StatusCode::OK, "ok").into_response()),
+        (&Method::GET, "/version") => return Ok(json_response(StatusCode::OK, &crate::discovery::version(), &[])),
+        (&Method::GET, "/api") => {
+            return Ok(json_response(StatusCode::OK, &crate::discovery::core_versions(&state.address), &[]));
+        }
+        (&Method::GET, "/apis") => {
+            return Ok(json_response(StatusCode::OK, &crate::discovery::group_list(&state.store.registry()), &[]));
+        }
+        (&Method::GET, p) if p.starts_with("/openapi/") => {
+            return crate::openapi::serve(state, p, uri.query().unwrap_or(""));
+        }
+        (&Method::GET, p) if p.starts_with("/apis/") && p.trim_matches('/').split('/').count() == 2 => {
+            let group = p.trim_matches('/').split('/').nth(1).unwrap_or_default();
+            let doc = crate::discovery::group(&state.store.registry(), group).ok_or_else(|| ApiError::no_route(p))?;
+            return Ok(json_response(StatusCode::OK, &doc, &[]));
+        }
+        _ => {}
+    }
+    let query = query_map(uri);
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
+    match parse_target(state, path)? {
+        Target::GroupDiscovery { group, version } => Ok(json_response(
+            StatusCode::OK,
+            &crate::discovery::resource_list(&state.store.registry(), &group, &version),
+            &[],
+        )),
+        Target::Collection { rt, namespace } => match *method {
+            Method::GET if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                state.counts.bump(format!("watch {}", rt.plural));
+                watch(state, &rt, namespace, &query, &accept)
+            }
+            Method::GET => {
+                state.counts.bump(format!("list {}", rt.plural));
+                let list = list(state, &rt, namespace.as_deref(), &query)?;
+                let body = if table::wants_table(&accept) { table::list_table(&rt, &list) } else { list };
+                Ok(json_response(StatusCode::OK, &body, &[]))
+            }
+            Method::POST => {
+                state.counts.bump(format!("create {}", rt.plural));
+                let ns = namespace
+                    .ok_or_else(|| ApiError::method_not_allowed("create needs a namespace in the path"))
+                    .or_else(|e| if rt.namespaced { Err(e) } else { Ok(String::new()) })?;
+                let opts = write_options(&query, headers)?;
+                let (obj, warnings) = state.store.create(&rt.key(), &ns, parse_body(body, &content_type)?, &opts)?;
+                Ok(json_response(StatusCode::CREATED, &obj, &warnings))
+            }
+            Method::DELETE => {
+                state.counts.bump(format!("deletecollection {}", rt.plural));
+                let (items, _) = state.store.list(&rt.key(), namespace.as_deref())?;
+                let selector = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+                    .map_err(|e| ApiError::bad_request(e.0))?;
+                let mut deleted = Vec::new();
+                for item in items.iter().filter(|i| selector.matches_object(i)) {
+                    let ns = item.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                    let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                    deleted.push(state.store.delete(&rt.key(), ns, name, false, None)?);
+                }
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted}),
+                    &[],
+                ))
+            }
+            _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on a collection"))),
+        },
+        Target::Object { rt, namespace, name, sub } => match *method {
+            Method::GET => {
+                state.counts.bump(format!("get {}", rt.plural));
+                let obj = state.store.get(&rt.key(), &namespace, &name)?;
+                let body = if table::wants_table(&accept) { table::object_table(&rt, &obj) } else { obj };
+                Ok(json_response(StatusCode::OK, &body, &[]))
+            }
+            Method::PUT => {
+                state.counts.bump(format!("update {}", rt.plural));
+                let opts = write_options(&query, headers)?;
+                let (obj, warnings) =
+                    state.store.update(&rt.key(), &namespace, &name, parse_body(body, &content_type)?, sub, &opts)?;
+                Ok(json_response(StatusCode::OK, &obj, &warnings))
+            }
+            Method::PATCH => {
+                state.counts.bump(format!("patch {}", rt.plural));
+                let opts = write_options(&query, headers)?;
+                let value = parse_body(body, &content_type)?;
+                let patch = match content_type.split(';').next().unwrap_or_default().trim() {
+                    "application/merge-patch+json" => Patch::Merge(value),
+                    "application/json-patch+json" => Patch::Json(value),
+                    "application/strategic-merge-patch+json" => Patch::Strategic(value),
+                    "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                        if !query.contains_key("fieldManager") {
+                            return Err(ApiError::bad_request(
+                                "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
+                            ));
+                        }
+                        Patch::Apply(value)
+                    }
+                    other => {
+                        return Err(ApiError::unsupported_media_type(format!(
+                            "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                        )));
+                    }
+                };
+                let (obj, warnings) = state.store.patch(&rt.key(), &namespace, &name, patch, sub, &opts)?;
+                Ok(json_response(StatusCode::OK, &obj, &warnings))
+            }
+            Method::DELETE => {
+                state.counts.bump(format!("delete {}", rt.plural));
+                let options = parse_body(body, "application/json").unwrap_or(Value::Null);
+                let propagation = query
+                    .get("propagationPolicy")
+                    .cloned()
+                    .or_else(|| options.get("propagationPolicy").and_then(Value::as_str).map(str::to_owned));
+                let orphan = propagation.as_deref() == Some("Orphan")
+                    || options.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+                let uid = options.pointer("/preconditions/uid").and_then(Value::as_str);
+                let obj = state.store.delete(&rt.key(), &namespace, &name, orphan, uid)?;
+                Ok(json_response(StatusCode::OK, &obj, &[]))
+            }
+            _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on an object"))),
+        },
+    }
+}
+
+fn selectors(rt: &ResourceType, query: &BTreeMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str), &rt.kind)
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    Ok((labels, fields))
+}
+
+fn list(
+    state: &AppState,
+    rt: &ResourceType,
+    namespace: Option<&str>,
+    query: &BTreeMap<String, String>,
+) -> Result<Value, ApiError> {
+    let (labels, fields) = selectors(rt, query)?;
+    let (items, rv) = state.store.list(&rt.key(), namespace)?;
+    let mut items: Vec<Value> =
+        items.into_iter().filter(|i| labels.matches_object(i) && fields.matches_object(i)).collect();
+    // `continue` resumes after the last key of the previous page.
+    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+        let (ns, name) = token.split_once('/').ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+        items.retain(|i| {
+            let key = (
+                i.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default(),
+                i.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default(),
+            );
+            key > (ns, name)
+        });
+    }
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(limit) = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
+        && items.len() > limit
+    {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        let last = items.last().expect("limit > 0");
+        let token = format!(
+            "{}/{}",
+            last.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default(),
+            last.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+        );
+        metadata["continue"] = json!(token);
+        metadata["remainingItemCount"] = json!(remaining);
+    }
+    Ok(
+        json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": metadata, "items": items}),
+    )
+}
+
+fn watch_line(event_type: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": event_type, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata})
+}
+
+fn watch(
+    state: &AppState,
+    rt: &ResourceType,
+    namespace: Option<String>,
+    query: &BTreeMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let (labels, fields) = selectors(rt, query)?;
+    let as_table = table::wants_table(accept);
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
+    let timeout = Duration::from_secs(query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800));
+    let requested_rv = query.get("resourceVersion").cloned().unwrap_or_default();
+    let selected = move |o: &Value, ns: &Option<String>| {
+        ns.as_ref().is_none_or(|n| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(n))
+            && labels.matches_object(o)
+            && fields.matches_object(o)
+    };
+    let store = state.store.clone();
+    let rt = rt.clone();
+    let key = rt.key();
+    let bookmark_interval = state.bookmark_interval;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let mut changed = store.subscribe();
+    // Where the stream starts: after a given resourceVersion, or with the current state.
+    let (mut cursor, initial): (u64, Vec<Value>) = if requested_rv.is_empty() || requested_rv == "0" || send_initial {
+        let (items, rv) = store.list(&key, namespace.as_deref())?;
+        (rv, items.into_iter().filter(|i| selected(i, &namespace)).collect())
+    } else {
+        let rv = requested_rv
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {requested_rv:?}")))?;
+        (rv, Vec::new())
+    };
+    tokio::spawn(async move {
+        let render = |object: &Value| if as_table { table::object_table(&rt, object) } else { object.clone() };
+        for item in &initial {
+            if tx.send(watch_line("ADDED", &render(item))).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && tx.send(watch_line("BOOKMARK", &bookmark(&rt, cursor, true))).await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut next_bookmark = tokio::time::Instant::now() + bookmark_interval;
+        loop {
+            let (events, latest) = match store.events_since(cursor) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(watch_line("ERROR", &e.to_status())).await;
+                    return;
+                }
+            };
+            for event in events.iter().filter(|e| e.type_key == key) {
+                let now_selected = selected(&event.object, &namespace);
+                let was_selected = event.previous.as_ref().is_some_and(|p| selected(p, &namespace));
+                let kind = match event.event_type {
+                    EventType::Added if now_selected => Some("ADDED"),
+                    EventType::Deleted if now_selected => Some("DELETED"),
+                    EventType::Modified if now_selected && was_selected => Some("MODIFIED"),
+                    EventType::Modified if now_selected => Some("ADDED"),
+                    EventType::Modified if was_selected => Some("DELETED"),
+                    _ => None,
+                };
+                if let Some(kind) = kind
+                    && tx.send(watch_line(kind, &render(&event.object))).await.is_err()
+                {
+                    return;
+                }
+            }
+            cursor = latest;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tokio::time::sleep_until(next_bookmark) => {
+                    next_bookmark = tokio::time::Instant::now() + bookmark_interval;
+                    if bookmarks && tx.send(watch_line("BOOKMARK", &bookmark(&rt, cursor, false))).await.is_err() {
+                        return;
+                    }
+                }
+                changed_result = changed.changed() => if changed_result.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
