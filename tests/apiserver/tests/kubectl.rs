@@ -1,0 +1,294 @@
+//! The real kubectl (installed by `make setup`) against the real `test-apiserver` binary:
+//! applying the CRDs and examples, printer columns, `get -w`, status patches, `explain`,
+//! deletion waiting on a finalizer, server-side apply, and every invalid fixture refused
+//! with its reason.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+fn kubectl_binary() -> PathBuf {
+    if let Some(explicit) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(explicit);
+    }
+    let local = repo_root().join(".tools/bin/kubectl");
+    assert!(local.exists(), "kubectl is not installed at {}: run `make setup`", local.display());
+    local
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A test-apiserver process with its own kubeconfig and kubectl cache.
+struct Cluster {
+    _server: Running,
+    dir: tempfile::TempDir,
+    startup: Duration,
+}
+
+impl Cluster {
+    /// Starts the server and applies the CRDs with kubectl, timing both.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_test-apiserver"))
+            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("test-apiserver starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("LISTEN line");
+        assert!(line.starts_with("LISTEN 127.0.0.1:"), "unexpected first line {line:?}");
+        let cluster = Self { _server: Running(child), dir, startup: Duration::ZERO };
+        let out = cluster.kubectl(&["apply", "-f", &repo_root().join("crds/yaml").to_string_lossy()]);
+        assert!(out.status.success(), "CRDs apply: {}", String::from_utf8_lossy(&out.stderr));
+        Self { startup: started.elapsed(), ..cluster }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(kubectl_binary());
+        cmd.env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("KUBECACHEDIR", self.dir.path().join("cache"))
+            .current_dir(repo_root());
+        cmd
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("kubectl runs")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test with stderr if it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply_stdin(&self, manifest: &str, extra: &[&str]) -> Output {
+        let mut child = self
+            .command()
+            .args(["apply", "-f", "-"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), manifest.as_bytes())
+            .expect("write manifest");
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    fn with_examples(self) -> Self {
+        self.apply_stdin("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n", &[]);
+        self.ok(&["apply", "-f", "examples/"]);
+        self
+    }
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    files
+}
+
+#[test]
+fn starts_and_takes_the_crds() {
+    let cluster = Cluster::start();
+    // Reported, not asserted: a benchmark figure, not a test condition.
+    eprintln!("test-apiserver start + kubectl apply of the CRDs: {:?}", cluster.startup);
+    let crds = cluster.ok(&["get", "crds", "-o", "name"]);
+    assert!(crds.contains("profilecaptures.biometrics.io") && crds.contains("cachepolicies.biometrics.io"), "{crds}");
+    let resources = cluster.ok(&["api-resources", "--api-group=biometrics.io"]);
+    assert!(resources.contains("pcap") && resources.contains("cpol"), "{resources}");
+}
+
+#[test]
+fn examples_apply_and_print_their_columns() {
+    let cluster = Cluster::start().with_examples();
+    let captures = cluster.ok(&["get", "pcap", "-n", "shop"]);
+    let header = captures.lines().next().unwrap_or_default();
+    for column in ["NAME", "PHASE", "PODS", "LAST RUN", "NEXT RUN", "THRESHOLD", "AGE"] {
+        assert!(header.contains(column), "missing column {column}: {captures}");
+    }
+    assert!(captures.contains("api-hourly") && captures.contains("checkout-now"), "{captures}");
+    let policies = cluster.ok(&["get", "cpol", "-n", "shop"]);
+    for column in ["STRATEGY", "EXECUTOR", "HIT RATIO", "LAST INVALIDATION", "THRESHOLD"] {
+        assert!(policies.lines().next().unwrap_or_default().contains(column), "missing column {column}: {policies}");
+    }
+    assert!(policies.lines().any(|l| l.starts_with("users") && l.contains("LRU")), "{policies}");
+    assert!(policies.lines().any(|l| l.starts_with("orders") && l.contains("WriteBehind")), "{policies}");
+    let category = cluster.ok(&["get", "biometrics", "-n", "shop", "-o", "name"]);
+    assert_eq!(category.lines().count(), 4, "the biometrics category lists both kinds: {category}");
+    // Applying the same files again changes nothing.
+    let again = cluster.ok(&["apply", "-f", "examples/"]);
+    assert!(again.lines().all(|l| l.ends_with("unchanged")), "{again}");
+    // Defaults were applied by the server.
+    let duration = cluster.ok(&["get", "pcap", "api-hourly", "-n", "shop", "-o", "jsonpath={.spec.concurrencyPolicy}"]);
+    assert_eq!(duration, "Forbid");
+}
+
+#[test]
+fn every_invalid_fixture_is_refused_with_its_reason() {
+    let cluster = Cluster::start();
+    cluster.apply_stdin("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n", &[]);
+    for path in yaml_files(&repo_root().join("tests/fixtures/invalid")) {
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        let expect = text.lines().find_map(|l| l.strip_prefix("# expect: ")).expect("fixture states its reason");
+        let out = cluster.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} was accepted", path.display());
+        assert!(stderr.contains(expect), "{} refused, but not with {expect:?}: {stderr}", path.display());
+    }
+    let left = cluster.ok(&["get", "pcap,cpol", "-n", "shop", "-o", "name"]);
+    assert!(left.trim().is_empty(), "nothing invalid was stored: {left}");
+}
+
+#[test]
+fn status_patch_is_seen_by_get_watch() {
+    let cluster = Cluster::start().with_examples();
+    let mut watch = cluster
+        .command()
+        .args(["get", "pcap", "checkout-now", "-n", "shop", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let _watch = Running(watch);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first line is the object as it is; then the patch arrives through the watch.
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("initial line");
+    assert!(first.contains("NAME") || first.contains("checkout-now"), "{first}");
+    cluster.ok(&[
+        "patch",
+        "pcap",
+        "checkout-now",
+        "-n",
+        "shop",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","selectedPods":3}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.contains("Running") {
+                assert!(line.contains('3'), "the Pods column shows the patched count: {line}");
+                let generation =
+                    cluster.ok(&["get", "pcap", "checkout-now", "-n", "shop", "-o", "jsonpath={.metadata.generation}"]);
+                assert_eq!(generation, "1", "a status patch does not bump the generation");
+                return;
+            }
+            seen.push(line);
+        }
+    }
+    panic!("kubectl get -w never showed the status change; saw {seen:?}");
+}
+
+#[test]
+fn explain_reads_the_schema() {
+    let cluster = Cluster::start();
+    let duration = cluster.ok(&["explain", "profilecapture.spec.duration"]);
+    assert!(duration.contains("Between 1s and 5m"), "{duration}");
+    let rules = cluster.ok(&["explain", "cpol.spec.invalidations"]);
+    assert!(rules.contains("Invalidation rules"), "{rules}");
+    assert!(rules.contains("onRolloutOf"), "fields of the rule are listed: {rules}");
+}
+
+#[test]
+fn delete_waits_for_the_last_finalizer() {
+    let cluster = Cluster::start().with_examples();
+    cluster.ok(&[
+        "patch",
+        "pcap",
+        "api-hourly",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["biometrics.io/cleanup"]}}"#,
+    ]);
+    let mut delete = Running(
+        cluster
+            .command()
+            .args(["delete", "pcap", "api-hourly", "-n", "shop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl delete"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(delete.0.try_wait().expect("poll").is_none(), "kubectl delete returned while a finalizer was still there");
+    let terminating =
+        cluster.ok(&["get", "pcap", "api-hourly", "-n", "shop", "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+    assert!(!terminating.is_empty(), "the object is terminating");
+    cluster.ok(&[
+        "patch",
+        "pcap",
+        "api-hourly",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = delete.0.try_wait().expect("poll") {
+            assert!(status.success(), "kubectl delete failed");
+            let gone = cluster.kubectl(&["get", "pcap", "api-hourly", "-n", "shop"]);
+            assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("kubectl delete did not finish after the finalizer was removed");
+}
+
+#[test]
+fn server_side_apply_conflicts_between_managers() {
+    let cluster = Cluster::start();
+    let manifest = |max_pods: u32| {
+        format!(
+            "apiVersion: biometrics.io/v1alpha1\nkind: ProfileCapture\nmetadata:\n  name: ssa\n  namespace: default\nspec:\n  selector: {{matchLabels: {{app: api}}}}\n  target: {{port: 6060}}\n  maxPods: {max_pods}\n"
+        )
+    };
+    let out = cluster.apply_stdin(&manifest(2), &["--server-side", "--field-manager=alice"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster.apply_stdin(&manifest(4), &["--server-side", "--field-manager=bob"]);
+    assert!(!out.status.success(), "bob's apply over alice's field must conflict");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("conflict") && stderr.contains("alice") && stderr.contains(".spec.maxPods"), "{stderr}");
+    let out = cluster.apply_stdin(&manifest(4), &["--server-side", "--field-manager=bob", "--force-conflicts"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster.ok(&["get", "pcap", "ssa", "-o", "jsonpath={.spec.maxPods}"]), "4");
+}
