@@ -7,6 +7,7 @@
 
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod fields;
 pub mod openapi;
 pub mod registry;

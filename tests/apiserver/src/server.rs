@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{
     error::ApiError,
-    registry::ResourceType,
+    registry::{ResourceType, TypeKey},
     schema::FieldValidation,
     selectors::{FieldSelector, LabelSelector},
     store::{EventType, Patch, Store, Subresource, WriteOptions},
@@ -345,6 +345,15 @@ fn selectors(rt: &ResourceType, query: &BTreeMap<String, String>) -> Result<(Lab
     Ok((labels, fields))
 }
 
+/// The `events.k8s.io` Events, which the core Event API shows too.
+fn new_api_events() -> TypeKey {
+    TypeKey { group: "events.k8s.io".into(), plural: "events".into() }
+}
+
+fn is_core_events(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.plural == "events"
+}
+
 fn list(
     state: &AppState,
     rt: &ResourceType,
@@ -352,7 +361,15 @@ fn list(
     query: &BTreeMap<String, String>,
 ) -> Result<Value, ApiError> {
     let (labels, fields) = selectors(rt, query)?;
-    let (items, rv) = state.store.list(&rt.key(), namespace)?;
+    let (mut items, rv) = state.store.list(&rt.key(), namespace)?;
+    if is_core_events(rt) {
+        let (recorded, _) = state.store.list(&new_api_events(), namespace)?;
+        items.extend(recorded.iter().map(crate::events::to_core));
+        items.sort_by_cached_key(|v| {
+            let text = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+            (text("/metadata/namespace"), text("/metadata/name"))
+        });
+    }
     let mut items: Vec<Value> =
         items.into_iter().filter(|i| labels.matches_object(i) && fields.matches_object(i)).collect();
     // `continue` resumes after the last key of the previous page.
@@ -421,12 +438,16 @@ fn watch(
     let store = state.store.clone();
     let rt = rt.clone();
     let key = rt.key();
+    let also_recorded = is_core_events(&rt);
     let bookmark_interval = state.bookmark_interval;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut changed = store.subscribe();
     // Where the stream starts: after a given resourceVersion, or with the current state.
     let (mut cursor, initial): (u64, Vec<Value>) = if requested_rv.is_empty() || requested_rv == "0" || send_initial {
-        let (items, rv) = store.list(&key, namespace.as_deref())?;
+        let (mut items, rv) = store.list(&key, namespace.as_deref())?;
+        if also_recorded {
+            items.extend(store.list(&new_api_events(), namespace.as_deref())?.0.iter().map(crate::events::to_core));
+        }
         (rv, items.into_iter().filter(|i| selected(i, &namespace)).collect())
     } else {
         let rv = requested_rv
@@ -454,9 +475,19 @@ fn watch(
                     return;
                 }
             };
-            for event in events.iter().filter(|e| e.type_key == key) {
-                let now_selected = selected(&event.object, &namespace);
-                let was_selected = event.previous.as_ref().is_some_and(|p| selected(p, &namespace));
+            for event in
+                events.iter().filter(|e| e.type_key == key || (also_recorded && e.type_key == new_api_events()))
+            {
+                // Recorder Events reach the core Event API converted.
+                let converted = (event.type_key != key).then(|| {
+                    (crate::events::to_core(&event.object), event.previous.as_ref().map(crate::events::to_core))
+                });
+                let (object, previous) = match &converted {
+                    Some((o, p)) => (o, p.as_ref()),
+                    None => (&event.object, event.previous.as_ref()),
+                };
+                let now_selected = selected(object, &namespace);
+                let was_selected = previous.is_some_and(|p| selected(p, &namespace));
                 let kind = match event.event_type {
                     EventType::Added if now_selected => Some("ADDED"),
                     EventType::Deleted if now_selected => Some("DELETED"),
@@ -466,7 +497,7 @@ fn watch(
                     _ => None,
                 };
                 if let Some(kind) = kind
-                    && tx.send(watch_line(kind, &render(&event.object))).await.is_err()
+                    && tx.send(watch_line(kind, &render(object))).await.is_err()
                 {
                     return;
                 }

@@ -400,3 +400,73 @@ async fn deleting_an_owner_deletes_its_dependents() {
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
     assert!(cms.get_opt("dependent").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn recorder_events_are_visible_through_the_core_event_api() {
+    use kube::{
+        Resource,
+        runtime::events::{Event, EventType, Recorder, Reporter},
+    };
+    let (_server, client) = server().await;
+    let api: Api<ProfileCapture> = Api::namespaced(client.clone(), "default");
+    let capture = api.create(&PostParams::default(), &capture("evented")).await.unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "biometrics-operator".into(), instance: Some("op-0".into()) },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "PodFailed".into(),
+        note: Some("agent did not answer".into()),
+        action: "Capture".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &capture.object_ref(&())).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let listed = core
+        .list(
+            &ListParams::default()
+                .fields(&format!("involvedObject.name=evented,involvedObject.uid={}", capture.uid().unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "kubectl describe finds the Event by its involved object");
+    let e = &listed.items[0];
+    assert_eq!(e.reason.as_deref(), Some("PodFailed"));
+    assert_eq!(e.message.as_deref(), Some("agent did not answer"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+}
+
+#[tokio::test]
+async fn streaming_list_watch_sends_initial_events_then_changes() {
+    let (server, client) = server().await;
+    let api: Api<ProfileCapture> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &capture("existing")).await.unwrap();
+    let mut stream =
+        watcher(api.clone(), watcher::Config::default().streaming_lists()).default_backoff().applied_objects().boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.name_any(), "existing");
+    api.create(&PostParams::default(), &capture("new")).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.name_any(), "new");
+    assert_eq!(server.counts().get("list", "profilecaptures"), 0, "a streaming list needs no list request");
+}
+
+#[tokio::test]
+async fn json_patch_test_operations_guard_the_patch() {
+    let (_server, client) = server().await;
+    let api: Api<ProfileCapture> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &capture("jp")).await.unwrap();
+    let guarded = |expected_port: u16| -> json_patch::Patch {
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/spec/target/port", "value": expected_port},
+            {"op": "replace", "path": "/spec/target/port", "value": 7070}
+        ]))
+        .unwrap()
+    };
+    let err = api.patch("jp", &PatchParams::default(), &Patch::<()>::Json(guarded(1234))).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422), "{err:?}");
+    assert_eq!(api.get("jp").await.unwrap().spec.target.port, 6060, "a failed test changes nothing");
+    let patched = api.patch("jp", &PatchParams::default(), &Patch::<()>::Json(guarded(6060))).await.unwrap();
+    assert_eq!(patched.spec.target.port, 7070);
+}

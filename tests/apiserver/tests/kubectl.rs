@@ -292,3 +292,51 @@ fn server_side_apply_conflicts_between_managers() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(cluster.ok(&["get", "pcap", "ssa", "-o", "jsonpath={.spec.maxPods}"]), "4");
 }
+
+#[test]
+fn strategic_merge_patch_merges_containers_by_name() {
+    let cluster = Cluster::start().with_examples();
+    cluster.ok(&[
+        "patch",
+        "deployment",
+        "users",
+        "-n",
+        "shop",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"registry.example.com/users:1.5.0"}]}}}}"#,
+    ]);
+    let images = cluster.ok(&[
+        "get",
+        "deployment",
+        "users",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={range .spec.template.spec.containers[*]}{.name}={.image} {end}",
+    ]);
+    assert_eq!(
+        images.trim(),
+        "app=registry.example.com/users:1.5.0 biometrics-agent=ghcr.io/biometrics-io/biometrics-agent:0.1.0"
+    );
+    let generation = cluster.ok(&["get", "deployment", "users", "-n", "shop", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(generation, "2", "a template change is a new generation");
+    // Custom resources do not take strategic merge patches, as in Kubernetes.
+    let out = cluster.kubectl(&["patch", "pcap", "api-hourly", "-n", "shop", "-p", r#"{"spec":{"suspend":true}}"#]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("application/strategic-merge-patch+json is not supported"), "{stderr}");
+}
+
+#[test]
+fn describe_shows_events_about_the_object() {
+    let cluster = Cluster::start().with_examples();
+    let uid = cluster.ok(&["get", "pcap", "checkout-now", "-n", "shop", "-o", "jsonpath={.metadata.uid}"]);
+    let event = format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: checkout-now.run1\n  namespace: shop\nregarding:\n  apiVersion: biometrics.io/v1alpha1\n  kind: ProfileCapture\n  name: checkout-now\n  namespace: shop\n  uid: {uid}\nreason: RunFinished\nnote: captured 3 profiles from 2 pods\ntype: Normal\naction: Capture\nreportingController: biometrics-operator\nreportingInstance: op-0\neventTime: \"2026-01-01T10:00:00.000000Z\"\n"
+    );
+    let out = cluster.apply_stdin(&event, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let described = cluster.ok(&["describe", "pcap", "checkout-now", "-n", "shop"]);
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(events.contains("RunFinished") && events.contains("captured 3 profiles from 2 pods"), "{described}");
+}
