@@ -1,0 +1,210 @@
+//! The Biometrics agent: a sidecar beside an app that serves the operator an authenticated
+//! HTTP API to capture the app's pprof profiles (fetched from the pod's loopback, written
+//! atomically to the shared volume, summarised and drawn as flame graphs) and reports the
+//! app's runtime metrics. It never talks to the Kubernetes API.
+
+pub mod api;
+pub mod auth;
+pub mod captures;
+pub mod fetch;
+pub mod metrics;
+pub mod names;
+pub mod profile;
+pub mod runtime;
+pub mod selfprof;
+pub mod server;
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    api::RuntimeSample,
+    captures::{Engine, EngineConfig, Limits},
+    fetch::Fetcher,
+    metrics::Metrics,
+    server::{AppState, KeyLoader, RuntimeCell},
+};
+
+/// Everything the agent is configured with.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Root of the shared profiles volume.
+    pub profiles_dir: PathBuf,
+    /// The operator's Ed25519 public key (PEM).
+    pub operator_public_key: Option<PathBuf>,
+    /// This pod's namespace.
+    pub namespace: String,
+    /// This pod's name.
+    pub pod: String,
+    /// The app's loopback address.
+    pub target_host: IpAddr,
+    /// The app's pprof port, for runtime sampling.
+    pub target_port: Option<u16>,
+    /// The app's pprof base path, for runtime sampling.
+    pub target_base_path: String,
+    /// The app container's memory limit.
+    pub memory_limit_bytes: Option<u64>,
+    /// How often the app's runtime metrics are sampled.
+    pub sample_interval: Duration,
+    /// Capture limits.
+    pub limits: Limits,
+    /// Concurrent `/v1/` requests.
+    pub max_concurrent_requests: usize,
+    /// Largest request body.
+    pub max_request_bytes: usize,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Checks the configuration.
+pub fn validate(config: &AgentConfig) -> Result<(), AgentError> {
+    if !config.target_host.is_loopback() {
+        return Err(AgentError::Config(format!(
+            "--target-host {} is not a loopback address: the agent only reaches its own pod",
+            config.target_host
+        )));
+    }
+    names::dns_label("--pod-namespace", &config.namespace).map_err(|e| AgentError::Config(e.to_string()))?;
+    names::dns_subdomain("--pod-name", &config.pod).map_err(|e| AgentError::Config(e.to_string()))?;
+    names::base_path(&config.target_base_path).map_err(|e| AgentError::Config(e.to_string()))?;
+    if config.sample_interval < Duration::from_secs(1) {
+        return Err(AgentError::Config("--sample-interval must be at least 1s".into()));
+    }
+    Ok(())
+}
+
+/// Runs the agent until `shutdown` completes; then running captures are cancelled (marked
+/// failed, partial files removed) and the server drains.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
+    validate(&config)?;
+    std::fs::create_dir_all(&config.profiles_dir).map_err(|e| {
+        AgentError::Config(format!("cannot create --profiles-dir {}: {e}", config.profiles_dir.display()))
+    })?;
+    let metrics = Metrics::default();
+    let engine = Engine::new(
+        EngineConfig {
+            profiles_dir: config.profiles_dir.clone(),
+            pod: config.pod.clone(),
+            target_host: config.target_host,
+            limits: config.limits.clone(),
+            top_n: 10,
+        },
+        metrics.clone(),
+    );
+    let runtime = Arc::new(RwLock::new(RuntimeCell::default()));
+    let state = AppState {
+        engine: engine.clone(),
+        metrics,
+        keys: Arc::new(KeyLoader::new(
+            config.operator_public_key.clone(),
+            config.namespace.clone(),
+            config.pod.clone(),
+        )),
+        runtime: runtime.clone(),
+        self_profile: Arc::default(),
+        requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
+        max_request_bytes: config.max_request_bytes,
+    };
+    let listener =
+        server::bind(config.listen).await.map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let sampler = tokio::spawn(sample_forever(config.clone(), runtime));
+    tracing::info!(listen = %config.listen, pod = %format!("{}/{}", config.namespace, config.pod), "agent serving");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain = engine.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: cancelling running captures");
+        drain.shutdown("agent shutting down").await;
+        let _ = stop_tx.send(());
+    });
+    let served = axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+    sampler.abort();
+    served.map_err(AgentError::Serve)
+}
+
+/// Samples the app's runtime metrics every interval.
+async fn sample_forever(config: AgentConfig, cell: Arc<RwLock<RuntimeCell>>) {
+    let fetcher = Fetcher::default();
+    let mut previous: Option<runtime::Previous> = None;
+    let mut ticker = tokio::time::interval(config.sample_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let sample = match config.target_port {
+            None => RuntimeSample {
+                error: Some("runtime metrics are off: the agent has no --target-port".into()),
+                ..Default::default()
+            },
+            Some(port) => take_sample(&fetcher, &config, port, &mut previous).await,
+        };
+        let mut c = cell.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.sample = sample;
+        c.at = Some(Instant::now());
+    }
+}
+
+async fn take_sample(
+    fetcher: &Fetcher,
+    config: &AgentConfig,
+    port: u16,
+    previous: &mut Option<runtime::Previous>,
+) -> RuntimeSample {
+    let base = format!("http://{}{}", SocketAddr::new(config.target_host, port), config.target_base_path);
+    let timeout = Duration::from_secs(10);
+    let sampled_at = jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default();
+    let failed = |error: String| RuntimeSample {
+        sampled_at: Some(sampled_at.clone()),
+        error: Some(error),
+        memory_limit_bytes: config.memory_limit_bytes,
+        ..Default::default()
+    };
+    let heap = match fetcher.text(&format!("{base}/heap?debug=1"), 64 << 20, timeout).await {
+        Ok(t) => t,
+        Err(e) => return failed(e.to_string()),
+    };
+    let goroutine = match fetcher.text(&format!("{base}/goroutine?debug=1"), 64 << 20, timeout).await {
+        Ok(t) => t,
+        Err(e) => return failed(e.to_string()),
+    };
+    let parsed = runtime::parse_memstats(&heap).and_then(|m| runtime::parse_goroutines(&goroutine).map(|g| (m, g)));
+    match parsed {
+        Ok((mem, goroutines)) => {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let sample = runtime::sample(mem, goroutines, at, *previous, config.memory_limit_bytes, sampled_at);
+            *previous = Some(runtime::Previous { num_gc: mem.num_gc, at });
+            sample
+        }
+        Err(e) => failed(e.to_string()),
+    }
+}

@@ -1,0 +1,235 @@
+//! The agent's HTTP server: open health and metrics endpoints, and the authenticated v1 API
+//! with its limits (request body size, concurrent requests).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, Query, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use crate::{
+    api::{CaptureRequest, ErrorBody, RetentionRequest, RetentionResponse, RuntimeSample},
+    auth::{AuthError, Verifier, unix_now},
+    captures::{Engine, SubmitError},
+    metrics::Metrics,
+};
+
+/// A JSON error response.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(ErrorBody { error: message.into() })).into_response()
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// Loads the operator's public key, again whenever the file changes (ConfigMap updates).
+#[derive(Debug)]
+pub struct KeyLoader {
+    path: Option<PathBuf>,
+    namespace: String,
+    pod: String,
+    cached: Mutex<Option<(SystemTime, Verifier)>>,
+}
+
+impl KeyLoader {
+    /// A loader for the key at `path` for pod `namespace/pod`.
+    pub fn new(path: Option<PathBuf>, namespace: String, pod: String) -> Self {
+        Self { path, namespace, pod, cached: Mutex::new(None) }
+    }
+
+    /// The current verifier, or why there is none.
+    pub fn verifier(&self) -> Result<Verifier, String> {
+        let path = self.path.as_ref().ok_or("the agent has no --operator-public-key")?;
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("cannot read the operator public key {}: {e}", path.display()))?;
+        let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((when, verifier)) = cached.as_ref()
+            && *when == modified
+        {
+            return Ok(verifier.clone());
+        }
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read the operator public key {}: {e}", path.display()))?;
+        let verifier = Verifier::from_pem(&pem, &self.namespace, &self.pod)?;
+        *cached = Some((modified, verifier.clone()));
+        Ok(verifier)
+    }
+}
+
+/// The latest runtime sample and when it was taken.
+#[derive(Debug, Default)]
+pub struct RuntimeCell {
+    /// The sample.
+    pub sample: RuntimeSample,
+    /// When it was taken.
+    pub at: Option<Instant>,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Capture jobs.
+    pub engine: Engine,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Token verification.
+    pub keys: Arc<KeyLoader>,
+    /// The latest runtime sample.
+    pub runtime: Arc<RwLock<RuntimeCell>>,
+    /// One self-profile at a time.
+    pub self_profile: Arc<tokio::sync::Mutex<()>>,
+    /// Concurrent `/v1/` requests.
+    pub requests: Arc<Semaphore>,
+    /// The largest request body accepted.
+    pub max_request_bytes: usize,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/captures", post(create_capture))
+        .route("/v1/captures/{id}", get(get_capture).delete(delete_capture))
+        .route("/v1/runtime", get(runtime))
+        .route("/v1/retention", post(retention))
+        .route("/v1/debug/pprof/profile", get(self_profile))
+        .layer(middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+/// Authentication and the concurrency limit, before any `/v1/` handler runs.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let verifier = match state.keys.verifier() {
+        Ok(v) => v,
+        Err(reason) => {
+            state.metrics.auth_failures.with_label_values(&["no_key"]).inc();
+            return error(StatusCode::UNAUTHORIZED, reason);
+        }
+    };
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err(e) = verifier.verify(authorization, unix_now()) {
+        state.metrics.auth_failures.with_label_values(&[e.label()]).inc();
+        let status = match e {
+            AuthError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+        };
+        return error(status, e.to_string());
+    }
+    let Ok(_permit) = state.requests.clone().try_acquire_owned() else {
+        return error(StatusCode::TOO_MANY_REQUESTS, "too many concurrent requests; retry later");
+    };
+    next.run(request).await
+}
+
+async fn parse_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Response> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+}
+
+async fn create_capture(State(state): State<AppState>, body: Body) -> Response {
+    let request: CaptureRequest = match parse_body(body, state.max_request_bytes).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match state.engine.submit(request) {
+        Ok((status, created)) => {
+            if created {
+                tracing::info!(id = %status.id, "capture accepted");
+            }
+            json(StatusCode::ACCEPTED, &status)
+        }
+        Err(e @ SubmitError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ SubmitError::Full(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+    }
+}
+
+async fn get_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.engine.status(&id) {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(StatusCode::NOT_FOUND, format!("no capture {id:?}")),
+    }
+}
+
+async fn delete_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.engine.cancel(&id).await {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(StatusCode::NOT_FOUND, format!("no capture {id:?}")),
+    }
+}
+
+async fn runtime(State(state): State<AppState>) -> Response {
+    let sample = state.runtime.read().unwrap_or_else(std::sync::PoisonError::into_inner).sample.clone();
+    json(StatusCode::OK, &sample)
+}
+
+async fn retention(State(state): State<AppState>, body: Body) -> Response {
+    let request: RetentionRequest = match parse_body(body, state.max_request_bytes).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match state.engine.retain(&request) {
+        Ok(removed) => json(StatusCode::OK, &RetentionResponse { removed }),
+        Err(reason) => error(StatusCode::BAD_REQUEST, reason),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SelfProfileQuery {
+    seconds: Option<u64>,
+}
+
+async fn self_profile(State(state): State<AppState>, Query(q): Query<SelfProfileQuery>) -> Response {
+    let seconds = q.seconds.unwrap_or(30);
+    if !(1..=60).contains(&seconds) {
+        return error(StatusCode::BAD_REQUEST, "seconds must be between 1 and 60");
+    }
+    let Ok(_busy) = state.self_profile.try_lock() else {
+        return error(StatusCode::CONFLICT, "a CPU profile of the agent is already being taken");
+    };
+    match tokio::task::spawn_blocking(move || crate::selfprof::cpu_profile(seconds)).await {
+        Ok(Ok(bytes)) => {
+            let mut response = Response::new(Body::from(bytes));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            response
+        }
+        Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(at) = state.runtime.read().unwrap_or_else(std::sync::PoisonError::into_inner).at {
+        state.metrics.runtime_sample_age.set(at.elapsed().as_secs_f64());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+/// Binds the listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// How long to wait for in-flight requests after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,270 @@
+//! The agent against a real Go program: every profile type captured to the volume, the
+//! files readable by `go tool pprof`, and our top functions equal to its numbers.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use biometrics_test_support::{GoTarget, free_port, go_pprof, parse_pprof_top};
+use common::*;
+use sha2::Digest;
+
+fn go_target() -> GoTarget {
+    GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)))
+}
+
+/// Our summary of `profile` (from the capture status) equals `go tool pprof -top`'s.
+fn assert_top_matches_go(agent: &Agent, outcome: &serde_json::Value, unit: &str) {
+    let path = agent.profiles().join(outcome["path"].as_str().unwrap());
+    let (go_total, go_rows) = parse_pprof_top(&go_pprof(&["-top", &format!("-unit={unit}")], &path), unit);
+    assert_eq!(outcome["total"].as_i64().unwrap(), go_total, "totals differ");
+    let ours = outcome["top"].as_array().unwrap();
+    assert!(!ours.is_empty(), "no top functions: {outcome}");
+    assert_eq!(ours.len(), go_rows.len().min(10), "as many rows as pprof shows (up to 10)");
+    for (mine, theirs) in ours.iter().zip(&go_rows) {
+        // pprof orders ties by name; rows with equal flat may trade places only if their
+        // names are equal, which they are not, so row by row must agree.
+        assert_eq!(
+            mine["function"].as_str().unwrap(),
+            theirs.function,
+            "row order differs: ours {ours:?} pprof {go_rows:?}"
+        );
+        assert_eq!(mine["flat"].as_i64().unwrap(), theirs.flat, "{}", theirs.function);
+        assert_eq!(mine["cum"].as_i64().unwrap(), theirs.cum, "{}", theirs.function);
+        assert!((mine["flatPercent"].as_f64().unwrap() - theirs.flat_percent).abs() < 0.006, "{}", theirs.function);
+        assert!((mine["cumPercent"].as_f64().unwrap() - theirs.cum_percent).abs() < 0.006, "{}", theirs.function);
+    }
+}
+
+#[test]
+fn captures_every_profile_type_and_matches_go_tool_pprof() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let all = ["cpu", "heap", "allocs", "goroutine", "block", "mutex", "threadcreate", "trace"];
+    let (status, accepted) =
+        agent.request("POST", "/v1/captures", Some(&capture_request("cap-all", "run-1", &all, 2, target.addr.port())));
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["state"], "Running");
+    let done = agent.wait_capture("cap-all", Duration::from_secs(60));
+    assert_eq!(done["state"], "Succeeded", "{done}");
+    let profiles = done["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), all.len());
+    for (outcome, kind) in profiles.iter().zip(all) {
+        assert!(outcome["error"].is_null(), "{kind}: {outcome}");
+        let relative = outcome["path"].as_str().unwrap();
+        let expected_name = if kind == "trace" { "trace.out".to_owned() } else { format!("{kind}.pb.gz") };
+        assert_eq!(relative, format!("{NAMESPACE}/api-hourly/run-1/{POD}/{expected_name}"));
+        let bytes = std::fs::read(agent.profiles().join(relative)).unwrap();
+        assert_eq!(outcome["bytes"].as_u64().unwrap(), bytes.len() as u64);
+        assert_eq!(outcome["sha256"].as_str().unwrap(), biometrics_agent::fetch::hex(&sha2::Sha256::digest(&bytes)));
+        if kind != "trace" {
+            // go tool pprof reads every file we wrote.
+            go_pprof(&["-top"], &agent.profiles().join(relative));
+            let svg = std::fs::read_to_string(agent.profiles().join(outcome["flamegraph"].as_str().unwrap())).unwrap();
+            assert!(svg.contains("<svg"), "{kind}: flame graph");
+            assert!(outcome["samples"].as_u64().is_some() && outcome["sampleType"].as_str().is_some());
+        }
+    }
+    assert_top_matches_go(&agent, &profiles[0], "ns");
+    assert_eq!(profiles[0]["sampleType"], "cpu/nanoseconds");
+    assert!(
+        profiles[0]["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["function"].as_str().unwrap().starts_with("crypto/sha256")),
+        "the burner is hot"
+    );
+    assert_top_matches_go(&agent, &profiles[1], "B");
+    assert_eq!(profiles[1]["sampleType"], "inuse_space/bytes");
+    // No temporary file is left behind.
+    assert!(common::files_under(&agent.profiles()).iter().all(|f| !f.contains(".tmp")));
+}
+
+#[test]
+fn the_same_id_never_runs_twice() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let request = capture_request("cap-once", "run-1", &["heap"], 1, target.addr.port());
+    let (s1, first) = agent.request("POST", "/v1/captures", Some(&request));
+    let (s2, second) = agent.request("POST", "/v1/captures", Some(&request));
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(first["startedAt"], second["startedAt"], "the second POST returns the first capture");
+    agent.wait_capture("cap-once", Duration::from_secs(30));
+    let again = agent.request("POST", "/v1/captures", Some(&request)).1;
+    assert_eq!(again["state"], "Succeeded", "a finished capture is returned, not re-run");
+    assert_eq!(common::files_under(&agent.profiles()).len(), 2, "one heap profile and its flame graph");
+}
+
+#[test]
+fn cancel_stops_the_capture_and_removes_its_files() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let request = capture_request("cap-cancel", "run-9", &["heap", "cpu"], 30, target.addr.port());
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, cancelled) = agent.request("DELETE", "/v1/captures/cap-cancel", None);
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "Failed");
+    assert_eq!(cancelled["error"], "cancelled");
+    assert!(
+        common::files_under(&agent.profiles()).is_empty(),
+        "partial output removed: {:?}",
+        common::files_under(&agent.profiles())
+    );
+    // Go's CPU profiler is free again: a new CPU capture works.
+    let again = capture_request("cap-after", "run-10", &["cpu"], 1, target.addr.port());
+    agent.request("POST", "/v1/captures", Some(&again));
+    assert_eq!(agent.wait_capture("cap-after", Duration::from_secs(60))["state"], "Succeeded");
+}
+
+#[test]
+fn retention_keeps_the_newest_runs() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    for i in 1..=3 {
+        let id = format!("cap-r{i}");
+        agent.request(
+            "POST",
+            "/v1/captures",
+            Some(&capture_request(&id, &format!("run-{i}"), &["goroutine"], 1, target.addr.port())),
+        );
+        agent.wait_capture(&id, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let request = serde_json::json!({"capture": {"namespace": NAMESPACE, "name": "api-hourly"}, "keepRuns": 1});
+    let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["removed"], serde_json::json!(["run-1", "run-2"]));
+    let left = common::files_under(&agent.profiles());
+    assert!(left.iter().all(|f| f.contains("/run-3/")), "{left:?}");
+    assert!(!left.is_empty());
+}
+
+#[test]
+fn runtime_metrics_follow_the_go_runtime() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &["--memory-limit-bytes", "1073741824"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, before) = agent.request("GET", "/v1/runtime", None);
+    assert_eq!(status, 200);
+    assert!(before["error"].is_null(), "{before}");
+    let goroutines = target.get("/debug/pprof/goroutine?debug=1");
+    let go_total: u64 =
+        goroutines.lines().next().unwrap().trim_start_matches("goroutine profile: total ").parse().unwrap();
+    assert!(before["goroutines"].as_u64().unwrap().abs_diff(go_total) <= 3, "{before} vs {go_total}");
+    assert!(before["gcPerSecond"].as_f64().is_some(), "a rate once two samples exist: {before}");
+    // Move the app's heap and goroutines; the next samples see it.
+    target.get("/retain?mb=96");
+    target.get("/spawn?n=500");
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = agent.request("GET", "/v1/runtime", None).1;
+    let grown = after["heapAllocBytes"].as_u64().unwrap() - before["heapAllocBytes"].as_u64().unwrap_or(0);
+    assert!(grown >= 90 << 20, "heap grew by {grown} bytes: {after}");
+    // The 500 parked goroutines, give or take the few the HTTP server comes and goes with.
+    assert!(after["goroutines"].as_u64().unwrap() + 5 >= go_total + 500, "{after}");
+    let percent = after["memoryPercent"].as_f64().unwrap();
+    let expected = after["sysBytes"].as_f64().unwrap() * 100.0 / 1_073_741_824.0;
+    assert!((percent - expected).abs() < 1e-9 && percent > 9.0, "{after}");
+}
+
+#[test]
+fn runtime_metrics_say_plainly_when_the_app_serves_none() {
+    let agent = Agent::start(None, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sample = agent.request("GET", "/v1/runtime", None).1;
+    assert!(sample["error"].as_str().unwrap().contains("--target-port"), "{sample}");
+    assert!(sample["heapAllocBytes"].is_null(), "no zeros pretending to be data: {sample}");
+    let down = Agent::start(Some(free_port(LOCALHOST)), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sample = down.request("GET", "/v1/runtime", None).1;
+    assert!(sample["error"].as_str().unwrap().contains("cannot reach the app"), "{sample}");
+    assert!(sample["goroutines"].is_null());
+}
+
+#[test]
+fn the_agent_profiles_itself() {
+    let agent = Agent::start(None, &[]);
+    let (status, body) = {
+        let token = agent.token();
+        let auth = format!("Bearer {token}");
+        biometrics_test_support::http_request(
+            agent.addr,
+            "GET",
+            "/v1/debug/pprof/profile?seconds=1",
+            &[("Authorization", &auth)],
+            b"",
+        )
+    };
+    assert_eq!(status, 200);
+    let file = agent.dir.path().join("agent-cpu.pb.gz");
+    std::fs::write(&file, &body).unwrap();
+    let top = go_pprof(&["-top"], &file);
+    assert!(top.contains("Type: cpu"), "{top}");
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_biometrics-agent")).arg("top").arg(&file).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cpu/nanoseconds"));
+}
+
+#[test]
+fn top_subcommand_prints_what_go_tool_pprof_prints() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    agent.request("POST", "/v1/captures", Some(&capture_request("cap-top", "run-1", &["cpu"], 2, target.addr.port())));
+    let done = agent.wait_capture("cap-top", Duration::from_secs(60));
+    let file = agent.profiles().join(done["profiles"][0]["path"].as_str().unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_biometrics-agent"))
+        .arg("top")
+        .arg(&file)
+        .args(["-n", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let (_, go_rows) = parse_pprof_top(&go_pprof(&["-top", "-unit=ns"], &file), "ns");
+    let rows: Vec<&str> = printed.lines().skip(3).collect();
+    assert_eq!(rows.len(), go_rows.len().min(5), "{printed}");
+    for (line, go) in rows.iter().zip(&go_rows) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[0].parse::<i64>().unwrap(), go.flat, "{line}");
+        assert_eq!(fields[3].parse::<i64>().unwrap(), go.cum, "{line}");
+        assert_eq!(fields[5..].join(" "), go.function, "{line}");
+    }
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_biometrics-agent"))
+        .args(["top", "/nonexistent.pb.gz"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn sigterm_fails_running_captures_and_leaves_no_partial_file() {
+    let target = go_target();
+    let mut agent = Agent::start(Some(target.addr.port()), &[]);
+    agent.request(
+        "POST",
+        "/v1/captures",
+        Some(&capture_request("cap-term", "run-1", &["cpu"], 30, target.addr.port())),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(agent.process.terminate(Duration::from_secs(15)), "the agent exits on SIGTERM");
+    let left = common::files_under(&agent.profiles());
+    assert!(left.iter().all(|f| !f.contains(".tmp") && !f.ends_with("cpu.pb.gz")), "{left:?}");
+}
+
+#[test]
+fn metrics_count_captures_and_auth_failures() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    agent.request("POST", "/v1/captures", Some(&capture_request("cap-m", "run-1", &["heap"], 1, target.addr.port())));
+    agent.wait_capture("cap-m", Duration::from_secs(30));
+    agent.request_with("GET", "/v1/runtime", None, b"");
+    let (status, body) = biometrics_test_support::http_request(agent.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains(r#"biometrics_agent_captures_total{profile="heap",result="succeeded"} 1"#), "{text}");
+    assert!(text.contains(r#"biometrics_agent_auth_failures_total{reason="unauthorized"} 1"#), "{text}");
+    assert!(text.contains("biometrics_agent_bytes_written_total"), "{text}");
+    assert!(text.contains("biometrics_agent_runtime_sample_age_seconds"), "{text}");
+}

@@ -1,0 +1,3 @@
+module biometrics.io/pprof-target
+
+go 1.19
