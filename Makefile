@@ -1,13 +1,14 @@
 # Biometrics — the commands a person and CI run the same way.
 #   make setup   install every system dependency (idempotent, quick when done)
 #   make test    formatting, lints, CRD drift check and every test
+#   make bench   benchmarks against the tools they replace, printed as ratios
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build test fmt fmt-check lint crds crds-check unit
+.PHONY: setup build test fmt fmt-check lint crds crds-check unit bench
 
 setup:
 	@bash hack/setup.sh
@@ -36,3 +37,8 @@ crds-check:
 
 unit:
 	$(CARGO) test --workspace --locked
+
+# Release builds of what is measured, then the figures (not part of `make test`).
+bench: setup
+	$(CARGO) build --release --locked -p biometrics-agent -p biometrics-bench
+	./target/release/biometrics-bench

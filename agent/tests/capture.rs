@@ -268,3 +268,54 @@ fn metrics_count_captures_and_auth_failures() {
     assert!(text.contains("biometrics_agent_bytes_written_total"), "{text}");
     assert!(text.contains("biometrics_agent_runtime_sample_age_seconds"), "{text}");
 }
+
+#[test]
+fn concurrent_cpu_captures_take_turns_instead_of_failing() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    for id in ["cap-turn-a", "cap-turn-b"] {
+        assert_eq!(
+            agent.request("POST", "/v1/captures", Some(&capture_request(id, id, &["cpu"], 2, target.addr.port()))).0,
+            202
+        );
+    }
+    for id in ["cap-turn-a", "cap-turn-b"] {
+        let done = agent.wait_capture(id, Duration::from_secs(60));
+        assert_eq!(
+            done["state"], "Succeeded",
+            "Go serves one CPU profile at a time; the second waits its turn: {done}"
+        );
+    }
+}
+
+#[test]
+fn the_capture_table_is_bounded() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &["--max-captures", "2"]);
+    for id in ["cap-b1", "cap-b2"] {
+        assert_eq!(
+            agent.request("POST", "/v1/captures", Some(&capture_request(id, id, &["cpu"], 5, target.addr.port()))).0,
+            202
+        );
+    }
+    let (status, body) = agent.request(
+        "POST",
+        "/v1/captures",
+        Some(&capture_request("cap-b3", "cap-b3", &["heap"], 1, target.addr.port())),
+    );
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("too many captures"), "{body}");
+    // Once one finishes, its slot can be reused by evicting the oldest finished capture.
+    agent.wait_capture("cap-b1", Duration::from_secs(60));
+    agent.wait_capture("cap-b2", Duration::from_secs(60));
+    assert_eq!(
+        agent
+            .request(
+                "POST",
+                "/v1/captures",
+                Some(&capture_request("cap-b3", "cap-b3", &["heap"], 1, target.addr.port()))
+            )
+            .0,
+        202
+    );
+}

@@ -96,85 +96,121 @@ fn default_index(p: &proto::Profile) -> Result<usize, ProfileError> {
     Ok(by_name.unwrap_or(p.sample_type.len() - 1))
 }
 
-/// Function names of each location, leaf first (inlined frames expanded).
-fn location_frames(p: &proto::Profile) -> HashMap<u64, Vec<usize>> {
-    let functions: HashMap<u64, i64> = p.function.iter().map(|f| (f.id, f.name)).collect();
-    p.location
-        .iter()
-        .map(|loc| {
-            let frames =
-                loc.line.iter().map(|l| functions.get(&l.function_id).copied().unwrap_or(0) as usize).collect();
-            (loc.id, frames)
-        })
-        .collect()
+/// The frames of every location as dense function keys, so that aggregation is array
+/// indexing rather than hashing: built once per profile.
+struct FrameIndex<'a> {
+    /// Function key → printable name (same-named functions share a key, as in pprof).
+    names: Vec<std::borrow::Cow<'a, str>>,
+    /// Location id → range in `frames` (leaf first, inlined frames expanded).
+    by_location: HashMap<u64, (u32, u32)>,
+    frames: Vec<u32>,
 }
 
-/// The name of a string-table index, or the location's address when unsymbolised.
-fn frame_name(p: &proto::Profile, name_index: usize) -> &str {
-    p.string_table.get(name_index).map_or("?", String::as_str)
+impl<'a> FrameIndex<'a> {
+    fn new(p: &'a proto::Profile) -> Self {
+        let mut key_of_name: HashMap<&'a str, u32> = HashMap::new();
+        let mut names: Vec<std::borrow::Cow<'a, str>> = Vec::new();
+        let mut intern = |name: std::borrow::Cow<'a, str>, names: &mut Vec<std::borrow::Cow<'a, str>>| -> u32 {
+            if let std::borrow::Cow::Borrowed(b) = name
+                && let Some(k) = key_of_name.get(b)
+            {
+                return *k;
+            }
+            let key = names.len() as u32;
+            if let std::borrow::Cow::Borrowed(b) = name {
+                key_of_name.insert(b, key);
+            }
+            names.push(name);
+            key
+        };
+        let function_key: HashMap<u64, u32> = p
+            .function
+            .iter()
+            .map(|f| (f.id, intern(std::borrow::Cow::Borrowed(string(p, f.name)), &mut names)))
+            .collect();
+        let mut frames = Vec::new();
+        let mut by_location = HashMap::with_capacity(p.location.len());
+        for loc in &p.location {
+            let start = frames.len() as u32;
+            if loc.line.is_empty() {
+                // Unsymbolised: pprof shows the address.
+                frames.push(intern(std::borrow::Cow::Owned(format!("{:#x}", loc.address)), &mut names));
+            } else {
+                for line in &loc.line {
+                    let key = match function_key.get(&line.function_id) {
+                        Some(k) => *k,
+                        None => intern(std::borrow::Cow::Borrowed("?"), &mut names),
+                    };
+                    frames.push(key);
+                }
+            }
+            by_location.insert(loc.id, (start, frames.len() as u32));
+        }
+        Self { names, by_location, frames }
+    }
+
+    /// The frames of a location, leaf first; unknown locations are one `?` frame.
+    fn frames(&self, location: u64) -> &[u32] {
+        match self.by_location.get(&location) {
+            Some((a, b)) => &self.frames[*a as usize..*b as usize],
+            None => &[],
+        }
+    }
 }
 
 /// Summarises a profile as `go tool pprof -top` does, keeping the top `n` functions.
 pub fn summarise(p: &proto::Profile, n: usize) -> Result<Summary, ProfileError> {
     let index = default_index(p)?;
     let sample_type = p.sample_type[index];
-    let frames = location_frames(p);
-    let unsymbolised: HashMap<u64, String> =
-        p.location.iter().filter(|l| l.line.is_empty()).map(|l| (l.id, format!("{:#x}", l.address))).collect();
-    // Per function name (string index, or an address label): (flat, cum).
-    let mut flat: HashMap<Name<'_>, i64> = HashMap::new();
-    let mut cum: HashMap<Name<'_>, i64> = HashMap::new();
+    let frames = FrameIndex::new(p);
+    let count = frames.names.len();
+    let (mut flat, mut cum) = (vec![0i64; count], vec![0i64; count]);
+    // The last sample that counted a function's cum: recursion counts once per sample.
+    let mut stamp = vec![u32::MAX; count];
     let mut total: i64 = 0;
-    let mut seen: Vec<Name<'_>> = Vec::new();
-    for sample in &p.sample {
+    for (sample_no, sample) in p.sample.iter().enumerate() {
         let value = sample.value.get(index).copied().unwrap_or(0);
         total += value.abs();
         if value == 0 {
             continue;
         }
-        seen.clear();
+        let sample_no = sample_no as u32;
         let mut leaf = true;
-        for loc in &sample.location_id {
-            let names: Vec<Name<'_>> = match frames.get(loc) {
-                Some(f) if !f.is_empty() => f.iter().map(|i| Name::Interned(*i)).collect(),
-                _ => vec![Name::Address(unsymbolised.get(loc).map_or("?", String::as_str))],
-            };
-            for name in names {
+        for &loc in &sample.location_id {
+            for &key in frames.frames(loc) {
+                let k = key as usize;
                 if leaf {
-                    *flat.entry(name).or_default() += value;
+                    flat[k] += value;
                     leaf = false;
                 }
-                if !seen.contains(&name) {
-                    seen.push(name);
-                    *cum.entry(name).or_default() += value;
+                if stamp[k] != sample_no {
+                    stamp[k] = sample_no;
+                    cum[k] += value;
                 }
             }
         }
     }
     let cutoff = (total as f64 * NODE_FRACTION).abs();
     let percent = |v: i64| if total == 0 { 0.0 } else { v as f64 * 100.0 / total as f64 };
-    let mut functions: Vec<TopEntry> = cum
-        .iter()
-        .filter(|(_, c)| c.abs() as f64 > cutoff)
-        .map(|(name, c)| {
-            let f = flat.get(name).copied().unwrap_or(0);
-            TopEntry {
-                function: name.resolve(p).to_owned(),
-                flat: f,
-                flat_percent: percent(f),
-                cum: *c,
-                cum_percent: percent(*c),
-            }
+    let mut order: Vec<usize> = (0..count).filter(|k| cum[*k] != 0 && cum[*k].abs() as f64 > cutoff).collect();
+    order.sort_by(|a, b| {
+        flat[*b]
+            .abs()
+            .cmp(&flat[*a].abs())
+            .then_with(|| frames.names[*a].cmp(&frames.names[*b]))
+            .then_with(|| cum[*b].abs().cmp(&cum[*a].abs()))
+    });
+    order.truncate(n);
+    let functions = order
+        .into_iter()
+        .map(|k| TopEntry {
+            function: frames.names[k].to_string(),
+            flat: flat[k],
+            flat_percent: percent(flat[k]),
+            cum: cum[k],
+            cum_percent: percent(cum[k]),
         })
         .collect();
-    functions.sort_by(|a, b| {
-        b.flat
-            .abs()
-            .cmp(&a.flat.abs())
-            .then_with(|| a.function.cmp(&b.function))
-            .then_with(|| b.cum.abs().cmp(&a.cum.abs()))
-    });
-    functions.truncate(n);
     Ok(Summary {
         sample_type: format!("{}/{}", string(p, sample_type.r#type), string(p, sample_type.unit)),
         total,
@@ -183,44 +219,31 @@ pub fn summarise(p: &proto::Profile, n: usize) -> Result<Summary, ProfileError> 
     })
 }
 
-/// A function's identity while aggregating: its interned name, or an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Name<'a> {
-    Interned(usize),
-    Address(&'a str),
-}
-
-impl<'a> Name<'a> {
-    fn resolve(self, p: &'a proto::Profile) -> &'a str {
-        match self {
-            Self::Interned(i) => frame_name(p, i),
-            Self::Address(a) => a,
-        }
-    }
-}
-
 /// Folded stacks (`root;…;leaf value`) of the default sample type, for a flame graph.
 pub fn folded_stacks(p: &proto::Profile) -> Result<Vec<String>, ProfileError> {
     let index = default_index(p)?;
-    let frames = location_frames(p);
-    let mut stacks: HashMap<String, i64> = HashMap::new();
+    let frames = FrameIndex::new(p);
+    let mut stacks: HashMap<Vec<u32>, i64> = HashMap::new();
+    let mut stack = Vec::new();
     for sample in &p.sample {
         let value = sample.value.get(index).copied().unwrap_or(0);
         if value <= 0 {
             continue;
         }
-        let mut names: Vec<&str> = Vec::new();
-        for loc in &sample.location_id {
-            match frames.get(loc) {
-                Some(f) if !f.is_empty() => names.extend(f.iter().map(|i| frame_name(p, *i))),
-                _ => names.push("?"),
-            }
+        stack.clear();
+        for &loc in &sample.location_id {
+            stack.extend_from_slice(frames.frames(loc));
         }
-        names.reverse();
-        let key = names.iter().map(|n| n.replace(';', ":")).collect::<Vec<_>>().join(";");
-        *stacks.entry(key).or_default() += value;
+        stack.reverse();
+        *stacks.entry(stack.clone()).or_default() += value;
     }
-    let mut lines: Vec<String> = stacks.into_iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let mut lines: Vec<String> = stacks
+        .into_iter()
+        .map(|(keys, v)| {
+            let names: Vec<String> = keys.iter().map(|k| frames.names[*k as usize].replace(';', ":")).collect();
+            format!("{} {v}", names.join(";"))
+        })
+        .collect();
     lines.sort();
     Ok(lines)
 }

@@ -1,0 +1,282 @@
+//! `make bench`: Biometrics measured against what it replaces, printed as ratios.
+//!
+//! - `biometrics-agent top` against `go tool pprof -top` on the same files (a real CPU
+//!   profile of the Go target, and a generated large one): wall time and peak RSS of the
+//!   whole process, best of several runs;
+//! - the agent's idle RSS after start-up;
+//! - the time from `POST /v1/captures` to its 202, and the time to parse one runtime
+//!   sample, beside the origin document's "Profile Start 20 µs" and "Metrics Collection
+//!   10 µs".
+//!
+//! Figures, not assertions: the goals are printed next to them.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use biometrics_agent::profile::proto;
+use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, repo_root, wait_for_listener};
+use prost::Message;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Wall time and peak RSS of one process run to completion (peak RSS from GNU time).
+fn measure(cmd: &Command) -> (Duration, u64) {
+    let report = tempfile::NamedTempFile::new().expect("temp file");
+    let mut timed = Command::new("/usr/bin/time");
+    timed.args(["-f", "%M", "-o"]).arg(report.path()).arg(cmd.get_program()).args(cmd.get_args());
+    let started = Instant::now();
+    let status = timed
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("/usr/bin/time runs (make setup installs it)");
+    let elapsed = started.elapsed();
+    assert!(status.success(), "benchmark process failed: {cmd:?}");
+    let kib: u64 = std::fs::read_to_string(report.path())
+        .ok()
+        .and_then(|s| s.trim().lines().last()?.trim().parse().ok())
+        .unwrap_or(0);
+    (elapsed, kib * 1024)
+}
+
+/// Best of `runs`: least time and least peak memory.
+fn best(runs: usize, mut make: impl FnMut() -> Command) -> (Duration, u64) {
+    (0..runs).map(|_| measure(&make())).fold((Duration::MAX, u64::MAX), |(t, m), (t2, m2)| (t.min(t2), m.min(m2)))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn pprof_tool() -> PathBuf {
+    let out = Command::new("go").args(["env", "GOTOOLDIR"]).output().expect("go env");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("pprof")
+}
+
+/// A large synthetic CPU profile: `functions` functions, one location each, and `samples`
+/// samples with stacks of 20–40 frames, gzip-compressed.
+fn large_profile(path: &Path, functions: u64, samples: u64) {
+    let mut strings = vec![String::new(), "samples".into(), "count".into(), "cpu".into(), "nanoseconds".into()];
+    let mut function = Vec::new();
+    let mut location = Vec::new();
+    for id in 1..=functions {
+        strings.push(format!("github.com/example/service/pkg{}.(*Handler{}).method{}", id % 97, id % 1013, id));
+        function.push(proto::Function { id, name: strings.len() as i64 - 1, ..Default::default() });
+        location.push(proto::Location {
+            id,
+            address: 0x40_0000 + id * 16,
+            line: vec![proto::Line { function_id: id, line: (id % 500) as i64 + 1, column: 0 }],
+            ..Default::default()
+        });
+    }
+    // A deterministic xorshift: the same file every run.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let sample = (0..samples)
+        .map(|_| {
+            let depth = 20 + next() % 21;
+            let location_id = (0..depth).map(|_| 1 + next() % functions).collect();
+            let count = 1 + (next() % 10) as i64;
+            proto::Sample { location_id, value: vec![count, count * 10_000_000], label: vec![] }
+        })
+        .collect();
+    let profile = proto::Profile {
+        sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }, proto::ValueType { r#type: 3, unit: 4 }],
+        sample,
+        location,
+        function,
+        string_table: strings,
+        period_type: Some(proto::ValueType { r#type: 3, unit: 4 }),
+        period: 10_000_000,
+        duration_nanos: 30_000_000_000,
+        ..Default::default()
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &profile.encode_to_vec()).expect("gzip");
+    std::fs::write(path, gz.finish().expect("gzip")).expect("write large profile");
+}
+
+fn compare_top(label: &str, file: &Path, agent_bin: &Path, runs: usize) {
+    let tool = pprof_tool();
+    let (ours_t, ours_m) = best(runs, || {
+        let mut c = Command::new(agent_bin);
+        c.arg("top").arg(file);
+        c
+    });
+    let (go_t, go_m) = best(runs, || {
+        let mut c = Command::new(&tool);
+        c.arg("-top").arg(file);
+        c
+    });
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "top {label} ({:.1} MiB): biometrics-agent {:.3}s {:.1} MiB | go tool pprof {:.3}s {:.1} MiB | {:.1}x faster, {:.1}x less memory",
+        mib(size),
+        ours_t.as_secs_f64(),
+        mib(ours_m),
+        go_t.as_secs_f64(),
+        mib(go_m),
+        go_t.as_secs_f64() / ours_t.as_secs_f64(),
+        go_m as f64 / ours_m as f64
+    );
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn main() {
+    let release = repo_root().join("target/release/biometrics-agent");
+    assert!(release.exists(), "build the agent first: cargo build --release -p biometrics-agent");
+    let work = tempfile::tempdir().expect("temp dir");
+    println!("== agent: pprof summaries (goal: >= 10x faster, >= 5x less memory on the large file)");
+    let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
+    let small = work.path().join("cpu-small.pb.gz");
+    let (status, body) = http_request(target.addr, "GET", "/debug/pprof/profile?seconds=3", &[], b"");
+    assert_eq!(status, 200);
+    std::fs::write(&small, body).expect("write small profile");
+    compare_top("small (the Go target's CPU profile)", &small, &release, 5);
+    let large = work.path().join("cpu-large.pb.gz");
+    large_profile(&large, 60_000, 300_000);
+    compare_top("large (60k functions/locations, 300k samples)", &large, &release, 3);
+
+    println!("== agent: footprint and latency");
+    let key = work.path().join("operator.pub");
+    std::fs::write(&key, "not needed for these figures").expect("key file");
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let agent = ChildGuard::spawn(
+        "biometrics-agent",
+        Command::new(&release)
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--pod-name",
+                "bench",
+                "--pod-namespace",
+                "bench",
+                "--sample-interval",
+                "10s",
+            ])
+            .arg("--profiles-dir")
+            .arg(work.path().join("profiles"))
+            .arg("--target-port")
+            .arg(target.addr.port().to_string())
+            .env("BIOMETRICS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_listener(addr, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_of(agent.pid());
+    println!("agent idle RSS after start-up: {:.1} MiB (goal < 15 MiB)", mib(idle));
+    drop(agent);
+    accept_latency(&release, work.path(), target.addr.port());
+    parse_latency(&target);
+}
+
+/// Time from `POST /v1/captures` to its 202, with a real key and token.
+fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
+    let key_dir = dir.join("keys");
+    std::fs::create_dir_all(&key_dir).expect("key dir");
+    let (private_pem, public_pem) = biometrics_bench_keys();
+    std::fs::write(key_dir.join("operator.pub"), &public_pem).expect("key");
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let _agent = ChildGuard::spawn(
+        "biometrics-agent",
+        Command::new(agent_bin)
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--pod-name",
+                "bench",
+                "--pod-namespace",
+                "bench",
+                "--max-captures",
+                "100000",
+            ])
+            .arg("--profiles-dir")
+            .arg(dir.join("profiles-accept"))
+            .arg("--operator-public-key")
+            .arg(key_dir.join("operator.pub"))
+            .env("BIOMETRICS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_listener(addr, Duration::from_secs(10));
+    let token =
+        biometrics_agent::auth::mint(private_pem.as_bytes(), "bench", "bench", biometrics_agent::auth::unix_now(), 600)
+            .expect("token");
+    let auth = format!("Bearer {token}");
+    let mut times = Vec::new();
+    for i in 0..300 {
+        let body = serde_json::json!({
+            "id": format!("bench-{i}"), "capture": {"namespace": "bench", "name": "bench"}, "run": format!("run-{i}"),
+            "profiles": ["goroutine"], "durationSeconds": 1, "target": {"port": target_port, "basePath": "/debug/pprof"}
+        })
+        .to_string();
+        let started = Instant::now();
+        let (status, _) = http_request(
+            addr,
+            "POST",
+            "/v1/captures",
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        times.push(started.elapsed());
+        assert_eq!(status, 202);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    times.sort();
+    println!(
+        "POST /v1/captures -> 202 (new connection, token verified, job started): median {:.0} µs, p90 {:.0} µs (origin: Profile Start 20 µs in-process)",
+        times[times.len() / 2].as_secs_f64() * 1e6,
+        times[times.len() * 9 / 10].as_secs_f64() * 1e6
+    );
+}
+
+/// A fresh Ed25519 key pair as PKCS#8 / SPKI PEM.
+fn biometrics_bench_keys() -> (String, String) {
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    (
+        key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 PEM").to_string(),
+        key.verifying_key().to_public_key_pem(LineEnding::LF).expect("SPKI PEM"),
+    )
+}
+
+/// Time to parse one runtime sample from the texts the Go runtime serves.
+fn parse_latency(target: &GoTarget) {
+    let heap = target.get("/debug/pprof/heap?debug=1");
+    let goroutine = target.get("/debug/pprof/goroutine?debug=1");
+    let rounds = 20_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let m = biometrics_agent::runtime::parse_memstats(std::hint::black_box(&heap)).expect("memstats");
+        let g = biometrics_agent::runtime::parse_goroutines(std::hint::black_box(&goroutine)).expect("goroutines");
+        std::hint::black_box((m, g));
+    }
+    let each = started.elapsed() / rounds;
+    println!(
+        "parse one runtime sample ({} + {} bytes of text): {:.2} µs (origin: Metrics Collection 10 µs)",
+        heap.len(),
+        goroutine.len(),
+        each.as_secs_f64() * 1e6
+    );
+}
