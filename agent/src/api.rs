@@ -212,3 +212,259 @@ pub const ISSUER: &str = "biometrics-operator";
 pub const AUDIENCE: &str = "biometrics-agent";
 /// The longest lifetime a token may have.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 600;
+
+/// A Redis password: transported, never shown (`Debug` prints `[redacted]`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How to reach a Redis (a server, or any node of a cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisTarget {
+    /// `host:port`.
+    pub address: String,
+    /// Database number (0 for a cluster).
+    #[serde(default)]
+    pub database: u32,
+    /// ACL user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password, from the policy's Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Password>,
+    /// Connect with TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// The address is a Redis Cluster node.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Connect timeout, milliseconds.
+    #[serde(default = "default_dial_timeout_ms")]
+    pub dial_timeout_millis: u64,
+    /// Reply timeout, milliseconds.
+    #[serde(default = "default_io_timeout_ms")]
+    pub read_timeout_millis: u64,
+    /// Send timeout, milliseconds (bounded by the reply timeout on async connections).
+    #[serde(default = "default_io_timeout_ms")]
+    pub write_timeout_millis: u64,
+}
+
+fn default_dial_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_io_timeout_ms() -> u64 {
+    3000
+}
+
+/// Which CachePolicy a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyRef {
+    /// The CachePolicy's namespace.
+    pub namespace: String,
+    /// The CachePolicy's name.
+    pub name: String,
+}
+
+/// An invalidation rule: exactly one of pattern, prefix, tags, keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// The rule's name.
+    pub name: String,
+    /// A glob after the key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A literal prefix after the key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Tags whose sets name the keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Keys after the key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+}
+
+/// `POST /v1/cache/invalidations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvalidationRequest {
+    /// Idempotency key, here and across agents.
+    pub id: String,
+    /// The CachePolicy.
+    pub policy: PolicyRef,
+    /// The Redis.
+    pub redis: RedisTarget,
+    /// Every key touched is under this.
+    pub key_prefix: String,
+    /// What to delete.
+    pub rule: RuleSpec,
+}
+
+/// `GET /v1/cache/invalidations/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidationStatus {
+    /// The id.
+    pub id: String,
+    /// `Running`, `Succeeded` or `Failed` (as captures).
+    pub state: CaptureState,
+    /// Keys examined.
+    pub keys_scanned: u64,
+    /// Keys deleted.
+    pub keys_deleted: u64,
+    /// How long it ran.
+    pub duration_millis: u64,
+    /// Why it failed, or a note (e.g. that another agent had already run it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Set when the work was done by an earlier execution with the same id.
+    #[serde(default)]
+    pub already_done: bool,
+}
+
+/// A caching strategy as the agent enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StrategySpec {
+    /// `LRU`, `LFU`, `TTL` or `WriteBehind`.
+    #[serde(rename = "type")]
+    pub strategy_type: String,
+    /// Most keys under the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u64>,
+    /// Longest TTL, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// WriteBehind: asynchronous writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_write: Option<bool>,
+    /// WriteBehind: batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_batch_size: Option<u32>,
+    /// Set the server's eviction policy (LRU/LFU).
+    #[serde(default)]
+    pub manage_server_eviction_policy: bool,
+    /// With it, the server's `maxmemory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+}
+
+/// `POST /v1/cache/enforce`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnforceRequest {
+    /// The Redis.
+    pub redis: RedisTarget,
+    /// The key prefix.
+    pub key_prefix: String,
+    /// The strategy.
+    pub strategy: StrategySpec,
+}
+
+/// The server's eviction policy: wanted, found, and what was done.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvictionPolicyReport {
+    /// What the strategy asks for, when it manages the server's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+    /// What the server had before this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    /// What the server has now (read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    /// `found` differed from `desired`.
+    pub drift: bool,
+    /// The policy was set by this request.
+    pub applied: bool,
+    /// Why it could not be set (e.g. `CONFIG` refused by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `POST /v1/cache/enforce`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforceResponse {
+    /// The eviction policy.
+    pub eviction_policy: EvictionPolicyReport,
+    /// Keys under the prefix examined.
+    pub keys_scanned: u64,
+    /// Keys given (or cut down to) the strategy's TTL.
+    pub keys_given_ttl: u64,
+    /// Keys evicted to respect `maxKeys`.
+    pub keys_trimmed: u64,
+    /// Problems that did not stop the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `POST /v1/cache/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatsRequest {
+    /// The Redis.
+    pub redis: RedisTarget,
+    /// The key prefix.
+    pub key_prefix: String,
+}
+
+/// The answer to `POST /v1/cache/stats`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsResponse {
+    /// Whether the server answered.
+    pub reachable: bool,
+    /// `PING` round trip, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_latency_millis: Option<f64>,
+    /// `used_memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_memory_bytes: Option<u64>,
+    /// `maxmemory` (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    /// Used memory as a percentage of `maxmemory`, when there is a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_percent: Option<f64>,
+    /// Hits as a percentage of lookups since the previous sample of this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio_percent: Option<f64>,
+    /// Evictions per second since the previous sample of this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictions_per_second: Option<f64>,
+    /// `maxmemory-policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_policy: Option<String>,
+    /// Keys under the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_under_prefix: Option<u64>,
+    /// Whether `keysUnderPrefix` is an estimate (the count stopped at a bound).
+    pub keys_estimated: bool,
+    /// Why the server could not be sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/cache/policy`: the strategy last applied, for the app's own cache client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedPolicy {
+    /// The key prefix.
+    pub key_prefix: String,
+    /// The strategy.
+    pub strategy: StrategySpec,
+    /// When it was applied (RFC 3339).
+    pub applied_at: String,
+}

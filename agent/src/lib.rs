@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod captures;
 pub mod fetch;
 pub mod metrics;
@@ -59,6 +60,8 @@ pub struct AgentConfig {
     pub max_concurrent_requests: usize,
     /// Largest request body.
     pub max_request_bytes: usize,
+    /// Limits of Redis work.
+    pub cache_limits: cache::CacheLimits,
 }
 
 /// Why the agent stopped.
@@ -101,6 +104,8 @@ pub fn validate(config: &AgentConfig) -> Result<(), AgentError> {
 /// failed, partial files removed) and the server drains.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
     validate(&config)?;
+    // TLS to Redis uses rustls with ring; installing twice (tests in one process) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.profiles_dir).map_err(|e| {
         AgentError::Config(format!("cannot create --profiles-dir {}: {e}", config.profiles_dir.display()))
     })?;
@@ -128,6 +133,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         self_profile: Arc::default(),
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
         max_request_bytes: config.max_request_bytes,
+        cache: cache::CacheService::new(config.cache_limits.clone(), config.pod.clone()),
     };
     let listener =
         server::bind(config.listen).await.map_err(|source| AgentError::Bind { addr: config.listen, source })?;
@@ -141,7 +147,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         drain.shutdown("agent shutting down").await;
         let _ = stop_tx.send(());
     });
-    let served = axum::serve(listener, server::router(state))
+    let served = axum::serve(listener, server::router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         })

@@ -75,6 +75,9 @@ struct ServeArgs {
     /// Largest API request body.
     #[arg(long, env = "BIOMETRICS_MAX_REQUEST_BYTES", default_value_t = 64 << 10)]
     max_request_bytes: usize,
+    /// Ceiling on Redis keys deleted or examined per second, per job.
+    #[arg(long, env = "BIOMETRICS_REDIS_MAX_OPS_PER_SECOND", default_value_t = 250_000)]
+    redis_max_ops_per_second: u64,
 }
 
 fn init_logging() {
@@ -131,6 +134,10 @@ fn main() -> ExitCode {
         },
         max_concurrent_requests: a.max_concurrent_requests,
         max_request_bytes: a.max_request_bytes,
+        cache_limits: biometrics_agent::cache::CacheLimits {
+            max_ops_per_second: a.redis_max_ops_per_second,
+            ..Default::default()
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,

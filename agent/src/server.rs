@@ -97,6 +97,8 @@ pub struct AppState {
     pub requests: Arc<Semaphore>,
     /// The largest request body accepted.
     pub max_request_bytes: usize,
+    /// Redis work.
+    pub cache: crate::cache::CacheService,
 }
 
 /// The router.
@@ -107,11 +109,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runtime", get(runtime))
         .route("/v1/retention", post(retention))
         .route("/v1/debug/pprof/profile", get(self_profile))
+        .route("/v1/cache/invalidations", post(create_invalidation))
+        .route("/v1/cache/invalidations/{id}", get(get_invalidation))
+        .route("/v1/cache/enforce", post(enforce))
+        .route("/v1/cache/stats", post(cache_stats))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        // For the app's own cache client in the pod: no token, but loopback callers only.
+        .route("/v1/cache/policy", get(applied_policy))
         .merge(v1)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
@@ -233,3 +241,81 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 
 /// How long to wait for in-flight requests after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+async fn create_invalidation(State(state): State<AppState>, body: Body) -> Response {
+    let request: crate::api::InvalidationRequest = match parse_body(body, state.max_request_bytes).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match state.cache.jobs.submit(request, state.cache.pool.clone(), state.cache.pod.clone()) {
+        Ok(status) => json(StatusCode::ACCEPTED, &status),
+        Err((code, reason)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), reason),
+    }
+}
+
+async fn get_invalidation(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.cache.jobs.status(&id) {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(StatusCode::NOT_FOUND, format!("no invalidation {id:?}")),
+    }
+}
+
+async fn enforce(State(state): State<AppState>, body: Body) -> Response {
+    let request: crate::api::EnforceRequest = match parse_body(body, state.max_request_bytes).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    if let Err(reason) = crate::cache::enforce::validate(&request) {
+        return error(StatusCode::BAD_REQUEST, reason);
+    }
+    let outcome = async {
+        let mut redis = state.cache.pool.get(&request.redis).await?;
+        crate::cache::enforce::enforce(&request, &mut redis, &state.cache.limits).await
+    }
+    .await;
+    match outcome {
+        Ok(report) => {
+            let applied = crate::api::AppliedPolicy {
+                key_prefix: request.key_prefix.clone(),
+                strategy: request.strategy.clone(),
+                applied_at: jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default(),
+            };
+            *state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(applied);
+            json(StatusCode::OK, &report)
+        }
+        Err(e) => {
+            if matches!(e, crate::cache::conn::CacheError::Connect(_)) {
+                state.cache.pool.forget(&request.redis);
+            }
+            let status = match e {
+                crate::cache::conn::CacheError::Invalid(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
+    let request: crate::api::StatsRequest = match parse_body(body, state.max_request_bytes).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    if let Err(e) = crate::cache::glob::check_prefix(&request.key_prefix) {
+        return error(StatusCode::BAD_REQUEST, e.0);
+    }
+    json(StatusCode::OK, &crate::cache::stats::stats(&request, &state.cache).await)
+}
+
+async fn applied_policy(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return error(StatusCode::FORBIDDEN, "the cache policy is served to clients in the pod (loopback) only");
+    }
+    match state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+        Some(policy) => json(StatusCode::OK, &policy),
+        None => error(StatusCode::NOT_FOUND, "no cache policy has been applied by this agent yet"),
+    }
+}

@@ -259,3 +259,186 @@ pub fn serve_canned(addr: SocketAddr, status: u16, extra_headers: &'static str, 
     });
     bound
 }
+
+/// A `redis-server` on a free loopback port, with nothing persisted, killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    process: ChildGuard,
+    _dir: tempdir::Dir,
+}
+
+/// A throwaway directory removed when dropped (no dependency for one helper).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// The directory.
+    #[derive(Debug)]
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        /// A new empty directory under the system's temp dir.
+        pub fn new(tag: &str) -> Self {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("biometrics-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("temp dir");
+            Self(path)
+        }
+
+        /// Its path.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl RedisServer {
+    /// Starts a server with extra `redis-server` arguments (`--requirepass x`, …).
+    pub fn start(extra: &[&str]) -> Self {
+        let ip: IpAddr = "127.0.0.1".parse().expect("loopback");
+        let port = free_port(ip);
+        Self::start_on(port, extra)
+    }
+
+    /// Starts a server on a given port (to bring one back where it was).
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let dir = tempdir::Dir::new("redis");
+        let process = ChildGuard::spawn(
+            "redis-server",
+            Command::new("redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_listener(addr, Duration::from_secs(10));
+        Self { addr, process, _dir: dir }
+    }
+
+    /// `redis-cli -p PORT <args>` (with `-a` when given), its stdout.
+    pub fn cli(&self, auth: Option<&str>, args: &[&str]) -> String {
+        redis_cli(self.addr.port(), auth, args)
+    }
+
+    /// Kills the server (a crash, as far as clients can tell).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+/// `redis-cli -p PORT <args>`, its stdout.
+pub fn redis_cli(port: u16, auth: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(a) = auth {
+        cmd.args(["--no-auth-warning", "-a", a]);
+    }
+    let out = cmd.args(args).output().expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Loads keys with `redis-cli --pipe` (fast, and independent of the code under test).
+pub fn redis_load(port: u16, commands: &[Vec<String>]) {
+    use std::io::Write;
+    let mut proto = Vec::new();
+    for args in commands {
+        write!(proto, "*{}\r\n", args.len()).expect("buffer");
+        for a in args {
+            write!(proto, "${}\r\n{a}\r\n", a.len()).expect("buffer");
+        }
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli --pipe");
+    child.stdin.take().expect("stdin").write_all(&proto).expect("send keys");
+    assert!(child.wait().expect("redis-cli --pipe finishes").success(), "redis-cli --pipe failed");
+}
+
+/// A 3-master Redis Cluster on loopback.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three `--cluster-enabled` servers and joins them with `redis-cli --cluster create`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            // nodes.conf lands in each server's own --dir.
+            .map(|_| {
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            while !n.cli(None, &["cluster", "info"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Self { nodes }
+    }
+
+    /// Runs a command through a cluster-aware `redis-cli -c`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-c", "-h", "127.0.0.1", "-p", &self.nodes[0].addr.port().to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key in the cluster (each master scanned).
+    pub fn keys(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.cli(None, &["--scan"]).lines().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        all.sort();
+        all
+    }
+}

@@ -1,0 +1,341 @@
+//! Connections to a Redis server or cluster, built from a request's target and reused
+//! across requests (a multiplexed connection manager per server, a cluster connection per
+//! cluster). Commands are addressed to the server, or for a cluster to one master.
+
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use redis::{
+    Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisConnectionInfo, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster_async::ClusterConnection,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
+};
+
+use crate::api::RedisTarget;
+
+/// Why Redis work failed; the message never contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    /// Bad input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The server could not be reached or authenticated to.
+    #[error("{0}")]
+    Connect(String),
+    /// A command failed.
+    #[error("{0}")]
+    Command(String),
+}
+
+impl From<redis::ParsingError> for CacheError {
+    fn from(e: redis::ParsingError) -> Self {
+        Self::Command(format!("unexpected reply from Redis: {e}"))
+    }
+}
+
+impl From<redis::RedisError> for CacheError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Command(describe(&e))
+    }
+}
+
+/// A redis error as text (the crate never includes credentials in it).
+pub fn describe(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    if ["WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"].iter().any(|m| text.contains(m)) {
+        format!("authentication failed: {text}")
+    } else {
+        text
+    }
+}
+
+/// A master of a cluster, by address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Node {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A connected Redis.
+#[derive(Clone)]
+pub enum Redis {
+    /// One server.
+    Single(ConnectionManager),
+    /// A cluster.
+    Cluster(ClusterConnection),
+}
+
+fn split_address(address: &str) -> Result<(String, u16), CacheError> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| CacheError::Invalid(format!("redis.address {address:?} is not host:port")))?;
+    let port = port.parse().map_err(|_| CacheError::Invalid(format!("redis.address {address:?} has no valid port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(CacheError::Invalid(format!("redis.address {address:?} has no host")));
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn connection_info(target: &RedisTarget, host: String, port: u16) -> Result<redis::ConnectionInfo, CacheError> {
+    let addr = if target.tls {
+        ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    };
+    let mut redis = RedisConnectionInfo::default().set_db(i64::from(target.database));
+    if let Some(user) = &target.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &target.password {
+        redis = redis.set_password(&password.0);
+    }
+    Ok(addr.into_connection_info().map_err(|e| CacheError::Invalid(describe(&e)))?.set_redis_settings(redis))
+}
+
+/// Connections already made, by target (the password counts, hashed, so a rotated secret
+/// gets a new connection).
+#[derive(Clone, Default)]
+pub struct Pool(Arc<Mutex<HashMap<u64, Redis>>>);
+
+fn pool_key(target: &RedisTarget) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &target.address,
+        target.database,
+        &target.username,
+        target.password.as_ref().map(|p| &p.0),
+        target.tls,
+        target.cluster,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+impl Pool {
+    /// The connection for a target, made on first use.
+    pub async fn get(&self, target: &RedisTarget) -> Result<Redis, CacheError> {
+        let key = pool_key(target);
+        if let Some(r) = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return Ok(r.clone());
+        }
+        let redis = connect(target).await?;
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, redis.clone());
+        Ok(redis)
+    }
+
+    /// Forgets a target's connection (after a failure, so the next request dials again).
+    pub fn forget(&self, target: &RedisTarget) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pool_key(target));
+    }
+}
+
+async fn connect(target: &RedisTarget) -> Result<Redis, CacheError> {
+    let (host, port) = split_address(&target.address)?;
+    let dial = Duration::from_millis(target.dial_timeout_millis.max(1));
+    let io = Duration::from_millis(target.read_timeout_millis.max(target.write_timeout_millis).max(1));
+    let unreachable = |e: redis::RedisError| {
+        CacheError::Connect(format!("cannot connect to Redis at {}: {}", target.address, describe(&e)))
+    };
+    if target.cluster {
+        if target.database != 0 {
+            return Err(CacheError::Invalid("a Redis Cluster has only database 0".into()));
+        }
+        let info = connection_info(target, host, port)?;
+        let client = redis::cluster::ClusterClientBuilder::new(vec![info])
+            .connection_timeout(dial)
+            .response_timeout(io)
+            .retries(1)
+            .build()
+            .map_err(unreachable)?;
+        let conn = tokio::time::timeout(dial + io, client.get_async_connection())
+            .await
+            .map_err(|_| CacheError::Connect(format!("cannot connect to Redis at {}: timed out", target.address)))?
+            .map_err(unreachable)?;
+        let mut redis = Redis::Cluster(conn);
+        // Fail now, not mid-job, when the cluster is not usable.
+        redis
+            .query::<String>(None, &redis::cmd("PING"))
+            .await
+            .map_err(|e| CacheError::Connect(format!("cannot use Redis at {}: {e}", target.address)))?;
+        Ok(redis)
+    } else {
+        let client = redis::Client::open(connection_info(target, host, port)?).map_err(unreachable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(dial))
+            .set_response_timeout(Some(io))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = tokio::time::timeout(dial + io, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| CacheError::Connect(format!("cannot connect to Redis at {}: timed out", target.address)))?
+            .map_err(unreachable)?;
+        Ok(Redis::Single(manager))
+    }
+}
+
+fn route(node: &Node) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: node.host.clone(), port: node.port })
+}
+
+impl Redis {
+    /// The nodes a scan must cover: the server, or every master of the cluster.
+    pub async fn scan_nodes(&mut self) -> Result<Vec<Option<Node>>, CacheError> {
+        match self {
+            Self::Single(_) => Ok(vec![None]),
+            Self::Cluster(c) => {
+                let value = c
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("NODES").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                    )
+                    .await?;
+                let text: String = redis::from_redis_value(value)?;
+                let masters: Vec<Option<Node>> = parse_cluster_masters(&text).into_iter().map(Some).collect();
+                if masters.is_empty() {
+                    return Err(CacheError::Command("the cluster reports no master".into()));
+                }
+                Ok(masters)
+            }
+        }
+    }
+
+    /// Runs a command on the server, or on one master (`None`: routed by key, any node).
+    pub async fn query<T: redis::FromRedisValue>(&mut self, node: Option<&Node>, cmd: &Cmd) -> Result<T, CacheError> {
+        let value: Value = match (self, node) {
+            (Self::Single(m), _) => cmd.query_async(m).await?,
+            (Self::Cluster(c), Some(n)) => c.route_command(cmd.clone(), route(n)).await?,
+            (Self::Cluster(c), None) => cmd.query_async(c).await?,
+        };
+        Ok(redis::from_redis_value(value)?)
+    }
+
+    /// Runs a pipeline on the server or one master.
+    pub async fn pipeline(&mut self, node: Option<&Node>, pipe: &Pipeline) -> Result<Vec<Value>, CacheError> {
+        Ok(match (self, node) {
+            (Self::Single(m), _) => pipe.query_async(m).await?,
+            (Self::Cluster(c), Some(n)) => {
+                let count = pipe.cmd_iter().count();
+                c.route_pipeline(
+                    pipe.clone(),
+                    0,
+                    count,
+                    SingleNodeRoutingInfo::ByAddress { host: n.host.clone(), port: n.port },
+                )
+                .await?
+            }
+            (Self::Cluster(c), None) => {
+                // Keys of one pipeline may live on different masters: send each on its own.
+                let mut out = Vec::new();
+                for cmd in pipe.cmd_iter() {
+                    out.push(cmd.query_async::<Value>(c).await?);
+                }
+                out
+            }
+        })
+    }
+
+    /// One `SCAN` step.
+    pub async fn scan(
+        &mut self,
+        node: Option<&Node>,
+        cursor: u64,
+        pattern: Option<&str>,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>), CacheError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor);
+        if let Some(p) = pattern {
+            cmd.arg("MATCH").arg(p);
+        }
+        cmd.arg("COUNT").arg(count);
+        self.query(node, &cmd).await
+    }
+
+    /// Unlinks keys (all on `node` when given); returns how many existed.
+    pub async fn unlink(&mut self, node: Option<&Node>, keys: &[Vec<u8>]) -> Result<u64, CacheError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        match (&*self, node) {
+            (Self::Single(_), _) => {
+                let mut cmd = redis::cmd("UNLINK");
+                for k in keys {
+                    cmd.arg(k.as_slice());
+                }
+                self.query(node, &cmd).await
+            }
+            _ => {
+                let mut pipe = redis::pipe();
+                for k in keys {
+                    pipe.cmd("UNLINK").arg(k.as_slice());
+                }
+                let replies = self.pipeline(node, &pipe).await?;
+                Ok(replies.into_iter().map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0)).sum())
+            }
+        }
+    }
+}
+
+/// The masters in `CLUSTER NODES` output that are not failing.
+pub fn parse_cluster_masters(text: &str) -> Vec<Node> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                return None;
+            }
+            let addr = fields.get(1)?.split('@').next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some(Node { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port: port.parse().ok()? })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_masters_from_cluster_nodes() {
+        let text = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                    b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922\n\
+                    c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected\n\
+                    d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n";
+        assert_eq!(
+            parse_cluster_masters(text),
+            vec![Node { host: "127.0.0.1".into(), port: 7000 }, Node { host: "127.0.0.1".into(), port: 7001 }]
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(split_address("redis.shop.svc:6379").unwrap(), ("redis.shop.svc".into(), 6379));
+        assert_eq!(split_address("[::1]:6379").unwrap(), ("::1".into(), 6379));
+        assert!(split_address("redis").is_err());
+    }
+
+    #[test]
+    fn passwords_do_not_show_in_debug() {
+        let t = RedisTarget {
+            address: "r:1".into(),
+            database: 0,
+            username: None,
+            password: Some(crate::api::Password("hunter2".into())),
+            tls: false,
+            cluster: false,
+            dial_timeout_millis: 1,
+            read_timeout_millis: 1,
+            write_timeout_millis: 1,
+        };
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+}

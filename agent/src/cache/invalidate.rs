@@ -1,0 +1,350 @@
+//! Invalidation jobs: validated, accepted idempotently by id, run once across agents (a
+//! marker key in Redis), executed with `SCAN` + pipelined `UNLINK` under a throttle, and
+//! announced on `<keyPrefix>invalidations`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{
+    CacheLimits, Throttle,
+    conn::{CacheError, Node, Pool, Redis},
+    glob,
+};
+use crate::{
+    api::{CaptureState, InvalidationRequest, InvalidationStatus, RuleSpec},
+    names,
+};
+
+/// How long a running execution's marker lives without a heartbeat.
+const LEASE: Duration = Duration::from_secs(30);
+/// How long a finished execution's marker stops re-runs.
+const DONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+struct Entry {
+    status: InvalidationStatus,
+    finished: Option<Instant>,
+}
+
+/// The table of invalidation jobs.
+#[derive(Clone)]
+pub struct Jobs {
+    table: Arc<Mutex<HashMap<String, Entry>>>,
+    limits: Arc<CacheLimits>,
+}
+
+/// Which kind of rule, and its values, as published.
+fn describe_rule(rule: &RuleSpec) -> (&'static str, Vec<String>) {
+    if let Some(p) = &rule.pattern {
+        ("pattern", vec![p.clone()])
+    } else if let Some(p) = &rule.prefix {
+        ("prefix", vec![p.clone()])
+    } else if let Some(t) = &rule.tags {
+        ("tags", t.clone())
+    } else {
+        ("keys", rule.keys.clone().unwrap_or_default())
+    }
+}
+
+/// Checks a request before anything touches Redis.
+pub fn validate(req: &InvalidationRequest, limits: &CacheLimits) -> Result<(), String> {
+    names::capture_id(&req.id).map_err(|e| e.to_string())?;
+    names::dns_label("policy.namespace", &req.policy.namespace).map_err(|e| e.to_string())?;
+    names::dns_subdomain("policy.name", &req.policy.name).map_err(|e| e.to_string())?;
+    glob::check_prefix(&req.key_prefix).map_err(|e| e.0)?;
+    let r = &req.rule;
+    let set =
+        [r.pattern.is_some(), r.prefix.is_some(), r.tags.is_some(), r.keys.is_some()].iter().filter(|x| **x).count();
+    if set != 1 {
+        return Err(format!("rule {:?} must set exactly one of pattern, prefix, tags or keys (it sets {set})", r.name));
+    }
+    if let Some(p) = &r.pattern {
+        glob::pattern_match(&req.key_prefix, p).map_err(|e| e.0)?;
+    }
+    if let Some(p) = &r.prefix {
+        glob::prefix_match(&req.key_prefix, p).map_err(|e| e.0)?;
+    }
+    if let Some(tags) = &r.tags {
+        if tags.is_empty() || tags.len() > limits.max_tags_per_rule {
+            return Err(format!("tags must list 1 to {} tags", limits.max_tags_per_rule));
+        }
+        if tags.iter().any(|t| t.is_empty() || t.len() > glob::MAX_PATTERN_LEN) {
+            return Err(format!("each tag must be 1 to {} bytes", glob::MAX_PATTERN_LEN));
+        }
+    }
+    if let Some(keys) = &r.keys {
+        if keys.is_empty() || keys.len() > limits.max_keys_per_rule {
+            return Err(format!("keys must list 1 to {} keys", limits.max_keys_per_rule));
+        }
+        if keys.iter().any(|k| k.is_empty() || k.len() > 512) {
+            return Err("each key must be 1 to 512 bytes".into());
+        }
+    }
+    Ok(())
+}
+
+impl Jobs {
+    /// An empty table.
+    pub fn new(limits: Arc<CacheLimits>) -> Self {
+        Self { table: Arc::default(), limits }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Accepts a job (or returns the one with the same id) and starts it.
+    pub fn submit(
+        &self,
+        req: InvalidationRequest,
+        pool: Pool,
+        pod: String,
+    ) -> Result<InvalidationStatus, (u16, String)> {
+        validate(&req, &self.limits).map_err(|e| (400, e))?;
+        let mut table = self.lock();
+        if let Some(existing) = table.get(&req.id) {
+            return Ok(existing.status.clone());
+        }
+        let keep = self.limits.keep_finished;
+        table.retain(|_, e| e.finished.is_none_or(|f| f.elapsed() < keep));
+        while table.len() >= self.limits.max_jobs {
+            let Some(oldest) = table.iter().filter_map(|(id, e)| e.finished.map(|f| (f, id.clone()))).min() else {
+                return Err((429, format!("too many invalidations in progress ({}); retry later", table.len())));
+            };
+            table.remove(&oldest.1);
+        }
+        let status = InvalidationStatus {
+            id: req.id.clone(),
+            state: CaptureState::Running,
+            keys_scanned: 0,
+            keys_deleted: 0,
+            duration_millis: 0,
+            error: None,
+            already_done: false,
+        };
+        table.insert(req.id.clone(), Entry { status: status.clone(), finished: None });
+        drop(table);
+        let jobs = self.clone();
+        tokio::spawn(async move { jobs.run(req, pool, pod).await });
+        Ok(status)
+    }
+
+    /// A job's status.
+    pub fn status(&self, id: &str) -> Option<InvalidationStatus> {
+        self.lock().get(id).map(|e| e.status.clone())
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut InvalidationStatus)) {
+        if let Some(e) = self.lock().get_mut(id) {
+            f(&mut e.status);
+        }
+    }
+
+    async fn run(&self, req: InvalidationRequest, pool: Pool, pod: String) {
+        let started = Instant::now();
+        let outcome = self.execute(&req, &pool, &pod, started).await;
+        if let Err(CacheError::Connect(_)) = &outcome {
+            pool.forget(&req.redis);
+        }
+        let mut table = self.lock();
+        if let Some(e) = table.get_mut(&req.id) {
+            e.finished = Some(Instant::now());
+            e.status.duration_millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match outcome {
+                Ok(()) => e.status.state = CaptureState::Succeeded,
+                Err(err) => {
+                    e.status.state = CaptureState::Failed;
+                    e.status.error = Some(err.to_string());
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        req: &InvalidationRequest,
+        pool: &Pool,
+        pod: &str,
+        started: Instant,
+    ) -> Result<(), CacheError> {
+        let mut redis = pool.get(&req.redis).await?;
+        let marker = glob::done_marker(&req.key_prefix, &req.id);
+        // Claim the execution, or learn that it happened, or wait out another agent's run.
+        let wait_until = Instant::now() + LEASE * 4;
+        loop {
+            let claimed: Option<String> = redis
+                .query(
+                    None,
+                    redis::cmd("SET")
+                        .arg(&marker)
+                        .arg(format!("running:{pod}"))
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(LEASE.as_secs()),
+                )
+                .await?;
+            if claimed.is_some() {
+                break;
+            }
+            let current: Option<String> = redis.query(None, redis::cmd("GET").arg(&marker)).await?;
+            if let Some(done) = current.as_deref().and_then(|v| v.strip_prefix("done:")) {
+                let previous: serde_json::Value = serde_json::from_str(done).unwrap_or_default();
+                self.update(&req.id, |s| {
+                    s.already_done = true;
+                    s.keys_scanned = previous["keysScanned"].as_u64().unwrap_or(0);
+                    s.keys_deleted = previous["keysDeleted"].as_u64().unwrap_or(0);
+                    s.error =
+                        Some(format!("already executed ({})", previous["by"].as_str().unwrap_or("another agent")));
+                });
+                return Ok(());
+            }
+            if Instant::now() > wait_until {
+                return Err(CacheError::Command("another agent holds this invalidation and does not finish it".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let heartbeat = {
+            let (mut r, marker, value) = (redis.clone(), marker.clone(), format!("running:{pod}"));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE / 3).await;
+                    let _: Result<Option<String>, _> = r
+                        .query(
+                            None,
+                            redis::cmd("SET").arg(&marker).arg(&value).arg("XX").arg("EX").arg(LEASE.as_secs()),
+                        )
+                        .await;
+                }
+            })
+        };
+        let result = self.delete(req, &mut redis).await;
+        heartbeat.abort();
+        match result {
+            Ok(()) => {
+                let status = self.status(&req.id).unwrap_or_else(|| unreachable_status(&req.id));
+                let record = json!({"keysScanned": status.keys_scanned, "keysDeleted": status.keys_deleted, "by": pod, "millis": started.elapsed().as_millis() as u64});
+                let _: Option<String> = redis
+                    .query(
+                        None,
+                        redis::cmd("SET").arg(&marker).arg(format!("done:{record}")).arg("EX").arg(DONE_TTL.as_secs()),
+                    )
+                    .await?;
+                let (kind, values) = describe_rule(&req.rule);
+                let message = json!({
+                    "policy": format!("{}/{}", req.policy.namespace, req.policy.name),
+                    "rule": req.rule.name,
+                    "kind": kind,
+                    "values": values,
+                    "keysDeleted": status.keys_deleted,
+                    "id": req.id,
+                });
+                let _: i64 = redis
+                    .query(
+                        None,
+                        redis::cmd("PUBLISH").arg(format!("{}invalidations", req.key_prefix)).arg(message.to_string()),
+                    )
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                // Free the id so a retry (here or on another agent) runs the rest.
+                let _: Result<i64, _> = redis.query(None, redis::cmd("DEL").arg(&marker)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The deletion itself, counting as it goes.
+    async fn delete(&self, req: &InvalidationRequest, redis: &mut Redis) -> Result<(), CacheError> {
+        let mut throttle = Throttle::new(self.limits.max_ops_per_second);
+        let rule = &req.rule;
+        let matcher = match (&rule.pattern, &rule.prefix) {
+            (Some(p), _) => Some(glob::pattern_match(&req.key_prefix, p).map_err(|e| CacheError::Invalid(e.0))?),
+            (_, Some(p)) => Some(glob::prefix_match(&req.key_prefix, p).map_err(|e| CacheError::Invalid(e.0))?),
+            _ => None,
+        };
+        if let Some(matcher) = matcher {
+            for node in redis.scan_nodes().await? {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) =
+                        redis.scan(node.as_ref(), cursor, Some(&matcher), self.limits.scan_count).await?;
+                    let owned: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
+                    self.unlink_counted(req, redis, node.as_ref(), &owned, &mut throttle).await?;
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if let Some(keys) = &rule.keys {
+            let full: Vec<Vec<u8>> = keys
+                .iter()
+                .map(|k| format!("{}{k}", req.key_prefix).into_bytes())
+                .filter(|k| glob::owned(&req.key_prefix, k))
+                .collect();
+            for batch in full.chunks(self.limits.unlink_batch) {
+                self.unlink_counted(req, redis, None, batch, &mut throttle).await?;
+            }
+            return Ok(());
+        }
+        for tag in rule.tags.iter().flatten() {
+            let set = glob::tag_set(&req.key_prefix, tag);
+            let mut cursor = 0u64;
+            loop {
+                let (next, members): (u64, Vec<Vec<u8>>) = redis
+                    .query(None, redis::cmd("SSCAN").arg(&set).arg(cursor).arg("COUNT").arg(self.limits.scan_count))
+                    .await?;
+                // A tag set can only name keys under the policy's prefix to be deleted.
+                let owned: Vec<Vec<u8>> = members.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
+                for batch in owned.chunks(self.limits.unlink_batch) {
+                    self.unlink_counted(req, redis, None, batch, &mut throttle).await?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            let _: u64 = redis.query(None, redis::cmd("UNLINK").arg(&set)).await?;
+        }
+        Ok(())
+    }
+
+    async fn unlink_counted(
+        &self,
+        req: &InvalidationRequest,
+        redis: &mut Redis,
+        node: Option<&Node>,
+        keys: &[Vec<u8>],
+        throttle: &mut Throttle,
+    ) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let deleted = redis.unlink(node, keys).await?;
+        self.update(&req.id, |s| {
+            s.keys_scanned += keys.len() as u64;
+            s.keys_deleted += deleted;
+        });
+        throttle.record(keys.len() as u64).await;
+        Ok(())
+    }
+}
+
+fn unreachable_status(id: &str) -> InvalidationStatus {
+    InvalidationStatus {
+        id: id.into(),
+        state: CaptureState::Running,
+        keys_scanned: 0,
+        keys_deleted: 0,
+        duration_millis: 0,
+        error: None,
+        already_done: false,
+    }
+}

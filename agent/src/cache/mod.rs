@@ -1,0 +1,109 @@
+//! The Redis half of the agent: invalidations (pattern, prefix, tags, keys) as idempotent
+//! jobs, strategy enforcement, and cache statistics — for one server or a Redis Cluster.
+//! Every key touched is under the policy's key prefix.
+
+pub mod conn;
+pub mod enforce;
+pub mod glob;
+pub mod invalidate;
+pub mod stats;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::api::AppliedPolicy;
+
+/// Tunables of Redis work.
+#[derive(Debug, Clone)]
+pub struct CacheLimits {
+    /// Ceiling on keys deleted or examined per second per job (keeps the server responsive).
+    pub max_ops_per_second: u64,
+    /// Keys per `SCAN` step (`COUNT`).
+    pub scan_count: usize,
+    /// Keys per `UNLINK`.
+    pub unlink_batch: usize,
+    /// Most keys a `keys` rule may list.
+    pub max_keys_per_rule: usize,
+    /// Most tags a `tags` rule may list.
+    pub max_tags_per_rule: usize,
+    /// Keys counted exactly for statistics before the count becomes an estimate.
+    pub exact_count_bound: u64,
+    /// Invalidation jobs kept for polling.
+    pub max_jobs: usize,
+    /// How long a finished job stays pollable at least.
+    pub keep_finished: Duration,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            max_ops_per_second: 250_000,
+            scan_count: 1000,
+            unlink_batch: 1000,
+            max_keys_per_rule: 1000,
+            max_tags_per_rule: 32,
+            exact_count_bound: 100_000,
+            max_jobs: 1000,
+            keep_finished: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the Redis handlers share.
+#[derive(Clone)]
+pub struct CacheService {
+    /// Connections.
+    pub pool: conn::Pool,
+    /// Limits.
+    pub limits: Arc<CacheLimits>,
+    /// Invalidation jobs.
+    pub jobs: invalidate::Jobs,
+    /// The previous INFO counters of each server, for rates.
+    pub history: Arc<Mutex<HashMap<String, stats::Counters>>>,
+    /// The strategy last applied, for the app.
+    pub applied: Arc<Mutex<Option<AppliedPolicy>>>,
+    /// This pod, named in markers and messages.
+    pub pod: String,
+}
+
+impl CacheService {
+    /// A service for pod `pod`.
+    pub fn new(limits: CacheLimits, pod: String) -> Self {
+        let limits = Arc::new(limits);
+        Self {
+            pool: conn::Pool::default(),
+            jobs: invalidate::Jobs::new(limits.clone()),
+            limits,
+            history: Arc::default(),
+            applied: Arc::default(),
+            pod,
+        }
+    }
+}
+
+/// Paces work to at most `per_second` operations a second.
+pub struct Throttle {
+    per_second: u64,
+    started: Instant,
+    done: u64,
+}
+
+impl Throttle {
+    /// A throttle starting now.
+    pub fn new(per_second: u64) -> Self {
+        Self { per_second: per_second.max(1), started: Instant::now(), done: 0 }
+    }
+
+    /// Records `ops` operations, sleeping as long as they are ahead of the ceiling.
+    pub async fn record(&mut self, ops: u64) {
+        self.done += ops;
+        let due = Duration::from_secs_f64(self.done as f64 / self.per_second as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}

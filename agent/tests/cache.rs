@@ -1,0 +1,453 @@
+//! The agent's Redis work against real `redis-server` processes (and a real 3-master
+//! cluster): each rule deletes exactly its keys, once across agents; strategies are
+//! enforced and read back; statistics come from INFO deltas; faults fail cleanly.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use biometrics_test_support::{ChildGuard, RedisCluster, RedisServer, redis_load};
+use common::*;
+use serde_json::{Value, json};
+
+const PREFIX: &str = "app[1]:";
+
+fn target(server: &RedisServer) -> Value {
+    json!({"address": server.addr.to_string()})
+}
+
+fn set_cmd(key: &str) -> Vec<String> {
+    vec!["SET".into(), key.into(), "v".into()]
+}
+
+/// Keys inside the prefix (with glob characters in the prefix itself) and keys outside it
+/// that an unescaped pattern would also match.
+fn seed(port: u16) {
+    let mut cmds = Vec::new();
+    for i in 0..50 {
+        cmds.push(set_cmd(&format!("{PREFIX}user:{i}")));
+    }
+    for i in 0..30 {
+        cmds.push(set_cmd(&format!("{PREFIX}session:{i}")));
+    }
+    for k in ["app[1]:s*ss:1", "app1:user:1", "app[1]x:user:1", "apx:user:1", "other:user:1", "app[1]:tag"] {
+        cmds.push(set_cmd(k));
+    }
+    cmds.push(vec![
+        "SADD".into(),
+        format!("{PREFIX}tag:active"),
+        format!("{PREFIX}session:1"),
+        format!("{PREFIX}session:2"),
+    ]);
+    cmds.push(vec![
+        "SADD".into(),
+        format!("{PREFIX}tag:premium"),
+        format!("{PREFIX}session:2"),
+        format!("{PREFIX}session:3"),
+        "other:user:1".into(),
+    ]);
+    redis_load(port, &cmds);
+}
+
+fn keys(server: &RedisServer) -> BTreeSet<String> {
+    server.cli(None, &["--scan"]).lines().map(str::to_owned).collect()
+}
+
+fn invalidation(id: &str, redis: Value, rule: Value) -> Value {
+    json!({"id": id, "policy": {"namespace": NAMESPACE, "name": "users"}, "redis": redis, "keyPrefix": PREFIX, "rule": rule})
+}
+
+fn run_invalidation(agent: &Agent, request: &Value) -> Value {
+    let id = request["id"].as_str().unwrap().to_owned();
+    let (status, body) = agent.request("POST", "/v1/cache/invalidations", Some(request));
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = agent.request("GET", &format!("/v1/cache/invalidations/{id}"), None);
+        if s["state"] != "Running" {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "invalidation still running: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn each_rule_kind_deletes_exactly_its_keys() {
+    let server = RedisServer::start(&[]);
+    seed(server.addr.port());
+    let agent = Agent::start(None, &[]);
+    let before = keys(&server);
+
+    let s = run_invalidation(
+        &agent,
+        &invalidation("inv-pattern", target(&server), json!({"name": "users", "pattern": "user:*"})),
+    );
+    assert_eq!((s["state"].as_str(), s["keysDeleted"].as_u64()), (Some("Succeeded"), Some(50)), "{s}");
+    let after = keys(&server);
+    let gone: BTreeSet<_> = before.difference(&after).cloned().collect();
+    assert_eq!(
+        gone,
+        (0..50).map(|i| format!("{PREFIX}user:{i}")).collect(),
+        "only the prefix's user keys; not app1:user:1 nor app[1]x:user:1"
+    );
+
+    let s = run_invalidation(
+        &agent,
+        &invalidation("inv-prefix", target(&server), json!({"name": "odd", "prefix": "s*ss:"})),
+    );
+    assert_eq!(s["keysDeleted"], 1, "the literal prefix 's*ss:' is not a glob: {s}");
+    assert!(!keys(&server).contains("app[1]:s*ss:1") && keys(&server).contains(&format!("{PREFIX}session:5")));
+
+    let s = run_invalidation(
+        &agent,
+        &invalidation("inv-tags", target(&server), json!({"name": "tagged", "tags": ["active", "premium"]})),
+    );
+    assert_eq!(s["state"], "Succeeded", "{s}");
+    let left = keys(&server);
+    for k in ["session:1", "session:2", "session:3", "tag:active", "tag:premium"] {
+        assert!(!left.contains(&format!("{PREFIX}{k}")), "{k} should be gone");
+    }
+    assert!(left.contains("other:user:1"), "a tag set cannot reach outside the prefix");
+    assert_eq!(s["keysDeleted"], 3, "session:2 carries both tags and is counted once: {s}");
+
+    let s = run_invalidation(
+        &agent,
+        &invalidation(
+            "inv-keys",
+            target(&server),
+            json!({"name": "some", "keys": ["session:10", "session:11", "missing"]}),
+        ),
+    );
+    assert_eq!(s["keysDeleted"], 2, "{s}");
+
+    let survivors = keys(&server);
+    for outside in ["app1:user:1", "app[1]x:user:1", "apx:user:1", "other:user:1", "app[1]:tag"] {
+        assert!(survivors.contains(outside), "{outside} was never in reach");
+    }
+}
+
+#[test]
+fn the_same_invalidation_runs_once_across_agents_and_is_announced() {
+    let server = RedisServer::start(&[]);
+    seed(server.addr.port());
+    let first = Agent::start(None, &[]);
+    let second = Agent::start(None, &[]);
+    // A subscriber like an app instance dropping its in-process copies.
+    let mut subscriber = ChildGuard::spawn(
+        "redis-cli subscribe",
+        Command::new("redis-cli")
+            .args(["-p", &server.addr.port().to_string(), "--csv", "subscribe", &format!("{PREFIX}invalidations")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let lines = BufReader::new(subscriber.child_mut().stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.cli(None, &["pubsub", "numsub", &format!("{PREFIX}invalidations")]).contains('1') {
+        assert!(Instant::now() < deadline, "subscriber never subscribed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let request = invalidation("inv-once", target(&server), json!({"name": "users", "pattern": "user:*"}));
+    let done = run_invalidation(&first, &request);
+    assert_eq!(done["keysDeleted"], 50);
+    // A key that appears afterwards is not taken by a retry of the same invalidation.
+    server.cli(None, &["set", &format!("{PREFIX}user:new"), "v"]);
+    let retried = run_invalidation(&second, &request);
+    assert_eq!(retried["state"], "Succeeded");
+    assert_eq!(retried["alreadyDone"], true, "{retried}");
+    assert_eq!(retried["keysDeleted"], 50, "the first execution's count is reported");
+    assert!(keys(&server).contains(&format!("{PREFIX}user:new")), "no second execution");
+    let message = loop {
+        let line = rx.recv_timeout(Duration::from_secs(5)).expect("a published message");
+        if line.contains("keysDeleted") {
+            break line;
+        }
+    };
+    // redis-cli --csv: "message","<channel>","<payload with quotes backslash-escaped>"
+    let field = message
+        .strip_prefix(&format!("\"message\",\"{PREFIX}invalidations\",\""))
+        .expect("a message line")
+        .trim_end_matches('"');
+    let payload: Value = serde_json::from_str(&field.replace("\\\"", "\"")).unwrap();
+    assert_eq!(payload["policy"], format!("{NAMESPACE}/users"));
+    assert_eq!(payload["rule"], "users");
+    assert_eq!(payload["kind"], "pattern");
+    assert_eq!(payload["values"], json!(["user:*"]));
+    assert_eq!(payload["keysDeleted"], 50);
+}
+
+fn enforce(agent: &Agent, redis: Value, strategy: Value) -> (u16, Value) {
+    agent.request(
+        "POST",
+        "/v1/cache/enforce",
+        Some(&json!({"redis": redis, "keyPrefix": PREFIX, "strategy": strategy})),
+    )
+}
+
+#[test]
+fn strategies_are_enforced_and_drift_is_reported() {
+    let server = RedisServer::start(&[]);
+    let agent = Agent::start(None, &[]);
+    let lru = json!({"type": "LRU", "manageServerEvictionPolicy": true, "maxMemoryBytes": 268435456u64});
+    let (status, report) = enforce(&agent, target(&server), lru.clone());
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["evictionPolicy"]["desired"], "allkeys-lru");
+    assert_eq!(report["evictionPolicy"]["found"], "noeviction");
+    assert_eq!(report["evictionPolicy"]["drift"], true);
+    assert_eq!(report["evictionPolicy"]["actual"], "allkeys-lru");
+    assert!(server.cli(None, &["config", "get", "maxmemory-policy"]).contains("allkeys-lru"), "Redis reports it");
+    assert!(server.cli(None, &["config", "get", "maxmemory"]).contains("268435456"));
+    let (_, steady) = enforce(&agent, target(&server), lru.clone());
+    assert_eq!(steady["evictionPolicy"]["drift"], false, "{steady}");
+    // Changed behind our back: reported as drift, and put back.
+    server.cli(None, &["config", "set", "maxmemory-policy", "volatile-ttl"]);
+    let (_, drifted) = enforce(&agent, target(&server), lru);
+    assert_eq!(
+        (drifted["evictionPolicy"]["found"].as_str(), drifted["evictionPolicy"]["drift"].as_bool()),
+        (Some("volatile-ttl"), Some(true))
+    );
+    assert!(server.cli(None, &["config", "get", "maxmemory-policy"]).contains("allkeys-lru"));
+    // The app can read what was applied, from inside the pod, without a token.
+    let (status, policy) = agent.request_with("GET", "/v1/cache/policy", None, b"");
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["keyPrefix"], PREFIX);
+    assert_eq!(policy["strategy"]["type"], "LRU");
+}
+
+#[test]
+fn config_refused_by_the_server_is_reported_as_such() {
+    let server = RedisServer::start(&["--rename-command", "CONFIG", ""]);
+    let agent = Agent::start(None, &[]);
+    let (status, report) = enforce(&agent, target(&server), json!({"type": "LFU", "manageServerEvictionPolicy": true}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["evictionPolicy"]["applied"], false);
+    assert!(report["evictionPolicy"]["error"].as_str().unwrap().contains("CONFIG refused by the server"), "{report}");
+    assert_eq!(report["evictionPolicy"]["actual"], "noeviction", "read back through INFO");
+}
+
+#[test]
+fn max_keys_trims_the_least_recently_used_and_ttl_caps_expiry() {
+    let server = RedisServer::start(&[]);
+    let agent = Agent::start(None, &[]);
+    let port = server.addr.port();
+    redis_load(port, &(0..30).map(|i| set_cmd(&format!("{PREFIX}k:{i}"))).collect::<Vec<_>>());
+    redis_load(port, &[set_cmd("outside:1")]);
+    std::thread::sleep(Duration::from_millis(2200));
+    // Touch ten keys: they are the recently used ones.
+    for i in 0..10 {
+        server.cli(None, &["get", &format!("{PREFIX}k:{i}")]);
+    }
+    let (status, report) = enforce(&agent, target(&server), json!({"type": "LRU", "maxKeys": 10}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["keysTrimmed"], 20, "{report}");
+    let left = keys(&server);
+    let kept: BTreeSet<String> = (0..10).map(|i| format!("{PREFIX}k:{i}")).collect();
+    assert!(kept.is_subset(&left), "the recently used keys stay: {left:?}");
+    assert!(left.contains("outside:1"));
+    assert_eq!(left.len(), 11);
+
+    server.cli(None, &["expire", &format!("{PREFIX}k:0"), "100000"]);
+    server.cli(None, &["expire", &format!("{PREFIX}k:1"), "5"]);
+    let (_, report) = enforce(&agent, target(&server), json!({"type": "TTL", "ttlSeconds": 60}));
+    assert_eq!(report["keysGivenTtl"], 9, "eight without a TTL and one with a longer one: {report}");
+    for i in 0..10 {
+        let ttl: i64 = server.cli(None, &["ttl", &format!("{PREFIX}k:{i}")]).trim().parse().unwrap();
+        assert!((1..=60).contains(&ttl), "k:{i} has ttl {ttl}");
+    }
+    assert_eq!(server.cli(None, &["ttl", "outside:1"]).trim(), "-1", "keys outside the prefix are untouched");
+}
+
+fn stats(agent: &Agent, redis: Value) -> Value {
+    let (status, body) = agent.request("POST", "/v1/cache/stats", Some(&json!({"redis": redis, "keyPrefix": PREFIX})));
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[test]
+fn hit_ratio_comes_from_the_lookups_between_samples() {
+    let server = RedisServer::start(&["--maxmemory", "104857600"]);
+    seed(server.addr.port());
+    // Lookups before the first sample must not count.
+    for _ in 0..50 {
+        server.cli(None, &["get", "nope"]);
+    }
+    let agent = Agent::start(None, &[]);
+    let first = stats(&agent, target(&server));
+    assert_eq!(first["reachable"], true);
+    assert!(first["hitRatioPercent"].is_null(), "no rate from a single sample: {first}");
+    for i in 0..30 {
+        server.cli(None, &["get", &format!("{PREFIX}user:{i}")]);
+    }
+    for i in 0..10 {
+        server.cli(None, &["get", &format!("{PREFIX}missing:{i}")]);
+    }
+    let second = stats(&agent, target(&server));
+    assert_eq!(second["hitRatioPercent"], 75.0, "{second}");
+    assert_eq!(second["evictionsPerSecond"], 0.0);
+    assert_eq!(
+        second["keysUnderPrefix"], 84,
+        "50 users, 30 sessions, s*ss, the key named 'tag' and 2 tag sets: {second}"
+    );
+    assert_eq!(second["keysEstimated"], false);
+    assert_eq!(second["maxMemoryBytes"], 104857600);
+    assert!(second["memoryPercent"].as_f64().unwrap() > 0.0);
+    assert!(second["pingLatencyMillis"].as_f64().unwrap() >= 0.0);
+    assert_eq!(second["evictionPolicy"], "noeviction");
+}
+
+#[test]
+fn faults_fail_cleanly_and_never_show_the_password() {
+    let secret = "s3cr3t-Pa55word";
+    let mut server = RedisServer::start(&["--requirepass", secret]);
+    let agent = Agent::start(None, &["--redis-max-ops-per-second", "20000"]);
+    let wrong = json!({"address": server.addr.to_string(), "password": "not-the-password"});
+    let s = stats(&agent, wrong.clone());
+    assert_eq!(s["reachable"], false);
+    assert!(s["error"].as_str().unwrap().contains("authentication failed"), "{s}");
+    assert!(!s.to_string().contains("not-the-password"));
+    let inv = run_invalidation(&agent, &invalidation("inv-wrongpass", wrong, json!({"name": "x", "pattern": "*"})));
+    assert_eq!(inv["state"], "Failed");
+    assert!(
+        inv["error"].as_str().unwrap().contains("authentication failed")
+            && !inv.to_string().contains("not-the-password"),
+        "{inv}"
+    );
+
+    // Killed mid-invalidation: the job fails with what it did so far, the agent keeps serving.
+    let right = json!({"address": server.addr.to_string(), "password": secret});
+    let port = server.addr.port();
+    let batch: Vec<Vec<String>> = (0..200_000).map(|i| set_cmd(&format!("{PREFIX}bulk:{i}"))).collect();
+    redis_load_auth(port, secret, &batch);
+    let request = invalidation("inv-killed", right.clone(), json!({"name": "bulk", "pattern": "bulk:*"}));
+    assert_eq!(agent.request("POST", "/v1/cache/invalidations", Some(&request)).0, 202);
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let s = agent.request("GET", "/v1/cache/invalidations/inv-killed", None).1;
+        if s["state"] != "Running" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(failed["state"], "Failed", "{failed}");
+    let done = failed["keysDeleted"].as_u64().unwrap();
+    assert!(done > 0 && done < 200_000, "reports the count done: {failed}");
+    assert_eq!(
+        biometrics_test_support::http_request(agent.addr, "GET", "/healthz", &[], b"").0,
+        200,
+        "the agent keeps serving"
+    );
+    let down = stats(&agent, right);
+    assert_eq!(down["reachable"], false);
+    assert!(!down.to_string().contains(secret));
+
+    // Bad requests change nothing and say why.
+    let cases = [
+        (
+            invalidation(
+                "inv-bad1",
+                json!({"address": "127.0.0.1:1"}),
+                json!({"name": "x", "pattern": "a".repeat(300)}),
+            ),
+            "pattern must be 1 to 256",
+        ),
+        (
+            json!({"id": "inv-bad2", "policy": {"namespace": NAMESPACE, "name": "users"}, "redis": {"address": "127.0.0.1:1"}, "keyPrefix": "", "rule": {"name": "x", "pattern": "*"}}),
+            "keyPrefix must not be empty",
+        ),
+        (
+            invalidation(
+                "inv-bad3",
+                json!({"address": "127.0.0.1:1"}),
+                json!({"name": "x", "pattern": "*", "prefix": "a"}),
+            ),
+            "exactly one of",
+        ),
+        (invalidation("inv-bad4", json!({"address": "127.0.0.1:1"}), json!({"name": "x"})), "exactly one of"),
+    ];
+    for (body, reason) in cases {
+        let (status, response) = agent.request("POST", "/v1/cache/invalidations", Some(&body));
+        assert_eq!(status, 400, "{response}");
+        assert!(response["error"].as_str().unwrap().contains(reason), "{response}");
+    }
+}
+
+fn redis_load_auth(port: u16, password: &str, commands: &[Vec<String>]) {
+    let mut all = vec![vec!["AUTH".to_owned(), password.to_owned()]];
+    all.extend_from_slice(commands);
+    redis_load(port, &all);
+}
+
+fn cluster_target(cluster: &RedisCluster) -> Value {
+    json!({"address": cluster.nodes[0].addr.to_string(), "cluster": true})
+}
+
+#[test]
+fn the_core_cases_on_a_three_master_cluster() {
+    let cluster = RedisCluster::start();
+    for i in 0..60 {
+        cluster.cli(&["set", &format!("{PREFIX}user:{i}"), "v"]);
+    }
+    for k in ["app1:user:1", "other:user:1", "app[1]:s*ss:1", "app[1]:session:1", "app[1]:session:2"] {
+        cluster.cli(&["set", k, "v"]);
+    }
+    cluster.cli(&[
+        "sadd",
+        &format!("{PREFIX}tag:active"),
+        &format!("{PREFIX}session:1"),
+        &format!("{PREFIX}session:2"),
+        "other:user:1",
+    ]);
+    let spread = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(None, &["--scan", "--pattern", "app?1?:user:*"]).lines().count() > 0)
+        .count();
+    assert_eq!(spread, 3, "the keys live on every master");
+    let agent = Agent::start(None, &[]);
+    let s = run_invalidation(
+        &agent,
+        &invalidation("cl-pattern", cluster_target(&cluster), json!({"name": "users", "pattern": "user:*"})),
+    );
+    assert_eq!((s["state"].as_str(), s["keysDeleted"].as_u64()), (Some("Succeeded"), Some(60)), "{s}");
+    let s = run_invalidation(
+        &agent,
+        &invalidation("cl-prefix", cluster_target(&cluster), json!({"name": "odd", "prefix": "s*ss:"})),
+    );
+    assert_eq!(s["keysDeleted"], 1, "{s}");
+    let s = run_invalidation(
+        &agent,
+        &invalidation("cl-tags", cluster_target(&cluster), json!({"name": "t", "tags": ["active"]})),
+    );
+    assert_eq!(s["keysDeleted"], 2, "{s}");
+    cluster.cli(&["set", &format!("{PREFIX}solo"), "v"]);
+    let s = run_invalidation(
+        &agent,
+        &invalidation("cl-keys", cluster_target(&cluster), json!({"name": "k", "keys": ["solo", "missing"]})),
+    );
+    assert_eq!(s["keysDeleted"], 1, "{s}");
+    let left: Vec<String> = cluster.keys().into_iter().filter(|k| !k.contains("biometrics:done")).collect();
+    assert_eq!(left, ["app1:user:1", "other:user:1"], "only the keys outside the prefix remain");
+    // The same id again on the cluster does not run twice.
+    let again = run_invalidation(
+        &agent,
+        &invalidation("cl-pattern", cluster_target(&cluster), json!({"name": "users", "pattern": "user:*"})),
+    );
+    assert_eq!(again["keysDeleted"], 60);
+    let st = stats(&agent, cluster_target(&cluster));
+    assert_eq!(st["reachable"], true, "{st}");
+    assert_eq!(st["keysUnderPrefix"], 0, "{st}");
+}
