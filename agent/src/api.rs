@@ -58,21 +58,8 @@ pub enum CaptureState {
     Failed,
 }
 
-/// A function's share of a profile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TopEntry {
-    /// Function name.
-    pub function: String,
-    /// Value in the function itself.
-    pub flat: i64,
-    /// `flat` as a percentage of the total.
-    pub flat_percent: f64,
-    /// Value in the function and its callees.
-    pub cum: i64,
-    /// `cum` as a percentage of the total.
-    pub cum_percent: f64,
-}
+/// A function's share of a profile: the type the ProfileCapture status stores it as.
+pub use biometrics_crds::v1alpha1::TopFunction as TopEntry;
 
 /// One profile of a capture.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -420,42 +407,8 @@ pub struct StatsRequest {
     pub key_prefix: String,
 }
 
-/// The answer to `POST /v1/cache/stats`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatsResponse {
-    /// Whether the server answered.
-    pub reachable: bool,
-    /// `PING` round trip, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ping_latency_millis: Option<f64>,
-    /// `used_memory`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used_memory_bytes: Option<u64>,
-    /// `maxmemory` (0: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_memory_bytes: Option<u64>,
-    /// Used memory as a percentage of `maxmemory`, when there is a limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_percent: Option<f64>,
-    /// Hits as a percentage of lookups since the previous sample of this server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hit_ratio_percent: Option<f64>,
-    /// Evictions per second since the previous sample of this server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evictions_per_second: Option<f64>,
-    /// `maxmemory-policy`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction_policy: Option<String>,
-    /// Keys under the prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys_under_prefix: Option<u64>,
-    /// Whether `keysUnderPrefix` is an estimate (the count stopped at a bound).
-    pub keys_estimated: bool,
-    /// Why the server could not be sampled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+/// The answer to `POST /v1/cache/stats`: the type the CachePolicy status stores it as.
+pub use biometrics_crds::v1alpha1::RedisHealth as StatsResponse;
 
 /// `GET /v1/cache/policy`: the strategy last applied, for the app's own cache client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

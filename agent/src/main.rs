@@ -76,7 +76,7 @@ struct ServeArgs {
     #[arg(long, env = "BIOMETRICS_MAX_REQUEST_BYTES", default_value_t = 64 << 10)]
     max_request_bytes: usize,
     /// Ceiling on Redis keys deleted or examined per second, per job.
-    #[arg(long, env = "BIOMETRICS_REDIS_MAX_OPS_PER_SECOND", default_value_t = 250_000)]
+    #[arg(long, env = "BIOMETRICS_REDIS_MAX_OPS_PER_SECOND", default_value_t = 1_000_000)]
     redis_max_ops_per_second: u64,
 }
 

@@ -451,3 +451,119 @@ fn the_core_cases_on_a_three_master_cluster() {
     assert_eq!(st["reachable"], true, "{st}");
     assert_eq!(st["keysUnderPrefix"], 0, "{st}");
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn tls_material(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=biometrics-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn tls_connections_verify_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_material(dir.path());
+    let port = biometrics_test_support::free_port(LOCALHOST);
+    let file = |f: &str| dir.path().join(f).display().to_string();
+    let server = RedisServer::start_on(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "tls-secret",
+        ],
+    );
+    let tls_target = json!({"address": server.addr.to_string(), "tls": true, "password": "tls-secret"});
+    // An agent that trusts the CA talks TLS to Redis.
+    let trusting = Agent::start_with_env(None, &[], &[("SSL_CERT_FILE", &file("ca.pem"))]);
+    let s = stats(&trusting, tls_target.clone());
+    assert_eq!(s["reachable"], true, "{s}");
+    let out = Command::new("redis-cli")
+        .args([
+            "--tls",
+            "--cacert",
+            &file("ca.pem"),
+            "-p",
+            &port.to_string(),
+            "--no-auth-warning",
+            "-a",
+            "tls-secret",
+            "set",
+            &format!("{PREFIX}user:1"),
+            "v",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let done = run_invalidation(
+        &trusting,
+        &invalidation("inv-tls", tls_target.clone(), json!({"name": "u", "keys": ["user:1"]})),
+    );
+    assert_eq!(done["keysDeleted"], 1, "{done}");
+    // One that does not trust it refuses the server.
+    let doubting = Agent::start(None, &[]);
+    let s = stats(&doubting, tls_target);
+    assert_eq!(s["reachable"], false, "{s}");
+    assert!(!s.to_string().contains("tls-secret"));
+}

@@ -117,15 +117,7 @@ impl Jobs {
             };
             table.remove(&oldest.1);
         }
-        let status = InvalidationStatus {
-            id: req.id.clone(),
-            state: CaptureState::Running,
-            keys_scanned: 0,
-            keys_deleted: 0,
-            duration_millis: 0,
-            error: None,
-            already_done: false,
-        };
+        let status = running(&req.id);
         table.insert(req.id.clone(), Entry { status: status.clone(), finished: None });
         drop(table);
         let jobs = self.clone();
@@ -225,7 +217,7 @@ impl Jobs {
         heartbeat.abort();
         match result {
             Ok(()) => {
-                let status = self.status(&req.id).unwrap_or_else(|| unreachable_status(&req.id));
+                let status = self.status(&req.id).unwrap_or_else(|| running(&req.id));
                 let record = json!({"keysScanned": status.keys_scanned, "keysDeleted": status.keys_deleted, "by": pod, "millis": started.elapsed().as_millis() as u64});
                 let _: Option<String> = redis
                     .query(
@@ -269,16 +261,30 @@ impl Jobs {
         };
         if let Some(matcher) = matcher {
             for node in redis.scan_nodes().await? {
+                // The UNLINK of one page overlaps the SCAN of the next (one multiplexed
+                // connection, two commands in flight).
+                let mut pending: Option<tokio::task::JoinHandle<Result<(u64, u64), CacheError>>> = None;
                 let mut cursor = 0;
                 loop {
                     let (next, keys) =
                         redis.scan(node.as_ref(), cursor, Some(&matcher), self.limits.scan_count).await?;
                     let owned: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
-                    self.unlink_counted(req, redis, node.as_ref(), &owned, &mut throttle).await?;
+                    if let Some(previous) = pending.take() {
+                        self.settle(req, previous, &mut throttle).await?;
+                    }
+                    if !owned.is_empty() {
+                        let (mut r, node) = (redis.clone(), node.clone());
+                        pending = Some(tokio::spawn(async move {
+                            r.unlink(node.as_ref(), &owned).await.map(|d| (owned.len() as u64, d))
+                        }));
+                    }
                     cursor = next;
                     if cursor == 0 {
                         break;
                     }
+                }
+                if let Some(previous) = pending.take() {
+                    self.settle(req, previous, &mut throttle).await?;
                 }
             }
             return Ok(());
@@ -316,6 +322,23 @@ impl Jobs {
         Ok(())
     }
 
+    /// Waits for an UNLINK in flight and counts it.
+    async fn settle(
+        &self,
+        req: &InvalidationRequest,
+        unlink: tokio::task::JoinHandle<Result<(u64, u64), CacheError>>,
+        throttle: &mut Throttle,
+    ) -> Result<(), CacheError> {
+        let (scanned, deleted) =
+            unlink.await.map_err(|e| CacheError::Command(format!("the delete task failed: {e}")))??;
+        self.update(&req.id, |s| {
+            s.keys_scanned += scanned;
+            s.keys_deleted += deleted;
+        });
+        throttle.record(scanned).await;
+        Ok(())
+    }
+
     async fn unlink_counted(
         &self,
         req: &InvalidationRequest,
@@ -337,7 +360,8 @@ impl Jobs {
     }
 }
 
-fn unreachable_status(id: &str) -> InvalidationStatus {
+/// A job just accepted.
+fn running(id: &str) -> InvalidationStatus {
     InvalidationStatus {
         id: id.into(),
         state: CaptureState::Running,

@@ -40,7 +40,7 @@ pub struct CacheLimits {
 impl Default for CacheLimits {
     fn default() -> Self {
         Self {
-            max_ops_per_second: 250_000,
+            max_ops_per_second: 1_000_000,
             scan_count: 1000,
             unlink_batch: 1000,
             max_keys_per_rule: 1000,

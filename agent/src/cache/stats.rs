@@ -84,15 +84,15 @@ async fn sample(
             response.eviction_policy = info_field(&info, "maxmemory_policy").map(str::to_owned);
         }
     }
-    response.used_memory_bytes = Some(used);
-    response.max_memory_bytes = Some(max);
+    response.used_memory_bytes = Some(i64::try_from(used).unwrap_or(i64::MAX));
+    response.max_memory_bytes = Some(i64::try_from(max).unwrap_or(i64::MAX));
     response.memory_percent = (max > 0).then(|| used as f64 * 100.0 / max as f64);
     let now = Counters { hits, misses, evicted, at: Instant::now() };
     let key = format!("{}/{}/{}", req.redis.address, req.redis.database, req.redis.cluster);
     let previous = service.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, now);
     (response.hit_ratio_percent, response.evictions_per_second) = rates(previous, now);
     let (count, estimated) = count_keys(&req.key_prefix, redis, &nodes, &service.limits).await?;
-    response.keys_under_prefix = Some(count);
+    response.keys_under_prefix = Some(i64::try_from(count).unwrap_or(i64::MAX));
     response.keys_estimated = estimated;
     Ok(())
 }

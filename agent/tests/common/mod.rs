@@ -42,6 +42,11 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent for pod `shop/api-…` whose app serves pprof on `target_port`.
     pub fn start(target_port: Option<u16>, extra: &[&str]) -> Self {
+        Self::start_with_env(target_port, extra, &[])
+    }
+
+    /// As `start`, with extra environment variables (e.g. `SSL_CERT_FILE`).
+    pub fn start_with_env(target_port: Option<u16>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = key_pair();
         let key_path = dir.path().join("operator.pub");
@@ -58,6 +63,7 @@ impl Agent {
             .args(["--pod-name", POD, "--pod-namespace", NAMESPACE, "--sample-interval", "1s"])
             .args(extra)
             .env("BIOMETRICS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(port) = target_port {

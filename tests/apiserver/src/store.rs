@@ -379,16 +379,21 @@ impl Store {
         Ok((state.log.range(start..).cloned().collect(), state.rv))
     }
 
+    /// The stored object, or 404.
+    fn stored(state: &State, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        state
+            .objects
+            .get(&rt.key())
+            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))
+    }
+
     /// One object.
     pub fn get(&self, key: &TypeKey, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let state = self.lock();
         let rt = Self::resource(&state, key)?;
-        state
-            .objects
-            .get(key)
-            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))
+        Self::stored(&state, &rt, namespace, name)
     }
 
     /// Every object of a type (in one namespace, or all), sorted by namespace and name,
@@ -562,12 +567,7 @@ impl Store {
     ) -> Result<(Value, Vec<String>), ApiError> {
         let mut state = self.lock();
         let rt = Self::resource(&state, key)?;
-        let old = state
-            .objects
-            .get(key)
-            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
+        let old = Self::stored(&state, &rt, namespace, name)?;
         if !body.is_object() {
             return Err(ApiError::bad_request("the body of the request was in an unknown format"));
         }
@@ -981,12 +981,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let rt = Self::resource(&state, key)?;
-        let old = state
-            .objects
-            .get(key)
-            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
+        let old = Self::stored(&state, &rt, namespace, name)?;
         if let Some(uid) = precondition_uid
             && Some(uid) != meta(&old, "uid").as_deref()
         {

@@ -21,6 +21,8 @@ use biometrics_agent::profile::proto;
 use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, repo_root, wait_for_listener};
 use prost::Message;
 
+mod redis_bench;
+
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Wall time and peak RSS of one process run to completion (peak RSS from GNU time).
@@ -146,6 +148,11 @@ fn main() {
     let release = repo_root().join("target/release/biometrics-agent");
     assert!(release.exists(), "build the agent first: cargo build --release -p biometrics-agent");
     let work = tempfile::tempdir().expect("temp dir");
+    // `biometrics-bench redis` runs the Redis part alone.
+    if std::env::args().nth(1).as_deref() == Some("redis") {
+        redis_bench::run(&release, &work.path().join("redis"));
+        return;
+    }
     println!("== agent: pprof summaries (goal: >= 10x faster, >= 5x less memory on the large file)");
     let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
     let small = work.path().join("cpu-small.pb.gz");
@@ -189,13 +196,14 @@ fn main() {
     drop(agent);
     accept_latency(&release, work.path(), target.addr.port());
     parse_latency(&target);
+    redis_bench::run(&release, &work.path().join("redis"));
 }
 
 /// Time from `POST /v1/captures` to its 202, with a real key and token.
 fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
     let key_dir = dir.join("keys");
     std::fs::create_dir_all(&key_dir).expect("key dir");
-    let (private_pem, public_pem) = biometrics_bench_keys();
+    let (private_pem, public_pem) = bench_keys();
     std::fs::write(key_dir.join("operator.pub"), &public_pem).expect("key");
     let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
     let _agent = ChildGuard::spawn(
@@ -252,7 +260,7 @@ fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
 }
 
 /// A fresh Ed25519 key pair as PKCS#8 / SPKI PEM.
-fn biometrics_bench_keys() -> (String, String) {
+pub(crate) fn bench_keys() -> (String, String) {
     use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
     (
