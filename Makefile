@@ -8,7 +8,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build test fmt fmt-check lint crds crds-check unit bench
+.PHONY: setup build test fmt fmt-check lint crds crds-check unit e2e bench
 
 setup:
 	@bash hack/setup.sh
@@ -35,8 +35,15 @@ crds:
 crds-check:
 	$(CARGO) test --quiet --locked -p biometrics-crds --test crd_drift
 
+# The end-to-end tests run the real binaries: build them all first.
 unit:
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
+
+# Only the operator's end-to-end tests (part of `make test` too).
+e2e: setup
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --locked -p biometrics-operator --test e2e
 
 # Release builds of what is measured, then the figures (not part of `make test`).
 bench: setup

@@ -3,8 +3,7 @@
 //! atomically to the shared volume, summarised and drawn as flame graphs) and reports the
 //! app's runtime metrics. It never talks to the Kubernetes API.
 
-pub mod api;
-pub mod auth;
+pub use biometrics_agent_api::{self as api, auth};
 pub mod cache;
 pub mod captures;
 pub mod fetch;

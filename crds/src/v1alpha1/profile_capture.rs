@@ -334,6 +334,31 @@ pub struct ProfileCaptureStatus {
     /// The worst threshold level over all pods and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_level: Option<ThresholdLevel>,
+
+    /// The value of the annotation `biometrics.io/capture-now` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_capture_now: Option<String>,
+
+    /// The `metadata.generation` whose run (for captures without a schedule) was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_run_generation: Option<i64>,
+
+    /// When each threshold trigger last fired for each pod (their cooldowns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod", "metric"]))]
+    pub trigger_fires: Vec<TriggerFire>,
+}
+
+/// A threshold trigger's last firing for one pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerFire {
+    /// The pod.
+    pub pod: String,
+    /// The metric that crossed its bound.
+    pub metric: RuntimeMetric,
+    /// When the trigger fired.
+    pub time: Time,
 }
 
 /// Where a ProfileCapture stands.
@@ -452,6 +477,37 @@ pub struct ProfileResult {
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How the top functions moved since the previous run of this capture, for this pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_to_previous: Option<TopComparison>,
+}
+
+/// The top functions of a profile against the previous run's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopComparison {
+    /// The previous run.
+    pub run: String,
+    /// Functions in the top 5 now that were not before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub entered: Vec<String>,
+    /// The largest changes in flat %, biggest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub shifts: Vec<FlatShift>,
+}
+
+/// A function's flat % in the previous run and now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlatShift {
+    /// The function.
+    pub function: String,
+    /// Flat % before (0 when it was not in the top functions).
+    pub before_percent: f64,
+    /// Flat % now (0 when it left the top functions).
+    pub after_percent: f64,
 }
 
 /// A function's share of a profile, as `go tool pprof -top` reports it.

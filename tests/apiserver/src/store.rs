@@ -205,6 +205,43 @@ fn generation_relevant(object: &Value, status_subresource: bool) -> Value {
     v
 }
 
+/// RFC 6902 as kube-apiserver applies it: like its json-patch library, a `test` of `null`
+/// against a path that does not exist succeeds (kube-rs' finalizer helper relies on it).
+fn apply_json_patch(doc: &mut Value, ops: &json_patch::Patch) -> Result<(), json_patch::PatchError> {
+    let mut staged = doc.clone();
+    for op in &ops.0 {
+        if let json_patch::PatchOperation::Test(t) = op
+            && t.value.is_null()
+            && staged.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut staged, std::slice::from_ref(op))?;
+    }
+    *doc = staged;
+    Ok(())
+}
+
+/// What kube-apiserver does to built-in objects on every write that clients rely on: a
+/// Secret's `stringData` is merged into `data` (base64) and never stored.
+fn normalize(kind: &str, object: &mut Value) {
+    if kind != "Secret" {
+        return;
+    }
+    use base64::Engine as _;
+    let Some(map) = object.as_object_mut() else { return };
+    if let Some(Value::Object(string_data)) = map.remove("stringData") {
+        let data = map.entry("data").or_insert_with(|| json!({}));
+        if let Some(data) = data.as_object_mut() {
+            for (k, v) in string_data {
+                let text = v.as_str().unwrap_or_default().to_owned();
+                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+            }
+        }
+    }
+    map.entry("type").or_insert_with(|| json!("Opaque"));
+}
+
 /// An object without the fields the server maintains, to tell whether a write changed anything.
 fn without_server_fields(object: &Value) -> Value {
     let mut v = object.clone();
@@ -508,6 +545,7 @@ impl Store {
                 _ => {}
             }
         }
+        normalize(&rt.kind, &mut body);
         let warnings = Self::admit(&rt, &mut body, None, &name, opts)?;
         if rt.kind == "CustomResourceDefinition" {
             // A CRD that cannot be served is refused before it is stored.
@@ -672,6 +710,7 @@ impl Store {
                 ));
             }
         }
+        normalize(&rt.kind, &mut new);
         let warnings = Self::admit(rt, &mut new, Some(old), &name, opts)?;
         if rt.tracks_generation
             && generation_relevant(&new, rt.status_subresource) != generation_relevant(old, rt.status_subresource)
@@ -771,7 +810,7 @@ impl Store {
                 let ops: json_patch::Patch =
                     serde_json::from_value(p).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                 let mut new = old.clone();
-                json_patch::patch(&mut new, &ops).map_err(|e| {
+                apply_json_patch(&mut new, &ops).map_err(|e| {
                     ApiError::invalid(
                         &rt.kind,
                         &rt.group,

@@ -469,4 +469,28 @@ async fn json_patch_test_operations_guard_the_patch() {
     assert_eq!(api.get("jp").await.unwrap().spec.target.port, 6060, "a failed test changes nothing");
     let patched = api.patch("jp", &PatchParams::default(), &Patch::<()>::Json(guarded(6060))).await.unwrap();
     assert_eq!(patched.spec.target.port, 7070);
+    // As in kube-apiserver, `test` of null on a missing path holds (kube-rs adds finalizers so).
+    let add_finalizer: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["biometrics.io/x"]}
+    ]))
+    .unwrap();
+    let with = api.patch("jp", &PatchParams::default(), &Patch::<()>::Json(add_finalizer)).await.unwrap();
+    assert_eq!(with.metadata.finalizers, Some(vec!["biometrics.io/x".to_owned()]));
+}
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_data() {
+    let (_server, client) = server().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "default");
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(created.string_data.is_none(), "stringData is never stored");
+    assert_eq!(created.data.unwrap()["password"].0, b"hunter2");
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
 }

@@ -442,3 +442,12 @@ impl RedisCluster {
         all
     }
 }
+
+/// A binary of the workspace built into `target/debug` (by `make test`, which builds every
+/// binary before running the tests).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` (make test does)", path.display());
+    path
+}

@@ -1,4 +1,4 @@
-//! The agent's HTTP API (v1) as wire types, shared with the operator's agent client.
+//! The wire types of the agent API.
 //! JSON, camelCase.
 
 use biometrics_crds::profile::ProfileType;

@@ -3,7 +3,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use crate::api::{AUDIENCE, Claims, ISSUER, MAX_TOKEN_LIFETIME_SECS};
+use crate::{AUDIENCE, Claims, ISSUER, MAX_TOKEN_LIFETIME_SECS};
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,94 @@
+//! The operator's client of the agents: JSON over HTTP to `podIP:agentPort`, each request
+//! with a freshly minted token for that pod, bounded by a timeout.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{metrics::Metrics, signing::SigningKey};
+
+/// Where an agent is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAddr {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's IP.
+    pub ip: String,
+    /// The agent's port.
+    pub port: u16,
+}
+
+/// Calls agents.
+#[derive(Clone)]
+pub struct AgentClient {
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    key: SigningKey,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl AgentClient {
+    /// A client signing with `key`.
+    pub fn new(key: SigningKey, timeout: Duration, metrics: Metrics) -> Self {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        Self { http: Client::builder(TokioExecutor::new()).build(connector), key, timeout, metrics }
+    }
+
+    /// `method path` with an optional JSON body; the decoded answer, or the reason it failed
+    /// (the agent's own `error` when it gave one).
+    pub async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        agent: &AgentAddr,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+        label: &str,
+    ) -> Result<R, String> {
+        let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| e.to_string())?;
+        let host = if agent.ip.contains(':') { format!("[{}]", agent.ip) } else { agent.ip.clone() };
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{host}:{}{path}", agent.port))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| format!("agent unreachable at {host}:{}: {e}", agent.port))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the agent's answer: {e}"))?
+                .to_bytes();
+            if !status.is_success() {
+                let reason = serde_json::from_slice::<biometrics_agent_api::ErrorBody>(&body)
+                    .map(|e| e.error)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+                return Err(format!("agent answered {status}: {reason}"));
+            }
+            serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from the agent: {e}"))
+        };
+        let result = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("agent did not answer within {:?}", self.timeout)));
+        self.metrics.agent_calls.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+}

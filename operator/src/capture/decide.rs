@@ -1,0 +1,444 @@
+//! The ProfileCapture decisions, as pure functions over plain data: which pods, whether a
+//! run is due and what it is called, what the agents' answers mean for status.
+
+use std::collections::BTreeMap;
+
+use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
+use biometrics_crds::{
+    AGENT_CONTAINER, AGENT_PORT_ANNOTATION, CAPTURE_NOW_ANNOTATION,
+    schedule::Schedule,
+    selector::PodSelector,
+    threshold::ThresholdLevel,
+    v1alpha1::{
+        FlatShift, PodRunResult, ProfileCapture, ProfileResult, RunResult, RunTrigger, RuntimeLevels, RuntimeMetric,
+        RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
+    },
+};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+
+/// What the controller needs to know about a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// `status.podIP`.
+    pub ip: Option<String>,
+    /// Phase Running and condition Ready, not terminating.
+    pub ready: bool,
+    /// The agent's port, when the pod carries the agent container.
+    pub agent_port: Option<u16>,
+}
+
+/// Reads a Pod.
+pub fn pod_info(pod: &Pod, default_port: u16) -> PodInfo {
+    let status = pod.status.as_ref();
+    let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+    let ready_condition = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let has_agent = pod.spec.as_ref().is_some_and(|s| s.containers.iter().any(|c| c.name == AGENT_CONTAINER));
+    let port = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AGENT_PORT_ANNOTATION))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default_port);
+    PodInfo {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
+        ready: running && ready_condition && pod.metadata.deletion_timestamp.is_none(),
+        agent_port: has_agent.then_some(port),
+    }
+}
+
+/// The pods a run profiles: selected, Running and Ready, with an agent and an IP; by name,
+/// at most `max_pods` (a stable pick).
+pub fn eligible(pods: &[PodInfo], selector: &PodSelector, max_pods: Option<usize>) -> Vec<PodInfo> {
+    let mut chosen: Vec<PodInfo> = pods
+        .iter()
+        .filter(|p| selector.matches(&p.labels) && p.ready && p.agent_port.is_some() && p.ip.is_some())
+        .cloned()
+        .collect();
+    chosen.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(max) = max_pods {
+        chosen.truncate(max);
+    }
+    chosen
+}
+
+/// A run that should start now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueRun {
+    /// Why.
+    pub trigger: RunTrigger,
+    /// Its id (a DNS label; deterministic, so a restarted operator picks the same one).
+    pub id: String,
+    /// For scheduled runs: the fire time.
+    pub scheduled_for: Option<Timestamp>,
+}
+
+/// FNV-1a, for short stable ids.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The agent capture id of one pod's part of a run: `[a-z0-9-]`, at most 128 characters.
+pub fn capture_id(capture_uid: &str, run: &str, pod: &str) -> String {
+    let uid: String =
+        capture_uid.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>().to_lowercase();
+    format!("{uid}-{run}-{:016x}", fnv(pod))
+}
+
+/// Whether a run is due, and which, at `now`. Order: a manual request, then the spec's
+/// one-shot run, then the schedule.
+pub fn due(pc: &ProfileCapture, now: Timestamp) -> Result<Option<DueRun>, String> {
+    let status = pc.status.clone().unwrap_or_default();
+    let generation = pc.metadata.generation.unwrap_or(0);
+    if let Some(value) = pc.metadata.annotations.as_ref().and_then(|a| a.get(CAPTURE_NOW_ANNOTATION))
+        && status.handled_capture_now.as_ref() != Some(value)
+    {
+        return Ok(Some(DueRun {
+            trigger: RunTrigger::Manual,
+            id: format!("m{:x}", fnv(value) & 0xffff_ffff_ffff),
+            scheduled_for: None,
+        }));
+    }
+    let Some(schedule) = &pc.spec.schedule else {
+        if status.spec_run_generation != Some(generation) {
+            return Ok(Some(DueRun { trigger: RunTrigger::Spec, id: format!("g{generation}"), scheduled_for: None }));
+        }
+        return Ok(None);
+    };
+    if pc.spec.suspend {
+        return Ok(None);
+    }
+    let since = status
+        .last_schedule_time
+        .map(|t| t.0)
+        .or_else(|| pc.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(now);
+    // CronJob semantics: of the fire times missed (say, while the operator was down) only
+    // the latest runs, once.
+    let missed = schedule.missed_between(since, now, 100);
+    Ok(missed.latest.map(|at| DueRun {
+        trigger: RunTrigger::Schedule,
+        id: format!("s{}", at.as_second()),
+        scheduled_for: Some(at),
+    }))
+}
+
+/// When the schedule fires next (after `now`).
+pub fn next_run(schedule: Option<&Schedule>, suspended: bool, now: Timestamp) -> Option<Timestamp> {
+    if suspended {
+        return None;
+    }
+    schedule.and_then(|s| s.next_after(now))
+}
+
+/// One pod's part of a run from the agent's capture status.
+pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
+    let profiles: Vec<ProfileResult> = status
+        .profiles
+        .iter()
+        .filter_map(|p| {
+            Some(ProfileResult {
+                profile_type: p.profile_type?,
+                path: p.path.clone(),
+                bytes: p.bytes.and_then(|b| i64::try_from(b).ok()),
+                sha256: p.sha256.clone(),
+                sample_type: p.sample_type.clone(),
+                total: p.total,
+                samples: p.samples.and_then(|s| i64::try_from(s).ok()),
+                top: p.top.iter().take(5).cloned().collect(),
+                flamegraph: p.flamegraph.clone(),
+                error: p.error.clone(),
+                compared_to_previous: None,
+            })
+        })
+        .collect();
+    let result = match status.state {
+        CaptureState::Running => RunResult::Running,
+        _ => {
+            let ok = profiles.iter().filter(|p| p.error.is_none() && p.path.is_some()).count();
+            if ok == profiles.len() && ok > 0 {
+                RunResult::Succeeded
+            } else if ok > 0 {
+                RunResult::PartiallySucceeded
+            } else {
+                RunResult::Failed
+            }
+        }
+    };
+    PodRunResult {
+        pod: pod.to_owned(),
+        result,
+        profiles,
+        error: status.error.clone().filter(|_| result == RunResult::Failed),
+    }
+}
+
+/// A pod that failed as a whole (agent unreachable, gone, …).
+pub fn pod_failed(pod: &str, reason: String) -> PodRunResult {
+    PodRunResult { pod: pod.to_owned(), result: RunResult::Failed, profiles: Vec::new(), error: Some(reason) }
+}
+
+/// The run's result from its pods'.
+pub fn run_result(pods: &[PodRunResult]) -> RunResult {
+    if pods.iter().any(|p| p.result == RunResult::Running) {
+        return RunResult::Running;
+    }
+    let ok = pods.iter().filter(|p| p.result == RunResult::Succeeded).count();
+    if !pods.is_empty() && ok == pods.len() {
+        RunResult::Succeeded
+    } else if pods.iter().any(|p| matches!(p.result, RunResult::Succeeded | RunResult::PartiallySucceeded)) {
+        RunResult::PartiallySucceeded
+    } else {
+        RunResult::Failed
+    }
+}
+
+/// How the top functions moved: those that entered the top 5, and the biggest flat % shifts.
+pub fn compare(previous_run: &str, before: &[TopFunction], after: &[TopFunction]) -> TopComparison {
+    let pct = |list: &[TopFunction], f: &str| list.iter().find(|t| t.function == f).map_or(0.0, |t| t.flat_percent);
+    let entered =
+        after.iter().filter(|t| !before.iter().any(|b| b.function == t.function)).map(|t| t.function.clone()).collect();
+    let mut names: Vec<&str> = before.iter().chain(after).map(|t| t.function.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut shifts: Vec<FlatShift> = names
+        .into_iter()
+        .map(|f| FlatShift {
+            function: f.to_owned(),
+            before_percent: round2(pct(before, f)),
+            after_percent: round2(pct(after, f)),
+        })
+        .filter(|s| (s.after_percent - s.before_percent).abs() >= 0.01)
+        .collect();
+    shifts.sort_by(|a, b| {
+        (b.after_percent - b.before_percent)
+            .abs()
+            .total_cmp(&(a.after_percent - a.before_percent).abs())
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    shifts.truncate(5);
+    TopComparison { run: previous_run.to_owned(), entered, shifts }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Each metric's level against the bounds (a metric not measured has none).
+pub fn levels(sample: &RuntimeSample, thresholds: &RuntimeThresholds) -> RuntimeLevels {
+    RuntimeLevels {
+        memory_percent: sample.memory_percent.map(|v| thresholds.memory_percent.level(v)),
+        goroutines: sample.goroutines.map(|v| thresholds.goroutines.level(v as f64)),
+        gc_per_second: sample.gc_per_second.map(|v| thresholds.gc_per_second.level(v)),
+    }
+}
+
+/// The level of one metric.
+pub fn level_of(levels: &RuntimeLevels, metric: RuntimeMetric) -> Option<ThresholdLevel> {
+    match metric {
+        RuntimeMetric::MemoryPercent => levels.memory_percent,
+        RuntimeMetric::Goroutines => levels.goroutines,
+        RuntimeMetric::GcPerSecond => levels.gc_per_second,
+    }
+}
+
+/// The triggers that fire for a pod now: its level reached theirs and their cooldown has
+/// passed since they last fired for this pod.
+pub fn firing<'a>(
+    triggers: &'a [ThresholdTrigger],
+    levels: &RuntimeLevels,
+    last_fired: impl Fn(RuntimeMetric) -> Option<Timestamp>,
+    now: Timestamp,
+) -> Vec<&'a ThresholdTrigger> {
+    triggers
+        .iter()
+        .filter(|t| level_of(levels, t.metric).is_some_and(|l| l >= t.level))
+        .filter(|t| {
+            last_fired(t.metric).is_none_or(|last| {
+                let cooldown = jiff::SignedDuration::try_from(t.cooldown.as_std()).unwrap_or_default();
+                last.checked_add(cooldown).is_ok_and(|end| end <= now)
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use biometrics_agent_api::ProfileOutcome;
+    use biometrics_crds::{profile::ProfileType, threshold::UpperBounds};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, labels: &[(&str, &str)], ready: bool, agent: bool, ip: Option<&str>) -> PodInfo {
+        PodInfo {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            ip: ip.map(Into::into),
+            ready,
+            agent_port: agent.then_some(9477),
+        }
+    }
+
+    #[test]
+    fn eligible_pods_are_selected_ready_with_an_agent_and_picked_stably() {
+        let selector =
+            PodSelector::new(&serde_json::from_value(json!({"matchLabels": {"app": "api"}})).unwrap()).unwrap();
+        let pods = vec![
+            pod("api-c", &[("app", "api")], true, true, Some("10.0.0.3")),
+            pod("api-a", &[("app", "api")], true, true, Some("10.0.0.1")),
+            pod("api-b", &[("app", "api")], false, true, Some("10.0.0.2")),
+            pod("api-d", &[("app", "api")], true, false, Some("10.0.0.4")),
+            pod("api-e", &[("app", "api")], true, true, None),
+            pod("web-a", &[("app", "web")], true, true, Some("10.0.0.9")),
+            pod("api-f", &[("app", "api")], true, true, Some("10.0.0.6")),
+        ];
+        let names = |v: Vec<PodInfo>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
+        assert_eq!(names(eligible(&pods, &selector, None)), ["api-a", "api-c", "api-f"]);
+        assert_eq!(names(eligible(&pods, &selector, Some(2))), ["api-a", "api-c"], "the same two every time");
+    }
+
+    fn capture(
+        spec: serde_json::Value,
+        status: serde_json::Value,
+        annotations: serde_json::Value,
+        generation: i64,
+    ) -> ProfileCapture {
+        serde_json::from_value(json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "0f3c9a2b-1111", "generation": generation, "annotations": annotations, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec, "status": status
+        }))
+        .unwrap()
+    }
+
+    fn spec(extra: serde_json::Value) -> serde_json::Value {
+        let mut s = json!({"selector": {}, "target": {"port": 6060}});
+        s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_shot_runs_once_per_generation() {
+        let now = t("2026-01-01T01:00:00Z");
+        let fresh = capture(spec(json!({})), json!({}), json!({}), 3);
+        assert_eq!(
+            due(&fresh, now).unwrap().unwrap(),
+            DueRun { trigger: RunTrigger::Spec, id: "g3".into(), scheduled_for: None }
+        );
+        let done = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 3);
+        assert_eq!(due(&done, now).unwrap(), None);
+        let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
+        assert_eq!(due(&edited, now).unwrap().unwrap().id, "g4");
+    }
+
+    #[test]
+    fn schedules_fire_once_for_the_latest_missed_time() {
+        let s = spec(json!({"schedule": "*/10 * * * *"}));
+        let never_ran = capture(s.clone(), json!({}), json!({}), 1);
+        let run = due(&never_ran, t("2026-01-01T01:05:00Z")).unwrap().unwrap();
+        assert_eq!(run.scheduled_for, Some(t("2026-01-01T01:00:00Z")), "hours of missed runs: only the latest");
+        assert_eq!(run.id, format!("s{}", t("2026-01-01T01:00:00Z").as_second()));
+        let ran = capture(s.clone(), json!({"lastScheduleTime": "2026-01-01T01:00:00Z"}), json!({}), 1);
+        assert_eq!(due(&ran, t("2026-01-01T01:05:00Z")).unwrap(), None);
+        assert!(due(&ran, t("2026-01-01T01:10:00Z")).unwrap().is_some());
+        let mut suspended = s;
+        suspended["suspend"] = json!(true);
+        assert_eq!(due(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_capture_now_value_runs_once() {
+        let s = spec(json!({"schedule": "@daily", "suspend": true}));
+        let asked = capture(s.clone(), json!({}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
+        let run = due(&asked, t("2026-01-01T05:00:00Z")).unwrap().unwrap();
+        assert_eq!(run.trigger, RunTrigger::Manual, "a manual request works even while suspended");
+        let handled = capture(s, json!({"handledCaptureNow": "1"}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
+        assert_eq!(due(&handled, t("2026-01-01T05:00:00Z")).unwrap(), None);
+    }
+
+    #[test]
+    fn capture_ids_use_the_agent_alphabet() {
+        let id = capture_id("0F3C9A2B-1111-2222", "s1767225600", "api-7d9f.x2x4q");
+        assert!(
+            id.len() <= 128 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{id}"
+        );
+        assert_ne!(capture_id("u", "r", "pod-a"), capture_id("u", "r", "pod-b"));
+    }
+
+    fn top(entries: &[(&str, f64)]) -> Vec<TopFunction> {
+        entries
+            .iter()
+            .map(|(f, p)| TopFunction { function: (*f).into(), flat: 0, flat_percent: *p, cum: 0, cum_percent: 0.0 })
+            .collect()
+    }
+
+    #[test]
+    fn comparison_shows_what_entered_and_what_moved() {
+        let before = top(&[("a", 50.0), ("b", 30.0), ("c", 10.0)]);
+        let after = top(&[("a", 20.0), ("d", 45.0), ("b", 30.0)]);
+        let c = compare("s1", &before, &after);
+        assert_eq!(c.entered, ["d"]);
+        assert_eq!(c.shifts[0].function, "d");
+        assert_eq!((c.shifts[0].before_percent, c.shifts[0].after_percent), (0.0, 45.0));
+        assert_eq!(c.shifts[1].function, "a");
+        assert!(c.shifts.iter().all(|s| s.function != "b"), "unchanged functions are not shifts");
+    }
+
+    #[test]
+    fn agent_answers_become_pod_results() {
+        let ok = ProfileOutcome { profile_type: Some(ProfileType::Heap), path: Some("p".into()), ..Default::default() };
+        let failed =
+            ProfileOutcome { profile_type: Some(ProfileType::Cpu), error: Some("busy".into()), ..Default::default() };
+        let status = |profiles| CaptureStatus {
+            id: "x".into(),
+            state: CaptureState::Succeeded,
+            started_at: String::new(),
+            finished_at: None,
+            error: None,
+            profiles,
+        };
+        assert_eq!(pod_result("p", &status(vec![ok.clone()])).result, RunResult::Succeeded);
+        assert_eq!(pod_result("p", &status(vec![ok, failed.clone()])).result, RunResult::PartiallySucceeded);
+        assert_eq!(pod_result("p", &status(vec![failed])).result, RunResult::Failed);
+        let pods = vec![
+            pod_failed("a", "gone".into()),
+            PodRunResult { pod: "b".into(), result: RunResult::Succeeded, profiles: vec![], error: None },
+        ];
+        assert_eq!(run_result(&pods), RunResult::PartiallySucceeded);
+    }
+
+    #[test]
+    fn triggers_respect_level_and_cooldown() {
+        let thresholds =
+            RuntimeThresholds { memory_percent: UpperBounds { warning: 70.0, critical: 90.0 }, ..Default::default() };
+        let sample = RuntimeSample { memory_percent: Some(75.0), goroutines: Some(10), ..Default::default() };
+        let l = levels(&sample, &thresholds);
+        assert_eq!(l.memory_percent, Some(ThresholdLevel::Warning));
+        assert_eq!(l.gc_per_second, None, "not measured, no level");
+        let triggers: Vec<ThresholdTrigger> = serde_json::from_value(
+            json!([{"metric": "memoryPercent", "level": "Warning", "profiles": ["heap"], "cooldown": "10m"}]),
+        )
+        .unwrap();
+        let now = t("2026-01-01T01:00:00Z");
+        assert_eq!(firing(&triggers, &l, |_| None, now).len(), 1);
+        assert_eq!(firing(&triggers, &l, |_| Some(t("2026-01-01T00:55:00Z")), now).len(), 0, "within the cooldown");
+        assert_eq!(firing(&triggers, &l, |_| Some(t("2026-01-01T00:50:00Z")), now).len(), 1);
+        let calm = levels(&RuntimeSample { memory_percent: Some(10.0), ..Default::default() }, &thresholds);
+        assert!(firing(&triggers, &calm, |_| None, now).is_empty());
+    }
+}

@@ -1,0 +1,787 @@
+//! Reconciling a ProfileCapture: read (pods, agents' answers) → decide (pure functions in
+//! `decide`) → act (agent calls, Events) → write status (server-side apply, only when it
+//! changed). A run never blocks a reconcile: it is started, then polled on requeues.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use biometrics_agent_api::{
+    CaptureRef, CaptureRequest, CaptureStatus, RetentionRequest, RetentionResponse, RuntimeSample, TargetSpec,
+};
+use biometrics_crds::{
+    selector::PodSelector,
+    threshold::ThresholdLevel,
+    v1alpha1::{
+        CapturePhase, CaptureRun, PodRunResult, PodRuntime, ProfileCapture, ProfileCaptureStatus, RunResult,
+        RunSummary, RunTrigger, TriggerFire,
+    },
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector, watcher,
+    },
+};
+
+use super::decide::{self, DueRun, PodInfo};
+use crate::{
+    FIELD_MANAGER,
+    agent_client::{AgentAddr, AgentClient},
+    error::{Error, Result},
+    metrics::Metrics,
+    signing::SigningKey,
+};
+
+/// The finalizer that lets deletion stop running captures and clean up files.
+pub const FINALIZER: &str = "biometrics.io/profilecapture";
+const CONTROLLER: &str = "profilecapture";
+
+/// Settings of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Agent port when a pod has no annotation.
+    pub default_agent_port: u16,
+    /// How often runtime metrics are read into status.
+    pub metrics_interval: Duration,
+    /// `maxPods` when a capture sets none.
+    pub default_max_pods: Option<usize>,
+    /// How often a running run is polled.
+    pub poll_interval: Duration,
+}
+
+/// What reconciles share.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Pods, from a watch.
+    pub pods: reflector::Store<Pod>,
+    /// The agents' client.
+    pub agents: AgentClient,
+    /// The signing key (published per namespace).
+    pub key: SigningKey,
+    /// Events.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub settings: Settings,
+    /// Namespaces whose trust ConfigMap this process has published.
+    published: Mutex<HashSet<String>>,
+    /// Each capture's previous finished run, to compare the next one with (by uid).
+    previous: Mutex<HashMap<String, CaptureRun>>,
+}
+
+impl Context {
+    /// A context.
+    pub fn new(
+        client: Client,
+        pods: reflector::Store<Pod>,
+        agents: AgentClient,
+        key: SigningKey,
+        metrics: Metrics,
+        settings: Settings,
+        instance: &str,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "biometrics-operator".into(), instance: Some(instance.into()) },
+        );
+        Self {
+            client,
+            pods,
+            agents,
+            key,
+            recorder,
+            metrics,
+            settings,
+            published: Mutex::default(),
+            previous: Mutex::default(),
+        }
+    }
+}
+
+fn now_time() -> Time {
+    Time(Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()))
+}
+
+async fn event(ctx: &Context, pc: &ProfileCapture, type_: EventType, reason: &str, note: String) {
+    let e = Event { type_, reason: reason.into(), note: Some(note), action: "Capture".into(), secondary: None };
+    if let Err(err) = ctx.recorder.publish(&e, &pc.object_ref(&())).await {
+        tracing::warn!(error = %err, "cannot publish event");
+    }
+}
+
+fn agent_of(namespace: &str, pod: &PodInfo) -> Option<AgentAddr> {
+    Some(AgentAddr { namespace: namespace.into(), pod: pod.name.clone(), ip: pod.ip.clone()?, port: pod.agent_port? })
+}
+
+/// The reconcile entry: the finalizer around apply and cleanup.
+pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+    let ns = pc.namespace().unwrap_or_default();
+    let api: Api<ProfileCapture> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, pc, |event| async {
+        match event {
+            Finalizer::Apply(pc) => apply(&pc, &ctx).await,
+            Finalizer::Cleanup(pc) => cleanup(&pc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconcile_duration.with_label_values(&[CONTROLLER]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Backs off on errors; a spec that cannot be acted on waits for a change.
+pub fn error_policy(_pc: Arc<ProfileCapture>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failures.with_label_values(&[CONTROLLER, error.metric_label()]).inc();
+    tracing::warn!(error = %error, "reconcile failed");
+    match error {
+        Error::InvalidSpec(_) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
+    let ns = pc.namespace().unwrap_or_default();
+    let uid = pc.uid().unwrap_or_default();
+    let now = Timestamp::now();
+    let mut status = pc.status.clone().unwrap_or_default();
+    let before = status.clone();
+    let generation = pc.metadata.generation;
+
+    if !ctx.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&ns) {
+        ctx.key.publish(ctx.client.clone(), &ns).await?;
+        ctx.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ns.clone());
+    }
+
+    let selector = match PodSelector::new(&pc.spec.selector) {
+        Ok(s) => s,
+        Err(e) => {
+            status.phase = Some(CapturePhase::Failed);
+            set_condition(&mut status.conditions, "Degraded", true, "InvalidSelector", &e.to_string(), generation);
+            status.observed_generation = generation;
+            write_status(ctx, pc, &before, status).await?;
+            return Err(Error::InvalidSpec(e.to_string()));
+        }
+    };
+    let pods: Vec<PodInfo> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
+        .collect();
+    let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
+    let eligible = decide::eligible(&pods, &selector, max_pods);
+    status.selected_pods = Some(i32::try_from(eligible.len()).unwrap_or(i32::MAX));
+
+    refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
+
+    let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
+    if running {
+        poll_run(pc, ctx, &pods, &mut status).await;
+    } else {
+        let due = decide::due(pc, now).map_err(Error::InvalidSpec)?;
+        let due = due.or_else(|| threshold_run(pc, &status, &eligible, now));
+        if let Some(run) = due {
+            start_run(pc, ctx, &ns, &uid, &eligible, run, &mut status, now).await;
+        }
+    }
+
+    status.next_run_time = decide::next_run(pc.spec.schedule.as_ref(), pc.spec.suspend, now).map(Time);
+    status.observed_generation = generation;
+    summarise(pc, &eligible, &mut status);
+    let still_running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
+    write_status(ctx, pc, &before, status.clone()).await?;
+    if still_running {
+        return Ok(Action::requeue(ctx.settings.poll_interval));
+    }
+    if eligible.is_empty() && !pods.is_empty() {
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let until_next =
+        status.next_run_time.map(|t| now.duration_until(t.0).unsigned_abs()).unwrap_or(ctx.settings.metrics_interval);
+    Ok(Action::requeue(until_next.min(ctx.settings.metrics_interval).max(Duration::from_millis(200))))
+}
+
+/// Reads the pods' runtime metrics when the last sample is older than the interval.
+async fn refresh_runtime(
+    pc: &ProfileCapture,
+    ctx: &Context,
+    eligible: &[PodInfo],
+    status: &mut ProfileCaptureStatus,
+    now: Timestamp,
+) {
+    let ns = pc.namespace().unwrap_or_default();
+    let interval = jiff::SignedDuration::try_from(ctx.settings.metrics_interval).unwrap_or_default();
+    let mut pods = Vec::new();
+    for pod in eligible {
+        let previous = status.pods.iter().find(|p| p.name == pod.name).cloned();
+        let fresh = previous
+            .as_ref()
+            .and_then(|p| p.sample_time.as_ref())
+            .is_some_and(|t| t.0.checked_add(interval).is_ok_and(|end| end > now));
+        if fresh {
+            pods.extend(previous);
+            continue;
+        }
+        let Some(agent) = agent_of(&ns, pod) else { continue };
+        let sample: std::result::Result<RuntimeSample, String> =
+            ctx.agents.call::<(), _>(&agent, "GET", "/v1/runtime", None, "runtime").await;
+        let entry = match sample {
+            Ok(s) => {
+                let levels = decide::levels(&s, &pc.spec.thresholds);
+                let worst = ThresholdLevel::worst(
+                    [levels.memory_percent, levels.goroutines, levels.gc_per_second].into_iter().flatten(),
+                );
+                let was = previous.as_ref().and_then(|p| p.levels.as_ref()).map(|l| {
+                    ThresholdLevel::worst([l.memory_percent, l.goroutines, l.gc_per_second].into_iter().flatten())
+                });
+                if worst > ThresholdLevel::OK && was.is_none_or(|w| w < worst) {
+                    event(
+                        ctx,
+                        pc,
+                        EventType::Warning,
+                        "ThresholdCrossed",
+                        format!("pod {} reached {worst}: {}", pod.name, describe_levels(&s, &levels)),
+                    )
+                    .await;
+                }
+                PodRuntime {
+                    name: pod.name.clone(),
+                    sample_time: Some(now_time()),
+                    heap_alloc_bytes: s.heap_alloc_bytes.and_then(|v| i64::try_from(v).ok()),
+                    heap_sys_bytes: s.heap_sys_bytes.and_then(|v| i64::try_from(v).ok()),
+                    sys_bytes: s.sys_bytes.and_then(|v| i64::try_from(v).ok()),
+                    goroutines: s.goroutines.and_then(|v| i64::try_from(v).ok()),
+                    gc_per_second: s.gc_per_second.map(round2),
+                    memory_percent: s.memory_percent.map(round2),
+                    levels: Some(levels),
+                    error: s.error,
+                }
+            }
+            Err(reason) => PodRuntime {
+                name: pod.name.clone(),
+                sample_time: Some(now_time()),
+                heap_alloc_bytes: None,
+                heap_sys_bytes: None,
+                sys_bytes: None,
+                goroutines: None,
+                gc_per_second: None,
+                memory_percent: None,
+                levels: None,
+                error: Some(reason),
+            },
+        };
+        pods.push(entry);
+    }
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    status.pods = pods;
+    status.threshold_level = Some(ThresholdLevel::worst(
+        status
+            .pods
+            .iter()
+            .filter_map(|p| p.levels.as_ref())
+            .flat_map(|l| [l.memory_percent, l.goroutines, l.gc_per_second])
+            .flatten(),
+    ));
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn describe_levels(s: &RuntimeSample, l: &biometrics_crds::v1alpha1::RuntimeLevels) -> String {
+    let mut parts = Vec::new();
+    if let (Some(v), Some(level)) = (s.memory_percent, l.memory_percent) {
+        parts.push(format!("memory {v:.1}% ({level})"));
+    }
+    if let (Some(v), Some(level)) = (s.goroutines, l.goroutines) {
+        parts.push(format!("goroutines {v} ({level})"));
+    }
+    if let (Some(v), Some(level)) = (s.gc_per_second, l.gc_per_second) {
+        parts.push(format!("GC {v:.1}/s ({level})"));
+    }
+    parts.join(", ")
+}
+
+/// A run for the pods whose metrics reached a trigger's level, past its cooldown.
+fn threshold_run(
+    pc: &ProfileCapture,
+    status: &ProfileCaptureStatus,
+    eligible: &[PodInfo],
+    now: Timestamp,
+) -> Option<DueRun> {
+    if pc.spec.suspend || pc.spec.triggers.is_empty() {
+        return None;
+    }
+    let any = eligible.iter().any(|pod| {
+        let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
+            return false;
+        };
+        let last =
+            |metric| status.trigger_fires.iter().find(|f| f.pod == pod.name && f.metric == metric).map(|f| f.time.0);
+        !decide::firing(&pc.spec.triggers, &levels, last, now).is_empty()
+    });
+    any.then(|| DueRun { trigger: RunTrigger::Threshold, id: format!("t{}", now.as_second()), scheduled_for: None })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_run(
+    pc: &ProfileCapture,
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+    eligible: &[PodInfo],
+    run: DueRun,
+    status: &mut ProfileCaptureStatus,
+    now: Timestamp,
+) {
+    // Which pods and profiles: all for a normal run; for a threshold run the pods whose
+    // triggers fire, with those triggers' profiles.
+    let mut targets: Vec<(PodInfo, Vec<biometrics_crds::profile::ProfileType>)> = Vec::new();
+    for pod in eligible {
+        if run.trigger == RunTrigger::Threshold {
+            let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
+                continue;
+            };
+            let last = |metric| {
+                status.trigger_fires.iter().find(|f| f.pod == pod.name && f.metric == metric).map(|f| f.time.0)
+            };
+            let fired = decide::firing(&pc.spec.triggers, &levels, last, now);
+            if fired.is_empty() {
+                continue;
+            }
+            let mut profiles: Vec<_> = fired.iter().flat_map(|t| t.profiles.iter().copied()).collect();
+            profiles.sort();
+            profiles.dedup();
+            for t in &fired {
+                status.trigger_fires.retain(|f| !(f.pod == pod.name && f.metric == t.metric));
+                status.trigger_fires.push(TriggerFire { pod: pod.name.clone(), metric: t.metric, time: Time(now) });
+                event(
+                    ctx,
+                    pc,
+                    EventType::Normal,
+                    "TriggerFired",
+                    format!("{:?} of pod {} reached {}: capturing {:?}", t.metric, pod.name, t.level, t.profiles),
+                )
+                .await;
+            }
+            targets.push((pod.clone(), profiles));
+        } else {
+            targets.push((pod.clone(), pc.spec.profiles.clone()));
+        }
+    }
+    match run.trigger {
+        RunTrigger::Manual => {
+            status.handled_capture_now = pc.annotations().get(biometrics_crds::CAPTURE_NOW_ANNOTATION).cloned()
+        }
+        RunTrigger::Spec => {
+            if targets.is_empty() {
+                // Wait for pods: the one-shot run happens when there are some.
+                set_condition(
+                    &mut status.conditions,
+                    "Degraded",
+                    true,
+                    "NoEligiblePods",
+                    "no selected pod is Running and Ready with a biometrics-agent container",
+                    pc.metadata.generation,
+                );
+                return;
+            }
+            status.spec_run_generation = pc.metadata.generation;
+        }
+        RunTrigger::Schedule => status.last_schedule_time = run.scheduled_for.map(Time),
+        RunTrigger::Threshold => {}
+    }
+    if targets.is_empty() {
+        event(
+            ctx,
+            pc,
+            EventType::Warning,
+            "NoEligiblePods",
+            format!("run {} skipped: no selected pod is Running and Ready with a biometrics-agent container", run.id),
+        )
+        .await;
+        return;
+    }
+    let mut pods = Vec::new();
+    for (pod, profiles) in &targets {
+        let Some(agent) = agent_of(ns, pod) else { continue };
+        let request = CaptureRequest {
+            id: decide::capture_id(uid, &run.id, &pod.name),
+            capture: CaptureRef { namespace: ns.into(), name: pc.name_any() },
+            run: run.id.clone(),
+            profiles: profiles.clone(),
+            duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
+            target: TargetSpec {
+                port: u16::try_from(pc.spec.target.port).unwrap_or(0),
+                base_path: pc.spec.target.base_path.clone(),
+            },
+        };
+        let accepted: std::result::Result<CaptureStatus, String> =
+            ctx.agents.call(&agent, "POST", "/v1/captures", Some(&request), "start_capture").await;
+        pods.push(match accepted {
+            Ok(s) => decide::pod_result(&pod.name, &s),
+            Err(reason) => {
+                event(ctx, pc, EventType::Warning, "PodFailed", format!("pod {}: {reason}", pod.name)).await;
+                decide::pod_failed(&pod.name, reason)
+            }
+        });
+    }
+    if let Some(previous) = status.last_run.take() {
+        ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid.to_owned(), previous.clone());
+        status.history.insert(0, summary(&previous));
+        status.history.truncate(usize::try_from(pc.spec.retention.history_limit).unwrap_or(10));
+    }
+    let result = decide::run_result(&pods);
+    status.last_run = Some(CaptureRun {
+        id: run.id.clone(),
+        trigger: run.trigger,
+        start_time: Time(now),
+        completion_time: None,
+        result,
+        pods,
+    });
+    event(
+        ctx,
+        pc,
+        EventType::Normal,
+        "RunStarted",
+        format!("run {} ({:?}) started on {} pods", run.id, run.trigger, targets.len()),
+    )
+    .await;
+    if result != RunResult::Running {
+        finish_run(pc, ctx, status).await;
+    }
+}
+
+fn summary(run: &CaptureRun) -> RunSummary {
+    let count =
+        |f: fn(&PodRunResult) -> bool| i32::try_from(run.pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+    RunSummary {
+        id: run.id.clone(),
+        trigger: run.trigger,
+        start_time: run.start_time.clone(),
+        completion_time: run.completion_time.clone(),
+        result: run.result,
+        pods_succeeded: count(|p| p.result == RunResult::Succeeded),
+        pods_failed: count(|p| p.result != RunResult::Succeeded),
+    }
+}
+
+async fn poll_run(pc: &ProfileCapture, ctx: &Context, pods: &[PodInfo], status: &mut ProfileCaptureStatus) {
+    let ns = pc.namespace().unwrap_or_default();
+    let uid = pc.uid().unwrap_or_default();
+    let Some(run) = status.last_run.as_mut() else { return };
+    let run_id = run.id.clone();
+    let mut failures = Vec::new();
+    for pod_result in run.pods.iter_mut().filter(|p| p.result == RunResult::Running) {
+        let Some(pod) = pods.iter().find(|p| p.name == pod_result.pod) else {
+            *pod_result = decide::pod_failed(&pod_result.pod, "the pod is gone".into());
+            failures.push(pod_result.clone());
+            continue;
+        };
+        let Some(agent) = agent_of(&ns, pod) else {
+            *pod_result = decide::pod_failed(&pod_result.pod, "the pod has no IP or agent".into());
+            failures.push(pod_result.clone());
+            continue;
+        };
+        let path = format!("/v1/captures/{}", decide::capture_id(&uid, &run_id, &pod.name));
+        match ctx.agents.call::<(), CaptureStatus>(&agent, "GET", &path, None, "poll_capture").await {
+            Ok(s) => *pod_result = decide::pod_result(&pod.name, &s),
+            Err(reason) => {
+                *pod_result = decide::pod_failed(&pod.name, reason);
+                failures.push(pod_result.clone());
+            }
+        }
+    }
+    for f in failures {
+        event(ctx, pc, EventType::Warning, "PodFailed", format!("pod {}: {}", f.pod, f.error.unwrap_or_default()))
+            .await;
+    }
+    run.result = decide::run_result(&run.pods);
+    if run.result != RunResult::Running {
+        finish_run(pc, ctx, status).await;
+    }
+}
+
+async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptureStatus) {
+    let ns = pc.namespace().unwrap_or_default();
+    let uid = pc.uid().unwrap_or_default();
+    let previous = ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid).cloned();
+    let Some(run) = status.last_run.as_mut() else { return };
+    run.completion_time = Some(now_time());
+    // Compared with the previous run of the same capture, pod by pod and profile by profile.
+    if let Some(prev) = &previous {
+        for pod in &mut run.pods {
+            for profile in &mut pod.profiles {
+                let before = prev
+                    .pods
+                    .iter()
+                    .find(|p| p.pod == pod.pod)
+                    .and_then(|p| p.profiles.iter().find(|q| q.profile_type == profile.profile_type));
+                if let Some(before) = before.filter(|b| !b.top.is_empty())
+                    && !profile.top.is_empty()
+                {
+                    profile.compared_to_previous = Some(decide::compare(&prev.id, &before.top, &profile.top));
+                }
+            }
+        }
+    }
+    let ok = run.pods.iter().filter(|p| p.result == RunResult::Succeeded).count();
+    let profiles: usize = run.pods.iter().map(|p| p.profiles.iter().filter(|q| q.error.is_none()).count()).sum();
+    for p in &run.pods {
+        let label = match p.result {
+            RunResult::Succeeded => "succeeded",
+            RunResult::PartiallySucceeded => "partially_succeeded",
+            _ => "failed",
+        };
+        ctx.metrics.captures.with_label_values(&[label]).inc();
+    }
+    let note =
+        format!("run {} finished: {:?}, {} profiles from {}/{} pods", run.id, run.result, profiles, ok, run.pods.len());
+    let (kind, reason) = if run.result == RunResult::Succeeded {
+        (EventType::Normal, "RunFinished")
+    } else {
+        (EventType::Warning, "RunFinished")
+    };
+    let pods_of_run: Vec<String> = run.pods.iter().map(|p| p.pod.clone()).collect();
+    event(ctx, pc, kind, reason, note).await;
+    // Retention: each agent prunes its own files beyond keepRuns.
+    let keep = u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
+    let all: Vec<PodInfo> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
+        .collect();
+    for pod in all.iter().filter(|p| pods_of_run.contains(&p.name)) {
+        if let Some(agent) = agent_of(&ns, pod) {
+            let request = RetentionRequest {
+                capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
+                keep_runs: keep,
+            };
+            if let Err(reason) = ctx
+                .agents
+                .call::<_, RetentionResponse>(&agent, "POST", "/v1/retention", Some(&request), "retention")
+                .await
+            {
+                tracing::warn!(pod = %pod.name, %reason, "retention failed");
+            }
+        }
+    }
+}
+
+/// Phase and conditions from the rest of the status.
+fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCaptureStatus) {
+    let generation = pc.metadata.generation;
+    let run = status.last_run.as_ref();
+    let running = run.is_some_and(|r| r.result == RunResult::Running);
+    status.phase = Some(if running {
+        CapturePhase::Running
+    } else if pc.spec.suspend && pc.spec.schedule.is_some() {
+        CapturePhase::Suspended
+    } else {
+        match run.map(|r| r.result) {
+            Some(RunResult::Failed | RunResult::PartiallySucceeded) => CapturePhase::Failed,
+            Some(_) if pc.spec.schedule.is_some() => CapturePhase::Scheduled,
+            Some(_) => CapturePhase::Succeeded,
+            None if pc.spec.schedule.is_some() => CapturePhase::Scheduled,
+            None => CapturePhase::Pending,
+        }
+    });
+    set_condition(
+        &mut status.conditions,
+        "Progressing",
+        running,
+        if running { "Capturing" } else { "Idle" },
+        &run.filter(|_| running).map(|r| format!("run {} in progress", r.id)).unwrap_or_default(),
+        generation,
+    );
+    let failed: Vec<String> = run
+        .map(|r| {
+            r.pods
+                .iter()
+                .filter(|p| matches!(p.result, RunResult::Failed | RunResult::PartiallySucceeded))
+                .map(|p| format!("{}: {}", p.pod, p.error.clone().unwrap_or_else(|| "some profiles failed".into())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if eligible.is_empty() {
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            true,
+            "NoEligiblePods",
+            "no selected pod is Running and Ready with a biometrics-agent container",
+            generation,
+        );
+    } else if !failed.is_empty() {
+        set_condition(&mut status.conditions, "Degraded", true, "PodsFailed", &failed.join("; "), generation);
+    } else {
+        set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "", generation);
+    }
+    let ready = run.is_some_and(|r| r.result == RunResult::Succeeded)
+        || (run.is_none() && pc.spec.schedule.is_some() && !eligible.is_empty());
+    let (reason, message) = match run.map(|r| r.result) {
+        Some(RunResult::Succeeded) => {
+            ("Captured", format!("run {} captured every profile", run.map(|r| r.id.as_str()).unwrap_or_default()))
+        }
+        Some(RunResult::Running) => ("Capturing", String::new()),
+        Some(_) => {
+            ("RunFailed", format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()))
+        }
+        None if ready => ("Scheduled", "waiting for the schedule".into()),
+        None => ("Pending", "no run yet".into()),
+    };
+    set_condition(&mut status.conditions, "Ready", ready, reason, &message, generation);
+}
+
+/// Sets a condition, keeping its transition time unless its status changes.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = if value { "True" } else { "False" };
+    let existing = conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match existing {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now_time(),
+    };
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time,
+        observed_generation: generation,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+async fn write_status(
+    ctx: &Context,
+    pc: &ProfileCapture,
+    before: &ProfileCaptureStatus,
+    status: ProfileCaptureStatus,
+) -> Result<()> {
+    if *before == status {
+        return Ok(());
+    }
+    let api: Api<ProfileCapture> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture", "status": status});
+    api.patch_status(&pc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// Deletion: stop running captures, and with `deleteOnRemoval` remove the files. Best
+/// effort, bounded by the agent timeout: an unreachable agent never blocks deletion.
+async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
+    let ns = pc.namespace().unwrap_or_default();
+    let uid = pc.uid().unwrap_or_default();
+    let pods: Vec<PodInfo> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
+        .collect();
+    if let Some(run) = pc.status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
+        for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
+            if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
+                let path = format!("/v1/captures/{}", decide::capture_id(&uid, &run.id, &p.pod));
+                let _: std::result::Result<CaptureStatus, String> =
+                    ctx.agents.call::<(), _>(&agent, "DELETE", &path, None, "cancel_capture").await;
+            }
+        }
+    }
+    if pc.spec.retention.delete_on_removal {
+        let request =
+            RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() }, keep_runs: 0 };
+        for pod in pods.iter().filter(|p| p.agent_port.is_some()) {
+            if let Some(agent) = agent_of(&ns, pod) {
+                let _: std::result::Result<RetentionResponse, String> =
+                    ctx.agents.call(&agent, "POST", "/v1/retention", Some(&request), "retention").await;
+            }
+        }
+    }
+    ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+    Ok(Action::await_change())
+}
+
+/// What makes a capture worth reconciling again: its generation, annotations, finalizers
+/// and deletion — everything but status.
+fn wakes(pc: &ProfileCapture) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pc.metadata.generation.hash(&mut h);
+    pc.metadata.annotations.hash(&mut h);
+    pc.metadata.finalizers.hash(&mut h);
+    pc.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller until the stream ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    captures: Api<ProfileCapture>,
+    pods: Api<Pod>,
+    pod_writer: reflector::store::Writer<Pod>,
+) {
+    // Pod changes wake the captures that select them.
+    let pod_stream = watcher(pods, watcher::Config::default()).default_backoff().reflect(pod_writer).touched_objects();
+    let (capture_reader, capture_writer) = reflector::store();
+    let capture_stream = watcher(captures, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(capture_writer)
+        .applied_objects()
+        // Spec changes, annotations (capture-now), finalizers and deletion wake a capture; its
+        // own status writes do not.
+        .predicate_filter(wakes, Default::default());
+    let reader_for_map = capture_reader.clone();
+    Controller::for_stream(capture_stream, capture_reader)
+        .watches_stream(pod_stream, move |pod: Pod| {
+            let info = decide::pod_info(&pod, biometrics_crds::DEFAULT_AGENT_PORT);
+            let ns = pod.namespace().unwrap_or_default();
+            reader_for_map
+                .state()
+                .iter()
+                .filter(|pc| pc.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|pc| PodSelector::new(&pc.spec.selector).is_ok_and(|s| s.matches(&info.labels)))
+                .map(|pc| reflector::ObjectRef::from_obj(pc.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

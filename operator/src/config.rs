@@ -1,0 +1,112 @@
+//! Cluster-wide defaults from an optional YAML file shaped after the origin document's
+//! `performance:` sections; a custom resource's own values win over them. Unknown keys
+//! are an error naming the key.
+
+use serde::Deserialize;
+
+/// The file's root.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The `performance:` section.
+    #[serde(default)]
+    pub performance: Performance,
+}
+
+/// `performance:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Performance {
+    /// `profiling:`.
+    #[serde(default)]
+    pub profiling: Profiling,
+    /// `metrics:`.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// `alerting:`.
+    #[serde(default)]
+    pub alerting: Alerting,
+}
+
+/// `performance.profiling:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Profiling {
+    /// Most pods one run profiles when a capture sets no `maxPods`.
+    #[serde(default)]
+    pub max_pods: Option<u32>,
+    /// How long a reconcile waits for an agent's answer.
+    #[serde(default = "default_agent_timeout")]
+    pub agent_timeout: biometrics_crds::duration::Duration,
+}
+
+impl Default for Profiling {
+    fn default() -> Self {
+        Self { max_pods: None, agent_timeout: default_agent_timeout() }
+    }
+}
+
+fn default_agent_timeout() -> biometrics_crds::duration::Duration {
+    biometrics_crds::duration::Duration::from_secs(5)
+}
+
+/// `performance.metrics:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct MetricsSection {
+    /// How often the pods' runtime metrics are read into status.
+    #[serde(default = "default_interval")]
+    pub interval: biometrics_crds::duration::Duration,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { interval: default_interval() }
+    }
+}
+
+fn default_interval() -> biometrics_crds::duration::Duration {
+    biometrics_crds::duration::Duration::from_secs(30)
+}
+
+/// `performance.alerting:` — the origin document's alert thresholds, used where a capture
+/// leaves its own at the schema defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Alerting {
+    /// Goroutines at Critical level.
+    #[serde(default)]
+    pub goroutine_threshold: Option<f64>,
+    /// GCs per second at Critical level.
+    #[serde(default)]
+    pub gc_threshold: Option<f64>,
+}
+
+impl ConfigFile {
+    /// Reads the YAML text; an unknown key is an error that names it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_origin_shape() {
+        let c = ConfigFile::parse("performance:\n  profiling:\n    max_pods: 5\n    agent_timeout: 3s\n  metrics:\n    interval: 10s\n  alerting:\n    goroutine_threshold: 5000\n").unwrap();
+        assert_eq!(c.performance.profiling.max_pods, Some(5));
+        assert_eq!(c.performance.metrics.interval.as_std().as_secs(), 10);
+        assert_eq!(c.performance.alerting.goroutine_threshold, Some(5000.0));
+        assert_eq!(ConfigFile::parse("").unwrap_or_default(), ConfigFile::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = ConfigFile::parse("performance:\n  profiling:\n    max_podz: 5\n").unwrap_err();
+        assert!(err.contains("max_podz"), "{err}");
+        let err = ConfigFile::parse("performance:\n  metrics:\n    interval: soon\n").unwrap_err();
+        assert!(err.contains("soon"), "{err}");
+    }
+}

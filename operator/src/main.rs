@@ -1,0 +1,100 @@
+//! `biometrics-operator`: the operator process.
+
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use biometrics_operator::{OperatorConfig, config::ConfigFile};
+use clap::Parser;
+
+/// The Biometrics operator.
+#[derive(Debug, Parser)]
+#[command(name = "biometrics-operator", version)]
+struct Args {
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "BIOMETRICS_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "BIOMETRICS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// The operator's namespace: its Lease and signing-key Secret live there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "biometrics-system")]
+    namespace: String,
+    /// The leader-election Lease.
+    #[arg(long, env = "BIOMETRICS_LEASE_NAME", default_value = "biometrics-operator")]
+    lease_name: String,
+    /// This replica's identity (its pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long the lease lasts without renewal.
+    #[arg(long, env = "BIOMETRICS_LEASE_DURATION", default_value = "15s")]
+    lease_duration: biometrics_crds::duration::Duration,
+    /// The Secret holding the Ed25519 signing key (created if missing).
+    #[arg(long, env = "BIOMETRICS_SIGNING_SECRET", default_value = "biometrics-operator-signing-key")]
+    signing_secret: String,
+    /// The agents' port when a pod has no biometrics.io/agent-port annotation.
+    #[arg(long, env = "BIOMETRICS_AGENT_PORT", default_value_t = biometrics_crds::DEFAULT_AGENT_PORT)]
+    agent_port: u16,
+    /// A YAML file of cluster-wide defaults (performance: profiling / metrics / alerting).
+    #[arg(long, env = "BIOMETRICS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BIOMETRICS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+    let defaults = match &args.config {
+        None => ConfigFile::default(),
+        Some(path) => {
+            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| ConfigFile::parse(&t)) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("biometrics-operator: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let identity = args.identity.unwrap_or_else(|| format!("biometrics-operator-{}", std::process::id()));
+    let config = OperatorConfig {
+        watch_namespace: args.watch_namespace,
+        metrics_addr: args.metrics_addr,
+        namespace: args.namespace,
+        lease_name: args.lease_name,
+        identity,
+        lease_duration: args.lease_duration.as_std(),
+        signing_secret: args.signing_secret,
+        agent_port: args.agent_port,
+        defaults,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("biometrics-operator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(biometrics_operator::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            eprintln!("biometrics-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,105 @@
+//! The operator's Ed25519 signing key, kept in a Secret of its namespace (made on first
+//! start), and its public half published as the ConfigMap `biometrics-trust` (key
+//! `operator.pub`) in every namespace whose pods the operator instructs.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+
+use crate::error::{Error, Result};
+
+/// The ConfigMap agents mount the public key from.
+pub const TRUST_CONFIGMAP: &str = "biometrics-trust";
+/// Its key.
+pub const TRUST_KEY: &str = "operator.pub";
+const PRIVATE_KEY: &str = "operator.key";
+
+/// The key pair, as PEM.
+#[derive(Clone)]
+pub struct SigningKey {
+    private_pem: String,
+    /// The public key (SPKI PEM).
+    pub public_pem: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("public_pem", &self.public_pem).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A new random key pair.
+    pub fn generate() -> Result<Self> {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        Ok(Self {
+            private_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(|e| Error::Signing(e.to_string()))?.to_string(),
+            public_pem: key
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| Error::Signing(e.to_string()))?,
+        })
+    }
+
+    /// A token for the agent of pod `namespace/pod`, valid for five minutes.
+    pub fn token_for(&self, namespace: &str, pod: &str) -> Result<String> {
+        biometrics_agent_api::auth::mint(
+            self.private_pem.as_bytes(),
+            namespace,
+            pod,
+            biometrics_agent_api::auth::unix_now(),
+            300,
+        )
+        .map_err(Error::Signing)
+    }
+
+    /// Loads the key from the Secret `name` in `namespace`, creating it when missing. Two
+    /// replicas starting together agree: the loser of the create reads the winner's key.
+    pub async fn load_or_create(client: Client, namespace: &str, name: &str) -> Result<Self> {
+        let secrets: Api<Secret> = Api::namespaced(client, namespace);
+        for _ in 0..3 {
+            if let Some(secret) = secrets.get_opt(name).await? {
+                let data = secret.data.unwrap_or_default();
+                let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+                return match (field(PRIVATE_KEY), field(TRUST_KEY)) {
+                    (Some(private_pem), Some(public_pem)) => Ok(Self { private_pem, public_pem }),
+                    _ => Err(Error::Signing(format!("Secret {namespace}/{name} lacks {PRIVATE_KEY} or {TRUST_KEY}"))),
+                };
+            }
+            let key = Self::generate()?;
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+                string_data: Some(BTreeMap::from([
+                    (PRIVATE_KEY.into(), key.private_pem.clone()),
+                    (TRUST_KEY.into(), key.public_pem.clone()),
+                ])),
+                type_: Some("Opaque".into()),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(_) => return Ok(key),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Signing(format!("cannot create or read Secret {namespace}/{name}")))
+    }
+
+    /// Publishes the public key in `namespace` (server-side apply: no write when unchanged).
+    pub async fn publish(&self, client: Client, namespace: &str) -> Result<()> {
+        let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": TRUST_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": "biometrics-operator"}},
+            "data": {TRUST_KEY: self.public_pem},
+        });
+        api.patch(TRUST_CONFIGMAP, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+        Ok(())
+    }
+}

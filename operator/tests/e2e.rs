@@ -1,0 +1,340 @@
+//! The real operator binary against the test API server, with "pods" whose IPs are
+//! loopback addresses where a real agent listens beside a real Go program; captures applied
+//! with kubectl.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use biometrics_crds::v1alpha1::{CapturePhase, ProfileCapture, RunResult};
+use biometrics_test_apiserver::TestApiServer;
+use biometrics_test_support::{
+    ChildGuard, GoTarget, free_port, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::json;
+
+const NS: &str = "shop";
+const OPERATOR_NS: &str = "biometrics-system";
+
+/// One "pod": a Go target and an agent on the pod's own loopback address.
+struct FakePod {
+    name: String,
+    ip: IpAddr,
+    _target: GoTarget,
+    agent: Option<ChildGuard>,
+}
+
+struct World {
+    server: TestApiServer,
+    client: Client,
+    dir: tempfile::TempDir,
+    pods: Vec<FakePod>,
+    operator: Option<ChildGuard>,
+    public_key: PathBuf,
+}
+
+fn kubeconfig_path(dir: &Path) -> PathBuf {
+    dir.join("kubeconfig")
+}
+
+impl World {
+    async fn start(pod_ips: &[&str]) -> Self {
+        biometrics_operator::install_crypto();
+        let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
+        server.create_from_files(&crds).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        server.write_kubeconfig(&kubeconfig_path(dir.path())).unwrap();
+        let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+        let client = Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
+        )
+        .unwrap();
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        for ns in [NS, OPERATOR_NS] {
+            namespaces
+                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+                .await
+                .unwrap();
+        }
+        // The operator's signing key, made ahead so the agents can be given its public half.
+        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+        let public_pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NS);
+        secrets
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "biometrics-operator-signing-key"}, "stringData": {"operator.key": private_pem, "operator.pub": public_pem}})).unwrap())
+            .await
+            .unwrap();
+        let public_key = dir.path().join("operator.pub");
+        std::fs::write(&public_key, &public_pem).unwrap();
+        std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+        let mut world = Self { server, client, dir, pods: Vec::new(), operator: None, public_key };
+        for (i, ip) in pod_ips.iter().enumerate() {
+            world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
+        }
+        world
+    }
+
+    fn start_agent(&self, name: &str, ip: IpAddr) -> ChildGuard {
+        let addr = SocketAddr::new(ip, 9477);
+        let agent = ChildGuard::spawn(
+            "biometrics-agent",
+            Command::new(workspace_binary("biometrics-agent"))
+                .args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--pod-name",
+                    name,
+                    "--pod-namespace",
+                    NS,
+                    "--target-port",
+                    "6060",
+                    "--sample-interval",
+                    "1s",
+                ])
+                .arg("--target-host")
+                .arg(ip.to_string())
+                .arg("--profiles-dir")
+                .arg(self.dir.path().join("profiles"))
+                .arg("--operator-public-key")
+                .arg(&self.public_key)
+                .env("BIOMETRICS_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_for_listener(addr, Duration::from_secs(10));
+        agent
+    }
+
+    async fn add_pod(&mut self, name: &str, ip: IpAddr) {
+        let target = GoTarget::start(SocketAddr::new(ip, 6060));
+        let agent = self.start_agent(name, ip);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let pod = json!({
+            "metadata": {"name": name, "labels": {"app": "api"}, "annotations": {"biometrics.io/agent-port": "9477"}},
+            "spec": {"containers": [{"name": "app", "image": "api"}, {"name": "biometrics-agent", "image": "agent"}]}
+        });
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+        let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(), "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        self.pods.push(FakePod { name: name.into(), ip, _target: target, agent: Some(agent) });
+    }
+
+    fn start_operator(&mut self) {
+        let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
+        let operator = ChildGuard::spawn(
+            "biometrics-operator",
+            Command::new(env!("CARGO_BIN_EXE_biometrics-operator"))
+                .args([
+                    "--metrics-addr",
+                    &metrics.to_string(),
+                    "--namespace",
+                    OPERATOR_NS,
+                    "--identity",
+                    "operator-0",
+                    "--lease-duration",
+                    "4s",
+                ])
+                .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
+                .env("BIOMETRICS_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(self.dir.path().join("operator.log")).unwrap())),
+        );
+        wait_for_listener(metrics, Duration::from_secs(10));
+        self.operator = Some(operator);
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut child = Command::new(repo_root().join(".tools/bin/kubectl"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
+            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl (make setup installs it)");
+        if let Some(input) = stdin {
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn wait_capture(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&ProfileCapture) -> bool,
+    ) -> ProfileCapture {
+        let api: Api<ProfileCapture> = Api::namespaced(self.client.clone(), NS);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pc = api.get(name).await.unwrap();
+            if done(&pc) {
+                return pc;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
+                panic!("{name} did not reach the expected state: {:#?}\noperator log:\n{log}", pc.status);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn capture_manifest(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: biometrics.io/v1alpha1\nkind: ProfileCapture\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  selector:\n    matchLabels:\n      app: api\n  target:\n    port: 6060\n  profiles: [cpu, heap]\n  duration: 2s\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_capture_lands_files_and_top_functions_in_status() {
+    let mut world = World::start(&["127.0.0.2", "127.0.0.3"]).await;
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("checkout-now", "")));
+    let pc = world
+        .wait_capture("checkout-now", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let status = pc.status.clone().unwrap();
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.result, RunResult::Succeeded);
+    assert_eq!(status.observed_generation, pc.metadata.generation);
+    assert_eq!(status.selected_pods, Some(2));
+    let mut pods: Vec<&str> = run.pods.iter().map(|p| p.pod.as_str()).collect();
+    pods.sort_unstable();
+    assert_eq!(pods, ["api-0", "api-1"]);
+    for pod in &run.pods {
+        assert_eq!(pod.profiles.len(), 2, "{pod:?}");
+        for profile in &pod.profiles {
+            let file = world.dir.path().join("profiles").join(profile.path.as_ref().unwrap());
+            let bytes = std::fs::read(&file).unwrap();
+            assert_eq!(profile.bytes, Some(bytes.len() as i64));
+            use sha2::Digest;
+            let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(profile.sha256.as_deref(), Some(digest.as_str()));
+            let unit = if profile.profile_type == biometrics_crds::profile::ProfileType::Cpu { "ns" } else { "B" };
+            let (_, go_rows) = parse_pprof_top(&go_pprof(&["-top", &format!("-unit={unit}")], &file), unit);
+            let ours: Vec<(&str, i64)> = profile.top.iter().map(|t| (t.function.as_str(), t.flat)).collect();
+            let theirs: Vec<(&str, i64)> = go_rows.iter().take(5).map(|r| (r.function.as_str(), r.flat)).collect();
+            assert_eq!(ours, theirs, "the top functions in status are the ones go tool pprof lists");
+        }
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Captured"));
+    let printed = world.kubectl(&["get", "pcap", "-n", NS], None);
+    assert!(
+        printed.lines().any(|l| l.starts_with("checkout-now") && l.contains("Succeeded") && l.contains(" 2 ")),
+        "{printed}"
+    );
+    let described = world.kubectl(&["describe", "pcap", "checkout-now", "-n", NS], None);
+    assert!(described.contains("RunStarted") && described.contains("RunFinished"), "{described}");
+    // The operator published its key for the agents of the namespace.
+    let trust: Api<ConfigMap> = Api::namespaced(world.client.clone(), NS);
+    let cm = trust.get("biometrics-trust").await.unwrap();
+    assert_eq!(cm.data.unwrap()["operator.pub"], std::fs::read_to_string(&world.public_key).unwrap());
+    // One run per generation: nothing more happens without a change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    assert_eq!(api.get("checkout-now").await.unwrap().status.unwrap().last_run.unwrap().id, run.id);
+    assert!(pc.finalizers().iter().any(|f| f == "biometrics.io/profilecapture"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_agent_fails_its_pod_only_and_recovers() {
+    let mut world = World::start(&["127.0.0.4", "127.0.0.5"]).await;
+    world.start_operator();
+    // Kill one agent: that pod fails with the reason, the other succeeds.
+    if let Some(mut agent) = world.pods[1].agent.take() {
+        agent.kill();
+    }
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("flaky", "")));
+    let pc = world
+        .wait_capture("flaky", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.result != RunResult::Running)
+        })
+        .await;
+    let status = pc.status.unwrap();
+    let run = status.last_run.unwrap();
+    assert_eq!(run.result, RunResult::PartiallySucceeded);
+    let failed = run.pods.iter().find(|p| p.pod == "api-1").unwrap();
+    assert_eq!(failed.result, RunResult::Failed);
+    assert!(failed.error.as_deref().unwrap().contains("unreachable"), "{failed:?}");
+    assert_eq!(run.pods.iter().find(|p| p.pod == "api-0").unwrap().result, RunResult::Succeeded);
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "PodsFailed"));
+    let described = world.kubectl(&["describe", "pcap", "flaky", "-n", NS], None);
+    assert!(described.contains("Warning") && described.contains("PodFailed"), "{described}");
+    // The agent comes back; a new request (capture-now) succeeds everywhere.
+    let (name, ip) = (world.pods[1].name.clone(), world.pods[1].ip);
+    world.pods[1].agent = Some(world.start_agent(&name, ip));
+    world.kubectl(&["annotate", "pcap", "flaky", "-n", NS, "biometrics.io/capture-now=retry-1"], None);
+    let pc = world
+        .wait_capture("flaky", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.result == RunResult::Succeeded)
+        })
+        .await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.history.len(), 1, "the failed run is in the history");
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.status, "False");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_every_schedule_accumulates_runs_within_the_limits() {
+    let mut world = World::start(&["127.0.0.6"]).await;
+    world.start_operator();
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(
+            &capture_manifest(
+                "every",
+                "  schedule: \"@every 4s\"\n  retention:\n    keepRuns: 2\n    historyLimit: 2\n",
+            )
+            .replace("[cpu, heap]", "[heap]"),
+        ),
+    );
+    let pc = world
+        .wait_capture("every", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().is_some_and(|s| {
+                s.history.len() >= 2 && s.last_run.as_ref().is_some_and(|r| r.result == RunResult::Succeeded)
+            })
+        })
+        .await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.history.len(), 2, "history stays at historyLimit");
+    assert!(status.next_run_time.is_some() && status.last_schedule_time.is_some());
+    let run_dirs = std::fs::read_dir(world.dir.path().join("profiles").join(NS).join("every")).unwrap().count();
+    assert!(run_dirs <= 3, "files stay near keepRuns (one more may be in flight): {run_dirs}");
+    // A later run compares itself with the previous one.
+    let compared = status.last_run.unwrap().pods[0].profiles[0].compared_to_previous.clone();
+    assert!(compared.is_some_and(|c| c.run.starts_with('s')), "the comparison names the previous run");
+    // Suspended: no more runs.
+    world.kubectl(&["patch", "pcap", "every", "-n", NS, "--type=merge", "-p", r#"{"spec":{"suspend":true}}"#], None);
+    let pc = world
+        .wait_capture("every", Duration::from_secs(30), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Suspended)
+        })
+        .await;
+    let last = pc.status.unwrap().last_run.unwrap().id;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    assert_eq!(api.get("every").await.unwrap().status.unwrap().last_run.unwrap().id, last, "suspend stops runs");
+    let _ = world.server.addr();
+}
