@@ -39,6 +39,7 @@ struct World {
     dir: tempfile::TempDir,
     pods: Vec<FakePod>,
     operator: Option<ChildGuard>,
+    operators_started: usize,
     public_key: PathBuf,
 }
 
@@ -79,7 +80,8 @@ impl World {
         let public_key = dir.path().join("operator.pub");
         std::fs::write(&public_key, &public_pem).unwrap();
         std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
-        let mut world = Self { server, client, dir, pods: Vec::new(), operator: None, public_key };
+        let mut world =
+            Self { server, client, dir, pods: Vec::new(), operator: None, operators_started: 0, public_key };
         for (i, ip) in pod_ips.iter().enumerate() {
             world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
         }
@@ -132,6 +134,8 @@ impl World {
     }
 
     fn start_operator(&mut self) {
+        let identity = format!("operator-{}", self.operators_started);
+        self.operators_started += 1;
         let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
         let operator = ChildGuard::spawn(
             "biometrics-operator",
@@ -142,14 +146,14 @@ impl World {
                     "--namespace",
                     OPERATOR_NS,
                     "--identity",
-                    "operator-0",
+                    &identity,
                     "--lease-duration",
                     "4s",
                 ])
                 .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
                 .env("BIOMETRICS_LOG", "info")
                 .stdout(Stdio::null())
-                .stderr(Stdio::from(std::fs::File::create(self.dir.path().join("operator.log")).unwrap())),
+                .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(format!("{identity}.log"))).unwrap())),
         );
         wait_for_listener(metrics, Duration::from_secs(10));
         self.operator = Some(operator);
@@ -188,7 +192,10 @@ impl World {
                 return pc;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(
+                    self.dir.path().join(format!("operator-{}.log", self.operators_started.saturating_sub(1))),
+                )
+                .unwrap_or_default();
                 panic!("{name} did not reach the expected state: {:#?}\noperator log:\n{log}", pc.status);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -337,4 +344,169 @@ async fn an_every_schedule_accumulates_runs_within_the_limits() {
     let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
     assert_eq!(api.get("every").await.unwrap().status.unwrap().last_run.unwrap().id, last, "suspend stops runs");
     let _ = world.server.addr();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_finishes_the_run_without_starting_another() {
+    let mut world = World::start(&["127.0.0.7"]).await;
+    world.start_operator();
+    world
+        .kubectl(&["apply", "-f", "-"], Some(&capture_manifest("restart", "").replace("duration: 2s", "duration: 6s")));
+    let pc = world
+        .wait_capture("restart", Duration::from_secs(30), |pc| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.result == RunResult::Running)
+        })
+        .await;
+    let run_id = pc.status.unwrap().last_run.unwrap().id;
+    // Killed mid-run, started again: it polls the same run to its end.
+    if let Some(mut operator) = world.operator.take() {
+        operator.kill();
+    }
+    world.start_operator();
+    let pc = world
+        .wait_capture("restart", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.last_run.unwrap().id, run_id, "the same run");
+    assert!(status.history.is_empty(), "no second run");
+    let runs = std::fs::read_dir(world.dir.path().join("profiles").join(NS).join("restart")).unwrap().count();
+    assert_eq!(runs, 1, "one run's files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_leader_acts() {
+    let mut world = World::start(&["127.0.0.8"]).await;
+    world.start_operator();
+    let first = world.operator.take();
+    world.start_operator();
+    let second = world.operator.take();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(world.client.clone(), OPERATOR_NS);
+    let holder = leases.get("biometrics-operator").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert_eq!(holder, "operator-0");
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("two", "")));
+    world
+        .wait_capture("two", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let events =
+        world.kubectl(&["get", "events", "-n", NS, "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}"], None);
+    assert_eq!(events.lines().filter(|l| *l == "RunStarted").count(), 1, "one replica acted: {events}");
+    drop(second);
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_trigger_fires_once_per_cooldown() {
+    let mut world = World::start(&[]).await;
+    // An app whose memory limit is 256 MiB: the agent reports Sys against it.
+    let ip: IpAddr = "127.0.0.9".parse().unwrap();
+    let target = GoTarget::start(SocketAddr::new(ip, 6060));
+    let agent = ChildGuard::spawn(
+        "biometrics-agent",
+        Command::new(workspace_binary("biometrics-agent"))
+            .args([
+                "--listen",
+                "127.0.0.9:9477",
+                "--pod-name",
+                "hungry",
+                "--pod-namespace",
+                NS,
+                "--target-port",
+                "6060",
+                "--target-host",
+                "127.0.0.9",
+                "--sample-interval",
+                "1s",
+                "--memory-limit-bytes",
+                "268435456",
+            ])
+            .arg("--profiles-dir")
+            .arg(world.dir.path().join("profiles"))
+            .arg("--operator-public-key")
+            .arg(&world.public_key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_listener("127.0.0.9:9477".parse().unwrap(), Duration::from_secs(10));
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
+    pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "hungry", "labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}})).unwrap())
+        .await
+        .unwrap();
+    pods.patch_status("hungry", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "127.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]}})))
+        .await
+        .unwrap();
+    world.pods.push(FakePod { name: "hungry".into(), ip, _target: target, agent: Some(agent) });
+    world.start_operator();
+    let manifest = capture_manifest(
+        "watch",
+        "  schedule: \"@daily\"\n  triggers:\n    - metric: memoryPercent\n      level: Warning\n      profiles: [heap]\n      cooldown: 10m\n",
+    );
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let pc = world
+        .wait_capture("watch", Duration::from_secs(60), |pc| {
+            pc.status
+                .as_ref()
+                .is_some_and(|s| s.threshold_level == Some(biometrics_crds::threshold::ThresholdLevel::OK))
+        })
+        .await;
+    assert!(pc.status.unwrap().last_run.is_none(), "no run while the pod is calm");
+    // The app grows past 70% of its limit: Warning, and the trigger captures its heap.
+    http_get_target(ip, "/retain?mb=200");
+    let pc = world
+        .wait_capture("watch", Duration::from_secs(90), |pc| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| {
+                r.trigger == biometrics_crds::v1alpha1::RunTrigger::Threshold && r.result != RunResult::Running
+            })
+        })
+        .await;
+    let status = pc.status.unwrap();
+    assert!(
+        status.threshold_level >= Some(biometrics_crds::threshold::ThresholdLevel::Warning),
+        "{:?}",
+        status.threshold_level
+    );
+    let run = status.last_run.unwrap();
+    assert_eq!(
+        run.pods[0].profiles.iter().map(|p| p.profile_type).collect::<Vec<_>>(),
+        [biometrics_crds::profile::ProfileType::Heap]
+    );
+    assert_eq!(status.trigger_fires.len(), 1);
+    // Within the cooldown it does not fire again.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    let again = api.get("watch").await.unwrap().status.unwrap();
+    assert_eq!(again.last_run.unwrap().id, run.id, "once per cooldown");
+    let described = world.kubectl(&["describe", "pcap", "watch", "-n", NS], None);
+    assert!(described.contains("ThresholdCrossed") && described.contains("TriggerFired"), "{described}");
+}
+
+fn http_get_target(ip: IpAddr, path: &str) {
+    biometrics_test_support::http_get(SocketAddr::new(ip, 6060), path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_capture_is_refused_at_apply() {
+    let world = World::start(&[]).await;
+    let mut child = Command::new(repo_root().join(".tools/bin/kubectl"))
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", kubeconfig_path(world.dir.path()))
+        .env("KUBECACHEDIR", world.dir.path().join("kubecache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        capture_manifest("bad", "").replace("duration: 2s", "duration: 10m").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("duration must be between 1s and 5m"));
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    assert!(api.get_opt("bad").await.unwrap().is_none());
 }

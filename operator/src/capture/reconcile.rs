@@ -83,6 +83,10 @@ pub struct Context {
     published: Mutex<HashSet<String>>,
     /// Each capture's previous finished run, to compare the next one with (by uid).
     previous: Mutex<HashMap<String, CaptureRun>>,
+    /// The status last written for each capture (by uid) with the resourceVersion it made:
+    /// a reconcile that runs before the watch delivers that write must not act on the
+    /// older status it still sees (and start the same run twice).
+    written: Mutex<HashMap<String, (u64, ProfileCaptureStatus)>>,
 }
 
 impl Context {
@@ -110,6 +114,7 @@ impl Context {
             settings,
             published: Mutex::default(),
             previous: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 }
@@ -164,8 +169,12 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
-    let mut status = pc.status.clone().unwrap_or_default();
-    let before = status.clone();
+    let seen_rv: u64 = pc.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    let mut status = match ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid) {
+        Some((rv, written)) if *rv > seen_rv => written.clone(),
+        _ => pc.status.clone().unwrap_or_default(),
+    };
+    let before = pc.status.clone().unwrap_or_default();
     let generation = pc.metadata.generation;
 
     if !ctx.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&ns) {
@@ -197,6 +206,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
 
     let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
+    tracing::debug!(capture = %pc.name_any(), seen_rv, running, "reconciling");
     if running {
         poll_run(pc, ctx, &pods, &mut status).await;
     } else {
@@ -696,7 +706,13 @@ async fn write_status(
     }
     let api: Api<ProfileCapture> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
     let patch = serde_json::json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture", "status": status});
-    api.patch_status(&pc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let written =
+        api.patch_status(&pc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let rv = written.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    ctx.written
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(pc.uid().unwrap_or_default(), (rv, status));
     Ok(())
 }
 
@@ -732,6 +748,7 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
         }
     }
     ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+    ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
     Ok(Action::await_change())
 }
 
