@@ -467,13 +467,11 @@ pub struct ProfileResult {
     /// How many samples the profile holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<i64>,
-    /// The 5 functions with the highest flat value.
+    /// The 5 functions with the highest flat value. (The flame graph is the SVG beside the
+    /// file: `<type>.svg`.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub top: Vec<TopFunction>,
-    /// The flame graph SVG, relative to the profiles volume.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flamegraph: Option<String>,
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

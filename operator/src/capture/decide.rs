@@ -154,8 +154,17 @@ pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
                 sample_type: p.sample_type.clone(),
                 total: p.total,
                 samples: p.samples.and_then(|s| i64::try_from(s).ok()),
-                top: p.top.iter().take(5).cloned().collect(),
-                flamegraph: p.flamegraph.clone(),
+                // Two decimals are what kubectl shows; they keep a 100-pod status small.
+                top: p
+                    .top
+                    .iter()
+                    .take(5)
+                    .map(|t| TopFunction {
+                        flat_percent: round2(t.flat_percent),
+                        cum_percent: round2(t.cum_percent),
+                        ..t.clone()
+                    })
+                    .collect(),
                 error: p.error.clone(),
                 compared_to_previous: None,
             })
@@ -225,8 +234,38 @@ pub fn compare(previous_run: &str, before: &[TopFunction], after: &[TopFunction]
             .total_cmp(&(a.after_percent - a.before_percent).abs())
             .then_with(|| a.function.cmp(&b.function))
     });
-    shifts.truncate(5);
+    shifts.truncate(3);
     TopComparison { run: previous_run.to_owned(), entered, shifts }
+}
+
+/// The most a run's status may take; Kubernetes objects must stay far below etcd's 1.5 MiB.
+pub const RUN_STATUS_BUDGET: usize = 640 * 1024;
+
+/// Trims a large run's per-profile detail until it fits the budget: first the comparisons'
+/// shifts, then the top functions down to 3 and then 1 per profile. Files and their
+/// checksums are never dropped; `biometrics-agent top FILE` gives the full summary.
+pub fn fit_to_budget(run: &mut biometrics_crds::v1alpha1::CaptureRun, budget: usize) -> bool {
+    let size = |r: &biometrics_crds::v1alpha1::CaptureRun| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+    if size(run) <= budget {
+        return false;
+    }
+    for p in run.pods.iter_mut().flat_map(|p| p.profiles.iter_mut()) {
+        if let Some(c) = p.compared_to_previous.as_mut() {
+            c.shifts.clear();
+        }
+    }
+    for keep in [3, 1] {
+        if size(run) <= budget {
+            break;
+        }
+        for p in run.pods.iter_mut().flat_map(|p| p.profiles.iter_mut()) {
+            p.top.truncate(keep);
+            if let Some(c) = p.compared_to_previous.as_mut() {
+                c.entered.truncate(keep);
+            }
+        }
+    }
+    true
 }
 
 fn round2(v: f64) -> f64 {
@@ -440,5 +479,117 @@ mod tests {
         assert_eq!(firing(&triggers, &l, |_| Some(t("2026-01-01T00:50:00Z")), now).len(), 1);
         let calm = levels(&RuntimeSample { memory_percent: Some(10.0), ..Default::default() }, &thresholds);
         assert!(firing(&triggers, &calm, |_| None, now).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use biometrics_crds::{
+        profile::ProfileType,
+        v1alpha1::{
+            CaptureRun, FlatShift, PodRunResult, PodRuntime, ProfileCaptureStatus, ProfileResult, RunResult,
+            RunSummary, RunTrigger, TopComparison, TopFunction,
+        },
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// A status at the limits: 100 pods × 8 profiles (trace has no top functions), every
+    /// top function named with `name_len` characters.
+    fn full_status(name_len: usize) -> ProfileCaptureStatus {
+        let t = Time("2026-11-27T10:00:00Z".parse().unwrap());
+        let name = |i: usize| format!("{i}{}", "x".repeat(name_len - 1));
+        let top: Vec<TopFunction> = (0..5)
+            .map(|i| TopFunction {
+                function: name(i),
+                flat: 123_456_789_012,
+                flat_percent: 12.34,
+                cum: 987_654_321_098,
+                cum_percent: 98.76,
+            })
+            .collect();
+        let profile = |p: ProfileType| ProfileResult {
+            profile_type: p,
+            path: Some(format!("shop/a-capture-with-a-long-name/s1767225600/api-7d9f8c6b5d-x2x4q/{}", p.file_name())),
+            bytes: Some(12_345_678),
+            sha256: Some("f".repeat(64)),
+            sample_type: Some("inuse_space/bytes".into()),
+            total: Some(123_456_789_012),
+            samples: Some(123_456),
+            top: if p.is_pprof() { top.clone() } else { vec![] },
+            error: None,
+            compared_to_previous: Some(TopComparison {
+                run: "s1767222000".into(),
+                entered: (0..2).map(name).collect(),
+                shifts: (0..3)
+                    .map(|i| FlatShift { function: name(i), before_percent: 1.25, after_percent: 12.5 })
+                    .collect(),
+            }),
+        };
+        let pods: Vec<PodRunResult> = (0..100)
+            .map(|i| PodRunResult {
+                pod: format!("api-7d9f8c6b5d-{i:05}"),
+                result: RunResult::Succeeded,
+                profiles: ProfileType::ALL.iter().map(|p| profile(*p)).collect(),
+                error: None,
+            })
+            .collect();
+        ProfileCaptureStatus {
+            last_run: Some(CaptureRun {
+                id: "s1767225600".into(),
+                trigger: RunTrigger::Schedule,
+                start_time: t.clone(),
+                completion_time: Some(t.clone()),
+                result: RunResult::Succeeded,
+                pods,
+            }),
+            history: (0..50)
+                .map(|i| RunSummary {
+                    id: format!("s{i}"),
+                    trigger: RunTrigger::Schedule,
+                    start_time: t.clone(),
+                    completion_time: Some(t.clone()),
+                    result: RunResult::Succeeded,
+                    pods_succeeded: 100,
+                    pods_failed: 0,
+                })
+                .collect(),
+            pods: (0..100)
+                .map(|i| PodRuntime {
+                    name: format!("api-7d9f8c6b5d-{i:05}"),
+                    sample_time: Some(t.clone()),
+                    heap_alloc_bytes: Some(1 << 30),
+                    heap_sys_bytes: Some(1 << 31),
+                    sys_bytes: Some(1 << 31),
+                    goroutines: Some(5000),
+                    gc_per_second: Some(1.5),
+                    memory_percent: Some(55.5),
+                    levels: None,
+                    error: None,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_full_status_stays_well_under_a_mebibyte() {
+        for name_len in [64, 100, 200] {
+            let mut status = full_status(name_len);
+            let trimmed = super::fit_to_budget(status.last_run.as_mut().unwrap(), super::RUN_STATUS_BUDGET);
+            let bytes = serde_json::to_vec(&status).unwrap().len();
+            eprintln!("100 pods x 8 profiles, {name_len}-character names: {bytes} bytes (trimmed: {trimmed})");
+            assert!(bytes < 800 * 1024, "{bytes} bytes with {name_len}-character names");
+            let top = &status.last_run.as_ref().unwrap().pods[0].profiles[0].top;
+            assert!(!top.is_empty(), "every profile keeps at least its hottest function");
+        }
+    }
+
+    #[test]
+    fn a_small_run_keeps_every_detail() {
+        let mut status = full_status(64);
+        let run = status.last_run.as_mut().unwrap();
+        run.pods.truncate(3);
+        assert!(!super::fit_to_budget(run, super::RUN_STATUS_BUDGET));
+        assert_eq!(run.pods[0].profiles[0].top.len(), 5);
     }
 }

@@ -558,6 +558,9 @@ async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCapt
             }
         }
     }
+    if decide::fit_to_budget(run, decide::RUN_STATUS_BUDGET) {
+        tracing::info!(run = %run.id, "run status trimmed to fit the object size budget");
+    }
     let ok = run.pods.iter().filter(|p| p.result == RunResult::Succeeded).count();
     let profiles: usize = run.pods.iter().map(|p| p.profiles.iter().filter(|q| q.error.is_none()).count()).sum();
     for p in &run.pods {
