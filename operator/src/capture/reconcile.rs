@@ -130,6 +130,16 @@ async fn event(ctx: &Context, pc: &ProfileCapture, type_: EventType, reason: &st
     }
 }
 
+/// The pods of a namespace, from the watch.
+fn pods_in(ctx: &Context, namespace: &str) -> Vec<PodInfo> {
+    ctx.pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
+        .collect()
+}
+
 fn agent_of(namespace: &str, pod: &PodInfo) -> Option<AgentAddr> {
     Some(AgentAddr { namespace: namespace.into(), pod: pod.name.clone(), ip: pod.ip.clone()?, port: pod.agent_port? })
 }
@@ -192,13 +202,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
             return Err(Error::InvalidSpec(e.to_string()));
         }
     };
-    let pods: Vec<PodInfo> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
-        .collect();
+    let pods = pods_in(ctx, &ns);
     let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
     let eligible = decide::eligible(&pods, &selector, max_pods);
     status.selected_pods = Some(i32::try_from(eligible.len()).unwrap_or(i32::MAX));
@@ -582,13 +586,7 @@ async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCapt
     event(ctx, pc, kind, reason, note).await;
     // Retention: each agent prunes its own files beyond keepRuns.
     let keep = u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
-    let all: Vec<PodInfo> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
-        .collect();
+    let all = pods_in(ctx, &ns);
     for pod in all.iter().filter(|p| pods_of_run.contains(&p.name)) {
         if let Some(agent) = agent_of(&ns, pod) {
             let request = RetentionRequest {
@@ -724,13 +722,7 @@ async fn write_status(
 async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
-    let pods: Vec<PodInfo> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
-        .collect();
+    let pods = pods_in(ctx, &ns);
     if let Some(run) = pc.status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
         for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
             if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
