@@ -510,3 +510,41 @@ async fn an_invalid_capture_is_refused_at_apply() {
     let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
     assert!(api.get_opt("bad").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_removes_files_when_asked_and_never_waits_on_a_dead_agent() {
+    let mut world = World::start(&["127.0.0.10", "127.0.0.11"]).await;
+    world.start_operator();
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(&capture_manifest("gone", "  retention:\n    deleteOnRemoval: true\n").replace("[cpu, heap]", "[heap]")),
+    );
+    world
+        .wait_capture("gone", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let dir = world.dir.path().join("profiles").join(NS).join("gone");
+    assert!(dir.exists());
+    // One agent is dead by the time the capture is deleted: deletion still completes.
+    if let Some(mut agent) = world.pods[1].agent.take() {
+        agent.kill();
+    }
+    world.kubectl(&["delete", "pcap", "gone", "-n", NS, "--timeout=60s"], None);
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    assert!(api.get_opt("gone").await.unwrap().is_none());
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .flat_map(|run| {
+                    std::fs::read_dir(run.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|p| p.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(left, ["api-1"], "the live agent removed its files; the dead one's stay for later");
+}
