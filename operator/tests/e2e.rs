@@ -39,6 +39,7 @@ struct World {
     dir: tempfile::TempDir,
     pods: Vec<FakePod>,
     operator: Option<ChildGuard>,
+    operator_metrics: Option<SocketAddr>,
     operators_started: usize,
     public_key: PathBuf,
 }
@@ -80,8 +81,16 @@ impl World {
         let public_key = dir.path().join("operator.pub");
         std::fs::write(&public_key, &public_pem).unwrap();
         std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
-        let mut world =
-            Self { server, client, dir, pods: Vec::new(), operator: None, operators_started: 0, public_key };
+        let mut world = Self {
+            server,
+            client,
+            dir,
+            pods: Vec::new(),
+            operator: None,
+            operator_metrics: None,
+            operators_started: 0,
+            public_key,
+        };
         for (i, ip) in pod_ips.iter().enumerate() {
             world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
         }
@@ -157,6 +166,7 @@ impl World {
         );
         wait_for_listener(metrics, Duration::from_secs(10));
         self.operator = Some(operator);
+        self.operator_metrics = Some(metrics);
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
@@ -261,6 +271,14 @@ async fn a_one_shot_capture_lands_files_and_top_functions_in_status() {
     let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
     assert_eq!(api.get("checkout-now").await.unwrap().status.unwrap().last_run.unwrap().id, run.id);
     assert!(pc.finalizers().iter().any(|f| f == "biometrics.io/profilecapture"));
+    // The operator counts what it did.
+    let metrics = biometrics_test_support::http_get(world.operator_metrics.unwrap(), "/metrics");
+    assert!(metrics.contains(r#"biometrics_operator_captures_total{result="succeeded"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"biometrics_operator_reconciles_total{controller="profilecapture"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"biometrics_operator_agent_call_duration_seconds_count{call="start_capture"} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
