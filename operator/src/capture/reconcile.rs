@@ -50,6 +50,9 @@ use crate::{
 pub const FINALIZER: &str = "biometrics.io/profilecapture";
 const CONTROLLER: &str = "profilecapture";
 
+/// Why a capture has no pod to profile.
+const NO_ELIGIBLE_PODS: &str = "no selected pod is Running and Ready with a biometrics-agent container";
+
 /// Settings of the controller.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -417,7 +420,7 @@ async fn start_run(
                     "Degraded",
                     true,
                     "NoEligiblePods",
-                    "no selected pod is Running and Ready with a biometrics-agent container",
+                    NO_ELIGIBLE_PODS,
                     pc.metadata.generation,
                 );
                 return;
@@ -428,14 +431,8 @@ async fn start_run(
         RunTrigger::Threshold => {}
     }
     if targets.is_empty() {
-        event(
-            ctx,
-            pc,
-            EventType::Warning,
-            "NoEligiblePods",
-            format!("run {} skipped: no selected pod is Running and Ready with a biometrics-agent container", run.id),
-        )
-        .await;
+        event(ctx, pc, EventType::Warning, "NoEligiblePods", format!("run {} skipped: {NO_ELIGIBLE_PODS}", run.id))
+            .await;
         return;
     }
     let mut pods = Vec::new();
@@ -640,14 +637,7 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         })
         .unwrap_or_default();
     if eligible.is_empty() {
-        set_condition(
-            &mut status.conditions,
-            "Degraded",
-            true,
-            "NoEligiblePods",
-            "no selected pod is Running and Ready with a biometrics-agent container",
-            generation,
-        );
+        set_condition(&mut status.conditions, "Degraded", true, "NoEligiblePods", NO_ELIGIBLE_PODS, generation);
     } else if !failed.is_empty() {
         set_condition(&mut status.conditions, "Degraded", true, "PodsFailed", &failed.join("; "), generation);
     } else {

@@ -199,30 +199,28 @@ fn main() {
     redis_bench::run(&release, &work.path().join("redis"));
 }
 
-/// Time from `POST /v1/captures` to its 202, with a real key and token.
-fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
-    let key_dir = dir.join("keys");
-    std::fs::create_dir_all(&key_dir).expect("key dir");
+/// An agent process trusting a fresh key pair, and a token for it.
+pub(crate) struct SignedAgent {
+    pub(crate) addr: SocketAddr,
+    pub(crate) auth: String,
+    _process: ChildGuard,
+}
+
+/// Starts the agent under `dir` with its own key pair; `extra` adds flags.
+pub(crate) fn signed_agent(agent_bin: &Path, dir: &Path, extra: &[&str]) -> SignedAgent {
     let (private_pem, public_pem) = bench_keys();
-    std::fs::write(key_dir.join("operator.pub"), &public_pem).expect("key");
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("operator.pub"), public_pem).expect("key");
     let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let _agent = ChildGuard::spawn(
+    let process = ChildGuard::spawn(
         "biometrics-agent",
         Command::new(agent_bin)
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--pod-name",
-                "bench",
-                "--pod-namespace",
-                "bench",
-                "--max-captures",
-                "100000",
-            ])
+            .args(["--listen", &addr.to_string(), "--pod-name", "bench", "--pod-namespace", "bench"])
+            .args(extra)
             .arg("--profiles-dir")
-            .arg(dir.join("profiles-accept"))
+            .arg(dir.join("profiles"))
             .arg("--operator-public-key")
-            .arg(key_dir.join("operator.pub"))
+            .arg(dir.join("operator.pub"))
             .env("BIOMETRICS_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -231,7 +229,13 @@ fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
     let token =
         biometrics_agent::auth::mint(private_pem.as_bytes(), "bench", "bench", biometrics_agent::auth::unix_now(), 600)
             .expect("token");
-    let auth = format!("Bearer {token}");
+    SignedAgent { addr, auth: format!("Bearer {token}"), _process: process }
+}
+
+/// Time from `POST /v1/captures` to its 202, with a real key and token.
+fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
+    let agent = signed_agent(agent_bin, &dir.join("accept"), &["--max-captures", "100000"]);
+    let (addr, auth) = (agent.addr, agent.auth.clone());
     let mut times = Vec::new();
     for i in 0..300 {
         let body = serde_json::json!({

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use biometrics_test_support::{ChildGuard, RedisServer, free_port, http_request, redis_load, wait_for_listener};
+use biometrics_test_support::{RedisServer, http_request, redis_load};
 
 const MATCHING: usize = 1_000_000;
 const OTHERS: usize = 1_000_000;
@@ -50,34 +50,10 @@ fn ping_probe(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandl
     })
 }
 
-struct Agent {
-    addr: SocketAddr,
-    auth: String,
-    _process: ChildGuard,
-}
+use crate::{SignedAgent as Agent, signed_agent};
 
 fn start_agent(agent_bin: &Path, dir: &Path) -> Agent {
-    let (private_pem, public_pem) = crate::bench_keys();
-    std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(dir.join("operator.pub"), public_pem).expect("key");
-    let addr = SocketAddr::new(crate::LOCALHOST, free_port(crate::LOCALHOST));
-    let process = ChildGuard::spawn(
-        "biometrics-agent",
-        Command::new(agent_bin)
-            .args(["--listen", &addr.to_string(), "--pod-name", "bench", "--pod-namespace", "bench"])
-            .arg("--profiles-dir")
-            .arg(dir.join("profiles"))
-            .arg("--operator-public-key")
-            .arg(dir.join("operator.pub"))
-            .env("BIOMETRICS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_listener(addr, Duration::from_secs(10));
-    let token =
-        biometrics_agent::auth::mint(private_pem.as_bytes(), "bench", "bench", biometrics_agent::auth::unix_now(), 600)
-            .expect("token");
-    Agent { addr, auth: format!("Bearer {token}"), _process: process }
+    signed_agent(agent_bin, dir, &[])
 }
 
 /// Runs one invalidation through the agent; returns its wall time and status.
