@@ -47,5 +47,5 @@ e2e: setup
 
 # Release builds of what is measured, then the figures (not part of `make test`).
 bench: setup
-	$(CARGO) build --release --locked -p biometrics-agent -p biometrics-bench
+	$(CARGO) build --release --locked -p biometrics-agent -p biometrics-operator -p biometrics-test-apiserver -p biometrics-bench
 	./target/release/biometrics-bench

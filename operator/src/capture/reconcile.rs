@@ -133,14 +133,22 @@ async fn event(ctx: &Context, pc: &ProfileCapture, type_: EventType, reason: &st
     }
 }
 
-/// The pods of a namespace, from the watch.
-fn pods_in(ctx: &Context, namespace: &str) -> Vec<PodInfo> {
+/// The pods of a namespace that a selector selects (all with `None`), from the watch. Only
+/// those are read into `PodInfo`: with thousands of pods, a reconcile must not copy them all.
+fn pods_in(ctx: &Context, namespace: &str, selector: Option<&PodSelector>) -> Vec<PodInfo> {
     ctx.pods
         .state()
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .filter(|p| selector.is_none_or(|s| s.matches(p.labels())))
         .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
         .collect()
+}
+
+/// One pod of a namespace by name, from the watch.
+fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
+    let key = reflector::ObjectRef::<Pod>::new(name).within(namespace);
+    ctx.pods.get(&key).map(|p| decide::pod_info(&p, ctx.settings.default_agent_port))
 }
 
 fn agent_of(namespace: &str, pod: &PodInfo) -> Option<AgentAddr> {
@@ -205,7 +213,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
             return Err(Error::InvalidSpec(e.to_string()));
         }
     };
-    let pods = pods_in(ctx, &ns);
+    let pods = pods_in(ctx, &ns, Some(&selector));
     let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
     let eligible = decide::eligible(&pods, &selector, max_pods);
     status.selected_pods = Some(i32::try_from(eligible.len()).unwrap_or(i32::MAX));
@@ -215,7 +223,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
     tracing::debug!(capture = %pc.name_any(), seen_rv, running, "reconciling");
     if running {
-        poll_run(pc, ctx, &pods, &mut status).await;
+        poll_run(pc, ctx, &mut status).await;
     } else {
         let due = decide::due(pc, now).map_err(Error::InvalidSpec)?;
         let due = due.or_else(|| threshold_run(pc, &status, &eligible, now));
@@ -500,19 +508,19 @@ fn summary(run: &CaptureRun) -> RunSummary {
     }
 }
 
-async fn poll_run(pc: &ProfileCapture, ctx: &Context, pods: &[PodInfo], status: &mut ProfileCaptureStatus) {
+async fn poll_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptureStatus) {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let Some(run) = status.last_run.as_mut() else { return };
     let run_id = run.id.clone();
     let mut failures = Vec::new();
     for pod_result in run.pods.iter_mut().filter(|p| p.result == RunResult::Running) {
-        let Some(pod) = pods.iter().find(|p| p.name == pod_result.pod) else {
+        let Some(pod) = pod_named(ctx, &ns, &pod_result.pod) else {
             *pod_result = decide::pod_failed(&pod_result.pod, "the pod is gone".into());
             failures.push(pod_result.clone());
             continue;
         };
-        let Some(agent) = agent_of(&ns, pod) else {
+        let Some(agent) = agent_of(&ns, &pod) else {
             *pod_result = decide::pod_failed(&pod_result.pod, "the pod has no IP or agent".into());
             failures.push(pod_result.clone());
             continue;
@@ -583,9 +591,8 @@ async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCapt
     event(ctx, pc, kind, reason, note).await;
     // Retention: each agent prunes its own files beyond keepRuns.
     let keep = u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
-    let all = pods_in(ctx, &ns);
-    for pod in all.iter().filter(|p| pods_of_run.contains(&p.name)) {
-        if let Some(agent) = agent_of(&ns, pod) {
+    for pod in pods_of_run.iter().filter_map(|name| pod_named(ctx, &ns, name)) {
+        if let Some(agent) = agent_of(&ns, &pod) {
             let request = RetentionRequest {
                 capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
                 keep_runs: keep,
@@ -712,7 +719,7 @@ async fn write_status(
 async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
-    let pods = pods_in(ctx, &ns);
+    let pods = pods_in(ctx, &ns, None);
     if let Some(run) = pc.status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
         for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
             if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
@@ -779,6 +786,8 @@ pub async fn run(
                 .map(|pc| reflector::ObjectRef::from_obj(pc.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // Bounded: thousands of captures must not all hold agent calls open at once.
+        .with_config(kube::runtime::controller::Config::default().concurrency(32))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

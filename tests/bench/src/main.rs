@@ -21,6 +21,7 @@ use biometrics_agent::profile::proto;
 use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, repo_root, wait_for_listener};
 use prost::Message;
 
+mod operator_bench;
 mod redis_bench;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -148,10 +149,11 @@ fn main() {
     let release = repo_root().join("target/release/biometrics-agent");
     assert!(release.exists(), "build the agent first: cargo build --release -p biometrics-agent");
     let work = tempfile::tempdir().expect("temp dir");
-    // `biometrics-bench redis` runs the Redis part alone.
-    if std::env::args().nth(1).as_deref() == Some("redis") {
-        redis_bench::run(&release, &work.path().join("redis"));
-        return;
+    // `biometrics-bench redis` and `biometrics-bench operator` run one part alone.
+    match std::env::args().nth(1).as_deref() {
+        Some("redis") => return redis_bench::run(&release, &work.path().join("redis")),
+        Some("operator") => return operator_bench::run(work.path()),
+        _ => {}
     }
     println!("== agent: pprof summaries (goal: >= 10x faster, >= 5x less memory on the large file)");
     let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
@@ -197,6 +199,7 @@ fn main() {
     accept_latency(&release, work.path(), target.addr.port());
     parse_latency(&target);
     redis_bench::run(&release, &work.path().join("redis"));
+    operator_bench::run(work.path());
 }
 
 /// An agent process trusting a fresh key pair, and a token for it.
