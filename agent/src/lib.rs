@@ -134,8 +134,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         max_request_bytes: config.max_request_bytes,
         cache: cache::CacheService::new(config.cache_limits.clone(), config.pod.clone()),
     };
-    let listener =
-        server::bind(config.listen).await.map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let sampler = tokio::spawn(sample_forever(config.clone(), runtime));
     tracing::info!(listen = %config.listen, pod = %format!("{}/{}", config.namespace, config.pod), "agent serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
 use axum::{
@@ -233,14 +233,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
-
-/// Binds the listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-/// How long to wait for in-flight requests after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 async fn create_invalidation(State(state): State<AppState>, body: Body) -> Response {
     let request: crate::api::InvalidationRequest = match parse_body(body, state.max_request_bytes).await {

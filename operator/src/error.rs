@@ -6,14 +6,6 @@ pub enum Error {
     /// The Kubernetes API refused or failed a request.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// An agent could not be reached or answered an error.
-    #[error("agent {pod}: {reason}")]
-    Agent {
-        /// The pod.
-        pod: String,
-        /// Why.
-        reason: String,
-    },
     /// The object cannot be acted on until it changes (bad schedule, bad selector).
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -36,7 +28,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
-            Self::Agent { .. } => "agent",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Signing(_) => "signing",
             Self::Config(_) => "config",

@@ -127,7 +127,7 @@ fn json_ok(body: &Value) -> Response {
 }
 
 /// Answers `/openapi/v3` and `/openapi/v3/<group-version path>`.
-pub fn serve(state: &AppState, path: &str, _query: &str) -> Result<Response, ApiError> {
+pub fn serve(state: &AppState, path: &str) -> Result<Response, ApiError> {
     let registry = state.store.registry();
     let types: Vec<&ResourceType> = registry.all().collect();
     if path == "/openapi/v3" || path == "/openapi/v3/" {

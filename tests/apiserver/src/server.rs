@@ -223,7 +223,7 @@ async fn route(
             return Ok(json_response(StatusCode::OK, &crate::discovery::group_list(&state.store.registry()), &[]));
         }
         (&Method::GET, p) if p.starts_with("/openapi/") => {
-            return crate::openapi::serve(state, p, uri.query().unwrap_or(""));
+            return crate::openapi::serve(state, p);
         }
         (&Method::GET, p) if p.starts_with("/apis/") && p.trim_matches('/').split('/').count() == 2 => {
             let group = p.trim_matches('/').split('/').nth(1).unwrap_or_default();
