@@ -110,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/retention", post(retention))
         .route("/v1/debug/pprof/profile", get(self_profile))
         .route("/v1/cache/invalidations", post(create_invalidation))
-        .route("/v1/cache/invalidations/{id}", get(get_invalidation))
+        .route("/v1/cache/invalidations/{id}", get(get_invalidation).delete(cancel_invalidation))
         .route("/v1/cache/enforce", post(enforce))
         .route("/v1/cache/stats", post(cache_stats))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
@@ -247,6 +247,13 @@ async fn create_invalidation(State(state): State<AppState>, body: Body) -> Respo
 
 async fn get_invalidation(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.cache.jobs.status(&id) {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(StatusCode::NOT_FOUND, format!("no invalidation {id:?}")),
+    }
+}
+
+async fn cancel_invalidation(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.cache.jobs.cancel(&id) {
         Some(status) => json(StatusCode::OK, &status),
         None => error(StatusCode::NOT_FOUND, format!("no invalidation {id:?}")),
     }

@@ -567,3 +567,31 @@ fn tls_connections_verify_the_server() {
     assert_eq!(s["reachable"], false, "{s}");
     assert!(!s.to_string().contains("tls-secret"));
 }
+
+#[test]
+fn a_cancelled_invalidation_stops_and_keeps_what_it_did_not_reach() {
+    let server = RedisServer::start(&[]);
+    let agent = Agent::start(None, &["--redis-max-ops-per-second", "2000"]);
+    redis_load(server.addr.port(), &(0..20_000).map(|i| set_cmd(&format!("{PREFIX}bulk:{i}"))).collect::<Vec<_>>());
+    let request = invalidation("inv-cancel", target(&server), json!({"name": "bulk", "pattern": "bulk:*"}));
+    assert_eq!(agent.request("POST", "/v1/cache/invalidations", Some(&request)).0, 202);
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, body) = agent.request("DELETE", "/v1/cache/invalidations/inv-cancel", None);
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stopped = loop {
+        let s = agent.request("GET", "/v1/cache/invalidations/inv-cancel", None).1;
+        if s["state"] != "Running" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stopped["state"], "Failed", "{stopped}");
+    assert!(stopped["error"].as_str().unwrap().contains("cancelled"), "{stopped}");
+    let left = keys(&server).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(keys(&server).len(), left, "nothing is deleted after the cancellation");
+    assert!(left > 10_000, "most keys were not reached: {left} left");
+    assert_eq!(agent.request("DELETE", "/v1/cache/invalidations/nope", None).0, 404);
+}

@@ -28,6 +28,16 @@ const DONE_TTL: Duration = Duration::from_secs(24 * 3600);
 struct Entry {
     status: InvalidationStatus,
     finished: Option<Instant>,
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+/// Aborts a spawned task when dropped, so a cancelled job leaves no heartbeat behind.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The table of invalidation jobs.
@@ -118,11 +128,23 @@ impl Jobs {
             table.remove(&oldest.1);
         }
         let status = running(&req.id);
-        table.insert(req.id.clone(), Entry { status: status.clone(), finished: None });
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        table.insert(req.id.clone(), Entry { status: status.clone(), finished: None, cancel: cancel.clone() });
         drop(table);
         let jobs = self.clone();
-        tokio::spawn(async move { jobs.run(req, pool, pod).await });
+        tokio::spawn(async move { jobs.run(req, pool, pod, cancel).await });
         Ok(status)
+    }
+
+    /// Stops a running job (its lease marker expires on its own, so another agent can
+    /// redo the rest); the status of a finished one is left as it is.
+    pub fn cancel(&self, id: &str) -> Option<InvalidationStatus> {
+        let table = self.lock();
+        let entry = table.get(id)?;
+        if entry.finished.is_none() {
+            entry.cancel.notify_one();
+        }
+        Some(entry.status.clone())
     }
 
     /// A job's status.
@@ -136,9 +158,12 @@ impl Jobs {
         }
     }
 
-    async fn run(&self, req: InvalidationRequest, pool: Pool, pod: String) {
+    async fn run(&self, req: InvalidationRequest, pool: Pool, pod: String, cancel: Arc<tokio::sync::Notify>) {
         let started = Instant::now();
-        let outcome = self.execute(&req, &pool, &pod, started).await;
+        let outcome = tokio::select! {
+            outcome = self.execute(&req, &pool, &pod, started) => outcome,
+            () = cancel.notified() => Err(CacheError::Command("cancelled by the operator".into())),
+        };
         if let Err(CacheError::Connect(_)) = &outcome {
             pool.forget(&req.redis);
         }
@@ -201,7 +226,7 @@ impl Jobs {
         }
         let heartbeat = {
             let (mut r, marker, value) = (redis.clone(), marker.clone(), format!("running:{pod}"));
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LEASE / 3).await;
                     let _: Result<Option<String>, _> = r
@@ -211,10 +236,10 @@ impl Jobs {
                         )
                         .await;
                 }
-            })
+            }))
         };
         let result = self.delete(req, &mut redis).await;
-        heartbeat.abort();
+        drop(heartbeat);
         match result {
             Ok(()) => {
                 let status = self.status(&req.id).unwrap_or_else(|| running(&req.id));

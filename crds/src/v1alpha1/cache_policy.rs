@@ -389,6 +389,42 @@ pub struct CachePolicyStatus {
     /// The worst of `levels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_level: Option<ThresholdLevel>,
+
+    /// The latest strategy enforcement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<EnforcementStatus>,
+
+    /// The value of the annotation `biometrics.io/invalidate-now` already acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_invalidate_now: Option<String>,
+}
+
+/// The latest enforcement of `spec.strategy` by the executor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementStatus {
+    /// When it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_enforce_time: Option<Time>,
+    /// A digest of the strategy, key prefix and Redis it was enforced for: a change of any
+    /// of them enforces again at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_strategy: Option<String>,
+    /// Whether it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<InvalidationResult>,
+    /// The server's `maxmemory-policy` read back afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_policy: Option<String>,
+    /// Keys evicted to respect `maxKeys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_trimmed: Option<i64>,
+    /// Keys given (or cut down to) the strategy's TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_given_ttl: Option<i64>,
+    /// Warnings, or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The cache's health as the executor last sampled it.
@@ -480,6 +516,23 @@ pub struct InvalidationStatus {
     /// The `metadata.generation` whose version of the rule last ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_generation: Option<i64>,
+    /// The agent job id of the latest run (`<policy-uid>-<rule>-<trigger-key>`): the same
+    /// work sent again, to any agent, is done once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The pod whose agent ran (or runs) the latest run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// Keys that an executor lost during the run had deleted; included in `keysDeleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_over: Option<i64>,
+    /// The latest fire time of `schedule` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The pod-template revision of the `onRolloutOf` workload the rule last ran for (or
+    /// found when it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_revision: Option<String>,
 }
 
 /// The threshold level of each cache health metric; one that could not be measured has
