@@ -114,7 +114,7 @@ fn each_rule_kind_deletes_exactly_its_keys() {
         assert!(!left.contains(&format!("{PREFIX}{k}")), "{k} should be gone");
     }
     assert!(left.contains("other:user:1"), "a tag set cannot reach outside the prefix");
-    assert_eq!(s["keysDeleted"], 3, "session:2 carries both tags and is counted once: {s}");
+    assert_eq!(s["keysDeleted"], 5, "session:2 carries both tags and is counted once; the 2 sets count: {s}");
 
     let s = run_invalidation(
         &agent,
@@ -324,6 +324,12 @@ fn faults_fail_cleanly_and_never_show_the_password() {
         "{inv}"
     );
 
+    // The same id sent again once it failed runs again (here with the right password).
+    let right_once = json!({"address": server.addr.to_string(), "password": secret});
+    let retried =
+        run_invalidation(&agent, &invalidation("inv-wrongpass", right_once, json!({"name": "x", "pattern": "none:*"})));
+    assert_eq!(retried["state"], "Succeeded", "{retried}");
+
     // Killed mid-invalidation: the job fails with what it did so far, the agent keeps serving.
     let right = json!({"address": server.addr.to_string(), "password": secret});
     let port = server.addr.port();
@@ -432,7 +438,7 @@ fn the_core_cases_on_a_three_master_cluster() {
         &agent,
         &invalidation("cl-tags", cluster_target(&cluster), json!({"name": "t", "tags": ["active"]})),
     );
-    assert_eq!(s["keysDeleted"], 2, "{s}");
+    assert_eq!(s["keysDeleted"], 3, "two members and the set: {s}");
     cluster.cli(&["set", &format!("{PREFIX}solo"), "v"]);
     let s = run_invalidation(
         &agent,

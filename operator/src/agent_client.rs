@@ -23,6 +23,39 @@ pub struct AgentAddr {
     pub port: u16,
 }
 
+/// Why an agent call failed: the agent's HTTP status when it answered, and the reason
+/// (the agent's own `error` when it gave one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentError {
+    /// The HTTP status, when the agent answered.
+    pub status: Option<u16>,
+    /// The reason.
+    pub message: String,
+}
+
+impl AgentError {
+    fn other(message: impl Into<String>) -> Self {
+        Self { status: None, message: message.into() }
+    }
+
+    /// The agent does not know the thing asked about (e.g. it restarted since).
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<AgentError> for String {
+    fn from(e: AgentError) -> Self {
+        e.message
+    }
+}
+
 /// Calls agents.
 #[derive(Clone)]
 pub struct AgentClient {
@@ -49,11 +82,11 @@ impl AgentClient {
         path: &str,
         body: Option<&B>,
         label: &str,
-    ) -> Result<R, String> {
-        let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| e.to_string())?;
+    ) -> Result<R, AgentError> {
+        let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| AgentError::other(e.to_string()))?;
         let host = if agent.ip.contains(':') { format!("[{}]", agent.ip) } else { agent.ip.clone() };
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+            Some(b) => serde_json::to_vec(b).map_err(|e| AgentError::other(e.to_string()))?,
             None => Vec::new(),
         };
         let request = hyper::Request::builder()
@@ -62,32 +95,36 @@ impl AgentClient {
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AgentError::other(e.to_string()))?;
         let started = Instant::now();
         let exchange = async {
             let response = self
                 .http
                 .request(request)
                 .await
-                .map_err(|e| format!("agent unreachable at {host}:{}: {e}", agent.port))?;
+                .map_err(|e| AgentError::other(format!("agent unreachable at {host}:{}: {e}", agent.port)))?;
             let status = response.status();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("reading the agent's answer: {e}"))?
+                .map_err(|e| AgentError::other(format!("reading the agent's answer: {e}")))?
                 .to_bytes();
             if !status.is_success() {
                 let reason = serde_json::from_slice::<biometrics_agent_api::ErrorBody>(&body)
                     .map(|e| e.error)
                     .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-                return Err(format!("agent answered {status}: {reason}"));
+                return Err(AgentError {
+                    status: Some(status.as_u16()),
+                    message: format!("agent answered {status}: {reason}"),
+                });
             }
-            serde_json::from_slice(&body).map_err(|e| format!("unexpected answer from the agent: {e}"))
+            serde_json::from_slice(&body)
+                .map_err(|e| AgentError::other(format!("unexpected answer from the agent: {e}")))
         };
         let result = tokio::time::timeout(self.timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("agent did not answer within {:?}", self.timeout)));
+            .unwrap_or_else(|_| Err(AgentError::other(format!("agent did not answer within {:?}", self.timeout))));
         self.metrics.agent_calls.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
         result
     }

@@ -26,6 +26,29 @@ pub struct Performance {
     /// `alerting:`.
     #[serde(default)]
     pub alerting: Alerting,
+    /// `cache:`.
+    #[serde(default)]
+    pub cache: CacheSection,
+}
+
+/// `performance.cache:` — how the CachePolicy controller paces its Redis work (the
+/// connection settings themselves are per policy).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct CacheSection {
+    /// How often each policy's strategy is enforced again, to catch drift.
+    #[serde(default = "default_enforce_interval")]
+    pub enforce_interval: biometrics_crds::duration::Duration,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self { enforce_interval: default_enforce_interval() }
+    }
+}
+
+fn default_enforce_interval() -> biometrics_crds::duration::Duration {
+    biometrics_crds::duration::Duration::from_secs(300)
 }
 
 /// `performance.profiling:`.
@@ -95,10 +118,11 @@ mod tests {
 
     #[test]
     fn reads_the_origin_shape() {
-        let c = ConfigFile::parse("performance:\n  profiling:\n    max_pods: 5\n    agent_timeout: 3s\n  metrics:\n    interval: 10s\n  alerting:\n    goroutine_threshold: 5000\n").unwrap();
+        let c = ConfigFile::parse("performance:\n  profiling:\n    max_pods: 5\n    agent_timeout: 3s\n  metrics:\n    interval: 10s\n  alerting:\n    goroutine_threshold: 5000\n  cache:\n    enforce_interval: 1m\n").unwrap();
         assert_eq!(c.performance.profiling.max_pods, Some(5));
         assert_eq!(c.performance.metrics.interval.as_std().as_secs(), 10);
         assert_eq!(c.performance.alerting.goroutine_threshold, Some(5000.0));
+        assert_eq!(c.performance.cache.enforce_interval.as_std().as_secs(), 60);
         assert_eq!(ConfigFile::parse("").unwrap_or_default(), ConfigFile::default());
     }
 

@@ -3,22 +3,31 @@
 //! acts at a time (a Lease); the agents trust it through the key it publishes.
 
 pub mod agent_client;
+pub mod cache;
 pub mod capture;
 pub mod config;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod pods;
 pub mod signing;
+pub mod status;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client, runtime::reflector};
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Pod,
+};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, reflector, watcher},
+};
 
 use crate::{
     agent_client::AgentClient,
-    capture::reconcile::{Context, Settings},
     config::ConfigFile,
     error::{Error, Result},
     metrics::Metrics,
@@ -95,21 +104,103 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     let key = SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret).await?;
     let agent_timeout = config.defaults.performance.profiling.agent_timeout.as_std();
     let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone());
+    let poll_interval = Duration::from_secs(1);
+    let metrics_interval = config.defaults.performance.metrics.interval.as_std();
+    let api = |client: &Client| Scoped { client: client.clone(), namespace: config.watch_namespace.clone() };
+
+    // One watch of Pods feeds both controllers.
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let settings = Settings {
-        default_agent_port: config.agent_port,
-        metrics_interval: config.defaults.performance.metrics.interval.as_std(),
-        default_max_pods: config.defaults.performance.profiling.max_pods.and_then(|m| usize::try_from(m).ok()),
-        poll_interval: Duration::from_secs(1),
-    };
-    let ctx = Arc::new(Context::new(client.clone(), pod_reader, agents, key, metrics, settings, &config.identity));
-    let (captures, pods) = match &config.watch_namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::<Pod>::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::<Pod>::all(client.clone())),
-    };
+    let pod_events = watcher(api(&client).of::<Pod>(), watcher::Config::default())
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let (to_captures, for_captures) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
+    let (to_policies, for_policies) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
+    let fan_out = pod_events.for_each(move |event| {
+        let (to_captures, to_policies) = (to_captures.clone(), to_policies.clone());
+        async move {
+            match event {
+                Ok(pod) => {
+                    let pod = Arc::new(pod);
+                    let _ = to_captures.send(pod.clone()).await;
+                    let _ = to_policies.send(pod).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "pod watch"),
+            }
+        }
+    });
+
+    let capture_ctx = Arc::new(capture::reconcile::Context::new(
+        client.clone(),
+        pod_reader.clone(),
+        agents.clone(),
+        key.clone(),
+        metrics.clone(),
+        capture::reconcile::Settings {
+            default_agent_port: config.agent_port,
+            metrics_interval,
+            default_max_pods: config.defaults.performance.profiling.max_pods.and_then(|m| usize::try_from(m).ok()),
+            poll_interval,
+        },
+        &config.identity,
+    ));
+    let (deployment_reader, deployment_writer) = reflector::store::<Deployment>();
+    let (statefulset_reader, statefulset_writer) = reflector::store::<StatefulSet>();
+    let deployments = watcher(api(&client).of::<Deployment>(), watcher::Config::default())
+        .default_backoff()
+        .reflect(deployment_writer)
+        .touched_objects();
+    let statefulsets = watcher(api(&client).of::<StatefulSet>(), watcher::Config::default())
+        .default_backoff()
+        .reflect(statefulset_writer)
+        .touched_objects();
+    let cache_ctx = Arc::new(cache::reconcile::Context::new(
+        client.clone(),
+        pod_reader,
+        deployment_reader,
+        statefulset_reader,
+        agents,
+        key,
+        metrics,
+        cache::reconcile::Settings {
+            default_agent_port: config.agent_port,
+            stats_interval: metrics_interval,
+            enforce_interval: config.defaults.performance.cache.enforce_interval.as_std(),
+            poll_interval,
+        },
+        &config.identity,
+    ));
+    let controllers = futures::future::join3(
+        fan_out,
+        capture::reconcile::run(capture_ctx, api(&client).of(), receiver_stream(for_captures)),
+        cache::reconcile::run(cache_ctx, api(&client).of(), receiver_stream(for_policies), deployments, statefulsets),
+    );
     tokio::select! {
-        () = capture::run(ctx, captures, pods, pod_writer) => Ok(()),
+        _ = controllers => Ok(()),
         lost = elector.hold() => Err(lost),
         () = &mut shutdown => Ok(()),
     }
+}
+
+/// An `Api` of any namespaced kind, in the watched namespace or all.
+struct Scoped {
+    client: Client,
+    namespace: Option<String>,
+}
+
+impl Scoped {
+    fn of<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+fn receiver_stream<T>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(receiver, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }

@@ -1,6 +1,6 @@
 //! The operator's Prometheus metrics, served on `/metrics`.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Every metric the operator keeps.
 #[derive(Clone)]
@@ -16,6 +16,10 @@ pub struct Metrics {
     pub captures: IntCounterVec,
     /// Agent call latency, by call.
     pub agent_calls: HistogramVec,
+    /// Invalidations finished, by result.
+    pub invalidations: IntCounterVec,
+    /// Keys deleted by invalidations.
+    pub keys_deleted: IntCounter,
 }
 
 impl Default for Metrics {
@@ -43,16 +47,22 @@ impl Default for Metrics {
             &["call"],
         )
         .expect("metric");
+        let invalidations =
+            IntCounterVec::new(Opts::new("invalidations_total", "Invalidations finished, by result"), &["result"])
+                .expect("metric");
+        let keys_deleted = IntCounter::new("invalidated_keys_total", "Keys deleted by invalidations").expect("metric");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(captures.clone()),
             Box::new(agent_calls.clone()),
+            Box::new(invalidations.clone()),
+            Box::new(keys_deleted.clone()),
         ] {
             registry.register(c).expect("registered once");
         }
-        Self { registry, reconciles, failures, reconcile_duration, captures, agent_calls }
+        Self { registry, reconciles, failures, reconcile_duration, captures, agent_calls, invalidations, keys_deleted }
     }
 }
 

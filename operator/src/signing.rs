@@ -2,7 +2,10 @@
 //! start), and its public half published as the ConfigMap `biometrics-trust` (key
 //! `operator.pub`) in every namespace whose pods the operator instructs.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -25,6 +28,8 @@ pub struct SigningKey {
     private_pem: String,
     /// The public key (SPKI PEM).
     pub public_pem: String,
+    /// Namespaces this process has published the public key in.
+    published: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -38,6 +43,7 @@ impl SigningKey {
     pub fn generate() -> Result<Self> {
         let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
         Ok(Self {
+            published: Arc::default(),
             private_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(|e| Error::Signing(e.to_string()))?.to_string(),
             public_pem: key
                 .verifying_key()
@@ -67,7 +73,9 @@ impl SigningKey {
                 let data = secret.data.unwrap_or_default();
                 let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
                 return match (field(PRIVATE_KEY), field(TRUST_KEY)) {
-                    (Some(private_pem), Some(public_pem)) => Ok(Self { private_pem, public_pem }),
+                    (Some(private_pem), Some(public_pem)) => {
+                        Ok(Self { private_pem, public_pem, published: Arc::default() })
+                    }
                     _ => Err(Error::Signing(format!("Secret {namespace}/{name} lacks {PRIVATE_KEY} or {TRUST_KEY}"))),
                 };
             }
@@ -100,6 +108,16 @@ impl SigningKey {
             "data": {TRUST_KEY: self.public_pem},
         });
         api.patch(TRUST_CONFIGMAP, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+        Ok(())
+    }
+
+    /// Publishes the public key in `namespace` unless this process already has.
+    pub async fn ensure_published(&self, client: Client, namespace: &str) -> Result<()> {
+        if self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(namespace) {
+            return Ok(());
+        }
+        self.publish(client, namespace).await?;
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(namespace.to_owned());
         Ok(())
     }
 }

@@ -2,216 +2,25 @@
 //! loopback addresses where a real agent listens beside a real Go program; captures applied
 //! with kubectl.
 
+mod common;
+
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use biometrics_crds::v1alpha1::{CapturePhase, ProfileCapture, RunResult};
-use biometrics_test_apiserver::TestApiServer;
 use biometrics_test_support::{
-    ChildGuard, GoTarget, free_port, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
+    ChildGuard, GoTarget, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::json;
-
-const NS: &str = "shop";
-const OPERATOR_NS: &str = "biometrics-system";
-
-/// One "pod": a Go target and an agent on the pod's own loopback address.
-struct FakePod {
-    name: String,
-    ip: IpAddr,
-    _target: GoTarget,
-    agent: Option<ChildGuard>,
-}
-
-struct World {
-    server: TestApiServer,
-    client: Client,
-    dir: tempfile::TempDir,
-    pods: Vec<FakePod>,
-    operator: Option<ChildGuard>,
-    operator_metrics: Option<SocketAddr>,
-    operators_started: usize,
-    public_key: PathBuf,
-}
-
-fn kubeconfig_path(dir: &Path) -> PathBuf {
-    dir.join("kubeconfig")
-}
-
-impl World {
-    async fn start(pod_ips: &[&str]) -> Self {
-        biometrics_operator::install_crypto();
-        let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
-        server.create_from_files(&crds).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        server.write_kubeconfig(&kubeconfig_path(dir.path())).unwrap();
-        let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
-        let client = Client::try_from(
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
-        )
-        .unwrap();
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        for ns in [NS, OPERATOR_NS] {
-            namespaces
-                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
-                .await
-                .unwrap();
-        }
-        // The operator's signing key, made ahead so the agents can be given its public half.
-        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
-        let private_pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
-        let public_pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NS);
-        secrets
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "biometrics-operator-signing-key"}, "stringData": {"operator.key": private_pem, "operator.pub": public_pem}})).unwrap())
-            .await
-            .unwrap();
-        let public_key = dir.path().join("operator.pub");
-        std::fs::write(&public_key, &public_pem).unwrap();
-        std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
-        let mut world = Self {
-            server,
-            client,
-            dir,
-            pods: Vec::new(),
-            operator: None,
-            operator_metrics: None,
-            operators_started: 0,
-            public_key,
-        };
-        for (i, ip) in pod_ips.iter().enumerate() {
-            world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
-        }
-        world
-    }
-
-    fn start_agent(&self, name: &str, ip: IpAddr) -> ChildGuard {
-        let addr = SocketAddr::new(ip, 9477);
-        let agent = ChildGuard::spawn(
-            "biometrics-agent",
-            Command::new(workspace_binary("biometrics-agent"))
-                .args([
-                    "--listen",
-                    &addr.to_string(),
-                    "--pod-name",
-                    name,
-                    "--pod-namespace",
-                    NS,
-                    "--target-port",
-                    "6060",
-                    "--sample-interval",
-                    "1s",
-                ])
-                .arg("--target-host")
-                .arg(ip.to_string())
-                .arg("--profiles-dir")
-                .arg(self.dir.path().join("profiles"))
-                .arg("--operator-public-key")
-                .arg(&self.public_key)
-                .env("BIOMETRICS_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for_listener(addr, Duration::from_secs(10));
-        agent
-    }
-
-    async fn add_pod(&mut self, name: &str, ip: IpAddr) {
-        let target = GoTarget::start(SocketAddr::new(ip, 6060));
-        let agent = self.start_agent(name, ip);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
-        let pod = json!({
-            "metadata": {"name": name, "labels": {"app": "api"}, "annotations": {"biometrics.io/agent-port": "9477"}},
-            "spec": {"containers": [{"name": "app", "image": "api"}, {"name": "biometrics-agent", "image": "agent"}]}
-        });
-        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
-        let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(), "conditions": [{"type": "Ready", "status": "True"}]}});
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-        self.pods.push(FakePod { name: name.into(), ip, _target: target, agent: Some(agent) });
-    }
-
-    fn start_operator(&mut self) {
-        let identity = format!("operator-{}", self.operators_started);
-        self.operators_started += 1;
-        let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
-        let operator = ChildGuard::spawn(
-            "biometrics-operator",
-            Command::new(env!("CARGO_BIN_EXE_biometrics-operator"))
-                .args([
-                    "--metrics-addr",
-                    &metrics.to_string(),
-                    "--namespace",
-                    OPERATOR_NS,
-                    "--identity",
-                    &identity,
-                    "--lease-duration",
-                    "4s",
-                ])
-                .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
-                .env("BIOMETRICS_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(format!("{identity}.log"))).unwrap())),
-        );
-        wait_for_listener(metrics, Duration::from_secs(10));
-        self.operator = Some(operator);
-        self.operator_metrics = Some(metrics);
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new(repo_root().join(".tools/bin/kubectl"))
-            .args(args)
-            .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
-            .env("KUBECACHEDIR", self.dir.path().join("kubecache"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl (make setup installs it)");
-        if let Some(input) = stdin {
-            std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn wait_capture(
-        &self,
-        name: &str,
-        timeout: Duration,
-        done: impl Fn(&ProfileCapture) -> bool,
-    ) -> ProfileCapture {
-        let api: Api<ProfileCapture> = Api::namespaced(self.client.clone(), NS);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let pc = api.get(name).await.unwrap();
-            if done(&pc) {
-                return pc;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(
-                    self.dir.path().join(format!("operator-{}.log", self.operators_started.saturating_sub(1))),
-                )
-                .unwrap_or_default();
-                panic!("{name} did not reach the expected state: {:#?}\noperator log:\n{log}", pc.status);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
 
 fn capture_manifest(name: &str, extra: &str) -> String {
     format!(
@@ -456,7 +265,7 @@ async fn a_threshold_trigger_fires_once_per_cooldown() {
     pods.patch_status("hungry", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "127.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]}})))
         .await
         .unwrap();
-    world.pods.push(FakePod { name: "hungry".into(), ip, _target: target, agent: Some(agent) });
+    world.pods.push(FakePod { name: "hungry".into(), ip, target: Some(target), agent: Some(agent) });
     world.start_operator();
     let manifest = capture_manifest(
         "watch",

@@ -116,7 +116,11 @@ impl Jobs {
     ) -> Result<InvalidationStatus, (u16, String)> {
         validate(&req, &self.limits).map_err(|e| (400, e))?;
         let mut table = self.lock();
-        if let Some(existing) = table.get(&req.id) {
+        // The same id is the same work: a running or succeeded job answers for itself; a
+        // failed one (its marker freed) runs again, so a retry can finish it.
+        if let Some(existing) = table.get(&req.id)
+            && (existing.finished.is_none() || existing.status.state != CaptureState::Failed)
+        {
             return Ok(existing.status.clone());
         }
         let keep = self.limits.keep_finished;
@@ -342,7 +346,9 @@ impl Jobs {
                     break;
                 }
             }
-            let _: u64 = redis.query(None, redis::cmd("UNLINK").arg(&set)).await?;
+            // The set is a key the rule deletes too, and counts like one.
+            let removed: u64 = redis.query(None, redis::cmd("UNLINK").arg(&set)).await?;
+            self.update(&req.id, |s| s.keys_deleted += removed);
         }
         Ok(())
     }

@@ -516,6 +516,10 @@ pub struct InvalidationStatus {
     /// The `metadata.generation` whose version of the rule last ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_generation: Option<i64>,
+    /// A digest of what the rule selects (its keys, the key prefix and the Redis) when it
+    /// last ran: a spec change that leaves it alone does not run the rule again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_digest: Option<String>,
     /// The agent job id of the latest run (`<policy-uid>-<rule>-<trigger-key>`): the same
     /// work sent again, to any agent, is done once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -523,6 +527,10 @@ pub struct InvalidationStatus {
     /// The pod whose agent ran (or runs) the latest run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
+    /// Consecutive failed attempts of the latest run; it is retried with backoff
+    /// (10 s, doubling, at most 5 min) under the same id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<i32>,
     /// Keys that an executor lost during the run had deleted; included in `keysDeleted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_over: Option<i64>,

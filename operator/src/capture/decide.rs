@@ -1,13 +1,11 @@
 //! The ProfileCapture decisions, as pure functions over plain data: which pods, whether a
 //! run is due and what it is called, what the agents' answers mean for status.
 
-use std::collections::BTreeMap;
-
+use crate::pods::fnv;
 use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
 use biometrics_crds::{
-    AGENT_CONTAINER, AGENT_PORT_ANNOTATION, CAPTURE_NOW_ANNOTATION,
+    CAPTURE_NOW_ANNOTATION,
     schedule::Schedule,
-    selector::PodSelector,
     threshold::ThresholdLevel,
     v1alpha1::{
         FlatShift, PodRunResult, ProfileCapture, ProfileResult, RunResult, RunTrigger, RuntimeLevels, RuntimeMetric,
@@ -15,61 +13,6 @@ use biometrics_crds::{
     },
 };
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-
-/// What the controller needs to know about a pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodInfo {
-    /// Name.
-    pub name: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// `status.podIP`.
-    pub ip: Option<String>,
-    /// Phase Running and condition Ready, not terminating.
-    pub ready: bool,
-    /// The agent's port, when the pod carries the agent container.
-    pub agent_port: Option<u16>,
-}
-
-/// Reads a Pod.
-pub fn pod_info(pod: &Pod, default_port: u16) -> PodInfo {
-    let status = pod.status.as_ref();
-    let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
-    let ready_condition = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let has_agent = pod.spec.as_ref().is_some_and(|s| s.containers.iter().any(|c| c.name == AGENT_CONTAINER));
-    let port = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(AGENT_PORT_ANNOTATION))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(default_port);
-    PodInfo {
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
-        ready: running && ready_condition && pod.metadata.deletion_timestamp.is_none(),
-        agent_port: has_agent.then_some(port),
-    }
-}
-
-/// The pods a run profiles: selected, Running and Ready, with an agent and an IP; by name,
-/// at most `max_pods` (a stable pick).
-pub fn eligible(pods: &[PodInfo], selector: &PodSelector, max_pods: Option<usize>) -> Vec<PodInfo> {
-    let mut chosen: Vec<PodInfo> = pods
-        .iter()
-        .filter(|p| selector.matches(&p.labels) && p.ready && p.agent_port.is_some() && p.ip.is_some())
-        .cloned()
-        .collect();
-    chosen.sort_by(|a, b| a.name.cmp(&b.name));
-    if let Some(max) = max_pods {
-        chosen.truncate(max);
-    }
-    chosen
-}
 
 /// A run that should start now.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,11 +23,6 @@ pub struct DueRun {
     pub id: String,
     /// For scheduled runs: the fire time.
     pub scheduled_for: Option<Timestamp>,
-}
-
-/// FNV-1a, for short stable ids.
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The agent capture id of one pod's part of a run: `[a-z0-9-]`, at most 128 characters.
@@ -317,34 +255,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn pod(name: &str, labels: &[(&str, &str)], ready: bool, agent: bool, ip: Option<&str>) -> PodInfo {
-        PodInfo {
-            name: name.into(),
-            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
-            ip: ip.map(Into::into),
-            ready,
-            agent_port: agent.then_some(9477),
-        }
-    }
-
-    #[test]
-    fn eligible_pods_are_selected_ready_with_an_agent_and_picked_stably() {
-        let selector =
-            PodSelector::new(&serde_json::from_value(json!({"matchLabels": {"app": "api"}})).unwrap()).unwrap();
-        let pods = vec![
-            pod("api-c", &[("app", "api")], true, true, Some("10.0.0.3")),
-            pod("api-a", &[("app", "api")], true, true, Some("10.0.0.1")),
-            pod("api-b", &[("app", "api")], false, true, Some("10.0.0.2")),
-            pod("api-d", &[("app", "api")], true, false, Some("10.0.0.4")),
-            pod("api-e", &[("app", "api")], true, true, None),
-            pod("web-a", &[("app", "web")], true, true, Some("10.0.0.9")),
-            pod("api-f", &[("app", "api")], true, true, Some("10.0.0.6")),
-        ];
-        let names = |v: Vec<PodInfo>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
-        assert_eq!(names(eligible(&pods, &selector, None)), ["api-a", "api-c", "api-f"]);
-        assert_eq!(names(eligible(&pods, &selector, Some(2))), ["api-a", "api-c"], "the same two every time");
-    }
 
     fn capture(
         spec: serde_json::Value,

@@ -3,7 +3,7 @@
 //! changed). A run never blocks a reconcile: it is started, then polled on requeues.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,29 +21,28 @@ use biometrics_crds::{
 };
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::core::v1::Pod,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::EventType,
         finalizer::{Event as Finalizer, finalizer},
         reflector, watcher,
     },
 };
 
-use super::decide::{self, DueRun, PodInfo};
+use super::decide::{self, DueRun};
 use crate::{
     FIELD_MANAGER,
-    agent_client::{AgentAddr, AgentClient},
+    agent_client::{AgentClient, AgentError},
     error::{Error, Result},
     metrics::Metrics,
+    pods::{self, PodInfo, agent_of},
     signing::SigningKey,
+    status::{Events, now_time, set_condition},
 };
 
 /// The finalizer that lets deletion stop running captures and clean up files.
@@ -77,13 +76,11 @@ pub struct Context {
     /// The signing key (published per namespace).
     pub key: SigningKey,
     /// Events.
-    pub recorder: Recorder,
+    pub events: Events,
     /// Metrics.
     pub metrics: Metrics,
     /// Settings.
     pub settings: Settings,
-    /// Namespaces whose trust ConfigMap this process has published.
-    published: Mutex<HashSet<String>>,
     /// Each capture's previous finished run, to compare the next one with (by uid).
     previous: Mutex<HashMap<String, CaptureRun>>,
     /// The status last written for each capture (by uid) with the resourceVersion it made:
@@ -103,60 +100,37 @@ impl Context {
         settings: Settings,
         instance: &str,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter { controller: "biometrics-operator".into(), instance: Some(instance.into()) },
-        );
+        let events = Events::new(client.clone(), instance);
         Self {
             client,
             pods,
             agents,
             key,
-            recorder,
+            events,
             metrics,
             settings,
-            published: Mutex::default(),
             previous: Mutex::default(),
             written: Mutex::default(),
         }
     }
 }
 
-fn now_time() -> Time {
-    Time(Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()))
-}
-
 async fn event(ctx: &Context, pc: &ProfileCapture, type_: EventType, reason: &str, note: String) {
-    let e = Event { type_, reason: reason.into(), note: Some(note), action: "Capture".into(), secondary: None };
-    if let Err(err) = ctx.recorder.publish(&e, &pc.object_ref(&())).await {
-        tracing::warn!(error = %err, "cannot publish event");
-    }
+    ctx.events.publish(&pc.object_ref(&()), type_, reason, note, "Capture").await;
 }
 
-/// The pods of a namespace that a selector selects (all with `None`), from the watch. Only
-/// those are read into `PodInfo`: with thousands of pods, a reconcile must not copy them all.
 fn pods_in(ctx: &Context, namespace: &str, selector: Option<&PodSelector>) -> Vec<PodInfo> {
-    ctx.pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace))
-        .filter(|p| selector.is_none_or(|s| s.matches(p.labels())))
-        .map(|p| decide::pod_info(p, ctx.settings.default_agent_port))
-        .collect()
+    pods::pods_in(&ctx.pods, namespace, selector, ctx.settings.default_agent_port)
 }
 
-/// One pod of a namespace by name, from the watch.
 fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
-    let key = reflector::ObjectRef::<Pod>::new(name).within(namespace);
-    ctx.pods.get(&key).map(|p| decide::pod_info(&p, ctx.settings.default_agent_port))
-}
-
-fn agent_of(namespace: &str, pod: &PodInfo) -> Option<AgentAddr> {
-    Some(AgentAddr { namespace: namespace.into(), pod: pod.name.clone(), ip: pod.ip.clone()?, port: pod.agent_port? })
+    pods::pod_named(&ctx.pods, namespace, name, ctx.settings.default_agent_port)
 }
 
 /// The reconcile entry: the finalizer around apply and cleanup.
 pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Action> {
+    // Decisions about pods need the pod cache filled first.
+    let _ = ctx.pods.wait_until_ready().await;
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
     let ns = pc.namespace().unwrap_or_default();
@@ -198,10 +172,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     let before = pc.status.clone().unwrap_or_default();
     let generation = pc.metadata.generation;
 
-    if !ctx.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&ns) {
-        ctx.key.publish(ctx.client.clone(), &ns).await?;
-        ctx.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ns.clone());
-    }
+    ctx.key.ensure_published(ctx.client.clone(), &ns).await?;
 
     let selector = match PodSelector::new(&pc.spec.selector) {
         Ok(s) => s,
@@ -215,7 +186,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     };
     let pods = pods_in(ctx, &ns, Some(&selector));
     let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
-    let eligible = decide::eligible(&pods, &selector, max_pods);
+    let eligible = pods::eligible(&pods, &selector, max_pods);
     status.selected_pods = Some(i32::try_from(eligible.len()).unwrap_or(i32::MAX));
 
     refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
@@ -270,7 +241,7 @@ async fn refresh_runtime(
             continue;
         }
         let Some(agent) = agent_of(&ns, pod) else { continue };
-        let sample: std::result::Result<RuntimeSample, String> =
+        let sample: std::result::Result<RuntimeSample, AgentError> =
             ctx.agents.call::<(), _>(&agent, "GET", "/v1/runtime", None, "runtime").await;
         let entry = match sample {
             Ok(s) => {
@@ -314,7 +285,7 @@ async fn refresh_runtime(
                 gc_per_second: None,
                 memory_percent: None,
                 levels: None,
-                error: Some(reason),
+                error: Some(reason.into()),
             },
         };
         pods.push(entry);
@@ -457,13 +428,13 @@ async fn start_run(
                 base_path: pc.spec.target.base_path.clone(),
             },
         };
-        let accepted: std::result::Result<CaptureStatus, String> =
+        let accepted: std::result::Result<CaptureStatus, AgentError> =
             ctx.agents.call(&agent, "POST", "/v1/captures", Some(&request), "start_capture").await;
         pods.push(match accepted {
             Ok(s) => decide::pod_result(&pod.name, &s),
             Err(reason) => {
                 event(ctx, pc, EventType::Warning, "PodFailed", format!("pod {}: {reason}", pod.name)).await;
-                decide::pod_failed(&pod.name, reason)
+                decide::pod_failed(&pod.name, reason.into())
             }
         });
     }
@@ -529,7 +500,7 @@ async fn poll_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptur
         match ctx.agents.call::<(), CaptureStatus>(&agent, "GET", &path, None, "poll_capture").await {
             Ok(s) => *pod_result = decide::pod_result(&pod.name, &s),
             Err(reason) => {
-                *pod_result = decide::pod_failed(&pod.name, reason);
+                *pod_result = decide::pod_failed(&pod.name, reason.into());
                 failures.push(pod_result.clone());
             }
         }
@@ -666,33 +637,6 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
     set_condition(&mut status.conditions, "Ready", ready, reason, &message, generation);
 }
 
-/// Sets a condition, keeping its transition time unless its status changes.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    value: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let status = if value { "True" } else { "False" };
-    let existing = conditions.iter().find(|c| c.type_ == type_);
-    let last_transition_time = match existing {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now_time(),
-    };
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time,
-        observed_generation: generation,
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-}
-
 async fn write_status(
     ctx: &Context,
     pc: &ProfileCapture,
@@ -724,7 +668,7 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
         for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
             if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
                 let path = format!("/v1/captures/{}", decide::capture_id(&uid, &run.id, &p.pod));
-                let _: std::result::Result<CaptureStatus, String> =
+                let _: std::result::Result<CaptureStatus, AgentError> =
                     ctx.agents.call::<(), _>(&agent, "DELETE", &path, None, "cancel_capture").await;
             }
         }
@@ -734,7 +678,7 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
             RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() }, keep_runs: 0 };
         for pod in pods.iter().filter(|p| p.agent_port.is_some()) {
             if let Some(agent) = agent_of(&ns, pod) {
-                let _: std::result::Result<RetentionResponse, String> =
+                let _: std::result::Result<RetentionResponse, AgentError> =
                     ctx.agents.call(&agent, "POST", "/v1/retention", Some(&request), "retention").await;
             }
         }
@@ -756,15 +700,12 @@ fn wakes(pc: &ProfileCapture) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs the controller until the stream ends.
+/// Runs the controller until its streams end.
 pub async fn run(
     ctx: Arc<Context>,
     captures: Api<ProfileCapture>,
-    pods: Api<Pod>,
-    pod_writer: reflector::store::Writer<Pod>,
+    pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
 ) {
-    // Pod changes wake the captures that select them.
-    let pod_stream = watcher(pods, watcher::Config::default()).default_backoff().reflect(pod_writer).touched_objects();
     let (capture_reader, capture_writer) = reflector::store();
     let capture_stream = watcher(captures, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -775,8 +716,8 @@ pub async fn run(
         .predicate_filter(wakes, Default::default());
     let reader_for_map = capture_reader.clone();
     Controller::for_stream(capture_stream, capture_reader)
-        .watches_stream(pod_stream, move |pod: Pod| {
-            let info = decide::pod_info(&pod, biometrics_crds::DEFAULT_AGENT_PORT);
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
+            let info = pods::pod_info(&pod, biometrics_crds::DEFAULT_AGENT_PORT);
             let ns = pod.namespace().unwrap_or_default();
             reader_for_map
                 .state()

@@ -1,0 +1,732 @@
+//! The CachePolicy decisions, as pure functions over plain data: which agent executes,
+//! which rules are due and under which job id, what a rollout's state is, what the agent's
+//! answers mean for status.
+
+use biometrics_agent_api::{Password, RedisTarget, RuleSpec, StrategySpec};
+use biometrics_crds::{
+    INVALIDATE_NOW_ANNOTATION,
+    threshold::ThresholdLevel,
+    v1alpha1::{
+        CacheLevels, CachePolicy, CacheThresholds, EnforcementStatus, InvalidationResult, InvalidationRule,
+        InvalidationStatus, InvalidationTrigger, RedisHealth, StrategyType, WorkloadRef,
+    },
+};
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::PodTemplateSpec,
+};
+
+use crate::pods::{PodInfo, fnv};
+
+/// The executor: the current one while it is still a candidate (Ready, with an agent),
+/// otherwise the candidate ranked first for this policy by rendezvous hashing — stable,
+/// and different policies spread over the pods.
+pub fn executor<'a>(policy_uid: &str, current: Option<&str>, candidates: &'a [PodInfo]) -> Option<&'a PodInfo> {
+    if let Some(kept) = current.and_then(|name| candidates.iter().find(|p| p.name == name)) {
+        return Some(kept);
+    }
+    candidates.iter().max_by_key(|p| (fnv(&format!("{policy_uid}/{}", p.name)), std::cmp::Reverse(p.name.clone())))
+}
+
+/// A workload's pod template revision and whether its rollout to it is complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// A digest of the pod template.
+    pub revision: String,
+    /// Every replica runs the template and is available, and the controller has seen the
+    /// latest spec (`kubectl rollout status` would say "successfully rolled out").
+    pub complete: bool,
+}
+
+fn template_revision(template: &PodTemplateSpec) -> String {
+    format!("{:016x}", fnv(&serde_json::to_string(template).unwrap_or_default()))
+}
+
+/// A Deployment's rollout.
+pub fn deployment_rollout(d: &Deployment) -> Rollout {
+    let revision = template_revision(&d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default());
+    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let complete = d.status.as_ref().is_some_and(|s| {
+        s.observed_generation >= d.metadata.generation
+            && s.updated_replicas.unwrap_or(0) >= wanted
+            && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
+            && s.available_replicas.unwrap_or(0) >= s.updated_replicas.unwrap_or(0)
+    });
+    Rollout { revision, complete }
+}
+
+/// A StatefulSet's rollout.
+pub fn statefulset_rollout(s: &StatefulSet) -> Rollout {
+    let revision = template_revision(&s.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default());
+    let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let complete = s.status.as_ref().is_some_and(|st| {
+        st.observed_generation >= s.metadata.generation
+            && st.updated_replicas.unwrap_or(0) >= wanted
+            && st.replicas == st.updated_replicas.unwrap_or(0)
+            && st.available_replicas.unwrap_or(0) >= wanted
+            && (st.update_revision.is_none() || st.current_revision == st.update_revision)
+    });
+    Rollout { revision, complete }
+}
+
+/// A rule run to start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRun {
+    /// What started it.
+    pub trigger: InvalidationTrigger,
+    /// The agent job id, `<policy-uid>-<rule>-<trigger-key>`: deterministic, so a restarted
+    /// operator or a new executor re-drives the same job instead of starting another.
+    pub id: String,
+}
+
+/// What a reconcile does about one rule: run it, and what to record either way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RulePlan {
+    /// The rule.
+    pub name: String,
+    /// A run to start.
+    pub run: Option<DueRun>,
+    /// The rule's digest, recorded with a run.
+    pub digest: String,
+    /// A schedule fire time to record (acted on, or the baseline of a new rule).
+    pub schedule_time: Option<Timestamp>,
+    /// A rollout revision to record (acted on, or the baseline).
+    pub rollout_revision: Option<String>,
+    /// Why a trigger is held back (a rollout in progress, a missing workload).
+    pub waiting: Option<String>,
+    /// An `invalidate-now` request this rule could not act on yet (it is running).
+    pub manual_deferred: bool,
+    /// When a failed run is retried, if it is waiting to be.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// The delay before retrying a run that failed `failures` times in a row: 10 s, doubling,
+/// at most 5 min.
+pub fn retry_delay(failures: i32) -> jiff::SignedDuration {
+    let exponent = u32::try_from(failures.clamp(1, 6) - 1).unwrap_or(0);
+    jiff::SignedDuration::from_secs((10 * 2_i64.pow(exponent)).min(300))
+}
+
+/// A digest of what a rule deletes: its selection, the key prefix and the Redis.
+pub fn rule_digest(policy: &CachePolicy, rule: &InvalidationRule) -> String {
+    let r = &policy.spec.redis;
+    let what = serde_json::json!([
+        rule.pattern,
+        rule.prefix,
+        rule.tags,
+        rule.keys,
+        policy.spec.key_prefix,
+        r.address,
+        r.database,
+        r.cluster
+    ]);
+    format!("{:016x}", fnv(&what.to_string()))
+}
+
+/// The job id of a rule's run.
+pub fn run_id(policy_uid: &str, rule: &str, key: &str) -> String {
+    format!("{}-{rule}-{key}", policy_uid.to_ascii_lowercase())
+}
+
+/// Each rule's plan at `now`. A rule whose run is still going gets no run (like a CronJob
+/// with `Forbid`); its triggers wait for it. Of several triggers at once one run happens,
+/// under the first of: change, manual, rollout, schedule.
+pub fn plan_rules(
+    policy: &CachePolicy,
+    now: Timestamp,
+    rollout: impl Fn(&WorkloadRef) -> Option<Rollout>,
+) -> Vec<RulePlan> {
+    let status = policy.status.clone().unwrap_or_default();
+    let uid = policy.metadata.uid.clone().unwrap_or_default();
+    let generation = policy.metadata.generation.unwrap_or(0);
+    let manual = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INVALIDATE_NOW_ANNOTATION))
+        .filter(|v| status.handled_invalidate_now.as_ref() != Some(*v));
+    policy
+        .spec
+        .invalidations
+        .iter()
+        .map(|rule| {
+            let entry = status.invalidations.iter().find(|e| e.name == rule.name);
+            let digest = rule_digest(policy, rule);
+            let mut plan = RulePlan { name: rule.name.clone(), digest: digest.clone(), ..RulePlan::default() };
+            let mut triggers: Vec<(InvalidationTrigger, String)> = Vec::new();
+            if entry.is_none_or(|e| e.rule_digest.as_deref() != Some(digest.as_str())) {
+                triggers.push((InvalidationTrigger::Change, format!("g{generation}")));
+            }
+            if let Some(value) = manual {
+                triggers.push((InvalidationTrigger::Manual, format!("m{:012x}", fnv(value) & 0xffff_ffff_ffff)));
+            }
+            if let Some(workload) = &rule.on_rollout_of {
+                let baseline = entry.and_then(|e| e.rollout_revision.clone());
+                match rollout(workload) {
+                    None => {
+                        plan.waiting = Some(format!("{:?} {} not found", workload.kind, workload.name));
+                        plan.rollout_revision = baseline;
+                    }
+                    Some(state) => match baseline {
+                        None => plan.rollout_revision = Some(state.revision),
+                        Some(seen) if seen == state.revision => plan.rollout_revision = Some(seen),
+                        Some(seen) if !state.complete => {
+                            plan.waiting = Some(format!(
+                                "waiting for the rollout of {:?} {} to complete",
+                                workload.kind, workload.name
+                            ));
+                            plan.rollout_revision = Some(seen);
+                        }
+                        Some(_) => {
+                            triggers.push((InvalidationTrigger::Rollout, format!("r{}", state.revision)));
+                            plan.rollout_revision = Some(state.revision);
+                        }
+                    },
+                }
+            }
+            if let Some(schedule) = &rule.schedule {
+                match entry.and_then(|e| e.last_schedule_time.as_ref()) {
+                    // A new rule starts its schedule now: it runs on change anyway.
+                    None => plan.schedule_time = Some(now),
+                    Some(since) => {
+                        // Of the fire times missed (while the operator was down) only the
+                        // latest runs, once.
+                        let missed = schedule.missed_between(since.0, now, 100);
+                        plan.schedule_time = Some(since.0);
+                        if let Some(at) = missed.latest {
+                            triggers.push((InvalidationTrigger::Schedule, format!("s{}", at.as_second())));
+                            plan.schedule_time = Some(at);
+                        }
+                    }
+                }
+            }
+            let running = entry.is_some_and(|e| e.result == Some(InvalidationResult::Running));
+            // A job already started under the same id is not started again.
+            triggers.retain(|(_, key)| {
+                entry.and_then(|e| e.run_id.as_deref()) != Some(run_id(&uid, &rule.name, key).as_str())
+            });
+            if running {
+                plan.manual_deferred = triggers.iter().any(|(t, _)| *t == InvalidationTrigger::Manual);
+                // Nothing is acted on while the rule runs: keep what was recorded.
+                plan.schedule_time = entry.and_then(|e| e.last_schedule_time.as_ref().map(|t| t.0));
+                plan.rollout_revision = entry.and_then(|e| e.rollout_revision.clone());
+            } else if let Some((trigger, key)) = triggers.into_iter().next() {
+                plan.run = Some(DueRun { trigger, id: run_id(&uid, &rule.name, &key) });
+            } else if let Some(e) = entry.filter(|e| e.result == Some(InvalidationResult::Failed))
+                && let (Some(id), Some(trigger), Some(at)) = (&e.run_id, e.trigger, &e.last_run_time)
+            {
+                // The same work again, once the backoff has passed.
+                let retry_at = at.0.checked_add(retry_delay(e.failures.unwrap_or(1))).unwrap_or(at.0);
+                if retry_at <= now {
+                    plan.run = Some(DueRun { trigger, id: id.clone() });
+                } else {
+                    plan.retry_at = Some(retry_at);
+                }
+            }
+            plan
+        })
+        .collect()
+}
+
+/// The wire form of a rule.
+pub fn rule_spec(rule: &InvalidationRule) -> RuleSpec {
+    RuleSpec {
+        name: rule.name.clone(),
+        pattern: rule.pattern.clone(),
+        prefix: rule.prefix.clone(),
+        tags: rule.tags.clone(),
+        keys: rule.keys.clone(),
+    }
+}
+
+/// How the agent reaches the policy's Redis.
+pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarget {
+    let r = &policy.spec.redis;
+    let millis = |d: &biometrics_crds::duration::Duration| u64::try_from(d.as_std().as_millis()).unwrap_or(u64::MAX);
+    RedisTarget {
+        address: r.address.clone(),
+        database: u32::try_from(r.database).unwrap_or(0),
+        username: r.username.clone(),
+        password: password.map(Password),
+        tls: r.tls,
+        cluster: r.cluster,
+        dial_timeout_millis: millis(&r.dial_timeout),
+        read_timeout_millis: millis(&r.read_timeout),
+        write_timeout_millis: millis(&r.write_timeout),
+    }
+}
+
+/// Bytes in a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions and exponents are
+/// refused rather than rounded.
+pub fn quantity_bytes(text: &str) -> Result<u64, String> {
+    const SUFFIXES: [(&str, u64); 12] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("Pi", 1 << 50),
+        ("Ei", 1 << 60),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("E", 1_000_000_000_000_000_000),
+    ];
+    let (digits, factor) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|d| (d, *factor)))
+        .unwrap_or((text, 1));
+    let bad = || format!("maxMemory {text:?} is not a whole number of bytes (like 512Mi or 1G)");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).ok_or_else(bad)
+}
+
+/// The wire form of the strategy.
+pub fn strategy_spec(policy: &CachePolicy) -> Result<StrategySpec, String> {
+    let s = &policy.spec.strategy;
+    Ok(StrategySpec {
+        strategy_type: match s.strategy_type {
+            StrategyType::Lru => "LRU",
+            StrategyType::Lfu => "LFU",
+            StrategyType::Ttl => "TTL",
+            StrategyType::WriteBehind => "WriteBehind",
+        }
+        .into(),
+        max_keys: s.max_keys.and_then(|m| u64::try_from(m).ok()),
+        ttl_seconds: s.ttl.as_ref().map(|t| t.as_std().as_secs()),
+        async_write: s.async_write,
+        write_batch_size: s.write_batch_size.and_then(|b| u32::try_from(b).ok()),
+        manage_server_eviction_policy: s.manage_server_eviction_policy,
+        max_memory_bytes: s.max_memory.as_ref().map(|q| quantity_bytes(&q.0)).transpose()?,
+    })
+}
+
+/// A digest of what enforcement acts on: the strategy, the key prefix and the Redis.
+pub fn strategy_digest(policy: &CachePolicy) -> String {
+    let r = &policy.spec.redis;
+    let what = serde_json::json!([policy.spec.strategy, policy.spec.key_prefix, r.address, r.database, r.cluster]);
+    format!("{:016x}", fnv(&what.to_string()))
+}
+
+/// Whether to enforce now: the strategy changed since the last enforcement, or it is older
+/// than `interval` (drift is checked periodically).
+pub fn enforce_due(
+    last: Option<&EnforcementStatus>,
+    digest: &str,
+    now: Timestamp,
+    interval: std::time::Duration,
+) -> bool {
+    let Some(last) = last else { return true };
+    if last.applied_strategy.as_deref() != Some(digest) {
+        return true;
+    }
+    let interval = jiff::SignedDuration::try_from(interval).unwrap_or_default();
+    last.last_enforce_time.as_ref().is_none_or(|t| t.0.checked_add(interval).is_ok_and(|due| due <= now))
+}
+
+/// Each health metric's level against the thresholds; unmeasured metrics have none.
+pub fn levels(health: &RedisHealth, thresholds: &CacheThresholds) -> CacheLevels {
+    CacheLevels {
+        memory_percent: health.memory_percent.map(|v| thresholds.memory_percent.level(v)),
+        hit_ratio_percent: health.hit_ratio_percent.map(|v| thresholds.hit_ratio_percent.level(v)),
+        evictions_per_second: health.evictions_per_second.map(|v| thresholds.evictions_per_second.level(v)),
+    }
+}
+
+/// The worst of the levels.
+pub fn worst(levels: &CacheLevels) -> ThresholdLevel {
+    ThresholdLevel::worst(
+        [levels.memory_percent, levels.hit_ratio_percent, levels.evictions_per_second].into_iter().flatten(),
+    )
+}
+
+/// The status entry of a run just started.
+pub fn started(
+    plan: &RulePlan,
+    run: &DueRun,
+    executor: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> InvalidationStatus {
+    InvalidationStatus {
+        name: plan.name.clone(),
+        last_run_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        trigger: Some(run.trigger),
+        keys_deleted: Some(0),
+        duration_millis: None,
+        result: Some(InvalidationResult::Running),
+        message: None,
+        applied_generation: generation,
+        rule_digest: Some(plan.digest.clone()),
+        run_id: Some(run.id.clone()),
+        executor: Some(executor.to_owned()),
+        carried_over: None,
+        failures: None,
+        last_schedule_time: plan.schedule_time.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        rollout_revision: plan.rollout_revision.clone(),
+    }
+}
+
+/// Folds an agent's answer about a run into its status entry.
+pub fn progress(entry: &mut InvalidationStatus, answer: &biometrics_agent_api::InvalidationStatus) {
+    use biometrics_agent_api::CaptureState;
+    let carried = entry.carried_over.unwrap_or(0);
+    if answer.state == CaptureState::Failed && entry.result == Some(InvalidationResult::Running) {
+        entry.failures = Some(entry.failures.unwrap_or(0).saturating_add(1));
+    }
+    let deleted = i64::try_from(answer.keys_deleted).unwrap_or(i64::MAX);
+    entry.keys_deleted = Some(if answer.already_done { deleted.max(carried) } else { carried.saturating_add(deleted) });
+    entry.result = Some(match answer.state {
+        CaptureState::Running => InvalidationResult::Running,
+        CaptureState::Succeeded => InvalidationResult::Succeeded,
+        CaptureState::Failed => InvalidationResult::Failed,
+    });
+    if answer.state != CaptureState::Running {
+        entry.duration_millis = Some(i64::try_from(answer.duration_millis).unwrap_or(i64::MAX));
+        entry.message = answer.error.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use biometrics_agent_api::CaptureState;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str) -> PodInfo {
+        PodInfo {
+            name: name.into(),
+            labels: Default::default(),
+            ip: Some("10.0.0.1".into()),
+            ready: true,
+            agent_port: Some(9477),
+        }
+    }
+
+    fn policy(
+        rules: serde_json::Value,
+        status: serde_json::Value,
+        annotations: serde_json::Value,
+        generation: i64,
+    ) -> CachePolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "CachePolicy",
+            "metadata": {"name": "users", "namespace": "shop", "uid": "0f3c9a2b-1111-2222-3333-444455556666", "generation": generation, "annotations": annotations},
+            "spec": {"selector": {}, "redis": {"address": "redis:6379"}, "keyPrefix": "users:", "strategy": {"type": "LRU"}, "invalidations": rules},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// The status a reconcile would leave after starting and finishing every due run.
+    fn settle(p: &CachePolicy, now: Timestamp, rollout: impl Fn(&WorkloadRef) -> Option<Rollout>) -> serde_json::Value {
+        let plans = plan_rules(p, now, rollout);
+        let entries: Vec<InvalidationStatus> = plans
+            .iter()
+            .map(|plan| {
+                let previous = p.status.as_ref().and_then(|s| s.invalidations.iter().find(|e| e.name == plan.name));
+                match (&plan.run, previous) {
+                    (Some(run), _) => {
+                        let mut e = started(plan, run, "api-0", p.metadata.generation, now);
+                        e.result = Some(InvalidationResult::Succeeded);
+                        e
+                    }
+                    (None, Some(prev)) => {
+                        let mut e = prev.clone();
+                        e.last_schedule_time = plan.schedule_time.map(Time);
+                        e.rollout_revision = plan.rollout_revision.clone();
+                        e
+                    }
+                    (None, None) => InvalidationStatus {
+                        name: plan.name.clone(),
+                        last_run_time: None,
+                        trigger: None,
+                        keys_deleted: None,
+                        duration_millis: None,
+                        result: None,
+                        message: None,
+                        applied_generation: None,
+                        rule_digest: None,
+                        run_id: None,
+                        executor: None,
+                        carried_over: None,
+                        failures: None,
+                        last_schedule_time: plan.schedule_time.map(Time),
+                        rollout_revision: plan.rollout_revision.clone(),
+                    },
+                }
+            })
+            .collect();
+        let handled = p.metadata.annotations.as_ref().and_then(|a| a.get(INVALIDATE_NOW_ANNOTATION)).cloned();
+        json!({"invalidations": entries, "handledInvalidateNow": handled})
+    }
+
+    fn runs(plans: &[RulePlan]) -> Vec<(String, InvalidationTrigger)> {
+        plans.iter().filter_map(|p| p.run.as_ref().map(|r| (p.name.clone(), r.trigger))).collect()
+    }
+
+    #[test]
+    fn the_executor_is_kept_while_ready_and_replaced_stably() {
+        let pods = [pod("api-0"), pod("api-1"), pod("api-2")];
+        let first = executor("uid-a", None, &pods).unwrap().name.clone();
+        assert_eq!(executor("uid-a", None, &pods).unwrap().name, first, "deterministic");
+        assert_eq!(executor("uid-a", Some("api-1"), &pods).unwrap().name, "api-1", "the current one stays");
+        let without: Vec<PodInfo> = pods.iter().filter(|p| p.name != first).cloned().collect();
+        let next = executor("uid-a", Some(&first), &without).unwrap().name.clone();
+        assert_ne!(next, first);
+        assert_eq!(executor("uid-a", Some(&first), &without).unwrap().name, next, "the successor is stable too");
+        assert!(executor("uid-a", None, &[]).is_none());
+        let spread: std::collections::HashSet<String> =
+            (0..40).map(|i| executor(&format!("uid-{i}"), None, &pods).unwrap().name.clone()).collect();
+        assert_eq!(spread.len(), 3, "policies spread over the pods");
+    }
+
+    #[test]
+    fn new_and_changed_rules_run_and_unchanged_ones_do_not() {
+        let rules = json!([{"name": "users", "pattern": "user:*"}, {"name": "sessions", "prefix": "session:"}]);
+        let now = t("2026-01-01T00:00:00Z");
+        let p = policy(rules.clone(), json!({}), json!({}), 1);
+        let plans = plan_rules(&p, now, |_| None);
+        assert_eq!(
+            runs(&plans),
+            [("users".into(), InvalidationTrigger::Change), ("sessions".into(), InvalidationTrigger::Change)]
+        );
+        let id = plans[0].run.as_ref().unwrap().id.clone();
+        assert_eq!(id, "0f3c9a2b-1111-2222-3333-444455556666-users-g1");
+        assert!(id.len() <= 128 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+
+        let settled = settle(&p, now, |_| None);
+        assert!(runs(&plan_rules(&policy(rules, settled.clone(), json!({}), 1), now, |_| None)).is_empty());
+        // Generation 2 edits only `sessions`.
+        let edited = json!([{"name": "users", "pattern": "user:*"}, {"name": "sessions", "prefix": "sess:"}]);
+        let plans = plan_rules(&policy(edited, settled, json!({}), 2), now, |_| None);
+        assert_eq!(runs(&plans), [("sessions".into(), InvalidationTrigger::Change)]);
+        assert!(plans[1].run.as_ref().unwrap().id.ends_with("-sessions-g2"));
+    }
+
+    #[test]
+    fn a_new_invalidate_now_value_runs_every_rule_once() {
+        let rules = json!([{"name": "users", "pattern": "user:*"}, {"name": "sessions", "prefix": "session:"}]);
+        let now = t("2026-01-01T00:00:00Z");
+        let settled = settle(&policy(rules.clone(), json!({}), json!({}), 1), now, |_| None);
+        let asked = policy(rules.clone(), settled, json!({"biometrics.io/invalidate-now": "1"}), 1);
+        let plans = plan_rules(&asked, now, |_| None);
+        assert_eq!(
+            runs(&plans),
+            [("users".into(), InvalidationTrigger::Manual), ("sessions".into(), InvalidationTrigger::Manual)]
+        );
+        let again = settle(&asked, now, |_| None);
+        let handled = policy(rules, again, json!({"biometrics.io/invalidate-now": "1"}), 1);
+        assert!(runs(&plan_rules(&handled, now, |_| None)).is_empty(), "the same value runs nothing more");
+    }
+
+    #[test]
+    fn rollouts_run_once_after_completion() {
+        let rules =
+            json!([{"name": "users", "pattern": "user:*", "onRolloutOf": {"kind": "Deployment", "name": "api"}}]);
+        let now = t("2026-01-01T00:00:00Z");
+        let at = |revision: &str, complete: bool| Rollout { revision: revision.into(), complete };
+        // Created: runs on change and records the current revision as its baseline.
+        let p = policy(rules.clone(), json!({}), json!({}), 1);
+        let plans = plan_rules(&p, now, |_| Some(at("a", true)));
+        assert_eq!(plans[0].rollout_revision.as_deref(), Some("a"));
+        let settled = settle(&p, now, |_| Some(at("a", true)));
+        let p = policy(rules.clone(), settled, json!({}), 1);
+        assert!(runs(&plan_rules(&p, now, |_| Some(at("a", true)))).is_empty());
+        // The template changes: nothing while the rollout is in progress.
+        let plans = plan_rules(&p, now, |_| Some(at("b", false)));
+        assert!(runs(&plans).is_empty());
+        assert!(plans[0].waiting.as_deref().unwrap().contains("waiting for the rollout"), "{plans:?}");
+        assert_eq!(plans[0].rollout_revision.as_deref(), Some("a"), "the baseline stays until it runs");
+        // Complete: once.
+        let plans = plan_rules(&p, now, |_| Some(at("b", true)));
+        assert_eq!(runs(&plans), [("users".into(), InvalidationTrigger::Rollout)]);
+        assert!(plans[0].run.as_ref().unwrap().id.ends_with("-users-rb"));
+        let done = policy(rules.clone(), settle(&p, now, |_| Some(at("b", true))), json!({}), 1);
+        assert!(runs(&plan_rules(&done, now, |_| Some(at("b", true)))).is_empty());
+        // A missing workload holds the trigger with a reason.
+        let plans = plan_rules(&done, now, |_| None);
+        assert!(plans[0].waiting.as_deref().unwrap().contains("not found"));
+        assert_eq!(plans[0].rollout_revision.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn schedules_fire_once_for_the_latest_missed_time_and_wait_for_a_running_run() {
+        let rules = json!([{"name": "users", "pattern": "user:*", "schedule": "@every 1m"}]);
+        let created = t("2026-01-01T00:00:30Z");
+        let p = policy(rules.clone(), json!({}), json!({}), 1);
+        let settled = settle(&p, created, |_| None);
+        assert_eq!(settled["invalidations"][0]["lastScheduleTime"], "2026-01-01T00:00:30Z");
+        let p = policy(rules.clone(), settled, json!({}), 1);
+        assert!(runs(&plan_rules(&p, t("2026-01-01T00:00:59Z"), |_| None)).is_empty());
+        // Ten minutes of downtime: one run, for the latest fire time.
+        let plans = plan_rules(&p, t("2026-01-01T00:10:10Z"), |_| None);
+        assert_eq!(runs(&plans), [("users".into(), InvalidationTrigger::Schedule)]);
+        assert_eq!(plans[0].schedule_time, Some(t("2026-01-01T00:10:00Z")));
+        // While it runs, nothing more starts and nothing is recorded as acted on.
+        let mut running = p.clone();
+        running.status.as_mut().unwrap().invalidations[0].result = Some(InvalidationResult::Running);
+        let plans = plan_rules(&running, t("2026-01-01T00:12:10Z"), |_| None);
+        assert!(runs(&plans).is_empty());
+        assert_eq!(plans[0].schedule_time, Some(t("2026-01-01T00:00:30Z")));
+    }
+
+    #[test]
+    fn a_failed_run_is_retried_under_its_id_with_backoff() {
+        let rules = json!([{"name": "users", "pattern": "user:*"}]);
+        let now = t("2026-01-01T00:00:00Z");
+        let p = policy(rules.clone(), json!({}), json!({}), 1);
+        let plans = plan_rules(&p, now, |_| None);
+        let run = plans[0].run.clone().unwrap();
+        let mut entry = started(&plans[0], &run, "api-0", Some(1), now);
+        let failed = |deleted| biometrics_agent_api::InvalidationStatus {
+            id: run.id.clone(),
+            state: CaptureState::Failed,
+            keys_scanned: deleted,
+            keys_deleted: deleted,
+            duration_millis: 5,
+            error: Some("authentication failed".into()),
+            already_done: false,
+        };
+        progress(&mut entry, &failed(0));
+        assert_eq!((entry.result, entry.failures), (Some(InvalidationResult::Failed), Some(1)));
+        let status = |e: &InvalidationStatus| json!({"invalidations": [e]});
+        let p = policy(rules.clone(), status(&entry), json!({}), 1);
+        let plans = plan_rules(&p, t("2026-01-01T00:00:05Z"), |_| None);
+        assert!(plans[0].run.is_none());
+        assert_eq!(plans[0].retry_at, Some(t("2026-01-01T00:00:10Z")));
+        let plans = plan_rules(&p, t("2026-01-01T00:00:10Z"), |_| None);
+        assert_eq!(plans[0].run.as_ref().unwrap().id, run.id, "the same job again");
+        // A second failure doubles the wait; a new trigger does not wait at all.
+        entry.result = Some(InvalidationResult::Running);
+        progress(&mut entry, &failed(0));
+        assert_eq!(entry.failures, Some(2));
+        assert_eq!(retry_delay(2).as_secs(), 20);
+        assert_eq!(retry_delay(40).as_secs(), 300);
+        let asked = policy(rules, status(&entry), json!({"biometrics.io/invalidate-now": "x"}), 1);
+        let plans = plan_rules(&asked, t("2026-01-01T00:00:11Z"), |_| None);
+        assert_eq!(plans[0].run.as_ref().unwrap().trigger, InvalidationTrigger::Manual);
+    }
+
+    #[test]
+    fn quantities_and_strategies_reach_the_wire() {
+        assert_eq!(quantity_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(quantity_bytes("1G"), Ok(1_000_000_000));
+        assert_eq!(quantity_bytes("1048576"), Ok(1_048_576));
+        assert!(quantity_bytes("1.5Gi").unwrap_err().contains("whole number"));
+        assert!(quantity_bytes("20000E").is_err(), "overflow is refused");
+        let mut p = policy(json!([]), json!({}), json!({}), 1);
+        p.spec.strategy = serde_json::from_value(
+            json!({"type": "LFU", "maxKeys": 100, "manageServerEvictionPolicy": true, "maxMemory": "64Mi"}),
+        )
+        .unwrap();
+        let wire = strategy_spec(&p).unwrap();
+        assert_eq!(
+            (wire.strategy_type.as_str(), wire.max_keys, wire.max_memory_bytes),
+            ("LFU", Some(100), Some(64 << 20))
+        );
+        let target = redis_target(&p, Some("pw".into()));
+        assert_eq!(format!("{:?}", target.password), "Some([redacted])");
+    }
+
+    #[test]
+    fn enforcement_runs_on_change_and_periodically() {
+        let p = policy(json!([]), json!({}), json!({}), 1);
+        let digest = strategy_digest(&p);
+        let now = t("2026-01-01T00:10:00Z");
+        let interval = std::time::Duration::from_secs(300);
+        assert!(enforce_due(None, &digest, now, interval));
+        let last = EnforcementStatus {
+            last_enforce_time: Some(Time(t("2026-01-01T00:06:00Z"))),
+            applied_strategy: Some(digest.clone()),
+            ..EnforcementStatus::default()
+        };
+        assert!(!enforce_due(Some(&last), &digest, now, interval));
+        assert!(enforce_due(Some(&last), &digest, t("2026-01-01T00:11:00Z"), interval), "drift check");
+        let mut changed = p.clone();
+        changed.spec.strategy.max_keys = Some(10);
+        assert!(enforce_due(Some(&last), &strategy_digest(&changed), now, interval));
+    }
+
+    #[test]
+    fn agent_answers_fold_into_the_rule_status_with_carried_counts() {
+        let plan = RulePlan { name: "users".into(), digest: "d".into(), ..RulePlan::default() };
+        let run = DueRun { trigger: InvalidationTrigger::Change, id: "x-users-g1".into() };
+        let mut entry = started(&plan, &run, "api-0", Some(1), t("2026-01-01T00:00:00Z"));
+        let answer = |state, deleted, already_done| biometrics_agent_api::InvalidationStatus {
+            id: "x-users-g1".into(),
+            state,
+            keys_scanned: deleted,
+            keys_deleted: deleted,
+            duration_millis: 1200,
+            error: None,
+            already_done,
+        };
+        progress(&mut entry, &answer(CaptureState::Running, 40, false));
+        assert_eq!((entry.keys_deleted, entry.result), (Some(40), Some(InvalidationResult::Running)));
+        // The executor is lost; its 40 are carried over and the new one deletes the rest.
+        entry.carried_over = entry.keys_deleted;
+        progress(&mut entry, &answer(CaptureState::Succeeded, 60, false));
+        assert_eq!(
+            (entry.keys_deleted, entry.result, entry.duration_millis),
+            (Some(100), Some(InvalidationResult::Succeeded), Some(1200))
+        );
+        // A retry that finds the work done reports the first execution's count.
+        let mut again = started(&plan, &run, "api-1", Some(1), t("2026-01-01T00:00:00Z"));
+        progress(&mut again, &answer(CaptureState::Succeeded, 100, true));
+        assert_eq!(again.keys_deleted, Some(100));
+    }
+
+    #[test]
+    fn levels_follow_the_thresholds() {
+        let health = RedisHealth {
+            reachable: true,
+            memory_percent: Some(75.0),
+            hit_ratio_percent: Some(40.0),
+            evictions_per_second: Some(1.0),
+            ..RedisHealth::default()
+        };
+        let l = levels(&health, &CacheThresholds::default());
+        assert_eq!(
+            (l.memory_percent, l.hit_ratio_percent, l.evictions_per_second),
+            (Some(ThresholdLevel::Warning), Some(ThresholdLevel::Critical), Some(ThresholdLevel::OK))
+        );
+        assert_eq!(worst(&l), ThresholdLevel::Critical);
+        assert_eq!(worst(&levels(&RedisHealth::default(), &CacheThresholds::default())), ThresholdLevel::OK);
+    }
+
+    #[test]
+    fn rollout_completion_reads_like_kubectl_rollout_status() {
+        let deployment = |generation: i64, status: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": "api", "generation": generation},
+                "spec": {"replicas": 2, "selector": {}, "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "v2"}]}}},
+                "status": status
+            }))
+            .unwrap()
+        };
+        let done = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+        assert!(deployment_rollout(&deployment(2, done.clone())).complete);
+        assert!(!deployment_rollout(&deployment(3, done)).complete, "the controller has not seen the new spec");
+        let surging = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2});
+        assert!(!deployment_rollout(&deployment(2, surging)).complete, "an old replica is still there");
+        let unavailable = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1});
+        assert!(!deployment_rollout(&deployment(2, unavailable)).complete);
+        let a = deployment_rollout(&deployment(2, json!({})));
+        let mut changed = deployment(2, json!({}));
+        changed.spec.as_mut().unwrap().replicas = Some(5);
+        assert_eq!(deployment_rollout(&changed).revision, a.revision, "scaling is not a rollout");
+        changed.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("v3".into());
+        assert_ne!(deployment_rollout(&changed).revision, a.revision);
+    }
+}

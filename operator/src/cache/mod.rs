@@ -1,0 +1,4 @@
+//! The CachePolicy controller.
+
+pub mod decide;
+pub mod reconcile;

@@ -1,0 +1,841 @@
+//! Reconciling a CachePolicy: read (pods, the referenced Secret, workloads, the executor's
+//! answers) → decide (`decide`) → act (agent jobs, enforcement, statistics, Events) →
+//! write status (server-side apply, only when it changed). Invalidations are agent jobs
+//! polled on requeues; no reconcile waits for one.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use biometrics_agent_api::{
+    EnforceRequest, EnforceResponse, InvalidationRequest, InvalidationStatus as Job, PolicyRef, RedisTarget,
+    StatsRequest, StatsResponse,
+};
+use biometrics_crds::{
+    selector::PodSelector,
+    threshold::ThresholdLevel,
+    v1alpha1::{
+        CachePolicy, CachePolicyStatus, EnforcementStatus, InvalidationResult, InvalidationStatus, RedisHealth,
+        WorkloadKind, WorkloadRef,
+    },
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Pod, Secret},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+
+use super::decide::{self, RulePlan};
+use crate::{
+    FIELD_MANAGER,
+    agent_client::{AgentAddr, AgentClient},
+    error::{Error, Result},
+    metrics::Metrics,
+    pods::{self, PodInfo, agent_of},
+    signing::SigningKey,
+    status::{Events, now_time, set_condition},
+};
+
+/// The finalizer that lets deletion stop running invalidations.
+pub const FINALIZER: &str = "biometrics.io/cachepolicy";
+const CONTROLLER: &str = "cachepolicy";
+/// How a rule's message starts when a trigger is held back.
+const WAITING: &str = "held back: ";
+
+/// Settings of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Agent port when a pod has no annotation.
+    pub default_agent_port: u16,
+    /// How often cache statistics are sampled into status.
+    pub stats_interval: Duration,
+    /// How often the strategy is enforced again (drift).
+    pub enforce_interval: Duration,
+    /// How often running invalidations are polled.
+    pub poll_interval: Duration,
+}
+
+/// What reconciles share.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Pods, from the shared watch.
+    pub pods: reflector::Store<Pod>,
+    /// Deployments, for `onRolloutOf`.
+    pub deployments: reflector::Store<Deployment>,
+    /// StatefulSets, for `onRolloutOf`.
+    pub statefulsets: reflector::Store<StatefulSet>,
+    /// The agents' client.
+    pub agents: AgentClient,
+    /// The signing key (published per namespace).
+    pub key: SigningKey,
+    /// Events.
+    pub events: Events,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub settings: Settings,
+    /// The status last written per policy (by uid) with its resourceVersion, so a
+    /// reconcile that runs before the watch delivers it does not act on an older one.
+    written: Mutex<HashMap<String, (u64, CachePolicyStatus)>>,
+    /// When each policy's statistics were last sampled (by uid).
+    sampled: Mutex<HashMap<String, Instant>>,
+}
+
+impl Context {
+    /// A context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        pods: reflector::Store<Pod>,
+        deployments: reflector::Store<Deployment>,
+        statefulsets: reflector::Store<StatefulSet>,
+        agents: AgentClient,
+        key: SigningKey,
+        metrics: Metrics,
+        settings: Settings,
+        instance: &str,
+    ) -> Self {
+        let events = Events::new(client.clone(), instance);
+        Self {
+            client,
+            pods,
+            deployments,
+            statefulsets,
+            agents,
+            key,
+            events,
+            metrics,
+            settings,
+            written: Mutex::default(),
+            sampled: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &str, note: String) {
+    ctx.events.publish(&cp.object_ref(&()), type_, reason, note, "Cache").await;
+}
+
+/// An Event about one rule: its own series, so one rule's runs do not hide another's.
+async fn rule_event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &str, rule: &str, note: String) {
+    ctx.events.publish(&cp.object_ref(&()), type_, reason, note, &format!("Invalidate-{rule}")).await;
+}
+
+/// The reconcile entry: the finalizer around apply and cleanup.
+pub async fn reconcile(cp: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action> {
+    // Decisions about pods and rollouts need the caches filled first.
+    let _ = ctx.pods.wait_until_ready().await;
+    let _ = ctx.deployments.wait_until_ready().await;
+    let _ = ctx.statefulsets.wait_until_ready().await;
+    let started = Instant::now();
+    ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+    let api: Api<CachePolicy> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, cp, |event| async {
+        match event {
+            Finalizer::Apply(cp) => apply(&cp, &ctx).await,
+            Finalizer::Cleanup(cp) => cleanup(&cp, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconcile_duration.with_label_values(&[CONTROLLER]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Backs off on errors; a spec that cannot be acted on waits for a change.
+pub fn error_policy(_cp: Arc<CachePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failures.with_label_values(&[CONTROLLER, error.metric_label()]).inc();
+    tracing::warn!(error = %error, "reconcile failed");
+    match error {
+        Error::InvalidSpec(_) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// Why Redis work cannot be sent: no executor, or no credentials.
+struct Blocked {
+    reason: &'static str,
+    message: String,
+}
+
+/// The password from `passwordSecretRef`, read now (a rotated password is used from the
+/// next dispatch on). Errors name the Secret and key, never a value.
+async fn password(ctx: &Context, cp: &CachePolicy) -> std::result::Result<Option<String>, Blocked> {
+    let Some(reference) = &cp.spec.redis.password_secret_ref else { return Ok(None) };
+    let ns = cp.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets.get_opt(&reference.name).await.map_err(|e| Blocked {
+        reason: "SecretUnreadable",
+        message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
+    })?;
+    let Some(secret) = secret else {
+        return Err(Blocked { reason: "SecretNotFound", message: format!("Secret {ns}/{} not found", reference.name) });
+    };
+    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| Blocked {
+        reason: "SecretKeyNotFound",
+        message: format!("Secret {ns}/{} has no key {:?}", reference.name, reference.key),
+    })?;
+    String::from_utf8(value.0.clone()).map(Some).map_err(|_| Blocked {
+        reason: "SecretKeyInvalid",
+        message: format!("key {:?} of Secret {ns}/{} is not UTF-8 text", reference.key, reference.name),
+    })
+}
+
+fn rollout_of(ctx: &Context, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
+    match workload.kind {
+        WorkloadKind::Deployment => ctx
+            .deployments
+            .get(&ObjectRef::new(&workload.name).within(namespace))
+            .map(|d| decide::deployment_rollout(&d)),
+        WorkloadKind::StatefulSet => ctx
+            .statefulsets
+            .get(&ObjectRef::new(&workload.name).within(namespace))
+            .map(|s| decide::statefulset_rollout(&s)),
+    }
+}
+
+async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
+    let ns = cp.namespace().unwrap_or_default();
+    let uid = cp.uid().unwrap_or_default();
+    let generation = cp.metadata.generation;
+    let now = Timestamp::now();
+    let seen_rv: u64 = cp.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    let before = cp.status.clone().unwrap_or_default();
+    let mut status = match lock(&ctx.written).get(&uid) {
+        Some((rv, written)) if *rv > seen_rv => written.clone(),
+        _ => before.clone(),
+    };
+    // Decisions read the freshest status this process knows.
+    let mut current = cp.clone();
+    current.status = Some(status.clone());
+    ctx.key.ensure_published(ctx.client.clone(), &ns).await?;
+    status.observed_generation = generation;
+
+    let selector = match PodSelector::new(&cp.spec.selector) {
+        Ok(s) => s,
+        Err(e) => return invalid(ctx, cp, &before, status, "InvalidSelector", e.to_string()).await,
+    };
+    let strategy = match decide::strategy_spec(cp) {
+        Ok(s) => s,
+        Err(e) => return invalid(ctx, cp, &before, status, "InvalidStrategy", e).await,
+    };
+    let candidates = pods::eligible(
+        &pods::pods_in(&ctx.pods, &ns, Some(&selector), ctx.settings.default_agent_port),
+        &selector,
+        None,
+    );
+    let executor = decide::executor(&uid, status.executor.as_deref(), &candidates).cloned();
+    if let Some(new) = &executor
+        && status.executor.as_deref() != Some(new.name.as_str())
+    {
+        let note = match &status.executor {
+            Some(old) => format!("executor {old} is gone or not Ready; {} takes over", new.name),
+            None => format!("{} executes this policy's Redis work", new.name),
+        };
+        event(ctx, cp, EventType::Normal, "ExecutorChanged", note).await;
+        status.executor = Some(new.name.clone());
+    }
+    let plans = decide::plan_rules(&current, now, |w| rollout_of(ctx, &ns, w));
+    let blocked = match (&executor, password(ctx, cp).await) {
+        (None, _) => Err(Blocked {
+            reason: "NoExecutor",
+            message: "no selected pod is Running and Ready with a biometrics-agent container".into(),
+        }),
+        (Some(_), Err(b)) => Err(b),
+        (Some(pod), Ok(password)) => match agent_of(&ns, pod) {
+            Some(agent) => Ok((agent, decide::redis_target(cp, password))),
+            None => Err(Blocked { reason: "NoExecutor", message: format!("pod {} has no IP", pod.name) }),
+        },
+    };
+    let blocked = match blocked {
+        Ok((agent, target)) => {
+            let work = Work { ctx, cp, agent: &agent, target: &target };
+            work.drive_running(&mut status).await;
+            work.start_due(&plans, &mut status, now).await;
+            work.enforce(&mut status, strategy, now).await;
+            work.sample(&mut status).await;
+            None
+        }
+        Err(b) => {
+            if b.reason != "NoExecutor" {
+                set_condition(
+                    &mut status.conditions,
+                    "RedisReachable",
+                    false,
+                    "CredentialsUnavailable",
+                    &b.message,
+                    generation,
+                );
+            }
+            if before.conditions.iter().all(|c| c.type_ != "Ready" || c.reason != b.reason) {
+                event(ctx, cp, EventType::Warning, b.reason, b.message.clone()).await;
+            }
+            Some(b)
+        }
+    };
+    record_plans(&plans, &mut status, cp);
+    summarise(cp, &plans, blocked, &mut status);
+    let running = status.invalidations.iter().any(|e| e.result == Some(InvalidationResult::Running));
+    write_status(ctx, cp, &before, status).await?;
+    if running {
+        return Ok(Action::requeue(ctx.settings.poll_interval));
+    }
+    let next_fire = cp
+        .spec
+        .invalidations
+        .iter()
+        .filter_map(|r| r.schedule.as_ref()?.next_after(now))
+        .min()
+        .map(|t| now.duration_until(t).unsigned_abs());
+    let next_retry = plans.iter().filter_map(|p| p.retry_at).min().map(|t| now.duration_until(t).unsigned_abs());
+    let interval = ctx.settings.stats_interval.min(ctx.settings.enforce_interval);
+    let wait = [next_fire, next_retry].into_iter().flatten().fold(interval, Duration::min);
+    Ok(Action::requeue(wait.max(Duration::from_millis(200))))
+}
+
+async fn invalid(
+    ctx: &Context,
+    cp: &CachePolicy,
+    before: &CachePolicyStatus,
+    mut status: CachePolicyStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let generation = cp.metadata.generation;
+    set_condition(&mut status.conditions, "Ready", false, reason, &message, generation);
+    set_condition(&mut status.conditions, "Degraded", true, reason, &message, generation);
+    write_status(ctx, cp, before, status).await?;
+    Err(Error::InvalidSpec(message))
+}
+
+/// The Redis work of one reconcile, on one executor.
+struct Work<'a> {
+    ctx: &'a Context,
+    cp: &'a CachePolicy,
+    agent: &'a AgentAddr,
+    target: &'a RedisTarget,
+}
+
+impl Work<'_> {
+    fn request(&self, id: &str, rule: &str) -> Option<InvalidationRequest> {
+        let rule = self.cp.spec.invalidations.iter().find(|r| r.name == rule)?;
+        Some(InvalidationRequest {
+            id: id.to_owned(),
+            policy: PolicyRef { namespace: self.cp.namespace().unwrap_or_default(), name: self.cp.name_any() },
+            redis: self.target.clone(),
+            key_prefix: self.cp.spec.key_prefix.clone(),
+            rule: decide::rule_spec(rule),
+        })
+    }
+
+    async fn submit(&self, request: &InvalidationRequest) -> std::result::Result<Job, String> {
+        Ok(self.ctx.agents.call(self.agent, "POST", "/v1/cache/invalidations", Some(request), "invalidate").await?)
+    }
+
+    /// Polls running invalidations; a run whose executor was lost (or forgot it) is sent
+    /// again under the same id, to the current executor.
+    async fn drive_running(&self, status: &mut CachePolicyStatus) {
+        let mut finished = Vec::new();
+        for entry in status.invalidations.iter_mut().filter(|e| e.result == Some(InvalidationResult::Running)) {
+            let Some(id) = entry.run_id.clone() else { continue };
+            let Some(request) = self.request(&id, &entry.name) else { continue };
+            let answer = if entry.executor.as_deref() == Some(self.agent.pod.as_str()) {
+                match self
+                    .ctx
+                    .agents
+                    .call::<(), Job>(
+                        self.agent,
+                        "GET",
+                        &format!("/v1/cache/invalidations/{id}"),
+                        None,
+                        "poll_invalidation",
+                    )
+                    .await
+                {
+                    Err(e) if e.is_not_found() => self.submit(&request).await,
+                    other => other.map_err(String::from),
+                }
+            } else {
+                // The executor changed mid-run: what the lost one reported is carried over.
+                entry.carried_over = entry.keys_deleted;
+                entry.message = Some(format!(
+                    "continued by {} after {} was lost",
+                    self.agent.pod,
+                    entry.executor.as_deref().unwrap_or("the previous executor")
+                ));
+                entry.executor = Some(self.agent.pod.clone());
+                self.submit(&request).await
+            };
+            match answer {
+                Ok(job) => {
+                    let note = entry.message.take();
+                    decide::progress(entry, &job);
+                    if entry.message.is_none() {
+                        entry.message = note;
+                    }
+                    if entry.result != Some(InvalidationResult::Running) {
+                        finished.push(entry.clone());
+                    }
+                }
+                Err(reason) => {
+                    // Still running as far as we know; the executor may come back or be replaced.
+                    entry.message = Some(format!("cannot reach the executor: {reason}"));
+                }
+            }
+        }
+        for entry in finished {
+            self.finished(status, &entry).await;
+        }
+    }
+
+    async fn finished(&self, status: &mut CachePolicyStatus, entry: &InvalidationStatus) {
+        let ctx = self.ctx;
+        let deleted = entry.keys_deleted.unwrap_or(0);
+        let trigger = entry.trigger.map(|t| format!("{t:?}")).unwrap_or_default();
+        status.last_invalidation_time = Some(now_time());
+        if entry.result == Some(InvalidationResult::Succeeded) {
+            ctx.metrics.invalidations.with_label_values(&["succeeded"]).inc();
+            ctx.metrics.keys_deleted.inc_by(u64::try_from(deleted).unwrap_or(0));
+            let note = format!(
+                "rule {} ({trigger}) deleted {deleted} keys in {} ms{}",
+                entry.name,
+                entry.duration_millis.unwrap_or(0),
+                entry.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+            );
+            rule_event(ctx, self.cp, EventType::Normal, "Invalidated", &entry.name, note).await;
+        } else {
+            ctx.metrics.invalidations.with_label_values(&["failed"]).inc();
+            let note = format!(
+                "rule {} ({trigger}) failed after deleting {deleted} keys: {}",
+                entry.name,
+                entry.message.as_deref().unwrap_or("unknown error")
+            );
+            rule_event(ctx, self.cp, EventType::Warning, "InvalidationFailed", &entry.name, note).await;
+        }
+    }
+
+    async fn start_due(&self, plans: &[RulePlan], status: &mut CachePolicyStatus, now: Timestamp) {
+        for plan in plans {
+            let Some(run) = &plan.run else { continue };
+            let Some(request) = self.request(&run.id, &plan.name) else { continue };
+            let mut entry = decide::started(plan, run, &self.agent.pod, self.cp.metadata.generation, now);
+            // A retry keeps counting its failures.
+            entry.failures = status
+                .invalidations
+                .iter()
+                .find(|e| e.name == plan.name && e.run_id.as_deref() == Some(run.id.as_str()))
+                .and_then(|e| e.failures);
+            match self.submit(&request).await {
+                Ok(job) => {
+                    decide::progress(&mut entry, &job);
+                    if entry.result != Some(InvalidationResult::Running) {
+                        self.finished(status, &entry).await;
+                    }
+                }
+                Err(reason) => {
+                    entry.result = Some(InvalidationResult::Failed);
+                    entry.failures = Some(entry.failures.unwrap_or(0).saturating_add(1));
+                    entry.message = Some(reason);
+                    self.finished(status, &entry).await;
+                }
+            }
+            status.invalidations.retain(|e| e.name != plan.name);
+            status.invalidations.push(entry);
+        }
+    }
+
+    async fn enforce(
+        &self,
+        status: &mut CachePolicyStatus,
+        strategy: biometrics_agent_api::StrategySpec,
+        now: Timestamp,
+    ) {
+        let digest = decide::strategy_digest(self.cp);
+        if !decide::enforce_due(status.enforcement.as_ref(), &digest, now, self.ctx.settings.enforce_interval) {
+            return;
+        }
+        let previous = status.enforcement.clone().unwrap_or_default();
+        let strategy_type = strategy.strategy_type.clone();
+        let request =
+            EnforceRequest { redis: self.target.clone(), key_prefix: self.cp.spec.key_prefix.clone(), strategy };
+        let answer: std::result::Result<EnforceResponse, String> = self
+            .ctx
+            .agents
+            .call(self.agent, "POST", "/v1/cache/enforce", Some(&request), "enforce")
+            .await
+            .map_err(String::from);
+        let mut record = EnforcementStatus {
+            last_enforce_time: Some(now_time()),
+            applied_strategy: Some(digest.clone()),
+            ..EnforcementStatus::default()
+        };
+        match answer {
+            Ok(report) => {
+                let policy = &report.eviction_policy;
+                let mut problems = report.warnings.clone();
+                problems.extend(policy.error.clone());
+                record.result = Some(if policy.error.is_some() {
+                    InvalidationResult::Failed
+                } else {
+                    InvalidationResult::Succeeded
+                });
+                record.eviction_policy = policy.actual.clone();
+                record.keys_trimmed = i64::try_from(report.keys_trimmed).ok();
+                record.keys_given_ttl = i64::try_from(report.keys_given_ttl).ok();
+                record.message = (!problems.is_empty()).then(|| problems.join("; "));
+                let same = previous.applied_strategy.as_deref() == Some(digest.as_str());
+                if policy.drift && same && previous.result == Some(InvalidationResult::Succeeded) {
+                    let note = format!(
+                        "the server's maxmemory-policy was {} instead of {}; {}",
+                        policy.found.as_deref().unwrap_or("unknown"),
+                        policy.desired.as_deref().unwrap_or("unknown"),
+                        if policy.applied { "set again" } else { "could not set it again" }
+                    );
+                    event(self.ctx, self.cp, EventType::Warning, "EvictionPolicyDrift", note).await;
+                } else if !same {
+                    let note = format!(
+                        "strategy {} enforced: eviction policy {}, {} keys trimmed, {} given a TTL",
+                        strategy_type,
+                        policy.actual.as_deref().unwrap_or("unmanaged"),
+                        report.keys_trimmed,
+                        report.keys_given_ttl
+                    );
+                    event(self.ctx, self.cp, EventType::Normal, "StrategyEnforced", note).await;
+                }
+                if let Some(e) = &policy.error {
+                    event(self.ctx, self.cp, EventType::Warning, "EnforcementFailed", e.clone()).await;
+                }
+            }
+            Err(reason) => {
+                record.result = Some(InvalidationResult::Failed);
+                record.message = Some(reason.clone());
+                if previous.result != Some(InvalidationResult::Failed) {
+                    event(self.ctx, self.cp, EventType::Warning, "EnforcementFailed", reason).await;
+                }
+            }
+        }
+        status.enforcement = Some(record);
+    }
+
+    /// Samples the cache's health when the last sample is older than the interval.
+    async fn sample(&self, status: &mut CachePolicyStatus) {
+        let uid = self.cp.uid().unwrap_or_default();
+        let fresh = lock(&self.ctx.sampled).get(&uid).is_some_and(|t| t.elapsed() < self.ctx.settings.stats_interval);
+        if fresh && status.redis.is_some() {
+            return;
+        }
+        let request = StatsRequest { redis: self.target.clone(), key_prefix: self.cp.spec.key_prefix.clone() };
+        let health = match self
+            .ctx
+            .agents
+            .call::<_, StatsResponse>(self.agent, "POST", "/v1/cache/stats", Some(&request), "stats")
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => RedisHealth {
+                reachable: false,
+                error: Some(format!("the executor did not answer: {e}")),
+                ..RedisHealth::default()
+            },
+        };
+        lock(&self.ctx.sampled).insert(uid, Instant::now());
+        let health = rounded(health);
+        let was_reachable = status.redis.as_ref().is_none_or(|h| h.reachable);
+        if !health.reachable && was_reachable {
+            let note = format!(
+                "Redis {} is unreachable: {}",
+                self.cp.spec.redis.address,
+                health.error.as_deref().unwrap_or("no answer")
+            );
+            event(self.ctx, self.cp, EventType::Warning, "RedisUnreachable", note).await;
+        }
+        if health.reachable && !was_reachable {
+            event(
+                self.ctx,
+                self.cp,
+                EventType::Normal,
+                "RedisReachable",
+                format!("Redis {} answers again", self.cp.spec.redis.address),
+            )
+            .await;
+        }
+        let levels = decide::levels(&health, &self.cp.spec.thresholds);
+        let worst = decide::worst(&levels);
+        let was = status.threshold_level.unwrap_or(ThresholdLevel::OK);
+        if worst > ThresholdLevel::OK && worst > was {
+            let note = format!(
+                "cache reached {worst}: memory {}, hit ratio {}, evictions {}/s",
+                show(health.memory_percent, "%"),
+                show(health.hit_ratio_percent, "%"),
+                show(health.evictions_per_second, "")
+            );
+            event(self.ctx, self.cp, EventType::Warning, "ThresholdCrossed", note).await;
+        }
+        let generation = self.cp.metadata.generation;
+        let (value, reason, message) = match (&health.reachable, &health.error) {
+            (true, _) => (true, "Reachable", String::new()),
+            (false, Some(e)) if e.contains("authentication failed") => (false, "AuthenticationFailed", e.clone()),
+            (false, e) => (false, "Unreachable", e.clone().unwrap_or_default()),
+        };
+        set_condition(&mut status.conditions, "RedisReachable", value, reason, &message, generation);
+        status.levels = Some(levels);
+        status.threshold_level = Some(worst);
+        status.redis = Some(health);
+    }
+}
+
+fn show(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.1}{unit}"))
+}
+
+fn rounded(mut h: RedisHealth) -> RedisHealth {
+    let r = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
+    h.ping_latency_millis = r(h.ping_latency_millis);
+    h.memory_percent = r(h.memory_percent);
+    h.hit_ratio_percent = r(h.hit_ratio_percent);
+    h.evictions_per_second = r(h.evictions_per_second);
+    h
+}
+
+/// What the plans record whether or not a rule ran: baselines, the generation the rule
+/// is current at, rules that left the spec, the `invalidate-now` value acted on.
+fn record_plans(plans: &[RulePlan], status: &mut CachePolicyStatus, cp: &CachePolicy) {
+    status.invalidations.retain(|e| plans.iter().any(|p| p.name == e.name));
+    for plan in plans {
+        let entry = match status.invalidations.iter_mut().find(|e| e.name == plan.name) {
+            Some(e) => e,
+            None => {
+                status.invalidations.push(InvalidationStatus {
+                    name: plan.name.clone(),
+                    last_run_time: None,
+                    trigger: None,
+                    keys_deleted: None,
+                    duration_millis: None,
+                    result: None,
+                    message: None,
+                    applied_generation: None,
+                    rule_digest: None,
+                    run_id: None,
+                    executor: None,
+                    carried_over: None,
+                    failures: None,
+                    last_schedule_time: None,
+                    rollout_revision: None,
+                });
+                status.invalidations.last_mut().expect("just pushed")
+            }
+        };
+        if entry.result == Some(InvalidationResult::Running) || plan.run.is_some() {
+            continue;
+        }
+        // A held-back trigger says why, unless the last run's failure is the news.
+        if entry.result != Some(InvalidationResult::Failed) {
+            let stale = entry.message.as_deref().is_some_and(|m| m.starts_with(WAITING));
+            if let Some(waiting) = &plan.waiting {
+                entry.message = Some(format!("{WAITING}{waiting}"));
+            } else if stale {
+                entry.message = None;
+            }
+        }
+        if entry.rule_digest.is_some() {
+            // Unchanged by this generation: current at it.
+            if entry.rule_digest.as_deref() == Some(plan.digest.as_str()) {
+                entry.applied_generation = cp.metadata.generation;
+            }
+            entry.last_schedule_time = plan.schedule_time.map(Time);
+            entry.rollout_revision = plan.rollout_revision.clone();
+        } else {
+            // Not run yet (no executor): keep only the baselines.
+            entry.last_schedule_time = entry.last_schedule_time.take().or(plan.schedule_time.map(Time));
+            entry.rollout_revision = entry.rollout_revision.take().or(plan.rollout_revision.clone());
+        }
+    }
+    status.invalidations.sort_by(|a, b| a.name.cmp(&b.name));
+    let manual = cp.metadata.annotations.as_ref().and_then(|a| a.get(biometrics_crds::INVALIDATE_NOW_ANNOTATION));
+    let all_started = plans.iter().all(|p| {
+        !p.manual_deferred
+            && status
+                .invalidations
+                .iter()
+                .any(|e| e.name == p.name && (p.run.is_none() || e.run_id.as_ref() == p.run.as_ref().map(|r| &r.id)))
+    });
+    if manual.is_some() && all_started {
+        status.handled_invalidate_now = manual.cloned();
+    }
+}
+
+/// Ready and Degraded from the rest of the status. Ready: the policy is in effect (an
+/// executor, credentials, a reachable Redis). Degraded: anything failed or is held back.
+fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, status: &mut CachePolicyStatus) {
+    let generation = cp.metadata.generation;
+    let mut problems: Vec<(String, String)> = Vec::new();
+    problems.extend(blocked.map(|b| (b.reason.to_owned(), b.message)));
+    if let Some(c) = status.conditions.iter().find(|c| c.type_ == "RedisReachable" && c.status == "False") {
+        problems.push((c.reason.clone(), c.message.clone()));
+    }
+    match problems.first() {
+        Some((reason, message)) => set_condition(&mut status.conditions, "Ready", false, reason, message, generation),
+        None => set_condition(&mut status.conditions, "Ready", true, "Enforced", "", generation),
+    }
+    for e in status.invalidations.iter().filter(|e| e.result == Some(InvalidationResult::Failed)) {
+        problems
+            .push(("InvalidationFailed".into(), format!("rule {}: {}", e.name, e.message.as_deref().unwrap_or(""))));
+    }
+    if let Some(e) = status.enforcement.as_ref().filter(|e| e.result == Some(InvalidationResult::Failed)) {
+        problems.push(("EnforcementFailed".into(), e.message.clone().unwrap_or_default()));
+    }
+    for plan in plans {
+        if let Some(waiting) = &plan.waiting
+            && waiting.contains("not found")
+        {
+            problems.push(("WorkloadNotFound".into(), format!("rule {}: {waiting}", plan.name)));
+        }
+    }
+    match problems.first() {
+        Some((reason, _)) => {
+            let message: Vec<String> = problems.iter().map(|(_, m)| m.clone()).filter(|m| !m.is_empty()).collect();
+            set_condition(&mut status.conditions, "Degraded", true, reason, &message.join("; "), generation);
+        }
+        None => set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "", generation),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    cp: &CachePolicy,
+    before: &CachePolicyStatus,
+    status: CachePolicyStatus,
+) -> Result<()> {
+    if *before == status {
+        return Ok(());
+    }
+    let api: Api<CachePolicy> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "CachePolicy", "status": status});
+    let written =
+        api.patch_status(&cp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let rv = written.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    lock(&ctx.written).insert(cp.uid().unwrap_or_default(), (rv, status));
+    Ok(())
+}
+
+/// Deletion: cancel running invalidations on the executor. Best effort, bounded by the
+/// agent timeout: an unreachable agent or Redis never blocks deletion.
+async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
+    let ns = cp.namespace().unwrap_or_default();
+    let uid = cp.uid().unwrap_or_default();
+    let status = cp.status.clone().unwrap_or_default();
+    for entry in status.invalidations.iter().filter(|e| e.result == Some(InvalidationResult::Running)) {
+        let (Some(id), Some(executor)) = (&entry.run_id, &entry.executor) else { continue };
+        let Some(agent) = pods::pod_named(&ctx.pods, &ns, executor, ctx.settings.default_agent_port)
+            .as_ref()
+            .and_then(|p: &PodInfo| agent_of(&ns, p))
+        else {
+            continue;
+        };
+        if let Err(reason) = ctx
+            .agents
+            .call::<(), Job>(&agent, "DELETE", &format!("/v1/cache/invalidations/{id}"), None, "cancel_invalidation")
+            .await
+        {
+            tracing::warn!(policy = %cp.name_any(), rule = %entry.name, %reason, "cannot cancel an invalidation");
+        }
+    }
+    lock(&ctx.written).remove(&uid);
+    lock(&ctx.sampled).remove(&uid);
+    Ok(Action::await_change())
+}
+
+/// What makes a policy worth reconciling again: its generation, annotations, finalizers
+/// and deletion — everything but status.
+fn wakes(cp: &CachePolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cp.metadata.generation.hash(&mut h);
+    cp.metadata.annotations.hash(&mut h);
+    cp.metadata.finalizers.hash(&mut h);
+    cp.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// The policies of a namespace matching `keep`.
+fn policies_where(
+    store: &reflector::Store<CachePolicy>,
+    namespace: &str,
+    keep: impl Fn(&CachePolicy) -> bool,
+) -> Vec<ObjectRef<CachePolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|cp| cp.namespace().as_deref() == Some(namespace) && keep(cp))
+        .map(|cp| ObjectRef::from_obj(cp.as_ref()))
+        .collect()
+}
+
+fn rolls_out(cp: &CachePolicy, kind: WorkloadKind, name: &str) -> bool {
+    cp.spec.invalidations.iter().any(|r| r.on_rollout_of.as_ref().is_some_and(|w| w.kind == kind && w.name == name))
+}
+
+/// Runs the controller until its streams end.
+pub async fn run(
+    ctx: Arc<Context>,
+    policies: Api<CachePolicy>,
+    pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    deployments: impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
+    statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wakes, Default::default());
+    let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
+    Controller::for_stream(policy_stream, reader)
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
+            let ns = pod.namespace().unwrap_or_default();
+            let labels = pod.labels().clone();
+            policies_where(&r1, &ns, |cp| PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(&labels)))
+        })
+        .watches_stream(deployments, move |d: Deployment| {
+            let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
+            policies_where(&r2, &ns, |cp| rolls_out(cp, WorkloadKind::Deployment, &name))
+        })
+        .watches_stream(statefulsets, move |s: StatefulSet| {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            policies_where(&r3, &ns, |cp| rolls_out(cp, WorkloadKind::StatefulSet, &name))
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

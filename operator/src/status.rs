@@ -1,0 +1,94 @@
+//! What both controllers write the same way: conditions (KEP-1623, transition times that
+//! move only when the status does), timestamps at second precision, Events.
+
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::Mutex,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::ObjectReference,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+/// Now, at the precision the API server keeps (a status rewritten in the same second is
+/// unchanged).
+pub fn now_time() -> Time {
+    Time(Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()))
+}
+
+/// Sets a condition, keeping its transition time unless its status changes.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = if value { "True" } else { "False" };
+    let existing = conditions.iter().find(|c| c.type_ == type_);
+    let last_transition_time = match existing {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now_time(),
+    };
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time,
+        observed_generation: generation,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// Publishes Events. Repeats of the same Event (same object, reason, action and note)
+/// become one Event with a count; an Event whose note differs is its own, so `kubectl
+/// describe` never shows an old note under a new occurrence.
+pub struct Events {
+    client: Client,
+    reporter: Reporter,
+    recorders: Mutex<HashMap<u64, Recorder>>,
+}
+
+/// Distinct notes remembered for aggregation before starting afresh.
+const MAX_SERIES: usize = 4096;
+
+impl Events {
+    /// Events reported as `instance` of the operator.
+    pub fn new(client: Client, instance: &str) -> Self {
+        Self {
+            client,
+            reporter: Reporter { controller: "biometrics-operator".into(), instance: Some(instance.into()) },
+            recorders: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `object`; a failure is logged, never fatal.
+    pub async fn publish(&self, object: &ObjectReference, type_: EventType, reason: &str, note: String, action: &str) {
+        let key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&object.uid, reason, action, &note).hash(&mut h);
+            h.finish()
+        };
+        let recorder = {
+            let mut recorders = self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if recorders.len() >= MAX_SERIES && !recorders.contains_key(&key) {
+                recorders.clear();
+            }
+            recorders.entry(key).or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone())).clone()
+        };
+        let e = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(err) = recorder.publish(&e, object).await {
+            tracing::warn!(error = %err, "cannot publish event");
+        }
+    }
+}
