@@ -13,6 +13,7 @@ pub mod profile;
 pub mod runtime;
 pub mod selfprof;
 pub mod server;
+pub mod tls;
 
 use std::{
     future::Future,
@@ -61,6 +62,8 @@ pub struct AgentConfig {
     pub max_request_bytes: usize,
     /// Limits of Redis work.
     pub cache_limits: cache::CacheLimits,
+    /// Serve the API over TLS with this certificate chain and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why the agent stopped.
@@ -134,11 +137,20 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         max_request_bytes: config.max_request_bytes,
         cache: cache::CacheService::new(config.cache_limits.clone(), config.pod.clone()),
     };
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key).map_err(AgentError::Config)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let sampler = tokio::spawn(sample_forever(config.clone(), runtime));
-    tracing::info!(listen = %config.listen, pod = %format!("{}/{}", config.namespace, config.pod), "agent serving");
+    tracing::info!(
+        listen = %config.listen,
+        tls = tls.is_some(),
+        pod = %format!("{}/{}", config.namespace, config.pod),
+        "agent serving"
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = engine.clone();
     tokio::spawn(async move {
@@ -147,11 +159,17 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         drain.shutdown("agent shutting down").await;
         let _ = stop_tx.send(());
     });
-    let served = axum::serve(listener, server::router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await;
+    let app = server::router(state).into_make_service_with_connect_info::<tls::Peer>();
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let served = match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config).map_err(AgentError::Serve)?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
+    };
     sampler.abort();
     served.map_err(AgentError::Serve)
 }

@@ -36,6 +36,12 @@ struct ServeArgs {
     /// Root of the shared profiles volume.
     #[arg(long, env = "BIOMETRICS_PROFILES_DIR", default_value = "/profiles")]
     profiles_dir: PathBuf,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "BIOMETRICS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, env = "BIOMETRICS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// File with the operator's Ed25519 public key (PEM), e.g. the biometrics-trust ConfigMap.
     #[arg(long, env = "BIOMETRICS_OPERATOR_PUBLIC_KEY")]
     operator_public_key: Option<PathBuf>,
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
     let config = AgentConfig {
         listen: a.listen,
         profiles_dir: a.profiles_dir,
+        tls: a.tls_cert.zip(a.tls_key),
         operator_public_key: a.operator_public_key,
         namespace: a.pod_namespace,
         pod: a.pod_name,

@@ -2,7 +2,6 @@
 //! with its limits (request body size, concurrent requests).
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
     time::{Instant, SystemTime},
@@ -308,7 +307,7 @@ async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
 
 async fn applied_policy(
     State(state): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    axum::extract::ConnectInfo(crate::tls::Peer(peer)): axum::extract::ConnectInfo<crate::tls::Peer>,
 ) -> Response {
     if !peer.ip().is_loopback() {
         return error(StatusCode::FORBIDDEN, "the cache policy is served to clients in the pod (loopback) only");

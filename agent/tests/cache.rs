@@ -458,67 +458,10 @@ fn the_core_cases_on_a_three_master_cluster() {
     assert_eq!(st["keysUnderPrefix"], 0, "{st}");
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
-fn tls_material(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=biometrics-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-}
-
 #[test]
 fn tls_connections_verify_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    tls_material(dir.path());
+    biometrics_test_support::tls_material(dir.path(), "IP:127.0.0.1,DNS:localhost");
     let port = biometrics_test_support::free_port(LOCALHOST);
     let file = |f: &str| dir.path().join(f).display().to_string();
     let server = RedisServer::start_on(

@@ -1,11 +1,22 @@
 //! The operator's client of the agents: JSON over HTTP to `podIP:agentPort`, each request
 //! with a freshly minted token for that pod, bounded by a timeout.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use rustls::{
+    RootCertStore,
+    pki_types::{CertificateDer, ServerName, pem::PemObject},
+};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{metrics::Metrics, signing::SigningKey};
@@ -56,10 +67,28 @@ impl From<AgentError> for String {
     }
 }
 
+/// How the operator reaches agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS only: agents present a certificate for `server_name` signed by a CA in
+    /// `ca_bundle`. Nothing, a Redis password least of all, is sent in clear.
+    Https {
+        /// PEM file of the CAs that sign agent certificates.
+        ca_bundle: PathBuf,
+        /// The name every agent certificate carries (pods are dialled by IP).
+        server_name: String,
+    },
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// Calls agents.
 #[derive(Clone)]
 pub struct AgentClient {
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
+    scheme: &'static str,
     key: SigningKey,
     timeout: Duration,
     metrics: Metrics,
@@ -67,10 +96,47 @@ pub struct AgentClient {
 
 impl AgentClient {
     /// A client signing with `key`.
-    pub fn new(key: SigningKey, timeout: Duration, metrics: Metrics) -> Self {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        Self { http: Client::builder(TokioExecutor::new()).build(connector), key, timeout, metrics }
+    pub fn new(key: SigningKey, timeout: Duration, metrics: Metrics, transport: &Transport) -> Result<Self, String> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(timeout));
+        tcp.enforce_http(false);
+        let (connector, scheme) = match transport {
+            Transport::Http => {
+                // Never used for https (the scheme is http), but the type is shared.
+                let tls = rustls::ClientConfig::builder()
+                    .with_root_certificates(RootCertStore::empty())
+                    .with_no_client_auth();
+                (
+                    HttpsConnectorBuilder::new()
+                        .with_tls_config(tls)
+                        .https_or_http()
+                        .enable_http1()
+                        .wrap_connector(tcp),
+                    "http",
+                )
+            }
+            Transport::Https { ca_bundle, server_name } => {
+                let mut roots = RootCertStore::empty();
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_bundle)
+                    .and_then(Iterator::collect)
+                    .map_err(|e| format!("cannot read the agent CA bundle {}: {e}", ca_bundle.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("the agent CA bundle {} holds no usable certificate", ca_bundle.display()));
+                }
+                let name = ServerName::try_from(server_name.clone())
+                    .map_err(|e| format!("agent TLS server name {server_name:?}: {e}"))?;
+                let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+                let connector = HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_only()
+                    .with_server_name_resolver(FixedServerNameResolver::new(name))
+                    .enable_http1()
+                    .wrap_connector(tcp);
+                (connector, "https")
+            }
+        };
+        Ok(Self { http: Client::builder(TokioExecutor::new()).build(connector), scheme, key, timeout, metrics })
     }
 
     /// `method path` with an optional JSON body; the decoded answer, or the reason it failed
@@ -91,7 +157,7 @@ impl AgentClient {
         };
         let request = hyper::Request::builder()
             .method(method)
-            .uri(format!("http://{host}:{}{path}", agent.port))
+            .uri(format!("{}://{host}:{}{path}", self.scheme, agent.port))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(bytes)))

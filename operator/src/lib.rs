@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pods;
 pub mod signing;
 pub mod status;
+pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -27,7 +28,7 @@ use kube::{
 };
 
 use crate::{
-    agent_client::AgentClient,
+    agent_client::{AgentClient, Transport},
     config::ConfigFile,
     error::{Error, Result},
     metrics::Metrics,
@@ -58,6 +59,12 @@ pub struct OperatorConfig {
     pub agent_port: u16,
     /// Cluster-wide defaults.
     pub defaults: ConfigFile,
+    /// How agents are reached.
+    pub agent_transport: Transport,
+    /// Kubernetes API requests per second (0: no limit) and the burst above it.
+    pub kube_api_qps: f64,
+    /// The burst of `kube_api_qps`.
+    pub kube_api_burst: u32,
 }
 
 async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> Result<()> {
@@ -84,7 +91,10 @@ pub fn install_crypto() {
 /// Runs the operator until `shutdown` completes (Ok) or leadership is lost (Err).
 pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     install_crypto();
-    let client = Client::try_default().await?;
+    let kube_config = kube::Config::infer().await.map_err(|e| Error::Config(format!("Kubernetes client: {e}")))?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)?
+        .with_layer(&throttle::ThrottleLayer::new(config.kube_api_qps, config.kube_api_burst))
+        .build();
     let metrics = Metrics::default();
     serve_metrics(config.metrics_addr, metrics.clone()).await?;
     let elector = leader::Elector::new(
@@ -103,7 +113,8 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!(identity = %config.identity, "leading");
     let key = SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret).await?;
     let agent_timeout = config.defaults.performance.profiling.agent_timeout.as_std();
-    let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone());
+    let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone(), &config.agent_transport)
+        .map_err(Error::Config)?;
     let poll_interval = Duration::from_secs(1);
     let metrics_interval = config.defaults.performance.metrics.interval.as_std();
     let api = |client: &Client| Scoped { client: client.clone(), namespace: config.watch_namespace.clone() };

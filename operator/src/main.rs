@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use biometrics_operator::{OperatorConfig, config::ConfigFile};
+use biometrics_operator::{OperatorConfig, agent_client::Transport, config::ConfigFile};
 use clap::Parser;
 
 /// The Biometrics operator.
@@ -33,6 +33,22 @@ struct Args {
     /// The agents' port when a pod has no biometrics.io/agent-port annotation.
     #[arg(long, env = "BIOMETRICS_AGENT_PORT", default_value_t = biometrics_crds::DEFAULT_AGENT_PORT)]
     agent_port: u16,
+    /// How the operator reaches agents: `http`, or `https` (then only https, verified against
+    /// --agent-ca-bundle).
+    #[arg(long, env = "BIOMETRICS_AGENT_SCHEME", default_value = "http", value_parser = ["http", "https"])]
+    agent_scheme: String,
+    /// PEM file of the CAs that sign agent certificates (with --agent-scheme https).
+    #[arg(long, env = "BIOMETRICS_AGENT_CA_BUNDLE", required_if_eq("agent_scheme", "https"))]
+    agent_ca_bundle: Option<PathBuf>,
+    /// The DNS name agent certificates carry (pods are dialled by IP).
+    #[arg(long, env = "BIOMETRICS_AGENT_TLS_SERVER_NAME", default_value = "biometrics-agent")]
+    agent_tls_server_name: String,
+    /// Kubernetes API requests per second (0: no limit).
+    #[arg(long, env = "BIOMETRICS_KUBE_API_QPS", default_value_t = 0.0)]
+    kube_api_qps: f64,
+    /// Requests allowed in a burst above --kube-api-qps.
+    #[arg(long, env = "BIOMETRICS_KUBE_API_BURST", default_value_t = 100)]
+    kube_api_burst: u32,
     /// A YAML file of cluster-wide defaults (performance: profiling / metrics / alerting).
     #[arg(long, env = "BIOMETRICS_CONFIG")]
     config: Option<PathBuf>,
@@ -71,6 +87,14 @@ fn main() -> ExitCode {
         signing_secret: args.signing_secret,
         agent_port: args.agent_port,
         defaults,
+        agent_transport: match args.agent_ca_bundle {
+            Some(ca_bundle) if args.agent_scheme == "https" => {
+                Transport::Https { ca_bundle, server_name: args.agent_tls_server_name }
+            }
+            _ => Transport::Http,
+        },
+        kube_api_qps: args.kube_api_qps,
+        kube_api_burst: args.kube_api_burst,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,

@@ -445,3 +445,67 @@ async fn the_eviction_policy_is_enforced_and_the_hit_ratio_measured() {
     let printed = world.kubectl(&["get", "cpol", "lru", "-n", NS], None);
     assert!(printed.contains("75"), "{printed}");
 }
+
+/// Everything sent to `addr`, by a listener that never answers (a plain-HTTP "agent").
+fn record_everything(addr: std::net::SocketAddr) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_agent_tls_the_password_travels_only_over_tls() {
+    let password = "Tls-Only-Pa55";
+    let redis = RedisServer::start(&["--requirepass", password]);
+    let pki = tempfile::tempdir().unwrap();
+    biometrics_test_support::tls_material(pki.path(), "DNS:biometrics-agent");
+    let file = |f: &str| pki.path().join(f).display().to_string();
+    let mut world =
+        cache_world(&["127.0.1.10"], &["--tls-cert", &file("server.pem"), "--tls-key", &file("server.key")]).await;
+    world.operator_args.extend(["--agent-scheme".into(), "https".into(), "--agent-ca-bundle".into(), file("ca.pem")]);
+    // A pod whose "agent" speaks plain HTTP (here: records what it is sent, answers nothing).
+    let plain_ip: std::net::IpAddr = "127.0.1.11".parse().unwrap();
+    let seen = record_everything(std::net::SocketAddr::new(plain_ip, 9477));
+    world.create_pod("plain-0", plain_ip, "plain").await;
+    world.start_operator();
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis-auth\n  namespace: {NS}\nstringData:\n  password: {password}\n")),
+    );
+    let with_secret = |name: &str, app: &str| {
+        policy_manifest(name, &redis, "  invalidations:\n  - name: all\n    pattern: \"*\"\n")
+            .replace("  keyPrefix:", "    passwordSecretRef:\n      name: redis-auth\n  keyPrefix:")
+            .replace("app: cache", &format!("app: {app}"))
+    };
+    world.kubectl(&["apply", "-f", "-"], Some(&with_secret("over-tls", "cache")));
+    world.kubectl(&["apply", "-f", "-"], Some(&with_secret("to-plain", "plain")));
+    wait_policy(&world, "over-tls", Duration::from_secs(30), |cp| {
+        all_finished(cp, &["all"]) && condition(cp, "RedisReachable").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let refused = wait_policy(&world, "to-plain", Duration::from_secs(60), |cp| {
+        rule(cp, "all").is_some_and(|e| e.result == Some(InvalidationResult::Failed))
+    })
+    .await;
+    assert_eq!(refused.status.as_ref().unwrap().executor.as_deref(), Some("plain-0"));
+    let sent = seen.lock().unwrap().clone();
+    assert!(!sent.is_empty(), "the operator did try the plain agent");
+    assert_eq!(sent[0], 0x16, "only a TLS handshake was sent, never an HTTP request");
+    assert!(!sent.windows(password.len()).any(|w| w == password.as_bytes()), "the password never went out in clear");
+}

@@ -149,6 +149,12 @@ impl World {
     /// A pod with label `app: <app>`, an agent, and the given target.
     pub async fn add_pod_with(&mut self, name: &str, ip: IpAddr, target: Option<GoTarget>, app: &str) {
         let agent = self.start_agent(name, ip);
+        self.create_pod(name, ip, app).await;
+        self.pods.push(FakePod { name: name.into(), ip, target, agent: Some(agent) });
+    }
+
+    /// The Pod object only: Running and Ready at `ip`, with an agent container.
+    pub async fn create_pod(&self, name: &str, ip: IpAddr, app: &str) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
         let pod = json!({
             "metadata": {"name": name, "labels": {"app": app}, "annotations": {"biometrics.io/agent-port": "9477"}},
@@ -157,7 +163,6 @@ impl World {
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
         let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(), "conditions": [{"type": "Ready", "status": "True"}]}});
         pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-        self.pods.push(FakePod { name: name.into(), ip, target, agent: Some(agent) });
     }
 
     pub fn start_operator(&mut self) {

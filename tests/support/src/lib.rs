@@ -451,3 +451,61 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` (make test does)", path.display());
     path
 }
+
+/// A CA (`ca.pem`) and a server certificate (`server.pem`, `server.key`) for the given
+/// subject alternative names (`IP:127.0.0.1,DNS:localhost`), made with openssl in `dir`.
+pub fn tls_material(dir: &Path, subject_alt_names: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=biometrics-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=biometrics-test-server",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={subject_alt_names}\n")).unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
