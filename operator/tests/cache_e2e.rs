@@ -509,3 +509,27 @@ async fn with_agent_tls_the_password_travels_only_over_tls() {
     assert_eq!(sent[0], 0x16, "only a TLS handshake was sent, never an HTTP request");
     assert!(!sent.windows(password.len()).any(|w| w == password.as_bytes()), "the password never went out in clear");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_policy_cancels_its_running_invalidation() {
+    let redis = RedisServer::start(&[]);
+    redis_load(redis.addr.port(), &(0..20_000).map(|i| set_cmd(&format!("{PREFIX}bulk:{i}"))).collect::<Vec<_>>());
+    let mut world = cache_world(&["127.0.1.12"], &["--redis-max-ops-per-second", "1500"]).await;
+    world.start_operator();
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(&policy_manifest("doomed", &redis, "  invalidations:\n  - name: bulk\n    pattern: \"bulk:*\"\n")),
+    );
+    wait_policy(&world, "doomed", Duration::from_secs(60), |cp| {
+        rule(cp, "bulk")
+            .is_some_and(|e| e.result == Some(InvalidationResult::Running) && e.keys_deleted.unwrap_or(0) > 0)
+    })
+    .await;
+    world.kubectl(&["delete", "cpol", "doomed", "-n", NS, "--timeout=30s"], None);
+    let api: Api<CachePolicy> = Api::namespaced(world.client.clone(), NS);
+    assert!(api.get_opt("doomed").await.unwrap().is_none(), "the finalizer let go");
+    let left = keys(&redis, None).len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(keys(&redis, None).len(), left, "the job stopped with the policy");
+    assert!(left > 5_000, "{left} keys left: the job was cut short");
+}
