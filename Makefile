@@ -1,6 +1,7 @@
 # Biometrics — the commands a person and CI run the same way.
 #   make setup   install every system dependency (idempotent, quick when done)
-#   make test    formatting, lints, CRD drift check and every test
+#   make demo    the whole system on this machine, on the test API server, until Ctrl-C
+#   make test    formatting, lints, CRD drift check, every test and a run of the demo
 #   make bench   benchmarks against the tools they replace, printed as ratios
 
 SHELL := /bin/bash
@@ -8,7 +9,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build test fmt fmt-check lint crds crds-check unit e2e bench
+.PHONY: setup build demo demo-check test fmt fmt-check lint crds crds-check unit e2e bench
 
 setup:
 	@bash hack/setup.sh
@@ -16,7 +17,14 @@ setup:
 build: setup
 	$(CARGO) build --workspace --all-targets --locked
 
-test: setup fmt-check lint crds-check unit
+demo: setup
+	@bash hack/demo.sh
+
+# The demo, stopping once the first capture and invalidations are in (part of `make test`).
+demo-check: setup
+	@bash hack/demo.sh --check >/dev/null
+
+test: setup fmt-check lint crds-check unit demo-check
 
 fmt:
 	$(CARGO) fmt --all
@@ -43,7 +51,7 @@ unit:
 # Only the operator's end-to-end tests (part of `make test` too).
 e2e: setup
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) test --locked -p biometrics-operator --test e2e
+	$(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e
 
 # Release builds of what is measured, then the figures (not part of `make test`).
 bench: setup

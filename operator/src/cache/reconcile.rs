@@ -423,8 +423,9 @@ impl Work<'_> {
             ctx.metrics.invalidations.with_label_values(&["succeeded"]).inc();
             ctx.metrics.keys_deleted.inc_by(u64::try_from(deleted).unwrap_or(0));
             let note = format!(
-                "rule {} ({trigger}) deleted {deleted} keys in {} ms{}",
+                "rule {} ({trigger}) deleted {} in {} ms{}",
                 entry.name,
+                count_of_keys(deleted),
                 entry.duration_millis.unwrap_or(0),
                 entry.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
             );
@@ -432,8 +433,9 @@ impl Work<'_> {
         } else {
             ctx.metrics.invalidations.with_label_values(&["failed"]).inc();
             let note = format!(
-                "rule {} ({trigger}) failed after deleting {deleted} keys: {}",
+                "rule {} ({trigger}) failed after deleting {}: {}",
                 entry.name,
+                count_of_keys(deleted),
                 entry.message.as_deref().unwrap_or("unknown error")
             );
             rule_event(ctx, self.cp, EventType::Warning, "InvalidationFailed", &entry.name, note).await;
@@ -608,6 +610,10 @@ impl Work<'_> {
         status.threshold_level = Some(worst);
         status.redis = Some(health);
     }
+}
+
+fn count_of_keys(n: i64) -> String {
+    if n == 1 { "1 key".into() } else { format!("{n} keys") }
 }
 
 fn show(v: Option<f64>, unit: &str) -> String {
