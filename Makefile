@@ -9,13 +9,18 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-check test fmt fmt-check lint crds crds-check unit e2e bench
+.PHONY: setup build release demo demo-check test fmt fmt-check lint crds crds-check unit e2e bench
 
 setup:
 	@bash hack/setup.sh
 
 build: setup
 	$(CARGO) build --workspace --all-targets --locked
+
+# What the images run: the same build as operator/Dockerfile and agent/Dockerfile, checked.
+release: setup
+	$(CARGO) build --release --locked -p biometrics-operator -p biometrics-agent
+	@bash hack/release-check.sh
 
 demo: setup
 	@bash hack/demo.sh

@@ -198,3 +198,43 @@ fn a_symlink_planted_on_the_volume_is_not_followed() {
     assert!(out["error"].as_str().unwrap().contains("not a directory"), "{out}");
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing written outside the profiles dir");
 }
+
+#[test]
+fn every_name_that_becomes_a_path_or_key_refuses_traversal() {
+    let agent = Agent::start(None, &[]);
+    // Files a traversal could reach if a name were used as is.
+    std::fs::write(agent.dir.path().join("secret.txt"), "do not touch").unwrap();
+    let mut capture_name = capture_request("cap-ok", "run-1", &["heap"], 1, 6060);
+    capture_name["capture"]["name"] = json!("../../secret");
+    let invalidation = |id: &str, namespace: &str, name: &str| json!({"id": id, "policy": {"namespace": namespace, "name": name}, "redis": {"address": "127.0.0.1:1"}, "keyPrefix": "users:", "rule": {"name": "r", "pattern": "*"}});
+    let cases = [
+        ("capture.name", "/v1/captures", capture_name, "capture.name"),
+        (
+            "retention namespace",
+            "/v1/retention",
+            json!({"capture": {"namespace": "..", "name": "api-hourly"}, "keepRuns": 0}),
+            "namespace",
+        ),
+        (
+            "retention name",
+            "/v1/retention",
+            json!({"capture": {"namespace": NAMESPACE, "name": "../.."}, "keepRuns": 0}),
+            "name",
+        ),
+        ("invalidation id", "/v1/cache/invalidations", invalidation("../x", NAMESPACE, "users"), "id"),
+        ("policy namespace", "/v1/cache/invalidations", invalidation("inv-1", "../etc", "users"), "policy.namespace"),
+        ("policy name", "/v1/cache/invalidations", invalidation("inv-2", NAMESPACE, "a/b"), "policy.name"),
+    ];
+    for (what, path, body, reason) in cases {
+        let (status, response) = agent.request("POST", path, Some(&body));
+        assert_eq!(status, 400, "{what}: {response}");
+        assert!(response["error"].as_str().unwrap_or_default().contains(reason), "{what}: {response}");
+    }
+    // Ids in the URL are looked up, never used as paths.
+    for path in ["/v1/captures/..%2F..%2Fsecret.txt", "/v1/cache/invalidations/..%2Fsecret.txt"] {
+        assert_eq!(agent.request("GET", path, None).0, 404, "{path}");
+        assert_eq!(agent.request("DELETE", path, None).0, 404, "{path}");
+    }
+    assert_eq!(std::fs::read_to_string(agent.dir.path().join("secret.txt")).unwrap(), "do not touch");
+    assert!(files_under(&agent.profiles()).is_empty(), "nothing written");
+}

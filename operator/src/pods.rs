@@ -91,6 +91,31 @@ pub fn pod_named(store: &reflector::Store<Pod>, namespace: &str, name: &str, def
     store.get(&key).map(|p| pod_info(&p, default_port))
 }
 
+/// Resolves once the watch caches a reconcile reads are filled. Any number of reconciles may
+/// wait on clones of it (a store's own `wait_until_ready` wakes only the last of several
+/// concurrent waiters).
+pub type CachesReady = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// The `CachesReady` of these stores.
+pub fn caches_ready(waits: Vec<futures::future::BoxFuture<'static, ()>>) -> CachesReady {
+    use futures::FutureExt;
+    futures::future::join_all(waits).map(|_| ()).boxed().shared()
+}
+
+/// A wait for one store, for `caches_ready`.
+pub fn store_ready<K>(store: &reflector::Store<K>) -> futures::future::BoxFuture<'static, ()>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::FutureExt;
+    let store = store.clone();
+    async move {
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed()
+}
+
 /// Where a pod's agent listens, when it has an IP and an agent.
 pub fn agent_of(namespace: &str, pod: &PodInfo) -> Option<AgentAddr> {
     Some(AgentAddr { namespace: namespace.into(), pod: pod.name.clone(), ip: pod.ip.clone()?, port: pod.agent_port? })
@@ -109,6 +134,20 @@ mod tests {
             ip: ip.map(Into::into),
             ready,
             agent_port: agent.then_some(9477),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_caches_are_filled() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let ready = caches_ready(vec![store_ready(&store)]);
+        // As many waiters as reconciles start before the pod list is in.
+        let waiters: Vec<_> = (0..40).map(|_| tokio::spawn(ready.clone())).collect();
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.expect("every waiter wakes").unwrap();
         }
     }
 

@@ -83,6 +83,8 @@ pub struct Context {
     pub deployments: reflector::Store<Deployment>,
     /// StatefulSets, for `onRolloutOf`.
     pub statefulsets: reflector::Store<StatefulSet>,
+    /// Resolves once the three stores are filled.
+    pub caches_ready: pods::CachesReady,
     /// The agents' client.
     pub agents: AgentClient,
     /// The signing key (published per namespace).
@@ -115,8 +117,14 @@ impl Context {
         instance: &str,
     ) -> Self {
         let events = Events::new(client.clone(), instance);
+        let caches_ready = pods::caches_ready(vec![
+            pods::store_ready(&pods),
+            pods::store_ready(&deployments),
+            pods::store_ready(&statefulsets),
+        ]);
         Self {
             client,
+            caches_ready,
             pods,
             deployments,
             statefulsets,
@@ -147,9 +155,7 @@ async fn rule_event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &
 /// The reconcile entry: the finalizer around apply and cleanup.
 pub async fn reconcile(cp: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action> {
     // Decisions about pods and rollouts need the caches filled first.
-    let _ = ctx.pods.wait_until_ready().await;
-    let _ = ctx.deployments.wait_until_ready().await;
-    let _ = ctx.statefulsets.wait_until_ready().await;
+    ctx.caches_ready.clone().await;
     let started = Instant::now();
     ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
     let api: Api<CachePolicy> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());

@@ -71,6 +71,8 @@ pub struct Context {
     pub client: Client,
     /// Pods, from a watch.
     pub pods: reflector::Store<Pod>,
+    /// Resolves once `pods` is filled.
+    pub caches_ready: pods::CachesReady,
     /// The agents' client.
     pub agents: AgentClient,
     /// The signing key (published per namespace).
@@ -101,8 +103,10 @@ impl Context {
         instance: &str,
     ) -> Self {
         let events = Events::new(client.clone(), instance);
+        let caches_ready = pods::caches_ready(vec![pods::store_ready(&pods)]);
         Self {
             client,
+            caches_ready,
             pods,
             agents,
             key,
@@ -130,7 +134,7 @@ fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
 /// The reconcile entry: the finalizer around apply and cleanup.
 pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Action> {
     // Decisions about pods need the pod cache filled first.
-    let _ = ctx.pods.wait_until_ready().await;
+    ctx.caches_ready.clone().await;
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
     let ns = pc.namespace().unwrap_or_default();
