@@ -152,6 +152,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
             metrics_interval,
             default_max_pods: config.defaults.performance.profiling.max_pods.and_then(|m| usize::try_from(m).ok()),
             poll_interval,
+            alerting: config.defaults.performance.alerting.clone(),
         },
         &config.identity,
     ));

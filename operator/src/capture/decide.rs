@@ -6,7 +6,7 @@ use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
 use biometrics_crds::{
     CAPTURE_NOW_ANNOTATION,
     schedule::Schedule,
-    threshold::ThresholdLevel,
+    threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
         FlatShift, PodRunResult, ProfileCapture, ProfileResult, RunResult, RunTrigger, RuntimeLevels, RuntimeMetric,
         RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
@@ -248,6 +248,28 @@ pub fn firing<'a>(
         .collect()
 }
 
+/// The thresholds a capture is judged by: its own, except that a bound left at the schema
+/// default takes the cluster's `performance.alerting` value as its critical level (the
+/// warning level scaled along when it would no longer be below it).
+pub fn effective_thresholds(
+    own: &RuntimeThresholds,
+    alerting: &crate::config::Alerting,
+) -> RuntimeThresholds {
+    let defaults = RuntimeThresholds::default();
+    let adopt = |own: UpperBounds, default: UpperBounds, critical: Option<f64>| match critical {
+        Some(c) if own == default && c > 0.0 => {
+            let warning = if default.warning < c { default.warning } else { c * default.warning / default.critical };
+            UpperBounds { warning, critical: c }
+        }
+        _ => own,
+    };
+    RuntimeThresholds {
+        memory_percent: own.memory_percent,
+        goroutines: adopt(own.goroutines, defaults.goroutines, alerting.goroutine_threshold),
+        gc_per_second: adopt(own.gc_per_second, defaults.gc_per_second, alerting.gc_threshold),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use biometrics_agent_api::ProfileOutcome;
@@ -369,6 +391,21 @@ mod tests {
             PodRunResult { pod: "b".into(), result: RunResult::Succeeded, profiles: vec![], error: None },
         ];
         assert_eq!(run_result(&pods), RunResult::PartiallySucceeded);
+    }
+
+    #[test]
+    fn cluster_alerting_fills_in_only_where_a_capture_kept_the_defaults() {
+        let alerting = crate::config::Alerting { goroutine_threshold: Some(500.0), gc_threshold: Some(80.0) };
+        let kept = effective_thresholds(&RuntimeThresholds::default(), &alerting);
+        assert_eq!(kept.goroutines, UpperBounds { warning: 100.0, critical: 500.0 }, "warning stays below critical");
+        assert_eq!(kept.gc_per_second, UpperBounds { warning: 10.0, critical: 80.0 });
+        let own = RuntimeThresholds {
+            goroutines: UpperBounds { warning: 10.0, critical: 20.0 },
+            ..RuntimeThresholds::default()
+        };
+        assert_eq!(effective_thresholds(&own, &alerting).goroutines, own.goroutines, "the capture's own value wins");
+        let none = crate::config::Alerting::default();
+        assert_eq!(effective_thresholds(&own, &none), own);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Settings {
     pub default_max_pods: Option<usize>,
     /// How often a running run is polled.
     pub poll_interval: Duration,
+    /// Cluster-wide alert thresholds (`performance.alerting`).
+    pub alerting: crate::config::Alerting,
 }
 
 /// What reconciles share.
@@ -249,7 +251,8 @@ async fn refresh_runtime(
             ctx.agents.call::<(), _>(&agent, "GET", "/v1/runtime", None, "runtime").await;
         let entry = match sample {
             Ok(s) => {
-                let levels = decide::levels(&s, &pc.spec.thresholds);
+                let thresholds = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
+                let levels = decide::levels(&s, &thresholds);
                 let worst = ThresholdLevel::worst(
                     [levels.memory_percent, levels.goroutines, levels.gc_per_second].into_iter().flatten(),
                 );
