@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod profile;
+pub mod reference;
 pub mod schedule;
 pub mod selector;
 pub mod threshold;
