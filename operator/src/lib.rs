@@ -123,6 +123,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
     let pod_events = watcher(api(&client).of::<Pod>(), watcher::Config::default())
         .default_backoff()
+        .modify(pods::slim)
         .reflect(pod_writer)
         .touched_objects();
     let (to_captures, for_captures) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
@@ -160,10 +161,12 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     let (statefulset_reader, statefulset_writer) = reflector::store::<StatefulSet>();
     let deployments = watcher(api(&client).of::<Deployment>(), watcher::Config::default())
         .default_backoff()
+        .modify(|d: &mut Deployment| d.metadata.managed_fields = None)
         .reflect(deployment_writer)
         .touched_objects();
     let statefulsets = watcher(api(&client).of::<StatefulSet>(), watcher::Config::default())
         .default_backoff()
+        .modify(|s: &mut StatefulSet| s.metadata.managed_fields = None)
         .reflect(statefulset_writer)
         .touched_objects();
     let cache_ctx = Arc::new(cache::reconcile::Context::new(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use biometrics_crds::{AGENT_CONTAINER, AGENT_PORT_ANNOTATION, selector::PodSelector};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use kube::{ResourceExt, runtime::reflector};
 
 use crate::agent_client::AgentAddr;
@@ -66,6 +66,37 @@ pub fn eligible(pods: &[PodInfo], selector: &PodSelector, max_pods: Option<usize
 /// FNV-1a, for short stable ids.
 pub(crate) fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Keeps of a Pod only what the controllers read (name, labels, `biometrics.io/`
+/// annotations, container names, phase, Ready, IP, deletion): the watch cache holds every
+/// pod of the cluster, and the rest of a real pod (managed fields, env, volumes, …) is most
+/// of its size.
+pub fn slim(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with("biometrics.io/"));
+    }
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| Container { name: c.name, ..Container::default() })
+                .collect(),
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            conditions: status.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
+            ..PodStatus::default()
+        });
+    }
 }
 
 /// The pods of a namespace that a selector selects (all with `None`), from the watch. Only
@@ -149,6 +180,33 @@ mod tests {
         for waiter in waiters {
             tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.expect("every waiter wakes").unwrap();
         }
+    }
+
+    #[test]
+    fn a_slimmed_pod_reads_the_same() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "api-0", "namespace": "shop", "labels": {"app": "api"},
+                "annotations": {"biometrics.io/agent-port": "9999", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"containers": [{"name": "app", "image": "api", "env": [{"name": "A", "value": "b"}]}, {"name": "biometrics-agent", "image": "agent"}],
+                "volumes": [{"name": "profiles", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.1.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}
+        }))
+        .unwrap();
+        let before = pod_info(&pod, 9477);
+        let size = |p: &Pod| serde_json::to_string(p).unwrap().len();
+        let full = size(&pod);
+        slim(&mut pod);
+        assert_eq!(pod_info(&pod, 9477), before);
+        assert_eq!(before.agent_port, Some(9999));
+        assert!(size(&pod) < full);
+        assert!(pod.metadata.managed_fields.is_none());
+        assert_eq!(pod.metadata.annotations.as_ref().unwrap().len(), 1, "only biometrics.io/ annotations");
+        let spec = pod.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none() && spec.containers[0].image.is_none());
+        let status = pod.status.as_ref().unwrap();
+        assert!(status.host_ip.is_none() && status.conditions.as_ref().unwrap().len() == 1);
     }
 
     #[test]

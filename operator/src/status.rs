@@ -13,9 +13,11 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{
-    Client,
+    Api, Client, Resource,
+    api::{Patch, PatchParams},
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
+use serde::Serialize;
 
 /// Now, at the precision the API server keeps (a status rewritten in the same second is
 /// unchanged).
@@ -90,5 +92,68 @@ impl Events {
         if let Err(err) = recorder.publish(&e, object).await {
             tracing::warn!(error = %err, "cannot publish event");
         }
+    }
+}
+
+/// Status writes by server-side apply (skipped when nothing changed), remembering each
+/// status written until the watch delivers it: a reconcile that runs in between must act on
+/// what was written, not on the older status it still sees (or it would start the same run
+/// twice).
+pub struct StatusWriter<S> {
+    written: Mutex<HashMap<String, (u64, S)>>,
+}
+
+impl<S> Default for StatusWriter<S> {
+    fn default() -> Self {
+        Self { written: Mutex::default() }
+    }
+}
+
+fn resource_version<K: Resource>(object: &K) -> u64 {
+    object.meta().resource_version.as_deref().and_then(|rv| rv.parse().ok()).unwrap_or(0)
+}
+
+impl<S: Clone + PartialEq + Serialize> StatusWriter<S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, S)>> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The newest status of `object`: the one written last, unless the watch has caught up.
+    pub fn freshest<K: Resource>(&self, object: &K, seen: S) -> S {
+        let uid = object.meta().uid.clone().unwrap_or_default();
+        let mut written = self.lock();
+        match written.get(&uid) {
+            Some((rv, status)) if *rv > resource_version(object) => status.clone(),
+            Some(_) => {
+                written.remove(&uid);
+                seen
+            }
+            None => seen,
+        }
+    }
+
+    /// Applies `status` to `object`'s status subresource unless it equals `before`.
+    pub async fn write<K>(&self, client: &Client, object: &K, before: &S, status: S) -> kube::Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        if *before == status {
+            return Ok(());
+        }
+        let api: Api<K> = Api::namespaced(client.clone(), object.meta().namespace.as_deref().unwrap_or_default());
+        let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+        let name = object.meta().name.clone().unwrap_or_default();
+        let written =
+            api.patch_status(&name, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        self.lock().insert(object.meta().uid.clone().unwrap_or_default(), (resource_version(&written), status));
+        Ok(())
+    }
+
+    /// Drops what is remembered of a deleted object.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
     }
 }

@@ -32,7 +32,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -45,13 +44,12 @@ use kube::{
 
 use super::decide::{self, RulePlan};
 use crate::{
-    FIELD_MANAGER,
     agent_client::{AgentAddr, AgentClient},
     error::{Error, Result},
     metrics::Metrics,
     pods::{self, PodInfo, agent_of},
     signing::SigningKey,
-    status::{Events, now_time, set_condition},
+    status::{Events, StatusWriter, now_time, set_condition},
 };
 
 /// The finalizer that lets deletion stop running invalidations.
@@ -95,9 +93,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Settings.
     pub settings: Settings,
-    /// The status last written per policy (by uid) with its resourceVersion, so a
-    /// reconcile that runs before the watch delivers it does not act on an older one.
-    written: Mutex<HashMap<String, (u64, CachePolicyStatus)>>,
+    /// Status writes, remembered until the watch delivers them.
+    status: StatusWriter<CachePolicyStatus>,
     /// When each policy's statistics were last sampled (by uid).
     sampled: Mutex<HashMap<String, Instant>>,
 }
@@ -133,7 +130,7 @@ impl Context {
             events,
             metrics,
             settings,
-            written: Mutex::default(),
+            status: StatusWriter::default(),
             sampled: Mutex::default(),
         }
     }
@@ -231,12 +228,8 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     let uid = cp.uid().unwrap_or_default();
     let generation = cp.metadata.generation;
     let now = Timestamp::now();
-    let seen_rv: u64 = cp.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
     let before = cp.status.clone().unwrap_or_default();
-    let mut status = match lock(&ctx.written).get(&uid) {
-        Some((rv, written)) if *rv > seen_rv => written.clone(),
-        _ => before.clone(),
-    };
+    let mut status = ctx.status.freshest(cp, before.clone());
     // Decisions read the freshest status this process knows.
     let mut current = cp.clone();
     current.status = Some(status.clone());
@@ -308,7 +301,7 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     record_plans(&plans, &mut status, cp);
     summarise(cp, &plans, blocked, &mut status);
     let running = status.invalidations.iter().any(|e| e.result == Some(InvalidationResult::Running));
-    write_status(ctx, cp, &before, status).await?;
+    ctx.status.write(&ctx.client, cp, &before, status).await?;
     if running {
         return Ok(Action::requeue(ctx.settings.poll_interval));
     }
@@ -336,7 +329,7 @@ async fn invalid(
     let generation = cp.metadata.generation;
     set_condition(&mut status.conditions, "Ready", false, reason, &message, generation);
     set_condition(&mut status.conditions, "Degraded", true, reason, &message, generation);
-    write_status(ctx, cp, before, status).await?;
+    ctx.status.write(&ctx.client, cp, before, status).await?;
     Err(Error::InvalidSpec(message))
 }
 
@@ -738,24 +731,6 @@ fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, sta
     }
 }
 
-async fn write_status(
-    ctx: &Context,
-    cp: &CachePolicy,
-    before: &CachePolicyStatus,
-    status: CachePolicyStatus,
-) -> Result<()> {
-    if *before == status {
-        return Ok(());
-    }
-    let api: Api<CachePolicy> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "CachePolicy", "status": status});
-    let written =
-        api.patch_status(&cp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    let rv = written.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
-    lock(&ctx.written).insert(cp.uid().unwrap_or_default(), (rv, status));
-    Ok(())
-}
-
 /// Deletion: cancel running invalidations on the executor. Best effort, bounded by the
 /// agent timeout: an unreachable agent or Redis never blocks deletion.
 async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
@@ -778,7 +753,7 @@ async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
             tracing::warn!(policy = %cp.name_any(), rule = %entry.name, %reason, "cannot cancel an invalidation");
         }
     }
-    lock(&ctx.written).remove(&uid);
+    ctx.status.forget(&uid);
     lock(&ctx.sampled).remove(&uid);
     Ok(Action::await_change())
 }
@@ -824,6 +799,8 @@ pub async fn run(
     let (reader, writer) = reflector::store();
     let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
         .default_backoff()
+        // Who wrote which field is not read here, and is a large part of each object.
+        .modify(|o| o.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(wakes, Default::default());

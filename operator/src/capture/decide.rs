@@ -251,10 +251,7 @@ pub fn firing<'a>(
 /// The thresholds a capture is judged by: its own, except that a bound left at the schema
 /// default takes the cluster's `performance.alerting` value as its critical level (the
 /// warning level scaled along when it would no longer be below it).
-pub fn effective_thresholds(
-    own: &RuntimeThresholds,
-    alerting: &crate::config::Alerting,
-) -> RuntimeThresholds {
+pub fn effective_thresholds(own: &RuntimeThresholds, alerting: &crate::config::Alerting) -> RuntimeThresholds {
     let defaults = RuntimeThresholds::default();
     let adopt = |own: UpperBounds, default: UpperBounds, critical: Option<f64>| match critical {
         Some(c) if own == default && c > 0.0 => {

@@ -24,7 +24,6 @@ use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -36,13 +35,12 @@ use kube::{
 
 use super::decide::{self, DueRun};
 use crate::{
-    FIELD_MANAGER,
     agent_client::{AgentClient, AgentError},
     error::{Error, Result},
     metrics::Metrics,
     pods::{self, PodInfo, agent_of},
     signing::SigningKey,
-    status::{Events, now_time, set_condition},
+    status::{Events, StatusWriter, now_time, set_condition},
 };
 
 /// The finalizer that lets deletion stop running captures and clean up files.
@@ -87,10 +85,8 @@ pub struct Context {
     pub settings: Settings,
     /// Each capture's previous finished run, to compare the next one with (by uid).
     previous: Mutex<HashMap<String, CaptureRun>>,
-    /// The status last written for each capture (by uid) with the resourceVersion it made:
-    /// a reconcile that runs before the watch delivers that write must not act on the
-    /// older status it still sees (and start the same run twice).
-    written: Mutex<HashMap<String, (u64, ProfileCaptureStatus)>>,
+    /// Status writes, remembered until the watch delivers them.
+    status: StatusWriter<ProfileCaptureStatus>,
 }
 
 impl Context {
@@ -116,7 +112,7 @@ impl Context {
             metrics,
             settings,
             previous: Mutex::default(),
-            written: Mutex::default(),
+            status: StatusWriter::default(),
         }
     }
 }
@@ -171,11 +167,8 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
     let seen_rv: u64 = pc.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
-    let mut status = match ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid) {
-        Some((rv, written)) if *rv > seen_rv => written.clone(),
-        _ => pc.status.clone().unwrap_or_default(),
-    };
     let before = pc.status.clone().unwrap_or_default();
+    let mut status = ctx.status.freshest(pc, before.clone());
     let generation = pc.metadata.generation;
 
     ctx.key.ensure_published(ctx.client.clone(), &ns).await?;
@@ -186,7 +179,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
             status.phase = Some(CapturePhase::Failed);
             set_condition(&mut status.conditions, "Degraded", true, "InvalidSelector", &e.to_string(), generation);
             status.observed_generation = generation;
-            write_status(ctx, pc, &before, status).await?;
+            ctx.status.write(&ctx.client, pc, &before, status).await?;
             return Err(Error::InvalidSpec(e.to_string()));
         }
     };
@@ -213,7 +206,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     status.observed_generation = generation;
     summarise(pc, &eligible, &mut status);
     let still_running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
-    write_status(ctx, pc, &before, status.clone()).await?;
+    ctx.status.write(&ctx.client, pc, &before, status.clone()).await?;
     if still_running {
         return Ok(Action::requeue(ctx.settings.poll_interval));
     }
@@ -644,27 +637,6 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
     set_condition(&mut status.conditions, "Ready", ready, reason, &message, generation);
 }
 
-async fn write_status(
-    ctx: &Context,
-    pc: &ProfileCapture,
-    before: &ProfileCaptureStatus,
-    status: ProfileCaptureStatus,
-) -> Result<()> {
-    if *before == status {
-        return Ok(());
-    }
-    let api: Api<ProfileCapture> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture", "status": status});
-    let written =
-        api.patch_status(&pc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    let rv = written.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
-    ctx.written
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(pc.uid().unwrap_or_default(), (rv, status));
-    Ok(())
-}
-
 /// Deletion: stop running captures, and with `deleteOnRemoval` remove the files. Best
 /// effort, bounded by the agent timeout: an unreachable agent never blocks deletion.
 async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
@@ -691,7 +663,7 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
         }
     }
     ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
-    ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+    ctx.status.forget(&uid);
     Ok(Action::await_change())
 }
 
@@ -716,6 +688,8 @@ pub async fn run(
     let (capture_reader, capture_writer) = reflector::store();
     let capture_stream = watcher(captures, watcher::Config::default().any_semantic())
         .default_backoff()
+        // Who wrote which field is not read here, and is a large part of each object.
+        .modify(|o| o.metadata.managed_fields = None)
         .reflect(capture_writer)
         .applied_objects()
         // Spec changes, annotations (capture-now), finalizers and deletion wake a capture; its

@@ -5,6 +5,7 @@
 //! for `kubectl get`, and custom resources admitted against their CRD schema with CEL.
 //! What it does not do is listed in its README.
 
+pub mod audit;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -26,7 +27,11 @@ use std::{
 
 use serde_json::Value;
 
-pub use crate::{server::RequestCounts, store::Store};
+pub use crate::{
+    audit::{RequestLog, RequestRecord},
+    server::RequestCounts,
+    store::Store,
+};
 
 /// Why the server could not start or load manifests.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,7 @@ pub struct TestApiServer {
     addr: SocketAddr,
     store: Store,
     counts: Arc<RequestCounts>,
+    requests: Option<Arc<RequestLog>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -81,6 +87,9 @@ pub struct Options {
     pub event_log_capacity: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: std::time::Duration,
+    /// Whether to keep every request's authorization check for
+    /// [`TestApiServer::requests`]; the log grows with the requests served.
+    pub record_requests: bool,
 }
 
 impl Default for Options {
@@ -88,6 +97,7 @@ impl Default for Options {
         Self {
             event_log_capacity: store::DEFAULT_EVENT_LOG_CAPACITY,
             bookmark_interval: std::time::Duration::from_secs(5),
+            record_requests: false,
         }
     }
 }
@@ -106,7 +116,9 @@ impl TestApiServer {
         let store = Store::new(options.event_log_capacity);
         let mut state = server::AppState::new(store.clone(), addr.to_string());
         state.bookmark_interval = options.bookmark_interval;
+        state.requests = options.record_requests.then(Arc::default);
         let counts = state.counts.clone();
+        let requests = state.requests.clone();
         let app = axum::Router::new().fallback(move |method, uri, headers, body| {
             let state = state.clone();
             async move { server::handle(state, method, uri, headers, body).await }
@@ -119,7 +131,7 @@ impl TestApiServer {
                 })
                 .await;
         });
-        Ok(Self { addr, store, counts, shutdown: Some(tx) })
+        Ok(Self { addr, store, counts, requests, shutdown: Some(tx) })
     }
 
     /// Where it listens.
@@ -142,9 +154,21 @@ impl TestApiServer {
         &self.counts
     }
 
+    /// Every request's authorization check so far, in arrival order: who (the bearer
+    /// token) did which verb on which resource, as kube-apiserver's authorizer would be
+    /// asked. Empty unless the server was started with [`Options::record_requests`].
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests.as_ref().map(|log| log.all()).unwrap_or_default()
+    }
+
     /// A kubeconfig that kubectl and kube-rs use unchanged.
     pub fn kubeconfig(&self) -> String {
         kubeconfig_for(&self.url())
+    }
+
+    /// A kubeconfig whose requests are recorded as `user`'s (see [`Self::requests`]).
+    pub fn kubeconfig_as(&self, user: &str) -> String {
+        kubeconfig_with_token(&self.url(), user)
     }
 
     /// Writes the kubeconfig to `path`.
@@ -194,6 +218,12 @@ impl Drop for TestApiServer {
 
 /// The kubeconfig for a server at `url`: one cluster, one context, namespace `default`.
 pub fn kubeconfig_for(url: &str) -> String {
+    kubeconfig_with_token(url, "biometrics-test")
+}
+
+/// The same kubeconfig with another bearer token, the `user` of the requests it makes in
+/// [`TestApiServer::requests`].
+pub fn kubeconfig_with_token(url: &str, token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -204,7 +234,7 @@ clusters:
 users:
 - name: biometrics-test
   user:
-    token: biometrics-test
+    token: {token}
 contexts:
 - name: biometrics-test
   context:

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::{
+    audit::{RequestLog, RequestRecord},
     error::ApiError,
     registry::{ResourceType, TypeKey},
     schema::FieldValidation,
@@ -57,12 +58,14 @@ pub struct AppState {
     pub address: String,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Where each request's authorization check is recorded, when asked for.
+    pub requests: Option<Arc<RequestLog>>,
 }
 
 impl AppState {
     /// State for a server at `address`.
     pub fn new(store: Store, address: String) -> Self {
-        Self { store, counts: Arc::default(), address, bookmark_interval: Duration::from_secs(5) }
+        Self { store, counts: Arc::default(), address, bookmark_interval: Duration::from_secs(5), requests: None }
     }
 }
 
@@ -198,6 +201,9 @@ fn write_options(query: &BTreeMap<String, String>, headers: &HeaderMap) -> Resul
 
 /// Answers every request.
 pub async fn handle(state: AppState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(log) = &state.requests {
+        log.record(RequestRecord::from_request(&method, &uri, &headers));
+    }
     match route(&state, &method, &uri, &headers, &body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -316,6 +322,14 @@ async fn route(
                         )));
                     }
                 };
+                // kube-apiserver also checks `create` when an apply makes the object.
+                if let Some(log) = &state.requests
+                    && matches!(patch, Patch::Apply(_))
+                    && sub == Subresource::Main
+                    && state.store.get(&rt.key(), &namespace, &name).is_err()
+                {
+                    log.record(RequestRecord::from_request(method, uri, headers).with_verb("create"));
+                }
                 let (obj, warnings) = state.store.patch(&rt.key(), &namespace, &name, patch, sub, &opts)?;
                 Ok(json_response(StatusCode::OK, &obj, &warnings))
             }
