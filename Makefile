@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build release demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench
+.PHONY: setup build release fuzz demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench
 
 setup:
 	@bash hack/setup.sh
@@ -21,6 +21,10 @@ build: setup
 release: setup
 	$(CARGO) build --release --locked -p biometrics-operator -p biometrics-agent
 	@bash hack/release-check.sh
+
+# Every fuzz target for FUZZ_SECONDS (default 60) each, with cargo fuzz (not part of `make test`).
+fuzz: setup
+	@bash hack/fuzz.sh
 
 demo: setup
 	@bash hack/demo.sh
