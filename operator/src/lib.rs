@@ -6,6 +6,7 @@ pub mod agent_client;
 pub mod cache;
 pub mod capture;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;

@@ -543,6 +543,29 @@ pub struct InvalidationStatus {
     pub rollout_revision: Option<String>,
 }
 
+impl InvalidationStatus {
+    /// The entry of a rule that has not run yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            last_run_time: None,
+            trigger: None,
+            keys_deleted: None,
+            duration_millis: None,
+            result: None,
+            message: None,
+            applied_generation: None,
+            rule_digest: None,
+            run_id: None,
+            executor: None,
+            failures: None,
+            carried_over: None,
+            last_schedule_time: None,
+            rollout_revision: None,
+        }
+    }
+}
+
 /// The threshold level of each cache health metric; one that could not be measured has
 /// no level.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

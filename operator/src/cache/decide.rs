@@ -448,21 +448,9 @@ mod tests {
                         e
                     }
                     (None, None) => InvalidationStatus {
-                        name: plan.name.clone(),
-                        last_run_time: None,
-                        trigger: None,
-                        keys_deleted: None,
-                        duration_millis: None,
-                        result: None,
-                        message: None,
-                        applied_generation: None,
-                        rule_digest: None,
-                        run_id: None,
-                        executor: None,
-                        carried_over: None,
-                        failures: None,
                         last_schedule_time: plan.schedule_time.map(Time),
                         rollout_revision: plan.rollout_revision.clone(),
+                        ..InvalidationStatus::new(&plan.name)
                     },
                 }
             })

@@ -36,7 +36,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
+        finalizer::Event as Finalizer,
         reflector::{self, ObjectRef},
         watcher,
     },
@@ -151,34 +151,20 @@ async fn rule_event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &
 
 /// The reconcile entry: the finalizer around apply and cleanup.
 pub async fn reconcile(cp: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action> {
-    // Decisions about pods and rollouts need the caches filled first.
+    // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    let started = Instant::now();
-    ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-    let api: Api<CachePolicy> = Api::namespaced(ctx.client.clone(), &cp.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, cp, |event| async {
+    crate::controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, cp, |event| async {
         match event {
             Finalizer::Apply(cp) => apply(&cp, &ctx).await,
             Finalizer::Cleanup(cp) => cleanup(&cp, &ctx).await,
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
-    ctx.metrics.reconcile_duration.with_label_values(&[CONTROLLER]).observe(started.elapsed().as_secs_f64());
-    result
 }
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
 pub fn error_policy(_cp: Arc<CachePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failures.with_label_values(&[CONTROLLER, error.metric_label()]).inc();
-    tracing::warn!(error = %error, "reconcile failed");
-    match error {
-        Error::InvalidSpec(_) => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
+    crate::controller::backoff(&ctx.metrics, CONTROLLER, error)
 }
 
 /// Why Redis work cannot be sent: no executor, or no credentials.
@@ -636,23 +622,7 @@ fn record_plans(plans: &[RulePlan], status: &mut CachePolicyStatus, cp: &CachePo
         let entry = match status.invalidations.iter_mut().find(|e| e.name == plan.name) {
             Some(e) => e,
             None => {
-                status.invalidations.push(InvalidationStatus {
-                    name: plan.name.clone(),
-                    last_run_time: None,
-                    trigger: None,
-                    keys_deleted: None,
-                    duration_millis: None,
-                    result: None,
-                    message: None,
-                    applied_generation: None,
-                    rule_digest: None,
-                    run_id: None,
-                    executor: None,
-                    carried_over: None,
-                    failures: None,
-                    last_schedule_time: None,
-                    rollout_revision: None,
-                });
+                status.invalidations.push(InvalidationStatus::new(&plan.name));
                 status.invalidations.last_mut().expect("just pushed")
             }
         };
@@ -758,18 +728,6 @@ async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// What makes a policy worth reconciling again: its generation, annotations, finalizers
-/// and deletion — everything but status.
-fn wakes(cp: &CachePolicy) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    cp.metadata.generation.hash(&mut h);
-    cp.metadata.annotations.hash(&mut h);
-    cp.metadata.finalizers.hash(&mut h);
-    cp.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    Some(h.finish())
-}
-
 /// The policies of a namespace matching `keep`.
 fn policies_where(
     store: &reflector::Store<CachePolicy>,
@@ -803,7 +761,7 @@ pub async fn run(
         .modify(|o| o.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(wakes, Default::default());
+        .predicate_filter(crate::controller::wakes, Default::default());
     let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
     Controller::for_stream(policy_stream, reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {

@@ -25,11 +25,8 @@ use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::Action,
-        events::EventType,
-        finalizer::{Event as Finalizer, finalizer},
-        reflector, watcher,
+        Controller, WatchStreamExt, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector,
+        watcher,
     },
 };
 
@@ -131,35 +128,20 @@ fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
 
 /// The reconcile entry: the finalizer around apply and cleanup.
 pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Action> {
-    // Decisions about pods need the pod cache filled first.
+    // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    let started = std::time::Instant::now();
-    ctx.metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-    let ns = pc.namespace().unwrap_or_default();
-    let api: Api<ProfileCapture> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, pc, |event| async {
+    crate::controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, pc, |event| async {
         match event {
             Finalizer::Apply(pc) => apply(&pc, &ctx).await,
             Finalizer::Cleanup(pc) => cleanup(&pc, &ctx).await,
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
-    ctx.metrics.reconcile_duration.with_label_values(&[CONTROLLER]).observe(started.elapsed().as_secs_f64());
-    result
 }
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
 pub fn error_policy(_pc: Arc<ProfileCapture>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failures.with_label_values(&[CONTROLLER, error.metric_label()]).inc();
-    tracing::warn!(error = %error, "reconcile failed");
-    match error {
-        Error::InvalidSpec(_) => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
+    crate::controller::backoff(&ctx.metrics, CONTROLLER, error)
 }
 
 async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
@@ -667,18 +649,6 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// What makes a capture worth reconciling again: its generation, annotations, finalizers
-/// and deletion — everything but status.
-fn wakes(pc: &ProfileCapture) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    pc.metadata.generation.hash(&mut h);
-    pc.metadata.annotations.hash(&mut h);
-    pc.metadata.finalizers.hash(&mut h);
-    pc.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    Some(h.finish())
-}
-
 /// Runs the controller until its streams end.
 pub async fn run(
     ctx: Arc<Context>,
@@ -694,7 +664,7 @@ pub async fn run(
         .applied_objects()
         // Spec changes, annotations (capture-now), finalizers and deletion wake a capture; its
         // own status writes do not.
-        .predicate_filter(wakes, Default::default());
+        .predicate_filter(crate::controller::wakes, Default::default());
     let reader_for_map = capture_reader.clone();
     Controller::for_stream(capture_stream, capture_reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
