@@ -14,7 +14,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cache/invalidations/{id}", get(get_invalidation).delete(cancel_invalidation))
         .route("/v1/cache/enforce", post(enforce))
         .route("/v1/cache/stats", post(cache_stats))
+        .route("/v1/cache/app-policy", put(serve_policy))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -303,6 +304,20 @@ async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
         return error(StatusCode::BAD_REQUEST, e.0);
     }
     json(StatusCode::OK, &crate::cache::stats::stats(&request, &state.cache).await)
+}
+
+/// The policy this agent serves its app, set by the operator on every selected pod (the
+/// executor also sets it when it enforces).
+async fn serve_policy(State(state): State<AppState>, body: Body) -> Response {
+    let policy: crate::api::AppliedPolicy = match parse_body(body, state.max_request_bytes).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    if let Err(e) = crate::cache::glob::check_prefix(&policy.key_prefix) {
+        return error(StatusCode::BAD_REQUEST, e.0);
+    }
+    *state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(policy.clone());
+    json(StatusCode::OK, &policy)
 }
 
 async fn applied_policy(

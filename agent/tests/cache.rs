@@ -544,3 +544,25 @@ fn a_cancelled_invalidation_stops_and_keeps_what_it_did_not_reach() {
     assert!(left > 10_000, "most keys were not reached: {left} left");
     assert_eq!(agent.request("DELETE", "/v1/cache/invalidations/nope", None).0, 404);
 }
+
+#[test]
+fn the_operator_gives_any_agent_the_policy_its_app_reads() {
+    let agent = Agent::start(None, &[]);
+    assert_eq!(agent.request_with("GET", "/v1/cache/policy", None, b"").0, 404, "nothing served yet");
+    let policy = json!({"keyPrefix": PREFIX, "strategy": {"type": "WriteBehind", "asyncWrite": true, "writeBatchSize": 100, "maxKeys": 1000, "manageServerEvictionPolicy": false}, "appliedAt": "2026-01-01T00:00:00Z"});
+    let body = policy.to_string();
+    assert_eq!(
+        agent.request_with("PUT", "/v1/cache/app-policy", None, body.as_bytes()).0,
+        401,
+        "only the operator sets it"
+    );
+    let (status, answer) = agent.request("PUT", "/v1/cache/app-policy", Some(&policy));
+    assert_eq!(status, 200, "{answer}");
+    let (status, served) = agent.request_with("GET", "/v1/cache/policy", None, b"");
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(served, policy, "the app reads what the operator set");
+    let mut bad = policy.clone();
+    bad["keyPrefix"] = json!("");
+    assert_eq!(agent.request("PUT", "/v1/cache/app-policy", Some(&bad)).0, 400);
+    assert_eq!(agent.request_with("GET", "/v1/cache/policy", None, b"").1, policy, "a refused one changes nothing");
+}

@@ -533,3 +533,47 @@ async fn deleting_a_policy_cancels_its_running_invalidation() {
     assert_eq!(keys(&redis, None).len(), left, "the job stopped with the policy");
     assert!(left > 5_000, "{left} keys left: the job was cut short");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_selected_agent_serves_its_app_the_write_behind_settings() {
+    let redis = RedisServer::start(&[]);
+    let mut world = cache_world(&["127.0.1.13", "127.0.1.14"], &[]).await;
+    world.start_operator();
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(&policy_manifest(
+            "orders",
+            &redis,
+            "  strategy:\n    type: WriteBehind\n    asyncWrite: true\n    writeBatchSize: 100\n    maxKeys: 1000\n    ttl: 1h\n",
+        )),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for pod in world.pods.iter().map(|p| p.ip) {
+        let served = loop {
+            let (status, body) = biometrics_test_support::http_request(
+                std::net::SocketAddr::new(pod, 9477),
+                "GET",
+                "/v1/cache/policy",
+                &[],
+                b"",
+            );
+            if status == 200 {
+                break serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pod} serves no policy: {}\n{}",
+                String::from_utf8_lossy(&body),
+                world.operator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(served["keyPrefix"], PREFIX);
+        assert_eq!(served["strategy"]["type"], "WriteBehind");
+        assert_eq!(
+            (served["strategy"]["asyncWrite"].as_bool(), served["strategy"]["writeBatchSize"].as_u64()),
+            (Some(true), Some(100))
+        );
+        assert_eq!(served["strategy"]["ttlSeconds"], 3600);
+    }
+}

@@ -4,7 +4,7 @@
 //! polled on requeues; no reconcile waits for one.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -97,7 +97,13 @@ pub struct Context {
     status: StatusWriter<CachePolicyStatus>,
     /// When each policy's statistics were last sampled (by uid).
     sampled: Mutex<HashMap<String, Instant>>,
+    /// Per policy (by uid): the enforcement whose policy the selected agents serve their
+    /// apps, and the pods that have it.
+    served: Mutex<HashMap<String, Served>>,
 }
+
+/// The enforcement (by time) whose policy some agents serve, and those agents' pods.
+type Served = (Option<Time>, BTreeSet<String>);
 
 impl Context {
     /// A context.
@@ -132,6 +138,7 @@ impl Context {
             settings,
             status: StatusWriter::default(),
             sampled: Mutex::default(),
+            served: Mutex::default(),
         }
     }
 }
@@ -263,7 +270,8 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
             let work = Work { ctx, cp, agent: &agent, target: &target };
             work.drive_running(&mut status).await;
             work.start_due(&plans, &mut status, now).await;
-            work.enforce(&mut status, strategy, now).await;
+            work.enforce(&mut status, strategy.clone(), now).await;
+            work.serve_policy(&candidates, &status, strategy).await;
             work.sample(&mut status).await;
             None
         }
@@ -530,6 +538,51 @@ impl Work<'_> {
         status.enforcement = Some(record);
     }
 
+    /// Gives every selected agent the enforced policy to serve its app (`GET
+    /// /v1/cache/policy` on the pod's loopback): write-behind settings are for every
+    /// replica, not just the executor. Sent again after each enforcement, so an agent that
+    /// restarted gets it back.
+    async fn serve_policy(
+        &self,
+        candidates: &[PodInfo],
+        status: &CachePolicyStatus,
+        strategy: biometrics_agent_api::StrategySpec,
+    ) {
+        let Some(enforced) = status.enforcement.as_ref().filter(|e| e.result == Some(InvalidationResult::Succeeded))
+        else {
+            return;
+        };
+        let uid = self.cp.uid().unwrap_or_default();
+        let pending: Vec<&PodInfo> = {
+            let mut served = lock(&self.ctx.served);
+            let (at, pods) = served.entry(uid.clone()).or_default();
+            if *at != enforced.last_enforce_time {
+                *at = enforced.last_enforce_time.clone();
+                pods.clear();
+                // The executor set it when it enforced.
+                pods.insert(self.agent.pod.clone());
+            }
+            candidates.iter().filter(|p| !pods.contains(&p.name)).collect()
+        };
+        let policy = biometrics_agent_api::AppliedPolicy {
+            key_prefix: self.cp.spec.key_prefix.clone(),
+            strategy,
+            applied_at: enforced.last_enforce_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        };
+        let ns = self.cp.namespace().unwrap_or_default();
+        for pod in pending {
+            let Some(agent) = agent_of(&ns, pod) else { continue };
+            let sent: std::result::Result<biometrics_agent_api::AppliedPolicy, _> =
+                self.ctx.agents.call(&agent, "PUT", "/v1/cache/app-policy", Some(&policy), "serve_policy").await;
+            match sent {
+                Ok(_) => {
+                    lock(&self.ctx.served).entry(uid.clone()).or_default().1.insert(pod.name.clone());
+                }
+                Err(reason) => tracing::warn!(pod = %pod.name, %reason, "cannot give the agent its app's cache policy"),
+            }
+        }
+    }
+
     /// Samples the cache's health when the last sample is older than the interval.
     async fn sample(&self, status: &mut CachePolicyStatus) {
         let uid = self.cp.uid().unwrap_or_default();
@@ -725,6 +778,7 @@ async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     }
     ctx.status.forget(&uid);
     lock(&ctx.sampled).remove(&uid);
+    lock(&ctx.served).remove(&uid);
     Ok(Action::await_change())
 }
 
