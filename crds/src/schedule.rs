@@ -96,6 +96,12 @@ static CRON_PARSER: LazyLock<croner::parser::CronParser> = LazyLock::new(|| {
 });
 
 impl Schedule {
+    /// Why this is no schedule, when it has no fire time after `now` (a cron expression
+    /// such as `0 0 30 2 *`, February 30th): the schema cannot see it, status says it.
+    pub fn never_fires(&self, now: Timestamp) -> Option<String> {
+        self.next_after(now).is_none().then(|| format!("schedule {:?} never fires", self.to_string()))
+    }
+
     /// The first fire time strictly after `t`, or `None` if the schedule never fires again.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         match &self.kind {
@@ -280,6 +286,14 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_schedule_without_fire_times_is_named() {
+        let now = ts("2026-01-01T00:00:00Z");
+        assert_eq!(sched("0 0 30 2 *").never_fires(now).as_deref(), Some(r#"schedule "0 0 30 2 *" never fires"#));
+        assert_eq!(sched("@every 5m").never_fires(now), None);
+        assert_eq!(sched("0 0 29 2 *").never_fires(now), None, "leap days come");
     }
 
     fn sched(s: &str) -> Schedule {

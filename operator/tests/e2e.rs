@@ -375,3 +375,21 @@ async fn deletion_removes_files_when_asked_and_never_waits_on_a_dead_agent() {
         .unwrap_or_default();
     assert_eq!(left, ["api-1"], "the live agent removed its files; the dead one's stay for later");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_that_never_fires_is_reported() {
+    let mut world = World::start(&["127.0.0.12"]).await;
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("feb30", "  schedule: \"0 0 30 2 *\"\n")));
+    let pc = world
+        .wait_capture("feb30", Duration::from_secs(30), |pc| {
+            pc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "ScheduleNeverFires"))
+        })
+        .await;
+    let status = pc.status.unwrap();
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.status, "True");
+    assert!(degraded.message.contains(r#"schedule "0 0 30 2 *" never fires"#), "{degraded:?}");
+    assert_eq!(status.conditions.iter().find(|c| c.type_ == "Ready").unwrap().status, "False");
+    assert!(status.next_run_time.is_none() && status.last_run.is_none());
+}

@@ -738,6 +738,11 @@ fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, sta
     if let Some(e) = status.enforcement.as_ref().filter(|e| e.result == Some(InvalidationResult::Failed)) {
         problems.push(("EnforcementFailed".into(), e.message.clone().unwrap_or_default()));
     }
+    for rule in &cp.spec.invalidations {
+        if let Some(why) = rule.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now())) {
+            problems.push(("ScheduleNeverFires".into(), format!("rule {}: {why}", rule.name)));
+        }
+    }
     for plan in plans {
         if let Some(waiting) = &plan.waiting
             && waiting.contains("not found")

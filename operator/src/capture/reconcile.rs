@@ -596,7 +596,10 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
                 .collect()
         })
         .unwrap_or_default();
-    if eligible.is_empty() {
+    let never = pc.spec.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now()));
+    if let Some(why) = &never {
+        set_condition(&mut status.conditions, "Degraded", true, "ScheduleNeverFires", why, generation);
+    } else if eligible.is_empty() {
         set_condition(&mut status.conditions, "Degraded", true, "NoEligiblePods", NO_ELIGIBLE_PODS, generation);
     } else if !failed.is_empty() {
         set_condition(&mut status.conditions, "Degraded", true, "PodsFailed", &failed.join("; "), generation);
@@ -604,7 +607,7 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "", generation);
     }
     let ready = run.is_some_and(|r| r.result == RunResult::Succeeded)
-        || (run.is_none() && pc.spec.schedule.is_some() && !eligible.is_empty());
+        || (run.is_none() && pc.spec.schedule.is_some() && !eligible.is_empty() && never.is_none());
     let (reason, message) = match run.map(|r| r.result) {
         Some(RunResult::Succeeded) => {
             ("Captured", format!("run {} captured every profile", run.map(|r| r.id.as_str()).unwrap_or_default()))
@@ -613,6 +616,7 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         Some(_) => {
             ("RunFailed", format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()))
         }
+        None if never.is_some() => ("ScheduleNeverFires", never.clone().unwrap_or_default()),
         None if ready => ("Scheduled", "waiting for the schedule".into()),
         None => ("Pending", "no run yet".into()),
     };
