@@ -282,19 +282,8 @@ async fn world() -> World {
         let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
         namespaces.create(&PostParams::default(), &namespace).await.unwrap();
     }
-    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
-    World {
-        public_key: dir.path().join("operator.pub"),
-        server,
-        client,
-        dir,
-        pods: Vec::new(),
-        operator: None,
-        operator_metrics: None,
-        operators_started: 0,
-        agent_args: Vec::new(),
-        operator_args: Vec::new(),
-    }
+    let public_key = dir.path().join("operator.pub");
+    World::from_parts(server, client, dir, public_key)
 }
 
 async fn client_of(kubeconfig: &str) -> Client {

@@ -83,8 +83,17 @@ impl World {
             .unwrap();
         let public_key = dir.path().join("operator.pub");
         std::fs::write(&public_key, &public_pem).unwrap();
+        let mut world = Self::from_parts(server, client, dir, public_key);
+        for (i, ip) in pod_ips.iter().enumerate() {
+            world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
+        }
+        world
+    }
+
+    /// A world around a running API server, with no pods and no operator yet.
+    pub fn from_parts(server: TestApiServer, client: Client, dir: tempfile::TempDir, public_key: PathBuf) -> Self {
         std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
-        let mut world = Self {
+        Self {
             server,
             client,
             dir,
@@ -95,11 +104,7 @@ impl World {
             public_key,
             agent_args: Vec::new(),
             operator_args: Vec::new(),
-        };
-        for (i, ip) in pod_ips.iter().enumerate() {
-            world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
         }
-        world
     }
 
     pub fn start_agent(&self, name: &str, ip: IpAddr) -> ChildGuard {
