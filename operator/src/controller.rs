@@ -3,12 +3,15 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use futures::{Stream, StreamExt};
 use kube::{
     Api, Client, Resource,
     core::NamespaceResourceScope,
     runtime::{
+        WatchStreamExt,
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
+        reflector, watcher,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -69,4 +72,52 @@ pub fn wakes<K: Resource>(object: &K) -> Option<u64> {
     meta.finalizers.hash(&mut h);
     meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
     Some(h.finish())
+}
+
+/// The objects a controller reconciles, cached in `writer`, waking it only for what
+/// [`wakes`] sees change (its own status writes do not).
+pub fn objects<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        // Who wrote which field is not read here, and is a large part of each object.
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wakes, Default::default())
+}
+
+/// The cached objects of `namespace` that `keep` picks: what a change of a related
+/// object (a pod, a workload) wakes.
+pub fn in_namespace_where<K>(
+    store: &reflector::Store<K>,
+    namespace: &str,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<reflector::ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace) && keep(o))
+        .map(|o| reflector::ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// Runs a controller's stream to its end; per-object errors were handled by its error
+/// policy and are only traced here.
+pub async fn drive<T, E: std::fmt::Display>(results: impl Stream<Item = std::result::Result<T, E>>) {
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }

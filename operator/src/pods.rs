@@ -68,6 +68,9 @@ pub(crate) fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
+/// Why a controller has no pod to act through.
+pub const NO_ELIGIBLE_PODS: &str = "no selected pod is Running and Ready with a biometrics-agent container";
+
 /// Keeps of a Pod only what the controllers read (name, labels, `biometrics.io/`
 /// annotations, container names, phase, Ready, IP, deletion): the watch cache holds every
 /// pod of the cluster, and the rest of a real pod (managed fields, env, volumes, …) is most

@@ -21,7 +21,6 @@ use biometrics_crds::{
         WorkloadKind, WorkloadRef,
     },
 };
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
@@ -33,7 +32,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
         events::EventType,
         finalizer::Event as Finalizer,
@@ -45,6 +44,7 @@ use kube::{
 use super::decide::{self, RulePlan};
 use crate::{
     agent_client::{AgentAddr, AgentClient},
+    controller,
     error::{Error, Result},
     metrics::Metrics,
     pods::{self, PodInfo, agent_of},
@@ -160,7 +160,7 @@ async fn rule_event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &
 pub async fn reconcile(cp: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action> {
     // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    crate::controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, cp, |event| async {
+    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, cp, |event| async {
         match event {
             Finalizer::Apply(cp) => apply(&cp, &ctx).await,
             Finalizer::Cleanup(cp) => cleanup(&cp, &ctx).await,
@@ -171,7 +171,7 @@ pub async fn reconcile(cp: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
 pub fn error_policy(_cp: Arc<CachePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    crate::controller::backoff(&ctx.metrics, CONTROLLER, error)
+    controller::backoff(&ctx.metrics, CONTROLLER, error)
 }
 
 /// Why Redis work cannot be sent: no executor, or no credentials.
@@ -255,10 +255,7 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     }
     let plans = decide::plan_rules(&current, now, |w| rollout_of(ctx, &ns, w));
     let blocked = match (&executor, password(ctx, cp).await) {
-        (None, _) => Err(Blocked {
-            reason: "NoExecutor",
-            message: "no selected pod is Running and Ready with a biometrics-agent container".into(),
-        }),
+        (None, _) => Err(Blocked { reason: "NoExecutor", message: pods::NO_ELIGIBLE_PODS.into() }),
         (Some(_), Err(b)) => Err(b),
         (Some(pod), Ok(password)) => match agent_of(&ns, pod) {
             Some(agent) => Ok((agent, decide::redis_target(cp, password))),
@@ -787,20 +784,6 @@ async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// The policies of a namespace matching `keep`.
-fn policies_where(
-    store: &reflector::Store<CachePolicy>,
-    namespace: &str,
-    keep: impl Fn(&CachePolicy) -> bool,
-) -> Vec<ObjectRef<CachePolicy>> {
-    store
-        .state()
-        .iter()
-        .filter(|cp| cp.namespace().as_deref() == Some(namespace) && keep(cp))
-        .map(|cp| ObjectRef::from_obj(cp.as_ref()))
-        .collect()
-}
-
 fn rolls_out(cp: &CachePolicy, kind: WorkloadKind, name: &str) -> bool {
     cp.spec.invalidations.iter().any(|r| r.on_rollout_of.as_ref().is_some_and(|w| w.kind == kind && w.name == name))
 }
@@ -814,34 +797,23 @@ pub async fn run(
     statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
-        .default_backoff()
-        // Who wrote which field is not read here, and is a large part of each object.
-        .modify(|o| o.metadata.managed_fields = None)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(crate::controller::wakes, Default::default());
     let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
-    Controller::for_stream(policy_stream, reader)
+    let controller = Controller::for_stream(controller::objects(policies, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
-            let labels = pod.labels().clone();
-            policies_where(&r1, &ns, |cp| PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(&labels)))
+            controller::in_namespace_where(&r1, &ns, |cp: &CachePolicy| {
+                PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(pod.labels()))
+            })
         })
         .watches_stream(deployments, move |d: Deployment| {
             let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
-            policies_where(&r2, &ns, |cp| rolls_out(cp, WorkloadKind::Deployment, &name))
+            controller::in_namespace_where(&r2, &ns, |cp| rolls_out(cp, WorkloadKind::Deployment, &name))
         })
         .watches_stream(statefulsets, move |s: StatefulSet| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-            policies_where(&r3, &ns, |cp| rolls_out(cp, WorkloadKind::StatefulSet, &name))
+            controller::in_namespace_where(&r3, &ns, |cp| rolls_out(cp, WorkloadKind::StatefulSet, &name))
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    controller::drive(controller).await;
 }

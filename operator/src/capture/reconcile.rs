@@ -19,23 +19,20 @@ use biometrics_crds::{
         RunSummary, RunTrigger, TriggerFire,
     },
 };
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    runtime::{
-        Controller, WatchStreamExt, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector,
-        watcher,
-    },
+    runtime::{Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector},
 };
 
 use super::decide::{self, DueRun};
 use crate::{
     agent_client::{AgentClient, AgentError},
+    controller,
     error::{Error, Result},
     metrics::Metrics,
-    pods::{self, PodInfo, agent_of},
+    pods::{self, NO_ELIGIBLE_PODS, PodInfo, agent_of},
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
 };
@@ -43,9 +40,6 @@ use crate::{
 /// The finalizer that lets deletion stop running captures and clean up files.
 pub const FINALIZER: &str = "biometrics.io/profilecapture";
 const CONTROLLER: &str = "profilecapture";
-
-/// Why a capture has no pod to profile.
-const NO_ELIGIBLE_PODS: &str = "no selected pod is Running and Ready with a biometrics-agent container";
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -130,7 +124,7 @@ fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
 pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Action> {
     // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    crate::controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, pc, |event| async {
+    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, pc, |event| async {
         match event {
             Finalizer::Apply(pc) => apply(&pc, &ctx).await,
             Finalizer::Cleanup(pc) => cleanup(&pc, &ctx).await,
@@ -141,7 +135,7 @@ pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Act
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
 pub fn error_policy(_pc: Arc<ProfileCapture>, error: &Error, ctx: Arc<Context>) -> Action {
-    crate::controller::backoff(&ctx.metrics, CONTROLLER, error)
+    controller::backoff(&ctx.metrics, CONTROLLER, error)
 }
 
 async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
@@ -659,36 +653,17 @@ pub async fn run(
     captures: Api<ProfileCapture>,
     pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
 ) {
-    let (capture_reader, capture_writer) = reflector::store();
-    let capture_stream = watcher(captures, watcher::Config::default().any_semantic())
-        .default_backoff()
-        // Who wrote which field is not read here, and is a large part of each object.
-        .modify(|o| o.metadata.managed_fields = None)
-        .reflect(capture_writer)
-        .applied_objects()
-        // Spec changes, annotations (capture-now), finalizers and deletion wake a capture; its
-        // own status writes do not.
-        .predicate_filter(crate::controller::wakes, Default::default());
-    let reader_for_map = capture_reader.clone();
-    Controller::for_stream(capture_stream, capture_reader)
+    let (reader, writer) = reflector::store();
+    let selecting = reader.clone();
+    let controller = Controller::for_stream(controller::objects(captures, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
-            let info = pods::pod_info(&pod, biometrics_crds::DEFAULT_AGENT_PORT);
             let ns = pod.namespace().unwrap_or_default();
-            reader_for_map
-                .state()
-                .iter()
-                .filter(|pc| pc.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|pc| PodSelector::new(&pc.spec.selector).is_ok_and(|s| s.matches(&info.labels)))
-                .map(|pc| reflector::ObjectRef::from_obj(pc.as_ref()))
-                .collect::<Vec<_>>()
+            controller::in_namespace_where(&selecting, &ns, |pc: &ProfileCapture| {
+                PodSelector::new(&pc.spec.selector).is_ok_and(|s| s.matches(pod.labels()))
+            })
         })
         // Bounded: thousands of captures must not all hold agent calls open at once.
         .with_config(kube::runtime::controller::Config::default().concurrency(32))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    controller::drive(controller).await;
 }
