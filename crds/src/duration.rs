@@ -1,17 +1,25 @@
 //! `Duration`: the one duration syntax of our API (`30s`, `5m`, `1h30m`, `500ms`).
 //!
-//! The grammar is a subset of Go's `time.ParseDuration` — whole numbers followed by `h`, `m`,
-//! `s` or `ms`, each unit at most once and largest first — so the same string means the same
-//! span to the API server's CEL `duration()` and to us. The arithmetic and overflow checks
-//! are jiff's.
+//! The grammar is a subset of Go's `time.ParseDuration` — whole numbers of at most five digits
+//! followed by `h`, `m`, `s` or `ms`, each unit at most once and largest first — so the same
+//! string means the same span to the API server's CEL `duration()` and to us: the longest,
+//! `99999h99999m99999s99999ms`, is far inside both Go's range and ours, and prints back in a
+//! form that parses. The arithmetic is jiff's.
 
 use std::{fmt, str::FromStr};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The regular expression the CRD schema enforces on every duration field.
-pub const DURATION_PATTERN: &str = "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$";
+/// The regular expression the CRD schema enforces on every duration field: the units
+/// largest first, at most [`MAX_DIGITS`] digits per number. It matches the empty string too:
+/// the schema's `minLength` keeps that out.
+pub const DURATION_PATTERN: &str = "^([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?([0-9]{1,5}ms)?$";
+
+/// The most digits a number in a duration may have: enough for any span anyone means
+/// (`100000s` is `27h46m40s`), no sum of such numbers overflows, and the canonical form of
+/// the longest sum (`101692h…`) still has few enough digits to parse.
+pub const MAX_DIGITS: usize = 5;
 
 /// Why a string is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +93,9 @@ fn check_grammar(input: &str) -> Result<(), DurationError> {
         if i == digits_start {
             return Err(syntax("expected a number before each unit"));
         }
+        if i - digits_start > MAX_DIGITS {
+            return Err(syntax("at most 5 digits per number (write 100000s as 27h46m40s)"));
+        }
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -116,15 +127,18 @@ impl FromStr for Duration {
 
 impl fmt::Display for Duration {
     /// Canonical form: largest units first, zero parts left out (`1h30m`, `1m0s` is `1m`).
+    /// No part has more than [`MAX_DIGITS`] digits — beyond `99999h` the rest goes to the
+    /// smaller units — so every duration the parser accepted prints as one it accepts.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total_ms = self.0.as_millis();
-        if total_ms == 0 {
+        let mut rest = self.0.as_millis();
+        if rest == 0 {
             return f.write_str("0s");
         }
-        let (h, rest) = (total_ms / 3_600_000, total_ms % 3_600_000);
-        let (m, rest) = (rest / 60_000, rest % 60_000);
-        let (s, ms) = (rest / 1000, rest % 1000);
-        for (value, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        let most = 10u128.pow(MAX_DIGITS as u32) - 1;
+        for (unit_ms, unit) in [(3_600_000, "h"), (60_000, "m"), (1000, "s"), (1, "ms")] {
+            // The last unit takes all that is left: nothing is dropped.
+            let value = if unit_ms == 1 { rest } else { (rest / unit_ms).min(most) };
+            rest -= value * unit_ms;
             if value > 0 {
                 write!(f, "{value}{unit}")?;
             }
@@ -195,13 +209,17 @@ mod tests {
     }
 
     #[test]
-    fn overflow_is_an_error_not_a_wrap() {
-        for input in ["99999999999999999999h", "9223372036854775808s", "2562047788015216h"] {
+    fn long_numbers_are_refused_before_any_arithmetic() {
+        for input in ["99999999999999999999h", "9223372036854775808s", "2562047788015216h", "100000s"] {
             let err = parse(input).unwrap_err();
-            assert!(matches!(err, DurationError::Invalid { .. }), "{input}: {err:?}");
+            assert!(err.to_string().contains("at most 5 digits"), "{input}: {err:?}");
         }
-        // The largest span that fits is still accepted exactly.
-        assert_eq!(parse("9223372036854775807s").unwrap().as_std().as_secs(), i64::MAX as u64);
+        // The longest duration that can be written is exact, far inside Go's range (what
+        // CEL's duration() reads: 292 years of nanoseconds), and prints as a duration.
+        let longest = parse("99999h99999m99999s99999ms").unwrap();
+        assert_eq!(longest.as_std().as_millis(), 99_999 * (3_600_000 + 60_000 + 1_000 + 1));
+        assert!(longest.as_std().as_nanos() < i64::MAX as u128 / 20);
+        assert_eq!(longest.to_string().parse::<Duration>(), Ok(longest));
     }
 
     #[test]
@@ -214,7 +232,17 @@ mod tests {
 
     #[test]
     fn displays_canonically_and_round_trips() {
-        for (input, shown) in [("90m", "1h30m"), ("60s", "1m"), ("1500ms", "1s500ms"), ("0s", "0s"), ("2h", "2h")] {
+        for (input, shown) in [
+            ("90m", "1h30m"),
+            ("60s", "1m"),
+            ("1500ms", "1s500ms"),
+            ("0s", "0s"),
+            ("2h", "2h"),
+            // Beyond 99999h the rest stays in minutes: what prints must parse.
+            ("99999h99999m", "99999h99999m"),
+            ("99999h120m", "99999h120m"),
+            ("99998h120m", "99999h60m"),
+        ] {
             let d = parse(input).unwrap();
             assert_eq!(d.to_string(), shown);
             assert_eq!(parse(shown).unwrap(), d);
@@ -227,11 +255,54 @@ mod tests {
         for s in ["30s", "5m", "1h30m", "250ms", "0s", "1m30s500ms"] {
             assert!(re.is_match(s) && parse(s).is_ok(), "{s}");
         }
-        for s in ["30", "1.5h", "-5s", "1 hour", "1d", "5M", "1us", "30s5m", "1h1h", "5ms1s"] {
+        for s in ["30", "1.5h", "-5s", "1 hour", "1d", "5M", "1us", "30s5m", "1h1h", "5ms1s", "100000s"] {
             assert!(!re.is_match(s) && parse(s).is_err(), "{s}");
         }
         // The empty string is kept out by the schema's minLength, not the pattern.
         assert!(parse("").is_err());
+    }
+
+    /// Every generated case: the schema (pattern and lengths, as the test API server applies
+    /// them) admits it exactly when the parser accepts it.
+    #[test]
+    fn schema_admits_exactly_what_the_parser_accepts() {
+        let schema = crate::schema_check::Admits::new::<Duration>();
+        let numbers =
+            ["0", "1", "5", "30", "007", "99999", "100000", "000001", "18446744073709551616", "-1", "1.5", ""];
+        let units = ["h", "m", "s", "ms", "us", "d", "M", "", " "];
+        let parts: Vec<String> = numbers.iter().flat_map(|n| units.iter().map(move |u| format!("{n}{u}"))).collect();
+        let mut cases: Vec<String> = parts.clone();
+        for a in &parts {
+            for b in &parts {
+                cases.push(format!("{a}{b}"));
+            }
+        }
+        // Every sequence of up to four units, in and out of order, with small and long numbers.
+        for len in 1..=4u32 {
+            for mut code in 0..4usize.pow(len) {
+                let mut case = String::new();
+                for i in 0..len {
+                    case.push_str(if i % 2 == 0 { "1" } else { "99999" });
+                    case.push_str(["h", "m", "s", "ms"][code % 4]);
+                    code /= 4;
+                }
+                cases.push(case);
+            }
+        }
+        cases.extend(["99999h99999m99999s99999ms", "P1D", " 5s", "5s ", "+5s", "5 s"].map(String::from));
+        for case in &cases {
+            let schema_says = schema.check(case);
+            let parser_says = parse(case);
+            assert_eq!(
+                schema_says.is_ok(),
+                parser_says.is_ok(),
+                "{case:?}: the schema says {schema_says:?}, the parser {parser_says:?}"
+            );
+            // What the operator writes back (status, Events) is admitted too.
+            if let Ok(d) = parser_says {
+                assert!(schema.check(&d.to_string()).is_ok(), "{case:?} prints as {d}, which the schema refuses");
+            }
+        }
     }
 
     #[test]

@@ -42,3 +42,31 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::ser::Error> {
     serde_saphyr::to_string(crd)
 }
+
+/// What the unit tests ask of a value type's schema.
+#[cfg(test)]
+pub(crate) mod schema_check {
+    use biometrics_test_apiserver::schema::{CrdSchema, FieldValidation};
+    use schemars::{JsonSchema, SchemaGenerator};
+
+    /// The schema of `T` as one property of an object, admitted as the test API server
+    /// admits a custom resource: pattern, lengths and CEL rules.
+    pub struct Admits(CrdSchema);
+
+    impl Admits {
+        /// Prepares `T`'s schema.
+        pub fn new<T: JsonSchema>() -> Self {
+            let schema = T::json_schema(&mut SchemaGenerator::default()).to_value();
+            Self(CrdSchema::new(serde_json::json!({"type": "object", "properties": {"value": schema}})))
+        }
+
+        /// Why the API server would refuse `value`, if it would.
+        pub fn check(&self, value: &str) -> Result<(), String> {
+            let mut object = serde_json::json!({ "value": value });
+            self.0
+                .admit(&mut object, None, FieldValidation::Strict)
+                .map(drop)
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        }
+    }
+}

@@ -47,7 +47,22 @@ pub enum ScheduleError {
         /// The rejected input.
         input: String,
     },
+    /// Whitespace other than the spaces between fields.
+    #[error("{input:?} has a tab, a line break or a space at either end; separate the fields with spaces only")]
+    Whitespace {
+        /// The rejected input.
+        input: String,
+    },
+    /// Longer than the schema allows.
+    #[error("a schedule is at most {MAX_LENGTH} characters; this one has {length}")]
+    TooLong {
+        /// How long the input was.
+        length: usize,
+    },
 }
+
+/// The longest schedule the schema admits.
+pub const MAX_LENGTH: usize = 128;
 
 /// The macros and what cron expression each stands for.
 const MACROS: [(&str, &str); 7] = [
@@ -175,11 +190,115 @@ impl Schedule {
     }
 }
 
+/// One field of a cron expression as the schema states it: its values (numbers of at most
+/// `digits` digits in `min..=max`, or names), and how items are written.
+struct CronField {
+    name: &'static str,
+    min: u16,
+    max: u16,
+    digits: usize,
+    /// Names standing for `first`, `first + 1`, …
+    names: &'static [&'static str],
+    first: u16,
+}
+
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+/// The five fields, in order, with the bounds croner applies to them.
+const CRON_FIELDS: [CronField; 5] = [
+    CronField { name: "minute", min: 0, max: 59, digits: 2, names: &[], first: 0 },
+    CronField { name: "hour", min: 0, max: 23, digits: 2, names: &[], first: 0 },
+    CronField { name: "day-of-month", min: 1, max: 31, digits: 2, names: &[], first: 0 },
+    CronField { name: "month", min: 1, max: 12, digits: 2, names: &MONTHS, first: 1 },
+    // 0 and 7 are both Sunday; `sun` at the end of a range is 7, so `fri-sun` ascends.
+    CronField { name: "day-of-week", min: 0, max: 7, digits: 1, names: &WEEKDAYS, first: 0 },
+];
+
+/// The largest step: no field spans more, and croner's arithmetic stays far from overflow.
+pub const MAX_STEP: u16 = 99;
+
+impl CronField {
+    /// The value of a number or name; `range_end` reads `sun` as 7.
+    fn value(&self, token: &str, range_end: bool) -> Result<u16, String> {
+        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+            let value: u16 = token.parse().unwrap_or(u16::MAX);
+            if token.len() > self.digits || value < self.min || value > self.max {
+                return Err(format!("the {} field takes {}-{}, not {token}", self.name, self.min, self.max));
+            }
+            return Ok(value);
+        }
+        match self.names.iter().position(|n| n.eq_ignore_ascii_case(token)) {
+            Some(0) if range_end && self.max == 7 => Ok(7),
+            Some(i) => Ok(self.first + u16::try_from(i).unwrap_or(u16::MAX)),
+            None if self.names.is_empty() => Err(format!("the {} field takes numbers, not {token:?}", self.name)),
+            None => Err(format!("{token:?} is not a number or a {} name", self.name)),
+        }
+    }
+
+    /// Checks one comma-separated item: `*`, a value, a range `a-b` (ascending), or `*` or
+    /// a range followed by `/step` (1 to [`MAX_STEP`]).
+    fn check_item(&self, item: &str) -> Result<(), String> {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => (range, Some(step)),
+            None => (item, None),
+        };
+        if let Some(step) = step {
+            let ok =
+                (1..=2).contains(&step.len()) && !step.starts_with('0') && step.bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return Err(format!("the step in {item:?} must be a number from 1 to {MAX_STEP}"));
+            }
+            if range != "*" && !range.contains('-') {
+                return Err(format!(
+                    "a step follows * or a range, not a single value: write */{step} or {range}-{}/{step}, not {item}",
+                    self.max
+                ));
+            }
+        }
+        if range == "*" {
+            return Ok(());
+        }
+        match range.split_once('-') {
+            Some((low, high)) => {
+                let (from, to) = (self.value(low, false)?, self.value(high, true)?);
+                if from > to {
+                    return Err(format!(
+                        "the {} range {range} runs backwards; write it from low to high ({high}-{low}, or two ranges such as {low}-{},{}-{high})",
+                        self.name, self.max, self.min
+                    ));
+                }
+                Ok(())
+            }
+            None => self.value(range, false).map(drop),
+        }
+    }
+
+    /// Checks a whole field: items separated by commas.
+    fn check(&self, field: &str) -> Result<(), String> {
+        field.split(',').try_for_each(|item| {
+            if item.is_empty() {
+                return Err(format!("the {} field {field:?} has an empty item", self.name));
+            }
+            self.check_item(item)
+        })
+    }
+}
+
 impl FromStr for Schedule {
     type Err = ScheduleError;
 
+    /// Accepts exactly what the CRD schema admits ([`SCHEDULE_PATTERN`], [`MAX_LENGTH`] and the
+    /// rules of [`Schedule::json_schema`]), so an object the API server stored always reads.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let text = input.trim().to_owned();
+        let text = input.to_owned();
+        let length = text.chars().count();
+        if length > MAX_LENGTH {
+            return Err(ScheduleError::TooLong { length });
+        }
+        if text.trim() != text || text.chars().any(|c| c.is_whitespace() && c != ' ') {
+            return Err(ScheduleError::Whitespace { input: text });
+        }
         let cron_text = if let Some(rest) = text.strip_prefix("@every") {
             let every_err = |reason: String| ScheduleError::Every { input: text.clone(), reason };
             let rest = rest
@@ -197,9 +316,12 @@ impl FromStr for Schedule {
                 .map(|(_, expr)| (*expr).to_owned())
                 .ok_or_else(|| ScheduleError::UnknownMacro { input: text.clone() })?
         } else {
-            let fields = text.split_whitespace().count();
-            if fields != 5 {
-                return Err(ScheduleError::FieldCount { input: text, fields });
+            let fields: Vec<&str> = text.split(' ').filter(|f| !f.is_empty()).collect();
+            if fields.len() != 5 {
+                return Err(ScheduleError::FieldCount { input: text.clone(), fields: fields.len() });
+            }
+            for (field, spec) in fields.iter().zip(&CRON_FIELDS) {
+                spec.check(field).map_err(|reason| ScheduleError::Cron { input: text.clone(), reason })?;
             }
             text.clone()
         };
@@ -237,10 +359,12 @@ impl<'de> Deserialize<'de> for Schedule {
     }
 }
 
-/// One cron field as a regular expression: `*`, a value, a range, each optionally with a
-/// `/step`, comma-separated.
+/// One cron field as a regular expression: comma-separated items, each `*`, a value, a
+/// range, or `*` or a range followed by a `/step` of 1 to 99 (croner refuses a step after a
+/// single value). That a range ascends is [`ASCENDING_RANGES`]' job: a regular expression
+/// cannot compare numbers.
 fn cron_field(value: &str) -> String {
-    let item = format!("(\\*|({value})(-({value}))?)(/[1-9][0-9]*)?");
+    let item = format!("((\\*|({value})-({value}))(/[1-9][0-9]?)?|({value}))");
     format!("{item}(,{item})*")
 }
 
@@ -258,6 +382,24 @@ pub static SCHEDULE_PATTERN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The CEL rule refusing a cron range that runs backwards (`30-10`), which croner refuses.
+/// Names become numbers as croner reads them (weekdays first, `sun` ending a range is 7),
+/// then every item of every field is one list: one comprehension, a small cost.
+pub static ASCENDING_RANGES: LazyLock<String> = LazyLock::new(|| {
+    let names = std::iter::once(("-sun".to_owned(), "-7".to_owned()))
+        .chain(WEEKDAYS.iter().zip(0..).map(|(n, i)| ((*n).to_owned(), i.to_string())))
+        .chain(MONTHS.iter().zip(1..).map(|(n, i)| ((*n).to_owned(), i.to_string())));
+    let numeric =
+        names.fold("self.lowerAscii()".to_owned(), |acc, (name, n)| format!("{acc}.replace('{name}', '{n}')"));
+    let bounds = "i.split('/')[0].split('-')";
+    format!(
+        "self.startsWith('@') || {numeric}.replace(' ', ',').split(',').all(i, !i.matches('^[0-9]{{1,2}}-[0-9]{{1,2}}(/[0-9]+)?$') || int({bounds}[0]) <= int({bounds}[1]))"
+    )
+});
+
+/// What the API server says when [`ASCENDING_RANGES`] refuses a schedule.
+pub const ASCENDING_RANGES_MESSAGE: &str = "a cron range must run from low to high (10-30, not 30-10)";
+
 impl JsonSchema for Schedule {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Schedule".into()
@@ -270,11 +412,15 @@ impl JsonSchema for Schedule {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "maxLength": 128,
+            "maxLength": MAX_LENGTH,
             "pattern": *SCHEDULE_PATTERN,
             "x-kubernetes-validations": [{
-                "rule": "!self.startsWith('@every ') || duration(self.substring(7)) >= duration('1s')",
+                // The size check refuses `@every ` with nothing after it (the pattern cannot).
+                "rule": "!self.startsWith('@every ') || (self.size() > 7 && duration(self.substring(7)) >= duration('1s'))",
                 "message": "an @every interval must be at least 1s"
+            }, {
+                "rule": *ASCENDING_RANGES,
+                "message": ASCENDING_RANGES_MESSAGE
             }],
         })
     }
@@ -424,10 +570,134 @@ mod tests {
             "* * * *",
             "@often",
             "@every 5",
+            "5/15 * * * *",
+            "*/0 * * * *",
+            "*/100 * * * *",
         ];
         for s in bad {
             assert!(!re.is_match(s), "pattern accepts {s:?}");
             assert!(s.parse::<Schedule>().is_err(), "parser accepts {s:?}");
+        }
+    }
+
+    /// Every generated case: the schema (pattern, length, CEL rules, as the test API server
+    /// applies them) admits it exactly when the parser accepts it. One field varies at a
+    /// time, the others are `*`.
+    #[test]
+    fn schema_admits_exactly_what_the_parser_accepts() {
+        let schema = crate::schema_check::Admits::new::<Schedule>();
+        let mut cases: Vec<String> = Vec::new();
+        let steps = ["0", "00", "1", "01", "2", "7", "13", "59", "60", "99", "100", "101", "65535", "65536", "x", ""];
+        let odd = ["00", "01", "07", "007", "-1", "x", "", "L", "?", "1W", "5#2", "sunday"].map(String::from);
+        for (f, field) in CRON_FIELDS.iter().enumerate() {
+            let (min, max) = (i32::from(field.min), i32::from(field.max));
+            let names = field.names.iter().flat_map(|n| [n.to_string(), n.to_uppercase()]);
+            // Every number around the field's range, the odd spellings, every name.
+            let values: Vec<String> = (-1..=61).map(|v| v.to_string()).chain(odd.clone()).chain(names).collect();
+            // Values at the field's bounds, a few odd spellings and the names: the ones whose
+            // ranges and steps matter.
+            let near: Vec<String> = (min - 1..=min + 1)
+                .chain(max - 1..=max + 1)
+                .chain([(min + max) / 2])
+                .map(|v| v.to_string())
+                .chain(["00", "07", "007", "x"].map(String::from))
+                .chain(field.names.iter().map(|n| n.to_string()))
+                .collect();
+            let mut items: Vec<String> = values.clone();
+            for step in steps {
+                items.push(format!("*/{step}"));
+                items.extend(near.iter().map(|v| format!("{v}/{step}")));
+                items.push(format!("{min}-{max}/{step}"));
+                items.push(format!("{max}-{max}/{step}"));
+            }
+            for low in &near {
+                for high in &near {
+                    items.push(format!("{low}-{high}"));
+                    items.extend(["1", "2", "100"].map(|step| format!("{low}-{high}/{step}")));
+                }
+            }
+            items.extend(["*", "**", "*-5", "1-2-3", "1,", ",1", "1,,2", "1-", "*/5/2"].map(String::from));
+            items.push(format!("{min},{min}-{max},{max}"));
+            for item in items {
+                let mut fields = ["*"; 5].map(String::from);
+                fields[f] = item;
+                cases.push(fields.join(" "));
+            }
+        }
+        // Impossible dates: the schema and the parser admit them; status reports them.
+        for day in 28..=32 {
+            for month in 1..=13 {
+                cases.push(format!("0 0 {day} {month} *"));
+            }
+        }
+        cases.extend(
+            [
+                "0  0 * * *",
+                " 0 0 * * *",
+                "0 0 * * * ",
+                "0\t0 * * *",
+                "0 0 * * *\n",
+                "0 0 * * * *",
+                "0 0 * *",
+                "",
+                "@hourly",
+                "@HOURLY",
+                "@yearly",
+                "@annually",
+                "@midnight",
+                "@reboot",
+                "@every 1s",
+                "@every 999ms",
+                "@every 1000ms",
+                "@every 0s",
+                "@every 5m",
+                "@every  5m",
+                "@every5m",
+                "@every 5m ",
+                "@every 99999h",
+                "@every 100000h",
+                "@every 9223372036854775807s",
+                "@every 1h1h",
+                "@every ",
+                "@every",
+            ]
+            .map(String::from),
+        );
+        // Exactly as long as the schema allows, and one character longer.
+        for length in [MAX_LENGTH, MAX_LENGTH + 1] {
+            let extra = length - "0 * * * *".len();
+            let (repeats, wide) = if extra.is_multiple_of(2) { (extra / 2, "") } else { ((extra - 3) / 2, ",00") };
+            let case = format!("0{}{wide} * * * *", ",0".repeat(repeats));
+            assert_eq!(case.len(), length);
+            cases.push(case);
+        }
+        let mut admitted = 0;
+        for case in &cases {
+            let schema_says = schema.check(case);
+            let parser_says = case.parse::<Schedule>();
+            assert_eq!(
+                schema_says.is_ok(),
+                parser_says.is_ok(),
+                "{case:?}: the schema says {schema_says:?}, the parser {parser_says:?}"
+            );
+            admitted += usize::from(schema_says.is_ok());
+        }
+        assert!(cases.len() > 5_000 && admitted > 1_000, "{} cases, {admitted} admitted", cases.len());
+    }
+
+    #[test]
+    fn a_backwards_range_is_refused_with_a_way_out() {
+        let err = "30-10 * * * *".parse::<Schedule>().unwrap_err().to_string();
+        assert!(err.contains("minute range 30-10 runs backwards") && err.contains("10-30"), "{err}");
+        let schema = crate::schema_check::Admits::new::<Schedule>();
+        let refused = schema.check("30-10 * * * *").unwrap_err();
+        assert!(refused.contains(ASCENDING_RANGES_MESSAGE), "{refused}");
+        // Sunday ends a weekday range as 7, as in croner: fri-sun ascends, sun-fri too.
+        for s in ["0 0 * * fri-sun", "0 0 * * sun-fri", "0 0 * * 5-7", "0 0 * * sat-sun/1"] {
+            assert!(schema.check(s).is_ok() && s.parse::<Schedule>().is_ok(), "{s}");
+        }
+        for s in ["0 0 * * 5-0", "0 0 * * sat-mon", "0 0 * dec-jan *", "0 0 31-1 * *", "0 23-0/2 * * *"] {
+            assert!(schema.check(s).is_err() && s.parse::<Schedule>().is_err(), "{s}");
         }
     }
 }

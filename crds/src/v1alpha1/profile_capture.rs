@@ -86,8 +86,9 @@ pub struct ProfileCaptureSpec {
     pub duration: Duration,
 
     /// When to capture, in UTC: a 5-field cron expression, `@hourly`, `@daily`, `@weekly`,
-    /// `@monthly`, `@yearly` or `@every <duration>` (at least 1s). Without a schedule the
-    /// capture runs once per change of its spec.
+    /// `@monthly`, `@yearly` or `@every <duration>` (at least 1s). In cron fields a range runs
+    /// from low to high (`10-30`) and a step of 1 to 99 follows `*` or a range (`*/15`,
+    /// `0-30/10`). Without a schedule the capture runs once per change of its spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 

@@ -6,7 +6,11 @@
 //! in body should be greater than or equal to 1`), so a test can assert on them the way a
 //! user reads them from `kubectl apply`.
 
-use std::{collections::BTreeSet, fmt};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    sync::{LazyLock, Mutex, PoisonError},
+};
 
 use kube_cel::{CompiledSchema, Validator};
 use serde_json::{Map, Value};
@@ -180,6 +184,23 @@ impl CrdSchema {
             Err(walk.errors)
         }
     }
+}
+
+/// `pattern` compiled, from a cache: a CRD has a few patterns and every object is checked
+/// against them, and compiling a long one costs milliseconds.
+fn compiled_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    static CACHE: LazyLock<Mutex<HashMap<String, regex::Regex>>> = LazyLock::new(Mutex::default);
+    if let Some(re) = CACHE.lock().unwrap_or_else(PoisonError::into_inner).get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = regex::Regex::new(pattern)?;
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    // Bounded: CRDs come and go in a long-running demo.
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), re.clone());
+    Ok(re)
 }
 
 fn is_meta_key(key: &str) -> bool {
@@ -407,7 +428,7 @@ impl Walk {
             );
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-            match regex::Regex::new(pattern) {
+            match compiled_pattern(pattern) {
                 Ok(re) if re.is_match(s) => {}
                 Ok(_) => self.error(
                     FieldErrorKind::Invalid,
