@@ -5,12 +5,12 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use biometrics_crds::profile::ProfileType;
+use cap_std::fs::Dir;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -18,6 +18,7 @@ use crate::{
     fetch::Fetcher,
     metrics::Metrics,
     names, profile,
+    volume::{self, Volume, VolumeError},
 };
 
 /// Limits of capture work.
@@ -50,8 +51,8 @@ impl Default for Limits {
 /// What the engine needs to know about its pod and app.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Root of the shared profiles volume.
-    pub profiles_dir: PathBuf,
+    /// The shared profiles volume.
+    pub volume: Arc<Volume>,
     /// This pod's name (a directory per pod in each run).
     pub pod: String,
     /// The app's loopback address.
@@ -60,6 +61,17 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// How many functions a summary keeps.
     pub top_n: usize,
+}
+
+/// Why retention refused to prune.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// A name in the request is invalid (400).
+    #[error(transparent)]
+    Invalid(#[from] names::NameError),
+    /// The volume holds something the agent will not touch, a link above all (409).
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// Why a capture request is refused.
@@ -77,7 +89,22 @@ struct Entry {
     request: CaptureRequest,
     status: CaptureStatus,
     cancel: CancellationToken,
+    /// Set by an explicit cancel: the job removes what it wrote (a shutdown keeps it).
+    discard: bool,
     finished: Option<Instant>,
+}
+
+/// Handles of the directories one capture writes in, opened once when it starts, so a
+/// directory swapped for a link while it runs cannot redirect its files or its cleanup.
+struct RunDirs {
+    /// `<namespace>/<capture>/<run>/<pod>`, as shown in results.
+    shown: String,
+    /// `<namespace>/<capture>`.
+    capture: Dir,
+    /// `<namespace>/<capture>/<run>`.
+    run: Dir,
+    /// `<namespace>/<capture>/<run>/<pod>`.
+    pod: Dir,
 }
 
 /// The capture table and the workers.
@@ -166,7 +193,13 @@ impl Engine {
         let cancel = CancellationToken::new();
         table.insert(
             req.id.clone(),
-            Entry { request: req.clone(), status: status.clone(), cancel: cancel.clone(), finished: None },
+            Entry {
+                request: req.clone(),
+                status: status.clone(),
+                cancel: cancel.clone(),
+                discard: false,
+                finished: None,
+            },
         );
         drop(table);
         let engine = self.clone();
@@ -194,27 +227,25 @@ impl Engine {
         self.lock().get(id).map(|e| e.status.clone())
     }
 
-    /// Cancels a running capture and removes what it wrote; a finished one is left as is.
+    /// Cancels a running capture; the job removes what it wrote. A finished one is left as is.
     pub async fn cancel(&self, id: &str) -> Option<CaptureStatus> {
-        let (token, dir) = {
-            let table = self.lock();
-            let entry = table.get(id)?;
+        let token = {
+            let mut table = self.lock();
+            let entry = table.get_mut(id)?;
             if entry.finished.is_some() {
                 return Some(entry.status.clone());
             }
-            let r = &entry.request;
-            (entry.cancel.clone(), self.pod_dir(&r.capture.namespace, &r.capture.name, &r.run))
+            entry.discard = true;
+            entry.cancel.clone()
         };
         token.cancel();
-        // The job notices, removes its temporary file and marks itself failed.
+        // The job notices, removes its files and marks itself failed.
         for _ in 0..200 {
             if self.lock().get(id).is_some_and(|e| e.finished.is_some()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        remove_if_empty(dir.parent());
         self.status(id)
     }
 
@@ -238,18 +269,28 @@ impl Engine {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
     }
 
-    fn pod_dir(&self, namespace: &str, capture: &str, run: &str) -> PathBuf {
-        self.config.profiles_dir.join(names::pod_run_dir(namespace, capture, run, &self.config.pod))
+    fn open_run_dirs(&self, req: &CaptureRequest) -> Result<RunDirs, VolumeError> {
+        let r = &req.capture;
+        let components = [r.namespace.as_str(), r.name.as_str(), req.run.as_str(), self.config.pod.as_str()];
+        let mut handles = self.config.volume.create_dirs(&components)?.into_iter().skip(1);
+        let (Some(capture), Some(run), Some(pod)) = (handles.next(), handles.next(), handles.next()) else {
+            unreachable!("create_dirs returns one handle per component");
+        };
+        Ok(RunDirs { shown: components.join("/"), capture, run, pod })
     }
 
     async fn run(&self, req: CaptureRequest, cancel: CancellationToken) {
         let started = Instant::now();
+        let dirs = match self.open_run_dirs(&req) {
+            Ok(dirs) => dirs,
+            Err(e) => return self.finish(&req.id, Some(format!("cannot create the run directory: {e}")), &cancel),
+        };
         let mut any_ok = false;
         for (i, kind) in req.profiles.iter().enumerate() {
             if cancel.is_cancelled() {
                 break;
             }
-            let outcome = self.capture_one(&req, *kind, &cancel).await;
+            let outcome = self.capture_one(&req, &dirs, *kind, &cancel).await;
             let ok = outcome.error.is_none();
             any_ok |= ok;
             self.metrics.captures.with_label_values(&[kind.as_str(), if ok { "succeeded" } else { "failed" }]).inc();
@@ -258,37 +299,65 @@ impl Engine {
             }
         }
         self.metrics.capture_duration.observe(started.elapsed().as_secs_f64());
-        let mut table = self.lock();
-        if let Some(entry) = table.get_mut(&req.id) {
-            entry.finished = Some(Instant::now());
-            entry.status.finished_at = Some(now_rfc3339());
-            if cancel.is_cancelled() {
-                entry.status.state = CaptureState::Failed;
-                entry.status.error.get_or_insert_with(|| "cancelled".to_owned());
-                for p in entry.status.profiles.iter_mut().filter(|p| p.path.is_none() && p.error.is_none()) {
-                    p.error = Some("not captured: the capture was cancelled".into());
-                }
-            } else if any_ok {
-                entry.status.state = CaptureState::Succeeded;
-            } else {
-                entry.status.state = CaptureState::Failed;
-                entry.status.error = Some("no profile could be captured".into());
+        let discard = self.lock().get(&req.id).is_some_and(|e| e.discard);
+        let mut error = None;
+        let components: Vec<&str> = dirs.shown.split('/').collect();
+        if discard {
+            if let Err(e) = volume::remove_tree(&dirs.run, &self.config.pod, &dirs.shown) {
+                error = Some(format!("cancelled; its files were not removed: {e}"));
             }
+        } else if !cancel.is_cancelled() && !self.config.volume.still_at(&components, &dirs.pod) {
+            error = Some(format!(
+                "the run directory {} was moved or replaced while the capture ran; its files are not at that path",
+                dirs.shown
+            ));
+        } else if !any_ok && !cancel.is_cancelled() {
+            error = Some("no profile could be captured".into());
+        }
+        // Directories left empty (nothing captured, a shutdown) go; rmdir refuses the rest.
+        let _ = dirs.run.remove_dir(&self.config.pod);
+        let _ = dirs.capture.remove_dir(&req.run);
+        self.finish(&req.id, error, &cancel);
+    }
+
+    /// Records the end of a capture: cancelled, failed with `error`, or succeeded when at
+    /// least one profile was captured.
+    fn finish(&self, id: &str, error: Option<String>, cancel: &CancellationToken) {
+        let mut table = self.lock();
+        let Some(entry) = table.get_mut(id) else { return };
+        entry.finished = Some(Instant::now());
+        entry.status.finished_at = Some(now_rfc3339());
+        let any_ok = entry.status.profiles.iter().any(|p| p.path.is_some());
+        if cancel.is_cancelled() {
+            entry.status.state = CaptureState::Failed;
+            let reason = error.unwrap_or_else(|| "cancelled".to_owned());
+            entry.status.error.get_or_insert(reason);
+            for p in entry.status.profiles.iter_mut().filter(|p| p.path.is_none() && p.error.is_none()) {
+                p.error = Some("not captured: the capture was cancelled".into());
+            }
+        } else if let Some(reason) = error {
+            entry.status.state = CaptureState::Failed;
+            for p in entry.status.profiles.iter_mut().filter(|p| p.error.is_none()) {
+                p.error = Some(reason.clone());
+                (p.path, p.flamegraph) = (None, None);
+            }
+            entry.status.error = Some(reason);
+        } else if any_ok {
+            entry.status.state = CaptureState::Succeeded;
         }
     }
 
-    async fn capture_one(&self, req: &CaptureRequest, kind: ProfileType, cancel: &CancellationToken) -> ProfileOutcome {
+    async fn capture_one(
+        &self,
+        req: &CaptureRequest,
+        dirs: &RunDirs,
+        kind: ProfileType,
+        cancel: &CancellationToken,
+    ) -> ProfileOutcome {
         let mut outcome = ProfileOutcome { profile_type: Some(kind), ..Default::default() };
-        let relative_dir = names::pod_run_dir(&req.capture.namespace, &req.capture.name, &req.run, &self.config.pod);
-        let dir = match ensure_dir(&self.config.profiles_dir, &relative_dir) {
-            Ok(d) => d,
-            Err(e) => {
-                outcome.error = Some(format!("cannot create {}: {e}", relative_dir.display()));
-                return outcome;
-            }
-        };
         let file_name = kind.file_name();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let tmp = format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple());
+        let shown = volume::join(&dirs.shown, &file_name);
         let url = format!(
             "http://{}{}/{}",
             std::net::SocketAddr::new(self.config.target_host, req.target.port),
@@ -300,12 +369,16 @@ impl Engine {
         let fetch_started = Instant::now();
         let fetch = async {
             let _turn = if kind.is_timed() { Some(self.timed_profile.lock().await) } else { None };
-            self.fetcher.to_file(&url, &tmp, self.config.limits.max_profile_bytes, timeout).await
+            let file = volume::create_file(&dirs.pod, &tmp)
+                .map_err(|source| crate::fetch::FetchError::Write { path: shown.clone(), source })?;
+            self.fetcher
+                .to_file(&url, tokio::fs::File::from_std(file), &shown, self.config.limits.max_profile_bytes, timeout)
+                .await
         };
         let fetched = tokio::select! {
             r = fetch => r,
             () = cancel.cancelled() => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                let _ = dirs.pod.remove_file(&tmp);
                 outcome.error = Some("cancelled".into());
                 return outcome;
             }
@@ -314,82 +387,109 @@ impl Engine {
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                let _ = dirs.pod.remove_file(&tmp);
                 outcome.error = Some(e.to_string());
                 return outcome;
             }
         };
-        let final_path = dir.join(&file_name);
-        let svg_name = format!("{}.svg", kind.as_str());
         if kind.is_pprof() {
-            let (tmp_c, limit, top_n) = (tmp.clone(), self.config.limits.max_decompressed_bytes, self.config.top_n);
-            let svg_tmp = dir.join(format!(".{svg_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-            let svg_tmp_c = svg_tmp.clone();
-            let title = format!("{} {} — {}/{}", kind, self.config.pod, req.capture.namespace, req.capture.name);
-            let analysed =
-                match tokio::task::spawn_blocking(move || analyse(&tmp_c, &svg_tmp_c, limit, top_n, &title)).await {
-                    Ok(result) => result,
-                    Err(e) => Err(format!("summarising the profile failed: {e}")),
-                };
+            let svg_name = format!("{}.svg", kind.as_str());
+            let svg_tmp = format!(".{svg_name}.{}.tmp", uuid::Uuid::new_v4().simple());
+            let analysed = match (dirs.pod.try_clone(), dirs.pod.try_clone()) {
+                (Ok(read_dir), Ok(write_dir)) => {
+                    let (tmp_c, svg_tmp_c) = (tmp.clone(), svg_tmp.clone());
+                    let (limit, top_n) = (self.config.limits.max_decompressed_bytes, self.config.top_n);
+                    let title =
+                        format!("{} {} — {}/{}", kind, self.config.pod, req.capture.namespace, req.capture.name);
+                    tokio::task::spawn_blocking(move || {
+                        let profile = volume::open_file(&read_dir, &tmp_c).map_err(|e| e.to_string())?;
+                        let svg = volume::create_file(&write_dir, &svg_tmp_c).map_err(|e| e.to_string())?;
+                        analyse(profile, svg, limit, top_n, &title)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("summarising the profile failed: {e}")))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            };
             match analysed {
                 Ok(summary) => {
                     outcome.sample_type = Some(summary.sample_type);
                     outcome.total = Some(summary.total);
                     outcome.samples = Some(summary.samples);
                     outcome.top = summary.functions;
-                    if std::fs::rename(&svg_tmp, dir.join(&svg_name)).is_ok() {
-                        outcome.flamegraph = Some(relative_dir.join(&svg_name).display().to_string());
+                    if dirs.pod.rename(&svg_tmp, &dirs.pod, &svg_name).is_ok() {
+                        outcome.flamegraph = Some(volume::join(&dirs.shown, &svg_name));
                     }
                 }
                 Err(reason) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    let _ = std::fs::remove_file(&svg_tmp);
+                    let _ = dirs.pod.remove_file(&tmp);
+                    let _ = dirs.pod.remove_file(&svg_tmp);
                     outcome.error = Some(reason);
                     return outcome;
                 }
             }
         }
-        if let Err(e) = std::fs::rename(&tmp, &final_path) {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = dirs.pod.rename(&tmp, &dirs.pod, &file_name) {
+            let _ = dirs.pod.remove_file(&tmp);
             outcome.error = Some(format!("cannot move the profile into place: {e}"));
             return outcome;
         }
-        sync_dir(&dir);
+        volume::sync(&dirs.pod);
         self.metrics.bytes_written.inc_by(fetched.bytes);
-        outcome.path = Some(relative_dir.join(&file_name).display().to_string());
+        outcome.path = Some(shown);
         outcome.bytes = Some(fetched.bytes);
         outcome.sha256 = Some(fetched.sha256);
         outcome
     }
 
-    /// Removes this pod's files of all but the newest `keep_runs` runs of a capture.
-    pub fn retain(&self, req: &RetentionRequest) -> Result<Vec<String>, String> {
-        names::dns_label("capture.namespace", &req.capture.namespace).map_err(|e| e.to_string())?;
-        names::dns_subdomain("capture.name", &req.capture.name).map_err(|e| e.to_string())?;
-        let capture_dir = self.config.profiles_dir.join(names::capture_dir(&req.capture.namespace, &req.capture.name));
+    /// Removes this pod's files of all but the newest `keep_runs` runs of a capture. A link
+    /// anywhere in the capture's tree refuses the whole request: nothing is removed.
+    pub fn retain(&self, req: &RetentionRequest) -> Result<Vec<String>, RetentionError> {
+        names::dns_label("capture.namespace", &req.capture.namespace)?;
+        names::dns_subdomain("capture.name", &req.capture.name)?;
+        let capture_shown = volume::join(&req.capture.namespace, &req.capture.name);
+        let Some(capture_dir) = self.config.volume.open_dir(&[&req.capture.namespace, &req.capture.name])? else {
+            return Ok(Vec::new());
+        };
         let running: Vec<String> = self
             .lock()
             .values()
             .filter(|e| e.finished.is_none() && e.request.capture == req.capture)
             .map(|e| e.request.run.clone())
             .collect();
-        let Ok(entries) = std::fs::read_dir(&capture_dir) else { return Ok(Vec::new()) };
-        let mut runs: Vec<(std::time::SystemTime, String)> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| e.path().join(&self.config.pod).is_dir())
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.file_name().into_string().ok()?)))
-            .collect();
-        runs.sort_by(|a, b| b.cmp(a));
+        let pod = self.config.pod.as_str();
+        let listing_error = |e| VolumeError::Io { path: capture_shown.clone(), source: e };
+        let mut runs: Vec<(std::time::SystemTime, String, Dir)> = Vec::new();
+        for entry in capture_dir.entries().map_err(listing_error)? {
+            let entry = entry.map_err(listing_error)?;
+            let Ok(run) = entry.file_name().into_string() else { continue };
+            let run_shown = volume::join(&capture_shown, &run);
+            let Some(run_dir) = volume::child_dir(&capture_dir, &run, &run_shown).or_else(|e| match e {
+                VolumeError::NotADirectory { .. } => Ok(None),
+                e => Err(e),
+            })?
+            else {
+                continue;
+            };
+            let Some(pod_dir) = volume::child_dir(&run_dir, pod, &volume::join(&run_shown, pod))? else { continue };
+            volume::refuse_links(&pod_dir, &volume::join(&run_shown, pod), 1)?;
+            let modified = run_dir
+                .dir_metadata()
+                .and_then(|m| m.modified())
+                .map(cap_std::time::SystemTime::into_std)
+                .map_err(|e| VolumeError::Io { path: run_shown, source: e })?;
+            runs.push((modified, run, run_dir));
+        }
+        runs.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
         let mut removed = Vec::new();
-        for (_, run) in runs.into_iter().skip(req.keep_runs as usize) {
+        for (_, run, run_dir) in runs.into_iter().skip(req.keep_runs as usize) {
             if running.contains(&run) {
                 continue;
             }
-            let run_dir = capture_dir.join(&run);
-            if std::fs::remove_dir_all(run_dir.join(&self.config.pod)).is_ok() {
+            let shown = volume::join(&volume::join(&capture_shown, &run), pod);
+            if volume::remove_tree(&run_dir, pod, &shown)? {
+                let _ = capture_dir.remove_dir(&run);
                 removed.push(run);
-                let _ = std::fs::remove_dir(&run_dir);
             }
         }
         removed.sort();
@@ -398,58 +498,18 @@ impl Engine {
 }
 
 /// Summarises a fetched profile and writes its flame graph; the error is the reason.
-fn analyse(path: &Path, svg_path: &Path, limit: u64, top_n: usize, title: &str) -> Result<profile::Summary, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let decoded = profile::decode(std::io::BufReader::new(file), limit).map_err(|e| e.to_string())?;
+fn analyse(
+    profile: std::fs::File,
+    mut svg_file: std::fs::File,
+    limit: u64,
+    top_n: usize,
+    title: &str,
+) -> Result<profile::Summary, String> {
+    let decoded = profile::decode(std::io::BufReader::new(profile), limit).map_err(|e| e.to_string())?;
     let summary = profile::summarise(&decoded, top_n).map_err(|e| e.to_string())?;
     let folded = profile::folded_stacks(&decoded).map_err(|e| e.to_string())?;
     let svg = profile::flamegraph::render_svg(title, &summary.sample_type, &folded)?;
-    let mut out = std::fs::OpenOptions::new();
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut out, libc::O_NOFOLLOW);
-    let mut file = out.write(true).create_new(true).open(svg_path).map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut file, &svg).map_err(|e| e.to_string())?;
-    file.sync_all().map_err(|e| e.to_string())?;
+    std::io::Write::write_all(&mut svg_file, &svg).map_err(|e| e.to_string())?;
+    svg_file.sync_all().map_err(|e| e.to_string())?;
     Ok(summary)
-}
-
-/// Creates `root/relative` one component at a time, refusing any component that exists as
-/// something other than a real directory (a symlink planted on the volume, say).
-fn ensure_dir(root: &Path, relative: &Path) -> std::io::Result<PathBuf> {
-    let mut dir = root.to_path_buf();
-    for component in relative.components() {
-        let std::path::Component::Normal(part) = component else {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "unexpected path component"));
-        };
-        dir.push(part);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AlreadyExists
-                        && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
-                Err(e) => return Err(e),
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(dir)
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-fn remove_if_empty(dir: Option<&Path>) {
-    if let Some(d) = dir {
-        let _ = std::fs::remove_dir(d);
-    }
 }

@@ -1,8 +1,8 @@
 //! HTTP GETs to the app on the pod's loopback: plain HTTP/1.1, no redirects followed, a
 //! timeout over the whole exchange, and a ceiling on the bytes read. Bodies go straight to
-//! a new file (never through a symlink) while being hashed, or into a bounded string.
+//! a new file the caller opened on the volume while being hashed, or into a bounded string.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -113,22 +113,20 @@ impl Fetcher {
         Ok(response)
     }
 
-    /// GETs `url` into a new file at `path` (which must not exist), at most `limit` bytes,
-    /// within `timeout`; the file is synced before returning. On error the file may remain
-    /// and is the caller's to remove.
-    pub async fn to_file(&self, url: &str, path: &Path, limit: u64, timeout: Duration) -> Result<Fetched, FetchError> {
+    /// GETs `url` into `file` (new and empty; `shown` names it in errors), at most `limit`
+    /// bytes, within `timeout`; the file is synced before returning. On error the file may
+    /// remain and is the caller's to remove.
+    pub async fn to_file(
+        &self,
+        url: &str,
+        mut file: tokio::fs::File,
+        shown: &str,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<Fetched, FetchError> {
         let work = async {
             let response = self.response(url).await?;
-            let write_err = |source| FetchError::Write { path: path.display().to_string(), source };
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                // Never write through a symlink someone placed on the shared volume.
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o640)
-                .open(path)
-                .await
-                .map_err(write_err)?;
+            let write_err = |source| FetchError::Write { path: shown.to_owned(), source };
             let mut body = response.into_body();
             let (mut bytes, mut hasher) = (0u64, Sha256::new());
             while let Some(frame) = body.frame().await {

@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod selfprof;
 pub mod server;
 pub mod tls;
+pub mod volume;
 
 use std::{
     future::Future,
@@ -108,13 +109,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     validate(&config)?;
     // TLS to Redis uses rustls with ring; installing twice (tests in one process) is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&config.profiles_dir).map_err(|e| {
-        AgentError::Config(format!("cannot create --profiles-dir {}: {e}", config.profiles_dir.display()))
+    let volume = volume::Volume::open(&config.profiles_dir).map_err(|e| {
+        AgentError::Config(format!("cannot open --profiles-dir {}: {e}", config.profiles_dir.display()))
     })?;
     let metrics = Metrics::default();
     let engine = Engine::new(
         EngineConfig {
-            profiles_dir: config.profiles_dir.clone(),
+            volume: Arc::new(volume),
             pod: config.pod.clone(),
             target_host: config.target_host,
             limits: config.limits.clone(),

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use crate::{
     api::{CaptureRequest, ErrorBody, RetentionRequest, RetentionResponse, RuntimeSample},
     auth::{AuthError, Verifier, unix_now},
-    captures::{Engine, SubmitError},
+    captures::{Engine, RetentionError, SubmitError},
     metrics::Metrics,
 };
 
@@ -134,6 +134,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             return error(StatusCode::UNAUTHORIZED, reason);
         }
     };
+    let given = request.headers().get_all(header::AUTHORIZATION).iter().count();
+    if given > 1 {
+        state.metrics.auth_failures.with_label_values(&["ambiguous"]).inc();
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the request has {given} Authorization headers; send exactly one"),
+        );
+    }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Err(e) = verifier.verify(authorization, unix_now()) {
         state.metrics.auth_failures.with_label_values(&[e.label()]).inc();
@@ -199,7 +207,11 @@ async fn retention(State(state): State<AppState>, body: Body) -> Response {
     };
     match state.engine.retain(&request) {
         Ok(removed) => json(StatusCode::OK, &RetentionResponse { removed }),
-        Err(reason) => error(StatusCode::BAD_REQUEST, reason),
+        Err(e @ RetentionError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ RetentionError::Volume(_)) => {
+            tracing::warn!(error = %e, "retention refused");
+            error(StatusCode::CONFLICT, e.to_string())
+        }
     }
 }
 

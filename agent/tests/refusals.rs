@@ -10,8 +10,12 @@ use common::*;
 use serde_json::json;
 
 fn token_with(keys: &KeyPair, claims: serde_json::Value) -> String {
+    token_with_header(keys, jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA), claims)
+}
+
+fn token_with_header(keys: &KeyPair, header: jsonwebtoken::Header, claims: serde_json::Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA), &claims, &key).unwrap()
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
 #[test]
@@ -60,6 +64,26 @@ fn unauthenticated_requests_are_refused_and_change_nothing() {
             403,
             "another-pod",
         ),
+        (
+            "not valid yet",
+            Some(format!("Bearer {}", {
+                let mut early = claims(&me, "biometrics-agent", now, now + 300);
+                early["nbf"] = json!(now + 200);
+                token_with(&agent.keys, early)
+            })),
+            401,
+            "not valid yet",
+        ),
+        (
+            "unknown critical header",
+            Some(format!("Bearer {}", {
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+                header.crit = Some(vec!["exp-v2".into()]);
+                token_with_header(&agent.keys, header, claims(&me, "biometrics-agent", now, now + 60))
+            })),
+            401,
+            "critical header",
+        ),
     ];
     for (name, authorization, expected, reason) in cases {
         let mut headers = vec![("Content-Type", "application/json")];
@@ -72,6 +96,14 @@ fn unauthenticated_requests_are_refused_and_change_nothing() {
         assert_eq!(status, expected, "{name}: {response}");
         assert!(response["error"].as_str().unwrap().contains(reason), "{name}: {response}");
     }
+    // Two Authorization headers, a valid one among them: which one counts is ambiguous.
+    let valid = format!("Bearer {}", agent.token());
+    let headers =
+        [("Content-Type", "application/json"), ("Authorization", valid.as_str()), ("Authorization", "Bearer x")];
+    let (status, response) =
+        biometrics_test_support::http_request(agent.addr, "POST", "/v1/captures", &headers, body.as_bytes());
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&response));
+    assert!(String::from_utf8_lossy(&response).contains("2 Authorization headers"));
     std::thread::sleep(Duration::from_millis(500));
     assert!(files_under(&agent.profiles()).is_empty(), "nothing was written");
     assert_eq!(agent.request("GET", "/v1/captures/cap-auth", None).0, 404, "nothing was started");
@@ -195,7 +227,7 @@ fn a_symlink_planted_on_the_volume_is_not_followed() {
     std::fs::create_dir_all(agent.profiles().join(NAMESPACE)).unwrap();
     std::os::unix::fs::symlink(outside.path(), agent.profiles().join(NAMESPACE).join("api-hourly")).unwrap();
     let out = capture_from(&agent, "cap-link", target.addr.port());
-    assert!(out["error"].as_str().unwrap().contains("not a directory"), "{out}");
+    assert!(out["error"].as_str().unwrap().contains("shop/api-hourly is a symbolic link"), "{out}");
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing written outside the profiles dir");
 }
 

@@ -62,6 +62,15 @@ impl Verifier {
         let header = authorization.ok_or_else(|| unauthorized("missing Authorization header"))?;
         let token =
             header.strip_prefix("Bearer ").ok_or_else(|| unauthorized("Authorization must be 'Bearer <token>'"))?;
+        // RFC 7515 4.1.11: a recipient must refuse critical extensions it does not understand,
+        // and this agent understands none.
+        let jose =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))?;
+        if let Some(crit) = jose.crit {
+            return Err(AuthError::Unauthorized(format!(
+                "token has critical header parameters this agent does not understand: {crit:?}"
+            )));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;
@@ -73,6 +82,9 @@ impl Verifier {
         }
         if claims.exp + LEEWAY_SECS < now {
             return Err(unauthorized("token expired"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+            return Err(unauthorized("token not valid yet (nbf)"));
         }
         if claims.sub != self.subject {
             return Err(AuthError::Forbidden(format!(
@@ -100,6 +112,7 @@ pub fn mint(
         sub: format!("{namespace}/{pod}"),
         iat: now,
         exp: now + lifetime_secs,
+        nbf: None,
     };
     jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).map_err(|e| e.to_string())
 }

@@ -191,6 +191,9 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at (seconds since the epoch).
     pub exp: u64,
+    /// Not valid before (seconds since the epoch), when the token says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// The token issuer.
