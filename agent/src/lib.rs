@@ -7,6 +7,7 @@ pub use biometrics_agent_api::{self as api, auth};
 pub mod cache;
 pub mod captures;
 pub mod fetch;
+pub mod listen;
 pub mod metrics;
 pub mod names;
 pub mod profile;
@@ -65,6 +66,13 @@ pub struct AgentConfig {
     pub cache_limits: cache::CacheLimits,
     /// Serve the API over TLS with this certificate chain and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Bounds of the API listener's connections.
+    pub connections: listen::ConnectionLimits,
+    /// How long a request body may take to arrive; no request slot is held meanwhile.
+    pub body_read_timeout: Duration,
+    /// A listener of its own for `/healthz` and `/readyz`, so probes answer while the API's
+    /// connection cap is reached.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Why the agent stopped.
@@ -136,6 +144,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         self_profile: Arc::default(),
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
         max_request_bytes: config.max_request_bytes,
+        body_read_timeout: config.body_read_timeout,
         cache: cache::CacheService::new(config.cache_limits.clone(), config.pod.clone()),
     };
     let tls = match &config.tls {
@@ -160,20 +169,51 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         drain.shutdown("agent shutting down").await;
         let _ = stop_tx.send(());
     });
-    let app = server::router(state).into_make_service_with_connect_info::<tls::Peer>();
+    let app = server::router(state);
     let stopped = async move {
         let _ = stop_rx.await;
     };
-    let served = match tls {
+    let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health = match config.health_listen {
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
+            let limits = listen::ConnectionLimits { max_connections: HEALTH_CONNECTIONS, ..config.connections };
+            let stopped = async move {
+                let _ = health_stopped.await;
+            };
+            Some(tokio::spawn(listen::serve(listener, server::health_router::<()>(), limits, stopped)))
+        }
+        None => None,
+    };
+    let connections = listen::ConnectionLimits {
+        max_connections: listen::fit_to_file_limit(config.connections.max_connections),
+        ..config.connections
+    };
+    if connections.max_connections < config.connections.max_connections {
+        tracing::warn!(
+            wanted = config.connections.max_connections,
+            serving = connections.max_connections,
+            "--max-connections lowered to fit the open-file limit"
+        );
+    }
+    match tls {
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config).map_err(AgentError::Serve)?;
-            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+            listen::serve(listener, app, connections, stopped).await;
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
-    };
+        None => listen::serve(listener, app, connections, stopped).await,
+    }
+    let _ = health_stop.send(());
+    if let Some(task) = health {
+        let _ = task.await;
+    }
     sampler.abort();
-    served.map_err(AgentError::Serve)
+    Ok(())
 }
+
+/// Connections the health listener serves at once: probes, nothing else.
+const HEALTH_CONNECTIONS: usize = 8;
 
 /// Samples the app's runtime metrics every interval.
 async fn sample_forever(config: AgentConfig, cell: Arc<RwLock<RuntimeCell>>) {

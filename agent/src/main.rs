@@ -81,6 +81,20 @@ struct ServeArgs {
     /// Largest API request body.
     #[arg(long, env = "BIOMETRICS_MAX_REQUEST_BYTES", default_value_t = 64 << 10)]
     max_request_bytes: usize,
+    /// API connections served at once (lowered to fit the open-file limit); more wait in
+    /// the listen backlog.
+    #[arg(long, env = "BIOMETRICS_MAX_CONNECTIONS", default_value_t = 256)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers, or keep a connection idle.
+    #[arg(long, env = "BIOMETRICS_HEADER_READ_TIMEOUT", default_value = "5s")]
+    header_read_timeout: biometrics_crds::duration::Duration,
+    /// How long a request body may take to arrive.
+    #[arg(long, env = "BIOMETRICS_BODY_READ_TIMEOUT", default_value = "10s")]
+    body_read_timeout: biometrics_crds::duration::Duration,
+    /// A separate listener for /healthz and /readyz (probes answer while the API is at its
+    /// connection cap); they are served on --listen as well.
+    #[arg(long, env = "BIOMETRICS_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
     /// Ceiling on Redis keys deleted or examined per second, per job.
     #[arg(long, env = "BIOMETRICS_REDIS_MAX_OPS_PER_SECOND", default_value_t = 1_000_000)]
     redis_max_ops_per_second: u64,
@@ -141,6 +155,12 @@ fn main() -> ExitCode {
         },
         max_concurrent_requests: a.max_concurrent_requests,
         max_request_bytes: a.max_request_bytes,
+        connections: biometrics_agent::listen::ConnectionLimits {
+            max_connections: a.max_connections,
+            header_read_timeout: a.header_read_timeout.as_std(),
+        },
+        body_read_timeout: a.body_read_timeout.as_std(),
+        health_listen: a.health_listen,
         cache_limits: biometrics_agent::cache::CacheLimits {
             max_ops_per_second: a.redis_max_ops_per_second,
             ..Default::default()

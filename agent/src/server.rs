@@ -96,8 +96,15 @@ pub struct AppState {
     pub requests: Arc<Semaphore>,
     /// The largest request body accepted.
     pub max_request_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     /// Redis work.
     pub cache: crate::cache::CacheService,
+}
+
+/// Liveness and readiness, for the health listener.
+pub fn health_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(|| async { "ok" }))
 }
 
 /// The router.
@@ -114,9 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cache/stats", post(cache_stats))
         .route("/v1/cache/app-policy", put(serve_policy))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+    health_router()
         .route("/metrics", get(metrics))
         // For the app's own cache client in the pod: no token, but loopback callers only.
         .route("/v1/cache/policy", get(applied_policy))
@@ -125,7 +130,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Authentication and the concurrency limit, before any `/v1/` handler runs.
+/// Authentication, the request body within its deadline, then the concurrency limit, before
+/// any `/v1/` handler runs. A slot is taken only once the body is in, so slow senders hold
+/// none.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let verifier = match state.keys.verifier() {
         Ok(v) => v,
@@ -151,10 +158,37 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         };
         return error(status, e.to_string());
     }
+    let (parts, body) = request.into_parts();
+    let limit = state.max_request_bytes;
+    let body = match tokio::time::timeout(state.body_read_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_length_limit(&e) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes"));
+        }
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("reading the request body failed: {e}")),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {:?}", state.body_read_timeout),
+            );
+        }
+    };
+    let request = Request::from_parts(parts, Body::from(body));
     let Ok(_permit) = state.requests.clone().try_acquire_owned() else {
         return error(StatusCode::TOO_MANY_REQUESTS, "too many concurrent requests; retry later");
     };
     next.run(request).await
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 async fn parse_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Response> {

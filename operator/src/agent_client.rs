@@ -21,6 +21,10 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{metrics::Metrics, signing::SigningKey};
 
+/// How long an idle connection to an agent is kept for reuse; below the agents' default
+/// header-read timeout.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where an agent is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentAddr {
@@ -136,7 +140,13 @@ impl AgentClient {
                 (connector, "https")
             }
         };
-        Ok(Self { http: Client::builder(TokioExecutor::new()).build(connector), scheme, key, timeout, metrics })
+        let http = Client::builder(TokioExecutor::new())
+            // Agents close connections idle for their header-read timeout (5 s by default):
+            // letting go sooner keeps a request from racing the agent's close.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Ok(Self { http, scheme, key, timeout, metrics })
     }
 
     /// `method path` with an optional JSON body; the decoded answer, or the reason it failed

@@ -123,6 +123,8 @@ The operator only instructs pods with a container named exactly biometrics-agent
           resource: limits.memory
     - name: BIOMETRICS_AGENT_LISTEN
       value: {{ printf "0.0.0.0:%v" $agent.port | quote }}
+    - name: BIOMETRICS_HEALTH_LISTEN
+      value: {{ printf "0.0.0.0:%v" $agent.healthPort | quote }}
     - name: BIOMETRICS_TARGET_PORT
       value: {{ .targetPort | default $agent.targetPort | quote }}
     - name: BIOMETRICS_TARGET_BASE_PATH
@@ -144,12 +146,20 @@ The operator only instructs pods with a container named exactly biometrics-agent
     - name: biometrics
       containerPort: {{ $agent.port }}
       protocol: TCP
+    - name: bio-health
+      containerPort: {{ $agent.healthPort }}
+      protocol: TCP
   readinessProbe:
     httpGet:
       path: /readyz
-      port: biometrics
-      scheme: {{ ternary "HTTPS" "HTTP" $tls.enabled }}
+      port: bio-health
     periodSeconds: 10
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: bio-health
+    periodSeconds: 20
+    failureThreshold: 3
   volumeMounts:
     - name: biometrics-profiles
       mountPath: /profiles
