@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build release fuzz demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench
+.PHONY: setup build release fuzz demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench bench-quick
 
 setup:
 	@bash hack/setup.sh
@@ -33,7 +33,7 @@ demo: setup
 demo-check: setup
 	@bash hack/demo.sh --check >/dev/null
 
-test: setup fmt-check lint crds-check chart-check unit demo-check
+test: setup fmt-check lint crds-check chart-check unit bench-quick demo-check
 
 fmt:
 	$(CARGO) fmt --all
@@ -67,7 +67,13 @@ e2e: setup
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e
 
-# Release builds of what is measured, then the figures (not part of `make test`).
+# Every benchmark at small sizes on the debug build, with the same checks (part of `make
+# test`, so a benchmark that breaks fails CI; its figures are not comparable).
+bench-quick: setup
+	$(CARGO) build --workspace --bins --locked
+	./target/debug/biometrics-bench --quick
+
+# Release builds of what is measured, then the full figures.
 bench: setup
 	$(CARGO) build --release --locked -p biometrics-agent -p biometrics-operator -p biometrics-test-apiserver -p biometrics-bench
 	./target/release/biometrics-bench

@@ -8,7 +8,9 @@
 //!   sample, beside the origin document's "Profile Start 20 µs" and "Metrics Collection
 //!   10 µs".
 //!
-//! Figures, not assertions: the goals are printed next to them.
+//! Figures, not assertions: the goals are printed next to them. `--quick` (part of
+//! `make test`) runs every benchmark at small sizes through the same code paths and
+//! checks, so a benchmark that breaks fails CI; its figures are not comparable.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -18,13 +20,33 @@ use std::{
 };
 
 use biometrics_agent::profile::proto;
-use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, repo_root, wait_for_listener};
+use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, wait_for_listener};
 use prost::Message;
 
 mod operator_bench;
 mod redis_bench;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// How big the benchmarks run: the full sizes for `make bench`, small ones for `--quick`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scale {
+    quick: bool,
+}
+
+impl Scale {
+    /// `full`, or `quick` under `--quick`.
+    pub(crate) fn pick(self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// Where the binaries measured are: beside this one (target/release for `make bench`,
+/// target/debug for the quick pass of `make test`).
+pub(crate) fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    exe.parent().expect("a directory").to_path_buf()
+}
 
 /// Wall time and peak RSS of one process run to completion (peak RSS from GNU time).
 fn measure(cmd: &Command) -> (Duration, u64) {
@@ -146,25 +168,37 @@ fn rss_of(pid: u32) -> u64 {
 }
 
 fn main() {
-    let release = repo_root().join("target/release/biometrics-agent");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let scale = Scale { quick: args.iter().any(|a| a == "--quick") };
+    let release = bin_dir().join("biometrics-agent");
     assert!(release.exists(), "build the agent first: cargo build --release -p biometrics-agent");
     let work = tempfile::tempdir().expect("temp dir");
+    if scale.quick {
+        println!("== --quick: every benchmark at small sizes, checked; figures not comparable");
+    }
     // `biometrics-bench redis` and `biometrics-bench operator` run one part alone.
-    match std::env::args().nth(1).as_deref() {
-        Some("redis") => return redis_bench::run(&release, &work.path().join("redis")),
-        Some("operator") => return operator_bench::run(work.path()),
+    match args.iter().find(|a| !a.starts_with("--")).map(String::as_str) {
+        Some("redis") => return redis_bench::run(&release, &work.path().join("redis"), scale),
+        Some("operator") => return operator_bench::run(work.path(), scale),
         _ => {}
     }
     println!("== agent: pprof summaries (goal: >= 10x faster, >= 5x less memory on the large file)");
     let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
     let small = work.path().join("cpu-small.pb.gz");
-    let (status, body) = http_request(target.addr, "GET", "/debug/pprof/profile?seconds=3", &[], b"");
+    let seconds = scale.pick(3, 1);
+    let (status, body) = http_request(target.addr, "GET", &format!("/debug/pprof/profile?seconds={seconds}"), &[], b"");
     assert_eq!(status, 200);
     std::fs::write(&small, body).expect("write small profile");
-    compare_top("small (the Go target's CPU profile)", &small, &release, 5);
+    compare_top("small (the Go target's CPU profile)", &small, &release, scale.pick(5, 1));
     let large = work.path().join("cpu-large.pb.gz");
-    large_profile(&large, 60_000, 300_000);
-    compare_top("large (60k functions/locations, 300k samples)", &large, &release, 3);
+    let (functions, samples) = (scale.pick(60_000, 3_000), scale.pick(300_000, 15_000));
+    large_profile(&large, functions as u64, samples as u64);
+    compare_top(
+        &format!("large ({functions} functions/locations, {samples} samples)"),
+        &large,
+        &release,
+        scale.pick(3, 1),
+    );
 
     println!("== agent: footprint and latency");
     let key = work.path().join("operator.pub");
@@ -196,10 +230,10 @@ fn main() {
     let idle = rss_of(agent.pid());
     println!("agent idle RSS after start-up: {:.1} MiB (goal < 15 MiB)", mib(idle));
     drop(agent);
-    accept_latency(&release, work.path(), target.addr.port());
-    parse_latency(&target);
-    redis_bench::run(&release, &work.path().join("redis"));
-    operator_bench::run(work.path());
+    accept_latency(&release, work.path(), target.addr.port(), scale);
+    parse_latency(&target, scale);
+    redis_bench::run(&release, &work.path().join("redis"), scale);
+    operator_bench::run(work.path(), scale);
 }
 
 /// An agent process trusting a fresh key pair, and a token for it.
@@ -236,11 +270,11 @@ pub(crate) fn signed_agent(agent_bin: &Path, dir: &Path, extra: &[&str]) -> Sign
 }
 
 /// Time from `POST /v1/captures` to its 202, with a real key and token.
-fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16) {
+fn accept_latency(agent_bin: &Path, dir: &Path, target_port: u16, scale: Scale) {
     let agent = signed_agent(agent_bin, &dir.join("accept"), &["--max-captures", "100000"]);
     let (addr, auth) = (agent.addr, agent.auth.clone());
     let mut times = Vec::new();
-    for i in 0..300 {
+    for i in 0..scale.pick(300, 30) {
         let body = serde_json::json!({
             "id": format!("bench-{i}"), "capture": {"namespace": "bench", "name": "bench"}, "run": format!("run-{i}"),
             "profiles": ["goroutine"], "durationSeconds": 1, "target": {"port": target_port, "basePath": "/debug/pprof"}
@@ -277,10 +311,10 @@ pub(crate) fn bench_keys() -> (String, String) {
 }
 
 /// Time to parse one runtime sample from the texts the Go runtime serves.
-fn parse_latency(target: &GoTarget) {
+fn parse_latency(target: &GoTarget, scale: Scale) {
     let heap = target.get("/debug/pprof/heap?debug=1");
     let goroutine = target.get("/debug/pprof/goroutine?debug=1");
-    let rounds = 20_000;
+    let rounds = scale.pick(20_000, 1_000) as u32;
     let started = Instant::now();
     for _ in 0..rounds {
         let m = biometrics_agent::runtime::parse_memstats(std::hint::black_box(&heap)).expect("memstats");

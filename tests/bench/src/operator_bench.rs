@@ -15,9 +15,6 @@ use biometrics_agent_api::{CaptureState, CaptureStatus, ProfileOutcome, Retentio
 use biometrics_test_support::{ChildGuard, free_port, http_request, wait_for_listener};
 use serde_json::{Value, json};
 
-const CAPTURES: usize = 500;
-const PODS_PER_CAPTURE: usize = 10;
-
 fn finished(id: String) -> CaptureStatus {
     let top = (0..5)
         .map(|i| TopEntry {
@@ -101,10 +98,11 @@ fn rss_peak(pid: u32) -> u64 {
 }
 
 /// The operator scale benchmark.
-pub fn run(dir: &Path) {
+pub fn run(dir: &Path, scale: crate::Scale) {
+    let (captures, pods_per_capture) = (scale.pick(500, 20), scale.pick(10, 5));
     println!(
-        "== operator: {CAPTURES} ProfileCaptures selecting {} pods (goals: peak RSS < 100 MiB, all statuses written < 30 s)",
-        CAPTURES * PODS_PER_CAPTURE
+        "== operator: {captures} ProfileCaptures selecting {} pods (goals: peak RSS < 100 MiB, all statuses written < 30 s)",
+        captures * pods_per_capture
     );
     let root = biometrics_test_support::repo_root();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -112,7 +110,7 @@ pub fn run(dir: &Path) {
     let kubeconfig = dir.join("kubeconfig");
     let mut server = ChildGuard::spawn(
         "test-apiserver",
-        Command::new(root.join("target/release/test-apiserver"))
+        Command::new(crate::bin_dir().join("test-apiserver"))
             .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
             .arg(&kubeconfig)
             .arg("--create")
@@ -132,10 +130,10 @@ pub fn run(dir: &Path) {
     for ns in ["shop", "biometrics-system"] {
         api(apiserver, "POST", "/api/v1/namespaces", "application/json", &json!({"metadata": {"name": ns}}));
     }
-    for i in 0..CAPTURES * PODS_PER_CAPTURE {
+    for i in 0..captures * pods_per_capture {
         let name = format!("pod-{i:05}");
         let pod = json!({
-            "metadata": {"name": name, "labels": {"group": format!("g{}", i / PODS_PER_CAPTURE)}, "annotations": {"biometrics.io/agent-port": agents.port().to_string()}},
+            "metadata": {"name": name, "labels": {"group": format!("g{}", i / pods_per_capture)}, "annotations": {"biometrics.io/agent-port": agents.port().to_string()}},
             "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}
         });
         assert_eq!(api(apiserver, "POST", "/api/v1/namespaces/shop/pods", "application/json", &pod).0, 201);
@@ -155,7 +153,7 @@ pub fn run(dir: &Path) {
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1".parse().expect("ip"))));
     let operator = ChildGuard::spawn(
         "biometrics-operator",
-        Command::new(root.join("target/release/biometrics-operator"))
+        Command::new(crate::bin_dir().join("biometrics-operator"))
             .args(["--metrics-addr", &metrics.to_string(), "--namespace", "biometrics-system", "--identity", "bench"])
             .env("KUBECONFIG", &kubeconfig)
             .env("BIOMETRICS_LOG", "warn")
@@ -164,7 +162,7 @@ pub fn run(dir: &Path) {
     );
     wait_for_listener(metrics, Duration::from_secs(10));
     let started = Instant::now();
-    for i in 0..CAPTURES {
+    for i in 0..captures {
         let capture = json!({
             "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
             "metadata": {"name": format!("capture-{i:03}")},
@@ -194,15 +192,15 @@ pub fn run(dir: &Path) {
         let succeeded = list["items"].as_array().map_or(0, |items| {
             items.iter().filter(|c| c.pointer("/status/phase").and_then(Value::as_str) == Some("Succeeded")).count()
         });
-        if succeeded == CAPTURES {
+        if succeeded == captures {
             break started.elapsed();
         }
-        assert!(Instant::now() < deadline, "only {succeeded} of {CAPTURES} captures finished in 300 s");
+        assert!(Instant::now() < deadline, "only {succeeded} of {captures} captures finished in 300 s");
         std::thread::sleep(Duration::from_millis(200));
     };
     let peak = rss_peak(operator.pid());
     println!(
-        "{CAPTURES} captures x {PODS_PER_CAPTURE} pods: every status written {:.1} s after the first apply (goal < 30 s); operator peak RSS {:.1} MiB (goal < 100 MiB)",
+        "{captures} captures x {pods_per_capture} pods: every status written {:.1} s after the first apply (goal < 30 s); operator peak RSS {:.1} MiB (goal < 100 MiB)",
         done.as_secs_f64(),
         peak as f64 / (1024.0 * 1024.0)
     );
