@@ -34,6 +34,9 @@ pub struct Limits {
     pub keep_finished: Duration,
     /// The longest cpu/trace duration.
     pub max_duration_seconds: u64,
+    /// Seconds of cpu/trace profiling accepted but not finished, at most: the app serves one
+    /// such profile at a time, so more would only queue work for hours.
+    pub max_queued_timed_seconds: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_captures: 1000,
             keep_finished: Duration::from_secs(3600),
             max_duration_seconds: 300,
+            max_queued_timed_seconds: 900,
         }
     }
 }
@@ -83,6 +87,18 @@ pub enum SubmitError {
     /// The table is full of running captures (429).
     #[error("too many captures in progress ({0}); retry later")]
     Full(usize),
+    /// Too much cpu/trace profiling is queued already (429).
+    #[error(
+        "{queued} s of cpu/trace profiling are queued or running; this capture adds {adds} s, over the limit of {limit} s; retry later"
+    )]
+    Queued {
+        /// Seconds queued or running.
+        queued: u64,
+        /// Seconds this capture would add.
+        adds: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 struct Entry {
@@ -177,6 +193,11 @@ impl Engine {
         self.evict(&mut table);
         if table.len() >= self.config.limits.max_captures {
             return Err(SubmitError::Full(table.len()));
+        }
+        let queued: u64 = table.values().filter(|e| e.finished.is_none()).map(|e| timed_seconds(&e.request)).sum();
+        let (adds, limit) = (timed_seconds(&req), self.config.limits.max_queued_timed_seconds);
+        if adds > 0 && queued + adds > limit {
+            return Err(SubmitError::Queued { queued, adds, limit });
         }
         let status = CaptureStatus {
             id: req.id.clone(),
@@ -495,6 +516,11 @@ impl Engine {
         removed.sort();
         Ok(removed)
     }
+}
+
+/// Seconds of cpu/trace profiling a capture asks for.
+fn timed_seconds(req: &CaptureRequest) -> u64 {
+    req.profiles.iter().filter(|p| p.is_timed()).count() as u64 * req.duration_seconds
 }
 
 /// Summarises a fetched profile and writes its flame graph; the error is the reason.

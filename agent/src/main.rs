@@ -75,6 +75,9 @@ struct ServeArgs {
     /// Captures kept for polling (finished ones at least an hour).
     #[arg(long, env = "BIOMETRICS_MAX_CAPTURES", default_value_t = 1000)]
     max_captures: usize,
+    /// Seconds of cpu/trace profiling queued or running at most (more get 429).
+    #[arg(long, env = "BIOMETRICS_MAX_QUEUED_CAPTURE_SECONDS", default_value_t = 900)]
+    max_queued_capture_seconds: u64,
     /// Concurrent API requests.
     #[arg(long, env = "BIOMETRICS_MAX_CONCURRENT_REQUESTS", default_value_t = 32)]
     max_concurrent_requests: usize,
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
             max_profile_bytes: a.max_profile_bytes,
             max_decompressed_bytes: a.max_decompressed_bytes,
             max_captures: a.max_captures,
+            max_queued_timed_seconds: a.max_queued_capture_seconds,
             ..Limits::default()
         },
         max_concurrent_requests: a.max_concurrent_requests,

@@ -211,7 +211,9 @@ async fn create_capture(State(state): State<AppState>, body: Body) -> Response {
             json(StatusCode::ACCEPTED, &status)
         }
         Err(e @ SubmitError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ SubmitError::Full(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        Err(e @ (SubmitError::Full(_) | SubmitError::Queued { .. })) => {
+            error(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
     }
 }
 
@@ -348,6 +350,9 @@ async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
     };
     if let Err(e) = crate::cache::glob::check_prefix(&request.key_prefix) {
         return error(StatusCode::BAD_REQUEST, e.0);
+    }
+    if let Err(reason) = crate::cache::conn::check_target(&request.redis) {
+        return error(StatusCode::BAD_REQUEST, reason);
     }
     json(StatusCode::OK, &crate::cache::stats::stats(&request, &state.cache).await)
 }

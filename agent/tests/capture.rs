@@ -247,10 +247,21 @@ fn sigterm_fails_running_captures_and_leaves_no_partial_file() {
         "/v1/captures",
         Some(&capture_request("cap-term", "run-1", &["cpu"], 30, target.addr.port())),
     );
+    // Queued behind it (the app serves one CPU profile at a time).
+    agent.request(
+        "POST",
+        "/v1/captures",
+        Some(&capture_request("cap-queued", "run-2", &["cpu"], 30, target.addr.port())),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     assert!(agent.process.terminate(Duration::from_secs(15)), "the agent exits on SIGTERM");
     let left = common::files_under(&agent.profiles());
     assert!(left.iter().all(|f| !f.contains(".tmp") && !f.ends_with("cpu.pb.gz")), "{left:?}");
+    // Neither run left an empty directory behind.
+    let capture_dir = agent.profiles().join(NAMESPACE).join("api-hourly");
+    let runs: Vec<_> =
+        std::fs::read_dir(&capture_dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(runs.is_empty(), "empty run directories left: {runs:?}");
 }
 
 #[test]
@@ -318,4 +329,30 @@ fn the_capture_table_is_bounded() {
             .0,
         202
     );
+}
+
+#[test]
+fn queued_cpu_time_is_bounded_per_pod() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &["--max-queued-capture-seconds", "10"]);
+    let port = target.addr.port();
+    let post = |id: &str, profiles: &[&str], seconds| {
+        agent.request("POST", "/v1/captures", Some(&capture_request(id, id, profiles, seconds, port)))
+    };
+    assert_eq!(post("cap-q1", &["cpu"], 6).0, 202);
+    // Six seconds are queued; five more would pass the ten-second bound.
+    let (status, body) = post("cap-q2", &["cpu", "trace"], 3);
+    assert_eq!(status, 429, "{body}");
+    let reason = body["error"].as_str().unwrap();
+    assert!(
+        reason.contains("6 s of cpu/trace profiling") && reason.contains("adds 6 s") && reason.contains("10 s"),
+        "{reason}"
+    );
+    assert_eq!(post("cap-q3", &["cpu"], 4).0, 202, "up to the bound is accepted");
+    // Untimed profiles queue nothing.
+    assert_eq!(post("cap-q4", &["heap"], 1).0, 202);
+    assert_eq!(agent.request("GET", "/v1/captures/cap-q2", None).0, 404, "the refused capture was never started");
+    agent.wait_capture("cap-q1", Duration::from_secs(60));
+    agent.wait_capture("cap-q3", Duration::from_secs(60));
+    assert_eq!(post("cap-q2", &["cpu", "trace"], 3).0, 202, "accepted once the queue drained");
 }

@@ -270,3 +270,32 @@ fn every_name_that_becomes_a_path_or_key_refuses_traversal() {
     assert_eq!(std::fs::read_to_string(agent.dir.path().join("secret.txt")).unwrap(), "do not touch");
     assert!(files_under(&agent.profiles()).is_empty(), "nothing written");
 }
+
+#[test]
+fn redis_timeouts_are_bounded_on_every_route_that_takes_them() {
+    let agent = Agent::start(None, &[]);
+    let redis = |field: &str, value: u64| {
+        let mut r = json!({"address": "127.0.0.1:1"});
+        r[field] = json!(value);
+        r
+    };
+    for (field, value) in [("dialTimeoutMillis", u64::MAX), ("readTimeoutMillis", 60_001), ("writeTimeoutMillis", 0)] {
+        let bodies = [
+            (
+                "/v1/cache/invalidations",
+                json!({"id": "inv-t", "policy": {"namespace": NAMESPACE, "name": "users"}, "redis": redis(field, value), "keyPrefix": "users:", "rule": {"name": "r", "pattern": "*"}}),
+            ),
+            (
+                "/v1/cache/enforce",
+                json!({"redis": redis(field, value), "keyPrefix": "users:", "strategy": {"type": "LRU"}}),
+            ),
+            ("/v1/cache/stats", json!({"redis": redis(field, value), "keyPrefix": "users:"})),
+        ];
+        for (path, body) in bodies {
+            let (status, response) = agent.request("POST", path, Some(&body));
+            assert_eq!(status, 400, "{path} {field}={value}: {response}");
+            let reason = response["error"].as_str().unwrap_or_default();
+            assert!(reason.contains(&format!("redis.{field} must be between 1 and 60000")), "{path}: {reason}");
+        }
+    }
+}

@@ -100,6 +100,24 @@ fn connection_info(target: &RedisTarget, host: String, port: u16) -> Result<redi
     Ok(addr.into_connection_info().map_err(|e| CacheError::Invalid(describe(&e)))?.set_redis_settings(redis))
 }
 
+/// The longest dial, read or write timeout a request may ask for: a connection attempt
+/// never holds a job or a request slot longer.
+pub const MAX_TIMEOUT_MILLIS: u64 = 60_000;
+
+/// Checks what a request says about its Redis before anything dials it.
+pub fn check_target(target: &RedisTarget) -> Result<(), String> {
+    for (field, value) in [
+        ("redis.dialTimeoutMillis", target.dial_timeout_millis),
+        ("redis.readTimeoutMillis", target.read_timeout_millis),
+        ("redis.writeTimeoutMillis", target.write_timeout_millis),
+    ] {
+        if !(1..=MAX_TIMEOUT_MILLIS).contains(&value) {
+            return Err(format!("{field} must be between 1 and {MAX_TIMEOUT_MILLIS} (it is {value})"));
+        }
+    }
+    Ok(())
+}
+
 /// Connections already made, by target (the password counts, hashed, so a rotated secret
 /// gets a new connection).
 #[derive(Clone, Default)]

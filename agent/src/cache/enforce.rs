@@ -11,6 +11,7 @@ use crate::api::{EnforceRequest, EnforceResponse, EvictionPolicyReport};
 /// Checks a request.
 pub fn validate(req: &EnforceRequest) -> Result<(), String> {
     glob::check_prefix(&req.key_prefix).map_err(|e| e.0)?;
+    super::conn::check_target(&req.redis)?;
     let s = &req.strategy;
     if !matches!(s.strategy_type.as_str(), "LRU" | "LFU" | "TTL" | "WriteBehind") {
         return Err(format!("strategy.type {:?} is not one of LRU, LFU, TTL, WriteBehind", s.strategy_type));

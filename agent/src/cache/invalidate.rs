@@ -66,6 +66,7 @@ pub fn validate(req: &InvalidationRequest, limits: &CacheLimits) -> Result<(), S
     names::dns_label("policy.namespace", &req.policy.namespace).map_err(|e| e.to_string())?;
     names::dns_subdomain("policy.name", &req.policy.name).map_err(|e| e.to_string())?;
     glob::check_prefix(&req.key_prefix).map_err(|e| e.0)?;
+    super::conn::check_target(&req.redis)?;
     let r = &req.rule;
     let set =
         [r.pattern.is_some(), r.prefix.is_some(), r.tags.is_some(), r.keys.is_some()].iter().filter(|x| **x).count();
