@@ -155,6 +155,14 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         .await
         .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let sampler = tokio::spawn(sample_forever(config.clone(), runtime));
+    let pool = state.cache.pool.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(pool.sweep_interval());
+        loop {
+            ticker.tick().await;
+            pool.expire_idle();
+        }
+    });
     tracing::info!(
         listen = %config.listen,
         tls = tls.is_some(),
@@ -209,6 +217,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         let _ = task.await;
     }
     sampler.abort();
+    sweeper.abort();
     Ok(())
 }
 

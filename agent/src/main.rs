@@ -98,6 +98,12 @@ struct ServeArgs {
     /// connection cap); they are served on --listen as well.
     #[arg(long, env = "BIOMETRICS_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+    /// Connections to all Redis targets together (each target gets up to its poolSize).
+    #[arg(long, env = "BIOMETRICS_MAX_REDIS_CONNECTIONS", default_value_t = 64)]
+    max_redis_connections: usize,
+    /// A Redis connection unused this long is closed.
+    #[arg(long, env = "BIOMETRICS_REDIS_IDLE_TIMEOUT", default_value = "5m")]
+    redis_idle_timeout: biometrics_crds::duration::Duration,
     /// Ceiling on Redis keys deleted or examined per second, per job.
     #[arg(long, env = "BIOMETRICS_REDIS_MAX_OPS_PER_SECOND", default_value_t = 1_000_000)]
     redis_max_ops_per_second: u64,
@@ -167,6 +173,10 @@ fn main() -> ExitCode {
         health_listen: a.health_listen,
         cache_limits: biometrics_agent::cache::CacheLimits {
             max_ops_per_second: a.redis_max_ops_per_second,
+            pool: biometrics_agent::cache::conn::PoolLimits {
+                max_connections: a.max_redis_connections.max(1),
+                idle_expiry: a.redis_idle_timeout.as_std(),
+            },
             ..Default::default()
         },
     };

@@ -336,6 +336,7 @@ async fn enforce(State(state): State<AppState>, body: Body) -> Response {
             }
             let status = match e {
                 crate::cache::conn::CacheError::Invalid(_) => StatusCode::BAD_REQUEST,
+                crate::cache::conn::CacheError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             };
             error(status, e.to_string())

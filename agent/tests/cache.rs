@@ -566,3 +566,50 @@ fn the_operator_gives_any_agent_the_policy_its_app_reads() {
     assert_eq!(agent.request("PUT", "/v1/cache/app-policy", Some(&bad)).0, 400);
     assert_eq!(agent.request_with("GET", "/v1/cache/policy", None, b"").1, policy, "a refused one changes nothing");
 }
+
+/// Connections the Redis server has open, its own `redis-cli` included.
+fn connected_clients(server: &RedisServer) -> usize {
+    server.cli(None, &["CLIENT", "LIST"]).lines().filter(|l| l.starts_with("id=")).count()
+}
+
+#[test]
+fn redis_connections_are_pooled_per_target_and_bounded() {
+    let server = RedisServer::start(&[]);
+    let agent = Agent::start(None, &["--max-redis-connections", "4", "--redis-idle-timeout", "2s"]);
+    let before = connected_clients(&server);
+    let stats_with =
+        |redis: Value| agent.request("POST", "/v1/cache/stats", Some(&json!({"redis": redis, "keyPrefix": PREFIX})));
+    // A password that changes with every request (a rotating Secret, or a hostile caller)
+    // replaces the target's connection instead of adding one.
+    for i in 0..200 {
+        // The server's default user has `nopass`: every password is accepted.
+        let redis = json!({"address": server.addr.to_string(), "username": "default", "password": format!("pw-{i}")});
+        let (status, body) = stats_with(redis);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["reachable"], true, "{body}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = connected_clients(&server);
+    assert!(after <= before + 1, "one connection for the target, not one per password: {before} -> {after}");
+    // Distinct targets are capped: four databases are served, a fifth is refused by name.
+    for db in 0..3 {
+        let (_, body) = stats_with(json!({"address": server.addr.to_string(), "database": db + 1}));
+        assert_eq!(body["reachable"], true, "{body}");
+    }
+    let (_, refused) = stats_with(json!({"address": server.addr.to_string(), "database": 9}));
+    assert_eq!(refused["reachable"], false, "{refused}");
+    let reason = refused["error"].as_str().unwrap();
+    assert!(reason.contains("4 Redis connections") && reason.contains("--max-redis-connections"), "{reason}");
+    assert!(connected_clients(&server) <= before + 4, "never more than the cap");
+    // Unused, they are closed: the pool empties and the fifth target is served.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(connected_clients(&server), before, "idle connections closed");
+    let (_, body) = stats_with(json!({"address": server.addr.to_string(), "database": 9}));
+    assert_eq!(body["reachable"], true, "{body}");
+    // A target grows to its poolSize, within the cap, and its connections are used in turn.
+    for _ in 0..6 {
+        let (_, body) = stats_with(json!({"address": server.addr.to_string(), "database": 9, "poolSize": 3}));
+        assert_eq!(body["reachable"], true, "{body}");
+    }
+    assert_eq!(connected_clients(&server), before + 3, "three connections for poolSize 3");
+}

@@ -244,6 +244,14 @@ pub struct RedisTarget {
     /// Send timeout, milliseconds (bounded by the reply timeout on async connections).
     #[serde(default = "default_io_timeout_ms")]
     pub write_timeout_millis: u64,
+    /// Connections the agent may keep to this target (the policy's `poolSize`); each is a
+    /// multiplexed connection used in turn.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+}
+
+fn default_pool_size() -> u32 {
+    1
 }
 
 fn default_dial_timeout_ms() -> u64 {

@@ -1,12 +1,12 @@
 //! Connections to a Redis server or cluster, built from a request's target and reused
 //! across requests (a multiplexed connection manager per server, a cluster connection per
-//! cluster). Commands are addressed to the server, or for a cluster to one master.
+//! cluster), bounded in number and closed when idle. Commands are addressed to the server, or for a cluster to one master.
 
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use redis::{
@@ -30,6 +30,9 @@ pub enum CacheError {
     /// A command failed.
     #[error("{0}")]
     Command(String),
+    /// A bound of the agent is reached; retry later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<redis::ParsingError> for CacheError {
@@ -118,42 +121,181 @@ pub fn check_target(target: &RedisTarget) -> Result<(), String> {
     Ok(())
 }
 
-/// Connections already made, by target (the password counts, hashed, so a rotated secret
-/// gets a new connection).
-#[derive(Clone, Default)]
-pub struct Pool(Arc<Mutex<HashMap<u64, Redis>>>);
+/// What one pooled connection serves. The password is not part of it: a rotated password
+/// (or a caller trying many) replaces the target's connection instead of adding one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TargetKey {
+    address: String,
+    database: u32,
+    username: Option<String>,
+    tls: bool,
+    cluster: bool,
+}
 
-fn pool_key(target: &RedisTarget) -> u64 {
+impl TargetKey {
+    fn of(target: &RedisTarget) -> Self {
+        Self {
+            address: target.address.clone(),
+            database: target.database,
+            username: target.username.clone(),
+            tls: target.tls,
+            cluster: target.cluster,
+        }
+    }
+}
+
+/// The password a connection was made with, hashed: compared, never kept.
+fn secret_digest(target: &RedisTarget) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
-        &target.address,
-        target.database,
-        &target.username,
-        target.password.as_ref().map(|p| &p.0),
-        target.tls,
-        target.cluster,
-    )
-        .hash(&mut h);
+    target.password.as_ref().map(|p| &p.0).hash(&mut h);
     h.finish()
 }
 
+/// A target's connections, used in turn.
+struct Pooled {
+    secret: u64,
+    connections: Vec<Redis>,
+    next: usize,
+    last_used: Instant,
+}
+
+impl Pooled {
+    fn take(&mut self) -> Redis {
+        self.last_used = Instant::now();
+        self.next = (self.next + 1) % self.connections.len();
+        self.connections[self.next].clone()
+    }
+}
+
+/// Bounds of the connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Connections to all Redis targets together.
+    pub max_connections: usize,
+    /// A target's connections unused this long are closed.
+    pub idle_expiry: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self { max_connections: 64, idle_expiry: Duration::from_secs(300) }
+    }
+}
+
+/// Connections per target (address, database, user, TLS, cluster), grown on use up to the
+/// largest `poolSize` a request for it has asked, replaced when the password changes,
+/// closed when idle, and at most `max_connections` in all.
+#[derive(Clone)]
+pub struct Pool {
+    targets: Arc<Mutex<HashMap<TargetKey, Pooled>>>,
+    limits: PoolLimits,
+}
+
+/// What a lookup found.
+enum Lookup {
+    /// A connection to use as it is.
+    Use(Redis),
+    /// Dial another connection for the target (a new one, a new password, or growth).
+    Dial,
+}
+
 impl Pool {
-    /// The connection for a target, made on first use.
+    /// An empty pool.
+    pub fn new(limits: PoolLimits) -> Self {
+        Self { targets: Arc::default(), limits }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TargetKey, Pooled>> {
+        self.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closes connections idle past the expiry; run periodically, and before each lookup.
+    pub fn expire_idle(&self) {
+        self.expire(&mut self.lock());
+    }
+
+    /// How often [`Pool::expire_idle`] is worth running.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.limits.idle_expiry / 2).max(Duration::from_secs(1))
+    }
+
+    /// Drops connections idle past the expiry (the last handle dropped closes the socket;
+    /// a job still using one keeps it until it ends).
+    fn expire(&self, targets: &mut HashMap<TargetKey, Pooled>) {
+        let expiry = self.limits.idle_expiry;
+        targets.retain(|_, p| p.last_used.elapsed() < expiry);
+    }
+
+    /// Connections open to every target but `except`'s.
+    fn open_besides(targets: &HashMap<TargetKey, Pooled>, except: &TargetKey) -> usize {
+        targets.iter().filter(|(k, _)| *k != except).map(|(_, p)| p.connections.len()).sum()
+    }
+
+    fn full(&self, key: &TargetKey) -> CacheError {
+        CacheError::Busy(format!(
+            "the agent has {} Redis connections open already (--max-redis-connections); {} gets one once \
+             others have been idle for {:?}",
+            self.limits.max_connections, key.address, self.limits.idle_expiry
+        ))
+    }
+
+    /// Decides, under the lock, whether to use a pooled connection or dial another.
+    fn lookup(&self, key: &TargetKey, secret: u64, wanted: usize) -> Result<Lookup, CacheError> {
+        let mut targets = self.lock();
+        self.expire(&mut targets);
+        let others = Self::open_besides(&targets, key);
+        match targets.get_mut(key) {
+            Some(p) if p.secret == secret => {
+                let room = others + p.connections.len() < self.limits.max_connections;
+                if p.connections.len() < wanted && room { Ok(Lookup::Dial) } else { Ok(Lookup::Use(p.take())) }
+            }
+            // A new password: its connection replaces the old ones once it has connected.
+            Some(_) | None if others < self.limits.max_connections => Ok(Lookup::Dial),
+            _ => Err(self.full(key)),
+        }
+    }
+
+    /// A connection for a target. A new password gets a new connection, which replaces the
+    /// old ones only once it has connected (a wrong password evicts nothing).
     pub async fn get(&self, target: &RedisTarget) -> Result<Redis, CacheError> {
-        let key = pool_key(target);
-        if let Some(r) = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
-            return Ok(r.clone());
+        let (key, secret) = (TargetKey::of(target), secret_digest(target));
+        let wanted = usize::try_from(target.pool_size.clamp(1, MAX_POOL_SIZE)).unwrap_or(1);
+        if let Lookup::Use(redis) = self.lookup(&key, secret, wanted)? {
+            return Ok(redis);
         }
         let redis = connect(target).await?;
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, redis.clone());
+        let mut targets = self.lock();
+        // Others may have taken the room while this one connected.
+        let others = Self::open_besides(&targets, &key);
+        let pooled = targets.entry(key.clone()).or_insert_with(|| Pooled {
+            secret,
+            connections: Vec::new(),
+            next: 0,
+            last_used: Instant::now(),
+        });
+        if pooled.secret != secret {
+            *pooled = Pooled { secret, connections: Vec::new(), next: 0, last_used: Instant::now() };
+        }
+        if others + pooled.connections.len() >= self.limits.max_connections {
+            if pooled.connections.is_empty() {
+                targets.remove(&key);
+                return Err(self.full(&key));
+            }
+            return Ok(pooled.take());
+        }
+        pooled.connections.push(redis.clone());
+        pooled.last_used = Instant::now();
         Ok(redis)
     }
 
-    /// Forgets a target's connection (after a failure, so the next request dials again).
+    /// Forgets a target's connections (after a failure, so the next request dials again).
     pub fn forget(&self, target: &RedisTarget) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pool_key(target));
+        self.lock().remove(&TargetKey::of(target));
     }
 }
+
+/// The most connections one target gets, whatever its `poolSize` (the schema's maximum).
+pub const MAX_POOL_SIZE: u32 = 100;
 
 async fn connect(target: &RedisTarget) -> Result<Redis, CacheError> {
     let (host, port) = split_address(&target.address)?;
@@ -353,6 +495,7 @@ mod tests {
             dial_timeout_millis: 1,
             read_timeout_millis: 1,
             write_timeout_millis: 1,
+            pool_size: 1,
         };
         assert!(!format!("{t:?}").contains("hunter2"));
     }

@@ -35,6 +35,8 @@ pub struct CacheLimits {
     pub max_jobs: usize,
     /// How long a finished job stays pollable at least.
     pub keep_finished: Duration,
+    /// Bounds of the Redis connection pool.
+    pub pool: conn::PoolLimits,
 }
 
 impl Default for CacheLimits {
@@ -48,6 +50,7 @@ impl Default for CacheLimits {
             exact_count_bound: 100_000,
             max_jobs: 1000,
             keep_finished: Duration::from_secs(3600),
+            pool: conn::PoolLimits::default(),
         }
     }
 }
@@ -74,7 +77,7 @@ impl CacheService {
     pub fn new(limits: CacheLimits, pod: String) -> Self {
         let limits = Arc::new(limits);
         Self {
-            pool: conn::Pool::default(),
+            pool: conn::Pool::new(limits.pool),
             jobs: invalidate::Jobs::new(limits.clone()),
             limits,
             history: Arc::default(),

@@ -132,21 +132,32 @@ pub struct RedisConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
 
-    /// Connections the agent keeps open to this Redis.
+    /// Connections the executing agent may open to this Redis, as its work needs them
+    /// (each is multiplexed and used in turn); the agent's `--max-redis-connections` caps
+    /// its connections to all servers together.
     #[serde(default = "default_pool_size")]
     #[schemars(range(min = 1, max = 100))]
     pub pool_size: i32,
 
-    /// Time allowed to establish a connection.
+    /// Time allowed to establish a connection. Between 1ms and 1m.
     #[serde(default = "default_dial_timeout")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('1ms') && duration(self) <= duration('60s')", "message": "dialTimeout must be between 1ms and 1m"}
+    ]))]
     pub dial_timeout: Duration,
 
-    /// Time allowed for a reply.
+    /// Time allowed for a reply. Between 1ms and 1m.
     #[serde(default = "default_io_timeout")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('1ms') && duration(self) <= duration('60s')", "message": "readTimeout must be between 1ms and 1m"}
+    ]))]
     pub read_timeout: Duration,
 
-    /// Time allowed to send a command.
+    /// Time allowed to send a command. Between 1ms and 1m.
     #[serde(default = "default_io_timeout")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('1ms') && duration(self) <= duration('60s')", "message": "writeTimeout must be between 1ms and 1m"}
+    ]))]
     pub write_timeout: Duration,
 }
 

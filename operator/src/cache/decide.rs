@@ -254,6 +254,7 @@ pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarg
         dial_timeout_millis: millis(&r.dial_timeout),
         read_timeout_millis: millis(&r.read_timeout),
         write_timeout_millis: millis(&r.write_timeout),
+        pool_size: u32::try_from(r.pool_size).unwrap_or(1),
     }
 }
 
