@@ -51,9 +51,10 @@ where
 }
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
-pub fn backoff(metrics: &Metrics, controller: &str, error: &Error) -> Action {
+pub fn backoff(metrics: &Metrics, controller: &str, object: &impl Resource, error: &Error) -> Action {
     metrics.failures.with_label_values(&[controller, error.metric_label()]).inc();
-    tracing::warn!(controller, error = %error, "reconcile failed");
+    let (namespace, name) = (object.meta().namespace.as_deref(), object.meta().name.as_deref());
+    tracing::warn!(controller, namespace, name, error = %error, "reconcile failed");
     match error {
         Error::InvalidSpec(_) => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(5)),

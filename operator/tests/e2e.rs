@@ -393,3 +393,114 @@ async fn a_schedule_that_never_fires_is_reported() {
     assert_eq!(status.conditions.iter().find(|c| c.type_ == "Ready").unwrap().status, "False");
     assert!(status.next_run_time.is_none() && status.last_run.is_none());
 }
+
+/// The ProfileCapture CRD as it was before a cron range had to ascend: the same CRD
+/// without that rule.
+fn without_ascending_ranges(
+    mut crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let schema = crd.spec.versions[0].schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()).unwrap();
+    let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
+    let schedule = spec.properties.as_mut().unwrap().get_mut("schedule").unwrap();
+    let rules = schedule.x_kubernetes_validations.as_mut().unwrap();
+    let before = rules.len();
+    rules.retain(|r| r.message.as_deref() != Some(biometrics_crds::schedule::ASCENDING_RANGES_MESSAGE));
+    assert_eq!(rules.len(), before - 1, "the rule is in the current CRD");
+    crd
+}
+
+/// The InvalidSpec Events about `name`.
+async fn invalid_spec_events(world: &World, name: &str) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(world.client.clone(), NS);
+    let selector = format!("involvedObject.name={name},reason=InvalidSpec");
+    events.list(&kube::api::ListParams::default().fields(&selector)).await.unwrap().items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_the_parser_refuses_is_reported_and_stops_no_other() {
+    use biometrics_crds::v1alpha1::ProfileCaptureStatus;
+    use biometrics_operator::guard::Guarded;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let mut world = World::start(&["127.0.0.13"]).await;
+    world.start_operator();
+    // The API server holds a capture the operator cannot read, as a real one does when a CRD
+    // upgrade tightened the schema: it was admitted by the CRD before the upgrade.
+    let crds: Api<CustomResourceDefinition> = Api::all(world.client.clone());
+    let crd_name = "profilecaptures.biometrics.io";
+    let current = crds.get(crd_name).await.unwrap();
+    crds.replace(crd_name, &PostParams::default(), &without_ascending_ranges(current.clone())).await.unwrap();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("poison", "  schedule: \"30-10 * * * *\"\n")));
+    let mut upgraded = current;
+    upgraded.metadata.resource_version = crds.get(crd_name).await.unwrap().metadata.resource_version;
+    crds.replace(crd_name, &PostParams::default(), &upgraded).await.unwrap();
+    let refused = Command::new(repo_root().join(".tools/bin/kubectl"))
+        .args(["apply", "-f", "-", "--dry-run=server"])
+        .env("KUBECONFIG", kubeconfig_path(world.dir.path()))
+        .env("KUBECACHEDIR", world.dir.path().join("kubecache"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            let manifest = capture_manifest("poison-2", "  schedule: \"30-10 * * * *\"\n");
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), manifest.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("a cron range must run from low to high"), "{stderr}");
+
+    // The running operator reports it on its own status, with the parser's message.
+    let captures: Api<Guarded<ProfileCapture>> = Api::namespaced(world.client.clone(), NS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (generation, status) = loop {
+        let object = captures.get("poison").await.unwrap();
+        let invalid = object.valid().expect_err("the operator's parser refuses the schedule");
+        let status: Option<ProfileCaptureStatus> = invalid.part("/status");
+        if let Some(status) = status.filter(|s| s.conditions.iter().any(|c| c.reason == "InvalidSpec")) {
+            break (kube::Resource::meta(&object).generation, status);
+        }
+        assert!(std::time::Instant::now() < deadline, "no InvalidSpec status:\n{}", world.operator_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.phase, Some(CapturePhase::Failed));
+    assert_eq!(status.observed_generation, generation);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        ready.message.contains(r#""30-10 * * * *" is not a valid cron schedule"#)
+            && ready.message.contains("runs backwards"),
+        "{ready:?}"
+    );
+    assert_eq!(ready.observed_generation, generation);
+    let events = invalid_spec_events(&world, "poison").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(events[0].message.as_deref(), Some(ready.message.as_str()));
+
+    // Restarted, the operator lists every capture again: the poison one is one object with
+    // an error, and a valid capture still runs.
+    if let Some(mut operator) = world.operator.take() {
+        operator.kill();
+    }
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("after-restart", "")));
+    world
+        .wait_capture("after-restart", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let log = world.operator_log();
+    assert!(
+        log.lines().any(|l| l.contains("\"name\":\"poison\"") && l.contains("invalid spec")),
+        "the restarted operator logs the invalid capture:\n{log}"
+    );
+    assert_eq!(invalid_spec_events(&world, "poison").await.len(), 1, "nothing new to say after the restart");
+
+    // Deletion needs no readable spec: the finalizer's cleanup runs and the capture goes.
+    let poison = captures.get("poison").await.unwrap();
+    assert!(poison.finalizers().iter().any(|f| f == "biometrics.io/profilecapture"));
+    world.kubectl(&["delete", "pcap", "poison", "-n", NS, "--timeout=30s"], None);
+    assert!(captures.get_opt("poison").await.unwrap().is_none());
+}

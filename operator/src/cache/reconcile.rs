@@ -46,8 +46,10 @@ use crate::{
     agent_client::{AgentAddr, AgentClient},
     controller,
     error::{Error, Result},
+    guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
     pods::{self, PodInfo, agent_of},
+    reasons,
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
 };
@@ -55,6 +57,8 @@ use crate::{
 /// The finalizer that lets deletion stop running invalidations.
 pub const FINALIZER: &str = "biometrics.io/cachepolicy";
 const CONTROLLER: &str = "cachepolicy";
+/// The action of this controller's Events (a rule's own series aside).
+const ACTION: &str = "Cache";
 /// How a rule's message starts when a trigger is held back.
 const WAITING: &str = "held back: ";
 
@@ -148,7 +152,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &str, note: String) {
-    ctx.events.publish(&cp.object_ref(&()), type_, reason, note, "Cache").await;
+    ctx.events.publish(&cp.object_ref(&()), type_, reason, note, ACTION).await;
 }
 
 /// An Event about one rule: its own series, so one rule's runs do not hide another's.
@@ -156,22 +160,38 @@ async fn rule_event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &
     ctx.events.publish(&cp.object_ref(&()), type_, reason, note, &format!("Invalidate-{rule}")).await;
 }
 
-/// The reconcile entry: the finalizer around apply and cleanup.
-pub async fn reconcile(cp: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action> {
+/// The reconcile entry: the finalizer around apply and cleanup. A policy whose spec cannot
+/// be read is reported on its own status; its cleanup needs no spec.
+pub async fn reconcile(object: Arc<Guarded<CachePolicy>>, ctx: Arc<Context>) -> Result<Action> {
     // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, cp, |event| async {
+    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, object, |event| async {
         match event {
-            Finalizer::Apply(cp) => apply(&cp, &ctx).await,
-            Finalizer::Cleanup(cp) => cleanup(&cp, &ctx).await,
+            Finalizer::Apply(object) => match object.valid() {
+                Ok(cp) => apply(cp, &ctx).await,
+                Err(invalid) => {
+                    guard::report_invalid(&ctx.client, &ctx.events, &ctx.status, &*object, invalid, ACTION).await
+                }
+            },
+            Finalizer::Cleanup(object) => cleanup(&object, &ctx).await,
         }
     })
     .await
 }
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
-pub fn error_policy(_cp: Arc<CachePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    controller::backoff(&ctx.metrics, CONTROLLER, error)
+pub fn error_policy(object: Arc<Guarded<CachePolicy>>, error: &Error, ctx: Arc<Context>) -> Action {
+    controller::backoff(&ctx.metrics, CONTROLLER, &*object, error)
+}
+
+/// A policy whose spec cannot be read is not in effect: `Ready` and `Degraded` give the
+/// parser's message; what was last observed of Redis and the rules stays.
+impl InvalidSpecStatus for CachePolicyStatus {
+    fn invalid_spec(&mut self, message: &str, generation: Option<i64>) {
+        self.observed_generation = generation;
+        set_condition(&mut self.conditions, "Ready", false, reasons::INVALID_SPEC, message, generation);
+        set_condition(&mut self.conditions, "Degraded", true, reasons::INVALID_SPEC, message, generation);
+    }
 }
 
 /// Why Redis work cannot be sent: no executor, or no credentials.
@@ -737,7 +757,7 @@ fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, sta
     }
     for rule in &cp.spec.invalidations {
         if let Some(why) = rule.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now())) {
-            problems.push(("ScheduleNeverFires".into(), format!("rule {}: {why}", rule.name)));
+            problems.push((reasons::SCHEDULE_NEVER_FIRES.into(), format!("rule {}: {why}", rule.name)));
         }
     }
     for plan in plans {
@@ -757,11 +777,16 @@ fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, sta
 }
 
 /// Deletion: cancel running invalidations on the executor. Best effort, bounded by the
-/// agent timeout: an unreachable agent or Redis never blocks deletion.
-async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
-    let ns = cp.namespace().unwrap_or_default();
-    let uid = cp.uid().unwrap_or_default();
-    let status = cp.status.clone().unwrap_or_default();
+/// agent timeout: an unreachable agent or Redis never blocks deletion. Needs no valid spec:
+/// of a policy that cannot be read, its status is read from the stored object.
+async fn cleanup(object: &Guarded<CachePolicy>, ctx: &Context) -> Result<Action> {
+    let ns = object.namespace().unwrap_or_default();
+    let uid = object.uid().unwrap_or_default();
+    let status: CachePolicyStatus = match object.valid() {
+        Ok(cp) => cp.status.clone(),
+        Err(invalid) => invalid.part("/status"),
+    }
+    .unwrap_or_default();
     for entry in status.invalidations.iter().filter(|e| e.result == Some(InvalidationResult::Running)) {
         let (Some(id), Some(executor)) = (&entry.run_id, &entry.executor) else { continue };
         let Some(agent) = pods::pod_named(&ctx.pods, &ns, executor, ctx.settings.default_agent_port)
@@ -775,7 +800,7 @@ async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
             .call::<(), Job>(&agent, "DELETE", &format!("/v1/cache/invalidations/{id}"), None, "cancel_invalidation")
             .await
         {
-            tracing::warn!(policy = %cp.name_any(), rule = %entry.name, %reason, "cannot cancel an invalidation");
+            tracing::warn!(policy = %object.name_any(), rule = %entry.name, %reason, "cannot cancel an invalidation");
         }
     }
     ctx.status.forget(&uid);
@@ -784,14 +809,16 @@ async fn cleanup(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-fn rolls_out(cp: &CachePolicy, kind: WorkloadKind, name: &str) -> bool {
-    cp.spec.invalidations.iter().any(|r| r.on_rollout_of.as_ref().is_some_and(|w| w.kind == kind && w.name == name))
+fn rolls_out(object: &Guarded<CachePolicy>, kind: WorkloadKind, name: &str) -> bool {
+    object.valid().is_ok_and(|cp| {
+        cp.spec.invalidations.iter().any(|r| r.on_rollout_of.as_ref().is_some_and(|w| w.kind == kind && w.name == name))
+    })
 }
 
 /// Runs the controller until its streams end.
 pub async fn run(
     ctx: Arc<Context>,
-    policies: Api<CachePolicy>,
+    policies: Api<Guarded<CachePolicy>>,
     pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
     deployments: impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
     statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
@@ -801,8 +828,10 @@ pub async fn run(
     let controller = Controller::for_stream(controller::objects(policies, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
-            controller::in_namespace_where(&r1, &ns, |cp: &CachePolicy| {
-                PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(pod.labels()))
+            controller::in_namespace_where(&r1, &ns, |object: &Guarded<CachePolicy>| {
+                object
+                    .valid()
+                    .is_ok_and(|cp| PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(pod.labels())))
             })
         })
         .watches_stream(deployments, move |d: Deployment| {

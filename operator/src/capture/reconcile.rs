@@ -31,8 +31,10 @@ use crate::{
     agent_client::{AgentClient, AgentError},
     controller,
     error::{Error, Result},
+    guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
     pods::{self, NO_ELIGIBLE_PODS, PodInfo, agent_of},
+    reasons,
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
 };
@@ -40,6 +42,8 @@ use crate::{
 /// The finalizer that lets deletion stop running captures and clean up files.
 pub const FINALIZER: &str = "biometrics.io/profilecapture";
 const CONTROLLER: &str = "profilecapture";
+/// The action of this controller's Events.
+const ACTION: &str = "Capture";
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -109,7 +113,7 @@ impl Context {
 }
 
 async fn event(ctx: &Context, pc: &ProfileCapture, type_: EventType, reason: &str, note: String) {
-    ctx.events.publish(&pc.object_ref(&()), type_, reason, note, "Capture").await;
+    ctx.events.publish(&pc.object_ref(&()), type_, reason, note, ACTION).await;
 }
 
 fn pods_in(ctx: &Context, namespace: &str, selector: Option<&PodSelector>) -> Vec<PodInfo> {
@@ -120,22 +124,40 @@ fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
     pods::pod_named(&ctx.pods, namespace, name, ctx.settings.default_agent_port)
 }
 
-/// The reconcile entry: the finalizer around apply and cleanup.
-pub async fn reconcile(pc: Arc<ProfileCapture>, ctx: Arc<Context>) -> Result<Action> {
+/// The reconcile entry: the finalizer around apply and cleanup. A capture whose spec cannot
+/// be read is reported on its own status; its cleanup needs no spec.
+pub async fn reconcile(object: Arc<Guarded<ProfileCapture>>, ctx: Arc<Context>) -> Result<Action> {
     // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, pc, |event| async {
+    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, object, |event| async {
         match event {
-            Finalizer::Apply(pc) => apply(&pc, &ctx).await,
-            Finalizer::Cleanup(pc) => cleanup(&pc, &ctx).await,
+            Finalizer::Apply(object) => match object.valid() {
+                Ok(pc) => apply(pc, &ctx).await,
+                Err(invalid) => {
+                    guard::report_invalid(&ctx.client, &ctx.events, &ctx.status, &*object, invalid, ACTION).await
+                }
+            },
+            Finalizer::Cleanup(object) => cleanup(&object, &ctx).await,
         }
     })
     .await
 }
 
 /// Backs off on errors; a spec that cannot be acted on waits for a change.
-pub fn error_policy(_pc: Arc<ProfileCapture>, error: &Error, ctx: Arc<Context>) -> Action {
-    controller::backoff(&ctx.metrics, CONTROLLER, error)
+pub fn error_policy(object: Arc<Guarded<ProfileCapture>>, error: &Error, ctx: Arc<Context>) -> Action {
+    controller::backoff(&ctx.metrics, CONTROLLER, &*object, error)
+}
+
+/// A capture whose spec cannot be read has failed: nothing runs, nothing is scheduled, and
+/// `Ready` and `Degraded` give the parser's message.
+impl InvalidSpecStatus for ProfileCaptureStatus {
+    fn invalid_spec(&mut self, message: &str, generation: Option<i64>) {
+        self.phase = Some(CapturePhase::Failed);
+        self.next_run_time = None;
+        self.observed_generation = generation;
+        set_condition(&mut self.conditions, "Ready", false, reasons::INVALID_SPEC, message, generation);
+        set_condition(&mut self.conditions, "Degraded", true, reasons::INVALID_SPEC, message, generation);
+    }
 }
 
 async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
@@ -592,7 +614,7 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         .unwrap_or_default();
     let never = pc.spec.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now()));
     if let Some(why) = &never {
-        set_condition(&mut status.conditions, "Degraded", true, "ScheduleNeverFires", why, generation);
+        set_condition(&mut status.conditions, "Degraded", true, reasons::SCHEDULE_NEVER_FIRES, why, generation);
     } else if eligible.is_empty() {
         set_condition(&mut status.conditions, "Degraded", true, "NoEligiblePods", NO_ELIGIBLE_PODS, generation);
     } else if !failed.is_empty() {
@@ -610,7 +632,7 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         Some(_) => {
             ("RunFailed", format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()))
         }
-        None if never.is_some() => ("ScheduleNeverFires", never.clone().unwrap_or_default()),
+        None if never.is_some() => (reasons::SCHEDULE_NEVER_FIRES, never.clone().unwrap_or_default()),
         None if ready => ("Scheduled", "waiting for the schedule".into()),
         None => ("Pending", "no run yet".into()),
     };
@@ -618,12 +640,22 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
 }
 
 /// Deletion: stop running captures, and with `deleteOnRemoval` remove the files. Best
-/// effort, bounded by the agent timeout: an unreachable agent never blocks deletion.
-async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
-    let ns = pc.namespace().unwrap_or_default();
-    let uid = pc.uid().unwrap_or_default();
+/// effort, bounded by the agent timeout: an unreachable agent never blocks deletion. Needs
+/// no valid spec: of a capture that cannot be read, its status and `spec.retention` are
+/// read from the stored object.
+async fn cleanup(object: &Guarded<ProfileCapture>, ctx: &Context) -> Result<Action> {
+    let ns = object.namespace().unwrap_or_default();
+    let uid = object.uid().unwrap_or_default();
+    let name = object.name_any();
+    let (status, delete_files) = match object.valid() {
+        Ok(pc) => (pc.status.clone(), pc.spec.retention.delete_on_removal),
+        Err(invalid) => (
+            invalid.part::<ProfileCaptureStatus>("/status"),
+            invalid.part("/spec/retention/deleteOnRemoval").unwrap_or(false),
+        ),
+    };
     let pods = pods_in(ctx, &ns, None);
-    if let Some(run) = pc.status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
+    if let Some(run) = status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
         for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
             if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
                 let path = format!("/v1/captures/{}", decide::capture_id(&uid, &run.id, &p.pod));
@@ -632,9 +664,8 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    if pc.spec.retention.delete_on_removal {
-        let request =
-            RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() }, keep_runs: 0 };
+    if delete_files {
+        let request = RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name }, keep_runs: 0 };
         for pod in pods.iter().filter(|p| p.agent_port.is_some()) {
             if let Some(agent) = agent_of(&ns, pod) {
                 let _: std::result::Result<RetentionResponse, AgentError> =
@@ -650,7 +681,7 @@ async fn cleanup(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
 /// Runs the controller until its streams end.
 pub async fn run(
     ctx: Arc<Context>,
-    captures: Api<ProfileCapture>,
+    captures: Api<Guarded<ProfileCapture>>,
     pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
@@ -658,8 +689,10 @@ pub async fn run(
     let controller = Controller::for_stream(controller::objects(captures, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
-            controller::in_namespace_where(&selecting, &ns, |pc: &ProfileCapture| {
-                PodSelector::new(&pc.spec.selector).is_ok_and(|s| s.matches(pod.labels()))
+            controller::in_namespace_where(&selecting, &ns, |object: &Guarded<ProfileCapture>| {
+                object
+                    .valid()
+                    .is_ok_and(|pc| PodSelector::new(&pc.spec.selector).is_ok_and(|s| s.matches(pod.labels())))
             })
         })
         // Bounded: thousands of captures must not all hold agent calls open at once.

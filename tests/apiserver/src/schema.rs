@@ -129,7 +129,8 @@ impl CrdSchema {
     }
 
     /// Prunes, defaults and validates `object` in place, as kube-apiserver does on create
-    /// and update (`old` is the stored object, for CEL transition rules).
+    /// and update (`old` is the stored object, for CEL transition rules and ratcheting: an
+    /// update may leave a value that the schema now refuses as it was).
     pub fn admit(&self, object: &mut Value, old: Option<&Value>, mode: FieldValidation) -> Admission {
         let mut walk = Walk::default();
         if let Value::Object(root) = object {
@@ -158,6 +159,7 @@ impl CrdSchema {
                 detail: String::new(),
             }));
         }
+        walk.errors.retain(|e| !ratchets(e, object, old));
         // Like kube-apiserver, CEL rules run unless a value has the wrong type (they would
         // see nonsense); then one error says they were skipped.
         let blocking =
@@ -170,7 +172,10 @@ impl CrdSchema {
                 detail: "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
             });
         } else if let Err(errors) = self.validator.validate_compiled(&self.compiled, object, old) {
-            walk.errors.extend(errors.into_vec().into_iter().map(|e| {
+            // Transition rules (oldSelf) judge the change itself: they never ratchet.
+            let ratcheted =
+                |e: &kube_cel::ValidationError| !e.rule.contains("oldSelf") && unchanged(object, old, &e.field_path);
+            walk.errors.extend(errors.into_vec().into_iter().filter(|e| !ratcheted(e)).map(|e| {
                 let value = lookup(object, &e.field_path).map(|v| Value::String(type_name(v).into()));
                 FieldError { kind: FieldErrorKind::Invalid, field: e.field_path, value, detail: e.message }
             }));
@@ -201,6 +206,28 @@ fn compiled_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
     }
     cache.insert(pattern.to_owned(), re.clone());
     Ok(re)
+}
+
+/// Whether an update leaves the value at `path` as it was. kube-apiserver's validation
+/// ratcheting (on by default since 1.30, GA in 1.33) lets such a value stay even when the
+/// schema now refuses it, so an object admitted before a CRD was tightened can still have
+/// its metadata and status written. Lists are compared by position.
+fn unchanged(object: &Value, old: Option<&Value>, path: &str) -> bool {
+    old.is_some_and(|old| lookup(object, path).is_some_and(|now| lookup(old, path) == Some(now)))
+}
+
+/// Whether a structural error is about a value the update left unchanged: the value itself,
+/// or for a missing required field the object that lacks it. Unknown fields are the
+/// request's, never ratcheted.
+fn ratchets(error: &FieldError, object: &Value, old: Option<&Value>) -> bool {
+    match error.kind {
+        FieldErrorKind::Unknown => false,
+        FieldErrorKind::Required => {
+            let parent = error.field.rsplit_once('.').map_or("", |(parent, _)| parent);
+            !parent.is_empty() && unchanged(object, old, parent)
+        }
+        _ => !error.field.is_empty() && error.field != "<nil>" && unchanged(object, old, &error.field),
+    }
 }
 
 fn is_meta_key(key: &str) -> bool {
@@ -611,6 +638,25 @@ mod tests {
             "{}",
             errors[0]
         );
+    }
+
+    #[test]
+    fn an_update_may_keep_a_value_the_schema_now_refuses() {
+        // Stored before the schema was tightened: port 0 and a name the pattern refuses.
+        let old = json!({"metadata": {"name": "a"}, "spec": {"port": 0, "mode": "A", "name": "X1"}});
+        let mut update = old.clone();
+        update["metadata"]["finalizers"] = json!(["f"]);
+        assert_eq!(schema().admit(&mut update, Some(&old), FieldValidation::Strict), Ok(Vec::new()));
+        // Changing one of them is judged in full; the other still ratchets.
+        let mut changed = old.clone();
+        changed["spec"]["name"] = json!("Y2");
+        let errors = schema().admit(&mut changed, Some(&old), FieldValidation::Strict).unwrap_err();
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors, ["spec.name: Invalid value: \"Y2\": spec.name in body should match '^[a-z]+$'"]);
+        // A CEL rule on an unchanged value ratchets too; on create nothing does.
+        let old = json!({"spec": {"port": 22, "mode": "A"}});
+        assert_eq!(schema().admit(&mut old.clone(), Some(&old), FieldValidation::Strict), Ok(Vec::new()));
+        assert!(schema().admit(&mut old.clone(), None, FieldValidation::Strict).is_err());
     }
 
     #[test]
