@@ -20,15 +20,36 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use crate::{
-    api::{CaptureRequest, ErrorBody, RetentionRequest, RetentionResponse, RuntimeSample},
+    api::{
+        CaptureRequest, RetentionRequest, RetentionResponse, RuntimeSample,
+        routes::{self, ErrorBody, ErrorCode},
+    },
     auth::{AuthError, Verifier, unix_now},
     captures::{Engine, RetentionError, SubmitError},
     metrics::Metrics,
 };
 
-/// A JSON error response.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(ErrorBody { error: message.into() })).into_response()
+/// A JSON error response: its kind, which decides the status, and the reason.
+pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    (status_of(code), axum::Json(ErrorBody { code, message: message.into() })).into_response()
+}
+
+/// The HTTP status each kind of failure is answered with.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::VolumeConflict | ErrorCode::Busy => StatusCode::CONFLICT,
+        ErrorCode::RedisAuthFailed | ErrorCode::RedisUnreachable | ErrorCode::RedisCommandFailed => {
+            StatusCode::BAD_GATEWAY
+        }
+        ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
@@ -110,23 +131,23 @@ pub fn health_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// The router.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/v1/captures", post(create_capture))
-        .route("/v1/captures/{id}", get(get_capture).delete(delete_capture))
-        .route("/v1/runtime", get(runtime))
-        .route("/v1/retention", post(retention))
-        .route("/v1/debug/pprof/profile", get(self_profile))
-        .route("/v1/cache/invalidations", post(create_invalidation))
-        .route("/v1/cache/invalidations/{id}", get(get_invalidation).delete(cancel_invalidation))
-        .route("/v1/cache/enforce", post(enforce))
-        .route("/v1/cache/stats", post(cache_stats))
-        .route("/v1/cache/app-policy", put(serve_policy))
+        .route(routes::START_CAPTURE.template, post(create_capture))
+        .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
+        .route(routes::RUNTIME.template, get(runtime))
+        .route(routes::RETENTION.template, post(retention))
+        .route(routes::SELF_PROFILE.template, get(self_profile))
+        .route(routes::START_INVALIDATION.template, post(create_invalidation))
+        .route(routes::INVALIDATION.template, get(get_invalidation).delete(cancel_invalidation))
+        .route(routes::ENFORCE.template, post(enforce))
+        .route(routes::STATS.template, post(cache_stats))
+        .route(routes::SERVE_POLICY.template, put(serve_policy))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     health_router()
         .route("/metrics", get(metrics))
         // For the app's own cache client in the pod: no token, but loopback callers only.
-        .route("/v1/cache/policy", get(applied_policy))
+        .route(routes::APP_POLICY.template, get(applied_policy))
         .merge(v1)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(|| async { error(ErrorCode::NotFound, "no such endpoint") })
         .with_state(state)
 }
 
@@ -138,14 +159,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         Ok(v) => v,
         Err(reason) => {
             state.metrics.auth_failures.with_label_values(&["no_key"]).inc();
-            return error(StatusCode::UNAUTHORIZED, reason);
+            return error(ErrorCode::Unauthorized, reason);
         }
     };
     let given = request.headers().get_all(header::AUTHORIZATION).iter().count();
     if given > 1 {
         state.metrics.auth_failures.with_label_values(&["ambiguous"]).inc();
         return error(
-            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
             format!("the request has {given} Authorization headers; send exactly one"),
         );
     }
@@ -153,8 +174,8 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     if let Err(e) = verifier.verify(authorization, unix_now()) {
         state.metrics.auth_failures.with_label_values(&[e.label()]).inc();
         let status = match e {
-            AuthError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AuthError::Unauthorized(_) => ErrorCode::Unauthorized,
+            AuthError::Forbidden(_) => ErrorCode::Forbidden,
         };
         return error(status, e.to_string());
     }
@@ -163,19 +184,19 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     let body = match tokio::time::timeout(state.body_read_timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) if is_length_limit(&e) => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes"));
+            return error(ErrorCode::PayloadTooLarge, format!("the request body is larger than {limit} bytes"));
         }
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("reading the request body failed: {e}")),
+        Ok(Err(e)) => return error(ErrorCode::InvalidRequest, format!("reading the request body failed: {e}")),
         Err(_) => {
             return error(
-                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::RequestTimeout,
                 format!("the request body did not arrive within {:?}", state.body_read_timeout),
             );
         }
     };
     let request = Request::from_parts(parts, Body::from(body));
     let Ok(_permit) = state.requests.clone().try_acquire_owned() else {
-        return error(StatusCode::TOO_MANY_REQUESTS, "too many concurrent requests; retry later");
+        return error(ErrorCode::TooManyRequests, "too many concurrent requests; retry later");
     };
     next.run(request).await
 }
@@ -194,8 +215,8 @@ fn is_length_limit(e: &axum::Error) -> bool {
 async fn parse_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Response> {
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes")))?;
-    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+        .map_err(|_| error(ErrorCode::PayloadTooLarge, format!("the request body is larger than {limit} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| error(ErrorCode::InvalidRequest, format!("invalid request body: {e}")))
 }
 
 async fn create_capture(State(state): State<AppState>, body: Body) -> Response {
@@ -210,9 +231,9 @@ async fn create_capture(State(state): State<AppState>, body: Body) -> Response {
             }
             json(StatusCode::ACCEPTED, &status)
         }
-        Err(e @ SubmitError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ SubmitError::Invalid(_)) => error(ErrorCode::InvalidRequest, e.to_string()),
         Err(e @ (SubmitError::Full(_) | SubmitError::Queued { .. })) => {
-            error(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            error(ErrorCode::TooManyRequests, e.to_string())
         }
     }
 }
@@ -220,14 +241,14 @@ async fn create_capture(State(state): State<AppState>, body: Body) -> Response {
 async fn get_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.engine.status(&id) {
         Some(status) => json(StatusCode::OK, &status),
-        None => error(StatusCode::NOT_FOUND, format!("no capture {id:?}")),
+        None => error(ErrorCode::NotFound, format!("no capture {id:?}")),
     }
 }
 
 async fn delete_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.engine.cancel(&id).await {
         Some(status) => json(StatusCode::OK, &status),
-        None => error(StatusCode::NOT_FOUND, format!("no capture {id:?}")),
+        None => error(ErrorCode::NotFound, format!("no capture {id:?}")),
     }
 }
 
@@ -243,10 +264,10 @@ async fn retention(State(state): State<AppState>, body: Body) -> Response {
     };
     match state.engine.retain(&request) {
         Ok(removed) => json(StatusCode::OK, &RetentionResponse { removed }),
-        Err(e @ RetentionError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ RetentionError::Invalid(_)) => error(ErrorCode::InvalidRequest, e.to_string()),
         Err(e @ RetentionError::Volume(_)) => {
             tracing::warn!(error = %e, "retention refused");
-            error(StatusCode::CONFLICT, e.to_string())
+            error(ErrorCode::VolumeConflict, e.to_string())
         }
     }
 }
@@ -259,10 +280,10 @@ struct SelfProfileQuery {
 async fn self_profile(State(state): State<AppState>, Query(q): Query<SelfProfileQuery>) -> Response {
     let seconds = q.seconds.unwrap_or(30);
     if !(1..=60).contains(&seconds) {
-        return error(StatusCode::BAD_REQUEST, "seconds must be between 1 and 60");
+        return error(ErrorCode::InvalidRequest, "seconds must be between 1 and 60");
     }
     let Ok(_busy) = state.self_profile.try_lock() else {
-        return error(StatusCode::CONFLICT, "a CPU profile of the agent is already being taken");
+        return error(ErrorCode::Busy, "a CPU profile of the agent is already being taken");
     };
     match tokio::task::spawn_blocking(move || crate::selfprof::cpu_profile(seconds)).await {
         Ok(Ok(bytes)) => {
@@ -270,8 +291,8 @@ async fn self_profile(State(state): State<AppState>, Query(q): Query<SelfProfile
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             response
         }
-        Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(reason)) => error(ErrorCode::Internal, reason),
+        Err(e) => error(ErrorCode::Internal, e.to_string()),
     }
 }
 
@@ -289,21 +310,21 @@ async fn create_invalidation(State(state): State<AppState>, body: Body) -> Respo
     };
     match state.cache.jobs.submit(request, state.cache.pool.clone(), state.cache.pod.clone()) {
         Ok(status) => json(StatusCode::ACCEPTED, &status),
-        Err((code, reason)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), reason),
+        Err((code, reason)) => error(code, reason),
     }
 }
 
 async fn get_invalidation(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.cache.jobs.status(&id) {
         Some(status) => json(StatusCode::OK, &status),
-        None => error(StatusCode::NOT_FOUND, format!("no invalidation {id:?}")),
+        None => error(ErrorCode::NotFound, format!("no invalidation {id:?}")),
     }
 }
 
 async fn cancel_invalidation(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.cache.jobs.cancel(&id) {
         Some(status) => json(StatusCode::OK, &status),
-        None => error(StatusCode::NOT_FOUND, format!("no invalidation {id:?}")),
+        None => error(ErrorCode::NotFound, format!("no invalidation {id:?}")),
     }
 }
 
@@ -313,7 +334,7 @@ async fn enforce(State(state): State<AppState>, body: Body) -> Response {
         Err(response) => return response,
     };
     if let Err(reason) = crate::cache::enforce::validate(&request) {
-        return error(StatusCode::BAD_REQUEST, reason);
+        return error(ErrorCode::InvalidRequest, reason);
     }
     let outcome = async {
         let mut redis = state.cache.pool.get(&request.redis).await?;
@@ -331,15 +352,10 @@ async fn enforce(State(state): State<AppState>, body: Body) -> Response {
             json(StatusCode::OK, &report)
         }
         Err(e) => {
-            if matches!(e, crate::cache::conn::CacheError::Connect(_)) {
+            if e.drops_connection() {
                 state.cache.pool.forget(&request.redis);
             }
-            let status = match e {
-                crate::cache::conn::CacheError::Invalid(_) => StatusCode::BAD_REQUEST,
-                crate::cache::conn::CacheError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            error(status, e.to_string())
+            error(e.code(), e.to_string())
         }
     }
 }
@@ -350,10 +366,10 @@ async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
         Err(response) => return response,
     };
     if let Err(e) = crate::cache::glob::check_prefix(&request.key_prefix) {
-        return error(StatusCode::BAD_REQUEST, e.0);
+        return error(ErrorCode::InvalidRequest, e.0);
     }
     if let Err(reason) = crate::cache::conn::check_target(&request.redis) {
-        return error(StatusCode::BAD_REQUEST, reason);
+        return error(ErrorCode::InvalidRequest, reason);
     }
     json(StatusCode::OK, &crate::cache::stats::stats(&request, &state.cache).await)
 }
@@ -366,7 +382,7 @@ async fn serve_policy(State(state): State<AppState>, body: Body) -> Response {
         Err(response) => return response,
     };
     if let Err(e) = crate::cache::glob::check_prefix(&policy.key_prefix) {
-        return error(StatusCode::BAD_REQUEST, e.0);
+        return error(ErrorCode::InvalidRequest, e.0);
     }
     *state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(policy.clone());
     json(StatusCode::OK, &policy)
@@ -377,10 +393,10 @@ async fn applied_policy(
     axum::extract::ConnectInfo(crate::tls::Peer(peer)): axum::extract::ConnectInfo<crate::tls::Peer>,
 ) -> Response {
     if !peer.ip().is_loopback() {
-        return error(StatusCode::FORBIDDEN, "the cache policy is served to clients in the pod (loopback) only");
+        return error(ErrorCode::Forbidden, "the cache policy is served to clients in the pod (loopback) only");
     }
     match state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
         Some(policy) => json(StatusCode::OK, &policy),
-        None => error(StatusCode::NOT_FOUND, "no cache policy has been applied by this agent yet"),
+        None => error(ErrorCode::NotFound, "no cache policy has been applied by this agent yet"),
     }
 }

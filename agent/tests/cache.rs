@@ -316,6 +316,13 @@ fn faults_fail_cleanly_and_never_show_the_password() {
     assert_eq!(s["reachable"], false);
     assert!(s["error"].as_str().unwrap().contains("authentication failed"), "{s}");
     assert!(!s.to_string().contains("not-the-password"));
+    // An enforcement answers with an error code the operator decides on, not with text.
+    let (status, refused) = enforce(&agent, wrong.clone(), json!({"type": "LRU", "maxKeys": 10}));
+    assert_eq!((status, refused["code"].as_str()), (502, Some("RedisAuthFailed")), "{refused}");
+    assert!(!refused.to_string().contains("not-the-password"));
+    let unreachable = json!({"address": "127.0.0.1:1", "dialTimeoutMillis": 500});
+    let (status, refused) = enforce(&agent, unreachable, json!({"type": "LRU", "maxKeys": 10}));
+    assert_eq!((status, refused["code"].as_str()), (502, Some("RedisUnreachable")), "{refused}");
     let inv = run_invalidation(&agent, &invalidation("inv-wrongpass", wrong, json!({"name": "x", "pattern": "*"})));
     assert_eq!(inv["state"], "Failed");
     assert!(
@@ -387,7 +394,7 @@ fn faults_fail_cleanly_and_never_show_the_password() {
     for (body, reason) in cases {
         let (status, response) = agent.request("POST", "/v1/cache/invalidations", Some(&body));
         assert_eq!(status, 400, "{response}");
-        assert!(response["error"].as_str().unwrap().contains(reason), "{response}");
+        assert!(response["message"].as_str().unwrap().contains(reason), "{response}");
     }
 }
 

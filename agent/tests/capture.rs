@@ -315,7 +315,7 @@ fn the_capture_table_is_bounded() {
         Some(&capture_request("cap-b3", "cap-b3", &["heap"], 1, target.addr.port())),
     );
     assert_eq!(status, 429, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("too many captures"), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("too many captures"), "{body}");
     // Once one finishes, its slot can be reused by evicting the oldest finished capture.
     agent.wait_capture("cap-b1", Duration::from_secs(60));
     agent.wait_capture("cap-b2", Duration::from_secs(60));
@@ -343,7 +343,7 @@ fn queued_cpu_time_is_bounded_per_pod() {
     // Six seconds are queued; five more would pass the ten-second bound.
     let (status, body) = post("cap-q2", &["cpu", "trace"], 3);
     assert_eq!(status, 429, "{body}");
-    let reason = body["error"].as_str().unwrap();
+    let reason = body["message"].as_str().unwrap();
     assert!(
         reason.contains("6 s of cpu/trace profiling") && reason.contains("adds 6 s") && reason.contains("10 s"),
         "{reason}"

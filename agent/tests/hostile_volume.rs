@@ -132,7 +132,8 @@ fn retention_refuses_a_link_at_the_namespace_capture_or_run_level_and_removes_no
         let request = json!({"capture": {"namespace": namespace, "name": capture}, "keepRuns": 0});
         let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
         assert_eq!(status, 409, "{link}: {body}");
-        let reason = body["error"].as_str().unwrap();
+        assert_eq!(body["code"], "VolumeConflict", "{link}: {body}");
+        let reason = body["message"].as_str().unwrap();
         assert!(reason.contains(&format!("{named} is a symbolic link")), "{link}: {reason}");
         assert_eq!(snapshot(outside.path()), before, "{link}: nothing removed outside the volume");
     }
@@ -151,7 +152,7 @@ fn retention_refuses_a_link_inside_a_run_it_would_prune() {
     let request = json!({"capture": {"namespace": "shop", "name": "cap"}, "keepRuns": 0});
     let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains(&format!("shop/cap/run-a/{POD}/cpu.svg is a symbolic link")));
+    assert!(body["message"].as_str().unwrap().contains(&format!("shop/cap/run-a/{POD}/cpu.svg is a symbolic link")));
     assert!(pod_dir.join("cpu.pb.gz").is_file(), "nothing removed");
     assert_eq!(snapshot(outside.path()), before);
 }

@@ -94,7 +94,8 @@ fn unauthenticated_requests_are_refused_and_change_nothing() {
             biometrics_test_support::http_request(agent.addr, "POST", "/v1/captures", &headers, body.as_bytes());
         let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
         assert_eq!(status, expected, "{name}: {response}");
-        assert!(response["error"].as_str().unwrap().contains(reason), "{name}: {response}");
+        assert_eq!(response["code"], if expected == 401 { "Unauthorized" } else { "Forbidden" }, "{name}: {response}");
+        assert!(response["message"].as_str().unwrap().contains(reason), "{name}: {response}");
     }
     // Two Authorization headers, a valid one among them: which one counts is ambiguous.
     let valid = format!("Bearer {}", agent.token());
@@ -148,7 +149,7 @@ fn bad_input_is_a_400_with_a_reason() {
     for (name, body, reason) in cases {
         let (status, response) = agent.request_with("POST", "/v1/captures", Some(&agent.token()), body.as_bytes());
         assert_eq!(status, 400, "{name}: {response}");
-        assert!(response["error"].as_str().unwrap_or_default().contains(reason), "{name}: {response}");
+        assert!(response["message"].as_str().unwrap_or_default().contains(reason), "{name}: {response}");
     }
     let huge = format!("{{\"id\": \"{}\"}}", "a".repeat(100_000));
     assert_eq!(
@@ -260,7 +261,7 @@ fn every_name_that_becomes_a_path_or_key_refuses_traversal() {
     for (what, path, body, reason) in cases {
         let (status, response) = agent.request("POST", path, Some(&body));
         assert_eq!(status, 400, "{what}: {response}");
-        assert!(response["error"].as_str().unwrap_or_default().contains(reason), "{what}: {response}");
+        assert!(response["message"].as_str().unwrap_or_default().contains(reason), "{what}: {response}");
     }
     // Ids in the URL are looked up, never used as paths.
     for path in ["/v1/captures/..%2F..%2Fsecret.txt", "/v1/cache/invalidations/..%2Fsecret.txt"] {
@@ -294,7 +295,7 @@ fn redis_timeouts_are_bounded_on_every_route_that_takes_them() {
         for (path, body) in bodies {
             let (status, response) = agent.request("POST", path, Some(&body));
             assert_eq!(status, 400, "{path} {field}={value}: {response}");
-            let reason = response["error"].as_str().unwrap_or_default();
+            let reason = response["message"].as_str().unwrap_or_default();
             assert!(reason.contains(&format!("redis.{field} must be between 1 and 60000")), "{path}: {reason}");
         }
     }

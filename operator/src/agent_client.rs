@@ -38,24 +38,26 @@ pub struct AgentAddr {
     pub port: u16,
 }
 
-/// Why an agent call failed: the agent's HTTP status when it answered, and the reason
-/// (the agent's own `error` when it gave one).
+/// Why an agent call failed: the agent's HTTP status and error code when it answered, and
+/// the reason (the agent's own message when it gave one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentError {
     /// The HTTP status, when the agent answered.
     pub status: Option<u16>,
+    /// What kind of failure the agent reported, when it answered with an error body.
+    pub code: Option<biometrics_agent_api::ErrorCode>,
     /// The reason.
     pub message: String,
 }
 
 impl AgentError {
     fn other(message: impl Into<String>) -> Self {
-        Self { status: None, message: message.into() }
+        Self { status: None, code: None, message: message.into() }
     }
 
     /// The agent does not know the thing asked about (e.g. it restarted since).
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
+        self.code == Some(biometrics_agent_api::ErrorCode::NotFound) || self.status == Some(404)
     }
 }
 
@@ -187,11 +189,13 @@ impl AgentClient {
                 .map_err(|e| AgentError::other(format!("reading the agent's answer: {e}")))?
                 .to_bytes();
             if !status.is_success() {
-                let reason = serde_json::from_slice::<biometrics_agent_api::ErrorBody>(&body)
-                    .map(|e| e.error)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+                let (code, reason) = match serde_json::from_slice::<biometrics_agent_api::ErrorBody>(&body) {
+                    Ok(e) => (Some(e.code), e.message),
+                    Err(_) => (None, String::from_utf8_lossy(&body).into_owned()),
+                };
                 return Err(AgentError {
                     status: Some(status.as_u16()),
+                    code,
                     message: format!("agent answered {status}: {reason}"),
                 });
             }

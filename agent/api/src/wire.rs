@@ -171,13 +171,6 @@ pub struct RetentionResponse {
     pub removed: Vec<String>,
 }
 
-/// Every 4xx/5xx body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What was wrong.
-    pub error: String,
-}
-
 /// Claims of the operator's tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

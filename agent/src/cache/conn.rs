@@ -24,15 +24,37 @@ pub enum CacheError {
     /// Bad input (400).
     #[error("{0}")]
     Invalid(String),
-    /// The server could not be reached or authenticated to.
+    /// The server could not be reached.
     #[error("{0}")]
     Connect(String),
+    /// The server refused the credentials.
+    #[error("{0}")]
+    Auth(String),
     /// A command failed.
     #[error("{0}")]
     Command(String),
     /// A bound of the agent is reached; retry later.
     #[error("{0}")]
     Busy(String),
+}
+
+impl CacheError {
+    /// What kind of failure this is on the wire.
+    pub fn code(&self) -> crate::api::routes::ErrorCode {
+        use crate::api::routes::ErrorCode;
+        match self {
+            Self::Invalid(_) => ErrorCode::InvalidRequest,
+            Self::Connect(_) => ErrorCode::RedisUnreachable,
+            Self::Auth(_) => ErrorCode::RedisAuthFailed,
+            Self::Command(_) => ErrorCode::RedisCommandFailed,
+            Self::Busy(_) => ErrorCode::TooManyRequests,
+        }
+    }
+
+    /// The connection is not worth keeping: the next request dials again.
+    pub fn drops_connection(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Auth(_))
+    }
 }
 
 impl From<redis::ParsingError> for CacheError {
@@ -47,14 +69,17 @@ impl From<redis::RedisError> for CacheError {
     }
 }
 
+/// Whether Redis refused the credentials (its replies say so in words, not in a code).
+fn is_auth_failure(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || ["WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"].iter().any(|m| text.contains(m))
+}
+
 /// A redis error as text (the crate never includes credentials in it).
 pub fn describe(e: &redis::RedisError) -> String {
     let text = e.to_string();
-    if ["WRONGPASS", "NOAUTH", "invalid password", "invalid username-password"].iter().any(|m| text.contains(m)) {
-        format!("authentication failed: {text}")
-    } else {
-        text
-    }
+    if is_auth_failure(e) { format!("authentication failed: {text}") } else { text }
 }
 
 /// A master of a cluster, by address.
@@ -302,7 +327,8 @@ async fn connect(target: &RedisTarget) -> Result<Redis, CacheError> {
     let dial = Duration::from_millis(target.dial_timeout_millis.max(1));
     let io = Duration::from_millis(target.read_timeout_millis.max(target.write_timeout_millis).max(1));
     let unreachable = |e: redis::RedisError| {
-        CacheError::Connect(format!("cannot connect to Redis at {}: {}", target.address, describe(&e)))
+        let message = format!("cannot connect to Redis at {}: {}", target.address, describe(&e));
+        if is_auth_failure(&e) { CacheError::Auth(message) } else { CacheError::Connect(message) }
     };
     if target.cluster {
         if target.database != 0 {

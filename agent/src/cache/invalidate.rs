@@ -16,7 +16,7 @@ use super::{
     glob,
 };
 use crate::{
-    api::{CaptureState, InvalidationRequest, InvalidationStatus, RuleSpec},
+    api::{CaptureState, ErrorCode, InvalidationRequest, InvalidationStatus, RuleSpec},
     names,
 };
 
@@ -114,8 +114,8 @@ impl Jobs {
         req: InvalidationRequest,
         pool: Pool,
         pod: String,
-    ) -> Result<InvalidationStatus, (u16, String)> {
-        validate(&req, &self.limits).map_err(|e| (400, e))?;
+    ) -> Result<InvalidationStatus, (ErrorCode, String)> {
+        validate(&req, &self.limits).map_err(|e| (ErrorCode::InvalidRequest, e))?;
         let mut table = self.lock();
         // The same id is the same work: a running or succeeded job answers for itself; a
         // failed one (its marker freed) runs again, so a retry can finish it.
@@ -128,7 +128,10 @@ impl Jobs {
         table.retain(|_, e| e.finished.is_none_or(|f| f.elapsed() < keep));
         while table.len() >= self.limits.max_jobs {
             let Some(oldest) = table.iter().filter_map(|(id, e)| e.finished.map(|f| (f, id.clone()))).min() else {
-                return Err((429, format!("too many invalidations in progress ({}); retry later", table.len())));
+                return Err((
+                    ErrorCode::TooManyRequests,
+                    format!("too many invalidations in progress ({}); retry later", table.len()),
+                ));
             };
             table.remove(&oldest.1);
         }
@@ -169,7 +172,7 @@ impl Jobs {
             outcome = self.execute(&req, &pool, &pod, started) => outcome,
             () = cancel.notified() => Err(CacheError::Command("cancelled by the operator".into())),
         };
-        if let Err(CacheError::Connect(_)) = &outcome {
+        if outcome.as_ref().is_err_and(CacheError::drops_connection) {
             pool.forget(&req.redis);
         }
         let mut table = self.lock();

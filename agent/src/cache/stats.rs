@@ -53,7 +53,7 @@ pub async fn stats(req: &StatsRequest, service: &CacheService) -> StatsResponse 
     match sample(req, &mut redis, service, &mut response).await {
         Ok(()) => response.reachable = true,
         Err(e) => {
-            if matches!(e, CacheError::Connect(_)) {
+            if e.drops_connection() {
                 service.pool.forget(&req.redis);
             }
             response.error = Some(e.to_string());

@@ -1,0 +1,175 @@
+//! The agent's routes, defined once: the agent's router is built from these templates and
+//! the operator's client calls them through the same values, so a path, a method or the
+//! types a route carries cannot drift apart between the two sides.
+
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AppliedPolicy, CaptureRequest, CaptureStatus, EnforceRequest, EnforceResponse, InvalidationRequest,
+    InvalidationStatus, RetentionRequest, RetentionResponse, RuntimeSample, StatsRequest, StatsResponse,
+};
+
+/// An HTTP method the agent serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+    /// `DELETE`.
+    Delete,
+}
+
+impl Method {
+    /// The method's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// One route: its method, its path template (axum's syntax, `{id}` for the one parameter a
+/// route may have), a short label for metrics, and the JSON it takes and answers with.
+#[derive(Debug)]
+pub struct Route<Request, Response> {
+    /// The method.
+    pub method: Method,
+    /// The path template.
+    pub template: &'static str,
+    /// A short name for metrics and logs.
+    pub label: &'static str,
+    types: PhantomData<fn(Request) -> Response>,
+}
+
+impl<Request, Response> Clone for Route<Request, Response> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Request, Response> Copy for Route<Request, Response> {}
+
+impl<Request, Response> Route<Request, Response> {
+    const fn new(method: Method, template: &'static str, label: &'static str) -> Self {
+        Self { method, template, label, types: PhantomData }
+    }
+
+    /// The path with its `{id}` filled in (ids are checked names, `[a-z0-9-]`, so they need
+    /// no escaping; anything else is percent-encoded all the same).
+    pub fn path(&self, id: &str) -> String {
+        let encoded: String = id
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        self.template.replace("{id}", &encoded)
+    }
+}
+
+/// No request body.
+pub type NoBody = ();
+
+/// `POST /v1/captures`: start a capture (idempotent by id).
+pub const START_CAPTURE: Route<CaptureRequest, CaptureStatus> =
+    Route::new(Method::Post, "/v1/captures", "start_capture");
+/// `GET /v1/captures/{id}`: a capture's progress.
+pub const CAPTURE: Route<NoBody, CaptureStatus> = Route::new(Method::Get, "/v1/captures/{id}", "poll_capture");
+/// `DELETE /v1/captures/{id}`: cancel a capture and remove what it wrote.
+pub const CANCEL_CAPTURE: Route<NoBody, CaptureStatus> =
+    Route::new(Method::Delete, "/v1/captures/{id}", "cancel_capture");
+/// `GET /v1/runtime`: the app's latest runtime sample.
+pub const RUNTIME: Route<NoBody, RuntimeSample> = Route::new(Method::Get, "/v1/runtime", "runtime");
+/// `POST /v1/retention`: prune a capture's runs.
+pub const RETENTION: Route<RetentionRequest, RetentionResponse> =
+    Route::new(Method::Post, "/v1/retention", "retention");
+/// `GET /v1/debug/pprof/profile`: the agent's own CPU profile (bytes, not JSON).
+pub const SELF_PROFILE: Route<NoBody, ()> = Route::new(Method::Get, "/v1/debug/pprof/profile", "self_profile");
+/// `POST /v1/cache/invalidations`: start an invalidation (idempotent by id).
+pub const START_INVALIDATION: Route<InvalidationRequest, InvalidationStatus> =
+    Route::new(Method::Post, "/v1/cache/invalidations", "invalidate");
+/// `GET /v1/cache/invalidations/{id}`: an invalidation's progress.
+pub const INVALIDATION: Route<NoBody, InvalidationStatus> =
+    Route::new(Method::Get, "/v1/cache/invalidations/{id}", "poll_invalidation");
+/// `DELETE /v1/cache/invalidations/{id}`: cancel an invalidation.
+pub const CANCEL_INVALIDATION: Route<NoBody, InvalidationStatus> =
+    Route::new(Method::Delete, "/v1/cache/invalidations/{id}", "cancel_invalidation");
+/// `POST /v1/cache/enforce`: apply a strategy.
+pub const ENFORCE: Route<EnforceRequest, EnforceResponse> = Route::new(Method::Post, "/v1/cache/enforce", "enforce");
+/// `POST /v1/cache/stats`: sample the cache's health.
+pub const STATS: Route<StatsRequest, StatsResponse> = Route::new(Method::Post, "/v1/cache/stats", "stats");
+/// `PUT /v1/cache/app-policy`: the policy this agent serves its app.
+pub const SERVE_POLICY: Route<AppliedPolicy, AppliedPolicy> =
+    Route::new(Method::Put, "/v1/cache/app-policy", "serve_policy");
+/// `GET /v1/cache/policy`: the policy, for the app on the pod's loopback (no token).
+pub const APP_POLICY: Route<NoBody, AppliedPolicy> = Route::new(Method::Get, "/v1/cache/policy", "app_policy");
+
+/// What kind of failure an error answer reports: what a caller decides on, where the
+/// message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// No valid token (401).
+    Unauthorized,
+    /// A valid token for another pod (403), or a caller the route does not serve.
+    Forbidden,
+    /// The request is malformed or out of bounds (400).
+    InvalidRequest,
+    /// The request body is larger than allowed (413).
+    PayloadTooLarge,
+    /// The request body did not arrive in time (408).
+    RequestTimeout,
+    /// No such route, capture or invalidation (404): e.g. the agent restarted since.
+    NotFound,
+    /// A bound of the agent is reached; retry later (429).
+    TooManyRequests,
+    /// The profiles volume holds something the agent will not touch, a link above all (409).
+    VolumeConflict,
+    /// The agent is already doing this one-at-a-time thing (409).
+    Busy,
+    /// Redis refused the credentials.
+    RedisAuthFailed,
+    /// Redis could not be reached.
+    RedisUnreachable,
+    /// A Redis command failed.
+    RedisCommandFailed,
+    /// The agent's own failure (500).
+    Internal,
+    /// A code this side does not know yet (a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Every 4xx/5xx body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fill_the_id_and_encode_anything_unexpected() {
+        assert_eq!(CAPTURE.path("g1-3f2a"), "/v1/captures/g1-3f2a");
+        assert_eq!(CANCEL_INVALIDATION.path("../x"), "/v1/cache/invalidations/%2E%2E%2Fx");
+        assert_eq!(RUNTIME.path("ignored"), "/v1/runtime");
+    }
+
+    #[test]
+    fn unknown_codes_are_read_as_unknown() {
+        let body: ErrorBody = serde_json::from_str(r#"{"code": "SomethingNew", "message": "m"}"#).unwrap();
+        assert_eq!(body.code, ErrorCode::Unknown);
+        let wire = serde_json::to_string(&ErrorBody { code: ErrorCode::RedisAuthFailed, message: "x".into() }).unwrap();
+        assert_eq!(wire, r#"{"code":"RedisAuthFailed","message":"x"}"#);
+    }
+}
