@@ -1,6 +1,11 @@
 //! Support for tests that run the real parts: the Go pprof target built from `tests/target`
 //! with the machine's Go, child processes that are killed when a test ends, free ports and
-//! waiting for a listener on a loopback address.
+//! waiting for a listener on a loopback address, and a fault-injecting proxy
+//! ([`fault_proxy`]).
+
+pub mod fault_proxy;
+
+pub use fault_proxy::{Fault, FaultProxy};
 
 use std::{
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
