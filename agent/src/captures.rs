@@ -57,6 +57,8 @@ impl Default for Limits {
 pub struct EngineConfig {
     /// The shared profiles volume.
     pub volume: Arc<Volume>,
+    /// Hashes of the files written, so serving them needs no second read.
+    pub hashes: crate::files::Hashes,
     /// This pod's name (a directory per pod in each run).
     pub pod: String,
     /// The app's loopback address.
@@ -456,6 +458,9 @@ impl Engine {
             return outcome;
         }
         volume::sync(&dirs.pod);
+        if let Ok(written) = volume::open_file(&dirs.pod, &file_name) {
+            self.config.hashes.remember(&written, &fetched.sha256);
+        }
         self.metrics.bytes_written.inc_by(fetched.bytes);
         outcome.path = Some(shown);
         outcome.bytes = Some(fetched.bytes);

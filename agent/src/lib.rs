@@ -7,6 +7,7 @@ pub use biometrics_agent_api::{self as api, auth};
 pub mod cache;
 pub mod captures;
 pub mod fetch;
+pub mod files;
 pub mod listen;
 pub mod metrics;
 pub mod names;
@@ -117,13 +118,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     validate(&config)?;
     // TLS to Redis uses rustls with ring; installing twice (tests in one process) is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let volume = volume::Volume::open(&config.profiles_dir).map_err(|e| {
+    let volume = Arc::new(volume::Volume::open(&config.profiles_dir).map_err(|e| {
         AgentError::Config(format!("cannot open --profiles-dir {}: {e}", config.profiles_dir.display()))
-    })?;
+    })?);
+    let hashes = files::Hashes::default();
     let metrics = Metrics::default();
     let engine = Engine::new(
         EngineConfig {
-            volume: Arc::new(volume),
+            volume: volume.clone(),
+            hashes: hashes.clone(),
             pod: config.pod.clone(),
             target_host: config.target_host,
             limits: config.limits.clone(),
@@ -146,6 +149,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         max_request_bytes: config.max_request_bytes,
         body_read_timeout: config.body_read_timeout,
         cache: cache::CacheService::new(config.cache_limits.clone(), config.pod.clone()),
+        files: files::Files::new(volume, config.namespace.clone(), hashes),
     };
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert, key).map_err(AgentError::Config)?),

@@ -121,6 +121,8 @@ pub struct AppState {
     pub body_read_timeout: std::time::Duration,
     /// Redis work.
     pub cache: crate::cache::CacheService,
+    /// The capture files on the volume.
+    pub files: crate::files::Files,
 }
 
 /// Liveness and readiness, for the health listener.
@@ -141,6 +143,8 @@ pub fn router(state: AppState) -> Router {
         .route(routes::ENFORCE.template, post(enforce))
         .route(routes::STATS.template, post(cache_stats))
         .route(routes::SERVE_POLICY.template, put(serve_policy))
+        .route(routes::CAPTURE_FILES.template, get(capture_files))
+        .route(routes::CAPTURE_FILE.template, get(capture_file))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     health_router()
         .route("/metrics", get(metrics))
@@ -399,4 +403,89 @@ async fn applied_policy(
         Some(policy) => json(StatusCode::OK, &policy),
         None => error(ErrorCode::NotFound, "no cache policy has been applied by this agent yet"),
     }
+}
+
+fn files_error(e: crate::files::FilesError) -> Response {
+    use crate::{files::FilesError, volume::VolumeError};
+    let code = match &e {
+        FilesError::Invalid(_) | FilesError::NotOurs(_) => ErrorCode::InvalidRequest,
+        FilesError::OtherNamespace { .. } => ErrorCode::Forbidden,
+        FilesError::NotFound(_) => ErrorCode::NotFound,
+        FilesError::Volume(VolumeError::Io { .. }) => ErrorCode::Internal,
+        FilesError::Volume(_) => ErrorCode::VolumeConflict,
+    };
+    error(code, e.to_string())
+}
+
+async fn capture_files(State(state): State<AppState>, Path((namespace, capture)): Path<(String, String)>) -> Response {
+    let files = state.files.clone();
+    match tokio::task::spawn_blocking(move || files.list(&namespace, &capture)).await {
+        Ok(Ok(listing)) => json(StatusCode::OK, &listing),
+        Ok(Err(e)) => files_error(e),
+        Err(e) => error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// One capture file, streamed from the volume with constant memory. Served as a download
+/// whatever it is: an SVG on the volume may have been written by the app.
+async fn capture_file(
+    State(state): State<AppState>,
+    Path((namespace, capture, run, pod, name)): Path<(String, String, String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use crate::files::{Ranged, resolve_range};
+    let files = state.files.clone();
+    let (n, c, r, p, f) = (namespace, capture, run.clone(), pod.clone(), name.clone());
+    let open = match tokio::task::spawn_blocking(move || files.open(&n, &c, &r, &p, &f)).await {
+        Ok(Ok(open)) => open,
+        Ok(Err(e)) => return files_error(e),
+        Err(e) => return error(ErrorCode::Internal, e.to_string()),
+    };
+    let etag = format!("\"{}\"", open.sha256);
+    let content_type = if name.ends_with(".svg") { "image/svg+xml" } else { "application/octet-stream" };
+    let mut response = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{pod}_{run}_{name}\""))
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox")
+        .header(header::LAST_MODIFIED, http_date(&open.modified));
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default();
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match resolve_range(range, open.bytes) {
+        Ranged::Whole => (StatusCode::OK, 0, open.bytes),
+        Ranged::Part { start, end } => {
+            response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", open.bytes));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Ranged::Unsatisfiable => {
+            return response
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{}", open.bytes))
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+    };
+    let mut file = tokio::fs::File::from_std(open.file);
+    if let Err(e) = tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(start)).await {
+        return error(ErrorCode::Internal, e.to_string());
+    }
+    let body = tokio_util::io::ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(file, len), 64 << 10);
+    response
+        .status(status)
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()))
+}
+
+/// An RFC 3339 time as an HTTP date (`Last-Modified`).
+fn http_date(rfc3339: &str) -> String {
+    rfc3339.parse::<jiff::Timestamp>().map(|t| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap_or_default()
 }

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AppliedPolicy, CaptureRequest, CaptureStatus, EnforceRequest, EnforceResponse, InvalidationRequest,
+    AppliedPolicy, CaptureFiles, CaptureRequest, CaptureStatus, EnforceRequest, EnforceResponse, InvalidationRequest,
     InvalidationStatus, RetentionRequest, RetentionResponse, RuntimeSample, StatsRequest, StatsResponse,
 };
 
@@ -65,12 +65,38 @@ impl<Request, Response> Route<Request, Response> {
     /// The path with its `{id}` filled in (ids are checked names, `[a-z0-9-]`, so they need
     /// no escaping; anything else is percent-encoded all the same).
     pub fn path(&self, id: &str) -> String {
-        let encoded: String = id
-            .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
-            .collect();
-        self.template.replace("{id}", &encoded)
+        self.fill(&[id])
     }
+
+    /// The path with its parameters (`{namespace}`, `{capture}`, …) filled in order, each
+    /// percent-encoded but for letters, digits, `-` and `.` (never a whole `.` or `..`).
+    pub fn fill(&self, params: &[&str]) -> String {
+        let mut params = params.iter();
+        let mut out = String::with_capacity(self.template.len());
+        let mut rest = self.template;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+            out.push_str(&encode_segment(params.next().copied().unwrap_or_default()));
+            rest = &rest[close..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+fn encode_segment(segment: &str) -> String {
+    let dots_only = segment.bytes().all(|b| b == b'.');
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || (b == b'.' && !dots_only) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// No request body.
@@ -109,6 +135,14 @@ pub const SERVE_POLICY: Route<AppliedPolicy, AppliedPolicy> =
     Route::new(Method::Put, "/v1/cache/app-policy", "serve_policy");
 /// `GET /v1/cache/policy`: the policy, for the app on the pod's loopback (no token).
 pub const APP_POLICY: Route<NoBody, AppliedPolicy> = Route::new(Method::Get, "/v1/cache/policy", "app_policy");
+
+/// `GET /v1/files/{namespace}/{capture}`: a capture's runs, pods and files on the volume.
+pub const CAPTURE_FILES: Route<NoBody, CaptureFiles> =
+    Route::new(Method::Get, "/v1/files/{namespace}/{capture}", "capture_files");
+/// `GET /v1/files/{namespace}/{capture}/{run}/{pod}/{file}`: one file's bytes (`Range`
+/// requests answered with 206; `ETag` is the SHA-256).
+pub const CAPTURE_FILE: Route<NoBody, ()> =
+    Route::new(Method::Get, "/v1/files/{namespace}/{capture}/{run}/{pod}/{file}", "capture_file");
 
 /// What kind of failure an error answer reports: what a caller decides on, where the
 /// message is for people.
@@ -161,8 +195,13 @@ mod tests {
     #[test]
     fn paths_fill_the_id_and_encode_anything_unexpected() {
         assert_eq!(CAPTURE.path("g1-3f2a"), "/v1/captures/g1-3f2a");
-        assert_eq!(CANCEL_INVALIDATION.path("../x"), "/v1/cache/invalidations/%2E%2E%2Fx");
+        assert_eq!(CANCEL_INVALIDATION.path("../x"), "/v1/cache/invalidations/..%2Fx");
         assert_eq!(RUNTIME.path("ignored"), "/v1/runtime");
+        assert_eq!(
+            CAPTURE_FILE.fill(&["shop", "api.v2", "g1-3f2a", "web-0", "cpu.pb.gz"]),
+            "/v1/files/shop/api.v2/g1-3f2a/web-0/cpu.pb.gz"
+        );
+        assert_eq!(CAPTURE_FILES.fill(&["..", "a/b"]), "/v1/files/%2E%2E/a%2Fb");
     }
 
     #[test]

@@ -425,3 +425,54 @@ pub struct AppliedPolicy {
     /// When it was applied (RFC 3339).
     pub applied_at: String,
 }
+
+/// `GET /v1/files/{namespace}/{capture}`: what the profiles volume holds of a capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureFiles {
+    /// The capture's namespace.
+    pub namespace: String,
+    /// The capture's name.
+    pub capture: String,
+    /// Its runs, oldest first.
+    pub runs: Vec<RunFiles>,
+    /// What was left out and why (a link planted on the volume, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// One run's files, per pod (a shared volume holds every pod's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunFiles {
+    /// The run id.
+    pub run: String,
+    /// When the run's directory last changed (RFC 3339).
+    pub modified: String,
+    /// The pods that wrote files in it.
+    pub pods: Vec<PodFiles>,
+}
+
+/// One pod's files of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodFiles {
+    /// The pod's name.
+    pub pod: String,
+    /// Its files.
+    pub files: Vec<FileEntry>,
+}
+
+/// One file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    /// `cpu.pb.gz`, `cpu.svg`, `trace.out`, …
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256, hex (also the download's `ETag`).
+    pub sha256: String,
+    /// When it was written (RFC 3339).
+    pub modified: String,
+}
