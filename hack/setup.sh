@@ -11,7 +11,7 @@ mkdir -p "$bin"
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------
-apt_packages=(redis-server golang-go python3-venv jq unzip curl ca-certificates openssl time)
+apt_packages=(redis-server golang-go python3-venv jq unzip curl ca-certificates openssl time chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true) == "install ok installed" ]] || missing+=("$pkg")
@@ -81,6 +81,24 @@ if [[ ! -x "$bin/helm" ]] || [[ $(cat "$tools/helm.source" 2>/dev/null) != "$hel
 fi
 say "helm: $bin/helm ($("$bin/helm" version --short 2>/dev/null))"
 
+# --- speedscope, the capture browser's flame graph viewer, from its npm package -------------
+# Served by the operator from --ui-speedscope-dir; the package's MIT licence is kept beside it.
+speedscope_version=1.25.0
+speedscope="$tools/speedscope"
+if [[ $(cat "$speedscope/.version" 2>/dev/null) != "$speedscope_version" ]]; then
+  say "installing speedscope $speedscope_version from npm into $speedscope"
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "speedscope@$speedscope_version" >/dev/null)
+  tar -xzf "$work"/speedscope-*.tgz -C "$work"
+  rm -rf "$speedscope" && mkdir -p "$speedscope"
+  cp -R "$work/package/dist/release/." "$speedscope/"
+  cp "$work/package/LICENSE" "$speedscope/LICENSE"
+  echo "$speedscope_version" >"$speedscope/.version"
+  rm -rf "$work"
+fi
+say "speedscope: $speedscope ($(cat "$speedscope/.version"), MIT)"
+
 say "Go: $(go version)"
 say "redis-server: $(redis-server --version | cut -d' ' -f3)"
+say "chromium: $(chromium --version 2>/dev/null | head -n 1)"
 say "done; project tools are in $bin (the Makefile puts it on PATH)"

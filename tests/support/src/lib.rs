@@ -3,6 +3,7 @@
 //! waiting for a listener on a loopback address, and a fault-injecting proxy
 //! ([`fault_proxy`]).
 
+pub mod browser;
 pub mod fault_proxy;
 
 pub use fault_proxy::{Fault, FaultProxy};
