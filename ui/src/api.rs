@@ -115,3 +115,74 @@ pub struct ApiError {
     /// What went wrong, for people.
     pub message: String,
 }
+
+/// `GET …/runs/{run}/top?profile=cpu[&pod=P][&nodecount=N]`: the top functions computed from
+/// the profile files — one pod's, or every pod's merged as `go tool pprof -top f1 f2 …`
+/// merges them — with the numbers `go tool pprof -top` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopView {
+    /// The run.
+    pub run: String,
+    /// The profile type.
+    pub profile: String,
+    /// The pods whose files were read.
+    pub pods: Vec<String>,
+    /// `type/unit` of the value summarised (pprof's default sample type).
+    pub sample_type: String,
+    /// The sum of that value over all samples.
+    pub total: i64,
+    /// How long the profile sampled, when it says (cpu: the capture's duration).
+    pub duration_seconds: Option<f64>,
+    /// Functions by flat value, as pprof orders them, at most `nodecount`.
+    pub functions: Vec<TopFunction>,
+}
+
+/// One function's change between two runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareRow {
+    /// The function.
+    pub function: String,
+    /// Its flat value in the base run.
+    pub base_flat: i64,
+    /// Its flat value in the compared run.
+    pub flat: i64,
+    /// `flat - baseFlat`: what `go tool pprof -top -base` shows as flat.
+    pub flat_delta: i64,
+    /// Its cumulative value in the base run.
+    pub base_cum: i64,
+    /// Its cumulative value in the compared run.
+    pub cum: i64,
+    /// `cum - baseCum`: what `go tool pprof -top -base` shows as cum.
+    pub cum_delta: i64,
+    /// The flat change per second of capture (each side divided by its own duration),
+    /// when both durations are known.
+    pub flat_delta_per_second: Option<f64>,
+}
+
+/// `GET …/compare?base=R1&run=R2&profile=cpu[&pod=P][&nodecount=N]`: two runs (merged over
+/// their pods, or one pod's) compared function by function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareView {
+    /// The base run.
+    pub base: String,
+    /// The compared run.
+    pub run: String,
+    /// The profile type.
+    pub profile: String,
+    /// `type/unit` of the values.
+    pub sample_type: String,
+    /// The base run's total.
+    pub base_total: i64,
+    /// The compared run's total.
+    pub total: i64,
+    /// The base run's duration, when known.
+    pub base_seconds: Option<f64>,
+    /// The compared run's duration, when known.
+    pub seconds: Option<f64>,
+    /// Functions by the size of their flat change, as `go tool pprof -top -base` orders
+    /// them, at most `nodecount`.
+    pub rows: Vec<CompareRow>,
+}
