@@ -155,9 +155,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         Some((cert, key)) => Some(tls::server_config(cert, key).map_err(AgentError::Config)?),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let listener = listen::bind(config.listen).map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let sampler = tokio::spawn(sample_forever(config.clone(), runtime));
     let pool = state.cache.pool.clone();
     let sweeper = tokio::spawn(async move {
@@ -188,8 +186,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
     let health = match config.health_listen {
         Some(addr) => {
-            let listener =
-                tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
+            let listener = listen::bind(addr).map_err(|source| AgentError::Bind { addr, source })?;
             let limits = listen::ConnectionLimits { max_connections: HEALTH_CONNECTIONS, ..config.connections };
             let stopped = async move {
                 let _ = health_stopped.await;

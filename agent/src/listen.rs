@@ -43,6 +43,37 @@ pub fn fit_to_file_limit(wanted: usize) -> usize {
     }
 }
 
+/// Binds `addr`. The unspecified IPv6 address (`[::]`, the default) listens on both families
+/// (IPv4 clients arrive mapped), so the agent is reachable on IPv4-only, IPv6-only and
+/// dual-stack clusters alike; where the host has no IPv6 at all it falls back to `0.0.0.0`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let dual = matches!(addr.ip(), std::net::IpAddr::V6(ip) if ip.is_unspecified());
+    match bind_socket(addr, dual) {
+        Err(e) if dual && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::info!(%addr, fallback = %v4, "no IPv6 on this host; listening on IPv4 only");
+            bind_socket(v4, false)
+        }
+        other => other,
+    }
+}
+
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == libc::EAFNOSUPPORT || code == libc::EADDRNOTAVAIL)
+}
+
+fn bind_socket(addr: SocketAddr, dual: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    if dual {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
 /// finish (up to a deadline).
 pub async fn serve<L>(mut listener: L, router: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>)

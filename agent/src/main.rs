@@ -31,7 +31,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address of the agent API.
-    #[arg(long, env = "BIOMETRICS_AGENT_LISTEN", default_value = "0.0.0.0:9477")]
+    #[arg(long, env = "BIOMETRICS_AGENT_LISTEN", default_value = "[::]:9477")]
     listen: SocketAddr,
     /// Root of the shared profiles volume.
     #[arg(long, env = "BIOMETRICS_PROFILES_DIR", default_value = "/profiles")]

@@ -108,3 +108,28 @@ fn slow_bodies_hold_no_request_slot_and_meet_a_deadline() {
         assert!(took < Duration::from_secs(10), "refused at the deadline, not later: {took:?}");
     }
 }
+
+#[test]
+fn the_default_listen_address_serves_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(LOCALHOST);
+    let v6 = SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), port);
+    let v4 = SocketAddr::new(LOCALHOST, port);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_biometrics-agent"));
+    cmd.arg(format!("--listen=[::]:{port}"))
+        .arg("--profiles-dir")
+        .arg(dir.path())
+        .args(["--pod-name", POD, "--pod-namespace", NAMESPACE])
+        .env("BIOMETRICS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _agent = biometrics_test_support::ChildGuard::spawn("biometrics-agent", &mut cmd);
+    wait_for_listener(v4, Duration::from_secs(10));
+    assert_eq!(http_request(v4, "GET", "/healthz", &[], b"").0, 200, "over IPv4");
+    assert_eq!(http_request(v6, "GET", "/healthz", &[], b"").0, 200, "over IPv6 (::1)");
+    // An agent asked for an IPv6 address only serves there.
+    let only = SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), free_port(LOCALHOST));
+    let agent6 = Agent::start_at(only, None, &[]);
+    assert_eq!(agent6.request("GET", "/v1/runtime", None).0, 200, "the API over ::1");
+    assert!(TcpStream::connect(SocketAddr::new(LOCALHOST, only.port())).is_err(), "not on IPv4");
+}

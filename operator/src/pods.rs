@@ -42,7 +42,14 @@ pub fn pod_info(pod: &Pod, default_port: u16) -> PodInfo {
     PodInfo {
         name: pod.metadata.name.clone().unwrap_or_default(),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
-        ip: status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()),
+        // The primary address, of whichever family the cluster gives first; agents listen on
+        // both. `podIPs` stands in when `podIP` is missing.
+        ip: status.and_then(|s| {
+            s.pod_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .or_else(|| s.pod_ips.as_ref()?.iter().map(|p| p.ip.clone()).find(|ip| !ip.is_empty()))
+        }),
         ready: running && ready_condition && pod.metadata.deletion_timestamp.is_none(),
         agent_port: has_agent.then_some(port),
     }
@@ -96,6 +103,7 @@ pub fn slim(pod: &mut Pod) {
         pod.status = Some(PodStatus {
             phase: status.phase,
             pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
             conditions: status.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
             ..PodStatus::default()
         });
@@ -210,6 +218,21 @@ mod tests {
         assert!(spec.volumes.is_none() && spec.containers[0].env.is_none() && spec.containers[0].image.is_none());
         let status = pod.status.as_ref().unwrap();
         assert!(status.host_ip.is_none() && status.conditions.as_ref().unwrap().len() == 1);
+    }
+
+    #[test]
+    fn an_ipv6_only_pod_is_dialled_at_its_address() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "api-0", "namespace": "shop"},
+            "spec": {"containers": [{"name": "app"}, {"name": "biometrics-agent"}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": "fd00::12"}, {"ip": "10.0.0.12"}],
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        slim(&mut pod);
+        assert_eq!(pod_info(&pod, 9477).ip.as_deref(), Some("fd00::12"), "podIPs when podIP is missing");
+        pod.status.as_mut().unwrap().pod_ip = Some("fd00::12".into());
+        assert_eq!(pod_info(&pod, 9477).ip.as_deref(), Some("fd00::12"));
     }
 
     #[test]

@@ -47,12 +47,20 @@ impl Agent {
 
     /// As `start`, with extra environment variables (e.g. `SSL_CERT_FILE`).
     pub fn start_with_env(target_port: Option<u16>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)), target_port, extra, env)
+    }
+
+    /// As `start`, listening on `addr`.
+    pub fn start_at(addr: SocketAddr, target_port: Option<u16>, extra: &[&str]) -> Self {
+        Self::start_full(addr, target_port, extra, &[])
+    }
+
+    fn start_full(addr: SocketAddr, target_port: Option<u16>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = key_pair();
         let key_path = dir.path().join("operator.pub");
         std::fs::write(&key_path, &keys.public_pem).expect("write key");
         std::fs::create_dir(dir.path().join("profiles")).expect("profiles dir");
-        let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_biometrics-agent"));
         cmd.arg("--listen")
             .arg(addr.to_string())

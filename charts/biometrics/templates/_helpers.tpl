@@ -122,9 +122,9 @@ The operator only instructs pods with a container named exactly biometrics-agent
           containerName: {{ .appContainer | default $agent.appContainer }}
           resource: limits.memory
     - name: BIOMETRICS_AGENT_LISTEN
-      value: {{ printf "0.0.0.0:%v" $agent.port | quote }}
+      value: {{ printf "[::]:%v" $agent.port | quote }}
     - name: BIOMETRICS_HEALTH_LISTEN
-      value: {{ printf "0.0.0.0:%v" $agent.healthPort | quote }}
+      value: {{ printf "[::]:%v" $agent.healthPort | quote }}
     - name: BIOMETRICS_TARGET_PORT
       value: {{ .targetPort | default $agent.targetPort | quote }}
     - name: BIOMETRICS_TARGET_BASE_PATH
