@@ -375,7 +375,10 @@ async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
     if let Err(reason) = crate::cache::conn::check_target(&request.redis) {
         return error(ErrorCode::InvalidRequest, reason);
     }
-    json(StatusCode::OK, &crate::cache::stats::stats(&request, &state.cache).await)
+    match crate::cache::stats::stats(&request, &state.cache).await {
+        Ok(stats) => json(StatusCode::OK, &stats),
+        Err(e) => error(e.code(), e.to_string()),
+    }
 }
 
 /// The policy this agent serves its app, set by the operator on every selected pod (the

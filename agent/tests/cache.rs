@@ -274,6 +274,13 @@ fn stats(agent: &Agent, redis: Value) -> Value {
     body
 }
 
+/// A statistics request that fails: its status, and the error body's code and message.
+fn stats_refused(agent: &Agent, redis: Value) -> (u16, String, String) {
+    let (status, body) = agent.request("POST", "/v1/cache/stats", Some(&json!({"redis": redis, "keyPrefix": PREFIX})));
+    let field = |k: &str| body[k].as_str().unwrap_or_else(|| panic!("an error body: {body}")).to_owned();
+    (status, field("code"), field("message"))
+}
+
 #[test]
 fn hit_ratio_comes_from_the_lookups_between_samples() {
     let server = RedisServer::start(&["--maxmemory", "104857600"]);
@@ -312,10 +319,12 @@ fn faults_fail_cleanly_and_never_show_the_password() {
     let mut server = RedisServer::start(&["--requirepass", secret]);
     let agent = Agent::start(None, &["--redis-max-ops-per-second", "20000"]);
     let wrong = json!({"address": server.addr.to_string(), "password": "not-the-password"});
-    let s = stats(&agent, wrong.clone());
-    assert_eq!(s["reachable"], false);
-    assert!(s["error"].as_str().unwrap().contains("authentication failed"), "{s}");
-    assert!(!s.to_string().contains("not-the-password"));
+    // A failed sample answers with the code the operator turns into a condition reason.
+    let (status, code, message) = stats_refused(&agent, wrong.clone());
+    assert_eq!((status, code.as_str()), (502, "RedisAuthFailed"), "{message}");
+    assert!(message.contains("authentication failed") && !message.contains("not-the-password"), "{message}");
+    let (status, code, _) = stats_refused(&agent, json!({"address": "127.0.0.1:1", "dialTimeoutMillis": 500}));
+    assert_eq!((status, code.as_str()), (502, "RedisUnreachable"));
     // An enforcement answers with an error code the operator decides on, not with text.
     let (status, refused) = enforce(&agent, wrong.clone(), json!({"type": "LRU", "maxKeys": 10}));
     assert_eq!((status, refused["code"].as_str()), (502, Some("RedisAuthFailed")), "{refused}");
@@ -363,9 +372,10 @@ fn faults_fail_cleanly_and_never_show_the_password() {
         200,
         "the agent keeps serving"
     );
-    let down = stats(&agent, right);
-    assert_eq!(down["reachable"], false);
-    assert!(!down.to_string().contains(secret));
+    // Its pooled connection is stale now: the fresh dial says what happened.
+    let (status, code, message) = stats_refused(&agent, right);
+    assert_eq!((status, code.as_str()), (502, "RedisUnreachable"), "{message}");
+    assert!(!message.contains(secret));
 
     // Bad requests change nothing and say why.
     let cases = [
@@ -519,9 +529,9 @@ fn tls_connections_verify_the_server() {
     assert_eq!(done["keysDeleted"], 1, "{done}");
     // One that does not trust it refuses the server.
     let doubting = Agent::start(None, &[]);
-    let s = stats(&doubting, tls_target);
-    assert_eq!(s["reachable"], false, "{s}");
-    assert!(!s.to_string().contains("tls-secret"));
+    let (status, code, message) = stats_refused(&doubting, tls_target);
+    assert_eq!((status, code.as_str()), (502, "RedisUnreachable"), "{message}");
+    assert!(!message.contains("tls-secret"));
 }
 
 #[test]
@@ -603,9 +613,9 @@ fn redis_connections_are_pooled_per_target_and_bounded() {
         let (_, body) = stats_with(json!({"address": server.addr.to_string(), "database": db + 1}));
         assert_eq!(body["reachable"], true, "{body}");
     }
-    let (_, refused) = stats_with(json!({"address": server.addr.to_string(), "database": 9}));
-    assert_eq!(refused["reachable"], false, "{refused}");
-    let reason = refused["error"].as_str().unwrap();
+    let (status, refused) = stats_with(json!({"address": server.addr.to_string(), "database": 9}));
+    assert_eq!((status, refused["code"].as_str()), (429, Some("TooManyRequests")), "{refused}");
+    let reason = refused["message"].as_str().unwrap();
     assert!(reason.contains("4 Redis connections") && reason.contains("--max-redis-connections"), "{reason}");
     assert!(connected_clients(&server) <= before + 4, "never more than the cap");
     // Unused, they are closed: the pool empties and the fifth target is served.

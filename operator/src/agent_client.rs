@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use biometrics_agent_api::{ErrorBody, ErrorCode, routes::Route};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
@@ -38,39 +39,99 @@ pub struct AgentAddr {
     pub port: u16,
 }
 
-/// Why an agent call failed: the agent's HTTP status and error code when it answered, and
-/// the reason (the agent's own message when it gave one).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentError {
-    /// The HTTP status, when the agent answered.
-    pub status: Option<u16>,
-    /// What kind of failure the agent reported, when it answered with an error body.
-    pub code: Option<biometrics_agent_api::ErrorCode>,
-    /// The reason.
-    pub message: String,
+/// Why an agent call failed: what the operator decides on (retry, fail, which reason) is
+/// the variant and the agent's error code, never the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// No connection, or it broke before the whole answer arrived (refused, reset, closed).
+    #[error("agent unreachable at {addr}: {reason}")]
+    Unreachable {
+        /// `ip:port`.
+        addr: String,
+        /// What the connection did.
+        reason: String,
+    },
+    /// No answer within the client's timeout.
+    #[error("agent did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The agent answered with an error status.
+    #[error("agent answered {}: {message}", show_status(*.status))]
+    Answered {
+        /// The HTTP status.
+        status: u16,
+        /// What kind of failure, when the answer was an error body.
+        code: Option<ErrorCode>,
+        /// The agent's message (or its raw answer).
+        message: String,
+    },
+    /// A success whose body is not what the route answers with (an agent of another version).
+    #[error("unexpected answer from the agent: {0}")]
+    BadAnswer(String),
+    /// The request could not be made: no token, or a body that does not encode.
+    #[error("cannot call the agent: {0}")]
+    Request(String),
+}
+
+fn show_status(status: u16) -> String {
+    match hyper::StatusCode::from_u16(status) {
+        Ok(s) => s.to_string(),
+        Err(_) => status.to_string(),
+    }
 }
 
 impl AgentError {
-    fn other(message: impl Into<String>) -> Self {
-        Self { status: None, code: None, message: message.into() }
+    /// The HTTP status, when the agent answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Answered { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
-    /// The agent does not know the thing asked about (e.g. it restarted since).
+    /// What kind of failure the agent reported, when it answered with an error body.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Answered { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The agent does not know the thing asked about (e.g. it restarted since): 404, or 410.
     pub fn is_not_found(&self) -> bool {
-        self.code == Some(biometrics_agent_api::ErrorCode::NotFound) || self.status == Some(404)
+        self.code() == Some(ErrorCode::NotFound) || matches!(self.status(), Some(404 | 410))
+    }
+
+    /// Whether asking again later may succeed: no answer (unreachable, reset, timeout), or an
+    /// answer that says "not now" (408, 429, any 5xx). Every other answer is the agent's
+    /// considered refusal, and so is a body it should not have sent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Timeout(_) => true,
+            Self::Answered { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Self::BadAnswer(_) | Self::Request(_) => false,
+        }
     }
 }
 
-impl std::fmt::Display for AgentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<AgentError> for String {
-    fn from(e: AgentError) -> Self {
-        e.message
-    }
+/// The agents' API as the controllers see it: each route of
+/// [`biometrics_agent_api::routes`] called with its typed request, answering its typed
+/// response. [`AgentClient`] is the real one; reconcile tests give the controllers a fake.
+///
+/// Generic rather than `dyn`: a method generic over the route's types cannot be called
+/// through a trait object, and erasing them (JSON values, boxed futures) would give up the
+/// typing the trait exists for. The controllers' contexts are generic over it instead.
+pub trait AgentApi: Send + Sync + 'static {
+    /// Calls `route` on `agent`: `id` fills the route's `{id}`, `body` is its JSON request.
+    fn send<Req, Resp>(
+        &self,
+        agent: &AgentAddr,
+        route: Route<Req, Resp>,
+        id: Option<&str>,
+        body: Option<&Req>,
+    ) -> impl Future<Output = Result<Resp, AgentError>> + Send
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned + Send;
 }
 
 /// How the operator reaches agents.
@@ -90,6 +151,33 @@ pub enum Transport {
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// Why the agents' transport cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The CA bundle cannot be read or parsed.
+    #[error("cannot read the agent CA bundle {}: {source}", path.display())]
+    CaBundle {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The CA bundle holds nothing to trust.
+    #[error("the agent CA bundle {} holds no usable certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The name agent certificates must carry is not a valid server name.
+    #[error("agent TLS server name {name:?}: {source}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+}
+
 /// Calls agents.
 #[derive(Clone)]
 pub struct AgentClient {
@@ -102,7 +190,12 @@ pub struct AgentClient {
 
 impl AgentClient {
     /// A client signing with `key`.
-    pub fn new(key: SigningKey, timeout: Duration, metrics: Metrics, transport: &Transport) -> Result<Self, String> {
+    pub fn new(
+        key: SigningKey,
+        timeout: Duration,
+        metrics: Metrics,
+        transport: &Transport,
+    ) -> Result<Self, TransportError> {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(timeout));
         tcp.enforce_http(false);
@@ -125,13 +218,13 @@ impl AgentClient {
                 let mut roots = RootCertStore::empty();
                 let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_bundle)
                     .and_then(Iterator::collect)
-                    .map_err(|e| format!("cannot read the agent CA bundle {}: {e}", ca_bundle.display()))?;
+                    .map_err(|source| TransportError::CaBundle { path: ca_bundle.clone(), source })?;
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
-                    return Err(format!("the agent CA bundle {} holds no usable certificate", ca_bundle.display()));
+                    return Err(TransportError::NoCertificate { path: ca_bundle.clone() });
                 }
                 let name = ServerName::try_from(server_name.clone())
-                    .map_err(|e| format!("agent TLS server name {server_name:?}: {e}"))?;
+                    .map_err(|source| TransportError::ServerName { name: server_name.clone(), source })?;
                 let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
                 let connector = HttpsConnectorBuilder::new()
                     .with_tls_config(tls)
@@ -150,62 +243,168 @@ impl AgentClient {
             .build(connector);
         Ok(Self { http, scheme, key, timeout, metrics })
     }
+}
 
-    /// `method path` with an optional JSON body; the decoded answer, or the reason it failed
-    /// (the agent's own `error` when it gave one).
-    pub async fn call<B: Serialize, R: DeserializeOwned>(
+impl AgentApi for AgentClient {
+    async fn send<Req, Resp>(
         &self,
         agent: &AgentAddr,
-        method: &str,
-        path: &str,
-        body: Option<&B>,
-        label: &str,
-    ) -> Result<R, AgentError> {
-        let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| AgentError::other(e.to_string()))?;
+        route: Route<Req, Resp>,
+        id: Option<&str>,
+        body: Option<&Req>,
+    ) -> Result<Resp, AgentError>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned + Send,
+    {
+        let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| AgentError::Request(e.to_string()))?;
         let host = if agent.ip.contains(':') { format!("[{}]", agent.ip) } else { agent.ip.clone() };
+        let addr = format!("{host}:{}", agent.port);
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| AgentError::other(e.to_string()))?,
+            Some(b) => serde_json::to_vec(b).map_err(|e| AgentError::Request(e.to_string()))?,
             None => Vec::new(),
         };
+        let path = route.path(id.unwrap_or_default());
         let request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}://{host}:{}{path}", self.scheme, agent.port))
+            .method(route.method.as_str())
+            .uri(format!("{}://{addr}{path}", self.scheme))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| AgentError::other(e.to_string()))?;
+            .map_err(|e| AgentError::Request(e.to_string()))?;
         let started = Instant::now();
         let exchange = async {
             let response = self
                 .http
                 .request(request)
                 .await
-                .map_err(|e| AgentError::other(format!("agent unreachable at {host}:{}: {e}", agent.port)))?;
+                .map_err(|e| AgentError::Unreachable { addr: addr.clone(), reason: e.to_string() })?;
             let status = response.status();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| AgentError::other(format!("reading the agent's answer: {e}")))?
+                .map_err(|e| AgentError::Unreachable {
+                    addr: addr.clone(),
+                    reason: format!("reading the answer: {e}"),
+                })?
                 .to_bytes();
             if !status.is_success() {
-                let (code, reason) = match serde_json::from_slice::<biometrics_agent_api::ErrorBody>(&body) {
+                let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
                     Ok(e) => (Some(e.code), e.message),
                     Err(_) => (None, String::from_utf8_lossy(&body).into_owned()),
                 };
-                return Err(AgentError {
-                    status: Some(status.as_u16()),
-                    code,
-                    message: format!("agent answered {status}: {reason}"),
-                });
+                return Err(AgentError::Answered { status: status.as_u16(), code, message });
             }
-            serde_json::from_slice(&body)
-                .map_err(|e| AgentError::other(format!("unexpected answer from the agent: {e}")))
+            serde_json::from_slice(&body).map_err(|e| AgentError::BadAnswer(e.to_string()))
         };
-        let result = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err(AgentError::other(format!("agent did not answer within {:?}", self.timeout))));
-        self.metrics.agent_calls.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+        let result =
+            tokio::time::timeout(self.timeout, exchange).await.unwrap_or(Err(AgentError::Timeout(self.timeout)));
+        self.metrics.agent_calls.with_label_values(&[route.label]).observe(started.elapsed().as_secs_f64());
         result
+    }
+}
+
+/// A fake of the agents for reconcile tests: answers scripted per route, calls recorded.
+#[cfg(test)]
+pub mod fake {
+    use std::{collections::HashMap, sync::Mutex};
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// One call the controller made.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Call {
+        /// The pod whose agent was called.
+        pub pod: String,
+        /// The route's label.
+        pub route: &'static str,
+        /// The path called.
+        pub path: String,
+        /// The request body.
+        pub body: Option<Value>,
+    }
+
+    /// Answers each route with what the test set (by label); unset routes are unreachable.
+    #[derive(Default)]
+    pub struct FakeAgents {
+        answers: Mutex<HashMap<&'static str, Result<Value, AgentError>>>,
+        calls: Mutex<Vec<Call>>,
+    }
+
+    impl FakeAgents {
+        /// From now on `route` answers `answer`.
+        pub fn answer<Req, Resp: Serialize>(&self, route: Route<Req, Resp>, answer: Result<Resp, AgentError>) {
+            let answer = answer.map(|r| serde_json::to_value(r).expect("encodes"));
+            self.answers.lock().unwrap().insert(route.label, answer);
+        }
+
+        /// Every call so far.
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl AgentApi for FakeAgents {
+        async fn send<Req, Resp>(
+            &self,
+            agent: &AgentAddr,
+            route: Route<Req, Resp>,
+            id: Option<&str>,
+            body: Option<&Req>,
+        ) -> Result<Resp, AgentError>
+        where
+            Req: Serialize + Sync,
+            Resp: DeserializeOwned + Send,
+        {
+            self.calls.lock().unwrap().push(Call {
+                pod: agent.pod.clone(),
+                route: route.label,
+                path: route.path(id.unwrap_or_default()),
+                body: body.map(|b| serde_json::to_value(b).expect("encodes")),
+            });
+            let answer = self.answers.lock().unwrap().get(route.label).cloned();
+            match answer {
+                Some(Ok(value)) => serde_json::from_value(value).map_err(|e| AgentError::BadAnswer(e.to_string())),
+                Some(Err(e)) => Err(e),
+                None => Err(AgentError::Unreachable { addr: agent.ip.clone(), reason: "no answer scripted".into() }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16, code: Option<ErrorCode>) -> AgentError {
+        AgentError::Answered { status, code, message: "m".into() }
+    }
+
+    #[test]
+    fn what_is_worth_asking_again() {
+        assert!(AgentError::Unreachable { addr: "a".into(), reason: "connection reset".into() }.is_transient());
+        assert!(AgentError::Timeout(Duration::from_secs(5)).is_transient());
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(answered(status, None).is_transient(), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 410, 413] {
+            assert!(!answered(status, None).is_transient(), "{status}");
+        }
+        assert!(!AgentError::BadAnswer("x".into()).is_transient());
+        assert!(answered(404, Some(ErrorCode::NotFound)).is_not_found() && answered(410, None).is_not_found());
+        assert!(!answered(429, Some(ErrorCode::TooManyRequests)).is_not_found());
+    }
+
+    #[test]
+    fn messages_keep_their_shape() {
+        assert_eq!(answered(404, Some(ErrorCode::NotFound)).to_string(), "agent answered 404 Not Found: m");
+        assert_eq!(
+            AgentError::Timeout(Duration::from_secs(5)).to_string(),
+            "agent did not answer within 5s",
+            "what operations.md tells people to look for"
+        );
     }
 }

@@ -105,10 +105,16 @@ pub struct Alerting {
     pub gc_threshold: Option<f64>,
 }
 
+/// Why a configuration file is not what the operator reads: the YAML parser's message,
+/// which names an unknown key or a value that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(Box<serde_saphyr::Error>);
+
 impl ConfigFile {
     /// Reads the YAML text; an unknown key is an error that names it.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        serde_saphyr::from_str(text).map_err(|e| ParseError(Box::new(e)))
     }
 }
 
@@ -128,9 +134,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = ConfigFile::parse("performance:\n  profiling:\n    max_podz: 5\n").unwrap_err();
+        let err = ConfigFile::parse("performance:\n  profiling:\n    max_podz: 5\n").unwrap_err().to_string();
         assert!(err.contains("max_podz"), "{err}");
-        let err = ConfigFile::parse("performance:\n  metrics:\n    interval: soon\n").unwrap_err();
+        let err = ConfigFile::parse("performance:\n  metrics:\n    interval: soon\n").unwrap_err().to_string();
         assert!(err.contains("soon"), "{err}");
     }
 }

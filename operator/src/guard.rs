@@ -156,7 +156,7 @@ where
         let note = invalid.message().to_owned();
         events.publish(&object.object_ref(&()), EventType::Warning, reasons::INVALID_SPEC, note, action).await;
     }
-    Err(Error::InvalidSpec(invalid.message().to_owned()))
+    Err(Error::InvalidSpec { reason: reasons::INVALID_SPEC, message: invalid.message().to_owned() })
 }
 
 #[cfg(test)]

@@ -14,7 +14,24 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 
-use crate::error::{Error, Result};
+/// Why a leader stopped leading.
+#[derive(Debug, thiserror::Error)]
+pub enum LeadershipError {
+    /// Another replica holds the lease now.
+    #[error("lease {lease} taken by another replica")]
+    Taken {
+        /// The lease's name.
+        lease: String,
+    },
+    /// Renewals failed for as long as the lease lasts.
+    #[error("could not renew lease {lease} in time: {source}")]
+    NotRenewed {
+        /// The lease's name.
+        lease: String,
+        /// The last renewal's failure.
+        source: kube::Error,
+    },
+}
 
 /// What a candidate should do about a lease it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +90,7 @@ impl Elector {
     }
 
     /// One attempt: true when we hold the lease afterwards.
-    pub async fn try_hold(&self) -> Result<bool> {
+    pub async fn try_hold(&self) -> kube::Result<bool> {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -83,7 +100,7 @@ impl Elector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
@@ -100,15 +117,15 @@ impl Elector {
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
     /// Waits until this candidate leads.
-    pub async fn acquire(&self) -> Result<()> {
+    pub async fn acquire(&self) {
         loop {
             match self.try_hold().await {
-                Ok(true) => return Ok(()),
+                Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
             }
@@ -117,16 +134,16 @@ impl Elector {
     }
 
     /// Renews until the lease is lost; returns why.
-    pub async fn hold(&self) -> Error {
+    pub async fn hold(&self) -> LeadershipError {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.duration / 3).await;
             match self.try_hold().await {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => return Error::Leadership(format!("lease {} taken by another replica", self.name)),
-                Err(e) => {
+                Ok(false) => return LeadershipError::Taken { lease: self.name.clone() },
+                Err(source) => {
                     if last_renewed.elapsed() >= self.duration {
-                        return Error::Leadership(format!("could not renew lease {} in time: {e}", self.name));
+                        return LeadershipError::NotRenewed { lease: self.name.clone(), source };
                     }
                 }
             }

@@ -15,12 +15,14 @@ pub mod pods;
 pub mod reasons;
 pub mod signing;
 pub mod status;
+#[cfg(test)]
+mod testing;
 pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::Pod,
@@ -33,7 +35,7 @@ use kube::{
 use crate::{
     agent_client::{AgentClient, Transport},
     config::ConfigFile,
-    error::{Error, Result},
+    error::{ConfigError, Result},
     metrics::Metrics,
     signing::SigningKey,
 };
@@ -71,9 +73,7 @@ pub struct OperatorConfig {
 }
 
 async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ConfigError::Listen { addr, source })?;
     let app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(|| async { "ok" })).route(
         "/metrics",
         get(move || async move {
@@ -91,11 +91,14 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Runs the operator until `shutdown` completes (Ok) or leadership is lost (Err).
+/// Runs the operator until `shutdown` completes (Ok) or leadership is lost (Err). Once
+/// `shutdown` completes the controllers start no new reconcile, and those in flight finish
+/// (their status writes with them) before this returns.
 pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     install_crypto();
-    let kube_config = kube::Config::infer().await.map_err(|e| Error::Config(format!("Kubernetes client: {e}")))?;
-    let client = kube::client::ClientBuilder::try_from(kube_config)?
+    let kube_config = kube::Config::infer().await.map_err(ConfigError::Kubeconfig)?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .map_err(ConfigError::Client)?
         .with_layer(&throttle::ThrottleLayer::new(config.kube_api_qps, config.kube_api_burst))
         .build();
     let metrics = Metrics::default();
@@ -110,17 +113,26 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting for leadership");
     tokio::pin!(shutdown);
     tokio::select! {
-        acquired = elector.acquire() => acquired?,
+        () = elector.acquire() => {}
         () = &mut shutdown => return Ok(()),
     }
     tracing::info!(identity = %config.identity, "leading");
     let key = SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret).await?;
     let agent_timeout = config.defaults.performance.profiling.agent_timeout.as_std();
     let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone(), &config.agent_transport)
-        .map_err(Error::Config)?;
+        .map_err(ConfigError::Transport)?;
     let poll_interval = Duration::from_secs(1);
     let metrics_interval = config.defaults.performance.metrics.interval.as_std();
     let api = |client: &Client| Scoped { client: client.clone(), namespace: config.watch_namespace.clone() };
+
+    // Graceful shutdown: resolved once `shutdown` does, it stops the controllers taking new
+    // work; they end when the reconciles in flight have.
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let stopping = async move {
+        let _ = stopping.await;
+    }
+    .boxed()
+    .shared();
 
     // One watch of Pods feeds both controllers.
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
@@ -131,7 +143,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         .touched_objects();
     let (to_captures, for_captures) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
     let (to_policies, for_policies) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
-    let fan_out = pod_events.for_each(move |event| {
+    let fan_out = pod_events.take_until(stopping.clone()).for_each(move |event| {
         let (to_captures, to_policies) = (to_captures.clone(), to_policies.clone());
         async move {
             match event {
@@ -190,13 +202,37 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     ));
     let controllers = futures::future::join3(
         fan_out,
-        capture::reconcile::run(capture_ctx, api(&client).of(), receiver_stream(for_captures)),
-        cache::reconcile::run(cache_ctx, api(&client).of(), receiver_stream(for_policies), deployments, statefulsets),
+        capture::reconcile::run(
+            capture_ctx,
+            api(&client).of(),
+            reflector::store(),
+            receiver_stream(for_captures),
+            stopping.clone(),
+        ),
+        cache::reconcile::run(
+            cache_ctx,
+            api(&client).of(),
+            reflector::store(),
+            receiver_stream(for_policies),
+            deployments,
+            statefulsets,
+            stopping,
+        ),
     );
+    tokio::pin!(controllers);
+    let hold = elector.hold();
+    tokio::pin!(hold);
     tokio::select! {
-        _ = controllers => Ok(()),
-        lost = elector.hold() => Err(lost),
-        () = &mut shutdown => Ok(()),
+        _ = &mut controllers => return Ok(()),
+        lost = &mut hold => return Err(lost.into()),
+        () = &mut shutdown => {}
+    }
+    tracing::info!("shutting down: the reconciles in flight finish first");
+    let _ = stop.send(());
+    // Still the leader while they finish: keep renewing.
+    tokio::select! {
+        _ = &mut controllers => Ok(()),
+        lost = &mut hold => Err(lost.into()),
     }
 }
 

@@ -1,8 +1,13 @@
 //! `biometrics-operator`: the operator process.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    io::IsTerminal,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use biometrics_operator::{OperatorConfig, agent_client::Transport, config::ConfigFile};
+use biometrics_operator::{OperatorConfig, agent_client::Transport, config::ConfigFile, error::ConfigError};
 use clap::Parser;
 
 /// The Biometrics operator.
@@ -66,15 +71,13 @@ fn main() -> ExitCode {
     }
     let defaults = match &args.config {
         None => ConfigFile::default(),
-        Some(path) => {
-            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| ConfigFile::parse(&t)) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("biometrics-operator: {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+        Some(path) => match read_config(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("biometrics-operator: {e}");
+                return ExitCode::FAILURE;
             }
-        }
+        },
     };
     let identity = args.identity.unwrap_or_else(|| format!("biometrics-operator-{}", std::process::id()));
     let config = OperatorConfig {
@@ -111,6 +114,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    ConfigFile::parse(&text).map_err(|source| ConfigError::ParseFile { path: path.to_owned(), source })
 }
 
 async fn shutdown_signal() {

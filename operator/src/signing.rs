@@ -16,6 +16,34 @@ use kube::{
 
 use crate::error::{Error, Result};
 
+/// Why the signing key cannot be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// The key could not be encoded as PEM.
+    #[error("encoding the key: {0}")]
+    Encode(String),
+    /// The Secret lacks a half of the key.
+    #[error("Secret {secret} lacks {PRIVATE_KEY} or {TRUST_KEY}")]
+    Incomplete {
+        /// `namespace/name`.
+        secret: String,
+    },
+    /// Neither creating nor reading the Secret succeeded (replicas racing, or deletes).
+    #[error("cannot create or read Secret {secret}")]
+    Unavailable {
+        /// `namespace/name`.
+        secret: String,
+    },
+    /// No token could be minted for an agent.
+    #[error("minting a token for {pod}: {reason}")]
+    Mint {
+        /// `namespace/pod`.
+        pod: String,
+        /// The minting library's message.
+        reason: String,
+    },
+}
+
 /// The ConfigMap agents mount the public key from.
 pub const TRUST_CONFIGMAP: &str = "biometrics-trust";
 /// Its key.
@@ -44,16 +72,16 @@ impl SigningKey {
         let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
         Ok(Self {
             published: Arc::default(),
-            private_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(|e| Error::Signing(e.to_string()))?.to_string(),
+            private_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(|e| SigningError::Encode(e.to_string()))?.to_string(),
             public_pem: key
                 .verifying_key()
                 .to_public_key_pem(LineEnding::LF)
-                .map_err(|e| Error::Signing(e.to_string()))?,
+                .map_err(|e| SigningError::Encode(e.to_string()))?,
         })
     }
 
     /// A token for the agent of pod `namespace/pod`, valid for five minutes.
-    pub fn token_for(&self, namespace: &str, pod: &str) -> Result<String> {
+    pub fn token_for(&self, namespace: &str, pod: &str) -> Result<String, SigningError> {
         biometrics_agent_api::auth::mint(
             self.private_pem.as_bytes(),
             namespace,
@@ -61,7 +89,7 @@ impl SigningKey {
             biometrics_agent_api::auth::unix_now(),
             300,
         )
-        .map_err(Error::Signing)
+        .map_err(|reason| SigningError::Mint { pod: format!("{namespace}/{pod}"), reason })
     }
 
     /// Loads the key from the Secret `name` in `namespace`, creating it when missing. Two
@@ -76,7 +104,7 @@ impl SigningKey {
                     (Some(private_pem), Some(public_pem)) => {
                         Ok(Self { private_pem, public_pem, published: Arc::default() })
                     }
-                    _ => Err(Error::Signing(format!("Secret {namespace}/{name} lacks {PRIVATE_KEY} or {TRUST_KEY}"))),
+                    _ => Err(SigningError::Incomplete { secret: format!("{namespace}/{name}") }.into()),
                 };
             }
             let key = Self::generate()?;
@@ -95,7 +123,7 @@ impl SigningKey {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Signing(format!("cannot create or read Secret {namespace}/{name}")))
+        Err(SigningError::Unavailable { secret: format!("{namespace}/{name}") }.into())
     }
 
     /// Publishes the public key in `namespace` (server-side apply: no write when unchanged).
@@ -107,7 +135,9 @@ impl SigningKey {
             "metadata": {"name": TRUST_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": "biometrics-operator"}},
             "data": {TRUST_KEY: self.public_pem},
         });
-        api.patch(TRUST_CONFIGMAP, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+        api.patch(TRUST_CONFIGMAP, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&cm))
+            .await
+            .map_err(|source| Error::PublishKey { namespace: namespace.to_owned(), source })?;
         Ok(())
     }
 

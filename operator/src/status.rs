@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use jiff::Timestamp;
@@ -54,11 +54,12 @@ pub fn set_condition(
 
 /// Publishes Events. Repeats of the same Event (same object, reason, action and note)
 /// become one Event with a count; an Event whose note differs is its own, so `kubectl
-/// describe` never shows an old note under a new occurrence.
+/// describe` never shows an old note under a new occurrence. Clones share the series.
+#[derive(Clone)]
 pub struct Events {
     client: Client,
     reporter: Reporter,
-    recorders: Mutex<HashMap<u64, Recorder>>,
+    recorders: Arc<Mutex<HashMap<u64, Recorder>>>,
 }
 
 /// Distinct notes remembered for aggregation before starting afresh.
@@ -70,7 +71,7 @@ impl Events {
         Self {
             client,
             reporter: Reporter { controller: "biometrics-operator".into(), instance: Some(instance.into()) },
-            recorders: Mutex::default(),
+            recorders: Arc::default(),
         }
     }
 
@@ -133,7 +134,7 @@ impl<S: Clone + PartialEq + Serialize> StatusWriter<S> {
     }
 
     /// Applies `status` to `object`'s status subresource unless it equals `before`.
-    pub async fn write<K>(&self, client: &Client, object: &K, before: &S, status: S) -> kube::Result<()>
+    pub async fn write<K>(&self, client: &Client, object: &K, before: &S, status: S) -> crate::error::Result<()>
     where
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
             + Clone
@@ -146,8 +147,13 @@ impl<S: Clone + PartialEq + Serialize> StatusWriter<S> {
         let api: Api<K> = Api::namespaced(client.clone(), object.meta().namespace.as_deref().unwrap_or_default());
         let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
         let name = object.meta().name.clone().unwrap_or_default();
-        let written =
-            api.patch_status(&name, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let written = api
+            .patch_status(&name, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|source| crate::error::Error::WriteStatus {
+                object: format!("{}/{name}", object.meta().namespace.as_deref().unwrap_or_default()),
+                source,
+            })?;
         self.lock().insert(object.meta().uid.clone().unwrap_or_default(), (resource_version(&written), status));
         Ok(())
     }

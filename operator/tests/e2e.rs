@@ -12,7 +12,7 @@ use std::{
 
 use biometrics_crds::v1alpha1::{CapturePhase, ProfileCapture, RunResult};
 use biometrics_test_support::{
-    ChildGuard, GoTarget, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
+    ChildGuard, Fault, GoTarget, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
 };
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -503,4 +503,29 @@ async fn a_capture_the_parser_refuses_is_reported_and_stops_no_other() {
     assert!(poison.finalizers().iter().any(|f| f == "biometrics.io/profilecapture"));
     world.kubectl(&["delete", "pcap", "poison", "-n", NS, "--timeout=30s"], None);
     assert!(captures.get_opt("poison").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_reconcile_in_flight_write_its_status() {
+    let mut world = World::start(&[]).await;
+    let proxy = world.add_pod_behind_proxy("api-0", "127.0.0.14".parse().unwrap()).await;
+    // Every agent call takes 2 s: the first reconcile of the capture is in flight a while.
+    proxy.set(Fault::Delay(Duration::from_secs(2)));
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("drain", "").replace("[cpu, heap]", "[heap]")));
+    // The run's start is on its way to the agent; the reconcile writes the status next.
+    proxy.wait_for("/v1/captures", "delay", 1, Duration::from_secs(30));
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    assert!(api.get("drain").await.unwrap().status.is_none(), "nothing written yet");
+    let mut operator = world.operator.take().unwrap();
+    assert!(operator.terminate(Duration::from_secs(30)), "the operator exits after SIGTERM");
+    let exit = operator.exited().unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", world.operator_log());
+    // The reconcile in flight finished: the run it started is in the status.
+    let status = api.get("drain").await.unwrap().status;
+    let run = status.and_then(|s| s.last_run).unwrap_or_else(|| {
+        panic!("the status write of the reconcile in flight did not land:\n{}", world.operator_log())
+    });
+    assert_eq!(run.pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["api-0"]);
+    assert!(world.operator_log().contains("the reconciles in flight finish first"));
 }

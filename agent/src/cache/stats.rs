@@ -40,26 +40,33 @@ fn number(info: &str, field: &str) -> u64 {
     info_field(info, field).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// Samples a server (or cluster).
-pub async fn stats(req: &StatsRequest, service: &CacheService) -> StatsResponse {
+/// Samples a server (or cluster). A failure is the error whose code the answer carries
+/// (`RedisAuthFailed`, `RedisUnreachable`, `RedisCommandFailed`, `TooManyRequests`), so the
+/// operator decides on the code, never on the message. A command that fails on a pooled
+/// connection is tried once more on a fresh one: a server that went away since shows as
+/// unreachable (its dial fails), not as a failed command.
+pub async fn stats(req: &StatsRequest, service: &CacheService) -> Result<StatsResponse, CacheError> {
+    let mut redis = service.pool.get(&req.redis).await?;
     let mut response = StatsResponse::default();
-    let mut redis = match service.pool.get(&req.redis).await {
-        Ok(r) => r,
-        Err(e) => {
-            response.error = Some(e.to_string());
-            return response;
+    let mut sampled = sample(req, &mut redis, service, &mut response).await;
+    if let Err(CacheError::Command(_)) = sampled {
+        service.pool.forget(&req.redis);
+        let mut fresh = service.pool.get(&req.redis).await?;
+        response = StatsResponse::default();
+        sampled = sample(req, &mut fresh, service, &mut response).await;
+    }
+    match sampled {
+        Ok(()) => {
+            response.reachable = true;
+            Ok(response)
         }
-    };
-    match sample(req, &mut redis, service, &mut response).await {
-        Ok(()) => response.reachable = true,
         Err(e) => {
             if e.drops_connection() {
                 service.pool.forget(&req.redis);
             }
-            response.error = Some(e.to_string());
+            Err(e)
         }
     }
-    response
 }
 
 async fn sample(

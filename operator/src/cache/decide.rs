@@ -94,11 +94,37 @@ pub struct RulePlan {
     /// A rollout revision to record (acted on, or the baseline).
     pub rollout_revision: Option<String>,
     /// Why a trigger is held back (a rollout in progress, a missing workload).
-    pub waiting: Option<String>,
+    pub waiting: Option<Waiting>,
     /// An `invalidate-now` request this rule could not act on yet (it is running).
     pub manual_deferred: bool,
     /// When a failed run is retried, if it is waiting to be.
     pub retry_at: Option<Timestamp>,
+}
+
+/// Why a rule's rollout trigger is held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// The `onRolloutOf` workload does not exist (in the policy's namespace).
+    WorkloadNotFound(WorkloadRef),
+    /// The workload's rollout has not completed yet.
+    RolloutInProgress(WorkloadRef),
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::WorkloadNotFound(w) => write!(f, "{:?} {} not found", w.kind, w.name),
+            Self::RolloutInProgress(w) => write!(f, "waiting for the rollout of {:?} {} to complete", w.kind, w.name),
+        }
+    }
+}
+
+/// A Kubernetes quantity that is not a whole number of bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("maxMemory {text:?} is not a whole number of bytes (like 512Mi or 1G)")]
+pub struct InvalidQuantity {
+    /// The quantity as written.
+    pub text: String,
 }
 
 /// The delay before retrying a run that failed `failures` times in a row: 10 s, doubling,
@@ -165,17 +191,14 @@ pub fn plan_rules(
                 let baseline = entry.and_then(|e| e.rollout_revision.clone());
                 match rollout(workload) {
                     None => {
-                        plan.waiting = Some(format!("{:?} {} not found", workload.kind, workload.name));
+                        plan.waiting = Some(Waiting::WorkloadNotFound(workload.clone()));
                         plan.rollout_revision = baseline;
                     }
                     Some(state) => match baseline {
                         None => plan.rollout_revision = Some(state.revision),
                         Some(seen) if seen == state.revision => plan.rollout_revision = Some(seen),
                         Some(seen) if !state.complete => {
-                            plan.waiting = Some(format!(
-                                "waiting for the rollout of {:?} {} to complete",
-                                workload.kind, workload.name
-                            ));
+                            plan.waiting = Some(Waiting::RolloutInProgress(workload.clone()));
                             plan.rollout_revision = Some(seen);
                         }
                         Some(_) => {
@@ -260,7 +283,7 @@ pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarg
 
 /// Bytes in a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions and exponents are
 /// refused rather than rounded.
-pub fn quantity_bytes(text: &str) -> Result<u64, String> {
+pub fn quantity_bytes(text: &str) -> Result<u64, InvalidQuantity> {
     const SUFFIXES: [(&str, u64); 12] = [
         ("Ki", 1 << 10),
         ("Mi", 1 << 20),
@@ -279,7 +302,7 @@ pub fn quantity_bytes(text: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|d| (d, *factor)))
         .unwrap_or((text, 1));
-    let bad = || format!("maxMemory {text:?} is not a whole number of bytes (like 512Mi or 1G)");
+    let bad = || InvalidQuantity { text: text.to_owned() };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -287,7 +310,7 @@ pub fn quantity_bytes(text: &str) -> Result<u64, String> {
 }
 
 /// The wire form of the strategy.
-pub fn strategy_spec(policy: &CachePolicy) -> Result<StrategySpec, String> {
+pub fn strategy_spec(policy: &CachePolicy) -> Result<StrategySpec, InvalidQuantity> {
     let s = &policy.spec.strategy;
     Ok(StrategySpec {
         strategy_type: match s.strategy_type {
@@ -535,7 +558,12 @@ mod tests {
         // The template changes: nothing while the rollout is in progress.
         let plans = plan_rules(&p, now, |_| Some(at("b", false)));
         assert!(runs(&plans).is_empty());
-        assert!(plans[0].waiting.as_deref().unwrap().contains("waiting for the rollout"), "{plans:?}");
+        let api = WorkloadRef { kind: biometrics_crds::v1alpha1::WorkloadKind::Deployment, name: "api".into() };
+        assert_eq!(plans[0].waiting, Some(Waiting::RolloutInProgress(api.clone())), "{plans:?}");
+        assert_eq!(
+            plans[0].waiting.as_ref().unwrap().to_string(),
+            "waiting for the rollout of Deployment api to complete"
+        );
         assert_eq!(plans[0].rollout_revision.as_deref(), Some("a"), "the baseline stays until it runs");
         // Complete: once.
         let plans = plan_rules(&p, now, |_| Some(at("b", true)));
@@ -545,7 +573,8 @@ mod tests {
         assert!(runs(&plan_rules(&done, now, |_| Some(at("b", true)))).is_empty());
         // A missing workload holds the trigger with a reason.
         let plans = plan_rules(&done, now, |_| None);
-        assert!(plans[0].waiting.as_deref().unwrap().contains("not found"));
+        assert_eq!(plans[0].waiting, Some(Waiting::WorkloadNotFound(api)));
+        assert_eq!(plans[0].waiting.as_ref().unwrap().to_string(), "Deployment api not found");
         assert_eq!(plans[0].rollout_revision.as_deref(), Some("b"));
     }
 
@@ -612,7 +641,7 @@ mod tests {
         assert_eq!(quantity_bytes("512Mi"), Ok(512 << 20));
         assert_eq!(quantity_bytes("1G"), Ok(1_000_000_000));
         assert_eq!(quantity_bytes("1048576"), Ok(1_048_576));
-        assert!(quantity_bytes("1.5Gi").unwrap_err().contains("whole number"));
+        assert!(quantity_bytes("1.5Gi").unwrap_err().to_string().contains("whole number"));
         assert!(quantity_bytes("20000E").is_err(), "overflow is refused");
         let mut p = policy(json!([]), json!({}), json!({}), 1);
         p.spec.strategy = serde_json::from_value(

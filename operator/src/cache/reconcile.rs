@@ -10,8 +10,8 @@ use std::{
 };
 
 use biometrics_agent_api::{
-    EnforceRequest, EnforceResponse, InvalidationRequest, InvalidationStatus as Job, PolicyRef, RedisTarget,
-    StatsRequest, StatsResponse,
+    EnforceRequest, ErrorCode, InvalidationRequest, InvalidationStatus as Job, PolicyRef, RedisTarget, StatsRequest,
+    StatsResponse, routes,
 };
 use biometrics_crds::{
     selector::PodSelector,
@@ -41,15 +41,15 @@ use kube::{
     },
 };
 
-use super::decide::{self, RulePlan};
+use super::decide::{self, RulePlan, Waiting};
 use crate::{
-    agent_client::{AgentAddr, AgentClient},
-    controller,
+    agent_client::{AgentAddr, AgentApi, AgentClient, AgentError},
+    controller::{self, Failures},
     error::{Error, Result},
     guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
     pods::{self, PodInfo, agent_of},
-    reasons,
+    reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
 };
@@ -75,8 +75,9 @@ pub struct Settings {
     pub poll_interval: Duration,
 }
 
-/// What reconciles share.
-pub struct Context {
+/// What reconciles share; the agents' client is behind [`AgentApi`], so reconcile steps can
+/// be tested against a fake.
+pub struct Context<A = AgentClient> {
     /// The API client.
     pub client: Client,
     /// Pods, from the shared watch.
@@ -88,13 +89,15 @@ pub struct Context {
     /// Resolves once the three stores are filled.
     pub caches_ready: pods::CachesReady,
     /// The agents' client.
-    pub agents: AgentClient,
+    pub agents: A,
     /// The signing key (published per namespace).
     pub key: SigningKey,
     /// Events.
     pub events: Events,
     /// Metrics.
     pub metrics: Metrics,
+    /// The failure last shown on each policy.
+    pub failures: Failures,
     /// Settings.
     pub settings: Settings,
     /// Status writes, remembered until the watch delivers them.
@@ -109,7 +112,7 @@ pub struct Context {
 /// The enforcement (by time) whose policy some agents serve, and those agents' pods.
 type Served = (Option<Time>, BTreeSet<String>);
 
-impl Context {
+impl<A: AgentApi> Context<A> {
     /// A context.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -117,7 +120,7 @@ impl Context {
         pods: reflector::Store<Pod>,
         deployments: reflector::Store<Deployment>,
         statefulsets: reflector::Store<StatefulSet>,
-        agents: AgentClient,
+        agents: A,
         key: SigningKey,
         metrics: Metrics,
         settings: Settings,
@@ -139,6 +142,7 @@ impl Context {
             key,
             events,
             metrics,
+            failures: Failures::default(),
             settings,
             status: StatusWriter::default(),
             sampled: Mutex::default(),
@@ -151,21 +155,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &str, note: String) {
+async fn event<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy, type_: EventType, reason: &str, note: String) {
     ctx.events.publish(&cp.object_ref(&()), type_, reason, note, ACTION).await;
 }
 
 /// An Event about one rule: its own series, so one rule's runs do not hide another's.
-async fn rule_event(ctx: &Context, cp: &CachePolicy, type_: EventType, reason: &str, rule: &str, note: String) {
+async fn rule_event<A: AgentApi>(
+    ctx: &Context<A>,
+    cp: &CachePolicy,
+    type_: EventType,
+    reason: &str,
+    rule: &str,
+    note: String,
+) {
     ctx.events.publish(&cp.object_ref(&()), type_, reason, note, &format!("Invalidate-{rule}")).await;
 }
 
 /// The reconcile entry: the finalizer around apply and cleanup. A policy whose spec cannot
 /// be read is reported on its own status; its cleanup needs no spec.
-pub async fn reconcile(object: Arc<Guarded<CachePolicy>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile<A: AgentApi>(object: Arc<Guarded<CachePolicy>>, ctx: Arc<Context<A>>) -> Result<Action> {
     // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, object, |event| async {
+    controller::finalized(&ctx.client, &ctx.metrics, &ctx.failures, CONTROLLER, FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => match object.valid() {
                 Ok(cp) => apply(cp, &ctx).await,
@@ -179,9 +190,10 @@ pub async fn reconcile(object: Arc<Guarded<CachePolicy>>, ctx: Arc<Context>) -> 
     .await
 }
 
-/// Backs off on errors; a spec that cannot be acted on waits for a change.
-pub fn error_policy(object: Arc<Guarded<CachePolicy>>, error: &Error, ctx: Arc<Context>) -> Action {
-    controller::backoff(&ctx.metrics, CONTROLLER, &*object, error)
+/// Shows the failure on the policy (a Warning Event) and backs off; a spec that cannot be
+/// acted on waits for a change.
+pub fn error_policy<A: AgentApi>(object: Arc<Guarded<CachePolicy>>, error: &Error, ctx: Arc<Context<A>>) -> Action {
+    controller::backoff(&ctx.metrics, &ctx.failures, &ctx.events, CONTROLLER, &*object, error)
 }
 
 /// A policy whose spec cannot be read is not in effect: `Ready` and `Degraded` give the
@@ -189,8 +201,8 @@ pub fn error_policy(object: Arc<Guarded<CachePolicy>>, error: &Error, ctx: Arc<C
 impl InvalidSpecStatus for CachePolicyStatus {
     fn invalid_spec(&mut self, message: &str, generation: Option<i64>) {
         self.observed_generation = generation;
-        set_condition(&mut self.conditions, "Ready", false, reasons::INVALID_SPEC, message, generation);
-        set_condition(&mut self.conditions, "Degraded", true, reasons::INVALID_SPEC, message, generation);
+        set_condition(&mut self.conditions, condition::READY, false, reasons::INVALID_SPEC, message, generation);
+        set_condition(&mut self.conditions, condition::DEGRADED, true, reasons::INVALID_SPEC, message, generation);
     }
 }
 
@@ -202,28 +214,29 @@ struct Blocked {
 
 /// The password from `passwordSecretRef`, read now (a rotated password is used from the
 /// next dispatch on). Errors name the Secret and key, never a value.
-async fn password(ctx: &Context, cp: &CachePolicy) -> std::result::Result<Option<String>, Blocked> {
+async fn password<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy) -> std::result::Result<Option<String>, Blocked> {
     let Some(reference) = &cp.spec.redis.password_secret_ref else { return Ok(None) };
     let ns = cp.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret = secrets.get_opt(&reference.name).await.map_err(|e| Blocked {
-        reason: "SecretUnreadable",
+        reason: reasons::SECRET_UNREADABLE,
         message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
     })?;
     let Some(secret) = secret else {
-        return Err(Blocked { reason: "SecretNotFound", message: format!("Secret {ns}/{} not found", reference.name) });
+        let message = format!("Secret {ns}/{} not found", reference.name);
+        return Err(Blocked { reason: reasons::SECRET_NOT_FOUND, message });
     };
     let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| Blocked {
-        reason: "SecretKeyNotFound",
+        reason: reasons::SECRET_KEY_NOT_FOUND,
         message: format!("Secret {ns}/{} has no key {:?}", reference.name, reference.key),
     })?;
     String::from_utf8(value.0.clone()).map(Some).map_err(|_| Blocked {
-        reason: "SecretKeyInvalid",
+        reason: reasons::SECRET_KEY_INVALID,
         message: format!("key {:?} of Secret {ns}/{} is not UTF-8 text", reference.key, reference.name),
     })
 }
 
-fn rollout_of(ctx: &Context, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
+fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
     match workload.kind {
         WorkloadKind::Deployment => ctx
             .deployments
@@ -236,7 +249,7 @@ fn rollout_of(ctx: &Context, namespace: &str, workload: &WorkloadRef) -> Option<
     }
 }
 
-async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
+async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action> {
     let ns = cp.namespace().unwrap_or_default();
     let uid = cp.uid().unwrap_or_default();
     let generation = cp.metadata.generation;
@@ -251,11 +264,11 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
 
     let selector = match PodSelector::new(&cp.spec.selector) {
         Ok(s) => s,
-        Err(e) => return invalid(ctx, cp, &before, status, "InvalidSelector", e.to_string()).await,
+        Err(e) => return invalid(ctx, cp, &before, status, reasons::INVALID_SELECTOR, e.to_string()).await,
     };
     let strategy = match decide::strategy_spec(cp) {
         Ok(s) => s,
-        Err(e) => return invalid(ctx, cp, &before, status, "InvalidStrategy", e).await,
+        Err(e) => return invalid(ctx, cp, &before, status, reasons::INVALID_STRATEGY, e.to_string()).await,
     };
     let candidates = pods::eligible(
         &pods::pods_in(&ctx.pods, &ns, Some(&selector), ctx.settings.default_agent_port),
@@ -270,16 +283,16 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
             Some(old) => format!("executor {old} is gone or not Ready; {} takes over", new.name),
             None => format!("{} executes this policy's Redis work", new.name),
         };
-        event(ctx, cp, EventType::Normal, "ExecutorChanged", note).await;
+        event(ctx, cp, EventType::Normal, reasons::EXECUTOR_CHANGED, note).await;
         status.executor = Some(new.name.clone());
     }
     let plans = decide::plan_rules(&current, now, |w| rollout_of(ctx, &ns, w));
     let blocked = match (&executor, password(ctx, cp).await) {
-        (None, _) => Err(Blocked { reason: "NoExecutor", message: pods::NO_ELIGIBLE_PODS.into() }),
+        (None, _) => Err(Blocked { reason: reasons::NO_EXECUTOR, message: pods::NO_ELIGIBLE_PODS.into() }),
         (Some(_), Err(b)) => Err(b),
         (Some(pod), Ok(password)) => match agent_of(&ns, pod) {
             Some(agent) => Ok((agent, decide::redis_target(cp, password))),
-            None => Err(Blocked { reason: "NoExecutor", message: format!("pod {} has no IP", pod.name) }),
+            None => Err(Blocked { reason: reasons::NO_EXECUTOR, message: format!("pod {} has no IP", pod.name) }),
         },
     };
     let blocked = match blocked {
@@ -293,17 +306,17 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
             None
         }
         Err(b) => {
-            if b.reason != "NoExecutor" {
+            if b.reason != reasons::NO_EXECUTOR {
                 set_condition(
                     &mut status.conditions,
-                    "RedisReachable",
+                    condition::REDIS_REACHABLE,
                     false,
-                    "CredentialsUnavailable",
+                    reasons::CREDENTIALS_UNAVAILABLE,
                     &b.message,
                     generation,
                 );
             }
-            if before.conditions.iter().all(|c| c.type_ != "Ready" || c.reason != b.reason) {
+            if before.conditions.iter().all(|c| c.type_ != condition::READY || c.reason != b.reason) {
                 event(ctx, cp, EventType::Warning, b.reason, b.message.clone()).await;
             }
             Some(b)
@@ -329,30 +342,30 @@ async fn apply(cp: &CachePolicy, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(wait.max(Duration::from_millis(200))))
 }
 
-async fn invalid(
-    ctx: &Context,
+async fn invalid<A: AgentApi>(
+    ctx: &Context<A>,
     cp: &CachePolicy,
     before: &CachePolicyStatus,
     mut status: CachePolicyStatus,
-    reason: &str,
+    reason: &'static str,
     message: String,
 ) -> Result<Action> {
     let generation = cp.metadata.generation;
-    set_condition(&mut status.conditions, "Ready", false, reason, &message, generation);
-    set_condition(&mut status.conditions, "Degraded", true, reason, &message, generation);
+    set_condition(&mut status.conditions, condition::READY, false, reason, &message, generation);
+    set_condition(&mut status.conditions, condition::DEGRADED, true, reason, &message, generation);
     ctx.status.write(&ctx.client, cp, before, status).await?;
-    Err(Error::InvalidSpec(message))
+    Err(Error::InvalidSpec { reason, message })
 }
 
 /// The Redis work of one reconcile, on one executor.
-struct Work<'a> {
-    ctx: &'a Context,
+struct Work<'a, A> {
+    ctx: &'a Context<A>,
     cp: &'a CachePolicy,
     agent: &'a AgentAddr,
     target: &'a RedisTarget,
 }
 
-impl Work<'_> {
+impl<A: AgentApi> Work<'_, A> {
     fn request(&self, id: &str, rule: &str) -> Option<InvalidationRequest> {
         let rule = self.cp.spec.invalidations.iter().find(|r| r.name == rule)?;
         Some(InvalidationRequest {
@@ -364,8 +377,8 @@ impl Work<'_> {
         })
     }
 
-    async fn submit(&self, request: &InvalidationRequest) -> std::result::Result<Job, String> {
-        Ok(self.ctx.agents.call(self.agent, "POST", "/v1/cache/invalidations", Some(request), "invalidate").await?)
+    async fn submit(&self, request: &InvalidationRequest) -> std::result::Result<Job, AgentError> {
+        self.ctx.agents.send(self.agent, routes::START_INVALIDATION, None, Some(request)).await
     }
 
     /// Polls running invalidations; a run whose executor was lost (or forgot it) is sent
@@ -376,20 +389,9 @@ impl Work<'_> {
             let Some(id) = entry.run_id.clone() else { continue };
             let Some(request) = self.request(&id, &entry.name) else { continue };
             let answer = if entry.executor.as_deref() == Some(self.agent.pod.as_str()) {
-                match self
-                    .ctx
-                    .agents
-                    .call::<(), Job>(
-                        self.agent,
-                        "GET",
-                        &format!("/v1/cache/invalidations/{id}"),
-                        None,
-                        "poll_invalidation",
-                    )
-                    .await
-                {
+                match self.ctx.agents.send(self.agent, routes::INVALIDATION, Some(&id), None).await {
                     Err(e) if e.is_not_found() => self.submit(&request).await,
-                    other => other.map_err(String::from),
+                    other => other,
                 }
             } else {
                 // The executor changed mid-run: what the lost one reported is carried over.
@@ -439,7 +441,7 @@ impl Work<'_> {
                 entry.duration_millis.unwrap_or(0),
                 entry.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
             );
-            rule_event(ctx, self.cp, EventType::Normal, "Invalidated", &entry.name, note).await;
+            rule_event(ctx, self.cp, EventType::Normal, reasons::INVALIDATED, &entry.name, note).await;
         } else {
             ctx.metrics.invalidations.with_label_values(&["failed"]).inc();
             let note = format!(
@@ -448,7 +450,7 @@ impl Work<'_> {
                 count_of_keys(deleted),
                 entry.message.as_deref().unwrap_or("unknown error")
             );
-            rule_event(ctx, self.cp, EventType::Warning, "InvalidationFailed", &entry.name, note).await;
+            rule_event(ctx, self.cp, EventType::Warning, reasons::INVALIDATION_FAILED, &entry.name, note).await;
         }
     }
 
@@ -473,7 +475,7 @@ impl Work<'_> {
                 Err(reason) => {
                     entry.result = Some(InvalidationResult::Failed);
                     entry.failures = Some(entry.failures.unwrap_or(0).saturating_add(1));
-                    entry.message = Some(reason);
+                    entry.message = Some(reason.to_string());
                     self.finished(status, &entry).await;
                 }
             }
@@ -496,12 +498,7 @@ impl Work<'_> {
         let strategy_type = strategy.strategy_type.clone();
         let request =
             EnforceRequest { redis: self.target.clone(), key_prefix: self.cp.spec.key_prefix.clone(), strategy };
-        let answer: std::result::Result<EnforceResponse, String> = self
-            .ctx
-            .agents
-            .call(self.agent, "POST", "/v1/cache/enforce", Some(&request), "enforce")
-            .await
-            .map_err(String::from);
+        let answer = self.ctx.agents.send(self.agent, routes::ENFORCE, None, Some(&request)).await;
         let mut record = EnforcementStatus {
             last_enforce_time: Some(now_time()),
             applied_strategy: Some(digest.clone()),
@@ -529,7 +526,7 @@ impl Work<'_> {
                         policy.desired.as_deref().unwrap_or("unknown"),
                         if policy.applied { "set again" } else { "could not set it again" }
                     );
-                    event(self.ctx, self.cp, EventType::Warning, "EvictionPolicyDrift", note).await;
+                    event(self.ctx, self.cp, EventType::Warning, reasons::EVICTION_POLICY_DRIFT, note).await;
                 } else if !same {
                     let note = format!(
                         "strategy {} enforced: eviction policy {}, {} keys trimmed, {} given a TTL",
@@ -538,17 +535,17 @@ impl Work<'_> {
                         report.keys_trimmed,
                         report.keys_given_ttl
                     );
-                    event(self.ctx, self.cp, EventType::Normal, "StrategyEnforced", note).await;
+                    event(self.ctx, self.cp, EventType::Normal, reasons::STRATEGY_ENFORCED, note).await;
                 }
                 if let Some(e) = &policy.error {
-                    event(self.ctx, self.cp, EventType::Warning, "EnforcementFailed", e.clone()).await;
+                    event(self.ctx, self.cp, EventType::Warning, reasons::ENFORCEMENT_FAILED, e.clone()).await;
                 }
             }
             Err(reason) => {
                 record.result = Some(InvalidationResult::Failed);
-                record.message = Some(reason.clone());
+                record.message = Some(reason.to_string());
                 if previous.result != Some(InvalidationResult::Failed) {
-                    event(self.ctx, self.cp, EventType::Warning, "EnforcementFailed", reason).await;
+                    event(self.ctx, self.cp, EventType::Warning, reasons::ENFORCEMENT_FAILED, reason.to_string()).await;
                 }
             }
         }
@@ -589,8 +586,7 @@ impl Work<'_> {
         let ns = self.cp.namespace().unwrap_or_default();
         for pod in pending {
             let Some(agent) = agent_of(&ns, pod) else { continue };
-            let sent: std::result::Result<biometrics_agent_api::AppliedPolicy, _> =
-                self.ctx.agents.call(&agent, "PUT", "/v1/cache/app-policy", Some(&policy), "serve_policy").await;
+            let sent = self.ctx.agents.send(&agent, routes::SERVE_POLICY, None, Some(&policy)).await;
             match sent {
                 Ok(_) => {
                     lock(&self.ctx.served).entry(uid.clone()).or_default().1.insert(pod.name.clone());
@@ -608,36 +604,35 @@ impl Work<'_> {
             return;
         }
         let request = StatsRequest { redis: self.target.clone(), key_prefix: self.cp.spec.key_prefix.clone() };
-        let health = match self
-            .ctx
-            .agents
-            .call::<_, StatsResponse>(self.agent, "POST", "/v1/cache/stats", Some(&request), "stats")
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => RedisHealth {
-                reachable: false,
-                error: Some(format!("the executor did not answer: {e}")),
-                ..RedisHealth::default()
-            },
-        };
+        let answer = self.ctx.agents.send(self.agent, routes::STATS, None, Some(&request)).await;
         lock(&self.ctx.sampled).insert(uid, Instant::now());
-        let health = rounded(health);
+        let (reachable, reason) = redis_reachability(&answer);
+        let health = match answer {
+            Ok(h) => rounded(h),
+            Err(e) => {
+                let error = match (&e, reason) {
+                    (_, reasons::EXECUTOR_UNREACHABLE) => format!("the executor did not answer: {e}"),
+                    (AgentError::Answered { message, .. }, _) => message.clone(),
+                    _ => e.to_string(),
+                };
+                RedisHealth { reachable: false, error: Some(error), ..RedisHealth::default() }
+            }
+        };
         let was_reachable = status.redis.as_ref().is_none_or(|h| h.reachable);
-        if !health.reachable && was_reachable {
+        if !reachable && was_reachable {
             let note = format!(
                 "Redis {} is unreachable: {}",
                 self.cp.spec.redis.address,
                 health.error.as_deref().unwrap_or("no answer")
             );
-            event(self.ctx, self.cp, EventType::Warning, "RedisUnreachable", note).await;
+            event(self.ctx, self.cp, EventType::Warning, reasons::REDIS_UNREACHABLE, note).await;
         }
-        if health.reachable && !was_reachable {
+        if reachable && !was_reachable {
             event(
                 self.ctx,
                 self.cp,
                 EventType::Normal,
-                "RedisReachable",
+                reasons::REDIS_REACHABLE,
                 format!("Redis {} answers again", self.cp.spec.redis.address),
             )
             .await;
@@ -652,18 +647,31 @@ impl Work<'_> {
                 show(health.hit_ratio_percent, "%"),
                 show(health.evictions_per_second, "")
             );
-            event(self.ctx, self.cp, EventType::Warning, "ThresholdCrossed", note).await;
+            event(self.ctx, self.cp, EventType::Warning, reasons::THRESHOLD_CROSSED, note).await;
         }
         let generation = self.cp.metadata.generation;
-        let (value, reason, message) = match (&health.reachable, &health.error) {
-            (true, _) => (true, "Reachable", String::new()),
-            (false, Some(e)) if e.contains("authentication failed") => (false, "AuthenticationFailed", e.clone()),
-            (false, e) => (false, "Unreachable", e.clone().unwrap_or_default()),
-        };
-        set_condition(&mut status.conditions, "RedisReachable", value, reason, &message, generation);
+        let message = health.error.clone().unwrap_or_default();
+        set_condition(&mut status.conditions, condition::REDIS_REACHABLE, reachable, reason, &message, generation);
         status.levels = Some(levels);
         status.threshold_level = Some(worst);
         status.redis = Some(health);
+    }
+}
+
+/// `RedisReachable` from the executor's answer to a statistics request: the agent's error
+/// code says what failed (its message is for people).
+fn redis_reachability(answer: &std::result::Result<StatsResponse, AgentError>) -> (bool, &'static str) {
+    match answer {
+        Ok(h) if h.reachable => (true, reasons::REACHABLE),
+        // An agent from before error codes reports a failed sample in a 200 answer.
+        Ok(_) => (false, reasons::UNREACHABLE),
+        Err(e) => match e.code() {
+            Some(ErrorCode::RedisAuthFailed) => (false, reasons::AUTHENTICATION_FAILED),
+            Some(ErrorCode::RedisUnreachable) => (false, reasons::UNREACHABLE),
+            Some(ErrorCode::RedisCommandFailed) => (false, reasons::COMMAND_FAILED),
+            Some(ErrorCode::TooManyRequests) => (false, reasons::EXECUTOR_BUSY),
+            _ => (false, reasons::EXECUTOR_UNREACHABLE),
+        },
     }
 }
 
@@ -741,19 +749,21 @@ fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, sta
     let generation = cp.metadata.generation;
     let mut problems: Vec<(String, String)> = Vec::new();
     problems.extend(blocked.map(|b| (b.reason.to_owned(), b.message)));
-    if let Some(c) = status.conditions.iter().find(|c| c.type_ == "RedisReachable" && c.status == "False") {
+    if let Some(c) = status.conditions.iter().find(|c| c.type_ == condition::REDIS_REACHABLE && c.status == "False") {
         problems.push((c.reason.clone(), c.message.clone()));
     }
     match problems.first() {
-        Some((reason, message)) => set_condition(&mut status.conditions, "Ready", false, reason, message, generation),
-        None => set_condition(&mut status.conditions, "Ready", true, "Enforced", "", generation),
+        Some((reason, message)) => {
+            set_condition(&mut status.conditions, condition::READY, false, reason, message, generation)
+        }
+        None => set_condition(&mut status.conditions, condition::READY, true, reasons::ENFORCED, "", generation),
     }
     for e in status.invalidations.iter().filter(|e| e.result == Some(InvalidationResult::Failed)) {
-        problems
-            .push(("InvalidationFailed".into(), format!("rule {}: {}", e.name, e.message.as_deref().unwrap_or(""))));
+        let message = format!("rule {}: {}", e.name, e.message.as_deref().unwrap_or(""));
+        problems.push((reasons::INVALIDATION_FAILED.into(), message));
     }
     if let Some(e) = status.enforcement.as_ref().filter(|e| e.result == Some(InvalidationResult::Failed)) {
-        problems.push(("EnforcementFailed".into(), e.message.clone().unwrap_or_default()));
+        problems.push((reasons::ENFORCEMENT_FAILED.into(), e.message.clone().unwrap_or_default()));
     }
     for rule in &cp.spec.invalidations {
         if let Some(why) = rule.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now())) {
@@ -761,25 +771,23 @@ fn summarise(cp: &CachePolicy, plans: &[RulePlan], blocked: Option<Blocked>, sta
         }
     }
     for plan in plans {
-        if let Some(waiting) = &plan.waiting
-            && waiting.contains("not found")
-        {
-            problems.push(("WorkloadNotFound".into(), format!("rule {}: {waiting}", plan.name)));
+        if let Some(waiting @ Waiting::WorkloadNotFound(_)) = &plan.waiting {
+            problems.push((reasons::WORKLOAD_NOT_FOUND.into(), format!("rule {}: {waiting}", plan.name)));
         }
     }
     match problems.first() {
         Some((reason, _)) => {
             let message: Vec<String> = problems.iter().map(|(_, m)| m.clone()).filter(|m| !m.is_empty()).collect();
-            set_condition(&mut status.conditions, "Degraded", true, reason, &message.join("; "), generation);
+            set_condition(&mut status.conditions, condition::DEGRADED, true, reason, &message.join("; "), generation);
         }
-        None => set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "", generation),
+        None => set_condition(&mut status.conditions, condition::DEGRADED, false, reasons::AS_EXPECTED, "", generation),
     }
 }
 
 /// Deletion: cancel running invalidations on the executor. Best effort, bounded by the
 /// agent timeout: an unreachable agent or Redis never blocks deletion. Needs no valid spec:
 /// of a policy that cannot be read, its status is read from the stored object.
-async fn cleanup(object: &Guarded<CachePolicy>, ctx: &Context) -> Result<Action> {
+async fn cleanup<A: AgentApi>(object: &Guarded<CachePolicy>, ctx: &Context<A>) -> Result<Action> {
     let ns = object.namespace().unwrap_or_default();
     let uid = object.uid().unwrap_or_default();
     let status: CachePolicyStatus = match object.valid() {
@@ -795,11 +803,7 @@ async fn cleanup(object: &Guarded<CachePolicy>, ctx: &Context) -> Result<Action>
         else {
             continue;
         };
-        if let Err(reason) = ctx
-            .agents
-            .call::<(), Job>(&agent, "DELETE", &format!("/v1/cache/invalidations/{id}"), None, "cancel_invalidation")
-            .await
-        {
+        if let Err(reason) = ctx.agents.send(&agent, routes::CANCEL_INVALIDATION, Some(id), None).await {
             tracing::warn!(policy = %object.name_any(), rule = %entry.name, %reason, "cannot cancel an invalidation");
         }
     }
@@ -815,15 +819,18 @@ fn rolls_out(object: &Guarded<CachePolicy>, kind: WorkloadKind, name: &str) -> b
     })
 }
 
-/// Runs the controller until its streams end.
-pub async fn run(
-    ctx: Arc<Context>,
+/// Runs the controller on the policy cache `(reader, writer)` until its streams end or, once
+/// `shutdown` resolves, the reconciles in flight have finished (their status writes with
+/// them).
+pub async fn run<A: AgentApi>(
+    ctx: Arc<Context<A>>,
     policies: Api<Guarded<CachePolicy>>,
+    (reader, writer): (reflector::Store<Guarded<CachePolicy>>, reflector::store::Writer<Guarded<CachePolicy>>),
     pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
     deployments: impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
     statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (reader, writer) = reflector::store();
     let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
     let controller = Controller::for_stream(controller::objects(policies, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
@@ -843,6 +850,112 @@ pub async fn run(
             controller::in_namespace_where(&r3, &ns, |cp| rolls_out(cp, WorkloadKind::StatefulSet, &name))
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     controller::drive(controller).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use biometrics_crds::v1alpha1::CachePolicy;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{agent_client::fake::FakeAgents, signing::SigningKey, testing};
+
+    fn context(client: Client, agents: FakeAgents) -> Context<FakeAgents> {
+        let settings = Settings {
+            default_agent_port: 9477,
+            stats_interval: Duration::ZERO,
+            enforce_interval: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+        };
+        Context::new(
+            client,
+            reflector::store().0,
+            reflector::store().0,
+            reflector::store().0,
+            agents,
+            SigningKey::generate().unwrap(),
+            Metrics::default(),
+            settings,
+            "test",
+        )
+    }
+
+    fn policy() -> CachePolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "CachePolicy",
+            "metadata": {"name": "users", "namespace": testing::NS, "uid": "u-1", "generation": 2},
+            "spec": {"selector": {"matchLabels": {"app": "cache"}}, "redis": {"address": "redis:6379"},
+                "keyPrefix": "users:", "strategy": {"type": "LRU"}}
+        }))
+        .unwrap()
+    }
+
+    fn refused(status: u16, code: ErrorCode, message: &str) -> AgentError {
+        AgentError::Answered { status, code: Some(code), message: message.into() }
+    }
+
+    fn reachable(status: &CachePolicyStatus) -> (String, String, String) {
+        let c = status.conditions.iter().find(|c| c.type_ == condition::REDIS_REACHABLE).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[tokio::test]
+    async fn the_agents_error_codes_become_redis_reachable_reasons() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client.clone(), FakeAgents::default());
+        let cp = policy();
+        let agent =
+            AgentAddr { namespace: testing::NS.into(), pod: "cache-0".into(), ip: "10.0.0.1".into(), port: 9477 };
+        let target = decide::redis_target(&cp, None);
+        let work = Work { ctx: &ctx, cp: &cp, agent: &agent, target: &target };
+        let mut status = CachePolicyStatus::default();
+
+        let wrong_password = "authentication failed: WRONGPASS invalid username-password pair";
+        ctx.agents.answer(routes::STATS, Err(refused(502, ErrorCode::RedisAuthFailed, wrong_password)));
+        work.sample(&mut status).await;
+        assert_eq!(reachable(&status), ("False".into(), reasons::AUTHENTICATION_FAILED.into(), wrong_password.into()));
+        let health = status.redis.clone().unwrap();
+        assert_eq!((health.reachable, health.error.as_deref()), (false, Some(wrong_password)));
+        let calls = ctx.agents.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (calls[0].pod.as_str(), calls[0].route, calls[0].path.as_str()),
+            ("cache-0", "stats", "/v1/cache/stats")
+        );
+        assert_eq!(calls[0].body.as_ref().unwrap()["keyPrefix"], "users:");
+
+        // Each code its reason; no code (the executor did not answer) is the executor's.
+        let cases = [
+            (Err(refused(502, ErrorCode::RedisUnreachable, "connection refused")), "False", reasons::UNREACHABLE),
+            (Err(refused(502, ErrorCode::RedisCommandFailed, "ERR unknown command")), "False", reasons::COMMAND_FAILED),
+            (Err(refused(429, ErrorCode::TooManyRequests, "64 Redis connections")), "False", reasons::EXECUTOR_BUSY),
+            (Err(AgentError::Timeout(Duration::from_secs(5))), "False", reasons::EXECUTOR_UNREACHABLE),
+            (Ok(StatsResponse { reachable: true, ..StatsResponse::default() }), "True", reasons::REACHABLE),
+        ];
+        for (answer, value, reason) in cases {
+            ctx.agents.answer(routes::STATS, answer);
+            work.sample(&mut status).await;
+            let (shown, shown_reason, message) = reachable(&status);
+            assert_eq!((shown.as_str(), shown_reason.as_str()), (value, reason), "{message}");
+        }
+        assert!(
+            reachable(&status).2.is_empty() && status.redis.as_ref().unwrap().reachable,
+            "reachable again: {status:?}"
+        );
+        assert!(status.conditions.iter().all(|c| c.observed_generation == Some(2)));
+
+        // Going unreachable and coming back are Events on the policy, once each.
+        let events = testing::events_about(&client, "users", 2).await;
+        let mut reasons: Vec<String> = events.iter().map(|e| e.reason.clone().unwrap()).collect();
+        reasons.sort();
+        assert_eq!(reasons, [reasons::REDIS_REACHABLE, reasons::REDIS_UNREACHABLE]);
+        let down = events.iter().find(|e| e.reason.as_deref() == Some(reasons::REDIS_UNREACHABLE)).unwrap();
+        assert_eq!(
+            down.message.as_deref(),
+            Some(format!("Redis redis:6379 is unreachable: {wrong_password}").as_str())
+        );
+    }
 }

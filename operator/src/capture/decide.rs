@@ -34,26 +34,26 @@ pub fn capture_id(capture_uid: &str, run: &str, pod: &str) -> String {
 
 /// Whether a run is due, and which, at `now`. Order: a manual request, then the spec's
 /// one-shot run, then the schedule.
-pub fn due(pc: &ProfileCapture, now: Timestamp) -> Result<Option<DueRun>, String> {
+pub fn due(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
     let status = pc.status.clone().unwrap_or_default();
     let generation = pc.metadata.generation.unwrap_or(0);
     if let Some(value) = pc.metadata.annotations.as_ref().and_then(|a| a.get(CAPTURE_NOW_ANNOTATION))
         && status.handled_capture_now.as_ref() != Some(value)
     {
-        return Ok(Some(DueRun {
+        return Some(DueRun {
             trigger: RunTrigger::Manual,
             id: format!("m{:x}", fnv(value) & 0xffff_ffff_ffff),
             scheduled_for: None,
-        }));
+        });
     }
     let Some(schedule) = &pc.spec.schedule else {
         if status.spec_run_generation != Some(generation) {
-            return Ok(Some(DueRun { trigger: RunTrigger::Spec, id: format!("g{generation}"), scheduled_for: None }));
+            return Some(DueRun { trigger: RunTrigger::Spec, id: format!("g{generation}"), scheduled_for: None });
         }
-        return Ok(None);
+        return None;
     };
     if pc.spec.suspend {
-        return Ok(None);
+        return None;
     }
     let since = status
         .last_schedule_time
@@ -63,11 +63,11 @@ pub fn due(pc: &ProfileCapture, now: Timestamp) -> Result<Option<DueRun>, String
     // CronJob semantics: of the fire times missed (say, while the operator was down) only
     // the latest runs, once.
     let missed = schedule.missed_between(since, now, 100);
-    Ok(missed.latest.map(|at| DueRun {
+    missed.latest.map(|at| DueRun {
         trigger: RunTrigger::Schedule,
         id: format!("s{}", at.as_second()),
         scheduled_for: Some(at),
-    }))
+    })
 }
 
 /// When the schedule fires next (after `now`).
@@ -304,38 +304,38 @@ mod tests {
         let now = t("2026-01-01T01:00:00Z");
         let fresh = capture(spec(json!({})), json!({}), json!({}), 3);
         assert_eq!(
-            due(&fresh, now).unwrap().unwrap(),
+            due(&fresh, now).unwrap(),
             DueRun { trigger: RunTrigger::Spec, id: "g3".into(), scheduled_for: None }
         );
         let done = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 3);
-        assert_eq!(due(&done, now).unwrap(), None);
+        assert_eq!(due(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
-        assert_eq!(due(&edited, now).unwrap().unwrap().id, "g4");
+        assert_eq!(due(&edited, now).unwrap().id, "g4");
     }
 
     #[test]
     fn schedules_fire_once_for_the_latest_missed_time() {
         let s = spec(json!({"schedule": "*/10 * * * *"}));
         let never_ran = capture(s.clone(), json!({}), json!({}), 1);
-        let run = due(&never_ran, t("2026-01-01T01:05:00Z")).unwrap().unwrap();
+        let run = due(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
         assert_eq!(run.scheduled_for, Some(t("2026-01-01T01:00:00Z")), "hours of missed runs: only the latest");
         assert_eq!(run.id, format!("s{}", t("2026-01-01T01:00:00Z").as_second()));
         let ran = capture(s.clone(), json!({"lastScheduleTime": "2026-01-01T01:00:00Z"}), json!({}), 1);
-        assert_eq!(due(&ran, t("2026-01-01T01:05:00Z")).unwrap(), None);
-        assert!(due(&ran, t("2026-01-01T01:10:00Z")).unwrap().is_some());
+        assert_eq!(due(&ran, t("2026-01-01T01:05:00Z")), None);
+        assert!(due(&ran, t("2026-01-01T01:10:00Z")).is_some());
         let mut suspended = s;
         suspended["suspend"] = json!(true);
-        assert_eq!(due(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")).unwrap(), None);
+        assert_eq!(due(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")), None);
     }
 
     #[test]
     fn a_new_capture_now_value_runs_once() {
         let s = spec(json!({"schedule": "@daily", "suspend": true}));
         let asked = capture(s.clone(), json!({}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
-        let run = due(&asked, t("2026-01-01T05:00:00Z")).unwrap().unwrap();
+        let run = due(&asked, t("2026-01-01T05:00:00Z")).unwrap();
         assert_eq!(run.trigger, RunTrigger::Manual, "a manual request works even while suspended");
         let handled = capture(s, json!({"handledCaptureNow": "1"}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
-        assert_eq!(due(&handled, t("2026-01-01T05:00:00Z")).unwrap(), None);
+        assert_eq!(due(&handled, t("2026-01-01T05:00:00Z")), None);
     }
 
     #[test]

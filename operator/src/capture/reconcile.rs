@@ -8,9 +8,7 @@ use std::{
     time::Duration,
 };
 
-use biometrics_agent_api::{
-    CaptureRef, CaptureRequest, CaptureStatus, RetentionRequest, RetentionResponse, RuntimeSample, TargetSpec,
-};
+use biometrics_agent_api::{CaptureRef, CaptureRequest, RetentionRequest, RuntimeSample, TargetSpec, routes};
 use biometrics_crds::{
     selector::PodSelector,
     threshold::ThresholdLevel,
@@ -28,13 +26,13 @@ use kube::{
 
 use super::decide::{self, DueRun};
 use crate::{
-    agent_client::{AgentClient, AgentError},
-    controller,
+    agent_client::{AgentApi, AgentClient},
+    controller::{self, Failures},
     error::{Error, Result},
     guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
     pods::{self, NO_ELIGIBLE_PODS, PodInfo, agent_of},
-    reasons,
+    reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
 };
@@ -60,8 +58,9 @@ pub struct Settings {
     pub alerting: crate::config::Alerting,
 }
 
-/// What reconciles share.
-pub struct Context {
+/// What reconciles share; the agents' client is behind [`AgentApi`], so reconcile steps can
+/// be tested against a fake.
+pub struct Context<A = AgentClient> {
     /// The API client.
     pub client: Client,
     /// Pods, from a watch.
@@ -69,13 +68,15 @@ pub struct Context {
     /// Resolves once `pods` is filled.
     pub caches_ready: pods::CachesReady,
     /// The agents' client.
-    pub agents: AgentClient,
+    pub agents: A,
     /// The signing key (published per namespace).
     pub key: SigningKey,
     /// Events.
     pub events: Events,
     /// Metrics.
     pub metrics: Metrics,
+    /// The failure last shown on each capture.
+    pub failures: Failures,
     /// Settings.
     pub settings: Settings,
     /// Each capture's previous finished run, to compare the next one with (by uid).
@@ -84,12 +85,12 @@ pub struct Context {
     status: StatusWriter<ProfileCaptureStatus>,
 }
 
-impl Context {
+impl<A: AgentApi> Context<A> {
     /// A context.
     pub fn new(
         client: Client,
         pods: reflector::Store<Pod>,
-        agents: AgentClient,
+        agents: A,
         key: SigningKey,
         metrics: Metrics,
         settings: Settings,
@@ -105,6 +106,7 @@ impl Context {
             key,
             events,
             metrics,
+            failures: Failures::default(),
             settings,
             previous: Mutex::default(),
             status: StatusWriter::default(),
@@ -112,24 +114,24 @@ impl Context {
     }
 }
 
-async fn event(ctx: &Context, pc: &ProfileCapture, type_: EventType, reason: &str, note: String) {
+async fn event<A: AgentApi>(ctx: &Context<A>, pc: &ProfileCapture, type_: EventType, reason: &str, note: String) {
     ctx.events.publish(&pc.object_ref(&()), type_, reason, note, ACTION).await;
 }
 
-fn pods_in(ctx: &Context, namespace: &str, selector: Option<&PodSelector>) -> Vec<PodInfo> {
+fn pods_in<A: AgentApi>(ctx: &Context<A>, namespace: &str, selector: Option<&PodSelector>) -> Vec<PodInfo> {
     pods::pods_in(&ctx.pods, namespace, selector, ctx.settings.default_agent_port)
 }
 
-fn pod_named(ctx: &Context, namespace: &str, name: &str) -> Option<PodInfo> {
+fn pod_named<A: AgentApi>(ctx: &Context<A>, namespace: &str, name: &str) -> Option<PodInfo> {
     pods::pod_named(&ctx.pods, namespace, name, ctx.settings.default_agent_port)
 }
 
 /// The reconcile entry: the finalizer around apply and cleanup. A capture whose spec cannot
 /// be read is reported on its own status; its cleanup needs no spec.
-pub async fn reconcile(object: Arc<Guarded<ProfileCapture>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile<A: AgentApi>(object: Arc<Guarded<ProfileCapture>>, ctx: Arc<Context<A>>) -> Result<Action> {
     // Decisions read the watch caches: they must be filled first.
     ctx.caches_ready.clone().await;
-    controller::finalized(&ctx.client, &ctx.metrics, CONTROLLER, FINALIZER, object, |event| async {
+    controller::finalized(&ctx.client, &ctx.metrics, &ctx.failures, CONTROLLER, FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => match object.valid() {
                 Ok(pc) => apply(pc, &ctx).await,
@@ -143,9 +145,10 @@ pub async fn reconcile(object: Arc<Guarded<ProfileCapture>>, ctx: Arc<Context>) 
     .await
 }
 
-/// Backs off on errors; a spec that cannot be acted on waits for a change.
-pub fn error_policy(object: Arc<Guarded<ProfileCapture>>, error: &Error, ctx: Arc<Context>) -> Action {
-    controller::backoff(&ctx.metrics, CONTROLLER, &*object, error)
+/// Shows the failure on the capture (a Warning Event) and backs off; a spec that cannot be
+/// acted on waits for a change.
+pub fn error_policy<A: AgentApi>(object: Arc<Guarded<ProfileCapture>>, error: &Error, ctx: Arc<Context<A>>) -> Action {
+    controller::backoff(&ctx.metrics, &ctx.failures, &ctx.events, CONTROLLER, &*object, error)
 }
 
 /// A capture whose spec cannot be read has failed: nothing runs, nothing is scheduled, and
@@ -155,12 +158,12 @@ impl InvalidSpecStatus for ProfileCaptureStatus {
         self.phase = Some(CapturePhase::Failed);
         self.next_run_time = None;
         self.observed_generation = generation;
-        set_condition(&mut self.conditions, "Ready", false, reasons::INVALID_SPEC, message, generation);
-        set_condition(&mut self.conditions, "Degraded", true, reasons::INVALID_SPEC, message, generation);
+        set_condition(&mut self.conditions, condition::READY, false, reasons::INVALID_SPEC, message, generation);
+        set_condition(&mut self.conditions, condition::DEGRADED, true, reasons::INVALID_SPEC, message, generation);
     }
 }
 
-async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
+async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Action> {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
@@ -175,10 +178,18 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
         Ok(s) => s,
         Err(e) => {
             status.phase = Some(CapturePhase::Failed);
-            set_condition(&mut status.conditions, "Degraded", true, "InvalidSelector", &e.to_string(), generation);
+            let message = e.to_string();
+            set_condition(
+                &mut status.conditions,
+                condition::DEGRADED,
+                true,
+                reasons::INVALID_SELECTOR,
+                &message,
+                generation,
+            );
             status.observed_generation = generation;
             ctx.status.write(&ctx.client, pc, &before, status).await?;
-            return Err(Error::InvalidSpec(e.to_string()));
+            return Err(Error::InvalidSpec { reason: reasons::INVALID_SELECTOR, message });
         }
     };
     let pods = pods_in(ctx, &ns, Some(&selector));
@@ -193,8 +204,7 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
     if running {
         poll_run(pc, ctx, &mut status).await;
     } else {
-        let due = decide::due(pc, now).map_err(Error::InvalidSpec)?;
-        let due = due.or_else(|| threshold_run(pc, &status, &eligible, now));
+        let due = decide::due(pc, now).or_else(|| threshold_run(pc, &status, &eligible, now));
         if let Some(run) = due {
             start_run(pc, ctx, &ns, &uid, &eligible, run, &mut status, now).await;
         }
@@ -217,9 +227,9 @@ async fn apply(pc: &ProfileCapture, ctx: &Context) -> Result<Action> {
 }
 
 /// Reads the pods' runtime metrics when the last sample is older than the interval.
-async fn refresh_runtime(
+async fn refresh_runtime<A: AgentApi>(
     pc: &ProfileCapture,
-    ctx: &Context,
+    ctx: &Context<A>,
     eligible: &[PodInfo],
     status: &mut ProfileCaptureStatus,
     now: Timestamp,
@@ -238,8 +248,7 @@ async fn refresh_runtime(
             continue;
         }
         let Some(agent) = agent_of(&ns, pod) else { continue };
-        let sample: std::result::Result<RuntimeSample, AgentError> =
-            ctx.agents.call::<(), _>(&agent, "GET", "/v1/runtime", None, "runtime").await;
+        let sample = ctx.agents.send(&agent, routes::RUNTIME, None, None).await;
         let entry = match sample {
             Ok(s) => {
                 let thresholds = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
@@ -255,7 +264,7 @@ async fn refresh_runtime(
                         ctx,
                         pc,
                         EventType::Warning,
-                        "ThresholdCrossed",
+                        reasons::THRESHOLD_CROSSED,
                         format!("pod {} reached {worst}: {}", pod.name, describe_levels(&s, &levels)),
                     )
                     .await;
@@ -283,7 +292,7 @@ async fn refresh_runtime(
                 gc_per_second: None,
                 memory_percent: None,
                 levels: None,
-                error: Some(reason.into()),
+                error: Some(reason.to_string()),
             },
         };
         pods.push(entry);
@@ -340,9 +349,9 @@ fn threshold_run(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn start_run(
+async fn start_run<A: AgentApi>(
     pc: &ProfileCapture,
-    ctx: &Context,
+    ctx: &Context<A>,
     ns: &str,
     uid: &str,
     eligible: &[PodInfo],
@@ -375,7 +384,7 @@ async fn start_run(
                     ctx,
                     pc,
                     EventType::Normal,
-                    "TriggerFired",
+                    reasons::TRIGGER_FIRED,
                     format!("{:?} of pod {} reached {}: capturing {:?}", t.metric, pod.name, t.level, t.profiles),
                 )
                 .await;
@@ -394,9 +403,9 @@ async fn start_run(
                 // Wait for pods: the one-shot run happens when there are some.
                 set_condition(
                     &mut status.conditions,
-                    "Degraded",
+                    condition::DEGRADED,
                     true,
-                    "NoEligiblePods",
+                    reasons::NO_ELIGIBLE_PODS,
                     NO_ELIGIBLE_PODS,
                     pc.metadata.generation,
                 );
@@ -408,8 +417,8 @@ async fn start_run(
         RunTrigger::Threshold => {}
     }
     if targets.is_empty() {
-        event(ctx, pc, EventType::Warning, "NoEligiblePods", format!("run {} skipped: {NO_ELIGIBLE_PODS}", run.id))
-            .await;
+        let note = format!("run {} skipped: {NO_ELIGIBLE_PODS}", run.id);
+        event(ctx, pc, EventType::Warning, reasons::NO_ELIGIBLE_PODS, note).await;
         return;
     }
     let mut pods = Vec::new();
@@ -426,13 +435,12 @@ async fn start_run(
                 base_path: pc.spec.target.base_path.clone(),
             },
         };
-        let accepted: std::result::Result<CaptureStatus, AgentError> =
-            ctx.agents.call(&agent, "POST", "/v1/captures", Some(&request), "start_capture").await;
+        let accepted = ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(&request)).await;
         pods.push(match accepted {
             Ok(s) => decide::pod_result(&pod.name, &s),
             Err(reason) => {
-                event(ctx, pc, EventType::Warning, "PodFailed", format!("pod {}: {reason}", pod.name)).await;
-                decide::pod_failed(&pod.name, reason.into())
+                event(ctx, pc, EventType::Warning, reasons::POD_FAILED, format!("pod {}: {reason}", pod.name)).await;
+                decide::pod_failed(&pod.name, reason.to_string())
             }
         });
     }
@@ -454,7 +462,7 @@ async fn start_run(
         ctx,
         pc,
         EventType::Normal,
-        "RunStarted",
+        reasons::RUN_STARTED,
         format!("run {} ({:?}) started on {} pods", run.id, run.trigger, targets.len()),
     )
     .await;
@@ -477,7 +485,7 @@ fn summary(run: &CaptureRun) -> RunSummary {
     }
 }
 
-async fn poll_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptureStatus) {
+async fn poll_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &mut ProfileCaptureStatus) {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let Some(run) = status.last_run.as_mut() else { return };
@@ -494,18 +502,18 @@ async fn poll_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptur
             failures.push(pod_result.clone());
             continue;
         };
-        let path = format!("/v1/captures/{}", decide::capture_id(&uid, &run_id, &pod.name));
-        match ctx.agents.call::<(), CaptureStatus>(&agent, "GET", &path, None, "poll_capture").await {
+        let id = decide::capture_id(&uid, &run_id, &pod.name);
+        match ctx.agents.send(&agent, routes::CAPTURE, Some(&id), None).await {
             Ok(s) => *pod_result = decide::pod_result(&pod.name, &s),
             Err(reason) => {
-                *pod_result = decide::pod_failed(&pod.name, reason.into());
+                *pod_result = decide::pod_failed(&pod.name, reason.to_string());
                 failures.push(pod_result.clone());
             }
         }
     }
     for f in failures {
-        event(ctx, pc, EventType::Warning, "PodFailed", format!("pod {}: {}", f.pod, f.error.unwrap_or_default()))
-            .await;
+        let note = format!("pod {}: {}", f.pod, f.error.unwrap_or_default());
+        event(ctx, pc, EventType::Warning, reasons::POD_FAILED, note).await;
     }
     run.result = decide::run_result(&run.pods);
     if run.result != RunResult::Running {
@@ -513,7 +521,7 @@ async fn poll_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptur
     }
 }
 
-async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCaptureStatus) {
+async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &mut ProfileCaptureStatus) {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let previous = ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid).cloned();
@@ -551,13 +559,9 @@ async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCapt
     }
     let note =
         format!("run {} finished: {:?}, {} profiles from {}/{} pods", run.id, run.result, profiles, ok, run.pods.len());
-    let (kind, reason) = if run.result == RunResult::Succeeded {
-        (EventType::Normal, "RunFinished")
-    } else {
-        (EventType::Warning, "RunFinished")
-    };
+    let kind = if run.result == RunResult::Succeeded { EventType::Normal } else { EventType::Warning };
     let pods_of_run: Vec<String> = run.pods.iter().map(|p| p.pod.clone()).collect();
-    event(ctx, pc, kind, reason, note).await;
+    event(ctx, pc, kind, reasons::RUN_FINISHED, note).await;
     // Retention: each agent prunes its own files beyond keepRuns.
     let keep = u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
     for pod in pods_of_run.iter().filter_map(|name| pod_named(ctx, &ns, name)) {
@@ -566,11 +570,7 @@ async fn finish_run(pc: &ProfileCapture, ctx: &Context, status: &mut ProfileCapt
                 capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
                 keep_runs: keep,
             };
-            if let Err(reason) = ctx
-                .agents
-                .call::<_, RetentionResponse>(&agent, "POST", "/v1/retention", Some(&request), "retention")
-                .await
-            {
+            if let Err(reason) = ctx.agents.send(&agent, routes::RETENTION, None, Some(&request)).await {
                 tracing::warn!(pod = %pod.name, %reason, "retention failed");
             }
         }
@@ -597,9 +597,9 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
     });
     set_condition(
         &mut status.conditions,
-        "Progressing",
+        condition::PROGRESSING,
         running,
-        if running { "Capturing" } else { "Idle" },
+        if running { reasons::CAPTURING } else { reasons::IDLE },
         &run.filter(|_| running).map(|r| format!("run {} in progress", r.id)).unwrap_or_default(),
         generation,
     );
@@ -614,36 +614,47 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         .unwrap_or_default();
     let never = pc.spec.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now()));
     if let Some(why) = &never {
-        set_condition(&mut status.conditions, "Degraded", true, reasons::SCHEDULE_NEVER_FIRES, why, generation);
+        set_condition(
+            &mut status.conditions,
+            condition::DEGRADED,
+            true,
+            reasons::SCHEDULE_NEVER_FIRES,
+            why,
+            generation,
+        );
     } else if eligible.is_empty() {
-        set_condition(&mut status.conditions, "Degraded", true, "NoEligiblePods", NO_ELIGIBLE_PODS, generation);
+        let reason = reasons::NO_ELIGIBLE_PODS;
+        set_condition(&mut status.conditions, condition::DEGRADED, true, reason, NO_ELIGIBLE_PODS, generation);
     } else if !failed.is_empty() {
-        set_condition(&mut status.conditions, "Degraded", true, "PodsFailed", &failed.join("; "), generation);
+        let message = failed.join("; ");
+        set_condition(&mut status.conditions, condition::DEGRADED, true, reasons::PODS_FAILED, &message, generation);
     } else {
-        set_condition(&mut status.conditions, "Degraded", false, "AsExpected", "", generation);
+        set_condition(&mut status.conditions, condition::DEGRADED, false, reasons::AS_EXPECTED, "", generation);
     }
     let ready = run.is_some_and(|r| r.result == RunResult::Succeeded)
         || (run.is_none() && pc.spec.schedule.is_some() && !eligible.is_empty() && never.is_none());
     let (reason, message) = match run.map(|r| r.result) {
-        Some(RunResult::Succeeded) => {
-            ("Captured", format!("run {} captured every profile", run.map(|r| r.id.as_str()).unwrap_or_default()))
-        }
-        Some(RunResult::Running) => ("Capturing", String::new()),
-        Some(_) => {
-            ("RunFailed", format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()))
-        }
+        Some(RunResult::Succeeded) => (
+            reasons::CAPTURED,
+            format!("run {} captured every profile", run.map(|r| r.id.as_str()).unwrap_or_default()),
+        ),
+        Some(RunResult::Running) => (reasons::CAPTURING, String::new()),
+        Some(_) => (
+            reasons::RUN_FAILED,
+            format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()),
+        ),
         None if never.is_some() => (reasons::SCHEDULE_NEVER_FIRES, never.clone().unwrap_or_default()),
-        None if ready => ("Scheduled", "waiting for the schedule".into()),
-        None => ("Pending", "no run yet".into()),
+        None if ready => (reasons::SCHEDULED, "waiting for the schedule".into()),
+        None => (reasons::PENDING, "no run yet".into()),
     };
-    set_condition(&mut status.conditions, "Ready", ready, reason, &message, generation);
+    set_condition(&mut status.conditions, condition::READY, ready, reason, &message, generation);
 }
 
 /// Deletion: stop running captures, and with `deleteOnRemoval` remove the files. Best
 /// effort, bounded by the agent timeout: an unreachable agent never blocks deletion. Needs
 /// no valid spec: of a capture that cannot be read, its status and `spec.retention` are
 /// read from the stored object.
-async fn cleanup(object: &Guarded<ProfileCapture>, ctx: &Context) -> Result<Action> {
+async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>) -> Result<Action> {
     let ns = object.namespace().unwrap_or_default();
     let uid = object.uid().unwrap_or_default();
     let name = object.name_any();
@@ -658,9 +669,8 @@ async fn cleanup(object: &Guarded<ProfileCapture>, ctx: &Context) -> Result<Acti
     if let Some(run) = status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
         for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
             if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
-                let path = format!("/v1/captures/{}", decide::capture_id(&uid, &run.id, &p.pod));
-                let _: std::result::Result<CaptureStatus, AgentError> =
-                    ctx.agents.call::<(), _>(&agent, "DELETE", &path, None, "cancel_capture").await;
+                let id = decide::capture_id(&uid, &run.id, &p.pod);
+                let _ = ctx.agents.send(&agent, routes::CANCEL_CAPTURE, Some(&id), None).await;
             }
         }
     }
@@ -668,8 +678,7 @@ async fn cleanup(object: &Guarded<ProfileCapture>, ctx: &Context) -> Result<Acti
         let request = RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name }, keep_runs: 0 };
         for pod in pods.iter().filter(|p| p.agent_port.is_some()) {
             if let Some(agent) = agent_of(&ns, pod) {
-                let _: std::result::Result<RetentionResponse, AgentError> =
-                    ctx.agents.call(&agent, "POST", "/v1/retention", Some(&request), "retention").await;
+                let _ = ctx.agents.send(&agent, routes::RETENTION, None, Some(&request)).await;
             }
         }
     }
@@ -678,13 +687,16 @@ async fn cleanup(object: &Guarded<ProfileCapture>, ctx: &Context) -> Result<Acti
     Ok(Action::await_change())
 }
 
-/// Runs the controller until its streams end.
-pub async fn run(
-    ctx: Arc<Context>,
+/// Runs the controller on the capture cache `(reader, writer)` until its streams end or, once
+/// `shutdown` resolves, the reconciles in flight have finished (their status writes with
+/// them).
+pub async fn run<A: AgentApi>(
+    ctx: Arc<Context<A>>,
     captures: Api<Guarded<ProfileCapture>>,
+    (reader, writer): (reflector::Store<Guarded<ProfileCapture>>, reflector::store::Writer<Guarded<ProfileCapture>>),
     pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (reader, writer) = reflector::store();
     let selecting = reader.clone();
     let controller = Controller::for_stream(controller::objects(captures, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
@@ -697,6 +709,7 @@ pub async fn run(
         })
         // Bounded: thousands of captures must not all hold agent calls open at once.
         .with_config(kube::runtime::controller::Config::default().concurrency(32))
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     controller::drive(controller).await;
 }

@@ -12,7 +12,9 @@ use std::{
 
 use biometrics_crds::v1alpha1::ProfileCapture;
 use biometrics_test_apiserver::TestApiServer;
-use biometrics_test_support::{ChildGuard, GoTarget, free_port, repo_root, wait_for_listener, workspace_binary};
+use biometrics_test_support::{
+    ChildGuard, FaultProxy, GoTarget, free_port, repo_root, wait_for_listener, workspace_binary,
+};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Api, Client,
@@ -158,11 +160,27 @@ impl World {
         self.pods.push(FakePod { name: name.into(), ip, target, agent: Some(agent) });
     }
 
+    /// A pod with a Go target beside its agent, whose agent the operator reaches through a
+    /// fault proxy on the pod's address (the pod's agent-port annotation names the proxy).
+    pub async fn add_pod_behind_proxy(&mut self, name: &str, ip: IpAddr) -> FaultProxy {
+        let target = GoTarget::start(SocketAddr::new(ip, 6060));
+        let agent = self.start_agent(name, ip);
+        let proxy = FaultProxy::start(SocketAddr::new(ip, 0), SocketAddr::new(ip, 9477));
+        self.create_pod_on(name, ip, "api", proxy.addr().port()).await;
+        self.pods.push(FakePod { name: name.into(), ip, target: Some(target), agent: Some(agent) });
+        proxy
+    }
+
     /// The Pod object only: Running and Ready at `ip`, with an agent container.
     pub async fn create_pod(&self, name: &str, ip: IpAddr, app: &str) {
+        self.create_pod_on(name, ip, app, 9477).await;
+    }
+
+    /// The Pod object only, its agent on `agent_port`.
+    pub async fn create_pod_on(&self, name: &str, ip: IpAddr, app: &str, agent_port: u16) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
         let pod = json!({
-            "metadata": {"name": name, "labels": {"app": app}, "annotations": {"biometrics.io/agent-port": "9477"}},
+            "metadata": {"name": name, "labels": {"app": app}, "annotations": {"biometrics.io/agent-port": agent_port.to_string()}},
             "spec": {"containers": [{"name": "app", "image": "api"}, {"name": "biometrics-agent", "image": "agent"}]}
         });
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
