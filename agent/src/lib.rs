@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod names;
 pub mod profile;
 pub mod runtime;
+pub mod sampling;
 pub mod selfprof;
 pub mod server;
 pub mod tls;
@@ -22,8 +23,8 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, RwLock},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use crate::{
@@ -31,7 +32,7 @@ use crate::{
     captures::{Engine, EngineConfig, Limits},
     fetch::Fetcher,
     metrics::Metrics,
-    server::{AppState, KeyLoader, RuntimeCell},
+    server::{AppState, KeyLoader},
 };
 
 /// Everything the agent is configured with.
@@ -55,8 +56,10 @@ pub struct AgentConfig {
     pub target_base_path: String,
     /// The app container's memory limit.
     pub memory_limit_bytes: Option<u64>,
-    /// How often the app's runtime metrics are sampled.
+    /// How often the app's runtime metrics are sampled while asked for.
     pub sample_interval: Duration,
+    /// How long sampling stays on after the operator last asked for a sample.
+    pub sampling_lease: Duration,
     /// Capture limits.
     pub limits: Limits,
     /// Concurrent `/v1/` requests.
@@ -134,7 +137,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         },
         metrics.clone(),
     );
-    let runtime = Arc::new(RwLock::new(RuntimeCell::default()));
+    let runtime = sampling::Sampling::new(config.sampling_lease);
     let state = AppState {
         engine: engine.clone(),
         metrics,
@@ -226,24 +229,25 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
 const HEALTH_CONNECTIONS: usize = 8;
 
 /// Samples the app's runtime metrics every interval.
-async fn sample_forever(config: AgentConfig, cell: Arc<RwLock<RuntimeCell>>) {
+/// Samples the app's runtime metrics every interval while the operator asks for them.
+async fn sample_forever(config: AgentConfig, sampling: sampling::Sampling) {
     let fetcher = Fetcher::default();
-    let mut previous: Option<runtime::Previous> = None;
-    let mut ticker = tokio::time::interval(config.sample_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let sample = match config.target_port {
-            None => RuntimeSample {
-                error: Some("runtime metrics are off: the agent has no --target-port".into()),
-                ..Default::default()
-            },
-            Some(port) => take_sample(&fetcher, &config, port, &mut previous).await,
-        };
-        let mut c = cell.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.sample = sample;
-        c.at = Some(Instant::now());
-    }
+    let previous: Arc<tokio::sync::Mutex<Option<runtime::Previous>>> = Arc::default();
+    let config = Arc::new(config);
+    sampling
+        .run(config.sample_interval, || {
+            let (fetcher, config, previous) = (fetcher.clone(), config.clone(), previous.clone());
+            async move {
+                match config.target_port {
+                    None => RuntimeSample {
+                        error: Some("runtime metrics are off: the agent has no --target-port".into()),
+                        ..Default::default()
+                    },
+                    Some(port) => take_sample(&fetcher, &config, port, &mut *previous.lock().await).await,
+                }
+            }
+        })
+        .await;
 }
 
 async fn take_sample(

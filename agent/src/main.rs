@@ -66,6 +66,10 @@ struct ServeArgs {
     /// How often to sample the app's runtime metrics.
     #[arg(long, env = "BIOMETRICS_SAMPLE_INTERVAL", default_value = "10s")]
     sample_interval: biometrics_crds::duration::Duration,
+    /// How long runtime sampling stays on after the operator last asked for a sample (it
+    /// asks while a ProfileCapture selects this pod); without asks the app is never read.
+    #[arg(long, env = "BIOMETRICS_SAMPLING_LEASE", default_value = "2m")]
+    sampling_lease: biometrics_crds::duration::Duration,
     /// Largest profile response accepted from the app.
     #[arg(long, env = "BIOMETRICS_MAX_PROFILE_BYTES", default_value_t = 256 << 20)]
     max_profile_bytes: u64,
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
         target_base_path: a.target_base_path,
         memory_limit_bytes: a.memory_limit_bytes,
         sample_interval: a.sample_interval.as_std(),
+        sampling_lease: a.sampling_lease.as_std(),
         limits: Limits {
             max_profile_bytes: a.max_profile_bytes,
             max_decompressed_bytes: a.max_decompressed_bytes,

@@ -3,8 +3,8 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
-    time::{Instant, SystemTime},
+    sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use axum::{
@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     api::{
-        CaptureRequest, RetentionRequest, RetentionResponse, RuntimeSample,
+        CaptureRequest, RetentionRequest, RetentionResponse,
         routes::{self, ErrorBody, ErrorCode},
     },
     auth::{AuthError, Verifier, unix_now},
@@ -91,15 +91,6 @@ impl KeyLoader {
     }
 }
 
-/// The latest runtime sample and when it was taken.
-#[derive(Debug, Default)]
-pub struct RuntimeCell {
-    /// The sample.
-    pub sample: RuntimeSample,
-    /// When it was taken.
-    pub at: Option<Instant>,
-}
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -109,8 +100,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Token verification.
     pub keys: Arc<KeyLoader>,
-    /// The latest runtime sample.
-    pub runtime: Arc<RwLock<RuntimeCell>>,
+    /// Runtime samples of the app, taken while asked for.
+    pub runtime: crate::sampling::Sampling,
     /// One self-profile at a time.
     pub self_profile: Arc<tokio::sync::Mutex<()>>,
     /// Concurrent `/v1/` requests.
@@ -257,8 +248,7 @@ async fn delete_capture(State(state): State<AppState>, Path(id): Path<String>) -
 }
 
 async fn runtime(State(state): State<AppState>) -> Response {
-    let sample = state.runtime.read().unwrap_or_else(std::sync::PoisonError::into_inner).sample.clone();
-    json(StatusCode::OK, &sample)
+    json(StatusCode::OK, &state.runtime.ask().await)
 }
 
 async fn retention(State(state): State<AppState>, body: Body) -> Response {
@@ -301,8 +291,8 @@ async fn self_profile(State(state): State<AppState>, Query(q): Query<SelfProfile
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    if let Some(at) = state.runtime.read().unwrap_or_else(std::sync::PoisonError::into_inner).at {
-        state.metrics.runtime_sample_age.set(at.elapsed().as_secs_f64());
+    if let Some(age) = state.runtime.age() {
+        state.metrics.runtime_sample_age.set(age.as_secs_f64());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

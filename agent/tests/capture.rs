@@ -145,6 +145,10 @@ fn retention_keeps_the_newest_runs() {
 fn runtime_metrics_follow_the_go_runtime() {
     let target = go_target();
     let agent = Agent::start(Some(target.addr.port()), &["--memory-limit-bytes", "1073741824"]);
+    // The first ask starts sampling (as the operator's first poll does) and has one sample.
+    let (status, first) = agent.request("GET", "/v1/runtime", None);
+    assert_eq!(status, 200);
+    assert!(first["goroutines"].as_u64().is_some() && first["gcPerSecond"].is_null(), "{first}");
     std::thread::sleep(Duration::from_millis(2500));
     let (status, before) = agent.request("GET", "/v1/runtime", None);
     assert_eq!(status, 200);
@@ -355,4 +359,42 @@ fn queued_cpu_time_is_bounded_per_pod() {
     agent.wait_capture("cap-q1", Duration::from_secs(60));
     agent.wait_capture("cap-q3", Duration::from_secs(60));
     assert_eq!(post("cap-q2", &["cpu", "trace"], 3).0, 202, "accepted once the queue drained");
+}
+
+/// A stand-in app that counts the requests it is sent (and answers each with nothing useful).
+fn counting_app() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn the_app_is_sampled_only_while_the_operator_asks() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (port, requests) = counting_app();
+    // (The common start samples every second.)
+    let agent = Agent::start(Some(port), &["--sampling-lease", "3s"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(requests.load(SeqCst), 0, "no capture selects the pod: the app is never read");
+    let (status, sample) = agent.request("GET", "/v1/runtime", None);
+    assert_eq!(status, 200, "{sample}");
+    assert!(sample["sampledAt"].is_string(), "the first ask waits for a sample: {sample}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let during = requests.load(SeqCst);
+    assert!(during >= 4, "sampled every second while asked for: {during} requests");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = requests.load(SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(requests.load(SeqCst), after, "the lease ran out: sampling stopped");
 }

@@ -99,13 +99,16 @@ func spawn(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:6060", "address to serve pprof on")
+	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
-	runtime.SetBlockProfileRate(1)
-	runtime.SetMutexProfileFraction(1)
-	go burnCPU()
-	go churn()
-	for i := 0; i < 4; i++ {
-		go contend()
+	if !*idle {
+		runtime.SetBlockProfileRate(1)
+		runtime.SetMutexProfileFraction(1)
+		go burnCPU()
+		go churn()
+		for i := 0; i < 4; i++ {
+			go contend()
+		}
 	}
 	http.HandleFunc("/retain", retain)
 	http.HandleFunc("/free", free)

@@ -23,6 +23,7 @@ use biometrics_agent::profile::proto;
 use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, wait_for_listener};
 use prost::Message;
 
+mod idle_bench;
 mod operator_bench;
 mod redis_bench;
 
@@ -232,6 +233,7 @@ fn main() {
     drop(agent);
     accept_latency(&release, work.path(), target.addr.port(), scale);
     parse_latency(&target, scale);
+    idle_bench::run(&release, work.path(), scale);
     redis_bench::run(&release, &work.path().join("redis"), scale);
     operator_bench::run(work.path(), scale);
 }

@@ -123,22 +123,37 @@ pub fn go_target_binary() -> &'static Path {
 pub struct GoTarget {
     /// Where it serves pprof.
     pub addr: SocketAddr,
-    _process: ChildGuard,
+    process: ChildGuard,
 }
 
 impl GoTarget {
     /// Starts the target on `addr` and waits until it serves.
     pub fn start(addr: SocketAddr) -> Self {
+        Self::start_with(addr, &[])
+    }
+
+    /// Starts the target without its workloads: it only serves pprof.
+    pub fn start_idle(addr: SocketAddr) -> Self {
+        Self::start_with(addr, &["-idle"])
+    }
+
+    fn start_with(addr: SocketAddr, args: &[&str]) -> Self {
         let process = ChildGuard::spawn(
             "pprof-target",
             Command::new(go_target_binary())
+                .args(args)
                 .arg("-addr")
                 .arg(addr.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
         wait_for_listener(addr, Duration::from_secs(10));
-        Self { addr, _process: process }
+        Self { addr, process }
+    }
+
+    /// The target's process id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// GETs a path of the target over plain HTTP/1.0 and returns the body.
