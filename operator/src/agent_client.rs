@@ -308,7 +308,13 @@ impl AgentApi for AgentClient {
 /// A fake of the agents for reconcile tests: answers scripted per route, calls recorded.
 #[cfg(test)]
 pub mod fake {
-    use std::{collections::HashMap, sync::Mutex};
+    use std::{
+        collections::HashMap,
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
 
     use serde_json::Value;
 
@@ -332,6 +338,9 @@ pub mod fake {
     pub struct FakeAgents {
         answers: Mutex<HashMap<&'static str, Result<Value, AgentError>>>,
         calls: Mutex<Vec<Call>>,
+        latency: Mutex<Duration>,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
     }
 
     impl FakeAgents {
@@ -344,6 +353,16 @@ pub mod fake {
         /// Every call so far.
         pub fn calls(&self) -> Vec<Call> {
             self.calls.lock().unwrap().clone()
+        }
+
+        /// From now on every answer takes this long.
+        pub fn take(&self, latency: Duration) {
+            *self.latency.lock().unwrap() = latency;
+        }
+
+        /// The most calls that were in flight at once.
+        pub fn most_at_once(&self) -> usize {
+            self.most_in_flight.load(Ordering::SeqCst)
         }
     }
 
@@ -365,6 +384,11 @@ pub mod fake {
                 path: route.path(id.unwrap_or_default()),
                 body: body.map(|b| serde_json::to_value(b).expect("encodes")),
             });
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let latency = *self.latency.lock().unwrap();
+            tokio::time::sleep(latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             let answer = self.answers.lock().unwrap().get(route.label).cloned();
             match answer {
                 Some(Ok(value)) => serde_json::from_value(value).map_err(|e| AgentError::BadAnswer(e.to_string())),

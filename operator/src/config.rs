@@ -61,12 +61,20 @@ pub struct Profiling {
     /// How long a reconcile waits for an agent's answer.
     #[serde(default = "default_agent_timeout")]
     pub agent_timeout: biometrics_crds::duration::Duration,
+    /// How long a pod's agent may go without answering past its capture's expected end (and
+    /// past its last answer) before that pod's part of the run fails.
+    #[serde(default = "default_unreachable_grace")]
+    pub unreachable_grace: biometrics_crds::duration::Duration,
 }
 
 impl Default for Profiling {
     fn default() -> Self {
-        Self { max_pods: None, agent_timeout: default_agent_timeout() }
+        Self { max_pods: None, agent_timeout: default_agent_timeout(), unreachable_grace: default_unreachable_grace() }
     }
+}
+
+fn default_unreachable_grace() -> biometrics_crds::duration::Duration {
+    biometrics_crds::duration::Duration::from_secs(30)
 }
 
 fn default_agent_timeout() -> biometrics_crds::duration::Duration {
@@ -130,6 +138,9 @@ mod tests {
         assert_eq!(c.performance.alerting.goroutine_threshold, Some(5000.0));
         assert_eq!(c.performance.cache.enforce_interval.as_std().as_secs(), 60);
         assert_eq!(ConfigFile::parse("").unwrap_or_default(), ConfigFile::default());
+        assert_eq!(c.performance.profiling.unreachable_grace.as_std().as_secs(), 30, "the default");
+        let c = ConfigFile::parse("performance:\n  profiling:\n    unreachable_grace: 2m\n").unwrap();
+        assert_eq!(c.performance.profiling.unreachable_grace.as_std().as_secs(), 120);
     }
 
     #[test]

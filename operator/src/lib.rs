@@ -169,6 +169,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
             default_max_pods: config.defaults.performance.profiling.max_pods.and_then(|m| usize::try_from(m).ok()),
             poll_interval,
             alerting: config.defaults.performance.alerting.clone(),
+            unreachable_grace: config.defaults.performance.profiling.unreachable_grace.as_std(),
         },
         &config.identity,
     ));

@@ -72,6 +72,21 @@ pub const POD_FAILED: &str = "PodFailed";
 /// Event: a threshold trigger fired for a pod.
 pub const TRIGGER_FIRED: &str = "TriggerFired";
 
+// ProfileCapture: why one pod's part of a run failed (`status.lastRun.pods[].reason`).
+
+/// The agent reports the capture failed (nothing could be captured, or it was stopped).
+pub const CAPTURE_FAILED: &str = "CaptureFailed";
+/// The agent answered 404/410 for the capture: it no longer knows it (it restarted).
+pub const CAPTURE_NOT_FOUND: &str = "CaptureNotFound";
+/// The agent refused the request (a 4xx other than 408/429), or answered something unreadable.
+pub const AGENT_REFUSED: &str = "AgentRefused";
+/// The agent gave no answer (or only "not now") past the capture's expected end and a grace.
+pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
+/// The pod is gone.
+pub const POD_GONE: &str = "PodGone";
+/// The pod lost its IP or its agent.
+pub const NO_AGENT: &str = "NoAgent";
+
 // CachePolicy.
 
 /// `Ready` True: executor, credentials and a reachable Redis.

@@ -93,6 +93,10 @@ async fn a_one_shot_capture_lands_files_and_top_functions_in_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_agent_fails_its_pod_only_and_recovers() {
     let mut world = World::start(&["127.0.0.4", "127.0.0.5"]).await;
+    // A dead agent is retried past the capture's expected end for this long.
+    let config = world.dir.path().join("operator.yaml");
+    std::fs::write(&config, "performance:\n  profiling:\n    unreachable_grace: 3s\n").unwrap();
+    world.operator_args = vec!["--config".into(), config.display().to_string()];
     world.start_operator();
     // Kill one agent: that pod fails with the reason, the other succeeds.
     if let Some(mut agent) = world.pods[1].agent.take() {
@@ -109,6 +113,7 @@ async fn a_failing_agent_fails_its_pod_only_and_recovers() {
     assert_eq!(run.result, RunResult::PartiallySucceeded);
     let failed = run.pods.iter().find(|p| p.pod == "api-1").unwrap();
     assert_eq!(failed.result, RunResult::Failed);
+    assert_eq!(failed.reason.as_deref(), Some("AgentUnreachable"), "{failed:?}");
     assert!(failed.error.as_deref().unwrap().contains("unreachable"), "{failed:?}");
     assert_eq!(run.pods.iter().find(|p| p.pod == "api-0").unwrap().result, RunResult::Succeeded);
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
@@ -528,4 +533,82 @@ async fn sigterm_lets_the_reconcile_in_flight_write_its_status() {
     });
     assert_eq!(run.pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["api-0"]);
     assert!(world.operator_log().contains("the reconciles in flight finish first"));
+}
+
+/// Where the operator polls captures (`GET /v1/captures/{id}`); the start is `POST /v1/captures`.
+const POLLS: &str = "/v1/captures/";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_blips_during_a_cpu_capture_are_retried_and_a_404_fails_the_pod() {
+    let mut world = World::start(&[]).await;
+    let config = world.dir.path().join("operator.yaml");
+    std::fs::write(&config, "performance:\n  profiling:\n    agent_timeout: 1s\n").unwrap();
+    world.operator_args = vec!["--config".into(), config.display().to_string()];
+    let proxy = world.add_pod_behind_proxy("api-0", "127.0.0.15".parse().unwrap()).await;
+    world.start_operator();
+    let manifest =
+        capture_manifest("blips", "").replace("[cpu, heap]", "[cpu]").replace("duration: 2s", "duration: 8s");
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    // Polls are under way. Now the agent blips in each way a network or a busy agent does.
+    proxy.wait_for(POLLS, "pass", 1, Duration::from_secs(30));
+    let faults = [
+        Fault::Status(
+            429,
+            r#"{"code":"TooManyRequests","message":"too many concurrent requests; retry later"}"#.into(),
+        ),
+        Fault::Reset,
+        Fault::Status(503, "upstream connect error".into()),
+        // Past the operator's 1 s agent timeout.
+        Fault::Delay(Duration::from_secs(2)),
+        Fault::Freeze,
+    ];
+    for fault in faults {
+        let label = fault.label();
+        let seen = proxy.count(POLLS, label);
+        proxy.set_for(POLLS, fault);
+        proxy.wait_for(POLLS, label, seen + 1, Duration::from_secs(30));
+    }
+    proxy.set(Fault::Pass);
+    let pc = world
+        .wait_capture("blips", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.result != RunResult::Running)
+        })
+        .await;
+    let first = pc.status.unwrap().last_run.unwrap();
+    assert_eq!(first.result, RunResult::Succeeded, "{first:#?}\n{}", world.operator_log());
+    let pod = &first.pods[0];
+    assert_eq!((pod.error.as_deref(), pod.reason.as_deref()), (None, None));
+    assert!(world.dir.path().join("profiles").join(pod.profiles[0].path.as_ref().unwrap()).exists());
+    assert_eq!(proxy.count(POLLS, "status"), 2, "a 429 and a 503 reached the operator");
+    for label in ["reset", "delay", "freeze"] {
+        assert!(proxy.count(POLLS, label) >= 1, "{label}: {:?}", proxy.seen());
+    }
+    let described = world.kubectl(&["describe", "pcap", "blips", "-n", NS], None);
+    assert!(!described.contains("PodFailed"), "{described}");
+
+    // The agent restarted and lost the capture: a definitive 404 fails the pod at once.
+    let not_found = r#"{"code":"NotFound","message":"no capture with that id"}"#;
+    proxy.set_for(POLLS, Fault::Status(404, not_found.into()));
+    world.kubectl(&["annotate", "pcap", "blips", "-n", NS, "biometrics.io/capture-now=after-a-restart"], None);
+    let pc = world
+        .wait_capture("blips", Duration::from_secs(30), |pc| {
+            pc.status
+                .as_ref()
+                .and_then(|s| s.last_run.as_ref())
+                .is_some_and(|r| r.id != first.id && r.result != RunResult::Running)
+        })
+        .await;
+    let status = pc.status.unwrap();
+    let run = status.last_run.unwrap();
+    assert_eq!(run.result, RunResult::Failed);
+    let pod = &run.pods[0];
+    assert_eq!(pod.reason.as_deref(), Some("CaptureNotFound"), "{pod:?}");
+    assert!(pod.error.as_deref().unwrap().contains("404"), "{pod:?}");
+    let took = run.start_time.0.duration_until(run.completion_time.unwrap().0);
+    assert!(took < jiff::SignedDuration::from_secs(15), "not after the unreachable budget: {took:?}");
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "PodsFailed"));
+    assert!(degraded.message.contains("api-0 (CaptureNotFound)"), "{degraded:?}");
+    let described = world.kubectl(&["describe", "pcap", "blips", "-n", NS], None);
+    assert!(described.contains("PodFailed"), "{described}");
 }

@@ -441,6 +441,13 @@ pub struct PodRunResult {
     /// Why the pod failed as a whole (agent unreachable, pod gone, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure, for tools: `CaptureFailed` (the agent's capture failed),
+    /// `CaptureNotFound` (the agent answered 404/410 for the capture: it restarted),
+    /// `AgentRefused` (the agent refused the request), `AgentUnreachable` (no answer past the
+    /// capture's expected end and a grace), `PodGone`, `NoAgent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub reason: Option<String>,
 }
 
 /// One captured profile.

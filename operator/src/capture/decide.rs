@@ -1,10 +1,13 @@
 //! The ProfileCapture decisions, as pure functions over plain data: which pods, whether a
 //! run is due and what it is called, what the agents' answers mean for status.
 
-use crate::pods::fnv;
+use std::time::Duration;
+
+use crate::{agent_client::AgentError, pods::fnv, reasons};
 use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
 use biometrics_crds::{
     CAPTURE_NOW_ANNOTATION,
+    profile::ProfileType,
     schedule::Schedule,
     threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
@@ -121,17 +124,126 @@ pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
             }
         }
     };
+    let failed = result == RunResult::Failed;
     PodRunResult {
         pod: pod.to_owned(),
         result,
         profiles,
-        error: status.error.clone().filter(|_| result == RunResult::Failed),
+        error: status.error.clone().filter(|_| failed),
+        reason: failed.then(|| reasons::CAPTURE_FAILED.to_owned()),
     }
 }
 
-/// A pod that failed as a whole (agent unreachable, gone, …).
-pub fn pod_failed(pod: &str, reason: String) -> PodRunResult {
-    PodRunResult { pod: pod.to_owned(), result: RunResult::Failed, profiles: Vec::new(), error: Some(reason) }
+/// A pod that failed as a whole (agent unreachable or refusing, pod gone, …), with the
+/// reason ([`reasons`]) and the message.
+pub fn pod_failed(pod: &str, reason: &str, message: String) -> PodRunResult {
+    PodRunResult {
+        pod: pod.to_owned(),
+        result: RunResult::Failed,
+        profiles: Vec::new(),
+        error: Some(message),
+        reason: Some(reason.to_owned()),
+    }
+}
+
+/// A pod whose agent has not accepted its capture yet (the request is being retried).
+pub fn pod_starting(pod: &str) -> PodRunResult {
+    PodRunResult { pod: pod.to_owned(), result: RunResult::Running, profiles: Vec::new(), error: None, reason: None }
+}
+
+/// What a profile adds to a capture's length besides the spec's duration (fetching, parsing,
+/// writing).
+const PER_PROFILE: Duration = Duration::from_secs(2);
+
+/// How long a capture of `profiles` takes on a pod: the agent takes them one after another,
+/// cpu and trace for `duration` each.
+pub fn expected_length(profiles: &[ProfileType], duration: Duration) -> Duration {
+    profiles
+        .iter()
+        .map(|p| if matches!(p, ProfileType::Cpu | ProfileType::Trace) { duration + PER_PROFILE } else { PER_PROFILE })
+        .sum()
+}
+
+/// Which agent call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// `POST /v1/captures`: the agent has not accepted the capture yet.
+    Start,
+    /// `GET /v1/captures/{id}`: the agent accepted it.
+    Poll,
+}
+
+/// A pod's agent that has not answered (or only said "not now"), remembered between polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    /// When the first failure in a row was.
+    pub since: Timestamp,
+    /// Failures in a row.
+    pub attempts: u32,
+    /// When to ask again.
+    pub next_attempt: Timestamp,
+    /// The last failure, for the message if the pod fails.
+    pub last_error: String,
+}
+
+/// What a failed call means for a pod's part of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Still running as far as we know: ask again (as the updated record says).
+    Retry(Unanswered),
+    /// The pod has failed: its reason ([`reasons`]) and message.
+    Fail {
+        /// The reason.
+        reason: &'static str,
+        /// The message.
+        message: String,
+    },
+}
+
+/// The wait before asking again after `attempts` failures in a row: 1 s, doubling, at most 5 s.
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1 << attempts.clamp(1, 4).saturating_sub(1)).min(Duration::from_secs(5))
+}
+
+/// Decides on a failed `call` for a pod. A definitive answer fails the pod at once: 404 or
+/// 410 for the capture (the agent restarted and lost it: `CaptureNotFound`), any other
+/// refusal or an unreadable answer (`AgentRefused`). A transient failure (no connection, a
+/// timeout, 408, 429, 5xx) is retried with a backoff until the pod has gone without an
+/// answer past the capture's expected end, and past its first unanswered call, by `grace`
+/// (`AgentUnreachable`): a capture polled hundreds of times survives a blip.
+pub fn after_failure(
+    call: Call,
+    error: &AgentError,
+    previous: Option<&Unanswered>,
+    expected_end: Timestamp,
+    grace: Duration,
+    now: Timestamp,
+) -> Verdict {
+    if !error.is_transient() {
+        return match call {
+            Call::Poll if error.is_not_found() => Verdict::Fail {
+                reason: reasons::CAPTURE_NOT_FOUND,
+                message: format!("the agent no longer knows this capture (it restarted since?): {error}"),
+            },
+            _ => Verdict::Fail { reason: reasons::AGENT_REFUSED, message: error.to_string() },
+        };
+    }
+    let since = previous.map_or(now, |p| p.since);
+    let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
+    let signed = |d: Duration| jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
+    let deadline = expected_end.max(since).checked_add(signed(grace)).unwrap_or(Timestamp::MAX);
+    if now >= deadline {
+        let silent = now.duration_since(since).round(jiff::Unit::Second).unwrap_or_default();
+        return Verdict::Fail {
+            reason: reasons::AGENT_UNREACHABLE,
+            message: format!(
+                "no answer for {silent:#}, past the capture's expected end and a grace of {}s: {error}",
+                grace.as_secs()
+            ),
+        };
+    }
+    let next = now.checked_add(signed(retry_delay(attempts))).unwrap_or(deadline).min(deadline);
+    Verdict::Retry(Unanswered { since, attempts, next_attempt: next, last_error: error.to_string() })
 }
 
 /// The run's result from its pods'.
@@ -384,10 +496,115 @@ mod tests {
         assert_eq!(pod_result("p", &status(vec![ok, failed.clone()])).result, RunResult::PartiallySucceeded);
         assert_eq!(pod_result("p", &status(vec![failed])).result, RunResult::Failed);
         let pods = vec![
-            pod_failed("a", "gone".into()),
-            PodRunResult { pod: "b".into(), result: RunResult::Succeeded, profiles: vec![], error: None },
+            pod_failed("a", reasons::POD_GONE, "gone".into()),
+            PodRunResult { pod: "b".into(), result: RunResult::Succeeded, profiles: vec![], error: None, reason: None },
         ];
         assert_eq!(run_result(&pods), RunResult::PartiallySucceeded);
+    }
+
+    fn answered(status: u16, code: Option<biometrics_agent_api::ErrorCode>) -> AgentError {
+        AgentError::Answered { status, code, message: "m".into() }
+    }
+
+    #[test]
+    fn a_capture_is_expected_to_take_its_cpu_and_trace_durations_one_after_another() {
+        let d = Duration::from_secs(30);
+        assert_eq!(expected_length(&[ProfileType::Cpu, ProfileType::Heap], d), Duration::from_secs(34));
+        assert_eq!(expected_length(&[ProfileType::Cpu, ProfileType::Trace], d), Duration::from_secs(64));
+        assert_eq!(expected_length(&[ProfileType::Goroutine], d), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn blips_are_retried_with_a_backoff_and_only_a_long_silence_fails_the_pod() {
+        let started = t("2026-01-01T00:00:00Z");
+        let expected_end = t("2026-01-01T00:05:00Z");
+        let grace = Duration::from_secs(30);
+        let transient = [
+            AgentError::Timeout(Duration::from_secs(5)),
+            AgentError::Unreachable { addr: "10.0.0.1:9477".into(), reason: "connection reset by peer".into() },
+            answered(429, Some(biometrics_agent_api::ErrorCode::TooManyRequests)),
+            answered(503, None),
+            answered(500, Some(biometrics_agent_api::ErrorCode::Internal)),
+            answered(408, None),
+        ];
+        for error in &transient {
+            let Verdict::Retry(first) = after_failure(Call::Poll, error, None, expected_end, grace, started) else {
+                panic!("{error} is retried");
+            };
+            assert_eq!((first.since, first.attempts), (started, 1));
+            assert_eq!(first.next_attempt, t("2026-01-01T00:00:01Z"));
+        }
+        // Failures in a row back off, 1 s doubling up to 5 s, keeping when the silence began.
+        let mut record = None;
+        let mut now = started;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let Verdict::Retry(next) =
+                after_failure(Call::Poll, &transient[0], record.as_ref(), expected_end, grace, now)
+            else {
+                panic!("still within the budget");
+            };
+            waits.push(now.duration_until(next.next_attempt).as_secs());
+            now = next.next_attempt;
+            record = Some(next);
+        }
+        assert_eq!(waits, [1, 2, 4, 5, 5, 5]);
+        assert_eq!(record.as_ref().unwrap().since, started);
+        // Until the expected end plus the grace: then the pod fails, saying so.
+        let retry_at_end =
+            after_failure(Call::Poll, &transient[0], record.as_ref(), expected_end, grace, t("2026-01-01T00:05:29Z"));
+        let Verdict::Retry(last) = retry_at_end else { panic!("within the grace") };
+        assert_eq!(last.next_attempt, t("2026-01-01T00:05:30Z"), "never past the deadline");
+        let verdict =
+            after_failure(Call::Poll, &transient[0], Some(&last), expected_end, grace, t("2026-01-01T00:05:30Z"));
+        let Verdict::Fail { reason, message } = verdict else { panic!("past the budget") };
+        assert_eq!(reason, reasons::AGENT_UNREACHABLE);
+        assert_eq!(
+            message,
+            "no answer for 5m 30s, past the capture's expected end and a grace of 30s: agent did not answer within 5s"
+        );
+        // A pod that answered until after the expected end still gets the whole grace.
+        let late = t("2026-01-01T00:07:00Z");
+        let Verdict::Retry(r) = after_failure(Call::Poll, &transient[1], None, expected_end, grace, late) else {
+            panic!("a first failure after the expected end is retried");
+        };
+        assert!(matches!(
+            after_failure(Call::Poll, &transient[1], Some(&r), expected_end, grace, t("2026-01-01T00:07:29Z")),
+            Verdict::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn a_definitive_answer_fails_the_pod_at_once_with_its_reason() {
+        let now = t("2026-01-01T00:00:10Z");
+        let end = t("2026-01-01T00:05:00Z");
+        let grace = Duration::from_secs(30);
+        let fail = |call, error: AgentError| match after_failure(call, &error, None, end, grace, now) {
+            Verdict::Fail { reason, message } => (reason, message),
+            Verdict::Retry(_) => panic!("{error} is definitive"),
+        };
+        let (reason, message) = fail(Call::Poll, answered(404, Some(biometrics_agent_api::ErrorCode::NotFound)));
+        assert_eq!(reason, reasons::CAPTURE_NOT_FOUND);
+        assert!(message.contains("no longer knows") && message.contains("404"), "{message}");
+        assert_eq!(fail(Call::Poll, answered(410, None)).0, reasons::CAPTURE_NOT_FOUND);
+        assert_eq!(fail(Call::Start, answered(404, None)).0, reasons::AGENT_REFUSED, "no such route is a refusal");
+        assert_eq!(
+            fail(Call::Start, answered(400, Some(biometrics_agent_api::ErrorCode::InvalidRequest))).0,
+            reasons::AGENT_REFUSED
+        );
+        assert_eq!(fail(Call::Poll, answered(403, None)).0, reasons::AGENT_REFUSED);
+        assert_eq!(fail(Call::Poll, AgentError::BadAnswer("expected value".into())).0, reasons::AGENT_REFUSED);
+        // And an agent that says its capture failed: the pod's result says so.
+        let failed = CaptureStatus {
+            id: "x".into(),
+            state: CaptureState::Failed,
+            started_at: String::new(),
+            finished_at: None,
+            error: Some("the app refused".into()),
+            profiles: vec![],
+        };
+        let result = pod_result("p", &failed);
+        assert_eq!((result.result, result.reason.as_deref()), (RunResult::Failed, Some(reasons::CAPTURE_FAILED)));
     }
 
     #[test]
@@ -475,6 +692,7 @@ mod size {
                 result: RunResult::Succeeded,
                 profiles: ProfileType::ALL.iter().map(|p| profile(*p)).collect(),
                 error: None,
+                reason: None,
             })
             .collect();
         ProfileCaptureStatus {

@@ -17,6 +17,7 @@ use biometrics_crds::{
         RunSummary, RunTrigger, TriggerFire,
     },
 };
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
@@ -24,7 +25,7 @@ use kube::{
     runtime::{Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector},
 };
 
-use super::decide::{self, DueRun};
+use super::decide::{self, Call, DueRun, Unanswered, Verdict};
 use crate::{
     agent_client::{AgentApi, AgentClient},
     controller::{self, Failures},
@@ -42,6 +43,18 @@ pub const FINALIZER: &str = "biometrics.io/profilecapture";
 const CONTROLLER: &str = "profilecapture";
 /// The action of this controller's Events.
 const ACTION: &str = "Capture";
+/// Agent calls of one reconcile made at once: the pods of a run are asked together, so 100
+/// unreachable pods cost one timeout, not 100 in a row.
+pub const AGENT_CALLS_AT_ONCE: usize = 16;
+
+/// Runs `call` over `items`, at most [`AGENT_CALLS_AT_ONCE`] at a time; answers in order.
+async fn each<T, F, Fut>(items: Vec<T>, call: F) -> Vec<Fut::Output>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future,
+{
+    futures::stream::iter(items).map(call).buffered(AGENT_CALLS_AT_ONCE).collect().await
+}
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -56,6 +69,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Cluster-wide alert thresholds (`performance.alerting`).
     pub alerting: crate::config::Alerting,
+    /// How long past a capture's expected end a silent agent is retried before its pod fails
+    /// (`performance.profiling.unreachable_grace`).
+    pub unreachable_grace: Duration,
 }
 
 /// What reconciles share; the agents' client is behind [`AgentApi`], so reconcile steps can
@@ -81,6 +97,9 @@ pub struct Context<A = AgentClient> {
     pub settings: Settings,
     /// Each capture's previous finished run, to compare the next one with (by uid).
     previous: Mutex<HashMap<String, CaptureRun>>,
+    /// Pods of running runs whose agents have not answered, by capture id (with the start
+    /// request while the agent has not accepted it).
+    unanswered: Mutex<HashMap<String, (Unanswered, Option<CaptureRequest>)>>,
     /// Status writes, remembered until the watch delivers them.
     status: StatusWriter<ProfileCaptureStatus>,
 }
@@ -109,9 +128,14 @@ impl<A: AgentApi> Context<A> {
             failures: Failures::default(),
             settings,
             previous: Mutex::default(),
+            unanswered: Mutex::default(),
             status: StatusWriter::default(),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn event<A: AgentApi>(ctx: &Context<A>, pc: &ProfileCapture, type_: EventType, reason: &str, note: String) {
@@ -237,18 +261,24 @@ async fn refresh_runtime<A: AgentApi>(
     let ns = pc.namespace().unwrap_or_default();
     let interval = jiff::SignedDuration::try_from(ctx.settings.metrics_interval).unwrap_or_default();
     let mut pods = Vec::new();
+    let mut stale = Vec::new();
     for pod in eligible {
         let previous = status.pods.iter().find(|p| p.name == pod.name).cloned();
         let fresh = previous
             .as_ref()
             .and_then(|p| p.sample_time.as_ref())
             .is_some_and(|t| t.0.checked_add(interval).is_ok_and(|end| end > now));
-        if fresh {
-            pods.extend(previous);
-            continue;
+        match (fresh, agent_of(&ns, pod)) {
+            (true, _) => pods.extend(previous),
+            (false, Some(agent)) => stale.push((pod.name.clone(), agent, previous)),
+            (false, None) => {}
         }
-        let Some(agent) = agent_of(&ns, pod) else { continue };
-        let sample = ctx.agents.send(&agent, routes::RUNTIME, None, None).await;
+    }
+    let samples = each(stale, |(pod, agent, previous)| async move {
+        (pod, previous, ctx.agents.send(&agent, routes::RUNTIME, None, None).await)
+    })
+    .await;
+    for (pod, previous, sample) in samples {
         let entry = match sample {
             Ok(s) => {
                 let thresholds = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
@@ -265,12 +295,12 @@ async fn refresh_runtime<A: AgentApi>(
                         pc,
                         EventType::Warning,
                         reasons::THRESHOLD_CROSSED,
-                        format!("pod {} reached {worst}: {}", pod.name, describe_levels(&s, &levels)),
+                        format!("pod {} reached {worst}: {}", pod, describe_levels(&s, &levels)),
                     )
                     .await;
                 }
                 PodRuntime {
-                    name: pod.name.clone(),
+                    name: pod.clone(),
                     sample_time: Some(now_time()),
                     heap_alloc_bytes: s.heap_alloc_bytes.and_then(|v| i64::try_from(v).ok()),
                     heap_sys_bytes: s.heap_sys_bytes.and_then(|v| i64::try_from(v).ok()),
@@ -283,7 +313,7 @@ async fn refresh_runtime<A: AgentApi>(
                 }
             }
             Err(reason) => PodRuntime {
-                name: pod.name.clone(),
+                name: pod.clone(),
                 sample_time: Some(now_time()),
                 heap_alloc_bytes: None,
                 heap_sys_bytes: None,
@@ -421,31 +451,54 @@ async fn start_run<A: AgentApi>(
         event(ctx, pc, EventType::Warning, reasons::NO_ELIGIBLE_PODS, note).await;
         return;
     }
+    let requests: Vec<_> = targets
+        .iter()
+        .filter_map(|(pod, profiles)| {
+            let agent = agent_of(ns, pod)?;
+            let request = CaptureRequest {
+                id: decide::capture_id(uid, &run.id, &pod.name),
+                capture: CaptureRef { namespace: ns.into(), name: pc.name_any() },
+                run: run.id.clone(),
+                profiles: profiles.clone(),
+                duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
+                target: TargetSpec {
+                    port: u16::try_from(pc.spec.target.port).unwrap_or(0),
+                    base_path: pc.spec.target.base_path.clone(),
+                },
+            };
+            Some((pod.name.clone(), agent, request))
+        })
+        .collect();
+    let answers = each(requests, |(pod, agent, request)| async move {
+        let answer = ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(&request)).await;
+        (pod, request, answer)
+    })
+    .await;
+    let end = expected_end(pc, now);
     let mut pods = Vec::new();
-    for (pod, profiles) in &targets {
-        let Some(agent) = agent_of(ns, pod) else { continue };
-        let request = CaptureRequest {
-            id: decide::capture_id(uid, &run.id, &pod.name),
-            capture: CaptureRef { namespace: ns.into(), name: pc.name_any() },
-            run: run.id.clone(),
-            profiles: profiles.clone(),
-            duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
-            target: TargetSpec {
-                port: u16::try_from(pc.spec.target.port).unwrap_or(0),
-                base_path: pc.spec.target.base_path.clone(),
+    let mut failed = Vec::new();
+    for (pod, request, answer) in answers {
+        pods.push(match answer {
+            Ok(s) => decide::pod_result(&pod, &s),
+            Err(e) => match decide::after_failure(Call::Start, &e, None, end, ctx.settings.unreachable_grace, now) {
+                Verdict::Retry(record) => {
+                    tracing::info!(capture = %pc.name_any(), %pod, error = %e, "the agent has not taken the capture; retrying");
+                    lock(&ctx.unanswered).insert(request.id.clone(), (record, Some(request)));
+                    decide::pod_starting(&pod)
+                }
+                Verdict::Fail { reason, message } => {
+                    let result = decide::pod_failed(&pod, reason, message);
+                    failed.push(result.clone());
+                    result
+                }
             },
-        };
-        let accepted = ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(&request)).await;
-        pods.push(match accepted {
-            Ok(s) => decide::pod_result(&pod.name, &s),
-            Err(reason) => {
-                event(ctx, pc, EventType::Warning, reasons::POD_FAILED, format!("pod {}: {reason}", pod.name)).await;
-                decide::pod_failed(&pod.name, reason.to_string())
-            }
         });
     }
+    for f in &failed {
+        event(ctx, pc, EventType::Warning, reasons::POD_FAILED, pod_failed_note(f)).await;
+    }
     if let Some(previous) = status.last_run.take() {
-        ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid.to_owned(), previous.clone());
+        lock(&ctx.previous).insert(uid.to_owned(), previous.clone());
         status.history.insert(0, summary(&previous));
         status.history.truncate(usize::try_from(pc.spec.retention.history_limit).unwrap_or(10));
     }
@@ -485,35 +538,96 @@ fn summary(run: &CaptureRun) -> RunSummary {
     }
 }
 
+/// When a run that started at `start` is expected to be over on every pod: the capture's
+/// profiles (and any its triggers take) one after another.
+fn expected_end(pc: &ProfileCapture, start: Timestamp) -> Timestamp {
+    let mut profiles = pc.spec.profiles.clone();
+    profiles.extend(pc.spec.triggers.iter().flat_map(|t| t.profiles.iter().copied()));
+    profiles.sort();
+    profiles.dedup();
+    let length = decide::expected_length(&profiles, pc.spec.duration.as_std());
+    start.checked_add(jiff::SignedDuration::try_from(length).unwrap_or_default()).unwrap_or(start)
+}
+
+/// The note of a `PodFailed` Event.
+fn pod_failed_note(p: &PodRunResult) -> String {
+    format!("pod {} ({}): {}", p.pod, p.reason.as_deref().unwrap_or_default(), p.error.as_deref().unwrap_or_default())
+}
+
+/// Asks each running pod's agent how its capture stands (or, while it has not taken it, to
+/// take it), all at once within [`AGENT_CALLS_AT_ONCE`]. A transient failure keeps the pod
+/// running and is retried with a backoff; a definitive answer or a silence past the budget
+/// fails it with the reason ([`decide::after_failure`]).
 async fn poll_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &mut ProfileCaptureStatus) {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
+    let now = Timestamp::now();
     let Some(run) = status.last_run.as_mut() else { return };
     let run_id = run.id.clone();
-    let mut failures = Vec::new();
-    for pod_result in run.pods.iter_mut().filter(|p| p.result == RunResult::Running) {
-        let Some(pod) = pod_named(ctx, &ns, &pod_result.pod) else {
-            *pod_result = decide::pod_failed(&pod_result.pod, "the pod is gone".into());
-            failures.push(pod_result.clone());
-            continue;
+    let end = expected_end(pc, run.start_time.0);
+    let mut failed = Vec::new();
+    let mut asks = Vec::new();
+    for p in run.pods.iter_mut().filter(|p| p.result == RunResult::Running) {
+        let id = decide::capture_id(&uid, &run_id, &p.pod);
+        let agent = match pod_named(ctx, &ns, &p.pod) {
+            None => Err((reasons::POD_GONE, "the pod is gone")),
+            Some(pod) => agent_of(&ns, &pod).ok_or((reasons::NO_AGENT, "the pod has no IP or agent")),
         };
-        let Some(agent) = agent_of(&ns, &pod) else {
-            *pod_result = decide::pod_failed(&pod_result.pod, "the pod has no IP or agent".into());
-            failures.push(pod_result.clone());
-            continue;
-        };
-        let id = decide::capture_id(&uid, &run_id, &pod.name);
-        match ctx.agents.send(&agent, routes::CAPTURE, Some(&id), None).await {
-            Ok(s) => *pod_result = decide::pod_result(&pod.name, &s),
-            Err(reason) => {
-                *pod_result = decide::pod_failed(&pod.name, reason.to_string());
-                failures.push(pod_result.clone());
+        match agent {
+            Err((reason, message)) => {
+                lock(&ctx.unanswered).remove(&id);
+                *p = decide::pod_failed(&p.pod, reason, message.into());
+                failed.push(p.clone());
+            }
+            Ok(agent) => {
+                let pending = lock(&ctx.unanswered).get(&id).cloned();
+                match pending {
+                    // Backing off.
+                    Some((record, _)) if record.next_attempt > now => {}
+                    Some((_, request)) => asks.push((p.pod.clone(), id, agent, request)),
+                    None => asks.push((p.pod.clone(), id, agent, None)),
+                }
             }
         }
     }
-    for f in failures {
-        let note = format!("pod {}: {}", f.pod, f.error.unwrap_or_default());
-        event(ctx, pc, EventType::Warning, reasons::POD_FAILED, note).await;
+    let answers = each(asks, |(pod, id, agent, request)| async move {
+        let answer = match &request {
+            Some(start) => (Call::Start, ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(start)).await),
+            None => (Call::Poll, ctx.agents.send(&agent, routes::CAPTURE, Some(&id), None).await),
+        };
+        (pod, id, request, answer)
+    })
+    .await;
+    let grace = ctx.settings.unreachable_grace;
+    for (pod, id, request, (call, answer)) in answers {
+        let Some(p) = run.pods.iter_mut().find(|p| p.pod == pod) else { continue };
+        match answer {
+            Ok(s) => {
+                if lock(&ctx.unanswered).remove(&id).is_some() {
+                    tracing::info!(capture = %pc.name_any(), %pod, "the agent answers again");
+                }
+                *p = decide::pod_result(&pod, &s);
+            }
+            Err(e) => {
+                let previous = lock(&ctx.unanswered).get(&id).map(|(record, _)| record.clone());
+                match decide::after_failure(call, &e, previous.as_ref(), end, grace, now) {
+                    Verdict::Retry(record) => {
+                        if previous.is_none() {
+                            tracing::info!(capture = %pc.name_any(), %pod, error = %e, "no answer from the agent; retrying");
+                        }
+                        lock(&ctx.unanswered).insert(id, (record, request));
+                    }
+                    Verdict::Fail { reason, message } => {
+                        lock(&ctx.unanswered).remove(&id);
+                        *p = decide::pod_failed(&pod, reason, message);
+                        failed.push(p.clone());
+                    }
+                }
+            }
+        }
+    }
+    for f in &failed {
+        event(ctx, pc, EventType::Warning, reasons::POD_FAILED, pod_failed_note(f)).await;
     }
     run.result = decide::run_result(&run.pods);
     if run.result != RunResult::Running {
@@ -524,7 +638,7 @@ async fn poll_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &m
 async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &mut ProfileCaptureStatus) {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
-    let previous = ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&uid).cloned();
+    let previous = lock(&ctx.previous).get(&uid).cloned();
     let Some(run) = status.last_run.as_mut() else { return };
     run.completion_time = Some(now_time());
     // Compared with the previous run of the same capture, pod by pod and profile by profile.
@@ -561,18 +675,31 @@ async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: 
         format!("run {} finished: {:?}, {} profiles from {}/{} pods", run.id, run.result, profiles, ok, run.pods.len());
     let kind = if run.result == RunResult::Succeeded { EventType::Normal } else { EventType::Warning };
     let pods_of_run: Vec<String> = run.pods.iter().map(|p| p.pod.clone()).collect();
+    {
+        let mut unanswered = lock(&ctx.unanswered);
+        for pod in &pods_of_run {
+            unanswered.remove(&decide::capture_id(&uid, &run.id, pod));
+        }
+    }
     event(ctx, pc, kind, reasons::RUN_FINISHED, note).await;
     // Retention: each agent prunes its own files beyond keepRuns.
-    let keep = u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
-    for pod in pods_of_run.iter().filter_map(|name| pod_named(ctx, &ns, name)) {
-        if let Some(agent) = agent_of(&ns, &pod) {
-            let request = RetentionRequest {
-                capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
-                keep_runs: keep,
-            };
-            if let Err(reason) = ctx.agents.send(&agent, routes::RETENTION, None, Some(&request)).await {
-                tracing::warn!(pod = %pod.name, %reason, "retention failed");
-            }
+    let request = RetentionRequest {
+        capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
+        keep_runs: u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5),
+    };
+    let mut agents = Vec::new();
+    for name in &pods_of_run {
+        agents.extend(pod_named(ctx, &ns, name).and_then(|p| agent_of(&ns, &p)));
+    }
+    let request = &request;
+    for (agent, pruned) in each(agents, |agent| async move {
+        let pruned = ctx.agents.send(&agent, routes::RETENTION, None, Some(request)).await;
+        (agent, pruned)
+    })
+    .await
+    {
+        if let Err(reason) = pruned {
+            tracing::warn!(pod = %agent.pod, %reason, "retention failed");
         }
     }
 }
@@ -608,7 +735,11 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
             r.pods
                 .iter()
                 .filter(|p| matches!(p.result, RunResult::Failed | RunResult::PartiallySucceeded))
-                .map(|p| format!("{}: {}", p.pod, p.error.clone().unwrap_or_else(|| "some profiles failed".into())))
+                .map(|p| match (&p.reason, &p.error) {
+                    (Some(reason), Some(error)) => format!("{} ({reason}): {error}", p.pod),
+                    (None, Some(error)) => format!("{}: {error}", p.pod),
+                    (_, None) => format!("{}: some profiles failed", p.pod),
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -667,22 +798,32 @@ async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>
     };
     let pods = pods_in(ctx, &ns, None);
     if let Some(run) = status.as_ref().and_then(|s| s.last_run.as_ref()).filter(|r| r.result == RunResult::Running) {
+        let mut running = Vec::new();
         for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
+            let id = decide::capture_id(&uid, &run.id, &p.pod);
+            lock(&ctx.unanswered).remove(&id);
             if let Some(agent) = pods.iter().find(|x| x.name == p.pod).and_then(|pod| agent_of(&ns, pod)) {
-                let id = decide::capture_id(&uid, &run.id, &p.pod);
-                let _ = ctx.agents.send(&agent, routes::CANCEL_CAPTURE, Some(&id), None).await;
+                running.push((agent, id));
             }
         }
+        each(running, |(agent, id)| async move {
+            let _ = ctx.agents.send(&agent, routes::CANCEL_CAPTURE, Some(&id), None).await;
+        })
+        .await;
     }
     if delete_files {
         let request = RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name }, keep_runs: 0 };
-        for pod in pods.iter().filter(|p| p.agent_port.is_some()) {
-            if let Some(agent) = agent_of(&ns, pod) {
-                let _ = ctx.agents.send(&agent, routes::RETENTION, None, Some(&request)).await;
-            }
+        let request = &request;
+        let mut agents = Vec::new();
+        for pod in &pods {
+            agents.extend(agent_of(&ns, pod));
         }
+        each(agents, |agent| async move {
+            let _ = ctx.agents.send(&agent, routes::RETENTION, None, Some(request)).await;
+        })
+        .await;
     }
-    ctx.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
+    lock(&ctx.previous).remove(&uid);
     ctx.status.forget(&uid);
     Ok(Action::await_change())
 }
@@ -712,4 +853,129 @@ pub async fn run<A: AgentApi>(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     controller::drive(controller).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use biometrics_agent_api::{CaptureState, CaptureStatus, ErrorCode};
+    use kube::runtime::watcher;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        agent_client::{AgentError, fake::FakeAgents},
+        testing,
+    };
+
+    fn context(client: Client, pods: usize, agents: FakeAgents) -> Context<FakeAgents> {
+        let (store, mut writer) = reflector::store::<Pod>();
+        for i in 0..pods {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": format!("api-{i}"), "namespace": testing::NS, "labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "app"}, {"name": "biometrics-agent"}]},
+                "status": {"phase": "Running", "podIP": format!("10.0.{}.{}", i / 200, i % 200 + 1),
+                    "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(pod));
+        }
+        let settings = Settings {
+            default_agent_port: 9477,
+            metrics_interval: Duration::from_secs(30),
+            default_max_pods: None,
+            poll_interval: Duration::from_secs(1),
+            alerting: Default::default(),
+            unreachable_grace: Duration::from_secs(30),
+        };
+        Context::new(client, store, agents, SigningKey::generate().unwrap(), Metrics::default(), settings, "test")
+    }
+
+    /// A capture whose run `g1` is running on `pods` pods.
+    fn running(pods: usize) -> (ProfileCapture, ProfileCaptureStatus) {
+        let pc: ProfileCapture = serde_json::from_value(json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
+            "metadata": {"name": "checkout", "namespace": testing::NS, "uid": "0f3c9a2b-1111", "generation": 1},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "target": {"port": 6060}, "profiles": ["cpu"],
+                "duration": "30s"}
+        }))
+        .unwrap();
+        let run = CaptureRun {
+            id: "g1".into(),
+            trigger: RunTrigger::Spec,
+            start_time: Time(Timestamp::now()),
+            completion_time: None,
+            result: RunResult::Running,
+            pods: (0..pods).map(|i| decide::pod_starting(&format!("api-{i}"))).collect(),
+        };
+        (pc, ProfileCaptureStatus { last_run: Some(run), ..Default::default() })
+    }
+
+    fn capture(state: CaptureState) -> CaptureStatus {
+        CaptureStatus {
+            id: "x".into(),
+            state,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            error: None,
+            profiles: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pods_of_a_run_are_polled_together_within_the_bound() {
+        let (_server, client) = testing::api_server().await;
+        let agents = FakeAgents::default();
+        agents.answer(routes::CAPTURE, Ok(capture(CaptureState::Running)));
+        agents.take(Duration::from_millis(300));
+        let ctx = context(client, 40, agents);
+        let (pc, mut status) = running(40);
+        let started = std::time::Instant::now();
+        poll_run(&pc, &ctx, &mut status).await;
+        let took = started.elapsed();
+        assert_eq!(ctx.agents.calls().len(), 40);
+        assert!(ctx.agents.calls().iter().all(|c| c.route == "poll_capture" && c.path.starts_with("/v1/captures/")));
+        assert_eq!(ctx.agents.most_at_once(), AGENT_CALLS_AT_ONCE, "bounded, and used");
+        // Three rounds of 16, not 40 calls in a row (12 s).
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(status.last_run.unwrap().result, RunResult::Running);
+    }
+
+    #[tokio::test]
+    async fn a_blip_keeps_the_pod_running_and_a_404_fails_it_with_the_reason() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client.clone(), 1, FakeAgents::default());
+        let (pc, mut status) = running(1);
+        let busy = AgentError::Answered {
+            status: 429,
+            code: Some(ErrorCode::TooManyRequests),
+            message: "too many concurrent requests; retry later".into(),
+        };
+        ctx.agents.answer(routes::CAPTURE, Err(busy));
+        poll_run(&pc, &ctx, &mut status).await;
+        let pod = &status.last_run.as_ref().unwrap().pods[0];
+        assert_eq!((pod.result, pod.error.as_deref(), pod.reason.as_deref()), (RunResult::Running, None, None));
+        // Backing off: the next poll a moment later does not ask yet.
+        poll_run(&pc, &ctx, &mut status).await;
+        assert_eq!(ctx.agents.calls().len(), 1);
+
+        // The agent restarted and lost the capture: the pod fails now, saying why.
+        let gone = AgentError::Answered {
+            status: 404,
+            code: Some(ErrorCode::NotFound),
+            message: "no capture \"0f3c9a2b1111-g1-…\"".into(),
+        };
+        ctx.agents.answer(routes::CAPTURE, Err(gone));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        poll_run(&pc, &ctx, &mut status).await;
+        let run = status.last_run.as_ref().unwrap();
+        let pod = &run.pods[0];
+        assert_eq!((pod.result, pod.reason.as_deref()), (RunResult::Failed, Some(reasons::CAPTURE_NOT_FOUND)));
+        assert!(pod.error.as_deref().unwrap().contains("404"), "{pod:?}");
+        assert_eq!(run.result, RunResult::Failed);
+        assert!(run.completion_time.is_some());
+        assert!(lock(&ctx.unanswered).is_empty(), "nothing left over");
+        let events = testing::events_about(&client, "checkout", 2).await;
+        let failed = events.iter().find(|e| e.reason.as_deref() == Some(reasons::POD_FAILED)).unwrap();
+        assert!(failed.message.as_deref().unwrap().starts_with("pod api-0 (CaptureNotFound): "), "{failed:?}");
+    }
 }
