@@ -55,6 +55,12 @@ kubectl_real=$(find "$venv" -type f -name kubectl -perm -u+x ! -path '*/bin/kube
 ln -sf "$kubectl_real" "$bin/kubectl"
 say "kubectl: $bin/kubectl -> $kubectl_real ($("$bin/kubectl" version --client 2>/dev/null | head -n 1))"
 
+# --- kubectl biometrics: the plugin is built from this workspace (make build, make test), --
+# so setup builds nothing and only puts the link on PATH, where kubectl finds the plugin.
+if [[ -n ${CARGO_TARGET_DIR:-} ]]; then plugin="$CARGO_TARGET_DIR/debug/kubectl-biometrics"; else plugin=../../target/debug/kubectl-biometrics; fi
+ln -sfn "$plugin" "$bin/kubectl-biometrics"
+say "kubectl-biometrics: $bin/kubectl-biometrics -> $plugin ($([[ -x $bin/kubectl-biometrics ]] && echo built || echo 'not built yet: make build'))"
+
 # --- kubernetes-validate (PyPI), for hack/chart-check.sh, in the same venv -----------------
 kubernetes_validate_version=1.37.0
 installed=$("$venv/bin/python" -m pip show kubernetes-validate 2>/dev/null || true)
