@@ -14,6 +14,8 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 
+use crate::readiness::{Lease as LeaseState, Readiness};
+
 /// Why a leader stopped leading.
 #[derive(Debug, thiserror::Error)]
 pub enum LeadershipError {
@@ -121,10 +123,21 @@ impl Elector {
         }
     }
 
+    /// One attempt, its outcome recorded in `readiness`.
+    async fn attempt(&self, readiness: &Readiness) -> kube::Result<bool> {
+        let held = self.try_hold().await;
+        readiness.lease(match held {
+            Ok(true) => LeaseState::Leading,
+            Ok(false) => LeaseState::Following,
+            Err(_) => LeaseState::Failing,
+        });
+        held
+    }
+
     /// Waits until this candidate leads.
-    pub async fn acquire(&self) {
+    pub async fn acquire(&self, readiness: &Readiness) {
         loop {
-            match self.try_hold().await {
+            match self.attempt(readiness).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
@@ -134,11 +147,11 @@ impl Elector {
     }
 
     /// Renews until the lease is lost; returns why.
-    pub async fn hold(&self) -> LeadershipError {
+    pub async fn hold(&self, readiness: &Readiness) -> LeadershipError {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.duration / 3).await;
-            match self.try_hold().await {
+            match self.attempt(readiness).await {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
                 Ok(false) => return LeadershipError::Taken { lease: self.name.clone() },
                 Err(source) => {

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod readiness;
 pub mod reasons;
 pub mod signing;
 pub mod status;
@@ -21,7 +22,12 @@ pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
@@ -37,6 +43,7 @@ use crate::{
     config::ConfigFile,
     error::{ConfigError, Result},
     metrics::Metrics,
+    readiness::Readiness,
     signing::SigningKey,
 };
 
@@ -72,14 +79,24 @@ pub struct OperatorConfig {
     pub kube_api_burst: u32,
 }
 
-async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> Result<()> {
+async fn serve_metrics(addr: SocketAddr, metrics: Metrics, readiness: Readiness) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ConfigError::Listen { addr, source })?;
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(|| async { "ok" })).route(
-        "/metrics",
-        get(move || async move {
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()).into_response()
-        }),
-    );
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                let state = readiness.state();
+                let status = if state.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, state.describe())
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()).into_response()
+            }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -102,7 +119,8 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         .with_layer(&throttle::ThrottleLayer::new(config.kube_api_qps, config.kube_api_burst))
         .build();
     let metrics = Metrics::default();
-    serve_metrics(config.metrics_addr, metrics.clone()).await?;
+    let readiness = Readiness::default();
+    serve_metrics(config.metrics_addr, metrics.clone(), readiness.clone()).await?;
     let elector = leader::Elector::new(
         client.clone(),
         &config.namespace,
@@ -113,7 +131,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting for leadership");
     tokio::pin!(shutdown);
     tokio::select! {
-        () = elector.acquire() => {}
+        () = elector.acquire(&readiness) => {}
         () = &mut shutdown => return Ok(()),
     }
     tracing::info!(identity = %config.identity, "leading");
@@ -201,19 +219,36 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         },
         &config.identity,
     ));
-    let controllers = futures::future::join3(
+    // Ready to lead once every watch cache the reconciles read has its first list.
+    let (capture_reader, capture_writer) = reflector::store();
+    let (policy_reader, policy_writer) = reflector::store();
+    let synced = futures::future::join4(
+        capture_ctx.caches_ready.clone(),
+        cache_ctx.caches_ready.clone(),
+        pods::store_ready(&capture_reader),
+        pods::store_ready(&policy_reader),
+    )
+    .map({
+        let readiness = readiness.clone();
+        move |_| {
+            tracing::info!("watch caches synced");
+            readiness.synced();
+        }
+    });
+    let controllers = futures::future::join4(
         fan_out,
+        synced,
         capture::reconcile::run(
             capture_ctx,
             api(&client).of(),
-            reflector::store(),
+            (capture_reader, capture_writer),
             receiver_stream(for_captures),
             stopping.clone(),
         ),
         cache::reconcile::run(
             cache_ctx,
             api(&client).of(),
-            reflector::store(),
+            (policy_reader, policy_writer),
             receiver_stream(for_policies),
             deployments,
             statefulsets,
@@ -221,7 +256,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         ),
     );
     tokio::pin!(controllers);
-    let hold = elector.hold();
+    let hold = elector.hold(&readiness);
     tokio::pin!(hold);
     tokio::select! {
         _ = &mut controllers => return Ok(()),

@@ -12,7 +12,7 @@ use std::{
 
 use biometrics_crds::v1alpha1::{CapturePhase, ProfileCapture, RunResult};
 use biometrics_test_support::{
-    ChildGuard, Fault, GoTarget, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
+    ChildGuard, Fault, FaultProxy, GoTarget, go_pprof, parse_pprof_top, repo_root, wait_for_listener, workspace_binary,
 };
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -611,4 +611,84 @@ async fn agent_blips_during_a_cpu_capture_are_retried_and_a_404_fails_the_pod() 
     assert!(degraded.message.contains("api-0 (CaptureNotFound)"), "{degraded:?}");
     let described = world.kubectl(&["describe", "pcap", "blips", "-n", NS], None);
     assert!(described.contains("PodFailed"), "{described}");
+}
+
+/// `/readyz` of the operator at `addr`: status and body.
+fn readyz(addr: SocketAddr) -> (u16, String) {
+    let (status, body) = biometrics_test_support::http_request(addr, "GET", "/readyz", &[], b"");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits until `/readyz` answers `status`; its body.
+async fn wait_readyz(addr: SocketAddr, status: u16) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (now, body) = readyz(addr);
+        if now == status {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz stays {now} ({body}), not {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_whether_the_lease_loop_and_the_caches_run() {
+    let mut world = World::start(&[]).await;
+    // The leader is ready once its caches have synced.
+    world.start_operator();
+    let leader = world.operator_metrics.unwrap();
+    assert_eq!(wait_readyz(leader, 200).await, "ok: leading");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(world.client.clone(), OPERATOR_NS);
+    let holder = leases.get("biometrics-operator").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert_eq!(holder, "operator-0");
+
+    // A second replica reaches the API server through a proxy that holds every request: its
+    // lease loop has not run yet, so it is not ready.
+    let proxy = FaultProxy::start("127.0.0.1:0".parse().unwrap(), world.server.addr());
+    proxy.set(Fault::Freeze);
+    let kubeconfig = world.dir.path().join("kubeconfig-proxied");
+    std::fs::write(&kubeconfig, biometrics_test_apiserver::kubeconfig_for(&format!("http://{}", proxy.addr())))
+        .unwrap();
+    let (_replica, follower) = world.spawn_operator(&kubeconfig);
+    proxy.wait_for("/apis/coordination.k8s.io/", "freeze", 1, Duration::from_secs(10));
+    for _ in 0..5 {
+        assert_eq!(readyz(follower), (503, "the lease loop has not reached the Lease yet".into()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let through: a follower is ready once its lease loop runs (it builds no caches).
+    proxy.set(Fault::Pass);
+    assert_eq!(wait_readyz(follower, 200).await, "ok: following");
+    // Lease access refused: not ready.
+    let forbidden = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"Forbidden","code":403,"message":"leases.coordination.k8s.io \"biometrics-operator\" is forbidden"}"#;
+    proxy.set_for("/apis/coordination.k8s.io/", Fault::Status(403, forbidden.into()));
+    assert_eq!(wait_readyz(follower, 503).await, "the lease loop cannot read or write the Lease");
+    // Allowed again, then the API server gone: ready, then not.
+    proxy.set(Fault::Pass);
+    assert_eq!(wait_readyz(follower, 200).await, "ok: following");
+    proxy.set(Fault::Reset);
+    assert_eq!(wait_readyz(follower, 503).await, "the lease loop cannot read or write the Lease");
+    assert_eq!(readyz(leader), (200, "ok: leading".into()), "the leader was never concerned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_of_a_new_leader_waits_for_its_watch_caches() {
+    let mut world = World::start(&[]).await;
+    // The only replica leads at once, but its pod list is held: not ready until it syncs.
+    let proxy = FaultProxy::start("127.0.0.1:0".parse().unwrap(), world.server.addr());
+    proxy.set_for("/api/v1/pods", Fault::Freeze);
+    let kubeconfig = world.dir.path().join("kubeconfig-proxied");
+    std::fs::write(&kubeconfig, biometrics_test_apiserver::kubeconfig_for(&format!("http://{}", proxy.addr())))
+        .unwrap();
+    let (_leader, leader) = world.spawn_operator(&kubeconfig);
+    proxy.wait_for("/api/v1/pods", "freeze", 1, Duration::from_secs(10));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(world.client.clone(), OPERATOR_NS);
+    let holder = leases.get("biometrics-operator").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert_eq!(holder, "operator-0", "it leads");
+    for _ in 0..5 {
+        assert_eq!(readyz(leader), (503, "leading; the watch caches have not synced yet".into()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.set(Fault::Pass);
+    assert_eq!(wait_readyz(leader, 200).await, "ok: leading");
 }

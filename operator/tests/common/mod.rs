@@ -189,6 +189,14 @@ impl World {
     }
 
     pub fn start_operator(&mut self) {
+        let (operator, metrics) = self.spawn_operator(&kubeconfig_path(self.dir.path()));
+        self.operator = Some(operator);
+        self.operator_metrics = Some(metrics);
+    }
+
+    /// Another operator replica, reaching the API server with `kubeconfig`; its process and
+    /// its metrics address (`/readyz`).
+    pub fn spawn_operator(&mut self, kubeconfig: &Path) -> (ChildGuard, SocketAddr) {
         let identity = format!("operator-{}", self.operators_started);
         self.operators_started += 1;
         let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
@@ -206,14 +214,13 @@ impl World {
                     "4s",
                 ])
                 .args(&self.operator_args)
-                .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
+                .env("KUBECONFIG", kubeconfig)
                 .env("BIOMETRICS_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(format!("{identity}.log"))).unwrap())),
         );
         wait_for_listener(metrics, Duration::from_secs(10));
-        self.operator = Some(operator);
-        self.operator_metrics = Some(metrics);
+        (operator, metrics)
     }
 
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
