@@ -73,8 +73,10 @@ wait_for "Redis" 10 redis-cli -p "$redis_port" -a change-me --no-auth-warning pi
 
 say "starting the operator"
 metrics_port="$(free_port)"
+ui_port="$(free_port)"
 start operator env BIOMETRICS_LOG=info "$bin/biometrics-operator" --metrics-addr "127.0.0.1:$metrics_port" \
-  --namespace biometrics-system --identity demo-operator
+  --namespace biometrics-system --identity demo-operator \
+  --ui-addr "127.0.0.1:$ui_port" --ui-speedscope-dir "$root/.tools/speedscope"
 wait_for "the operator's signing key" 30 kubectl get secret -n biometrics-system biometrics-operator-signing-key
 kubectl get secret -n biometrics-system biometrics-operator-signing-key -o jsonpath='{.data.operator\.pub}' \
   | base64 -d >"$work/operator.pub"
@@ -127,8 +129,10 @@ say "kubectl describe pcap checkout-now -n shop"
 kubectl describe pcap checkout-now -n shop
 say "kubectl describe cpol users -n shop"
 kubectl describe cpol users -n shop
-say "flame graphs"
-find "$work/profiles" -name '*.svg' | sort
+say "the capture browser at http://127.0.0.1:$ui_port/"
+curl -sf "http://127.0.0.1:$ui_port/api/v1/captures" | jq -r '.[] | "\(.namespace)/\(.name)  \(.phase)  last run \(.lastRun)"'
+say "kubectl biometrics runs pcap/checkout-now -n shop"
+kubectl biometrics runs pcap/checkout-now -n shop --ui "http://127.0.0.1:$ui_port"
 
 if $check; then
   say "demo check passed"
@@ -138,8 +142,13 @@ cat <<EOF
 
 Everything is running. In another terminal:
 
-  export KUBECONFIG=$KUBECONFIG
+  export KUBECONFIG=$KUBECONFIG PATH=$root/.tools/bin:\$PATH
   kubectl get pcap,cpol -n shop
+  # the capture browser: every capture, run, pod and profile, flame graphs included
+  # browse http://127.0.0.1:$ui_port/
+  kubectl biometrics runs pcap/checkout-now -n shop --ui http://127.0.0.1:$ui_port
+  kubectl biometrics fetch pcap/checkout-now -n shop -o ./profiles --ui http://127.0.0.1:$ui_port
+  kubectl biometrics capture pcap/checkout-now -n shop --wait --ui http://127.0.0.1:$ui_port
   kubectl annotate pcap checkout-now -n shop biometrics.io/capture-now=\$(date +%s) --overwrite
   kubectl annotate cpol users -n shop biometrics.io/invalidate-now=\$(date +%s) --overwrite
   go tool pprof -top $work/profiles/shop/checkout-now/*/checkout-0/cpu.pb.gz

@@ -245,32 +245,27 @@ impl AgentClient {
     }
 }
 
-impl AgentApi for AgentClient {
-    async fn send<Req, Resp>(
+impl AgentClient {
+    /// One request to `agent`: the answer's body on success (at most `limit` bytes, within
+    /// `timeout`), the agent's error code and message otherwise.
+    async fn exchange(
         &self,
         agent: &AgentAddr,
-        route: Route<Req, Resp>,
-        id: Option<&str>,
-        body: Option<&Req>,
-    ) -> Result<Resp, AgentError>
-    where
-        Req: Serialize + Sync,
-        Resp: DeserializeOwned + Send,
-    {
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        label: &str,
+        (limit, timeout): (usize, Duration),
+    ) -> Result<Bytes, AgentError> {
         let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| AgentError::Request(e.to_string()))?;
         let host = if agent.ip.contains(':') { format!("[{}]", agent.ip) } else { agent.ip.clone() };
         let addr = format!("{host}:{}", agent.port);
-        let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| AgentError::Request(e.to_string()))?,
-            None => Vec::new(),
-        };
-        let path = route.path(id.unwrap_or_default());
         let request = hyper::Request::builder()
-            .method(route.method.as_str())
+            .method(method)
             .uri(format!("{}://{addr}{path}", self.scheme))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(bytes)))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| AgentError::Request(e.to_string()))?;
         let started = Instant::now();
         let exchange = async {
@@ -280,8 +275,7 @@ impl AgentApi for AgentClient {
                 .await
                 .map_err(|e| AgentError::Unreachable { addr: addr.clone(), reason: e.to_string() })?;
             let status = response.status();
-            let body = response
-                .into_body()
+            let body = http_body_util::Limited::new(response.into_body(), limit)
                 .collect()
                 .await
                 .map_err(|e| AgentError::Unreachable {
@@ -296,12 +290,71 @@ impl AgentApi for AgentClient {
                 };
                 return Err(AgentError::Answered { status: status.as_u16(), code, message });
             }
-            serde_json::from_slice(&body).map_err(|e| AgentError::BadAnswer(e.to_string()))
+            Ok(body)
         };
-        let result =
-            tokio::time::timeout(self.timeout, exchange).await.unwrap_or(Err(AgentError::Timeout(self.timeout)));
-        self.metrics.agent_calls.with_label_values(&[route.label]).observe(started.elapsed().as_secs_f64());
+        let result = tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(AgentError::Timeout(timeout)));
+        self.metrics.agent_calls.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// GETs a JSON route whose path has several parameters (`{namespace}`, `{capture}`, …).
+    pub async fn get_json<Req, Resp: DeserializeOwned>(
+        &self,
+        agent: &AgentAddr,
+        route: Route<Req, Resp>,
+        params: &[&str],
+    ) -> Result<Resp, AgentError> {
+        let body = self
+            .exchange(
+                agent,
+                route.method.as_str(),
+                &route.fill(params),
+                Vec::new(),
+                route.label,
+                (MAX_JSON_BYTES, self.timeout),
+            )
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| AgentError::BadAnswer(e.to_string()))
+    }
+
+    /// GETs a route's bytes (a file): at most `limit` of them, within `timeout`.
+    pub async fn get_bytes<Req, Resp>(
+        &self,
+        agent: &AgentAddr,
+        route: Route<Req, Resp>,
+        params: &[&str],
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, AgentError> {
+        self.exchange(agent, route.method.as_str(), &route.fill(params), Vec::new(), route.label, (limit, timeout))
+            .await
+    }
+}
+
+/// The largest JSON answer read from an agent.
+const MAX_JSON_BYTES: usize = 16 << 20;
+
+impl AgentApi for AgentClient {
+    async fn send<Req, Resp>(
+        &self,
+        agent: &AgentAddr,
+        route: Route<Req, Resp>,
+        id: Option<&str>,
+        body: Option<&Req>,
+    ) -> Result<Resp, AgentError>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned + Send,
+    {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| AgentError::Request(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let path = route.path(id.unwrap_or_default());
+        let answer = self
+            .exchange(agent, route.method.as_str(), &path, bytes, route.label, (MAX_JSON_BYTES, self.timeout))
+            .await?;
+        serde_json::from_slice(&answer).map_err(|e| AgentError::BadAnswer(e.to_string()))
     }
 }
 

@@ -19,8 +19,9 @@ pub mod status;
 #[cfg(test)]
 mod testing;
 pub mod throttle;
+pub mod ui_backend;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -77,6 +78,10 @@ pub struct OperatorConfig {
     pub kube_api_qps: f64,
     /// The burst of `kube_api_qps`.
     pub kube_api_burst: u32,
+    /// Where the capture browser listens (every replica serves it); `None`: nowhere.
+    pub ui_addr: Option<SocketAddr>,
+    /// speedscope's release files, for the browser's flame graphs.
+    pub ui_speedscope_dir: PathBuf,
 }
 
 async fn serve_metrics(addr: SocketAddr, metrics: Metrics, readiness: Readiness) -> Result<()> {
@@ -121,6 +126,19 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     let metrics = Metrics::default();
     let readiness = Readiness::default();
     serve_metrics(config.metrics_addr, metrics.clone(), readiness.clone()).await?;
+    if let Some(addr) = config.ui_addr {
+        let access = ui_backend::AgentAccess {
+            namespace: config.namespace.clone(),
+            secret: config.signing_secret.clone(),
+            timeout: config.defaults.performance.profiling.agent_timeout.as_std(),
+            transport: config.agent_transport.clone(),
+            metrics: metrics.clone(),
+        };
+        let backend =
+            ui_backend::UiBackend::new(client.clone(), access, config.watch_namespace.clone(), config.agent_port);
+        let options = biometrics_ui::UiOptions { speedscope_dir: Some(config.ui_speedscope_dir.clone()) };
+        ui_backend::serve(addr, backend, options).await?;
+    }
     let elector = leader::Elector::new(
         client.clone(),
         &config.namespace,

@@ -54,6 +54,13 @@ struct Args {
     /// Requests allowed in a burst above --kube-api-qps.
     #[arg(long, env = "BIOMETRICS_KUBE_API_BURST", default_value_t = 100)]
     kube_api_burst: u32,
+    /// Where the capture browser listens: loopback by default, so `kubectl port-forward` to
+    /// the operator's pod (RBAC on pods/portforward) is the way in; `off` serves none.
+    #[arg(long, env = "BIOMETRICS_UI_ADDR", default_value = "127.0.0.1:9478")]
+    ui_addr: String,
+    /// speedscope's release files, for the browser's flame graphs.
+    #[arg(long, env = "BIOMETRICS_UI_SPEEDSCOPE_DIR", default_value = "/usr/share/biometrics/speedscope")]
+    ui_speedscope_dir: PathBuf,
     /// A YAML file of cluster-wide defaults (performance: profiling / metrics / alerting).
     #[arg(long, env = "BIOMETRICS_CONFIG")]
     config: Option<PathBuf>,
@@ -79,6 +86,16 @@ fn main() -> ExitCode {
             }
         },
     };
+    let ui_addr = match args.ui_addr.as_str() {
+        "off" => None,
+        addr => match addr.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                eprintln!("biometrics-operator: --ui-addr {addr:?}: {e} (an address:port, or off)");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let identity = args.identity.unwrap_or_else(|| format!("biometrics-operator-{}", std::process::id()));
     let config = OperatorConfig {
         watch_namespace: args.watch_namespace,
@@ -98,6 +115,8 @@ fn main() -> ExitCode {
         },
         kube_api_qps: args.kube_api_qps,
         kube_api_burst: args.kube_api_burst,
+        ui_addr,
+        ui_speedscope_dir: args.ui_speedscope_dir,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,

@@ -692,3 +692,50 @@ async fn readyz_of_a_new_leader_waits_for_its_watch_caches() {
     proxy.set(Fault::Pass);
     assert_eq!(wait_readyz(leader, 200).await, "ok: leading");
 }
+
+/// The capture browser the operator serves: the run's files listed from the agents with
+/// the hashes the status has, each download the file, and the run page in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_browser_shows_each_run_and_serves_its_files() {
+    use sha2::Digest;
+    let mut world = World::start(&["127.0.0.40", "127.0.0.41"]).await;
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("browsed", "")));
+    let pc = world
+        .wait_capture("browsed", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let run = pc.status.unwrap().last_run.unwrap();
+    let ui = world.operator_ui.unwrap();
+    let get = |path: &str| {
+        let (status, body) = biometrics_test_support::http_request(ui, "GET", path, &[], b"");
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        body
+    };
+    let captures: serde_json::Value = serde_json::from_slice(&get("/api/v1/captures")).unwrap();
+    assert!(captures.as_array().unwrap().iter().any(|c| c["name"] == "browsed" && c["lastRun"] == run.id.as_str()));
+    let detail: serde_json::Value =
+        serde_json::from_slice(&get(&format!("/api/v1/namespaces/{NS}/captures/browsed/runs/{}", run.id))).unwrap();
+    let pods = detail["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 2, "{detail}");
+    for pod in &run.pods {
+        let shown = pods.iter().find(|p| p["pod"] == pod.pod.as_str()).unwrap();
+        for profile in &pod.profiles {
+            let name = profile.path.as_deref().unwrap().rsplit('/').next().unwrap();
+            let file = shown["files"].as_array().unwrap().iter().find(|f| f["file"] == name).unwrap();
+            assert_eq!(file["sha256"].as_str(), profile.sha256.as_deref(), "the agent's hash is the status's");
+            let bytes = get(file["download"].as_str().unwrap());
+            let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(Some(digest.as_str()), profile.sha256.as_deref(), "the download is the file");
+        }
+    }
+    let dom = biometrics_test_support::browser::dump_dom(&format!("http://{ui}/captures/{NS}/browsed/runs/{}", run.id));
+    let top = &run.pods[0].profiles[0].top[0].function;
+    assert!(dom.contains("Pod api-0") && dom.contains("Pod api-1"), "{dom}");
+    assert!(dom.contains(top.as_str()), "the top function {top} is shown: {dom}");
+    assert!(dom.contains("/speedscope/index.html#profileURL="), "{dom}");
+    let (status, _) =
+        biometrics_test_support::http_request(ui, "GET", &format!("/api/v1/namespaces/{NS}/captures/nope"), &[], b"");
+    assert_eq!(status, 404);
+}

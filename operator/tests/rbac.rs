@@ -316,6 +316,8 @@ async fn run_operator(chart: &Chart, pod_ip: &str) -> Vec<RequestRecord> {
             .args(chart.operator_args())
             .env_clear()
             .envs(chart.operator_env(metrics))
+            // Two tests run at once: each operator's browser on a port of its own.
+            .env("BIOMETRICS_UI_ADDR", format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())))
             .env("KUBECONFIG", &operator_kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(world.dir.path().join("operator-0.log")).unwrap())),

@@ -41,6 +41,8 @@ pub struct World {
     pub pods: Vec<FakePod>,
     pub operator: Option<ChildGuard>,
     pub operator_metrics: Option<SocketAddr>,
+    /// Where the latest operator started serves the capture browser.
+    pub operator_ui: Option<SocketAddr>,
     pub operators_started: usize,
     pub public_key: PathBuf,
     /// Extra arguments of every agent started.
@@ -102,6 +104,7 @@ impl World {
             pods: Vec::new(),
             operator: None,
             operator_metrics: None,
+            operator_ui: None,
             operators_started: 0,
             public_key,
             agent_args: Vec::new(),
@@ -200,6 +203,8 @@ impl World {
         let identity = format!("operator-{}", self.operators_started);
         self.operators_started += 1;
         let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
+        let ui = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
+        self.operator_ui = Some(ui);
         let operator = ChildGuard::spawn(
             "biometrics-operator",
             Command::new(env!("CARGO_BIN_EXE_biometrics-operator"))
@@ -212,7 +217,11 @@ impl World {
                     &identity,
                     "--lease-duration",
                     "4s",
+                    "--ui-addr",
+                    &ui.to_string(),
                 ])
+                .arg("--ui-speedscope-dir")
+                .arg(repo_root().join(".tools/speedscope"))
                 .args(&self.operator_args)
                 .env("KUBECONFIG", kubeconfig)
                 .env("BIOMETRICS_LOG", "info")

@@ -155,6 +155,7 @@ pub fn run(dir: &Path, scale: crate::Scale) {
         "biometrics-operator",
         Command::new(crate::bin_dir().join("biometrics-operator"))
             .args(["--metrics-addr", &metrics.to_string(), "--namespace", "biometrics-system", "--identity", "bench"])
+            .args(["--ui-addr", "off"])
             .env("KUBECONFIG", &kubeconfig)
             .env("BIOMETRICS_LOG", "warn")
             .stdout(Stdio::null())
