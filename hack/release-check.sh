@@ -20,4 +20,7 @@ out="$("$bin/biometrics-operator" --config "$dir/bad.yaml" 2>&1 || true)"
 grep -q max_podz <<<"$out" || fail "the operator did not name the unknown config key: $out"
 out="$("$bin/biometrics-agent" --target-host 10.0.0.1 --pod-name p --pod-namespace n --profiles-dir "$dir/p" 2>&1 || true)"
 grep -q "not a loopback address" <<<"$out" || fail "the agent accepted a non-loopback target: $out"
+setup_speedscope=$(sed -n 's/^speedscope_version=//p' hack/setup.sh)
+grep -q "speedscope@$setup_speedscope " operator/Dockerfile \
+  || fail "operator/Dockerfile does not vendor speedscope $setup_speedscope as hack/setup.sh does"
 echo "release-check: binaries $(du -h "$bin/biometrics-operator" | cut -f1) (operator), $(du -h "$bin/biometrics-agent" | cut -f1) (agent); Dockerfiles build them the same way"
