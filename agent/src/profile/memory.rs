@@ -6,8 +6,9 @@
 use super::ProfileError;
 
 /// Bytes an analysis counts for what it allocates without a table: the gzip decoder's
-/// state and window, the read buffer, the stack of one sample.
-pub const BASE_BYTES: u64 = 256 << 10;
+/// state and window, the chunks between the inflating thread and the parser, that
+/// thread's stack as touched.
+pub const BASE_BYTES: u64 = 512 << 10;
 
 /// Asks for a larger grant (the total wanted, in bytes) without waiting; true when given.
 pub type Grow = Box<dyn FnMut(u64) -> bool + Send>;

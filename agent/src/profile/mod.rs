@@ -58,9 +58,6 @@ pub enum ProfileError {
 /// few hundred, and the bound keeps a hostile sample from costing unbounded time.
 pub const MAX_SAMPLE_FRAMES: usize = 1 << 16;
 
-/// Read-buffer size over the decompressed stream.
-const READ_BUFFER: usize = 64 << 10;
-
 /// What `go tool pprof -top` reports about a profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -77,6 +74,16 @@ pub struct Summary {
 
 /// The fraction of the total under which pprof drops a node from its report.
 const NODE_FRACTION: f64 = 0.005;
+
+/// A function's running sums, kept together so that one sample's frame touches one cache
+/// line.
+#[derive(Debug, Clone, Copy)]
+struct Sums {
+    flat: i64,
+    cum: i64,
+    /// The last sample that counted this function's cum: recursion counts once per sample.
+    stamp: u32,
+}
 
 /// What an analysis computes and within which bounds.
 #[derive(Debug, Clone, Copy)]
@@ -98,29 +105,107 @@ pub struct Analysis {
     pub folded: Option<flamegraph::Folded>,
 }
 
+/// Bytes the inflating thread hands over at a time.
+const CHUNK: usize = 64 << 10;
+
+/// Chunks in flight between the inflating thread and the parser: with the one each side
+/// holds, what [`memory::BASE_BYTES`] counts for the read path.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// The decompressed bytes as a [`BufRead`], inflated by a thread of its own so that each
+/// pass costs the longer of inflating and parsing rather than their sum.
+struct Inflated {
+    chunks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl Read for Inflated {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let available = self.fill_buf()?;
+            let n = available.len().min(out.len());
+            out[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Inflated {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.at == self.chunk.len() && !self.ended {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => (self.chunk, self.at) = (chunk, 0),
+                Ok(Err(e)) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                Err(_) => self.ended = true,
+            }
+        }
+        Ok(&self.chunk[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.chunk.len());
+    }
+}
+
+/// Reads `reader` to its end in chunks onto `chunks`; stops when the receiver is gone.
+fn inflate_into(mut reader: impl Read, chunks: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>) {
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        match read_up_to(&mut reader, &mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                chunk.truncate(n);
+                if chunks.send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = chunks.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
 /// The decompressed stream of a gzip-compressed (or plain) profile, yielding at most
-/// `limit + 1` bytes so that the stream can tell "too large" from "ends here".
-fn open<'a>(mut reader: impl Read + 'a, limit: u64) -> Result<Stream<Box<dyn BufRead + 'a>>, ProfileError> {
+/// `limit + 1` bytes so that the stream can tell "too large" from "ends here"; inflated on
+/// a thread of `scope`.
+fn open<'scope, 'env, R: Read + Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    mut reader: R,
+    limit: u64,
+) -> Result<Stream<Inflated>, ProfileError> {
     let mut first = [0u8; 2];
     let n = read_up_to(&mut reader, &mut first).map_err(ProfileError::Gzip)?;
     let chained = std::io::Cursor::new(first[..n].to_vec()).chain(reader);
-    let inner: Box<dyn BufRead + 'a> = if first[..n] == [0x1f, 0x8b] {
-        Box::new(
-            std::io::BufReader::with_capacity(READ_BUFFER, flate2::read::MultiGzDecoder::new(chained))
-                .take(limit.saturating_add(1)),
-        )
-    } else {
-        Box::new(std::io::BufReader::with_capacity(READ_BUFFER, chained).take(limit.saturating_add(1)))
-    };
-    Ok(Stream::new(inner, limit))
+    let gzip = first[..n] == [0x1f, 0x8b];
+    let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let bound = limit.saturating_add(1);
+    scope.spawn(move || {
+        if gzip {
+            inflate_into(flate2::read::MultiGzDecoder::new(chained).take(bound), tx);
+        } else {
+            inflate_into(chained.take(bound), tx);
+        }
+    });
+    Ok(Stream::new(Inflated { chunks: rx, chunk: Vec::new(), at: 0, ended: false }, limit))
 }
 
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match reader.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(filled)
@@ -135,37 +220,44 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
 /// allowance. So a profile that fails to parse is still read to its end (or the limit),
 /// keeping nothing.
 pub fn analyse(
-    mut input: impl Read + Seek,
+    mut input: impl Read + Seek + Send,
     options: &Options,
     memory: &mut Allowance,
 ) -> Result<Analysis, ProfileError> {
     let limit = options.max_decompressed_bytes;
     memory.charge(memory::BASE_BYTES)?;
-    let tables = {
-        let mut stream = open(&mut input, limit)?;
+    let tables = std::thread::scope(|scope| {
+        let mut stream = open(scope, &mut input, limit)?;
         match Tables::read(&mut stream, memory) {
-            Ok(t) => t,
+            Ok(t) => Ok(t),
             Err(e @ (ProfileError::Decode(_) | ProfileError::OverBudget { .. })) => {
                 stream.drain()?;
-                return Err(e);
+                Err(e)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-    };
+    })?;
     let index = tables.resolve(memory)?;
-    let value_index = index.default_index()?;
     input.seek(std::io::SeekFrom::Start(0)).map_err(ProfileError::Reread)?;
-    let mut stream = open(&mut input, limit)?;
+    std::thread::scope(|scope| {
+        let stream = open(scope, &mut input, limit)?;
+        aggregate(stream, &index, options, memory)
+    })
+}
+
+/// The second pass: every sample, one at a time, into per-function sums and the call tree.
+fn aggregate(
+    mut stream: Stream<impl BufRead>,
+    index: &tables::FrameIndex,
+    options: &Options,
+    memory: &mut Allowance,
+) -> Result<Analysis, ProfileError> {
+    let value_index = index.default_index()?;
 
     let keys = index.keys();
-    let (mut flat, mut cum, mut stamp) = (Vec::new(), Vec::new(), Vec::new());
-    memory.reserve(&mut flat, keys)?;
-    memory.reserve(&mut cum, keys)?;
-    memory.reserve(&mut stamp, keys)?;
-    flat.resize(keys, 0i64);
-    cum.resize(keys, 0i64);
-    // The last sample that counted a function's cum: recursion counts once per sample.
-    stamp.resize(keys, u32::MAX);
+    let mut sums: Vec<Sums> = Vec::new();
+    memory.reserve(&mut sums, keys)?;
+    sums.resize(keys, Sums { flat: 0, cum: 0, stamp: u32::MAX });
     let mut tree = if options.flame { Some(flamegraph::FlameTree::new(memory)?) } else { None };
     let (mut total, mut samples) = (0i64, 0u64);
     let (mut buf, mut stack): (Vec<u8>, Vec<u32>) = (Vec::new(), Vec::new());
@@ -194,14 +286,14 @@ pub fn analyse(
                 return Err(ProfileError::Decode(WireError::DeepStack { at: field.at, max: MAX_SAMPLE_FRAMES }));
             }
             for &key in frames {
-                let k = key as usize;
+                let Some(s) = sums.get_mut(key as usize) else { continue };
                 if leaf {
-                    flat[k] = flat[k].wrapping_add(value);
+                    s.flat = s.flat.wrapping_add(value);
                     leaf = false;
                 }
-                if stamp[k] != sample_no {
-                    stamp[k] = sample_no;
-                    cum[k] = cum[k].wrapping_add(value);
+                if s.stamp != sample_no {
+                    s.stamp = sample_no;
+                    s.cum = s.cum.wrapping_add(value);
                 }
             }
             if drawn {
@@ -218,29 +310,30 @@ pub fn analyse(
 
     let cutoff = (total as f64 * NODE_FRACTION).abs();
     let percent = |v: i64| if total == 0 { 0.0 } else { v as f64 * 100.0 / total as f64 };
-    let mut order: Vec<usize> = (0..keys).filter(|k| cum[*k] != 0 && cum[*k].unsigned_abs() as f64 > cutoff).collect();
+    let (flat, cum) = (|k: usize| sums[k].flat, |k: usize| sums[k].cum);
+    let mut order: Vec<usize> = (0..keys).filter(|k| cum(*k) != 0 && cum(*k).unsigned_abs() as f64 > cutoff).collect();
     order.sort_by(|a, b| {
-        flat[*b]
+        flat(*b)
             .unsigned_abs()
-            .cmp(&flat[*a].unsigned_abs())
+            .cmp(&flat(*a).unsigned_abs())
             .then_with(|| index.name(*a as u32).cmp(index.name(*b as u32)))
-            .then_with(|| cum[*b].unsigned_abs().cmp(&cum[*a].unsigned_abs()))
+            .then_with(|| cum(*b).unsigned_abs().cmp(&cum(*a).unsigned_abs()))
     });
     order.truncate(options.top_n);
     let functions = order
         .into_iter()
         .map(|k| TopEntry {
             function: index.name(k as u32).to_owned(),
-            flat: flat[k],
-            flat_percent: percent(flat[k]),
-            cum: cum[k],
-            cum_percent: percent(cum[k]),
+            flat: flat(k),
+            flat_percent: percent(flat(k)),
+            cum: cum(k),
+            cum_percent: percent(cum(k)),
         })
         .collect();
     let (kind, unit) = index.sample_types[value_index];
     let summary =
         Summary { sample_type: format!("{}/{}", index.string(kind), index.string(unit)), total, samples, functions };
-    let folded = tree.map(|t| t.into_folded(&index, memory)).transpose()?;
+    let folded = tree.map(|t| t.into_folded(index, memory)).transpose()?;
     Ok(Analysis { summary, folded })
 }
 

@@ -195,8 +195,7 @@ impl Tables {
             extra: String::new(),
             names: Vec::new(),
             frames: Vec::new(),
-            ranges: Vec::new(),
-            lookup: Lookup::Sorted(Vec::new()),
+            lookup: Lookup::Dense(Vec::new()),
         };
         // Later entries with the same id win, as when the tables were maps.
         functions.reverse();
@@ -239,7 +238,8 @@ impl Tables {
         memory.free(order);
 
         memory.reserve(&mut index.frames, line_functions.len() + address_names.len())?;
-        memory.reserve(&mut index.ranges, locations.len())?;
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        memory.reserve(&mut ranges, locations.len())?;
         let mut addresses = address_names.iter();
         for loc in &locations {
             let start = to_u32(index.frames.len(), "frames")?;
@@ -256,7 +256,7 @@ impl Tables {
                     index.frames.push(key_of[candidate as usize]);
                 }
             }
-            index.ranges.push((start, to_u32(index.frames.len(), "frames")?));
+            ranges.push((start, to_u32(index.frames.len(), "frames")?));
         }
         memory.free(line_functions);
         memory.free(functions);
@@ -265,26 +265,25 @@ impl Tables {
         let candidate_names = std::mem::replace(&mut index.names, names);
         memory.free(candidate_names);
 
-        // Go numbers locations 1..n: then the id indexes an array; any other numbering is
-        // looked up by binary search.
+        // Go numbers locations 1..n: then the id indexes an array of frame ranges; any
+        // other numbering is looked up by binary search.
         let max_id = locations.last().map_or(0, |l| l.id);
-        let ids: Vec<u64> = {
+        if max_id <= 2 * locations.len() as u64 + 1024 {
+            let mut dense: Vec<(u32, u32)> = Vec::new();
+            memory.reserve(&mut dense, max_id as usize + 1)?;
+            dense.resize(max_id as usize + 1, (0, 0));
+            for (loc, &(a, b)) in locations.iter().zip(&ranges) {
+                // A location of one frame (most) keeps its key in place of the range: one
+                // memory access less per frame in the second pass.
+                dense[loc.id as usize] = if b - a == 1 { (index.frames[a as usize], ONE_FRAME) } else { (a, b) };
+            }
+            memory.free(ranges);
+            index.lookup = Lookup::Dense(dense);
+        } else {
             let mut ids = Vec::new();
             memory.reserve(&mut ids, locations.len())?;
             ids.extend(locations.iter().map(|l| l.id));
-            ids
-        };
-        if max_id <= 2 * locations.len() as u64 + 1024 {
-            let mut dense: Vec<u32> = Vec::new();
-            memory.reserve(&mut dense, max_id as usize + 1)?;
-            dense.resize(max_id as usize + 1, u32::MAX);
-            for (i, id) in ids.iter().enumerate() {
-                dense[*id as usize] = i as u32;
-            }
-            memory.free(ids);
-            index.lookup = Lookup::Dense(dense);
-        } else {
-            index.lookup = Lookup::Sorted(ids);
+            index.lookup = Lookup::Sorted { ids, ranges };
         }
         memory.free(locations);
         Ok(index)
@@ -299,12 +298,16 @@ struct Span {
     end: usize,
 }
 
+/// In a dense lookup entry `(key, ONE_FRAME)`: the location's only frame is `key`.
+const ONE_FRAME: u32 = u32::MAX;
+
+/// Location id → its range in `FrameIndex::frames` (empty: no such location).
 #[derive(Debug)]
 enum Lookup {
-    /// Location id → location index (`u32::MAX`: none).
-    Dense(Vec<u32>),
-    /// Location ids, sorted; the position is the location index.
-    Sorted(Vec<u64>),
+    /// Indexed by id.
+    Dense(Vec<(u32, u32)>),
+    /// Ids sorted, ranges in the same order.
+    Sorted { ids: Vec<u64>, ranges: Vec<(u32, u32)> },
 }
 
 /// Every location's frames as dense function keys (leaf first, inlined frames expanded),
@@ -322,7 +325,6 @@ pub struct FrameIndex {
     extra: String,
     names: Vec<Span>,
     frames: Vec<u32>,
-    ranges: Vec<(u32, u32)>,
     lookup: Lookup,
 }
 
@@ -365,15 +367,20 @@ impl FrameIndex {
     }
 
     /// The frames of a location, leaf first; none for an unknown location.
+    #[inline]
     pub fn frames(&self, location: u64) -> &[u32] {
-        let index = match &self.lookup {
-            Lookup::Dense(d) => usize::try_from(location).ok().and_then(|i| d.get(i)).copied().unwrap_or(u32::MAX),
-            Lookup::Sorted(ids) => ids.binary_search(&location).map_or(u32::MAX, |i| i as u32),
+        let range = match &self.lookup {
+            Lookup::Dense(d) => match usize::try_from(location).ok().and_then(|i| d.get(i)) {
+                Some((key, ONE_FRAME)) => return std::slice::from_ref(key),
+                Some(range) => *range,
+                None => return &[],
+            },
+            Lookup::Sorted { ids, ranges } => match ids.binary_search(&location) {
+                Ok(i) => ranges[i],
+                Err(_) => return &[],
+            },
         };
-        match self.ranges.get(index as usize) {
-            Some((a, b)) => &self.frames[*a as usize..*b as usize],
-            None => &[],
-        }
+        self.frames.get(range.0 as usize..range.1 as usize).unwrap_or(&[])
     }
 
     /// The sample index pprof shows by default: `default_sample_type`, else the last.
