@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{CaptureRequest, CaptureState, CaptureStatus, ProfileOutcome, RetentionRequest},
+    budget::{self, MemoryBudget},
     fetch::Fetcher,
     metrics::Metrics,
-    names, profile,
+    names,
+    profile::{self, ProfileError, memory::Allowance},
     volume::{self, Volume, VolumeError},
 };
 
@@ -28,6 +30,10 @@ pub struct Limits {
     pub max_profile_bytes: u64,
     /// Bytes a profile may inflate to.
     pub max_decompressed_bytes: u64,
+    /// Bytes all profile analyses together may hold (their tables and call trees).
+    pub analysis_memory_budget: u64,
+    /// Analyses that may wait for that memory; more are refused.
+    pub max_queued_analyses: usize,
     /// Captures kept in the table (running and finished).
     pub max_captures: usize,
     /// How long a finished capture stays pollable at least.
@@ -43,7 +49,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_profile_bytes: 256 << 20,
-            max_decompressed_bytes: 1 << 30,
+            max_decompressed_bytes: 256 << 20,
+            analysis_memory_budget: 64 << 20,
+            max_queued_analyses: 16,
             max_captures: 1000,
             keep_finished: Duration::from_secs(3600),
             max_duration_seconds: 300,
@@ -133,6 +141,8 @@ pub struct Engine {
     fetcher: Fetcher,
     /// Go serves one CPU profile (or trace) at a time: ours queue behind each other.
     timed_profile: Arc<tokio::sync::Mutex<()>>,
+    /// The memory every analysis of a fetched profile draws from.
+    analysis_memory: MemoryBudget,
     metrics: Metrics,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -171,11 +181,14 @@ pub fn validate(req: &CaptureRequest, limits: &Limits) -> Result<(), String> {
 impl Engine {
     /// An engine writing under `config.profiles_dir`.
     pub fn new(config: EngineConfig, metrics: Metrics) -> Self {
+        let analysis_memory =
+            MemoryBudget::new(config.limits.analysis_memory_budget, config.limits.max_queued_analyses);
         Self {
             config: Arc::new(config),
             table: Arc::default(),
             fetcher: Fetcher::default(),
             timed_profile: Arc::default(),
+            analysis_memory,
             metrics,
             tasks: tokio_util::task::TaskTracker::new(),
         }
@@ -207,6 +220,7 @@ impl Engine {
             started_at: now_rfc3339(),
             finished_at: None,
             error: None,
+            waiting: None,
             profiles: req
                 .profiles
                 .iter()
@@ -350,6 +364,7 @@ impl Engine {
         let Some(entry) = table.get_mut(id) else { return };
         entry.finished = Some(Instant::now());
         entry.status.finished_at = Some(now_rfc3339());
+        entry.status.waiting = None;
         let any_ok = entry.status.profiles.iter().any(|p| p.path.is_some());
         if cancel.is_cancelled() {
             entry.status.state = CaptureState::Failed;
@@ -418,23 +433,9 @@ impl Engine {
         if kind.is_pprof() {
             let svg_name = format!("{}.svg", kind.as_str());
             let svg_tmp = format!(".{svg_name}.{}.tmp", uuid::Uuid::new_v4().simple());
-            let analysed = match (dirs.pod.try_clone(), dirs.pod.try_clone()) {
-                (Ok(read_dir), Ok(write_dir)) => {
-                    let (tmp_c, svg_tmp_c) = (tmp.clone(), svg_tmp.clone());
-                    let (limit, top_n) = (self.config.limits.max_decompressed_bytes, self.config.top_n);
-                    let title =
-                        format!("{} {} — {}/{}", kind, self.config.pod, req.capture.namespace, req.capture.name);
-                    tokio::task::spawn_blocking(move || {
-                        let profile = volume::open_file(&read_dir, &tmp_c).map_err(|e| e.to_string())?;
-                        let svg = volume::create_file(&write_dir, &svg_tmp_c).map_err(|e| e.to_string())?;
-                        analyse(profile, svg, limit, top_n, &title)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("summarising the profile failed: {e}")))
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-            };
-            match analysed {
+            let title = format!("{} {} — {}/{}", kind, self.config.pod, req.capture.namespace, req.capture.name);
+            let file = FetchedFile { tmp: &tmp, svg_tmp: &svg_tmp, bytes: fetched.bytes };
+            match self.analyse_fetched(&req.id, dirs, kind, file, title, cancel).await {
                 Ok(summary) => {
                     outcome.sample_type = Some(summary.sample_type);
                     outcome.total = Some(summary.total);
@@ -466,6 +467,88 @@ impl Engine {
         outcome.bytes = Some(fetched.bytes);
         outcome.sha256 = Some(fetched.sha256);
         outcome
+    }
+
+    /// Shows (or clears) why a running capture is not progressing.
+    fn set_waiting(&self, id: &str, waiting: Option<String>) {
+        if let Some(entry) = self.lock().get_mut(id).filter(|e| e.finished.is_none()) {
+            entry.status.waiting = waiting;
+        }
+    }
+
+    /// Summarises a fetched profile and writes its flame graph, within a reservation of
+    /// the analysis memory budget: waited for (the capture's status says so) or refused
+    /// when the queue is full; an analysis that needs more than it reserved runs again
+    /// with more, up to the whole budget. The error is the profile's reason.
+    async fn analyse_fetched(
+        &self,
+        id: &str,
+        dirs: &RunDirs,
+        kind: ProfileType,
+        file: FetchedFile<'_>,
+        title: String,
+        cancel: &CancellationToken,
+    ) -> Result<profile::Summary, String> {
+        let budget = &self.analysis_memory;
+        let total = budget.total();
+        let mut wanted = budget::first_reservation(file.bytes, total);
+        loop {
+            let on_wait = || {
+                self.set_waiting(
+                    id,
+                    Some(format!(
+                        "waiting for analysis memory: the {kind} profile needs {} of the {} budget (--analysis-memory-budget), which other analyses hold",
+                        mib(wanted),
+                        mib(total)
+                    )),
+                );
+            };
+            let reserved = tokio::select! {
+                r = budget.reserve(wanted, on_wait) => r,
+                () = cancel.cancelled() => return Err("cancelled".to_owned()),
+            };
+            self.set_waiting(id, None);
+            let mut reservation = reserved.map_err(|e| e.to_string())?;
+            let granted = reservation.bytes();
+            let (read_dir, write_dir) = match (dirs.pod.try_clone(), dirs.pod.try_clone()) {
+                (Ok(r), Ok(w)) => (r, w),
+                (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
+            };
+            let (tmp, svg_tmp, title) = (file.tmp.to_owned(), file.svg_tmp.to_owned(), title.clone());
+            let options = profile::Options {
+                max_decompressed_bytes: self.config.limits.max_decompressed_bytes,
+                top_n: self.config.top_n,
+                flame: true,
+            };
+            let analysed = tokio::task::spawn_blocking(move || {
+                let profile = volume::open_file(&read_dir, &tmp).map_err(|e| Failure::Other(e.to_string()))?;
+                let svg = volume::create_file(&write_dir, &svg_tmp).map_err(|e| Failure::Other(e.to_string()))?;
+                // The reservation lives in the allowance: it is given back when the
+                // analysis ends, whichever way.
+                let mut memory = Allowance::new(granted, Some(Box::new(move |bytes| reservation.try_grow(bytes))));
+                analyse(profile, svg, &options, &title, &mut memory)
+            })
+            .await
+            .unwrap_or_else(|e| Err(Failure::Other(format!("summarising the profile failed: {e}"))));
+            match analysed {
+                Ok(summary) => return Ok(summary),
+                Err(Failure::Other(reason)) => return Err(reason),
+                Err(Failure::OverBudget { needed, granted }) => {
+                    match budget::next_reservation(needed, granted, total) {
+                        Some(more) => {
+                            tracing::info!(capture = id, profile = %kind, needed, granted, retry_with = more, "analysis needs more memory; running it again");
+                            let _ = dirs.pod.remove_file(file.svg_tmp);
+                            wanted = more;
+                        }
+                        None => {
+                            return Err(format!(
+                                "summarising the profile needs more than the agent's analysis memory budget of {total} bytes (--analysis-memory-budget)"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Removes this pod's files of all but the newest `keep_runs` runs of a capture. A link
@@ -528,19 +611,44 @@ fn timed_seconds(req: &CaptureRequest) -> u64 {
     req.profiles.iter().filter(|p| p.is_timed()).count() as u64 * req.duration_seconds
 }
 
-/// Summarises a fetched profile and writes its flame graph; the error is the reason.
+/// The files of a fetched profile: its temporary name, its flame graph's, its size.
+#[derive(Debug, Clone, Copy)]
+struct FetchedFile<'a> {
+    tmp: &'a str,
+    svg_tmp: &'a str,
+    bytes: u64,
+}
+
+/// Why an analysis stopped: memory to ask more of, or a reason for the profile.
+enum Failure {
+    /// It needed `needed` bytes and held `granted`.
+    OverBudget { needed: u64, granted: u64 },
+    /// Anything else, as the profile's error.
+    Other(String),
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// Summarises a fetched profile and writes its flame graph.
 fn analyse(
     profile: std::fs::File,
-    mut svg_file: std::fs::File,
-    limit: u64,
-    top_n: usize,
+    svg_file: std::fs::File,
+    options: &profile::Options,
     title: &str,
-) -> Result<profile::Summary, String> {
-    let decoded = profile::decode(std::io::BufReader::new(profile), limit).map_err(|e| e.to_string())?;
-    let summary = profile::summarise(&decoded, top_n).map_err(|e| e.to_string())?;
-    let folded = profile::folded_stacks(&decoded).map_err(|e| e.to_string())?;
-    let svg = profile::flamegraph::render_svg(title, &summary.sample_type, &folded)?;
-    std::io::Write::write_all(&mut svg_file, &svg).map_err(|e| e.to_string())?;
-    svg_file.sync_all().map_err(|e| e.to_string())?;
-    Ok(summary)
+    memory: &mut Allowance,
+) -> Result<profile::Summary, Failure> {
+    let analysis = profile::analyse(profile, options, memory).map_err(|e| match e {
+        ProfileError::OverBudget { needed, granted } => Failure::OverBudget { needed, granted },
+        e => Failure::Other(e.to_string()),
+    })?;
+    let write = |e: std::io::Error| Failure::Other(format!("cannot write the flame graph: {e}"));
+    let mut svg = std::io::BufWriter::new(svg_file);
+    let empty = profile::flamegraph::Folded { text: String::new(), merged_below: 0 };
+    let folded = analysis.folded.as_ref().unwrap_or(&empty);
+    profile::flamegraph::render_svg(title, &analysis.summary.sample_type, folded, &mut svg).map_err(write)?;
+    let svg_file = svg.into_inner().map_err(|e| write(e.into_error()))?;
+    svg_file.sync_all().map_err(write)?;
+    Ok(analysis.summary)
 }

@@ -4,6 +4,7 @@
 //! app's runtime metrics. It never talks to the Kubernetes API.
 
 pub use biometrics_agent_api::{self as api, auth};
+pub mod budget;
 pub mod cache;
 pub mod captures;
 pub mod fetch;
@@ -98,6 +99,10 @@ pub enum AgentError {
     Serve(std::io::Error),
 }
 
+/// The smallest analysis memory budget accepted: the decoder, its buffers and the call
+/// tree of one analysis.
+pub const MIN_ANALYSIS_MEMORY_BUDGET: u64 = 4 << 20;
+
 /// Checks the configuration.
 pub fn validate(config: &AgentConfig) -> Result<(), AgentError> {
     if !config.target_host.is_loopback() {
@@ -109,6 +114,11 @@ pub fn validate(config: &AgentConfig) -> Result<(), AgentError> {
     names::dns_label("--pod-namespace", &config.namespace).map_err(|e| AgentError::Config(e.to_string()))?;
     names::dns_subdomain("--pod-name", &config.pod).map_err(|e| AgentError::Config(e.to_string()))?;
     names::base_path(&config.target_base_path).map_err(|e| AgentError::Config(e.to_string()))?;
+    if config.limits.analysis_memory_budget < MIN_ANALYSIS_MEMORY_BUDGET {
+        return Err(AgentError::Config(format!(
+            "--analysis-memory-budget must be at least {MIN_ANALYSIS_MEMORY_BUDGET} bytes (4 MiB): less fits no profile"
+        )));
+    }
     if config.sample_interval < Duration::from_secs(1) {
         return Err(AgentError::Config("--sample-interval must be at least 1s".into()));
     }

@@ -74,8 +74,15 @@ struct ServeArgs {
     #[arg(long, env = "BIOMETRICS_MAX_PROFILE_BYTES", default_value_t = 256 << 20)]
     max_profile_bytes: u64,
     /// Largest size a profile may decompress to.
-    #[arg(long, env = "BIOMETRICS_MAX_DECOMPRESSED_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "BIOMETRICS_MAX_DECOMPRESSED_BYTES", default_value_t = 256 << 20)]
     max_decompressed_bytes: u64,
+    /// Memory all profile analyses together may hold (tables, call trees), in bytes;
+    /// analyses wait for it in turn.
+    #[arg(long, env = "BIOMETRICS_ANALYSIS_MEMORY_BUDGET", default_value_t = 64 << 20)]
+    analysis_memory_budget: u64,
+    /// Profile analyses that may wait for memory at once; more fail with the reason.
+    #[arg(long, env = "BIOMETRICS_MAX_QUEUED_ANALYSES", default_value_t = 16)]
+    max_queued_analyses: usize,
     /// Captures kept for polling (finished ones at least an hour).
     #[arg(long, env = "BIOMETRICS_MAX_CAPTURES", default_value_t = 1000)]
     max_captures: usize,
@@ -125,13 +132,14 @@ fn init_logging() {
 }
 
 fn top(file: &PathBuf, n: usize) -> ExitCode {
-    let summary = std::fs::File::open(file)
-        .map_err(|e| e.to_string())
-        .and_then(|f| profile::decode(std::io::BufReader::new(f), 4 << 30).map_err(|e| e.to_string()))
-        .and_then(|p| profile::summarise(&p, n).map_err(|e| e.to_string()));
-    match summary {
-        Ok(s) => {
-            print!("{}", profile::render_top(&s));
+    // A file of one's own, summarised by hand: no memory budget, a generous size bound.
+    let options = profile::Options { max_decompressed_bytes: 4 << 30, top_n: n, flame: false };
+    let analysis = std::fs::File::open(file).map_err(|e| e.to_string()).and_then(|f| {
+        profile::analyse(f, &options, &mut profile::memory::Allowance::unlimited()).map_err(|e| e.to_string())
+    });
+    match analysis {
+        Ok(a) => {
+            print!("{}", profile::render_top(&a.summary));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -164,6 +172,8 @@ fn main() -> ExitCode {
         limits: Limits {
             max_profile_bytes: a.max_profile_bytes,
             max_decompressed_bytes: a.max_decompressed_bytes,
+            analysis_memory_budget: a.analysis_memory_budget,
+            max_queued_analyses: a.max_queued_analyses,
             max_captures: a.max_captures,
             max_queued_timed_seconds: a.max_queued_capture_seconds,
             ..Limits::default()

@@ -1,14 +1,22 @@
-//! Any bytes as a pprof profile (gzip or not): decoding, the top functions, folded stacks
-//! and the rendered table either work or fail with an error, never a panic.
+//! Any bytes as a pprof profile (gzip or not): the streaming analysis (the top functions,
+//! the folded stacks, the rendered table and flame graph) either works or fails with an
+//! error, never a panic, and never charges more memory than its allowance, however far
+//! the bytes inflate (the seeds include gzip bombs: zeros, and a valid profile with a
+//! 16 MiB string).
 #![no_main]
 
-use biometrics_agent::profile;
+use biometrics_agent::profile::{self, memory::Allowance};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(p) = profile::decode(data, 1 << 20) else { return };
-    if let Ok(summary) = profile::summarise(&p, 10) {
-        let _ = profile::render_top(&summary);
+    let options = profile::Options { max_decompressed_bytes: 1 << 20, top_n: 10, flame: true };
+    let granted = 4 << 20;
+    let mut memory = Allowance::new(granted, None);
+    if let Ok(analysis) = profile::analyse(std::io::Cursor::new(data), &options, &mut memory) {
+        let _ = profile::render_top(&analysis.summary);
+        if let Some(folded) = &analysis.folded {
+            let _ = profile::flamegraph::render_svg("fuzz", "count", folded, std::io::sink());
+        }
     }
-    let _ = profile::folded_stacks(&p);
+    assert!(memory.peak() <= granted, "charged {} of {granted}", memory.peak());
 });

@@ -113,6 +113,10 @@ pub struct CaptureStatus {
     /// Why it failed as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// While `Running`: what it waits for, when it waits (e.g. memory to analyse a profile
+    /// in). Absent otherwise; readers that do not know the field still see `Running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// One entry per requested profile, filled as they complete.
     pub profiles: Vec<ProfileOutcome>,
 }

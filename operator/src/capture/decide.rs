@@ -490,9 +490,17 @@ mod tests {
             started_at: String::new(),
             finished_at: None,
             error: None,
+            waiting: None,
             profiles,
         };
         assert_eq!(pod_result("p", &status(vec![ok.clone()])).result, RunResult::Succeeded);
+        // A capture waiting for analysis memory is running: the operator keeps polling it.
+        let waiting: CaptureStatus = serde_json::from_value(serde_json::json!({
+            "id": "x", "state": "Running", "startedAt": "", "profiles": [{"type": "heap"}],
+            "waiting": "waiting for analysis memory"
+        }))
+        .unwrap();
+        assert_eq!(pod_result("p", &waiting).result, RunResult::Running);
         assert_eq!(pod_result("p", &status(vec![ok, failed.clone()])).result, RunResult::PartiallySucceeded);
         assert_eq!(pod_result("p", &status(vec![failed])).result, RunResult::Failed);
         let pods = vec![
@@ -602,6 +610,7 @@ mod tests {
             finished_at: None,
             error: Some("the app refused".into()),
             profiles: vec![],
+            waiting: None,
         };
         let result = pod_result("p", &failed);
         assert_eq!((result.result, result.reason.as_deref()), (RunResult::Failed, Some(reasons::CAPTURE_FAILED)));

@@ -918,6 +918,7 @@ mod tests {
             finished_at: None,
             error: None,
             profiles: vec![],
+            waiting: None,
         }
     }
 

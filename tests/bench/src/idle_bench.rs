@@ -11,7 +11,7 @@ use std::{
 
 use biometrics_test_support::{ChildGuard, GoTarget, http_get, wait_for_listener};
 
-use crate::{LOCALHOST, Scale, mib, rss_of};
+use crate::{LOCALHOST, Scale, mib};
 
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -57,7 +57,7 @@ pub fn run(agent_bin: &Path, dir: &Path, scale: Scale) {
     let app_cpu = (cpu_seconds(target.pid()) - app_before) / wall * 100.0;
     println!(
         "idle agent: RSS {:.1} MiB, CPU {agent_cpu:.3} % of a core; its (idle) app {app_cpu:.3} %: nothing was read from it",
-        mib(rss_of(agent.pid()))
+        mib(biometrics_test_support::rss_bytes(agent.pid()))
     );
     // One runtime sample as the agent takes it: the heap and goroutine texts.
     let samples = scale.pick(200, 20);

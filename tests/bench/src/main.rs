@@ -3,7 +3,8 @@
 //! - `biometrics-agent top` against `go tool pprof -top` on the same files (a real CPU
 //!   profile of the Go target, and a generated large one): wall time and peak RSS of the
 //!   whole process, best of several runs;
-//! - the agent's idle RSS after start-up;
+//! - the agent's idle RSS after start-up, and its RSS above idle while it refuses a gzip
+//!   bomb (2 GiB of zeros served as `heap`), one alone and four at once;
 //! - the time from `POST /v1/captures` to its 202, and the time to parse one runtime
 //!   sample, beside the origin document's "Profile Start 20 µs" and "Metrics Collection
 //!   10 µs".
@@ -20,7 +21,9 @@ use std::{
 };
 
 use biometrics_agent::profile::proto;
-use biometrics_test_support::{ChildGuard, GoTarget, free_port, http_request, wait_for_listener};
+use biometrics_test_support::{
+    ChildGuard, GoTarget, RssPeak, free_port, gzip_bomb, http_request, serve_canned, wait_for_listener,
+};
 use prost::Message;
 
 mod idle_bench;
@@ -156,18 +159,6 @@ fn compare_top(label: &str, file: &Path, agent_bin: &Path, runs: usize) {
     );
 }
 
-fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0))
-            })
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scale = Scale { quick: args.iter().any(|a| a == "--quick") };
@@ -177,37 +168,45 @@ fn main() {
     if scale.quick {
         println!("== --quick: every benchmark at small sizes, checked; figures not comparable");
     }
-    // `biometrics-bench redis` and `biometrics-bench operator` run one part alone.
+    // `biometrics-bench agent`, `… redis` and `… operator` run one part alone.
     match args.iter().find(|a| !a.starts_with("--")).map(String::as_str) {
+        Some("agent") => return agent_parts(&release, work.path(), scale),
         Some("redis") => return redis_bench::run(&release, &work.path().join("redis"), scale),
         Some("operator") => return operator_bench::run(work.path(), scale),
         _ => {}
     }
-    println!("== agent: pprof summaries (goal: >= 10x faster, >= 5x less memory on the large file)");
+    agent_parts(&release, work.path(), scale);
+    redis_bench::run(&release, &work.path().join("redis"), scale);
+    operator_bench::run(work.path(), scale);
+}
+
+/// The agent's figures: `top` against pprof, footprint, a gzip bomb, latencies.
+fn agent_parts(release: &Path, work: &Path, scale: Scale) {
+    println!("== agent: pprof summaries (goal on the large file: >= 60x faster than go tool pprof, <= 64 MiB peak)");
     let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
-    let small = work.path().join("cpu-small.pb.gz");
+    let small = work.join("cpu-small.pb.gz");
     let seconds = scale.pick(3, 1);
     let (status, body) = http_request(target.addr, "GET", &format!("/debug/pprof/profile?seconds={seconds}"), &[], b"");
     assert_eq!(status, 200);
     std::fs::write(&small, body).expect("write small profile");
-    compare_top("small (the Go target's CPU profile)", &small, &release, scale.pick(5, 1));
-    let large = work.path().join("cpu-large.pb.gz");
+    compare_top("small (the Go target's CPU profile)", &small, release, scale.pick(5, 1));
+    let large = work.join("cpu-large.pb.gz");
     let (functions, samples) = (scale.pick(60_000, 3_000), scale.pick(300_000, 15_000));
     large_profile(&large, functions as u64, samples as u64);
     compare_top(
         &format!("large ({functions} functions/locations, {samples} samples)"),
         &large,
-        &release,
+        release,
         scale.pick(3, 1),
     );
 
     println!("== agent: footprint and latency");
-    let key = work.path().join("operator.pub");
+    let key = work.join("operator.pub");
     std::fs::write(&key, "not needed for these figures").expect("key file");
     let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
     let agent = ChildGuard::spawn(
         "biometrics-agent",
-        Command::new(&release)
+        Command::new(release)
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -219,7 +218,7 @@ fn main() {
                 "10s",
             ])
             .arg("--profiles-dir")
-            .arg(work.path().join("profiles"))
+            .arg(work.join("profiles"))
             .arg("--target-port")
             .arg(target.addr.port().to_string())
             .env("BIOMETRICS_LOG", "warn")
@@ -228,20 +227,77 @@ fn main() {
     );
     wait_for_listener(addr, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
-    let idle = rss_of(agent.pid());
+    let idle = biometrics_test_support::rss_bytes(agent.pid());
     println!("agent idle RSS after start-up: {:.1} MiB (goal < 15 MiB)", mib(idle));
     drop(agent);
-    accept_latency(&release, work.path(), target.addr.port(), scale);
+    gzip_bomb_rss(release, work, scale);
+    accept_latency(release, work, target.addr.port(), scale);
     parse_latency(&target, scale);
-    idle_bench::run(&release, work.path(), scale);
-    redis_bench::run(&release, &work.path().join("redis"), scale);
-    operator_bench::run(work.path(), scale);
+    idle_bench::run(release, work, scale);
+}
+
+/// The agent's RSS above idle while it refuses a gzip bomb served as `heap` (2 GiB of
+/// zeros; 512 MiB under `--quick`), one alone and then four at once, with its defaults
+/// (256 MiB decompressed at most, 64 MiB of analysis memory).
+fn gzip_bomb_rss(agent_bin: &Path, dir: &Path, scale: Scale) {
+    let size = scale.pick(2 << 30, 512 << 20) as u64;
+    let bomb = gzip_bomb(size);
+    let gzipped = bomb.len() as u64;
+    let server = serve_canned(SocketAddr::new(LOCALHOST, 0), 200, "", bomb);
+    let agent = signed_agent(agent_bin, &dir.join("bomb"), &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = biometrics_test_support::rss_bytes(agent.pid);
+    let capture = |id: &str| {
+        let body = serde_json::json!({
+            "id": id, "capture": {"namespace": "bench", "name": "bomb"}, "run": id,
+            "profiles": ["heap"], "durationSeconds": 1, "target": {"port": server.port(), "basePath": "/debug/pprof"}
+        })
+        .to_string();
+        let headers = [("Authorization", agent.auth.as_str()), ("Content-Type", "application/json")];
+        let (status, _) = http_request(agent.addr, "POST", "/v1/captures", &headers, body.as_bytes());
+        assert_eq!(status, 202);
+    };
+    let wait = |id: &str| {
+        let started = Instant::now();
+        loop {
+            let headers = [("Authorization", agent.auth.as_str())];
+            let (_, body) = http_request(agent.addr, "GET", &format!("/v1/captures/{id}"), &headers, b"");
+            let status: serde_json::Value = serde_json::from_slice(&body).expect("capture status");
+            if status["state"] != "Running" {
+                let reason = status["profiles"][0]["error"].as_str().unwrap_or_default();
+                assert!(reason.contains("decompresses to more than"), "the bomb is refused by its size: {status}");
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(300), "bomb capture still running: {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let peak = RssPeak::start(agent.pid);
+    let started = Instant::now();
+    capture("bomb-1");
+    wait("bomb-1");
+    let (one, one_time) = (peak.finish(), started.elapsed());
+    let peak = RssPeak::start(agent.pid);
+    let ids = ["bomb-2", "bomb-3", "bomb-4", "bomb-5"];
+    ids.iter().for_each(|id| capture(id));
+    ids.iter().for_each(|id| wait(id));
+    let four = peak.finish();
+    println!(
+        "gzip bomb ({} MiB of zeros as heap, {:.1} MiB gzipped), refused in {:.2}s: agent RSS {:.1} MiB above idle ({:.1} MiB) (goal < 64 MiB); four at once: {:.1} MiB above idle",
+        size >> 20,
+        mib(gzipped),
+        one_time.as_secs_f64(),
+        mib(one.saturating_sub(idle)),
+        mib(idle),
+        mib(four.saturating_sub(idle)),
+    );
 }
 
 /// An agent process trusting a fresh key pair, and a token for it.
 pub(crate) struct SignedAgent {
     pub(crate) addr: SocketAddr,
     pub(crate) auth: String,
+    pub(crate) pid: u32,
     _process: ChildGuard,
 }
 
@@ -268,7 +324,7 @@ pub(crate) fn signed_agent(agent_bin: &Path, dir: &Path, extra: &[&str]) -> Sign
     let token =
         biometrics_agent::auth::mint(private_pem.as_bytes(), "bench", "bench", biometrics_agent::auth::unix_now(), 600)
             .expect("token");
-    SignedAgent { addr, auth: format!("Bearer {token}"), _process: process }
+    SignedAgent { addr, auth: format!("Bearer {token}"), pid: process.pid(), _process: process }
 }
 
 /// Time from `POST /v1/captures` to its 202, with a real key and token.

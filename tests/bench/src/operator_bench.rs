@@ -31,6 +31,7 @@ fn finished(id: String) -> CaptureStatus {
         started_at: "2026-01-01T00:00:00Z".into(),
         finished_at: Some("2026-01-01T00:00:01Z".into()),
         error: None,
+        waiting: None,
         profiles: vec![ProfileOutcome {
             profile_type: Some(biometrics_crds::profile::ProfileType::Heap),
             path: Some("ns/c/run/pod/heap.pb.gz".into()),

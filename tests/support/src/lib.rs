@@ -530,3 +530,79 @@ pub fn tls_material(dir: &Path, subject_alt_names: &str) {
         "ext.cnf",
     ]);
 }
+
+/// A gzip file that inflates to `size` zero bytes (a "gzip bomb", about 1/1000 of that on
+/// disk): one gzip member whose deflate stream repeats the compressed form of 1 MiB of
+/// zeros, each copy ending on a full flush so that it stands alone. Quick to build even
+/// for gigabytes, and a valid gzip file (CRC and size included).
+pub fn gzip_bomb(size: u64) -> Vec<u8> {
+    use flate2::{Compress, Compression, Crc, FlushCompress};
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let deflate = |input: &[u8], flush: FlushCompress| {
+        let mut c = Compress::new(Compression::best(), false);
+        let mut out = Vec::with_capacity(input.len() / 100 + 64);
+        c.compress_vec(input, &mut out, flush).expect("deflate");
+        out
+    };
+    let (whole, rest) = (size / CHUNK, (size % CHUNK) as usize);
+    let block = deflate(&zeros, FlushCompress::Full);
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 0xff];
+    let mut crc = Crc::new();
+    let mut chunk_crc = Crc::new();
+    chunk_crc.update(&zeros);
+    for _ in 0..whole {
+        out.extend_from_slice(&block);
+        crc.combine(&chunk_crc);
+    }
+    out.extend_from_slice(&deflate(&zeros[..rest], FlushCompress::Finish));
+    crc.update(&zeros[..rest]);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(size as u32).to_le_bytes());
+    out
+}
+
+/// A process's resident set size (`VmRSS` in `/proc/<pid>/status`), in bytes; 0 once it
+/// is gone.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Samples a process's RSS every few milliseconds on a thread of its own, keeping the peak.
+#[derive(Debug)]
+pub struct RssPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssPeak {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak.max(rss_bytes(pid))
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// Stops sampling; the highest RSS seen.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
