@@ -107,6 +107,13 @@ pub fn download_path(namespace: &str, capture: &str, run: &str, pod: &str, file:
     format!("/api/v1/namespaces/{namespace}/captures/{capture}/runs/{run}/files/{pod}/{file}")
 }
 
+impl PodRun {
+    /// A pod with nothing known of it yet.
+    fn named(pod: &str) -> Self {
+        Self { pod: pod.to_owned(), result: None, error: None, files: Vec::new(), runtime: None }
+    }
+}
+
 /// One run, per pod: its files on the volume, what the status says of it, and the pod's
 /// current runtime metrics. `None` when neither the status nor the volume knows the run.
 pub fn run_detail(pc: &ProfileCapture, run: &str, held: &[HeldFiles], warnings: Vec<String>) -> Option<RunDetail> {
@@ -120,13 +127,7 @@ pub fn run_detail(pc: &ProfileCapture, run: &str, held: &[HeldFiles], warnings: 
     for h in held {
         for r in h.listing.runs.iter().filter(|r| r.run == run) {
             for p in &r.pods {
-                let pod = pods.entry(p.pod.clone()).or_insert_with(|| PodRun {
-                    pod: p.pod.clone(),
-                    result: None,
-                    error: None,
-                    files: Vec::new(),
-                    runtime: None,
-                });
+                let pod = pods.entry(p.pod.clone()).or_insert_with(|| PodRun::named(&p.pod));
                 for f in &p.files {
                     let Some(profile) = profile_of(&f.name) else { continue };
                     if pod.files.iter().any(|existing| existing.file == f.name) {
@@ -146,13 +147,7 @@ pub fn run_detail(pc: &ProfileCapture, run: &str, held: &[HeldFiles], warnings: 
     }
     if let Some(last) = last {
         for p in &last.pods {
-            let pod = pods.entry(p.pod.clone()).or_insert_with(|| PodRun {
-                pod: p.pod.clone(),
-                result: None,
-                error: None,
-                files: Vec::new(),
-                runtime: None,
-            });
+            let pod = pods.entry(p.pod.clone()).or_insert_with(|| PodRun::named(&p.pod));
             pod.result = Some(p.result);
             pod.error = p.error.clone();
             for result in &p.profiles {

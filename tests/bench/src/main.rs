@@ -201,35 +201,6 @@ fn agent_parts(release: &Path, work: &Path, scale: Scale) {
     );
 
     println!("== agent: footprint and latency");
-    let key = work.join("operator.pub");
-    std::fs::write(&key, "not needed for these figures").expect("key file");
-    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let agent = ChildGuard::spawn(
-        "biometrics-agent",
-        Command::new(release)
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--pod-name",
-                "bench",
-                "--pod-namespace",
-                "bench",
-                "--sample-interval",
-                "10s",
-            ])
-            .arg("--profiles-dir")
-            .arg(work.join("profiles"))
-            .arg("--target-port")
-            .arg(target.addr.port().to_string())
-            .env("BIOMETRICS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_listener(addr, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(2));
-    let idle = biometrics_test_support::rss_bytes(agent.pid());
-    println!("agent idle RSS after start-up: {:.1} MiB (goal < 15 MiB)", mib(idle));
-    drop(agent);
     gzip_bomb_rss(release, work, scale);
     accept_latency(release, work, target.addr.port(), scale);
     parse_latency(&target, scale);
