@@ -279,6 +279,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(at) = state.runtime.read().unwrap_or_else(std::sync::PoisonError::into_inner).at {
         state.metrics.runtime_sample_age.set(at.elapsed().as_secs_f64());
     }
+    let budget = state.engine.analysis_memory();
+    state.metrics.analysis_memory_held.set(i64::try_from(budget.total() - budget.available()).unwrap_or(i64::MAX));
+    state.metrics.analyses_waiting.set(i64::try_from(budget.waiting()).unwrap_or(i64::MAX));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
