@@ -259,6 +259,11 @@ impl Engine {
         }
     }
 
+    /// The analysis memory budget, for its metrics.
+    pub fn analysis_memory(&self) -> &MemoryBudget {
+        &self.analysis_memory
+    }
+
     /// A capture's status.
     pub fn status(&self, id: &str) -> Option<CaptureStatus> {
         self.lock().get(id).map(|e| e.status.clone())

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Age of the latest runtime sample, refreshed at scrape time.
     pub runtime_sample_age: prometheus::Gauge,
+    /// Bytes of the analysis memory budget held by analyses, refreshed at scrape time.
+    pub analysis_memory_held: prometheus::IntGauge,
+    /// Analyses waiting for analysis memory, refreshed at scrape time.
+    pub analyses_waiting: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -51,6 +55,14 @@ impl Default for Metrics {
             "Seconds since the app's runtime metrics were last sampled",
         )
         .expect("valid metric");
+        let analysis_memory_held = prometheus::IntGauge::new(
+            "analysis_memory_held_bytes",
+            "Bytes of the analysis memory budget that profile analyses hold",
+        )
+        .expect("valid metric");
+        let analyses_waiting =
+            prometheus::IntGauge::new("analyses_waiting", "Profile analyses waiting for analysis memory")
+                .expect("valid metric");
         for c in [
             Box::new(captures.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(capture_duration.clone()),
@@ -58,10 +70,22 @@ impl Default for Metrics {
             Box::new(bytes_written.clone()),
             Box::new(auth_failures.clone()),
             Box::new(runtime_sample_age.clone()),
+            Box::new(analysis_memory_held.clone()),
+            Box::new(analyses_waiting.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self { registry, captures, capture_duration, fetch_duration, bytes_written, auth_failures, runtime_sample_age }
+        Self {
+            registry,
+            captures,
+            capture_duration,
+            fetch_duration,
+            bytes_written,
+            auth_failures,
+            runtime_sample_age,
+            analysis_memory_held,
+            analyses_waiting,
+        }
     }
 }
 

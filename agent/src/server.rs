@@ -294,6 +294,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(age) = state.runtime.age() {
         state.metrics.runtime_sample_age.set(age.as_secs_f64());
     }
+    let budget = state.engine.analysis_memory();
+    state.metrics.analysis_memory_held.set(i64::try_from(budget.total() - budget.available()).unwrap_or(i64::MAX));
+    state.metrics.analyses_waiting.set(i64::try_from(budget.waiting()).unwrap_or(i64::MAX));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 

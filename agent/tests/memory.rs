@@ -67,12 +67,19 @@ fn a_gzip_bomb_costs_the_agent_less_than_64_mib() {
     assert!(files_under(&agent.profiles()).is_empty(), "refused profiles leave nothing");
 }
 
+/// A gauge from the agent's `/metrics`.
+fn gauge(agent: &Agent, name: &str) -> u64 {
+    let (_, text) = biometrics_test_support::http_request(agent.addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
+}
+
 #[test]
 fn analyses_wait_for_memory_in_turn_and_a_full_queue_refuses() {
     let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
-    let bomb = serve_canned(SocketAddr::new(LOCALHOST, 0), 200, "", gzip_bomb(2 << 30));
+    let bomb = serve_canned(SocketAddr::new(LOCALHOST, 0), 200, "", gzip_bomb(16 << 30));
     // A bomb's first reservation (its size and the floor) is the whole 4 MiB budget, and
-    // inflating 1 GiB holds it for a while.
+    // inflating 8 GiB of zeros holds it for seconds.
     let agent = Agent::start(
         Some(target.addr.port()),
         &[
@@ -81,12 +88,15 @@ fn analyses_wait_for_memory_in_turn_and_a_full_queue_refuses() {
             "--max-queued-analyses",
             "1",
             "--max-decompressed-bytes",
-            "1073741824",
+            "8589934592",
         ],
     );
     let started = std::time::Instant::now();
     post(&agent, "holds-it", bomb.port());
-    std::thread::sleep(Duration::from_millis(300));
+    while gauge(&agent, "biometrics_agent_analysis_memory_held_bytes") < 4 << 20 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the bomb never took the budget");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     post(&agent, "waits", target.addr.port());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -100,6 +110,7 @@ fn analyses_wait_for_memory_in_turn_and_a_full_queue_refuses() {
         assert!(std::time::Instant::now() < deadline, "never waited: {status}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(gauge(&agent, "biometrics_agent_analyses_waiting"), 1);
     post(&agent, "refused", target.addr.port());
     let refused = agent.wait_capture("refused", Duration::from_secs(30));
     let reason = refused["profiles"][0]["error"].as_str().unwrap_or_default();
@@ -107,6 +118,7 @@ fn analyses_wait_for_memory_in_turn_and_a_full_queue_refuses() {
 
     let held = agent.wait_capture("holds-it", Duration::from_secs(240));
     println!("the bomb held the budget for {:?}", started.elapsed());
+    assert!(held["profiles"][0]["error"].as_str().unwrap_or_default().contains("8589934592"), "{held}");
     assert!(held["profiles"][0]["error"].as_str().unwrap_or_default().contains("decompresses to more than"), "{held}");
     let waited = agent.wait_capture("waits", Duration::from_secs(60));
     assert_eq!(waited["state"], "Succeeded", "{waited}");
