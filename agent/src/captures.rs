@@ -412,11 +412,29 @@ impl Engine {
         let fetch_started = Instant::now();
         let fetch = async {
             let _turn = if kind.is_timed() { Some(self.timed_profile.lock().await) } else { None };
-            let file = volume::create_file(&dirs.pod, &tmp)
-                .map_err(|source| crate::fetch::FetchError::Write { path: shown.clone(), source })?;
-            self.fetcher
-                .to_file(&url, tokio::fs::File::from_std(file), &shown, self.config.limits.max_profile_bytes, timeout)
-                .await
+            let started = Instant::now();
+            loop {
+                let file = volume::create_file(&dirs.pod, &tmp)
+                    .map_err(|source| crate::fetch::FetchError::Write { path: shown.clone(), source })?;
+                let fetched = self
+                    .fetcher
+                    .to_file(
+                        &url,
+                        tokio::fs::File::from_std(file),
+                        &shown,
+                        self.config.limits.max_profile_bytes,
+                        timeout,
+                    )
+                    .await;
+                // Go stops a CPU profile (or trace) a moment after its client went away, a
+                // cancelled capture of ours included: the next one waits that moment out.
+                if kind.is_timed() && is_profiler_busy(&fetched) && started.elapsed() < PROFILER_BUSY_WAIT {
+                    let _ = dirs.pod.remove_file(&tmp);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                break fetched;
+            }
         };
         let fetched = tokio::select! {
             r = fetch => r,
@@ -609,6 +627,15 @@ impl Engine {
         removed.sort();
         Ok(removed)
     }
+}
+
+/// How long a timed profile is retried while the app says its profiler is busy.
+const PROFILER_BUSY_WAIT: Duration = Duration::from_secs(3);
+
+/// Go's answer when a CPU profile or trace is already running.
+fn is_profiler_busy(fetched: &Result<crate::fetch::Fetched, crate::fetch::FetchError>) -> bool {
+    matches!(fetched, Err(crate::fetch::FetchError::Status { status: 500, body, .. }) if body.contains("already in use")
+        || body.contains("already enabled"))
 }
 
 /// Seconds of cpu/trace profiling a capture asks for.
