@@ -146,7 +146,6 @@ fn every_view_renders_and_the_apps_names_stay_text() {
     let r2 = dom.find(">r2<").expect("run r2 listed");
     let r1 = dom.find(">r1<").expect("run r1, known only from the volume, listed");
     assert!(r2 < r1, "newest first");
-    assert!(dom.contains("/captures/shop/checkout/compare?base=r1&amp;run=r2"), "{dom}");
 
     let dom = browser::dump_dom(&format!("{base}/captures/shop/checkout/runs/r2"));
     assert!(dom.contains("main.burnCPU"), "{dom}");
@@ -207,4 +206,36 @@ fn speedscope_draws_the_profile() {
     let colours: std::collections::HashSet<&[u8]> =
         pixels[..info.buffer_size()].chunks(info.color_type.samples()).collect();
     assert!(colours.len() > 50, "a drawn flame graph has many colours, this has {}", colours.len());
+}
+
+/// The pages as a person sees them, checked to be drawn (not blank) and, with
+/// `BIOMETRICS_WRITE_SCREENSHOTS=1`, written to `docs/images/` for the user guide.
+#[test]
+fn screenshots_of_each_view() {
+    let profile = cpu_profile();
+    let (addr, _runtime) = serve(backend(profile));
+    let download = "/api/v1/namespaces/shop/captures/checkout/runs/r2/files/web-0/cpu.pb.gz";
+    let views = [
+        ("browser-captures", "/".to_owned()),
+        ("browser-runs", "/captures/shop/checkout".to_owned()),
+        ("browser-run", "/captures/shop/checkout/runs/r2".to_owned()),
+        ("browser-flamegraph", format!("/speedscope/index.html#profileURL={}", download.replace('/', "%2F"))),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, path) in views {
+        let shot = dir.path().join(format!("{name}.png"));
+        browser::screenshot(&format!("http://{addr}{path}"), &shot, 1200, 800);
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        let colours: std::collections::HashSet<&[u8]> =
+            pixels[..info.buffer_size()].chunks(info.color_type.samples()).collect();
+        assert!(colours.len() > 20, "{name} is drawn: {} colours", colours.len());
+        if std::env::var_os("BIOMETRICS_WRITE_SCREENSHOTS").is_some() {
+            let docs = biometrics_test_support::repo_root().join("docs/images");
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::copy(&shot, docs.join(format!("{name}.png"))).unwrap();
+        }
+    }
 }

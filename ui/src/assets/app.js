@@ -149,11 +149,6 @@ async function captureView(ns, name) {
   }));
   const columns = ['Run', 'Trigger', 'Started', 'Result', 'Pods with files'].map((title) => ({ title, num: title === 'Pods with files' }));
   nodes.push(el('h2', { text: 'Runs' }), table('runs', columns, rows));
-  if (detail.runs.length >= 2) {
-    const [newer, older] = detail.runs;
-    const href = `${capturePath(ns, name)}/compare?base=${seg(older.id)}&run=${seg(newer.id)}`;
-    nodes.push(el('p', {}, el('a', { href, id: 'compare-last-two', text: `Compare ${older.id} → ${newer.id}` })));
-  }
   show(...nodes);
 }
 
