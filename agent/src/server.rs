@@ -341,11 +341,12 @@ async fn enforce(State(state): State<AppState>, body: Body) -> Response {
     match outcome {
         Ok(report) => {
             let applied = crate::api::AppliedPolicy {
+                policy: request.policy.clone(),
                 key_prefix: request.key_prefix.clone(),
                 strategy: request.strategy.clone(),
                 applied_at: jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default(),
             };
-            *state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(applied);
+            keep_applied(&state, applied);
             json(StatusCode::OK, &report)
         }
         Err(e) => {
@@ -374,8 +375,18 @@ async fn cache_stats(State(state): State<AppState>, body: Body) -> Response {
     }
 }
 
-/// The policy this agent serves its app, set by the operator on every selected pod (the
-/// executor also sets it when it enforces).
+/// `<namespace>/<name>` of a policy's CachePolicy ("" for a request that names none).
+fn policy_key(policy: Option<&crate::api::PolicyRef>) -> String {
+    policy.map(|p| format!("{}/{}", p.namespace, p.name)).unwrap_or_default()
+}
+
+fn keep_applied(state: &AppState, policy: crate::api::AppliedPolicy) {
+    let key = policy_key(policy.policy.as_ref());
+    state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, policy);
+}
+
+/// A policy this agent serves its app, set by the operator on every selected pod (the
+/// executor also sets it when it enforces); one per CachePolicy.
 async fn serve_policy(State(state): State<AppState>, body: Body) -> Response {
     let policy: crate::api::AppliedPolicy = match parse_body(body, state.max_request_bytes).await {
         Ok(p) => p,
@@ -384,20 +395,38 @@ async fn serve_policy(State(state): State<AppState>, body: Body) -> Response {
     if let Err(e) = crate::cache::glob::check_prefix(&policy.key_prefix) {
         return error(ErrorCode::InvalidRequest, e.0);
     }
-    *state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(policy.clone());
+    if let Some(r) = &policy.policy {
+        let checked = crate::names::dns_label("policy.namespace", &r.namespace)
+            .and_then(|()| crate::names::dns_subdomain("policy.name", &r.name));
+        if let Err(e) = checked {
+            return error(ErrorCode::InvalidRequest, e.to_string());
+        }
+    }
+    keep_applied(&state, policy.clone());
     json(StatusCode::OK, &policy)
+}
+
+#[derive(serde::Deserialize)]
+struct PolicyQuery {
+    policy: Option<String>,
 }
 
 async fn applied_policy(
     State(state): State<AppState>,
+    Query(query): Query<PolicyQuery>,
     axum::extract::ConnectInfo(crate::tls::Peer(peer)): axum::extract::ConnectInfo<crate::tls::Peer>,
 ) -> Response {
     if !peer.ip().is_loopback() {
         return error(ErrorCode::Forbidden, "the cache policy is served to clients in the pod (loopback) only");
     }
-    match state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
-        Some(policy) => json(StatusCode::OK, &policy),
-        None => error(ErrorCode::NotFound, "no cache policy has been applied by this agent yet"),
+    let applied = state.cache.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    match query.policy {
+        Some(wanted) => match applied.get(&wanted) {
+            Some(policy) => json(StatusCode::OK, policy),
+            None => error(ErrorCode::NotFound, format!("no cache policy {wanted:?} has been applied by this agent")),
+        },
+        None if applied.is_empty() => error(ErrorCode::NotFound, "no cache policy has been applied by this agent yet"),
+        None => json(StatusCode::OK, &applied.into_values().collect::<Vec<_>>()),
     }
 }
 

@@ -566,7 +566,7 @@ fn a_cancelled_invalidation_stops_and_keeps_what_it_did_not_reach() {
 fn the_operator_gives_any_agent_the_policy_its_app_reads() {
     let agent = Agent::start(None, &[]);
     assert_eq!(agent.request_with("GET", "/v1/cache/policy", None, b"").0, 404, "nothing served yet");
-    let policy = json!({"keyPrefix": PREFIX, "strategy": {"type": "WriteBehind", "asyncWrite": true, "writeBatchSize": 100, "maxKeys": 1000, "manageServerEvictionPolicy": false}, "appliedAt": "2026-01-01T00:00:00Z"});
+    let policy = json!({"policy": {"namespace": NAMESPACE, "name": "users"}, "keyPrefix": PREFIX, "strategy": {"type": "WriteBehind", "asyncWrite": true, "writeBatchSize": 100, "maxKeys": 1000, "manageServerEvictionPolicy": false}, "appliedAt": "2026-01-01T00:00:00Z"});
     let body = policy.to_string();
     assert_eq!(
         agent.request_with("PUT", "/v1/cache/app-policy", None, body.as_bytes()).0,
@@ -575,13 +575,31 @@ fn the_operator_gives_any_agent_the_policy_its_app_reads() {
     );
     let (status, answer) = agent.request("PUT", "/v1/cache/app-policy", Some(&policy));
     assert_eq!(status, 200, "{answer}");
+    // A second CachePolicy selecting the same pod is served beside the first, not over it.
+    let sessions = json!({"policy": {"namespace": NAMESPACE, "name": "sessions"}, "keyPrefix": "sessions:", "strategy": {"type": "TTL", "ttlSeconds": 60, "asyncWrite": false, "manageServerEvictionPolicy": false}, "appliedAt": "2026-01-01T00:00:01Z"});
+    assert_eq!(agent.request("PUT", "/v1/cache/app-policy", Some(&sessions)).0, 200);
     let (status, served) = agent.request_with("GET", "/v1/cache/policy", None, b"");
     assert_eq!(status, 200, "{served}");
-    assert_eq!(served, policy, "the app reads what the operator set");
+    assert_eq!(served, json!([sessions, policy]), "the app reads every policy the operator set, by name");
+    let (status, one) = agent.request_with("GET", &format!("/v1/cache/policy?policy={NAMESPACE}/users"), None, b"");
+    assert_eq!((status, one), (200, policy.clone()), "one policy by name");
+    assert_eq!(agent.request_with("GET", &format!("/v1/cache/policy?policy={NAMESPACE}/nope"), None, b"").0, 404);
+    // The same policy again replaces its own entry only.
+    let mut changed = policy.clone();
+    changed["strategy"]["maxKeys"] = json!(10);
+    assert_eq!(agent.request("PUT", "/v1/cache/app-policy", Some(&changed)).0, 200);
+    assert_eq!(agent.request_with("GET", "/v1/cache/policy", None, b"").1, json!([sessions, changed]));
     let mut bad = policy.clone();
     bad["keyPrefix"] = json!("");
     assert_eq!(agent.request("PUT", "/v1/cache/app-policy", Some(&bad)).0, 400);
-    assert_eq!(agent.request_with("GET", "/v1/cache/policy", None, b"").1, policy, "a refused one changes nothing");
+    let mut bad_name = policy.clone();
+    bad_name["policy"]["name"] = json!("../x");
+    assert_eq!(agent.request("PUT", "/v1/cache/app-policy", Some(&bad_name)).0, 400);
+    assert_eq!(
+        agent.request_with("GET", "/v1/cache/policy", None, b"").1,
+        json!([sessions, changed]),
+        "a refused one changes nothing"
+    );
 }
 
 /// Connections the Redis server has open, its own `redis-cli` included.

@@ -553,7 +553,7 @@ async fn every_selected_agent_serves_its_app_the_write_behind_settings() {
             let (status, body) = biometrics_test_support::http_request(
                 std::net::SocketAddr::new(pod, 9477),
                 "GET",
-                "/v1/cache/policy",
+                &format!("/v1/cache/policy?policy={NS}/orders"),
                 &[],
                 b"",
             );
@@ -568,6 +568,7 @@ async fn every_selected_agent_serves_its_app_the_write_behind_settings() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        assert_eq!(served["policy"], serde_json::json!({"namespace": NS, "name": "orders"}), "served by its name");
         assert_eq!(served["keyPrefix"], PREFIX);
         assert_eq!(served["strategy"]["type"], "WriteBehind");
         assert_eq!(

@@ -133,8 +133,10 @@ pub const STATS: Route<StatsRequest, StatsResponse> = Route::new(Method::Post, "
 /// `PUT /v1/cache/app-policy`: the policy this agent serves its app.
 pub const SERVE_POLICY: Route<AppliedPolicy, AppliedPolicy> =
     Route::new(Method::Put, "/v1/cache/app-policy", "serve_policy");
-/// `GET /v1/cache/policy`: the policy, for the app on the pod's loopback (no token).
-pub const APP_POLICY: Route<NoBody, AppliedPolicy> = Route::new(Method::Get, "/v1/cache/policy", "app_policy");
+/// `GET /v1/cache/policy`: every policy this agent serves its app (one per CachePolicy that
+/// selects the pod), for the app on the pod's loopback (no token); `?policy=<ns>/<name>`
+/// answers that one policy alone.
+pub const APP_POLICY: Route<NoBody, Vec<AppliedPolicy>> = Route::new(Method::Get, "/v1/cache/policy", "app_policy");
 
 /// `GET /v1/files/{namespace}/{capture}`: a capture's runs, pods and files on the volume.
 pub const CAPTURE_FILES: Route<NoBody, CaptureFiles> =

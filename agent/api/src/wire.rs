@@ -358,6 +358,9 @@ pub struct StrategySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnforceRequest {
+    /// The CachePolicy enforced (its app policy is kept under this name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
     /// The Redis.
     pub redis: RedisTarget,
     /// The key prefix.
@@ -422,6 +425,9 @@ pub use biometrics_crds::v1alpha1::RedisHealth as StatsResponse;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedPolicy {
+    /// The CachePolicy it comes from: an agent serves one per policy that selects its pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
     /// The key prefix.
     pub key_prefix: String,
     /// The strategy.

@@ -66,8 +66,8 @@ pub struct CacheService {
     pub jobs: invalidate::Jobs,
     /// The previous INFO counters of each server, for rates.
     pub history: Arc<Mutex<HashMap<String, stats::Counters>>>,
-    /// The strategy last applied, for the app.
-    pub applied: Arc<Mutex<Option<AppliedPolicy>>>,
+    /// The policies served to the app, by `<namespace>/<name>` of their CachePolicy.
+    pub applied: Arc<Mutex<std::collections::BTreeMap<String, AppliedPolicy>>>,
     /// This pod, named in markers and messages.
     pub pod: String,
 }

@@ -357,6 +357,11 @@ async fn invalid<A: AgentApi>(
     Err(Error::InvalidSpec { reason, message })
 }
 
+/// What names `cp` in the agents' API.
+fn policy_ref(cp: &CachePolicy) -> PolicyRef {
+    PolicyRef { namespace: cp.namespace().unwrap_or_default(), name: cp.name_any() }
+}
+
 /// The Redis work of one reconcile, on one executor.
 struct Work<'a, A> {
     ctx: &'a Context<A>,
@@ -370,7 +375,7 @@ impl<A: AgentApi> Work<'_, A> {
         let rule = self.cp.spec.invalidations.iter().find(|r| r.name == rule)?;
         Some(InvalidationRequest {
             id: id.to_owned(),
-            policy: PolicyRef { namespace: self.cp.namespace().unwrap_or_default(), name: self.cp.name_any() },
+            policy: policy_ref(self.cp),
             redis: self.target.clone(),
             key_prefix: self.cp.spec.key_prefix.clone(),
             rule: decide::rule_spec(rule),
@@ -496,8 +501,12 @@ impl<A: AgentApi> Work<'_, A> {
         }
         let previous = status.enforcement.clone().unwrap_or_default();
         let strategy_type = strategy.strategy_type.clone();
-        let request =
-            EnforceRequest { redis: self.target.clone(), key_prefix: self.cp.spec.key_prefix.clone(), strategy };
+        let request = EnforceRequest {
+            policy: Some(policy_ref(self.cp)),
+            redis: self.target.clone(),
+            key_prefix: self.cp.spec.key_prefix.clone(),
+            strategy,
+        };
         let answer = self.ctx.agents.send(self.agent, routes::ENFORCE, None, Some(&request)).await;
         let mut record = EnforcementStatus {
             last_enforce_time: Some(now_time()),
@@ -579,6 +588,7 @@ impl<A: AgentApi> Work<'_, A> {
             candidates.iter().filter(|p| !pods.contains(&p.name)).collect()
         };
         let policy = biometrics_agent_api::AppliedPolicy {
+            policy: Some(policy_ref(self.cp)),
             key_prefix: self.cp.spec.key_prefix.clone(),
             strategy,
             applied_at: enforced.last_enforce_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
