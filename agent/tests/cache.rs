@@ -219,10 +219,11 @@ fn strategies_are_enforced_and_drift_is_reported() {
     );
     assert!(server.cli(None, &["config", "get", "maxmemory-policy"]).contains("allkeys-lru"));
     // The app can read what was applied, from inside the pod, without a token.
-    let (status, policy) = agent.request_with("GET", "/v1/cache/policy", None, b"");
-    assert_eq!(status, 200, "{policy}");
-    assert_eq!(policy["keyPrefix"], PREFIX);
-    assert_eq!(policy["strategy"]["type"], "LRU");
+    let (status, policies) = agent.request_with("GET", "/v1/cache/policy", None, b"");
+    assert_eq!(status, 200, "{policies}");
+    assert_eq!(policies.as_array().map(Vec::len), Some(1), "one enforced policy: {policies}");
+    assert_eq!(policies[0]["keyPrefix"], PREFIX);
+    assert_eq!(policies[0]["strategy"]["type"], "LRU");
 }
 
 #[test]
