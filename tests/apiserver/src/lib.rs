@@ -6,6 +6,7 @@
 //! What it does not do is listed in its README.
 
 pub mod audit;
+pub mod builtins;
 pub mod discovery;
 pub mod error;
 pub mod events;

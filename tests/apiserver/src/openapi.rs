@@ -6,6 +6,8 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::{error::ApiError, registry::ResourceType, server::AppState};
@@ -35,7 +37,7 @@ fn parameter(name: &str, description: &str) -> Value {
 }
 
 fn operations(rt: &ResourceType, schema_ref: &Value) -> (Value, Value) {
-    let gvk = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+    let gvk = gvk(rt);
     let write_params = json!([
         parameter("dryRun", "When present, indicates that modifications should not be persisted."),
         parameter(
@@ -67,23 +69,38 @@ fn operations(rt: &ResourceType, schema_ref: &Value) -> (Value, Value) {
     (collection, item)
 }
 
+fn gvk(rt: &ResourceType) -> Value {
+    json!({"group": rt.group, "version": rt.version, "kind": rt.kind})
+}
+
+fn insert_paths(paths: &mut Map<String, Value>, rt: &ResourceType, collection: Value, item: Value) {
+    let base = format!("/{}", gv_path(rt));
+    let scope = if rt.namespaced { "/namespaces/{namespace}" } else { "" };
+    paths.insert(format!("{base}{scope}/{}", rt.plural), collection);
+    paths.insert(format!("{base}{scope}/{}/{{name}}", rt.plural), item.clone());
+    if rt.status_subresource {
+        paths.insert(format!("{base}{scope}/{}/{{name}}/status", rt.plural), item);
+    }
+}
+
 /// The OpenAPI v3 document of one group version.
 fn group_version_doc(types: &[&ResourceType]) -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
-    schemas.insert(
-        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(),
-        json!({"description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.", "type": "object", "properties": {
-            "name": {"type": "string", "description": "Name must be unique within a namespace."},
-            "namespace": {"type": "string", "description": "Namespace defines the space within which each name must be unique."},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Map of string keys and values that can be used to organize and categorize objects."},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Annotations is an unstructured key value map stored with a resource."},
-            "uid": {"type": "string"}, "resourceVersion": {"type": "string"}, "generation": {"type": "integer", "format": "int64"},
-            "creationTimestamp": {"type": "string", "format": "date-time"}, "deletionTimestamp": {"type": "string", "format": "date-time"},
-            "finalizers": {"type": "array", "items": {"type": "string"}}
-        }}),
-    );
+    // k8s-openapi's schemas, under kube-apiserver's component names.
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    generator.subschema_for::<ObjectMeta>();
+    let mut kinds = Vec::new();
     for rt in types {
+        if let Some(schema_of) = rt.builtin_schema {
+            let reference = schema_of(&mut generator).to_value();
+            if let Some(name) = reference.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+                kinds.push((name.to_owned(), gvk(rt)));
+            }
+            let (collection, item) = operations(rt, &reference);
+            insert_paths(&mut paths, rt, collection, item);
+            continue;
+        }
         let name = component_name(rt);
         let schema_ref = json!({"$ref": format!("#/components/schemas/{name}")});
         let mut schema = rt.schema.as_ref().map_or_else(
@@ -95,23 +112,16 @@ fn group_version_doc(types: &[&ResourceType]) -> Value {
             props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
             props.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata."}));
         }
-        schema["x-kubernetes-group-version-kind"] =
-            json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
+        schema["x-kubernetes-group-version-kind"] = json!([gvk(rt)]);
         schemas.insert(name, schema);
-        let base = format!("/{}", gv_path(rt));
         let (collection, item) = operations(rt, &schema_ref);
-        if rt.namespaced {
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}", rt.plural), collection);
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}", rt.plural), item.clone());
-            if rt.status_subresource {
-                paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}/status", rt.plural), item);
-            }
-        } else {
-            paths.insert(format!("{base}/{}", rt.plural), collection);
-            paths.insert(format!("{base}/{}/{{name}}", rt.plural), item.clone());
-            if rt.status_subresource {
-                paths.insert(format!("{base}/{}/{{name}}/status", rt.plural), item);
-            }
+        insert_paths(&mut paths, rt, collection, item);
+    }
+    schemas.extend(generator.take_definitions(true));
+    for (name, gvk) in kinds {
+        // How `kubectl explain` finds a kind's schema.
+        if let Some(schema) = schemas.get_mut(&name) {
+            schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         }
     }
     json!({

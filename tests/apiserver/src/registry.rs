@@ -1,10 +1,14 @@
-//! The resource types the server knows: the built-ins of DESIGN.md and every registered CRD.
+//! The resource types the server knows: every built-in (see [`crate::builtins`]) and every
+//! registered CRD.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::{Value, json};
 
-use crate::schema::CrdSchema;
+use crate::{
+    builtins::{ALL_VERBS, BUILTINS},
+    schema::CrdSchema,
+};
 
 /// A column of `kubectl get`, from a CRD's `additionalPrinterColumns`.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +58,10 @@ pub struct ResourceType {
     pub printer_columns: Vec<PrinterColumn>,
     /// The CRD that defines this type, if any.
     pub crd_name: Option<String>,
+    /// The verbs served.
+    pub verbs: &'static [&'static str],
+    /// The schema of a built-in type, from k8s-openapi (custom resources carry `schema`).
+    pub builtin_schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
 }
 
 impl ResourceType {
@@ -73,8 +81,13 @@ impl ResourceType {
     }
 
     /// The verbs discovery lists for it.
-    pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    pub fn verbs(&self) -> &'static [&'static str] {
+        self.verbs
+    }
+
+    /// Whether `verb` is served for this type.
+    pub fn serves(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
     }
 }
 
@@ -86,153 +99,6 @@ pub struct TypeKey {
     /// Plural name.
     pub plural: String,
 }
-
-struct Builtin {
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    short_names: &'static [&'static str],
-    categories: &'static [&'static str],
-    namespaced: bool,
-    status_subresource: bool,
-    tracks_generation: bool,
-}
-
-const BUILTINS: &[Builtin] = &[
-    Builtin {
-        group: "",
-        version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        short_names: &["ns"],
-        categories: &[],
-        namespaced: false,
-        status_subresource: true,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "",
-        version: "v1",
-        kind: "Pod",
-        plural: "pods",
-        short_names: &["po"],
-        categories: &["all"],
-        namespaced: true,
-        status_subresource: true,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "",
-        version: "v1",
-        kind: "Secret",
-        plural: "secrets",
-        short_names: &[],
-        categories: &[],
-        namespaced: true,
-        status_subresource: false,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "",
-        version: "v1",
-        kind: "ConfigMap",
-        plural: "configmaps",
-        short_names: &["cm"],
-        categories: &[],
-        namespaced: true,
-        status_subresource: false,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        short_names: &["ev"],
-        categories: &[],
-        namespaced: true,
-        status_subresource: false,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "",
-        version: "v1",
-        kind: "Service",
-        plural: "services",
-        short_names: &["svc"],
-        categories: &["all"],
-        namespaced: true,
-        status_subresource: true,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "events.k8s.io",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        short_names: &["ev"],
-        categories: &[],
-        namespaced: true,
-        status_subresource: false,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "apps",
-        version: "v1",
-        kind: "Deployment",
-        plural: "deployments",
-        short_names: &["deploy"],
-        categories: &["all"],
-        namespaced: true,
-        status_subresource: true,
-        tracks_generation: true,
-    },
-    Builtin {
-        group: "apps",
-        version: "v1",
-        kind: "StatefulSet",
-        plural: "statefulsets",
-        short_names: &["sts"],
-        categories: &["all"],
-        namespaced: true,
-        status_subresource: true,
-        tracks_generation: true,
-    },
-    Builtin {
-        group: "apps",
-        version: "v1",
-        kind: "ReplicaSet",
-        plural: "replicasets",
-        short_names: &["rs"],
-        categories: &["all"],
-        namespaced: true,
-        status_subresource: true,
-        tracks_generation: true,
-    },
-    Builtin {
-        group: "coordination.k8s.io",
-        version: "v1",
-        kind: "Lease",
-        plural: "leases",
-        short_names: &[],
-        categories: &[],
-        namespaced: true,
-        status_subresource: false,
-        tracks_generation: false,
-    },
-    Builtin {
-        group: "apiextensions.k8s.io",
-        version: "v1",
-        kind: "CustomResourceDefinition",
-        plural: "customresourcedefinitions",
-        short_names: &["crd", "crds"],
-        categories: &["api-extensions"],
-        namespaced: false,
-        status_subresource: true,
-        tracks_generation: true,
-    },
-];
 
 /// All resource types, by group and plural.
 #[derive(Debug, Clone)]
@@ -250,15 +116,17 @@ impl Default for Registry {
                 kind: b.kind.into(),
                 plural: b.plural.into(),
                 singular: b.kind.to_lowercase(),
-                short_names: b.short_names.iter().map(|s| (*s).to_owned()).collect(),
-                categories: b.categories.iter().map(|s| (*s).to_owned()).collect(),
+                short_names: b.extra.short_names.iter().map(|s| (*s).to_owned()).collect(),
+                categories: b.extra.categories.iter().map(|s| (*s).to_owned()).collect(),
                 namespaced: b.namespaced,
-                status_subresource: b.status_subresource,
-                tracks_generation: b.tracks_generation,
+                status_subresource: b.extra.status,
+                tracks_generation: b.extra.generation,
                 allow_unconditional_update: true,
                 schema: None,
                 printer_columns: Vec::new(),
                 crd_name: None,
+                verbs: b.extra.verbs,
+                builtin_schema: Some(b.schema),
             })
             .map(|t| (t.key(), t))
             .collect();
@@ -385,6 +253,8 @@ fn resource_type_from_crd(crd: &Value) -> Result<ResourceType, CrdError> {
         schema: Some(Arc::new(CrdSchema::new(schema))),
         printer_columns,
         crd_name: Some(name.into()),
+        verbs: ALL_VERBS,
+        builtin_schema: None,
     })
 }
 

@@ -241,7 +241,15 @@ async fn route(
     let query = query_map(uri);
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
-    match parse_target(state, path)? {
+    let target = parse_target(state, path)?;
+    if let Some(verb) = verb_of(&target, method, &query)
+        && let Target::Collection { rt, .. } | Target::Object { rt, .. } = &target
+        && !rt.serves(verb)
+    {
+        // kube-apiserver's answer for a verb the storage does not implement.
+        return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+    }
+    match target {
         Target::GroupDiscovery { group, version } => Ok(json_response(
             StatusCode::OK,
             &crate::discovery::resource_list(&state.store.registry(), &group, &version),
@@ -349,6 +357,22 @@ async fn route(
             _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on an object"))),
         },
     }
+}
+
+/// The authorization verb of a request, as kube-apiserver names it.
+fn verb_of(target: &Target, method: &Method, query: &BTreeMap<String, String>) -> Option<&'static str> {
+    let collection = matches!(target, Target::Collection { .. });
+    Some(match *method {
+        Method::GET if collection && query.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
+        Method::GET if collection => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if collection => "deletecollection",
+        Method::DELETE => "delete",
+        _ => return None,
+    })
 }
 
 fn selectors(rt: &ResourceType, query: &BTreeMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {

@@ -347,3 +347,131 @@ fn describe_shows_events_about_the_object() {
     let events = described.split("Events:").nth(1).unwrap_or_default();
     assert!(events.contains("RunFinished") && events.contains("captured 3 profiles from 2 pods"), "{described}");
 }
+
+/// `kubectl api-resources` of a kube-apiserver 1.33 with its default groups, less the review
+/// kinds and bindings (not storage): NAME, SHORTNAMES, APIVERSION, NAMESPACED, KIND.
+const KUBE_APISERVER_RESOURCES: &str = "
+componentstatuses cs v1 false ComponentStatus
+configmaps cm v1 true ConfigMap
+endpoints ep v1 true Endpoints
+events ev v1 true Event
+limitranges limits v1 true LimitRange
+namespaces ns v1 false Namespace
+nodes no v1 false Node
+persistentvolumeclaims pvc v1 true PersistentVolumeClaim
+persistentvolumes pv v1 false PersistentVolume
+pods po v1 true Pod
+podtemplates - v1 true PodTemplate
+replicationcontrollers rc v1 true ReplicationController
+resourcequotas quota v1 true ResourceQuota
+secrets - v1 true Secret
+serviceaccounts sa v1 true ServiceAccount
+services svc v1 true Service
+mutatingwebhookconfigurations - admissionregistration.k8s.io/v1 false MutatingWebhookConfiguration
+validatingadmissionpolicies - admissionregistration.k8s.io/v1 false ValidatingAdmissionPolicy
+validatingadmissionpolicybindings - admissionregistration.k8s.io/v1 false ValidatingAdmissionPolicyBinding
+validatingwebhookconfigurations - admissionregistration.k8s.io/v1 false ValidatingWebhookConfiguration
+customresourcedefinitions crd,crds apiextensions.k8s.io/v1 false CustomResourceDefinition
+apiservices - apiregistration.k8s.io/v1 false APIService
+controllerrevisions - apps/v1 true ControllerRevision
+daemonsets ds apps/v1 true DaemonSet
+deployments deploy apps/v1 true Deployment
+replicasets rs apps/v1 true ReplicaSet
+statefulsets sts apps/v1 true StatefulSet
+horizontalpodautoscalers hpa autoscaling/v2 true HorizontalPodAutoscaler
+cronjobs cj batch/v1 true CronJob
+jobs - batch/v1 true Job
+certificatesigningrequests csr certificates.k8s.io/v1 false CertificateSigningRequest
+leases - coordination.k8s.io/v1 true Lease
+endpointslices - discovery.k8s.io/v1 true EndpointSlice
+events ev events.k8s.io/v1 true Event
+flowschemas - flowcontrol.apiserver.k8s.io/v1 false FlowSchema
+prioritylevelconfigurations - flowcontrol.apiserver.k8s.io/v1 false PriorityLevelConfiguration
+ingressclasses - networking.k8s.io/v1 false IngressClass
+ingresses ing networking.k8s.io/v1 true Ingress
+ipaddresses ip networking.k8s.io/v1 false IPAddress
+networkpolicies netpol networking.k8s.io/v1 true NetworkPolicy
+servicecidrs - networking.k8s.io/v1 false ServiceCIDR
+runtimeclasses - node.k8s.io/v1 false RuntimeClass
+poddisruptionbudgets pdb policy/v1 true PodDisruptionBudget
+clusterrolebindings - rbac.authorization.k8s.io/v1 false ClusterRoleBinding
+clusterroles - rbac.authorization.k8s.io/v1 false ClusterRole
+rolebindings - rbac.authorization.k8s.io/v1 true RoleBinding
+roles - rbac.authorization.k8s.io/v1 true Role
+priorityclasses pc scheduling.k8s.io/v1 false PriorityClass
+csidrivers - storage.k8s.io/v1 false CSIDriver
+csinodes - storage.k8s.io/v1 false CSINode
+csistoragecapacities - storage.k8s.io/v1 true CSIStorageCapacity
+storageclasses sc storage.k8s.io/v1 false StorageClass
+volumeattachments - storage.k8s.io/v1 false VolumeAttachment
+";
+
+#[test]
+fn every_built_in_resource_is_served_as_kube_apiserver_serves_it() {
+    let cluster = Cluster::start();
+    let listed = cluster.ok(&["api-resources", "--no-headers"]);
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split_whitespace().collect()).collect();
+    for expected in KUBE_APISERVER_RESOURCES.lines().filter(|l| !l.trim().is_empty()) {
+        let want: Vec<&str> = expected.split_whitespace().collect();
+        let (name, short, api_version) = (want[0], want[1], want[2]);
+        let row = rows
+            .iter()
+            .find(|r| r[0] == name && r.contains(&api_version))
+            .unwrap_or_else(|| panic!("{name} ({api_version}) is not listed by api-resources:\n{listed}"));
+        let got: Vec<&str> = if short == "-" { row.clone() } else { row.iter().copied().filter(|c| *c != short).collect() };
+        assert_eq!(got.len(), 4, "{name}: columns {row:?}, want {want:?}");
+        assert_eq!(got[1..], want[2..], "{name}: {row:?}");
+        // Each one can be read the way a user reads it.
+        let resource = format!("{name}.{}", api_version.rsplit_once('/').map_or("", |(g, _)| g));
+        let out = cluster.kubectl(&["get", resource.trim_end_matches('.'), "-A"]);
+        assert!(out.status.success(), "kubectl get {resource}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let served = rows.iter().filter(|r| !r.contains(&"biometrics.io/v1alpha1")).count();
+    assert_eq!(served, KUBE_APISERVER_RESOURCES.lines().filter(|l| !l.trim().is_empty()).count(), "{listed}");
+}
+
+#[test]
+fn built_in_kinds_are_stored_explained_and_refused_where_kube_apiserver_refuses() {
+    let cluster = Cluster::start();
+    let manifest = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: api, namespace: shop}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader, namespace: shop}
+rules: [{apiGroups: [''], resources: [pods], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: api-reads, namespace: shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}
+subjects: [{kind: ServiceAccount, name: api, namespace: shop}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: api, namespace: shop}
+spec: {minAvailable: 1, selector: {matchLabels: {app: api}}}
+";
+    let out = cluster.apply_stdin(manifest, &[]);
+    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let bound = cluster.ok(&["get", "rolebinding", "api-reads", "-n", "shop", "-o", "jsonpath={.roleRef.name}"]);
+    assert_eq!(bound, "reader");
+    assert_eq!(cluster.ok(&["get", "sa", "-n", "shop", "-o", "name"]).trim(), "serviceaccount/api");
+    let generation = cluster.ok(&["get", "pdb", "api", "-n", "shop", "-o", "jsonpath={.metadata.generation}"]);
+    assert_eq!(generation, "1", "a PodDisruptionBudget tracks its generation");
+
+    let replicas = cluster.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(replicas.contains("desired pods"), "the schema of the built-in explains it: {replicas}");
+    let rules = cluster.ok(&["explain", "role.rules"]);
+    assert!(rules.contains("verbs"), "{rules}");
+
+    let out = cluster.apply_stdin("apiVersion: v1\nkind: ComponentStatus\nmetadata: {name: etcd-0}\n", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("does not allow this method"), "{stderr}");
+}
