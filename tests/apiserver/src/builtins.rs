@@ -9,9 +9,8 @@ use k8s_openapi::{
     api::{
         admissionregistration::v1 as admissionregistration, apps::v1 as apps, autoscaling::v2 as autoscaling,
         batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
-        discovery::v1 as discovery, events::v1 as events, flowcontrol::v1 as flowcontrol,
-        networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
-        scheduling::v1 as scheduling, storage::v1 as storage,
+        discovery::v1 as discovery, events::v1 as events, flowcontrol::v1 as flowcontrol, networking::v1 as networking,
+        node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
@@ -66,9 +65,12 @@ pub struct Extra {
     pub generation: bool,
     /// The verbs served, when not all of them.
     pub verbs: &'static [&'static str],
+    /// Whether `/scale` is a subresource (at `.spec.replicas`).
+    pub scale: bool,
 }
 
-const PLAIN: Extra = Extra { short_names: &[], categories: &[], status: false, generation: false, verbs: ALL_VERBS };
+const PLAIN: Extra =
+    Extra { short_names: &[], categories: &[], status: false, generation: false, verbs: ALL_VERBS, scale: false };
 const ALL: &[&str] = &["all"];
 const API_EXTENSIONS: &[&str] = &["api-extensions"];
 
@@ -98,7 +100,11 @@ const fn short(names: &'static [&'static str]) -> Extra {
 }
 
 const fn with_status(names: &'static [&'static str], categories: &'static [&'static str], generation: bool) -> Extra {
-    Extra { short_names: names, categories, status: true, generation, verbs: ALL_VERBS }
+    Extra { short_names: names, categories, status: true, generation, ..PLAIN }
+}
+
+const fn workload(names: &'static [&'static str]) -> Extra {
+    Extra { scale: true, ..with_status(names, ALL, true) }
 }
 
 /// The built-ins served by default (GA versions; beta and alpha groups are off by default in
@@ -116,7 +122,7 @@ pub const BUILTINS: &[Builtin] = &[
     builtin::<core::PersistentVolume>(with_status(&["pv"], &[], false)),
     builtin::<core::Pod>(with_status(&["po"], ALL, false)),
     builtin::<core::PodTemplate>(PLAIN),
-    builtin::<core::ReplicationController>(with_status(&["rc"], ALL, true)),
+    builtin::<core::ReplicationController>(workload(&["rc"])),
     builtin::<core::ResourceQuota>(with_status(&["quota"], &[], false)),
     builtin::<core::Secret>(PLAIN),
     builtin::<core::ServiceAccount>(short(&["sa"])),
@@ -141,9 +147,9 @@ pub const BUILTINS: &[Builtin] = &[
     builtin::<apiregistration::APIService>(with_status(&[], API_EXTENSIONS, false)),
     builtin::<apps::ControllerRevision>(PLAIN),
     builtin::<apps::DaemonSet>(with_status(&["ds"], ALL, true)),
-    builtin::<apps::Deployment>(with_status(&["deploy"], ALL, true)),
-    builtin::<apps::ReplicaSet>(with_status(&["rs"], ALL, true)),
-    builtin::<apps::StatefulSet>(with_status(&["sts"], ALL, true)),
+    builtin::<apps::Deployment>(workload(&["deploy"])),
+    builtin::<apps::ReplicaSet>(workload(&["rs"])),
+    builtin::<apps::StatefulSet>(workload(&["sts"])),
     builtin::<autoscaling::HorizontalPodAutoscaler>(with_status(&["hpa"], ALL, true)),
     builtin::<batch::CronJob>(with_status(&["cj"], ALL, true)),
     builtin::<batch::Job>(with_status(&[], ALL, true)),
@@ -187,7 +193,10 @@ mod tests {
     #[test]
     fn metadata_comes_from_the_types() {
         let deploy = BUILTINS.iter().find(|b| b.kind == "Deployment").unwrap();
-        assert_eq!((deploy.group, deploy.version, deploy.plural, deploy.namespaced), ("apps", "v1", "deployments", true));
+        assert_eq!(
+            (deploy.group, deploy.version, deploy.plural, deploy.namespaced),
+            ("apps", "v1", "deployments", true)
+        );
         let crb = BUILTINS.iter().find(|b| b.kind == "ClusterRoleBinding").unwrap();
         assert!(!crb.namespaced);
         assert_eq!(crb.group, "rbac.authorization.k8s.io");

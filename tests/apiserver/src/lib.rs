@@ -13,6 +13,7 @@ pub mod events;
 pub mod fields;
 pub mod openapi;
 pub mod registry;
+pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod server;

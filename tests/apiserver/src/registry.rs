@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::{
     builtins::{ALL_VERBS, BUILTINS},
+    scale::ScalePaths,
     schema::CrdSchema,
 };
 
@@ -60,6 +61,8 @@ pub struct ResourceType {
     pub crd_name: Option<String>,
     /// The verbs served.
     pub verbs: &'static [&'static str],
+    /// Where `/scale` reads and writes, when the type has that subresource.
+    pub scale: Option<ScalePaths>,
     /// The schema of a built-in type, from k8s-openapi (custom resources carry `schema`).
     pub builtin_schema: Option<fn(&mut schemars::SchemaGenerator) -> schemars::Schema>,
 }
@@ -126,6 +129,7 @@ impl Default for Registry {
                 printer_columns: Vec::new(),
                 crd_name: None,
                 verbs: b.extra.verbs,
+                scale: b.extra.scale.then(ScalePaths::workload),
                 builtin_schema: Some(b.schema),
             })
             .map(|t| (t.key(), t))
@@ -254,6 +258,11 @@ fn resource_type_from_crd(crd: &Value) -> Result<ResourceType, CrdError> {
         printer_columns,
         crd_name: Some(name.into()),
         verbs: ALL_VERBS,
+        scale: version.pointer("/subresources/scale").map(|s| ScalePaths {
+            spec_replicas: text(s, "/specReplicasPath").unwrap_or(".spec.replicas").into(),
+            status_replicas: text(s, "/statusReplicasPath").unwrap_or(".status.replicas").into(),
+            label_selector: text(s, "/labelSelectorPath").map(str::to_owned),
+        }),
         builtin_schema: None,
     })
 }

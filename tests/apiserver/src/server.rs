@@ -75,6 +75,7 @@ enum Target {
     GroupDiscovery { group: String, version: String },
     Collection { rt: ResourceType, namespace: Option<String> },
     Object { rt: ResourceType, namespace: String, name: String, sub: Subresource },
+    Scale { rt: ResourceType, namespace: String, name: String },
 }
 
 fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
@@ -112,6 +113,9 @@ fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
             name: (*name).to_owned(),
             sub: Subresource::Main,
         }),
+        ["namespaces", ns, plural, name, "scale"] if lookup(plural)?.scale.is_some() => {
+            Ok(Target::Scale { rt: lookup(plural)?, namespace: (*ns).to_owned(), name: (*name).to_owned() })
+        }
         ["namespaces", ns, plural, name, s] => {
             let rt = lookup(plural)?;
             if !rt.status_subresource {
@@ -126,6 +130,9 @@ fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
                 return Err(ApiError::no_route(path));
             }
             Ok(Target::Object { rt, namespace: String::new(), name: (*name).to_owned(), sub: Subresource::Main })
+        }
+        [plural, name, "scale"] if lookup(plural).is_ok_and(|rt| !rt.namespaced && rt.scale.is_some()) => {
+            Ok(Target::Scale { rt: lookup(plural)?, namespace: String::new(), name: (*name).to_owned() })
         }
         [plural, name, s] => {
             let rt = lookup(plural)?;
@@ -243,7 +250,7 @@ async fn route(
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
     let target = parse_target(state, path)?;
     if let Some(verb) = verb_of(&target, method, &query)
-        && let Target::Collection { rt, .. } | Target::Object { rt, .. } = &target
+        && let Target::Collection { rt, .. } | Target::Object { rt, .. } | Target::Scale { rt, .. } = &target
         && !rt.serves(verb)
     {
         // kube-apiserver's answer for a verb the storage does not implement.
@@ -294,6 +301,9 @@ async fn route(
             }
             _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on a collection"))),
         },
+        Target::Scale { rt, namespace, name } => {
+            scale(state, &rt, &namespace, &name, method, body, &content_type, &query, headers)
+        }
         Target::Object { rt, namespace, name, sub } => match *method {
             Method::GET => {
                 state.counts.bump(format!("get {}", rt.plural));
@@ -312,24 +322,7 @@ async fn route(
                 state.counts.bump(format!("patch {}", rt.plural));
                 let opts = write_options(&query, headers)?;
                 let value = parse_body(body, &content_type)?;
-                let patch = match content_type.split(';').next().unwrap_or_default().trim() {
-                    "application/merge-patch+json" => Patch::Merge(value),
-                    "application/json-patch+json" => Patch::Json(value),
-                    "application/strategic-merge-patch+json" => Patch::Strategic(value),
-                    "application/apply-patch+yaml" | "application/apply-patch+json" => {
-                        if !query.contains_key("fieldManager") {
-                            return Err(ApiError::bad_request(
-                                "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
-                            ));
-                        }
-                        Patch::Apply(value)
-                    }
-                    other => {
-                        return Err(ApiError::unsupported_media_type(format!(
-                            "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-                        )));
-                    }
-                };
+                let patch = patch_of(&content_type, value, &query)?;
                 // kube-apiserver also checks `create` when an apply makes the object.
                 if let Some(log) = &state.requests
                     && matches!(patch, Patch::Apply(_))
@@ -357,6 +350,82 @@ async fn route(
             _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on an object"))),
         },
     }
+}
+
+/// A PATCH body by its content type.
+fn patch_of(content_type: &str, value: Value, query: &BTreeMap<String, String>) -> Result<Patch, ApiError> {
+    Ok(match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/merge-patch+json" => Patch::Merge(value),
+        "application/json-patch+json" => Patch::Json(value),
+        "application/strategic-merge-patch+json" => Patch::Strategic(value),
+        "application/apply-patch+yaml" | "application/apply-patch+json" => {
+            if !query.contains_key("fieldManager") {
+                return Err(ApiError::bad_request(
+                    "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
+                ));
+            }
+            Patch::Apply(value)
+        }
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+            )));
+        }
+    })
+}
+
+/// `GET`, `PUT` or `PATCH` of `/scale`: the Scale is read from the object, and a write sets
+/// the object's replicas with the object's own resourceVersion as the precondition.
+#[allow(clippy::too_many_arguments)]
+fn scale(
+    state: &AppState,
+    rt: &ResourceType,
+    namespace: &str,
+    name: &str,
+    method: &Method,
+    body: &Bytes,
+    content_type: &str,
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(paths) = rt.scale.as_ref() else { return Err(ApiError::no_route(name)) };
+    let object = state.store.get(&rt.key(), namespace, name)?;
+    let current = crate::scale::scale_of(paths, &object);
+    let wanted = match *method {
+        Method::GET => {
+            state.counts.bump(format!("get {}/scale", rt.plural));
+            return Ok(json_response(StatusCode::OK, &current, &[]));
+        }
+        Method::PUT => parse_body(body, content_type)?,
+        Method::PATCH => {
+            let mut wanted = current.clone();
+            match patch_of(content_type, parse_body(body, content_type)?, query)? {
+                Patch::Merge(p) | Patch::Strategic(p) | Patch::Apply(p) => json_patch::merge(&mut wanted, &p),
+                Patch::Json(p) => {
+                    let ops: json_patch::Patch = serde_json::from_value(p)
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut wanted, &ops)
+                        .map_err(|e| ApiError::bad_request(format!("the JSON patch could not be applied: {e}")))?;
+                }
+            }
+            wanted
+        }
+        _ => return Err(ApiError::method_not_allowed(format!("{method} is not supported on a scale"))),
+    };
+    state.counts.bump(format!("update {}/scale", rt.plural));
+    let replicas = crate::scale::requested_replicas(&wanted, name)?;
+    let mut patch = crate::scale::replicas_patch(paths, replicas);
+    // A PUT's resourceVersion is a precondition; a PATCH carries one only if it set one.
+    let rv = wanted.pointer("/metadata/resourceVersion").filter(|rv| !rv.is_null());
+    if let Some(rv) =
+        rv.filter(|rv| *method == Method::PUT || Some(*rv) != current.pointer("/metadata/resourceVersion"))
+    {
+        patch["metadata"] = json!({"resourceVersion": rv});
+    }
+    let opts = write_options(query, headers)?;
+    let (updated, warnings) =
+        state.store.patch(&rt.key(), namespace, name, Patch::Merge(patch), Subresource::Main, &opts)?;
+    Ok(json_response(StatusCode::OK, &crate::scale::scale_of(paths, &updated), &warnings))
 }
 
 /// The authorization verb of a request, as kube-apiserver names it.

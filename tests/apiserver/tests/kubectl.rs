@@ -418,7 +418,8 @@ fn every_built_in_resource_is_served_as_kube_apiserver_serves_it() {
             .iter()
             .find(|r| r[0] == name && r.contains(&api_version))
             .unwrap_or_else(|| panic!("{name} ({api_version}) is not listed by api-resources:\n{listed}"));
-        let got: Vec<&str> = if short == "-" { row.clone() } else { row.iter().copied().filter(|c| *c != short).collect() };
+        let got: Vec<&str> =
+            if short == "-" { row.clone() } else { row.iter().copied().filter(|c| *c != short).collect() };
         assert_eq!(got.len(), 4, "{name}: columns {row:?}, want {want:?}");
         assert_eq!(got[1..], want[2..], "{name}: {row:?}");
         // Each one can be read the way a user reads it.
@@ -474,4 +475,51 @@ spec: {minAvailable: 1, selector: {matchLabels: {app: api}}}
     let out = cluster.apply_stdin("apiVersion: v1\nkind: ComponentStatus\nmetadata: {name: etcd-0}\n", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("does not allow this method"), "{stderr}");
+}
+
+#[test]
+fn scale_reads_and_writes_a_workloads_replicas() {
+    let cluster = Cluster::start();
+    let deployment = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: web:1}]}
+";
+    let out = cluster.apply_stdin(deployment, &[]);
+    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let scaled = cluster.ok(&["scale", "deployment/web", "-n", "shop", "--replicas=3"]);
+    assert_eq!(scaled.trim(), "deployment.apps/web scaled");
+    let spec =
+        cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]);
+    assert_eq!(spec, "3 2", "replicas set and the spec change counted in generation");
+    let scale = cluster.ok(&["get", "--raw", "/apis/apps/v1/namespaces/shop/deployments/web/scale"]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("Scale JSON");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=web");
+
+    // A precondition that no longer holds changes nothing.
+    let out = cluster.kubectl(&["scale", "deployment/web", "-n", "shop", "--replicas=5", "--current-replicas=2"]);
+    assert!(!out.status.success(), "a stale --current-replicas is refused");
+    let stale = r#"{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"web","namespace":"shop","resourceVersion":"1"},"spec":{"replicas":5}}"#;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("scale.json");
+    std::fs::write(&file, stale).expect("write Scale");
+    let path = "/apis/apps/v1/namespaces/shop/deployments/web/scale";
+    let out = cluster.kubectl(&["replace", "--raw", path, "-f", &file.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("the object has been modified"), "{stderr}");
+    let out = cluster.kubectl(&["scale", "deployment/web", "-n", "shop", "--replicas=-1"]);
+    assert!(!out.status.success(), "negative replicas are refused");
+    assert_eq!(cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "3");
 }
