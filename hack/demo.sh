@@ -54,7 +54,8 @@ mkdir -p target/go
 say "starting the test API server"
 export KUBECONFIG="$work/kubeconfig"
 export KUBECACHEDIR="$work/kubecache"
-start apiserver "$bin/test-apiserver" --listen 127.0.0.1:0 --kubeconfig "$KUBECONFIG" \
+# (--controllers=false: the demo still creates its Pods by script.)
+start apiserver "$bin/test-apiserver" --listen 127.0.0.1:0 --kubeconfig "$KUBECONFIG" --controllers=false \
   --create crds/yaml/profilecapture.yaml --create crds/yaml/cachepolicy.yaml
 wait_for "the API server" 20 kubectl get --raw /version
 # (apply, not create: kubectl creates built-ins with protobuf bodies, which the test API

@@ -50,7 +50,9 @@ impl Cluster {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (server, client) = runtime.block_on(async {
-            let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            // The tests create Pods themselves.
+            let options = biometrics_test_apiserver::Options { controllers: false, ..Default::default() };
+            let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
             server.create_from_files(&[repo_root().join("crds/yaml/profilecapture.yaml")]).unwrap();
             server.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
             let config = kube::Config::from_custom_kubeconfig(

@@ -270,7 +270,7 @@ fn ready_reason(cp: &CachePolicy) -> Option<&str> {
 /// the chart's CRDs. Unlike `World::start`, nothing of the operator's is made ahead.
 async fn world() -> World {
     biometrics_operator::install_crypto();
-    let options = Options { record_requests: true, ..Options::default() };
+    let options = Options { record_requests: true, controllers: false, ..Options::default() };
     let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
     let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("charts/biometrics/crds").join(f));
     server.create_from_files(&crds).unwrap();

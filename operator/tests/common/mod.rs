@@ -11,7 +11,7 @@ use std::{
 };
 
 use biometrics_crds::v1alpha1::ProfileCapture;
-use biometrics_test_apiserver::TestApiServer;
+use biometrics_test_apiserver::{Options, TestApiServer};
 use biometrics_test_support::{
     ChildGuard, FaultProxy, GoTarget, free_port, repo_root, wait_for_listener, workspace_binary,
 };
@@ -58,7 +58,9 @@ pub fn kubeconfig_path(dir: &Path) -> PathBuf {
 impl World {
     pub async fn start(pod_ips: &[&str]) -> Self {
         biometrics_operator::install_crypto();
-        let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        // The tests create Pods and walk workload status themselves.
+        let options = Options { controllers: false, ..Options::default() };
+        let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
         let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
         server.create_from_files(&crds).unwrap();
         let dir = tempfile::tempdir().unwrap();

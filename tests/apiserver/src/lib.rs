@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod builtins;
+pub mod controllers;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -80,6 +81,7 @@ pub struct TestApiServer {
     counts: Arc<RequestCounts>,
     requests: Option<Arc<RequestLog>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    controllers: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Tunables of a server; the defaults suit tests and the demo.
@@ -92,6 +94,9 @@ pub struct Options {
     /// Whether to keep every request's authorization check for
     /// [`TestApiServer::requests`]; the log grows with the requests served.
     pub record_requests: bool,
+    /// Whether the workload controllers run (Deployments make ReplicaSets, ReplicaSets make
+    /// Pods). Off for tests that create Pods and write workload status themselves.
+    pub controllers: bool,
 }
 
 impl Default for Options {
@@ -100,6 +105,7 @@ impl Default for Options {
             event_log_capacity: store::DEFAULT_EVENT_LOG_CAPACITY,
             bookmark_interval: std::time::Duration::from_secs(5),
             record_requests: false,
+            controllers: true,
         }
     }
 }
@@ -133,7 +139,8 @@ impl TestApiServer {
                 })
                 .await;
         });
-        Ok(Self { addr, store, counts, requests, shutdown: Some(tx) })
+        let controllers = options.controllers.then(|| controllers::spawn(store.clone()));
+        Ok(Self { addr, store, counts, requests, shutdown: Some(tx), controllers })
     }
 
     /// Where it listens.
@@ -214,6 +221,9 @@ impl Drop for TestApiServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(controllers) = self.controllers.take() {
+            controllers.abort();
         }
     }
 }

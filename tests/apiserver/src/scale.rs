@@ -42,7 +42,7 @@ fn at<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// A label selector as its string form (`app=web,tier in (a,b)`), as `kubectl get` and an
 /// HPA read it from `status.selector`.
-fn selector_string(selector: &Value) -> String {
+pub fn selector_string(selector: &Value) -> String {
     match selector {
         Value::String(s) => s.clone(),
         Value::Object(map) if !map.contains_key("matchLabels") && !map.contains_key("matchExpressions") => {

@@ -112,7 +112,7 @@ pub fn run(dir: &Path, scale: crate::Scale) {
     let mut server = ChildGuard::spawn(
         "test-apiserver",
         Command::new(crate::bin_dir().join("test-apiserver"))
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+            .args(["--listen", "127.0.0.1:0", "--controllers=false", "--kubeconfig"])
             .arg(&kubeconfig)
             .arg("--create")
             .arg(root.join("crds/yaml/profilecapture.yaml"))

@@ -17,12 +17,21 @@ struct Args {
     /// Manifests to create at start-up (CRDs first), e.g. crds/yaml/*.yaml.
     #[arg(long = "create", value_name = "FILE")]
     create: Vec<PathBuf>,
+    /// Run the workload controllers (Deployment, ReplicaSet); `--controllers=false` for
+    /// callers that create Pods and write workload status themselves.
+    #[arg(long, env = "TEST_APISERVER_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let server = match biometrics_test_apiserver::TestApiServer::start(args.listen).await {
+    let server = match biometrics_test_apiserver::TestApiServer::start_with(
+        args.listen,
+        biometrics_test_apiserver::Options { controllers: args.controllers, ..Default::default() },
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("test-apiserver: {e}");

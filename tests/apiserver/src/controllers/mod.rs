@@ -1,0 +1,155 @@
+//! Workload controllers run inside the server, as kube-controller-manager runs beside
+//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets make Pods. Each is a pure
+//! decision (`plan`) over the objects as stored; this module lists what a decision needs and
+//! writes what it decided through the same store the API serves, so every change is seen by
+//! watches, admission and `kubectl` exactly as a controller's request would be.
+//!
+//! Level-triggered: every change to the store (and a 1 s tick, for `minReadySeconds` and
+//! progress deadlines) runs one sync of every workload; a sync that finds nothing to do
+//! writes nothing.
+
+mod deployment;
+mod replicaset;
+mod workload;
+
+use std::{collections::HashMap, time::Duration};
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+pub use self::deployment::REVISION;
+use self::workload::{active, controlled_by, meta_str};
+use crate::{
+    error::ApiError,
+    registry::TypeKey,
+    store::{Patch, Store, Subresource, WriteOptions},
+};
+
+fn key(group: &str, plural: &str) -> TypeKey {
+    TypeKey { group: group.into(), plural: plural.into() }
+}
+
+/// Runs the controllers until the task is dropped.
+pub fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = store.subscribe();
+        loop {
+            sync_all(&store, Timestamp::now());
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            // Let a burst of writes land before the next pass.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+fn options(manager: &str) -> WriteOptions {
+    WriteOptions { field_manager: manager.into(), ..Default::default() }
+}
+
+/// A write that another writer overtook, or an object already gone, is retried by the next
+/// sync; anything else is a fault of the server worth seeing.
+fn report(what: &str, result: Result<impl Sized, ApiError>) {
+    if let Err(e) = result
+        && e.code != 404
+        && e.code != 409
+    {
+        eprintln!("test-apiserver: {what}: {}", e.message);
+    }
+}
+
+/// Groups objects by (namespace, controller uid).
+fn by_controller(objects: &[Value]) -> HashMap<(String, String), Vec<&Value>> {
+    let mut map: HashMap<(String, String), Vec<&Value>> = HashMap::new();
+    for o in objects {
+        if let Some(owner) = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true)))
+        {
+            let uid = owner.get("uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+            map.entry((meta_str(o, "namespace").to_owned(), uid)).or_default().push(o);
+        }
+    }
+    map
+}
+
+/// What `owner` controls, from a [`by_controller`] map.
+fn owned<'a>(map: &HashMap<(String, String), Vec<&'a Value>>, owner: &Value) -> Vec<&'a Value> {
+    map.get(&(meta_str(owner, "namespace").to_owned(), meta_str(owner, "uid").to_owned())).cloned().unwrap_or_default()
+}
+
+/// One pass over every Deployment and ReplicaSet.
+pub fn sync_all(store: &Store, now: Timestamp) {
+    let (deployments, replica_sets, pods) = (key("apps", "deployments"), key("apps", "replicasets"), key("", "pods"));
+    let Ok((deploys, _)) = store.list(&deployments, None) else { return };
+    let Ok((sets, _)) = store.list(&replica_sets, None) else { return };
+    let Ok((all_pods, _)) = store.list(&pods, None) else { return };
+    let sets_by_owner = by_controller(&sets);
+    let pods_by_owner = by_controller(&all_pods);
+
+    for d in deploys.iter().filter(|d| !workload::terminating(d)) {
+        let ns = meta_str(d, "namespace");
+        let name = meta_str(d, "name");
+        let sets = owned(&sets_by_owner, d);
+        let template = workload::without_hash(d.pointer("/spec/template").unwrap_or(&Value::Null));
+        let old_pods = sets
+            .iter()
+            .filter(|rs| workload::without_hash(rs.pointer("/spec/template").unwrap_or(&Value::Null)) != template)
+            .flat_map(|rs| owned(&pods_by_owner, rs))
+            .filter(|p| active(p))
+            .count();
+        let plan = deployment::plan(d, &sets, old_pods, now);
+        let opts = options("deployment-controller");
+        if let Some(rs) = plan.create {
+            report("create ReplicaSet", store.create(&replica_sets, ns, rs, &opts));
+        }
+        for change in plan.changes {
+            report(
+                "scale ReplicaSet",
+                store.patch(&replica_sets, ns, &change.name, Patch::Merge(change.patch), Subresource::Main, &opts),
+            );
+        }
+        for old in plan.delete {
+            report("delete ReplicaSet", store.delete(&replica_sets, ns, &old, false, None));
+        }
+        if let Some(revision) = plan.revision {
+            let patch = json!({"metadata": {"annotations": {REVISION: revision}}});
+            report(
+                "annotate Deployment",
+                store.patch(&deployments, ns, name, Patch::Merge(patch), Subresource::Main, &opts),
+            );
+        }
+        if let Some(status) = plan.status {
+            let patch = Patch::Merge(json!({"status": status}));
+            report("Deployment status", store.patch(&deployments, ns, name, patch, Subresource::Status, &opts));
+        }
+    }
+
+    for rs in &sets {
+        let ns = meta_str(rs, "namespace");
+        let uid = meta_str(rs, "uid");
+        let pods: Vec<&Value> = owned(&pods_by_owner, rs).into_iter().filter(|p| controlled_by(p, uid)).collect();
+        let plan = replicaset::plan(rs, &pods, now);
+        let opts = options("replicaset-controller");
+        for pod in plan.create {
+            report("create Pod", store.create(&pods_key(), ns, pod, &opts));
+        }
+        for name in plan.delete {
+            report("delete Pod", store.delete(&pods_key(), ns, &name, false, None));
+        }
+        if let Some(status) = plan.status {
+            let patch = Patch::Merge(json!({"status": status}));
+            report(
+                "ReplicaSet status",
+                store.patch(&replica_sets, ns, meta_str(rs, "name"), patch, Subresource::Status, &opts),
+            );
+        }
+    }
+}
+
+fn pods_key() -> TypeKey {
+    key("", "pods")
+}
