@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod builtins;
 pub mod controllers;
+pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod events;

@@ -577,7 +577,8 @@ impl Store {
         Ok((body, warnings))
     }
 
-    /// Admission of a custom resource: prune, default, validate (with CEL).
+    /// Admission: a custom resource is pruned, defaulted and validated (with CEL); a
+    /// built-in is defaulted.
     fn admit(
         rt: &ResourceType,
         body: &mut Value,
@@ -589,7 +590,10 @@ impl Store {
             Some(schema) => schema
                 .admit(body, old, opts.field_validation)
                 .map_err(|errors| ApiError::invalid(&rt.kind, &rt.group, name, &errors)),
-            None => Ok(Vec::new()),
+            None => {
+                crate::defaults::apply(rt, body);
+                Ok(Vec::new())
+            }
         }
     }
 

@@ -272,3 +272,78 @@ async fn recreate_stops_every_old_pod_before_a_new_one_starts() {
             || !server.store().list(&pods(), Some("shop")).unwrap().0.is_empty()
     );
 }
+
+const STATEFUL_SET: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: shop}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: db:1}]}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_set_starts_in_order_and_rolls_from_the_highest_ordinal() {
+    let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
+    let dir = tempfile::tempdir().expect("dir");
+    server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+    let kubectl = Kubectl { dir };
+    let _kubelet = kubelet_stand_in(server.store().clone(), "db", Arc::new(Mutex::new(None)));
+    // Pods in the order they were created (and re-created).
+    let store = server.store().clone();
+    let created = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = created.clone();
+    let _recorder = tokio::spawn(async move {
+        let mut changes = store.subscribe();
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let (items, _) = store.list(&pods(), Some("shop")).unwrap();
+            for p in &items {
+                let uid = p.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+                if seen.insert(uid) {
+                    log.lock()
+                        .unwrap()
+                        .push(p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned());
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let out = kubectl.run(&["apply", "-f", "-"], Some(STATEFUL_SET));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        kubectl.ok(&["rollout", "status", "statefulset/db", "-n", "shop", "--timeout=30s"]);
+        kubectl.ok(&["set", "image", "statefulset/db", "-n", "shop", "db=db:2"]);
+        let status = kubectl.ok(&["rollout", "status", "statefulset/db", "-n", "shop", "--timeout=30s"]);
+        assert!(status.contains("roll out complete: 3 new pods have been updated"), "{status}");
+        let images = kubectl.ok(&["get", "pods", "-n", "shop", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+        assert_eq!(images.split_whitespace().collect::<Vec<_>>(), ["db:2"; 3]);
+        let revisions = kubectl.ok(&[
+            "get",
+            "sts",
+            "db",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.status.currentRevision} {.status.updateRevision}",
+        ]);
+        let (current, update) = revisions.split_once(' ').expect("two revisions");
+        assert_eq!(current, update, "the finished rollout makes the update revision current");
+        let history = kubectl.ok(&["rollout", "history", "statefulset/db", "-n", "shop"]);
+        assert!(history.contains("\n1 ") && history.contains("\n2 "), "{history}");
+    })
+    .await
+    .unwrap();
+    let order = created.lock().unwrap().clone();
+    assert_eq!(order, ["db-0", "db-1", "db-2", "db-2", "db-1", "db-0"], "created in order, rolled from the top");
+}

@@ -1,5 +1,5 @@
 //! Workload controllers run inside the server, as kube-controller-manager runs beside
-//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets make Pods. Each is a pure
+//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets and StatefulSets make Pods. Each is a pure
 //! decision (`plan`) over the objects as stored; this module lists what a decision needs and
 //! writes what it decided through the same store the API serves, so every change is seen by
 //! watches, admission and `kubectl` exactly as a controller's request would be.
@@ -10,6 +10,7 @@
 
 mod deployment;
 mod replicaset;
+mod statefulset;
 mod workload;
 
 use std::{collections::HashMap, time::Duration};
@@ -81,7 +82,7 @@ fn owned<'a>(map: &HashMap<(String, String), Vec<&'a Value>>, owner: &Value) -> 
     map.get(&(meta_str(owner, "namespace").to_owned(), meta_str(owner, "uid").to_owned())).cloned().unwrap_or_default()
 }
 
-/// One pass over every Deployment and ReplicaSet.
+/// One pass over every Deployment, StatefulSet and ReplicaSet.
 pub fn sync_all(store: &Store, now: Timestamp) {
     let (deployments, replica_sets, pods) = (key("apps", "deployments"), key("apps", "replicasets"), key("", "pods"));
     let Ok((deploys, _)) = store.list(&deployments, None) else { return };
@@ -128,6 +129,8 @@ pub fn sync_all(store: &Store, now: Timestamp) {
         }
     }
 
+    sync_stateful_sets(store, &pods_by_owner, now);
+
     for rs in &sets {
         let ns = meta_str(rs, "namespace");
         let uid = meta_str(rs, "uid");
@@ -145,6 +148,38 @@ pub fn sync_all(store: &Store, now: Timestamp) {
             report(
                 "ReplicaSet status",
                 store.patch(&replica_sets, ns, meta_str(rs, "name"), patch, Subresource::Status, &opts),
+            );
+        }
+    }
+}
+
+/// One pass over every StatefulSet.
+fn sync_stateful_sets(store: &Store, pods_by_owner: &HashMap<(String, String), Vec<&Value>>, now: Timestamp) {
+    let (sets_key, revisions_key) = (key("apps", "statefulsets"), key("apps", "controllerrevisions"));
+    let Ok((sets, _)) = store.list(&sets_key, None) else { return };
+    if sets.is_empty() {
+        return;
+    }
+    let Ok((revisions, _)) = store.list(&revisions_key, None) else { return };
+    let revisions_by_owner = by_controller(&revisions);
+    let opts = options("statefulset-controller");
+    for set in sets.iter().filter(|s| !workload::terminating(s)) {
+        let ns = meta_str(set, "namespace");
+        let plan = statefulset::plan(set, &owned(pods_by_owner, set), &owned(&revisions_by_owner, set), now);
+        if let Some(revision) = plan.create_revision {
+            report("create ControllerRevision", store.create(&revisions_key, ns, revision, &opts));
+        }
+        for pod in plan.create_pods {
+            report("create Pod", store.create(&pods_key(), ns, pod, &opts));
+        }
+        for name in plan.delete_pods {
+            report("delete Pod", store.delete(&pods_key(), ns, &name, false, None));
+        }
+        if let Some(status) = plan.status {
+            let patch = Patch::Merge(json!({"status": status}));
+            report(
+                "StatefulSet status",
+                store.patch(&sets_key, ns, meta_str(set, "name"), patch, Subresource::Status, &opts),
             );
         }
     }

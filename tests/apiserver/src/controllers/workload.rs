@@ -110,7 +110,7 @@ pub fn template_hash(template: &Value, collisions: i64) -> String {
 /// Drops what decodes to nothing (`null`, `{}`, `[]`): kubectl writes a template back with
 /// `creationTimestamp: null` and `resources: {}`, which kube-apiserver's typed objects do
 /// not tell from absent fields.
-fn prune_empty(value: &mut Value) {
+pub fn prune_empty(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.values_mut().for_each(prune_empty);
