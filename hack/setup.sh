@@ -11,7 +11,7 @@ mkdir -p "$bin"
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------
-apt_packages=(redis-server golang-go python3-venv jq unzip curl ca-certificates openssl time chromium)
+apt_packages=(redis-server golang-go python3-venv jq unzip curl ca-certificates openssl time chromium iproute2 util-linux mount)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true) == "install ok installed" ]] || missing+=("$pkg")

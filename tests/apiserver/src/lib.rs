@@ -13,6 +13,8 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod kubelet;
+pub mod logs;
 pub mod openapi;
 pub mod registry;
 pub mod scale;
@@ -83,6 +85,8 @@ pub struct TestApiServer {
     requests: Option<Arc<RequestLog>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     controllers: Option<tokio::task::JoinHandle<()>>,
+    kubelet: Option<kubelet::Kubelet>,
+    kubelet_state: Arc<std::sync::OnceLock<PathBuf>>,
 }
 
 /// Tunables of a server; the defaults suit tests and the demo.
@@ -128,6 +132,7 @@ impl TestApiServer {
         state.requests = options.record_requests.then(Arc::default);
         let counts = state.counts.clone();
         let requests = state.requests.clone();
+        let kubelet_state = state.kubelet_state.clone();
         let app = axum::Router::new().fallback(move |method, uri, headers, body| {
             let state = state.clone();
             async move { server::handle(state, method, uri, headers, body).await }
@@ -141,7 +146,23 @@ impl TestApiServer {
                 .await;
         });
         let controllers = options.controllers.then(|| controllers::spawn(store.clone()));
-        Ok(Self { addr, store, counts, requests, shutdown: Some(tx), controllers })
+        Ok(Self { addr, store, counts, requests, shutdown: Some(tx), controllers, kubelet: None, kubelet_state })
+    }
+
+    /// Starts a kubelet that runs this server's pods as local processes (see
+    /// [`kubelet`]); it stops with the server.
+    pub async fn start_kubelet(&mut self, config: kubelet::KubeletConfig) -> Result<(), kubelet::KubeletError> {
+        let state_dir = config.state_dir.clone();
+        self.kubelet = Some(kubelet::Kubelet::start(self.store.clone(), config).await?);
+        let _ = self.kubelet_state.set(state_dir);
+        Ok(())
+    }
+
+    /// Stops every pod of the kubelet (if one runs) and removes its network.
+    pub async fn stop_kubelet(&mut self) {
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.shutdown().await;
+        }
     }
 
     /// Where it listens.

@@ -60,12 +60,21 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// Where each request's authorization check is recorded, when asked for.
     pub requests: Option<Arc<RequestLog>>,
+    /// The kubelet's state directory, once one runs (pods' logs are there).
+    pub kubelet_state: Arc<std::sync::OnceLock<std::path::PathBuf>>,
 }
 
 impl AppState {
     /// State for a server at `address`.
     pub fn new(store: Store, address: String) -> Self {
-        Self { store, counts: Arc::default(), address, bookmark_interval: Duration::from_secs(5), requests: None }
+        Self {
+            store,
+            counts: Arc::default(),
+            address,
+            bookmark_interval: Duration::from_secs(5),
+            requests: None,
+            kubelet_state: Arc::default(),
+        }
     }
 }
 
@@ -76,6 +85,7 @@ enum Target {
     Collection { rt: ResourceType, namespace: Option<String> },
     Object { rt: ResourceType, namespace: String, name: String, sub: Subresource },
     Scale { rt: ResourceType, namespace: String, name: String },
+    PodLog { namespace: String, name: String },
 }
 
 fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
@@ -113,6 +123,9 @@ fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
             name: (*name).to_owned(),
             sub: Subresource::Main,
         }),
+        ["namespaces", ns, "pods", name, "log"] if group.is_empty() => {
+            Ok(Target::PodLog { namespace: (*ns).to_owned(), name: (*name).to_owned() })
+        }
         ["namespaces", ns, plural, name, "scale"] if lookup(plural)?.scale.is_some() => {
             Ok(Target::Scale { rt: lookup(plural)?, namespace: (*ns).to_owned(), name: (*name).to_owned() })
         }
@@ -301,6 +314,19 @@ async fn route(
             }
             _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on a collection"))),
         },
+        Target::PodLog { namespace, name } if *method == Method::GET => {
+            state.counts.bump("get pods/log".into());
+            crate::logs::serve(
+                &state.store,
+                state.kubelet_state.get().map(std::path::PathBuf::as_path),
+                &namespace,
+                &name,
+                &query,
+            )
+        }
+        Target::PodLog { .. } => {
+            Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
+        }
         Target::Scale { rt, namespace, name } => {
             scale(state, &rt, &namespace, &name, method, body, &content_type, &query, headers)
         }
@@ -344,7 +370,11 @@ async fn route(
                 let orphan = propagation.as_deref() == Some("Orphan")
                     || options.get("orphanDependents").and_then(Value::as_bool) == Some(true);
                 let uid = options.pointer("/preconditions/uid").and_then(Value::as_str);
-                let obj = state.store.delete(&rt.key(), &namespace, &name, orphan, uid)?;
+                let grace = query
+                    .get("gracePeriodSeconds")
+                    .and_then(|g| g.parse().ok())
+                    .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+                let obj = state.store.delete_gracefully(&rt.key(), &namespace, &name, orphan, uid, grace)?;
                 Ok(json_response(StatusCode::OK, &obj, &[]))
             }
             _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on an object"))),

@@ -104,6 +104,8 @@ pub struct State {
     /// Everything at or below this resourceVersion is no longer in the log.
     compacted: u64,
     capacity: usize,
+    /// Whether a kubelet runs pods, so that deleting a scheduled pod waits for it to stop.
+    graceful_pods: bool,
 }
 
 /// The store: state plus a signal watches wait on.
@@ -1056,6 +1058,67 @@ impl Store {
             self.cascade(&mut state, &removed);
         }
         Ok(removed)
+    }
+
+    /// Whether deleting a scheduled, unfinished pod only marks it (a kubelet finishes it).
+    pub fn set_graceful_pod_deletion(&self, on: bool) {
+        self.lock().graceful_pods = on;
+    }
+
+    /// DELETE as kube-apiserver answers it: a scheduled pod that has not finished is marked
+    /// with `deletionTimestamp` and its grace period (`grace`, else its
+    /// `terminationGracePeriodSeconds`) for its kubelet to stop, unless the grace is 0 or no
+    /// kubelet runs; anything else is deleted as [`Store::delete`] does.
+    pub fn delete_gracefully(
+        &self,
+        key: &TypeKey,
+        namespace: &str,
+        name: &str,
+        orphan: bool,
+        precondition_uid: Option<&str>,
+        grace: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let rt = Self::resource(&state, key)?;
+        if !(state.graceful_pods && rt.group.is_empty() && rt.kind == "Pod") || grace == Some(0) {
+            drop(state);
+            return self.delete(key, namespace, name, orphan, precondition_uid);
+        }
+        let old = Self::stored(&state, &rt, namespace, name)?;
+        let scheduled = old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let phase = old.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+        if !scheduled || phase == "Succeeded" || phase == "Failed" {
+            drop(state);
+            return self.delete(key, namespace, name, orphan, precondition_uid);
+        }
+        if let Some(uid) = precondition_uid
+            && Some(uid) != meta(&old, "uid").as_deref()
+        {
+            return Err(ApiError::conflict(&rt.qualified_name(), name));
+        }
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(old);
+        }
+        let grace = grace
+            .or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30)
+            .max(1);
+        let mut new = old.clone();
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+        {
+            let m = meta_mut(&mut new);
+            m.insert(
+                "deletionTimestamp".into(),
+                json!(at.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()),
+            );
+            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        }
+        state.rv += 1;
+        let rv = state.rv;
+        meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
+        state.objects.entry(key.clone()).or_default().insert((namespace.to_owned(), name.to_owned()), new.clone());
+        self.record(&mut state, key, EventType::Modified, new.clone(), Some(old));
+        Ok(new)
     }
 
     /// Removes an object now and records the deletion.

@@ -77,7 +77,43 @@ fn age(timestamp: &str) -> Value {
     }
 }
 
+/// Pod columns kube-apiserver computes rather than reads from one field.
+const POD_READY: &str = "<pod ready>";
+const POD_STATUS: &str = "<pod status>";
+const POD_RESTARTS: &str = "<pod restarts>";
+
+/// `READY`, `STATUS` and `RESTARTS` of a pod, as kube-apiserver's printer makes them.
+fn pod_cell(pod: &Value, column: &str) -> Value {
+    let statuses: Vec<&Value> =
+        pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten().collect();
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+    match column {
+        POD_READY => {
+            let ready = statuses.iter().filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true)).count();
+            json!(format!("{ready}/{containers}"))
+        }
+        POD_RESTARTS => json!(
+            statuses.iter().filter_map(|s| s.get("restartCount").and_then(Value::as_i64)).sum::<i64>().to_string()
+        ),
+        _ => {
+            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+                return json!("Terminating");
+            }
+            let reason = statuses.iter().rev().find_map(|s| {
+                s.pointer("/state/waiting/reason")
+                    .or_else(|| s.pointer("/state/terminated/reason"))
+                    .and_then(Value::as_str)
+                    .filter(|r| *r != "ContainerCreating" || pod.pointer("/spec/nodeName").is_some())
+            });
+            json!(reason.or_else(|| pod.pointer("/status/phase").and_then(Value::as_str)).unwrap_or("Pending"))
+        }
+    }
+}
+
 fn cell(object: &Value, column: &PrinterColumn) -> Value {
+    if column.json_path.starts_with("<pod ") {
+        return pod_cell(object, &column.json_path);
+    }
     match json_path(object, &column.json_path) {
         None | Some(Value::Null) => Value::Null,
         Some(Value::String(s)) if column.column_type == "date" => age(s),
@@ -102,11 +138,17 @@ fn columns(rt: &ResourceType) -> Vec<PrinterColumn> {
         return rt.printer_columns.clone();
     }
     match rt.kind.as_str() {
-        "Pod" => vec![
-            col("Status", "string", ".status.phase"),
-            col("IP", "string", ".status.podIP"),
-            col("Age", "date", ".metadata.creationTimestamp"),
-        ],
+        "Pod" => {
+            let wide = |name: &str, json_path: &str| PrinterColumn { priority: 1, ..col(name, "string", json_path) };
+            vec![
+                col("Ready", "string", POD_READY),
+                col("Status", "string", POD_STATUS),
+                col("Restarts", "string", POD_RESTARTS),
+                col("Age", "date", ".metadata.creationTimestamp"),
+                wide("IP", ".status.podIP"),
+                wide("Node", ".spec.nodeName"),
+            ]
+        }
         "Namespace" => {
             vec![col("Status", "string", ".status.phase"), col("Age", "date", ".metadata.creationTimestamp")]
         }

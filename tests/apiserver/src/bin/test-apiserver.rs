@@ -21,12 +21,25 @@ struct Args {
     /// callers that create Pods and write workload status themselves.
     #[arg(long, env = "TEST_APISERVER_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
+    /// Run pods as local processes with this image → command map (YAML); needs root.
+    #[arg(long, value_name = "FILE")]
+    kubelet_images: Option<PathBuf>,
+    /// Where the kubelet keeps pods' volumes, layers and logs (default: a new temporary
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    kubelet_state: Option<PathBuf>,
+    /// The kubelet's Node name.
+    #[arg(long, default_value = "local-1")]
+    node_name: String,
+    /// The first restart delay of a crashing container, in seconds (kube's is 10).
+    #[arg(long, default_value_t = 10)]
+    restart_backoff_seconds: u64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let server = match biometrics_test_apiserver::TestApiServer::start_with(
+    let mut server = match biometrics_test_apiserver::TestApiServer::start_with(
         args.listen,
         biometrics_test_apiserver::Options { controllers: args.controllers, ..Default::default() },
     )
@@ -48,8 +61,34 @@ async fn main() -> ExitCode {
         eprintln!("test-apiserver: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(images) = &args.kubelet_images {
+        let started = async {
+            let images = biometrics_test_apiserver::kubelet::ImageMap::load(images)?;
+            let state_dir = args
+                .kubelet_state
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("test-apiserver-kubelet-{}", std::process::id())));
+            let config = biometrics_test_apiserver::kubelet::KubeletConfig {
+                node_name: args.node_name.clone(),
+                state_dir,
+                images,
+                restart_backoff: std::time::Duration::from_secs(args.restart_backoff_seconds),
+                api: server.addr(),
+            };
+            server.start_kubelet(config).await
+        };
+        if let Err(e) = started.await {
+            eprintln!("test-apiserver: kubelet: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // The line a parent process waits for: the server is ready.
     println!("LISTEN {}", server.addr());
-    let _ = tokio::signal::ctrl_c().await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    server.stop_kubelet().await;
     ExitCode::SUCCESS
 }

@@ -1,0 +1,576 @@
+//! One pod on the node, from its network and volumes to its containers' processes, probes,
+//! restarts and status, until it is deleted.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use rustix::process::Signal;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{
+    Context,
+    container::{self, Launch, Mount},
+    env::{self, Sources},
+    images,
+    network::Attachment,
+    probe,
+    volumes::{self, Objects, VolumeSource},
+};
+use crate::{
+    registry::TypeKey,
+    store::{Patch, Subresource, WriteOptions},
+};
+
+/// How a pod's worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep running.
+    No,
+    /// SIGTERM, then SIGKILL after the grace period; then the pod object is removed.
+    Graceful(Duration),
+    /// The object is gone: kill now.
+    Now,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Waiting { reason: String, message: String },
+    Running { since: Timestamp },
+    Terminated { code: i32, reason: String, started: Timestamp, finished: Timestamp },
+}
+
+#[derive(Debug, Default)]
+struct ProbeTrack {
+    next: Option<Instant>,
+    successes: u32,
+    failures: u32,
+}
+
+struct Container {
+    spec: Value,
+    name: String,
+    restarts: u32,
+    started_once: bool,
+    child: Option<tokio::process::Child>,
+    pid: Option<u32>,
+    state: State,
+    last: Option<Value>,
+    ready: bool,
+    readiness: ProbeTrack,
+    liveness: ProbeTrack,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    done: bool,
+}
+
+impl Container {
+    fn new(spec: &Value) -> Self {
+        Self {
+            name: spec.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            spec: spec.clone(),
+            restarts: 0,
+            started_once: false,
+            child: None,
+            pid: None,
+            state: State::Waiting { reason: "ContainerCreating".into(), message: String::new() },
+            last: None,
+            ready: false,
+            readiness: ProbeTrack::default(),
+            liveness: ProbeTrack::default(),
+            retry_at: None,
+            backoff: Duration::ZERO,
+            done: false,
+        }
+    }
+}
+
+fn state_json(state: &State) -> Value {
+    match state {
+        State::Waiting { reason, message } if message.is_empty() => json!({"waiting": {"reason": reason}}),
+        State::Waiting { reason, message } => json!({"waiting": {"reason": reason, "message": message}}),
+        State::Running { since } => json!({"running": {"startedAt": since.to_string()}}),
+        State::Terminated { code, reason, started, finished } => json!({"terminated": {
+            "exitCode": code, "reason": reason, "startedAt": started.to_string(), "finishedAt": finished.to_string(),
+            "containerID": "",
+        }}),
+    }
+}
+
+/// ConfigMaps and Secrets of the pod's namespace, read from the store when asked.
+struct Namespace<'a> {
+    context: &'a Context,
+    namespace: &'a str,
+}
+
+impl Namespace<'_> {
+    fn object(&self, plural: &str, name: &str) -> Option<Value> {
+        self.context.store.get(&TypeKey { group: String::new(), plural: plural.into() }, self.namespace, name).ok()
+    }
+}
+
+impl Objects for Namespace<'_> {
+    fn config_map(&self, name: &str) -> Option<Value> {
+        self.object("configmaps", name)
+    }
+    fn secret(&self, name: &str) -> Option<Value> {
+        self.object("secrets", name)
+    }
+}
+
+impl Sources for Namespace<'_> {
+    fn config_map(&self, name: &str, key: &str) -> Option<String> {
+        Objects::config_map(self, name)?.pointer(&format!("/data/{key}")).and_then(Value::as_str).map(str::to_owned)
+    }
+    fn secret(&self, name: &str, key: &str) -> Option<String> {
+        env::secret_value(&Objects::secret(self, name)?, key)
+    }
+}
+
+struct Pod {
+    context: Arc<Context>,
+    object: Value,
+    namespace: String,
+    name: String,
+    uid: String,
+    dir: PathBuf,
+    attachment: Attachment,
+    started: Timestamp,
+    containers: Vec<Container>,
+    volumes: BTreeMap<String, PathBuf>,
+    volume_error: Option<String>,
+    conditions: BTreeMap<&'static str, (bool, Timestamp)>,
+    written: Option<Value>,
+}
+
+fn pods() -> TypeKey {
+    TypeKey { group: String::new(), plural: "pods".into() }
+}
+
+impl Pod {
+    fn restart_policy(&self) -> &str {
+        self.object.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always")
+    }
+
+    /// Writes every volume's files (again, if their objects changed).
+    fn sync_volumes(&mut self) {
+        let ns = Namespace { context: &self.context, namespace: &self.namespace };
+        self.volume_error = None;
+        for volume in self.object.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
+            let name = volume.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let source = match volumes::source(&self.object, volume, &ns) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.volume_error = Some(format!("MountVolume.SetUp failed for volume \"{name}\": {e}"));
+                    continue;
+                }
+            };
+            let path = volumes::host_path(&self.context.state_dir, &self.dir, &self.namespace, &name, &source);
+            let _ = std::fs::create_dir_all(&path);
+            if let VolumeSource::Files(files) = &source {
+                for (file, bytes) in files.iter().filter(|(f, _)| volumes::safe_relative(f)) {
+                    let target = path.join(file);
+                    if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
+                        if let Some(parent) = target.parent() {
+                            let _ = std::fs::create_dir_all(parent);
+                        }
+                        // Replaced whole, as the kubelet's atomic writer does.
+                        let temporary = target.with_extension("biometrics-tmp");
+                        if std::fs::write(&temporary, bytes).is_ok() {
+                            let _ = std::fs::rename(&temporary, &target);
+                        }
+                    }
+                }
+            }
+            self.volumes.insert(name, path);
+        }
+    }
+
+    fn launch(&self, c: &Container) -> Result<Launch, (String, String)> {
+        let image = c.spec.get("image").and_then(Value::as_str).unwrap_or_default();
+        let resolved =
+            self.context.images.resolve(image).ok_or_else(|| {
+                ("ErrImagePull".to_owned(), format!("image {image:?} is not in the node's image map"))
+            })?;
+        let strings = |field: &str| -> Vec<String> {
+            c.spec
+                .get(field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut pod = self.object.clone();
+        pod["status"]["podIP"] = json!(self.attachment.ip.to_string());
+        pod["status"]["hostIP"] = json!(self.context.gateway.to_string());
+        let ns = Namespace { context: &self.context, namespace: &self.namespace };
+        let mut environment = BTreeMap::from([
+            ("PATH".to_owned(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()),
+            ("HOSTNAME".to_owned(), self.name.clone()),
+            ("HOME".to_owned(), "/root".to_owned()),
+            ("KUBERNETES_SERVICE_HOST".to_owned(), self.context.gateway.to_string()),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), self.context.api_port.to_string()),
+        ]);
+        environment
+            .extend(env::environment(&pod, &c.spec, &ns).map_err(|e| ("CreateContainerConfigError".to_owned(), e.0))?);
+        let mut mounts = Vec::new();
+        for m in c.spec.get("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
+            let volume = m.get("name").and_then(Value::as_str).unwrap_or_default();
+            let host = self
+                .volumes
+                .get(volume)
+                .ok_or_else(|| ("CreateContainerConfigError".to_owned(), format!("volume {volume:?} is not ready")))?;
+            let sub = m.get("subPath").and_then(Value::as_str).filter(|s| volumes::safe_relative(s));
+            mounts.push(Mount {
+                host: sub.map_or_else(|| host.clone(), |s| host.join(s)),
+                path: m.get("mountPath").and_then(Value::as_str).unwrap_or("/").to_owned(),
+                read_only: m.get("readOnly").and_then(Value::as_bool) == Some(true),
+            });
+        }
+        Ok(Launch {
+            netns: self.attachment.netns.clone(),
+            dir: container::container_dir(&self.dir, &c.name),
+            mounts,
+            env: environment,
+            argv: images::argv(resolved, &strings("command"), &strings("args")),
+            working_dir: c.spec.get("workingDir").and_then(Value::as_str).unwrap_or("/").to_owned(),
+            log: self.log_path(&c.name, c.restarts),
+        })
+    }
+
+    fn log_path(&self, container: &str, restart: u32) -> PathBuf {
+        log_path(&self.dir, container, restart)
+    }
+
+    /// One step of every container: reap, restart, start, probe.
+    async fn step(&mut self) {
+        let now = Instant::now();
+        let policy = self.restart_policy().to_owned();
+        for i in 0..self.containers.len() {
+            // Reap.
+            let exited = self.containers[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let c = &mut self.containers[i];
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9));
+                let started = match c.state {
+                    State::Running { since } => since,
+                    _ => Timestamp::now(),
+                };
+                let terminated = State::Terminated {
+                    code,
+                    reason: if code == 0 { "Completed".into() } else { "Error".into() },
+                    started,
+                    finished: Timestamp::now(),
+                };
+                c.child = None;
+                if let Some(pid) = c.pid.take() {
+                    // The rest of the group (children the main process left) goes with it.
+                    container::signal(pid, Signal::KILL);
+                    self.context.groups.lock().expect("lock").remove(&pid);
+                }
+                c.ready = false;
+                c.readiness = ProbeTrack::default();
+                c.liveness = ProbeTrack::default();
+                let restart = policy == "Always" || policy == "OnFailure" && code != 0;
+                if restart {
+                    c.last = Some(state_json(&terminated));
+                    c.backoff = if c.backoff.is_zero() {
+                        self.context.restart_backoff
+                    } else {
+                        (c.backoff * 2).min(Duration::from_secs(300))
+                    };
+                    c.retry_at = Some(now + c.backoff);
+                    c.state = State::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: format!(
+                            "back-off {}s restarting failed container={} pod={}_{}",
+                            c.backoff.as_secs(),
+                            c.name,
+                            self.name,
+                            self.namespace
+                        ),
+                    };
+                } else {
+                    c.state = terminated;
+                    c.done = true;
+                }
+            }
+            // Start.
+            let due = {
+                let c = &self.containers[i];
+                !c.done && c.child.is_none() && c.retry_at.is_none_or(|t| t <= now) && self.volume_error.is_none()
+            };
+            if due {
+                match self.launch(&self.containers[i]) {
+                    Ok(launch) => match container::spawn(&launch) {
+                        Ok(child) => {
+                            let c = &mut self.containers[i];
+                            if c.started_once {
+                                c.restarts += 1;
+                            }
+                            c.started_once = true;
+                            c.pid = child.id();
+                            if let Some(pid) = c.pid {
+                                self.context.groups.lock().expect("lock").insert(pid);
+                            }
+                            c.child = Some(child);
+                            c.state = State::Running { since: Timestamp::now() };
+                            c.retry_at = None;
+                        }
+                        Err(e) => {
+                            let c = &mut self.containers[i];
+                            c.state = State::Waiting { reason: "RunContainerError".into(), message: e.to_string() };
+                            c.retry_at = Some(now + Duration::from_secs(2));
+                        }
+                    },
+                    Err((reason, message)) => {
+                        let c = &mut self.containers[i];
+                        c.state = State::Waiting { reason, message };
+                        c.retry_at = Some(now + Duration::from_secs(2));
+                    }
+                }
+            }
+            self.probe(i, now).await;
+        }
+    }
+
+    async fn probe(&mut self, i: usize, now: Instant) {
+        let address = self.attachment.ip;
+        let root = container::container_dir(&self.dir, &self.containers[i].name).join("root");
+        let c = &mut self.containers[i];
+        let State::Running { since } = c.state else { return };
+        let running_for =
+            Duration::from_secs(u64::try_from(Timestamp::now().duration_since(since).as_secs()).unwrap_or(0));
+        for liveness in [false, true] {
+            let field = if liveness { "livenessProbe" } else { "readinessProbe" };
+            let Some(spec) = c.spec.get(field).cloned() else {
+                if !liveness {
+                    c.ready = true;
+                }
+                continue;
+            };
+            let timing = probe::timing(&spec);
+            let track = if liveness { &mut c.liveness } else { &mut c.readiness };
+            if running_for < timing.initial_delay || track.next.is_some_and(|t| t > now) {
+                continue;
+            }
+            track.next = Some(now + timing.period);
+            let passed = probe::run(&spec, &c.spec, address, c.pid, &root).await;
+            let track = if liveness { &mut c.liveness } else { &mut c.readiness };
+            if passed {
+                track.successes += 1;
+                track.failures = 0;
+            } else {
+                track.failures += 1;
+                track.successes = 0;
+            }
+            let (successes, failures) = (track.successes, track.failures);
+            if liveness {
+                if failures >= timing.failure_threshold
+                    && let Some(pid) = c.pid
+                {
+                    // The container is killed and restarted by its restart policy.
+                    container::signal(pid, Signal::KILL);
+                }
+            } else if successes >= timing.success_threshold {
+                c.ready = true;
+            } else if failures >= timing.failure_threshold {
+                c.ready = false;
+            }
+        }
+    }
+
+    fn condition(&mut self, kind: &'static str, status: bool) -> Value {
+        let entry = self.conditions.entry(kind).or_insert((status, Timestamp::now()));
+        if entry.0 != status {
+            *entry = (status, Timestamp::now());
+        }
+        json!({"type": kind, "status": if status { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": entry.1.to_string()})
+    }
+
+    fn status(&mut self) -> Value {
+        let all_started = self.containers.iter().all(|c| c.started_once);
+        let all_ready = self.containers.iter().all(|c| c.ready && matches!(c.state, State::Running { .. }));
+        let all_done = self.containers.iter().all(|c| c.done);
+        let phase = if all_done {
+            let ok = self.containers.iter().all(|c| matches!(c.state, State::Terminated { code: 0, .. }));
+            if ok { "Succeeded" } else { "Failed" }
+        } else if all_started {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let statuses: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|c| {
+                let mut s = json!({
+                    "name": c.name,
+                    "image": c.spec.get("image").cloned().unwrap_or(Value::Null),
+                    "imageID": "",
+                    "ready": c.ready && matches!(c.state, State::Running { .. }),
+                    "started": matches!(c.state, State::Running { .. }),
+                    "restartCount": c.restarts,
+                    "state": state_json(&c.state),
+                    "lastState": c.last.clone().unwrap_or_else(|| json!({})),
+                });
+                if let Some(pid) = c.pid {
+                    s["containerID"] = json!(format!("process://{pid}"));
+                }
+                s
+            })
+            .collect();
+        let mut status = json!({
+            "phase": phase,
+            "hostIP": self.context.gateway.to_string(),
+            "hostIPs": [{"ip": self.context.gateway.to_string()}],
+            "podIP": self.attachment.ip.to_string(),
+            "podIPs": [{"ip": self.attachment.ip.to_string()}],
+            "startTime": self.started.to_string(),
+            "qosClass": "BestEffort",
+            "containerStatuses": statuses,
+        });
+        let conditions = vec![
+            self.condition("PodReadyToStartContainers", true),
+            self.condition("Initialized", true),
+            self.condition("Ready", all_ready),
+            self.condition("ContainersReady", all_ready),
+            self.condition("PodScheduled", true),
+        ];
+        status["conditions"] = json!(conditions);
+        if let Some(message) = &self.volume_error {
+            status["message"] = json!(message);
+        }
+        status
+    }
+
+    fn write_status(&mut self) {
+        let status = self.status();
+        if self.written.as_ref() == Some(&status) {
+            return;
+        }
+        let opts = WriteOptions { field_manager: "kubelet".into(), ..Default::default() };
+        let patch = Patch::Merge(json!({"status": status}));
+        if self.context.store.patch(&pods(), &self.namespace, &self.name, patch, Subresource::Status, &opts).is_ok() {
+            self.written = Some(status);
+        }
+    }
+
+    /// SIGTERM, the grace period, SIGKILL; every process reaped.
+    async fn kill_all(&mut self, grace: Duration) {
+        for c in &self.containers {
+            if let Some(pid) = c.pid {
+                container::signal(pid, Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut alive = false;
+            for c in &mut self.containers {
+                if let Some(child) = c.child.as_mut() {
+                    if child.try_wait().ok().flatten().is_some() {
+                        c.child = None;
+                    } else {
+                        alive = true;
+                    }
+                }
+            }
+            if !alive {
+                return;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for c in &mut self.containers {
+            if let Some(pid) = c.pid.take() {
+                container::signal(pid, Signal::KILL);
+                if let Some(child) = c.child.as_mut() {
+                    let _ = child.wait().await;
+                }
+                self.context.groups.lock().expect("lock").remove(&pid);
+            }
+        }
+    }
+}
+
+/// Where the log of `container`'s `restart`-th run is kept.
+pub fn log_path(pod_dir: &std::path::Path, container: &str, restart: u32) -> PathBuf {
+    pod_dir.join("logs").join(container).join(format!("{restart}.log"))
+}
+
+/// Runs the pod until it is asked to stop.
+pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver<Stop>) {
+    let meta =
+        |f: &str| object.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (namespace, name, uid) = (meta("namespace"), meta("name"), meta("uid"));
+    let dir = context.state_dir.join("pods").join(&uid);
+    let attachment = match context.network.attach(&uid[..uid.len().min(8)]).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("test-apiserver: kubelet: pod {namespace}/{name}: {e}");
+            return;
+        }
+    };
+    let containers = object
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(Container::new)
+        .collect();
+    let mut pod = Pod {
+        context: context.clone(),
+        object,
+        namespace,
+        name,
+        uid,
+        dir,
+        attachment,
+        started: Timestamp::now(),
+        containers,
+        volumes: BTreeMap::new(),
+        volume_error: None,
+        conditions: BTreeMap::new(),
+        written: None,
+    };
+    let mut last_volume_sync = Instant::now();
+    pod.sync_volumes();
+    let outcome = loop {
+        let asked = *stop.borrow();
+        if asked != Stop::No {
+            break asked;
+        }
+        pod.step().await;
+        pod.write_status();
+        if last_volume_sync.elapsed() >= Duration::from_secs(1) {
+            pod.sync_volumes();
+            last_volume_sync = Instant::now();
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    let grace = match outcome {
+        Stop::Graceful(g) => g,
+        _ => Duration::ZERO,
+    };
+    pod.kill_all(grace).await;
+    context.network.detach(&pod.attachment).await;
+    if matches!(outcome, Stop::Graceful(_)) {
+        // The kubelet confirms the deletion once the containers are gone.
+        let _ = context.store.delete(&pods(), &pod.namespace, &pod.name, false, Some(&pod.uid));
+    }
+    let _ = std::fs::remove_dir_all(&pod.dir);
+}

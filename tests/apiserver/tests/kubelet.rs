@@ -1,0 +1,335 @@
+//! The process kubelet under the real kubectl: pods of a Deployment run as real processes
+//! (the Go pprof target) on their own addresses, with every volume kind, env source and
+//! probe kind; crash loops back off; deletion sends SIGTERM and waits the grace period.
+//! Needs root with CAP_SYS_ADMIN, as the kubelet does.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use biometrics_test_apiserver::{
+    TestApiServer,
+    kubelet::{ImageMap, KubeletConfig},
+};
+use serde_json::Value;
+
+fn kubectl_binary() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map_or_else(|| biometrics_test_support::repo_root().join(".tools/bin/kubectl"), PathBuf::from)
+}
+
+struct Cluster {
+    _server: TestApiServer,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let go = biometrics_test_support::go_target_binary();
+        let dir = tempfile::tempdir().expect("dir");
+        let images = format!(
+            "images:\n  example/go-app: {{command: [{}], args: [--addr, '0.0.0.0:6060']}}\n  example/shell: {{command: [/bin/sh]}}\n",
+            go.display()
+        );
+        let images = ImageMap::parse(&images, Path::new("images.yaml")).expect("image map");
+        let mut server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
+        let config = KubeletConfig {
+            node_name: "local-1".into(),
+            state_dir: dir.path().join("kubelet"),
+            images,
+            restart_backoff: Duration::from_secs(1),
+            api: server.addr(),
+        };
+        server.start_kubelet(config).await.expect("the kubelet starts (it needs root)");
+        server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+        Self { _server: server, dir }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_binary())
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("KUBECACHEDIR", self.dir.path().join("cache"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, manifest: &str) {
+        let out = self.run(&["apply", "-f", "-"], Some(manifest));
+        assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("kubectl JSON")
+    }
+
+    /// Waits until `check` holds for the JSON of `args`, or fails with the last one seen.
+    fn wait_for(&self, args: &[&str], what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = self.json(args);
+            if check(&value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{what} did not happen: {value:#}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking part")
+}
+
+const APP: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {mode: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: redis, namespace: shop}
+stringData: {password: s3cret}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: example/go-app:1.0
+        ports: [{name: pprof, containerPort: 6060}]
+        readinessProbe: {httpGet: {path: /debug/pprof/, port: pprof}, periodSeconds: 1}
+        livenessProbe: {tcpSocket: {port: 6060}, periodSeconds: 1}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_runs_as_processes_on_their_own_addresses() {
+    let cluster = std::sync::Arc::new(Cluster::start().await);
+    let c = cluster.clone();
+    let pods = blocking(move || {
+        c.apply(APP);
+        c.ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s"]);
+        c.json(&["get", "pods", "-n", "shop"])
+    })
+    .await;
+    let items = pods["items"].as_array().expect("pods");
+    assert_eq!(items.len(), 3);
+    let mut addresses: Vec<&str> = items.iter().map(|p| p["status"]["podIP"].as_str().expect("podIP")).collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 3, "each pod has its own address");
+    for address in &addresses {
+        // The app listens on 0.0.0.0:6060 in every pod: only separate namespaces allow that.
+        let addr: SocketAddr = format!("{address}:6060").parse().unwrap();
+        let body = biometrics_test_support::http_get(addr, "/debug/pprof/");
+        assert!(body.contains("goroutine"), "{address}: {body}");
+    }
+    let pids: Vec<u32> = items
+        .iter()
+        .map(|p| {
+            p["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("process://")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let first = items[0]["metadata"]["name"].as_str().unwrap().to_owned();
+
+    let c = cluster.clone();
+    blocking(move || {
+        let logs = c.ok(&["logs", &first, "-n", "shop"]);
+        assert!(logs.contains("pprof-target serving on 0.0.0.0:6060"), "{logs}");
+        c.ok(&["set", "env", "deployment/web", "-n", "shop", "COLOUR=blue"]);
+        c.ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s"]);
+    })
+    .await;
+    // The old pods' processes were stopped.
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+            "process {pid} of an old pod still runs"
+        );
+    }
+    let node = cluster.json(&["get", "node", "local-1"]);
+    assert_eq!(node["status"]["conditions"][0]["reason"], "KubeletReady");
+}
+
+const EVERY_SOURCE: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {mode: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: redis, namespace: shop}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: shared, namespace: shop}
+spec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, namespace: shop, labels: {app: reader}}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: sh
+    image: example/shell
+    args:
+    - -c
+    - |
+      echo mode=$(cat /etc/settings/mode) password=$(cat /etc/redis/password) name=$(cat /etc/podinfo/name)
+      echo env MODE=$MODE PASSWORD=$PASSWORD POD=$POD IP=$IP MEM=$MEM KUBECONFIG=${KUBECONFIG:-none}
+      echo scratch > /scratch/file && echo shared-by-reader > /shared/note
+      trap 'echo got TERM > /shared/term; exit 0' TERM
+      while true; do sleep 0.1; done
+    resources: {limits: {memory: 64Mi}}
+    env:
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: redis, key: password}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    volumeMounts:
+    - {name: settings, mountPath: /etc/settings}
+    - {name: redis, mountPath: /etc/redis, readOnly: true}
+    - {name: podinfo, mountPath: /etc/podinfo}
+    - {name: scratch, mountPath: /scratch}
+    - {name: shared, mountPath: /shared}
+  volumes:
+  - {name: settings, configMap: {name: settings}}
+  - {name: redis, secret: {secretName: redis}}
+  - {name: podinfo, downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}
+  - {name: scratch, emptyDir: {}}
+  - {name: shared, persistentVolumeClaim: {claimName: shared}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: peer, namespace: shop}
+spec:
+  containers:
+  - name: sh
+    image: example/shell
+    args: [-c, 'until [ -f /shared/note ]; do sleep 0.1; done; echo peer read $(cat /shared/note); sleep 1000']
+    readinessProbe: {exec: {command: [test, -f, /shared/note]}, periodSeconds: 1}
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  volumes:
+  - {name: shared, persistentVolumeClaim: {claimName: shared}}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_env_probes_and_graceful_deletion_behave_as_on_a_node() {
+    let cluster = std::sync::Arc::new(Cluster::start().await);
+    let state = cluster.dir.path().join("kubelet");
+    let c = cluster.clone();
+    blocking(move || {
+        c.apply(EVERY_SOURCE);
+        c.wait_for(&["get", "pod", "peer", "-n", "shop"], "the exec readiness probe to pass", |p| {
+            p["status"]["containerStatuses"][0]["ready"] == true
+        });
+        let reader = c.ok(&["logs", "reader", "-n", "shop"]);
+        let ip = c.ok(&["get", "pod", "reader", "-n", "shop", "-o", "jsonpath={.status.podIP}"]);
+        assert!(reader.contains("mode=fast password=s3cret name=reader"), "{reader}");
+        assert!(
+            reader.contains(&format!("env MODE=fast PASSWORD=s3cret POD=reader IP={ip} MEM=64 KUBECONFIG=none")),
+            "{reader}"
+        );
+        let peer = c.ok(&["logs", "peer", "-n", "shop"]);
+        assert!(peer.contains("peer read shared-by-reader"), "a claim is shared by its pods: {peer}");
+
+        // Deletion: SIGTERM first, and the pod stays until its process has exited.
+        c.ok(&["delete", "pod", "reader", "-n", "shop"]);
+        let out = c.run(&["get", "pod", "reader", "-n", "shop"], None);
+        assert!(!out.status.success(), "kubectl delete waits until the pod is gone");
+    })
+    .await;
+    let term = std::fs::read_to_string(state.join("claims/shop/shared/term")).expect("the TERM trap wrote its file");
+    assert_eq!(term.trim(), "got TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loops_back_off_and_unknown_images_stay_pending() {
+    let cluster = std::sync::Arc::new(Cluster::start().await);
+    let c = cluster.clone();
+    blocking(move || {
+        c.apply(
+            "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher, namespace: shop}
+spec:
+  containers: [{name: sh, image: example/shell, args: [-c, 'echo run; exit 3']}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: missing, namespace: shop}
+spec:
+  containers: [{name: app, image: example/not-in-the-map:2}]
+",
+        );
+        let crasher = c.wait_for(&["get", "pod", "crasher", "-n", "shop"], "two restarts", |p| {
+            p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(2)
+        });
+        let status = &crasher["status"]["containerStatuses"][0];
+        assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status:#}");
+        let previous = c.ok(&["logs", "crasher", "-n", "shop", "--previous"]);
+        assert_eq!(previous.trim(), "run");
+        c.wait_for(&["get", "pod", "crasher", "-n", "shop"], "CrashLoopBackOff", |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        });
+        let listed = c.ok(&["get", "pod", "crasher", "-n", "shop", "--no-headers"]);
+        let columns: Vec<&str> = listed.split_whitespace().collect();
+        assert_eq!(columns[1..3], ["0/1", "CrashLoopBackOff"], "{listed}");
+        assert!(columns[3].parse::<u32>().unwrap() >= 2, "{listed}");
+        let missing = c.wait_for(&["get", "pod", "missing", "-n", "shop"], "ErrImagePull", |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+        });
+        assert_eq!(missing["status"]["phase"], "Pending");
+    })
+    .await;
+}
