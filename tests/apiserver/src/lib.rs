@@ -16,6 +16,7 @@ pub mod fields;
 pub mod kubelet;
 pub mod logs;
 pub mod openapi;
+pub mod portforward;
 pub mod registry;
 pub mod scale;
 pub mod schema;
@@ -133,9 +134,18 @@ impl TestApiServer {
         let counts = state.counts.clone();
         let requests = state.requests.clone();
         let kubelet_state = state.kubelet_state.clone();
-        let app = axum::Router::new().fallback(move |method, uri, headers, body| {
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
             let state = state.clone();
-            async move { server::handle(state, method, uri, headers, body).await }
+            async move {
+                let (mut parts, body) = request.into_parts();
+                // Port-forward takes the connection over once answered.
+                let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                // kube-apiserver's limit on a request body.
+                match axum::body::to_bytes(body, 3 * 1024 * 1024).await {
+                    Ok(body) => server::handle(state, parts.method, parts.uri, parts.headers, body, upgrade).await,
+                    Err(e) => server::error_response(&error::ApiError::too_large(e.to_string())),
+                }
+            }
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

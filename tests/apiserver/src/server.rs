@@ -86,6 +86,7 @@ enum Target {
     Object { rt: ResourceType, namespace: String, name: String, sub: Subresource },
     Scale { rt: ResourceType, namespace: String, name: String },
     PodLog { namespace: String, name: String },
+    PortForward { namespace: String, name: String },
 }
 
 fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
@@ -123,6 +124,9 @@ fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
             name: (*name).to_owned(),
             sub: Subresource::Main,
         }),
+        ["namespaces", ns, "pods", name, "portforward"] if group.is_empty() => {
+            Ok(Target::PortForward { namespace: (*ns).to_owned(), name: (*name).to_owned() })
+        }
         ["namespaces", ns, "pods", name, "log"] if group.is_empty() => {
             Ok(Target::PodLog { namespace: (*ns).to_owned(), name: (*name).to_owned() })
         }
@@ -175,7 +179,8 @@ fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Respons
     response
 }
 
-fn error_response(e: &ApiError) -> Response {
+/// An error as kube-apiserver sends it: a `Status` object with the error's code.
+pub fn error_response(e: &ApiError) -> Response {
     json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status(), &[])
 }
 
@@ -220,11 +225,18 @@ fn write_options(query: &BTreeMap<String, String>, headers: &HeaderMap) -> Resul
 }
 
 /// Answers every request.
-pub async fn handle(state: AppState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    state: AppState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
     if let Some(log) = &state.requests {
         log.record(RequestRecord::from_request(&method, &uri, &headers));
     }
-    match route(&state, &method, &uri, &headers, &body).await {
+    match route(&state, &method, &uri, &headers, &body, upgrade).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
@@ -236,6 +248,7 @@ async fn route(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response, ApiError> {
     let path = uri.path();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -324,7 +337,11 @@ async fn route(
                 &query,
             )
         }
-        Target::PodLog { .. } => {
+        Target::PortForward { namespace, name } if *method == Method::GET || *method == Method::POST => {
+            state.counts.bump("create pods/portforward".into());
+            crate::portforward::serve(&state.store, &namespace, &name, headers, uri.query(), upgrade)
+        }
+        Target::PodLog { .. } | Target::PortForward { .. } => {
             Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
         }
         Target::Scale { rt, namespace, name } => {

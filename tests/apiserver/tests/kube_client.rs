@@ -494,3 +494,46 @@ async fn secret_string_data_is_stored_as_data() {
     assert_eq!(created.data.unwrap()["password"].0, b"hunter2");
     assert_eq!(created.type_.as_deref(), Some("Opaque"));
 }
+
+#[tokio::test]
+async fn port_forward_reaches_the_pods_address() {
+    let (server, client) = server_with(Options { controllers: false, ..Options::default() }).await;
+    // What the pod serves: an echo on loopback, the pod's address here.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = socket.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
+    let pod = serde_json::from_value(
+        json!({"metadata": {"name": "echo"}, "spec": {"containers": [{"name": "c", "image": "echo"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    pods.patch_status(
+        "echo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "127.0.0.1"}})),
+    )
+    .await
+    .unwrap();
+    let mut forwarder = pods.portforward("echo", &[port]).await.expect("the port-forward upgrade is accepted");
+    let mut stream = forwarder.take_stream(port).unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(b"through the API server").await.unwrap();
+    let mut echoed = [0u8; 22];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"through the API server");
+    assert_eq!(server.counts().get("create", "pods/portforward"), 1);
+
+    // A port nothing listens on reports on the error channel.
+    let closed = { std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port() };
+    let mut forwarder = pods.portforward("echo", &[closed]).await.unwrap();
+    let error = forwarder.take_error(closed).unwrap().await;
+    assert!(error.is_some_and(|e| e.contains("error forwarding port")), "the refusal is reported");
+}

@@ -1,0 +1,184 @@
+//! `pods/{name}/portforward` over WebSocket, as kube-apiserver serves it to client-go and
+//! kube-rs: subprotocol `v4.channel.k8s.io` (or `v5`, which adds close frames), two channels
+//! per requested port (data `2i`, error `2i+1`), each opened by the server with a frame of
+//! the port number, then `[channel, bytes…]` both ways. Each port is a TCP connection to
+//! the pod's address, as the kubelet's own forwarder makes it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, handshake::derive_accept_key, protocol::Role},
+};
+
+use crate::{error::ApiError, registry::TypeKey, store::Store};
+
+const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// The ports asked for (`?ports=80&ports=8080` or `ports=80,8080`).
+pub fn requested_ports(query: Option<&str>) -> Result<Vec<u16>, ApiError> {
+    let ports: Vec<u16> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "ports")
+        .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .map(|p| p.trim().parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid port {p:?}"))))
+        .collect::<Result<_, _>>()?;
+    if ports.is_empty() {
+        return Err(ApiError::bad_request("at least one port must be specified"));
+    }
+    Ok(ports)
+}
+
+/// Upgrades the request and forwards its ports to the pod.
+pub fn serve(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response, ApiError> {
+    let pod = store.get(&TypeKey { group: String::new(), plural: "pods".into() }, namespace, name)?;
+    let address: IpAddr = pod
+        .pointer("/status/podIP")
+        .and_then(Value::as_str)
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let ports = requested_ports(query)?;
+    let websocket =
+        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let (Some(key), Some(upgrade)) = (headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| websocket), upgrade) else {
+        return Err(ApiError::bad_request(
+            "port-forward here speaks WebSocket (v4.channel.k8s.io, v5.channel.k8s.io) only; SPDY is not served",
+        ));
+    };
+    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let protocol = PROTOCOLS
+        .into_iter()
+        .find(|p| offered.split(',').any(|o| o.trim() == *p))
+        .ok_or_else(|| ApiError::bad_request(format!("none of the offered subprotocols ({offered}) is served")))?;
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let socket = WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, None).await;
+        forward(socket, address, ports).await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|e| ApiError::bad_request(e.to_string()))?,
+    );
+    h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    Ok(response.into_response())
+}
+
+/// Moves bytes between the socket's channels and one TCP connection per port.
+async fn forward<S>(socket: WebSocketStream<S>, address: IpAddr, ports: Vec<u16>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = socket.split();
+    let (to_client, mut outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    // Every channel opens with its port number.
+    for (i, port) in ports.iter().enumerate() {
+        for channel in [2 * i, 2 * i + 1] {
+            let [lo, hi] = port.to_le_bytes();
+            let frame = vec![u8::try_from(channel).unwrap_or(u8::MAX), lo, hi];
+            if sink.send(Message::binary(frame)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if sink.send(Message::binary(frame)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut to_pod = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        to_pod.push(tx);
+        let out = to_client.clone();
+        let data = u8::try_from(2 * i).unwrap_or(u8::MAX);
+        tokio::spawn(async move {
+            let target = SocketAddr::new(address, port);
+            let mut connection = match tokio::net::TcpStream::connect(target).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut frame = vec![data + 1];
+                    frame.extend(format!("error forwarding port {port} to pod: {e}").into_bytes());
+                    let _ = out.send(frame).await;
+                    return;
+                }
+            };
+            let (mut read, mut write) = connection.split();
+            let upstream = async {
+                while let Some(bytes) = rx.recv().await {
+                    if write.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = write.shutdown().await;
+            };
+            let downstream = async {
+                let mut buffer = vec![0u8; 32 * 1024];
+                loop {
+                    match read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut frame = Vec::with_capacity(n + 1);
+                            frame.push(data);
+                            frame.extend_from_slice(&buffer[..n]);
+                            if out.send(frame).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::join!(upstream, downstream);
+        });
+    }
+    drop(to_client);
+    while let Some(Ok(message)) = stream.next().await {
+        let Message::Binary(bytes) = message else {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        let Some((&channel, payload)) = bytes.split_first() else { continue };
+        if let Some(tx) = to_pod.get(usize::from(channel) / 2).filter(|_| channel % 2 == 0) {
+            let _ = tx.send(payload.to_vec()).await;
+        }
+    }
+    drop(to_pod);
+    writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_repeated_or_comma_separated() {
+        assert_eq!(requested_ports(Some("ports=80&ports=8080")).unwrap(), [80, 8080]);
+        assert_eq!(requested_ports(Some("ports=80,81")).unwrap(), [80, 81]);
+        assert!(requested_ports(Some("ports=x")).is_err());
+        assert!(requested_ports(None).is_err());
+    }
+}
