@@ -22,6 +22,7 @@ pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod server;
+pub mod spdy;
 pub mod store;
 pub mod strategic;
 pub mod table;

@@ -2,7 +2,8 @@
 //! kube-rs: subprotocol `v4.channel.k8s.io` (or `v5`, which adds close frames), two channels
 //! per requested port (data `2i`, error `2i+1`), each opened by the server with a frame of
 //! the port number, then `[channel, bytes…]` both ways. Each port is a TCP connection to
-//! the pod's address, as the kubelet's own forwarder makes it.
+//! the pod's address, as the kubelet's own forwarder makes it. kubectl's forwarder speaks
+//! SPDY/3.1 (`portforward.k8s.io`): an error and a data stream per port and request.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -51,12 +52,17 @@ pub fn serve(
         .and_then(Value::as_str)
         .and_then(|ip| ip.parse().ok())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let upgrade_to = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if upgrade_to.eq_ignore_ascii_case("SPDY/3.1") {
+        let Some(upgrade) = upgrade else { return Err(ApiError::bad_request("the connection cannot be upgraded")) };
+        return Ok(serve_spdy(address, upgrade));
+    }
     let ports = requested_ports(query)?;
     let websocket =
         headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let (Some(key), Some(upgrade)) = (headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| websocket), upgrade) else {
         return Err(ApiError::bad_request(
-            "port-forward here speaks WebSocket (v4.channel.k8s.io, v5.channel.k8s.io) only; SPDY is not served",
+            "port-forward is served over SPDY/3.1 or WebSocket (v4.channel.k8s.io, v5.channel.k8s.io); SPDY tunnelled in WebSocket is not",
         ));
     };
     let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -180,5 +186,167 @@ mod tests {
         assert_eq!(requested_ports(Some("ports=80,81")).unwrap(), [80, 81]);
         assert!(requested_ports(Some("ports=x")).is_err());
         assert!(requested_ports(None).is_err());
+    }
+}
+
+/// The pieces of one forwarded port over SPDY.
+#[derive(Default)]
+struct SpdyPort {
+    error_stream: Option<u32>,
+    to_pod: Option<tokio::sync::mpsc::Sender<Option<Vec<u8>>>>,
+}
+
+/// Answers kubectl's SPDY/3.1 upgrade and forwards each (error, data) stream pair it opens
+/// to the pod's address.
+pub fn serve_spdy(address: IpAddr, upgrade: hyper::upgrade::OnUpgrade) -> Response {
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        spdy_session(hyper_util::rt::TokioIo::new(upgraded), address).await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert("X-Stream-Protocol-Version", HeaderValue::from_static("portforward.k8s.io"));
+    response
+}
+
+async fn spdy_session<S>(connection: S, address: IpAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use crate::spdy::{self, Frame};
+    let (mut read, mut write) = tokio::io::split(connection);
+    let (frames, mut outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if write.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut headers_in = spdy::HeaderReader::default();
+    let mut headers_out = spdy::HeaderWriter::default();
+    let mut ports: std::collections::HashMap<String, SpdyPort> = std::collections::HashMap::new();
+    let mut data_streams: std::collections::HashMap<u32, tokio::sync::mpsc::Sender<Option<Vec<u8>>>> =
+        std::collections::HashMap::new();
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    'session: loop {
+        while let Some((frame, used)) = spdy::parse_frame(&buffer) {
+            buffer.drain(..used);
+            match frame {
+                Frame::Control { kind: spdy::SYN_STREAM, payload, .. } if payload.len() >= 10 => {
+                    let stream = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+                    let Ok(headers) = headers_in.read(&payload[10..]) else { break 'session };
+                    let get = |name: &str| {
+                        headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default()
+                    };
+                    let mut reply = stream.to_be_bytes().to_vec();
+                    reply.extend(headers_out.write(&[]));
+                    if frames.send(spdy::control(spdy::SYN_REPLY, 0, &reply)).await.is_err() {
+                        break 'session;
+                    }
+                    let request = get("requestid");
+                    let entry = ports.entry(request).or_default();
+                    match get("streamtype").as_str() {
+                        "error" => entry.error_stream = Some(stream),
+                        "data" => {
+                            let port: u16 = get("port").parse().unwrap_or(0);
+                            let (tx, rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(16);
+                            entry.to_pod = Some(tx.clone());
+                            data_streams.insert(stream, tx);
+                            tokio::spawn(spdy_port(
+                                SocketAddr::new(address, port),
+                                stream,
+                                entry.error_stream,
+                                rx,
+                                frames.clone(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                Frame::Control { kind: spdy::PING, flags, payload } => {
+                    let _ = frames.send(spdy::control(spdy::PING, flags, &payload)).await;
+                }
+                Frame::Control { kind: spdy::GOAWAY, .. } => break 'session,
+                Frame::Control { kind: spdy::RST_STREAM, payload, .. } if payload.len() >= 4 => {
+                    let stream = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+                    if let Some(tx) = data_streams.remove(&stream) {
+                        let _ = tx.send(None).await;
+                    }
+                }
+                Frame::Control { .. } => {}
+                Frame::Data { stream, flags, payload } => {
+                    if let Some(tx) = data_streams.get(&stream) {
+                        if !payload.is_empty() {
+                            let _ = tx.send(Some(payload)).await;
+                        }
+                        if flags & spdy::FLAG_FIN != 0 {
+                            let _ = tx.send(None).await;
+                        }
+                    }
+                }
+            }
+        }
+        match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    drop(ports);
+    drop(data_streams);
+    drop(frames);
+    let _ = writer.await;
+}
+
+/// One forwarded connection: the pod's bytes as DATA on `stream`, the client's to the pod;
+/// a refused connection is reported on the error stream.
+async fn spdy_port(
+    target: SocketAddr,
+    stream: u32,
+    error_stream: Option<u32>,
+    mut from_client: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
+    frames: tokio::sync::mpsc::Sender<Vec<u8>>,
+) {
+    use crate::spdy;
+    let connection = match tokio::net::TcpStream::connect(target).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(error_stream) = error_stream {
+                let message = format!("error forwarding port {} to pod: {e}", target.port());
+                let _ = frames.send(spdy::data(error_stream, spdy::FLAG_FIN, message.as_bytes())).await;
+            }
+            let _ = frames.send(spdy::data(stream, spdy::FLAG_FIN, &[])).await;
+            return;
+        }
+    };
+    let (mut read, mut write) = connection.into_split();
+    let upstream = tokio::spawn(async move {
+        while let Some(Some(bytes)) = from_client.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut buffer = vec![0u8; 32 * 1024];
+    loop {
+        match read.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if frames.send(spdy::data(stream, 0, &buffer[..n])).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // As the kubelet's forwarder: once the pod's side ends, both streams close.
+    upstream.abort();
+    let _ = frames.send(spdy::data(stream, spdy::FLAG_FIN, &[])).await;
+    if let Some(error_stream) = error_stream {
+        let _ = frames.send(spdy::data(error_stream, spdy::FLAG_FIN, &[])).await;
     }
 }

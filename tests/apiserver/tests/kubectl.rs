@@ -523,3 +523,65 @@ spec:
     assert!(!out.status.success(), "negative replicas are refused");
     assert_eq!(cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "3");
 }
+
+#[test]
+fn kubectl_port_forward_reaches_a_pods_port() {
+    let cluster = Cluster::start();
+    // The pod's port: a tiny HTTP server on the pod's address (loopback here).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let pod_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nfrom pod\n",
+            );
+        }
+    });
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec: {{containers: [{{name: web, image: web, ports: [{{containerPort: {pod_port}}}]}}]}}\n"
+    );
+    let out = cluster.apply_stdin(&pod, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cluster.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","podIP":"127.0.0.1"}}"#,
+    ]);
+
+    let mut forward = cluster
+        .command()
+        .args(["port-forward", "pod/web", &format!(":{pod_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward runs");
+    let mut line = String::new();
+    // Kept open: kubectl writes a line per connection and would die of a closed pipe.
+    let mut output = BufReader::new(forward.stdout.take().expect("stdout"));
+    output.read_line(&mut line).expect("the Forwarding line");
+    let local: u16 = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let forward = Running(forward);
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).expect("the local port");
+        std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: web\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let read = std::io::Read::read_to_string(&mut stream, &mut response);
+        assert!(read.is_ok(), "{read:?} after {response:?}");
+        assert!(response.ends_with("from pod\n"), "through kubectl port-forward: {response:?}");
+    }
+    drop(forward);
+    drop(output);
+}

@@ -129,8 +129,8 @@ spec:
       - name: app
         image: example/go-app:1.0
         ports: [{name: pprof, containerPort: 6060}]
-        readinessProbe: {httpGet: {path: /debug/pprof/, port: pprof}, periodSeconds: 1}
-        livenessProbe: {tcpSocket: {port: 6060}, periodSeconds: 1}
+        readinessProbe: {httpGet: {path: /debug/pprof/, port: pprof}, periodSeconds: 1, timeoutSeconds: 5}
+        livenessProbe: {tcpSocket: {port: 6060}, periodSeconds: 2, timeoutSeconds: 5, failureThreshold: 5}
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
