@@ -8,6 +8,8 @@
 //! - the time from `POST /v1/captures` to its 202, and the time to parse one runtime
 //!   sample, beside the origin document's "Profile Start 20 µs" and "Metrics Collection
 //!   10 µs".
+//! - the local cluster: pods of a trivial process brought up by the process kubelet, and
+//!   the test API server's RSS with its controllers at thousands of Pods.
 //!
 //! Figures, not assertions: the goals are printed next to them. `--quick` (part of
 //! `make test`) runs every benchmark at small sizes through the same code paths and
@@ -26,6 +28,7 @@ use biometrics_test_support::{
 };
 use prost::Message;
 
+mod cluster_bench;
 mod idle_bench;
 mod operator_bench;
 mod redis_bench;
@@ -77,7 +80,7 @@ fn best(runs: usize, mut make: impl FnMut() -> Command) -> (Duration, u64) {
     (0..runs).map(|_| measure(&make())).fold((Duration::MAX, u64::MAX), |(t, m), (t2, m2)| (t.min(t2), m.min(m2)))
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
@@ -168,16 +171,18 @@ fn main() {
     if scale.quick {
         println!("== --quick: every benchmark at small sizes, checked; figures not comparable");
     }
-    // `biometrics-bench agent`, `… redis` and `… operator` run one part alone.
+    // `biometrics-bench agent`, `… redis`, `… operator` and `… cluster` run one part alone.
     match args.iter().find(|a| !a.starts_with("--")).map(String::as_str) {
         Some("agent") => return agent_parts(&release, work.path(), scale),
         Some("redis") => return redis_bench::run(&release, &work.path().join("redis"), scale),
         Some("operator") => return operator_bench::run(work.path(), scale),
+        Some("cluster") => return cluster_bench::run(work.path(), scale),
         _ => {}
     }
     agent_parts(&release, work.path(), scale);
     redis_bench::run(&release, &work.path().join("redis"), scale);
     operator_bench::run(work.path(), scale);
+    cluster_bench::run(work.path(), scale);
 }
 
 /// The agent's figures: `top` against pprof, footprint, a gzip bomb, latencies.

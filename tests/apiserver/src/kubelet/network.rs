@@ -2,7 +2,7 @@
 //! and per pod a network namespace joined to it by a veth pair. Pods get no default route,
 //! so nothing they send can leave the bridge's subnet, let alone the machine.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex};
+use std::{collections::BTreeSet, net::Ipv4Addr, process::Stdio, sync::Mutex};
 
 use super::KubeletError;
 
@@ -128,14 +128,17 @@ impl Network {
 
     /// Removes the bridge and every namespace made on it, now (also from `Drop` paths).
     pub fn remove_now(&self) {
+        let quiet = |args: &[&str]| {
+            let _ = std::process::Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
         if let Ok(out) = std::process::Command::new("ip").args(["netns", "list"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let name = line.split_whitespace().next().unwrap_or_default();
                 if name.starts_with(&format!("{}-", self.bridge)) {
-                    let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
+                    quiet(&["netns", "del", name]);
                 }
             }
         }
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).status();
+        quiet(&["link", "del", &self.bridge]);
     }
 }
