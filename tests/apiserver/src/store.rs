@@ -1046,12 +1046,7 @@ impl Store {
                     m.insert("generation".into(), json!(g));
                 }
             }
-            state.rv += 1;
-            let rv = state.rv;
-            meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-            state.objects.entry(key.clone()).or_default().insert((namespace.to_owned(), name.to_owned()), new.clone());
-            self.record(&mut state, key, EventType::Modified, new.clone(), Some(old));
-            return Ok(new);
+            return Ok(self.store_marked(&mut state, key, namespace, name, old, new));
         }
         let removed = self.remove(&mut state, &rt, namespace, name, None)?;
         if !orphan {
@@ -1113,12 +1108,25 @@ impl Store {
             );
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
+        Ok(self.store_marked(&mut state, key, namespace, name, old, new))
+    }
+
+    /// Stores an object marked for deletion (a new resourceVersion) and records the change.
+    fn store_marked(
+        &self,
+        state: &mut State,
+        key: &TypeKey,
+        namespace: &str,
+        name: &str,
+        old: Value,
+        mut new: Value,
+    ) -> Value {
         state.rv += 1;
         let rv = state.rv;
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
         state.objects.entry(key.clone()).or_default().insert((namespace.to_owned(), name.to_owned()), new.clone());
-        self.record(&mut state, key, EventType::Modified, new.clone(), Some(old));
-        Ok(new)
+        self.record(state, key, EventType::Modified, new.clone(), Some(old));
+        new
     }
 
     /// Removes an object now and records the deletion.

@@ -3,10 +3,12 @@
 //! probe kind; crash loops back off; deletion sends SIGTERM and waits the grace period.
 //! Needs root with CAP_SYS_ADMIN, as the kubelet does.
 
+mod common;
+
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::Path,
+    process::Output,
     time::{Duration, Instant},
 };
 
@@ -14,16 +16,13 @@ use biometrics_test_apiserver::{
     TestApiServer,
     kubelet::{ImageMap, KubeletConfig},
 };
+use common::Kubectl;
 use serde_json::Value;
-
-fn kubectl_binary() -> PathBuf {
-    std::env::var_os("KUBECTL")
-        .map_or_else(|| biometrics_test_support::repo_root().join(".tools/bin/kubectl"), PathBuf::from)
-}
 
 struct Cluster {
     _server: TestApiServer,
     dir: tempfile::TempDir,
+    kubectl: Kubectl,
 }
 
 impl Cluster {
@@ -45,35 +44,20 @@ impl Cluster {
         };
         server.start_kubelet(config).await.expect("the kubelet starts (it needs root)");
         server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
-        Self { _server: server, dir }
+        let kubectl = Kubectl::new(dir.path());
+        Self { _server: server, dir, kubectl }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kubectl_binary())
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .env("KUBECACHEDIR", self.dir.path().join("cache"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(text) = stdin {
-            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("kubectl finishes")
+        self.kubectl.run(args, stdin)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, None);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.kubectl.ok(args)
     }
 
     fn apply(&self, manifest: &str) {
-        let out = self.run(&["apply", "-f", "-"], Some(manifest));
-        assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+        self.kubectl.apply(manifest);
     }
 
     fn json(&self, args: &[&str]) -> Value {

@@ -5,9 +5,9 @@
 //! Pods do not run here: a stand-in for the kubelet marks each new pod Running and Ready
 //! shortly after it is created, as a node would once its containers pass their probes.
 
+mod common;
+
 use std::{
-    path::PathBuf,
-    process::{Command, Output, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,41 +17,8 @@ use biometrics_test_apiserver::{
     registry::TypeKey,
     store::{Patch, Store, Subresource, WriteOptions},
 };
+use common::Kubectl;
 use serde_json::{Value, json};
-
-fn kubectl_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::env::var_os("KUBECTL").map_or_else(|| root.join(".tools/bin/kubectl"), PathBuf::from)
-}
-
-struct Kubectl {
-    dir: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kubectl_binary())
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .env("KUBECACHEDIR", self.dir.path().join("cache"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(text) = stdin {
-            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("kubectl finishes")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, None);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 fn pods() -> TypeKey {
     TypeKey { group: String::new(), plural: "pods".into() }
@@ -127,7 +94,7 @@ async fn a_deployment_rolls_out_through_replica_sets_as_kubectl_expects() {
     let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
     let dir = tempfile::tempdir().expect("dir");
     server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
-    let kubectl = Arc::new(Kubectl { dir });
+    let kubectl = Arc::new(Kubectl::new(dir.path()));
     let fewest = Arc::new(Mutex::new(None));
     let _kubelet = kubelet_stand_in(server.store().clone(), "web", fewest.clone());
     let k = kubectl.clone();
@@ -232,7 +199,7 @@ async fn recreate_stops_every_old_pod_before_a_new_one_starts() {
     let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
     let dir = tempfile::tempdir().expect("dir");
     server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
-    let kubectl = Kubectl { dir };
+    let kubectl = Kubectl::new(dir.path());
     let _kubelet = kubelet_stand_in(server.store().clone(), "web", Arc::new(Mutex::new(None)));
     let manifest = DEPLOYMENT
         .replace("{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}", "{type: Recreate}");
@@ -295,7 +262,7 @@ async fn a_stateful_set_starts_in_order_and_rolls_from_the_highest_ordinal() {
     let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
     let dir = tempfile::tempdir().expect("dir");
     server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
-    let kubectl = Kubectl { dir };
+    let kubectl = Kubectl::new(dir.path());
     let _kubelet = kubelet_stand_in(server.store().clone(), "db", Arc::new(Mutex::new(None)));
     // Pods in the order they were created (and re-created).
     let store = server.store().clone();

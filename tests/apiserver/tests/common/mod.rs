@@ -1,0 +1,57 @@
+//! kubectl as the tests run it: against one server's kubeconfig, with its own cache.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// The kubectl `make setup` installs, or `$KUBECTL`.
+pub fn kubectl_binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::env::var_os("KUBECTL").map_or_else(|| root.join(".tools/bin/kubectl"), PathBuf::from)
+}
+
+/// kubectl with the kubeconfig in `dir`.
+pub struct Kubectl {
+    dir: PathBuf,
+}
+
+impl Kubectl {
+    /// Uses `dir/kubeconfig` and caches in `dir/cache`.
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_owned() }
+    }
+
+    /// Runs kubectl with `stdin` (if any) and returns what it did.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_binary())
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .env("KUBECACHEDIR", self.dir.join("cache"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes()).expect("stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test with stderr if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` of `manifest`, which must succeed.
+    pub fn apply(&self, manifest: &str) {
+        let out = self.run(&["apply", "-f", "-"], Some(manifest));
+        assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
