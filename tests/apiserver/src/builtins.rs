@@ -10,7 +10,8 @@ use k8s_openapi::{
         admissionregistration::v1 as admissionregistration, apps::v1 as apps, autoscaling::v2 as autoscaling,
         batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
         discovery::v1 as discovery, events::v1 as events, flowcontrol::v1 as flowcontrol, networking::v1 as networking,
-        node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+        node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, resource::v1 as resource,
+        scheduling::v1 as scheduling, storage::v1 as storage,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
@@ -137,6 +138,16 @@ pub const BUILTINS: &[Builtin] = &[
         generation: true,
         ..PLAIN
     }),
+    builtin::<admissionregistration::MutatingAdmissionPolicy>(Extra {
+        categories: API_EXTENSIONS,
+        generation: true,
+        ..PLAIN
+    }),
+    builtin::<admissionregistration::MutatingAdmissionPolicyBinding>(Extra {
+        categories: API_EXTENSIONS,
+        generation: true,
+        ..PLAIN
+    }),
     builtin::<admissionregistration::ValidatingAdmissionPolicy>(with_status(&[], API_EXTENSIONS, true)),
     builtin::<admissionregistration::ValidatingAdmissionPolicyBinding>(Extra {
         categories: API_EXTENSIONS,
@@ -170,12 +181,17 @@ pub const BUILTINS: &[Builtin] = &[
     builtin::<rbac::ClusterRole>(PLAIN),
     builtin::<rbac::RoleBinding>(PLAIN),
     builtin::<rbac::Role>(PLAIN),
+    builtin::<resource::DeviceClass>(Extra { generation: true, ..PLAIN }),
+    builtin::<resource::ResourceClaim>(with_status(&[], &[], true)),
+    builtin::<resource::ResourceClaimTemplate>(PLAIN),
+    builtin::<resource::ResourceSlice>(Extra { generation: true, ..PLAIN }),
     builtin::<scheduling::PriorityClass>(short(&["pc"])),
     builtin::<storage::CSIDriver>(PLAIN),
     builtin::<storage::CSINode>(PLAIN),
     builtin::<storage::CSIStorageCapacity>(PLAIN),
     builtin::<storage::StorageClass>(short(&["sc"])),
     builtin::<storage::VolumeAttachment>(with_status(&[], &[], false)),
+    builtin::<storage::VolumeAttributesClass>(short(&["vac"])),
 ];
 
 #[cfg(test)]

@@ -7,12 +7,21 @@ use serde_json::{Value, json};
 
 use crate::registry::Registry;
 
+/// The Kubernetes minor version served: the one k8s-openapi is built for (the workspace's
+/// `v1_NN` feature), within kubectl's supported skew of the tests' kubectl.
+pub const MINOR_VERSION: u32 = 36;
+
+/// `v1.NN.0-biometrics-test`, as `/version`, Nodes and probes report it.
+pub fn git_version() -> String {
+    format!("v1.{MINOR_VERSION}.0-biometrics-test")
+}
+
 /// `/version`.
 pub fn version() -> Value {
     json!({
         "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-biometrics-test",
+        "minor": MINOR_VERSION.to_string(),
+        "gitVersion": git_version(),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2026-01-01T00:00:00Z",

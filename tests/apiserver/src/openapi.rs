@@ -126,7 +126,7 @@ fn group_version_doc(types: &[&ResourceType]) -> Value {
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::discovery::MINOR_VERSION)},
         "paths": paths,
         "components": {"schemas": schemas},
     })

@@ -348,7 +348,7 @@ fn describe_shows_events_about_the_object() {
     assert!(events.contains("RunFinished") && events.contains("captured 3 profiles from 2 pods"), "{described}");
 }
 
-/// `kubectl api-resources` of a kube-apiserver 1.33 with its default groups, less the review
+/// `kubectl api-resources` of a kube-apiserver 1.36 with its default groups, less the review
 /// kinds and bindings (not storage): NAME, SHORTNAMES, APIVERSION, NAMESPACED, KIND.
 const KUBE_APISERVER_RESOURCES: &str = "
 componentstatuses cs v1 false ComponentStatus
@@ -367,6 +367,8 @@ resourcequotas quota v1 true ResourceQuota
 secrets - v1 true Secret
 serviceaccounts sa v1 true ServiceAccount
 services svc v1 true Service
+mutatingadmissionpolicies - admissionregistration.k8s.io/v1 false MutatingAdmissionPolicy
+mutatingadmissionpolicybindings - admissionregistration.k8s.io/v1 false MutatingAdmissionPolicyBinding
 mutatingwebhookconfigurations - admissionregistration.k8s.io/v1 false MutatingWebhookConfiguration
 validatingadmissionpolicies - admissionregistration.k8s.io/v1 false ValidatingAdmissionPolicy
 validatingadmissionpolicybindings - admissionregistration.k8s.io/v1 false ValidatingAdmissionPolicyBinding
@@ -398,12 +400,17 @@ clusterrolebindings - rbac.authorization.k8s.io/v1 false ClusterRoleBinding
 clusterroles - rbac.authorization.k8s.io/v1 false ClusterRole
 rolebindings - rbac.authorization.k8s.io/v1 true RoleBinding
 roles - rbac.authorization.k8s.io/v1 true Role
+deviceclasses - resource.k8s.io/v1 false DeviceClass
+resourceclaims - resource.k8s.io/v1 true ResourceClaim
+resourceclaimtemplates - resource.k8s.io/v1 true ResourceClaimTemplate
+resourceslices - resource.k8s.io/v1 false ResourceSlice
 priorityclasses pc scheduling.k8s.io/v1 false PriorityClass
 csidrivers - storage.k8s.io/v1 false CSIDriver
 csinodes - storage.k8s.io/v1 false CSINode
 csistoragecapacities - storage.k8s.io/v1 true CSIStorageCapacity
 storageclasses sc storage.k8s.io/v1 false StorageClass
 volumeattachments - storage.k8s.io/v1 false VolumeAttachment
+volumeattributesclasses vac storage.k8s.io/v1 false VolumeAttributesClass
 ";
 
 #[test]

@@ -160,14 +160,16 @@ async fn a_deployment_runs_as_processes_on_their_own_addresses() {
         c.ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s"]);
     })
     .await;
-    // The old pods' processes were stopped.
-    for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
-            "process {pid} of an old pod still runs"
-        );
+    // The old pods' processes were stopped (a finished rollout may still be terminating them).
+    let running = |pid: &u32| {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(running) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(!pids.iter().any(running), "a process of an old pod still runs: {pids:?}");
     let node = cluster.json(&["get", "node", "local-1"]);
     assert_eq!(node["status"]["conditions"][0]["reason"], "KubeletReady");
 }

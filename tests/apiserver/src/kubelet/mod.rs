@@ -246,7 +246,7 @@ fn register_node(store: &Store, node: &str, address: Ipv4Addr) {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
                         "lastHeartbeatTime": now, "lastTransitionTime": now}],
         "addresses": [{"type": "InternalIP", "address": address.to_string()}, {"type": "Hostname", "address": node}],
-        "nodeInfo": {"kubeletVersion": "v1.33.0-biometrics-test", "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
+        "nodeInfo": {"kubeletVersion": crate::discovery::git_version(), "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
                      "containerRuntimeVersion": "process://local", "osImage": "local processes", "kernelVersion": "", "kubeProxyVersion": "",
                      "machineID": "", "systemUUID": "", "bootID": ""},
     }});

@@ -59,7 +59,8 @@ fn port(container: &Value, value: Option<&Value>) -> Option<u16> {
 async fn http_get(address: Ipv4Addr, port: u16, path: &str) -> bool {
     let Ok(mut stream) = tokio::net::TcpStream::connect((address, port)).await else { return false };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}:{port}\r\nUser-Agent: kube-probe/1.{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        crate::discovery::MINOR_VERSION
     );
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
