@@ -64,8 +64,8 @@ pub struct OperatorConfig {
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,
-    /// How long a lease lasts without renewal.
-    pub lease_duration: Duration,
+    /// The lease, renew deadline and retry period of leader election.
+    pub lease_timing: leader::Timing,
     /// The Secret holding the signing key.
     pub signing_secret: String,
     /// The agents' port when a pod has no annotation.
@@ -119,6 +119,9 @@ pub fn install_crypto() {
 pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     install_crypto();
     let kube_config = kube::Config::infer().await.map_err(ConfigError::Kubeconfig)?;
+    // Leader election has a client of its own: renewals never wait behind the controllers'
+    // requests in the throttle.
+    let lease_client = Client::try_from(kube_config.clone()).map_err(ConfigError::Client)?;
     let client = kube::client::ClientBuilder::try_from(kube_config)
         .map_err(ConfigError::Client)?
         .with_layer(&throttle::ThrottleLayer::new(config.kube_api_qps, config.kube_api_burst))
@@ -140,11 +143,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         ui_backend::serve(addr, backend, options).await?;
     }
     let elector = leader::Elector::new(
-        client.clone(),
+        lease_client,
         &config.namespace,
         &config.lease_name,
         &config.identity,
-        config.lease_duration,
+        config.lease_timing,
     );
     tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting for leadership");
     tokio::pin!(shutdown);
@@ -155,8 +158,10 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!(identity = %config.identity, "leading");
     let key = SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret).await?;
     let agent_timeout = config.defaults.performance.profiling.agent_timeout.as_std();
+    // Every agent request names this replica and is made only while its lease holds.
     let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone(), &config.agent_transport)
-        .map_err(ConfigError::Transport)?;
+        .map_err(ConfigError::Transport)?
+        .for_leader(&config.identity, elector.fence());
     let poll_interval = Duration::from_secs(1);
     let metrics_interval = config.defaults.performance.metrics.interval.as_std();
     let api = |client: &Client| Scoped { client: client.clone(), namespace: config.watch_namespace.clone() };
@@ -284,9 +289,16 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!("shutting down: the reconciles in flight finish first");
     let _ = stop.send(());
     // Still the leader while they finish: keep renewing.
-    tokio::select! {
-        _ = &mut controllers => Ok(()),
-        lost = &mut hold => Err(lost.into()),
+    let lost = tokio::select! {
+        _ = &mut controllers => None,
+        lost = &mut hold => Some(lost),
+    };
+    match lost {
+        Some(lost) => Err(lost.into()),
+        None => {
+            elector.release().await;
+            Ok(())
+        }
     }
 }
 
