@@ -19,6 +19,7 @@ pub mod status;
 #[cfg(test)]
 mod testing;
 pub mod throttle;
+pub mod trust;
 pub mod ui_backend;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -232,7 +233,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         deployment_reader,
         statefulset_reader,
         agents,
-        key,
+        key.clone(),
         metrics,
         cache::reconcile::Settings {
             default_agent_port: config.agent_port,
@@ -258,9 +259,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
             readiness.synced();
         }
     });
-    let controllers = futures::future::join4(
+    let trust = trust::keep_published(client.clone(), key.clone(), config.watch_namespace.clone(), stopping.clone());
+    let controllers = futures::future::join5(
         fan_out,
         synced,
+        trust,
         capture::reconcile::run(
             capture_ctx,
             api(&client).of(),

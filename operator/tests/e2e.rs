@@ -366,6 +366,56 @@ async fn a_leader_shut_down_releases_the_lease() {
     assert_eq!(wait_readyz(second_metrics, 200).await, "ok: leading");
 }
 
+/// The trust ConfigMap deleted, then edited: each time the operator publishes it again
+/// (without a restart), and captures keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_configmap_comes_back_when_deleted_or_edited() {
+    let mut world = World::start(&["127.0.0.51"]).await;
+    world.start_operator();
+    let succeeded = |pc: &ProfileCapture| pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded);
+    let heap_only = |name: &str| capture_manifest(name, "").replace("[cpu, heap]", "[heap]");
+    world.kubectl(&["apply", "-f", "-"], Some(&heap_only("before")));
+    world.wait_capture("before", Duration::from_secs(60), succeeded).await;
+    let public_key = std::fs::read_to_string(&world.public_key).unwrap();
+    let trust: Api<ConfigMap> = Api::namespaced(world.client.clone(), NS);
+    let published = || async {
+        trust
+            .get_opt("biometrics-trust")
+            .await
+            .unwrap()
+            .and_then(|cm| cm.data)
+            .and_then(|d| d.get("operator.pub").cloned())
+    };
+    assert_eq!(published().await.as_deref(), Some(public_key.as_str()));
+    let wait_published = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while published().await.as_deref() != Some(public_key.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "not published again:\n{}", world.operator_log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    world.kubectl(&["delete", "configmap", "biometrics-trust", "-n", NS], None);
+    wait_published().await;
+    world.kubectl(
+        &[
+            "patch",
+            "configmap",
+            "biometrics-trust",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"operator.pub":"not a key"}}"#,
+        ],
+        None,
+    );
+    wait_published().await;
+    assert!(world.operator_log().contains("re-published the public key"));
+    world.kubectl(&["apply", "-f", "-"], Some(&heap_only("after")));
+    world.wait_capture("after", Duration::from_secs(60), succeeded).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_trigger_fires_once_per_cooldown() {
     let mut world = World::start(&[]).await;
