@@ -197,8 +197,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
     let port = redis.addr.port();
     let mut world = cache_world(&["127.0.1.4"], &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(world.client.clone(), NS);
+    // The test plays the Deployment controller: it numbers each new pod template's revision
+    // in deployment.kubernetes.io/revision and reports the rollout in status.
     let deployment = json!({
-        "metadata": {"name": "api"},
+        "metadata": {"name": "api", "annotations": {"deployment.kubernetes.io/revision": "1"}},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "api:v1"}]}}}
     });
     deployments.create(&PostParams::default(), &serde_json::from_value(deployment).unwrap()).await.unwrap();
@@ -222,9 +224,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
         .patch(
             "api",
             &PatchParams::default(),
-            &Patch::Merge(
-                &json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "api:v2"}]}}}}),
-            ),
+            &Patch::Merge(&json!({
+                "metadata": {"annotations": {"deployment.kubernetes.io/revision": "2"}},
+                "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "api:v2"}]}}}
+            })),
         )
         .await
         .unwrap();
@@ -263,8 +266,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
     assert!(keys(&redis, None).is_empty());
     seed();
     let id = rule(&after, "on-deploy").unwrap().run_id.clone();
-    // A scale-out is not a rollout, and a finished rollout does not run again.
-    deployments.patch("api", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 3}}))).await.unwrap();
+    // A scale-out is not a rollout, nor is the template serialised with a field defaulted that
+    // was not before (the revision stays), and a finished rollout does not run again.
+    let defaulted = json!({"spec": {"replicas": 3, "template": {"spec": {"terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": "api:v2", "terminationMessagePath": "/dev/termination-log"}]}}}});
+    deployments.patch("api", &PatchParams::default(), &Patch::Merge(&defaulted)).await.unwrap();
     set_deployment_status(&world, json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3})).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(rule(&api.get("api-cache").await.unwrap(), "on-deploy").unwrap().run_id, id);
