@@ -71,6 +71,9 @@ pub struct OperatorConfig {
     pub signing_secret: String,
     /// The agents' port when a pod has no annotation.
     pub agent_port: u16,
+    /// The label selector of the Pod watch: only pods it matches are seen at all (empty:
+    /// every pod).
+    pub agent_pod_selector: String,
     /// Cluster-wide defaults.
     pub defaults: ConfigFile,
     /// How agents are reached.
@@ -176,9 +179,14 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     .boxed()
     .shared();
 
-    // One watch of Pods feeds both controllers.
+    // One watch of Pods feeds both controllers: only the pods labelled as carrying an agent,
+    // so the API server sends none of the cluster's other pods.
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(api(&client).of::<Pod>(), watcher::Config::default())
+    let pod_watch = match config.agent_pod_selector.as_str() {
+        "" => watcher::Config::default(),
+        selector => watcher::Config::default().labels(selector),
+    };
+    let pod_events = watcher(api(&client).of::<Pod>(), pod_watch)
         .default_backoff()
         .modify(pods::slim)
         .reflect(pod_writer)

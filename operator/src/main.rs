@@ -43,6 +43,10 @@ struct Args {
     /// The Secret holding the Ed25519 signing key (created if missing).
     #[arg(long, env = "BIOMETRICS_SIGNING_SECRET", default_value = "biometrics-operator-signing-key")]
     signing_secret: String,
+    /// The label selector of the pods the operator watches: pods with an agent must match it
+    /// (the chart passes its agent.podLabels); empty watches every pod.
+    #[arg(long, env = "BIOMETRICS_AGENT_POD_SELECTOR", default_value = biometrics_crds::AGENT_POD_SELECTOR)]
+    agent_pod_selector: String,
     /// The agents' port when a pod has no biometrics.io/agent-port annotation.
     #[arg(long, env = "BIOMETRICS_AGENT_PORT", default_value_t = biometrics_crds::DEFAULT_AGENT_PORT)]
     agent_port: u16,
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         lease_timing,
         signing_secret: args.signing_secret,
         agent_port: args.agent_port,
+        agent_pod_selector: args.agent_pod_selector,
         defaults,
         agent_transport: match args.agent_ca_bundle {
             Some(ca_bundle) if args.agent_scheme == "https" => {

@@ -416,6 +416,27 @@ async fn the_trust_configmap_comes_back_when_deleted_or_edited() {
     world.wait_capture("after", Duration::from_secs(60), succeeded).await;
 }
 
+/// The operator watches only pods labelled as carrying an agent: a pod the capture's
+/// selector matches, with an agent container, but without the label is never seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_without_the_agent_label_are_not_watched() {
+    let mut world = World::start(&["127.0.0.53"]).await;
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
+    let stray = json!({"metadata": {"name": "stray", "labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}});
+    pods.create(&PostParams::default(), &serde_json::from_value(stray).unwrap()).await.unwrap();
+    let ready = json!({"status": {"phase": "Running", "podIP": "127.0.0.52", "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("stray", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("labelled", "").replace("[cpu, heap]", "[heap]")));
+    let pc = world
+        .wait_capture("labelled", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let run = pc.status.unwrap().last_run.unwrap();
+    assert_eq!(run.pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["api-0"], "{run:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_trigger_fires_once_per_cooldown() {
     let mut world = World::start(&[]).await;
@@ -450,7 +471,7 @@ async fn a_threshold_trigger_fires_once_per_cooldown() {
     );
     wait_for_listener("127.0.0.9:9477".parse().unwrap(), Duration::from_secs(10));
     let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
-    pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "hungry", "labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}})).unwrap())
+    pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "hungry", "labels": {"app": "api", "biometrics.io/agent": "true"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}})).unwrap())
         .await
         .unwrap();
     pods.patch_status("hungry", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "127.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]}})))

@@ -183,7 +183,7 @@ impl World {
     pub async fn create_pod_on(&self, name: &str, ip: IpAddr, app: &str, agent_port: u16) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
         let pod = json!({
-            "metadata": {"name": name, "labels": {"app": app}, "annotations": {"biometrics.io/agent-port": agent_port.to_string()}},
+            "metadata": {"name": name, "labels": {"app": app, "biometrics.io/agent": "true"}, "annotations": {"biometrics.io/agent-port": agent_port.to_string()}},
             "spec": {"containers": [{"name": "app", "image": "api"}, {"name": "biometrics-agent", "image": "agent"}]}
         });
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();

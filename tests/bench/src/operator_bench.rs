@@ -134,7 +134,7 @@ pub fn run(dir: &Path, scale: crate::Scale) {
     for i in 0..captures * pods_per_capture {
         let name = format!("pod-{i:05}");
         let pod = json!({
-            "metadata": {"name": name, "labels": {"group": format!("g{}", i / pods_per_capture)}, "annotations": {"biometrics.io/agent-port": agents.port().to_string()}},
+            "metadata": {"name": name, "labels": {"group": format!("g{}", i / pods_per_capture), "biometrics.io/agent": "true"}, "annotations": {"biometrics.io/agent-port": agents.port().to_string()}},
             "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}
         });
         assert_eq!(api(apiserver, "POST", "/api/v1/namespaces/shop/pods", "application/json", &pod).0, 201);
