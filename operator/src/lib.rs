@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pods;
 pub mod readiness;
 pub mod reasons;
+pub mod secrets;
 pub mod signing;
 pub mod status;
 #[cfg(test)]

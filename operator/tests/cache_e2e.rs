@@ -388,6 +388,60 @@ async fn credentials_and_reachability_show_in_conditions_never_the_password() {
     }
 }
 
+/// The password Secret is read once per 30 s while a policy runs (not at every dispatch and
+/// statistics sample), and read again at once when Redis refuses the password it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_secret_is_read_seldom_and_again_when_refused() {
+    let redis = RedisServer::start(&["--requirepass", "First-Pa55"]);
+    let options = biometrics_test_apiserver::Options { record_requests: true, ..Default::default() };
+    let mut world = World::start_with(options, &[]).await;
+    let config = world.dir.path().join("operator.yaml");
+    std::fs::write(&config, "performance:\n  metrics:\n    interval: 1s\n  cache:\n    enforce_interval: 1s\n")
+        .unwrap();
+    world.operator_args = vec!["--config".into(), config.display().to_string()];
+    world.add_pod_with("cache-0", "127.0.1.40".parse().unwrap(), None, "cache").await;
+    let secret = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis-auth\n  namespace: {NS}\nstringData:\n  password: {value}\n"
+        )
+    };
+    world.kubectl(&["apply", "-f", "-"], Some(&secret("First-Pa55")));
+    world.start_operator();
+    let manifest = policy_manifest("rotating", &redis, "")
+        .replace("  keyPrefix:", "    passwordSecretRef:\n      name: redis-auth\n  keyPrefix:");
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let reachable = |cp: &CachePolicy| condition(cp, "RedisReachable").is_some_and(|c| c.0 == "True");
+    wait_policy(&world, "rotating", Duration::from_secs(30), reachable).await;
+    // Statistics every second and enforcement every second: the Secret is read once at most.
+    let reads = || {
+        world
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "get" && r.resource == "secrets" && r.name == "redis-auth")
+            .filter(|r| !r.user_agent.starts_with("kubectl"))
+            .count()
+    };
+    let before = reads();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = reads() - before;
+    assert!(during <= 1, "{during} reads of the Secret in 10 s of a running policy");
+
+    // The password rotates: Redis refuses the one held, and the new one is read at once.
+    redis.cli(Some("First-Pa55"), &["CONFIG", "SET", "requirepass", "Second-Pa55"]);
+    // Connections already authenticated would carry on: they go.
+    redis.cli(Some("Second-Pa55"), &["CLIENT", "KILL", "TYPE", "normal"]);
+    world.kubectl(&["apply", "-f", "-"], Some(&secret("Second-Pa55")));
+    let rotated = Instant::now();
+    wait_policy(&world, "rotating", Duration::from_secs(30), |cp| {
+        condition(cp, "RedisReachable").is_some_and(|c| c.1 == "AuthenticationFailed")
+    })
+    .await;
+    wait_policy(&world, "rotating", Duration::from_secs(30), reachable).await;
+    assert!(reads() > before + during, "the Secret was read again");
+    println!("reachable again {:?} after the rotation", rotated.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_eviction_policy_is_enforced_and_the_hit_ratio_measured() {
     let redis = RedisServer::start(&[]);

@@ -57,8 +57,13 @@ pub fn kubeconfig_path(dir: &Path) -> PathBuf {
 
 impl World {
     pub async fn start(pod_ips: &[&str]) -> Self {
+        Self::start_with(biometrics_test_apiserver::Options::default(), pod_ips).await
+    }
+
+    /// A world whose API server runs with `options` (e.g. recording every request).
+    pub async fn start_with(options: biometrics_test_apiserver::Options, pod_ips: &[&str]) -> Self {
         biometrics_operator::install_crypto();
-        let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
         let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
         server.create_from_files(&crds).unwrap();
         let dir = tempfile::tempdir().unwrap();
