@@ -217,7 +217,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         capture::reconcile::Settings {
             default_agent_port: config.agent_port,
             metrics_interval,
-            default_max_pods: config.defaults.performance.profiling.max_pods.and_then(|m| usize::try_from(m).ok()),
+            default_max_pods: usize::try_from(config.defaults.performance.profiling.max_pods.min(1000)).ok(),
             poll_interval,
             alerting: config.defaults.performance.alerting.clone(),
             unreachable_grace: config.defaults.performance.profiling.unreachable_grace.as_std(),

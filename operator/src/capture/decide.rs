@@ -1,7 +1,7 @@
 //! The ProfileCapture decisions, as pure functions over plain data: which pods, whether a
 //! run is due and what it is called, what the agents' answers mean for status.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use crate::{agent_client::AgentError, pods::fnv, reasons};
 use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
@@ -11,8 +11,8 @@ use biometrics_crds::{
     schedule::Schedule,
     threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
-        FlatShift, PodRunResult, ProfileCapture, ProfileResult, RunResult, RunTrigger, RuntimeLevels, RuntimeMetric,
-        RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
+        FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult, RunResult, RunTrigger,
+        RuntimeLevels, RuntimeMetric, RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
     },
 };
 use jiff::Timestamp;
@@ -377,6 +377,34 @@ pub fn effective_thresholds(own: &RuntimeThresholds, alerting: &crate::config::A
         goroutines: adopt(own.goroutines, defaults.goroutines, alerting.goroutine_threshold),
         gc_per_second: adopt(own.gc_per_second, defaults.gc_per_second, alerting.gc_threshold),
     }
+}
+
+/// The most items any status list holds: below the schema's cap of 1000, so that a status
+/// write is never refused for its size (a refused write would be retried, and the run
+/// restarted, forever).
+pub const STATUS_LIST_LIMIT: usize = 900;
+
+/// Keeps the status lists that grow with the pods within [`STATUS_LIST_LIMIT`]: the
+/// trigger fires of pods no longer `present` are dropped (their cooldowns mean nothing
+/// now), then the oldest fires, and the runtime entries of pods beyond the limit.
+pub fn bound_status(status: &mut ProfileCaptureStatus, present: &HashSet<&str>) {
+    status.trigger_fires.retain(|f| present.contains(f.pod.as_str()));
+    if status.trigger_fires.len() > STATUS_LIST_LIMIT {
+        status.trigger_fires.sort_by_key(|f| std::cmp::Reverse(f.time.0));
+        status.trigger_fires.truncate(STATUS_LIST_LIMIT);
+    }
+    status.pods.truncate(STATUS_LIST_LIMIT);
+    if let Some(run) = status.last_run.as_mut() {
+        run.pods.truncate(STATUS_LIST_LIMIT);
+    }
+    status.history.truncate(STATUS_LIST_LIMIT);
+}
+
+/// What the Ready condition adds when more pods match than a run profiles.
+pub fn capped_note(matching: usize, profiled: usize) -> Option<String> {
+    (matching > profiled).then(|| {
+        format!("{matching} pods match; maxPods takes the first {profiled} by name (set spec.maxPods to change it)")
+    })
 }
 
 #[cfg(test)]
@@ -762,5 +790,73 @@ mod size {
         run.pods.truncate(3);
         assert!(!super::fit_to_budget(run, super::RUN_STATUS_BUDGET));
         assert_eq!(run.pods[0].profiles[0].top.len(), 5);
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use std::collections::HashSet;
+
+    use biometrics_crds::v1alpha1::{PodRuntime, ProfileCaptureStatus, RuntimeMetric, TriggerFire};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::{STATUS_LIST_LIMIT, bound_status, capped_note};
+
+    /// Item: status stays writable with 2,000 matching pods of which 1,500 have gone: the
+    /// fires of departed pods are pruned and every list stays below the schema's cap.
+    #[test]
+    fn status_stays_within_the_schema_with_2000_pods_and_1500_departed() {
+        let pod = |i: usize| format!("pod-{i:04}");
+        let metrics = [RuntimeMetric::MemoryPercent, RuntimeMetric::Goroutines, RuntimeMetric::GcPerSecond];
+        let mut status = ProfileCaptureStatus {
+            trigger_fires: (0..2000)
+                .flat_map(|i| {
+                    metrics.iter().map(move |m| TriggerFire {
+                        pod: pod(i),
+                        metric: *m,
+                        time: Time(jiff::Timestamp::from_second(1_700_000_000 + i as i64).unwrap()),
+                    })
+                })
+                .collect(),
+            pods: (0..2000)
+                .map(|i| PodRuntime {
+                    name: pod(i),
+                    sample_time: None,
+                    heap_alloc_bytes: None,
+                    heap_sys_bytes: None,
+                    sys_bytes: None,
+                    goroutines: None,
+                    gc_per_second: None,
+                    memory_percent: None,
+                    levels: None,
+                    error: None,
+                })
+                .collect(),
+            ..ProfileCaptureStatus::default()
+        };
+        let names: Vec<String> = (1500..2000).map(pod).collect();
+        let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+        bound_status(&mut status, &present);
+        assert!(status.trigger_fires.iter().all(|f| present.contains(f.pod.as_str())), "departed pods pruned");
+        assert!(status.trigger_fires.len() <= STATUS_LIST_LIMIT, "{}", status.trigger_fires.len());
+        assert!(status.trigger_fires.iter().any(|f| f.pod == "pod-1999"), "the newest fires kept");
+        assert!(status.pods.len() <= STATUS_LIST_LIMIT);
+        const { assert!(STATUS_LIST_LIMIT < 1000, "below the schema's cap") };
+
+        let mut few = ProfileCaptureStatus {
+            trigger_fires: vec![TriggerFire {
+                pod: pod(1600),
+                metric: RuntimeMetric::Goroutines,
+                time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..ProfileCaptureStatus::default()
+        };
+        bound_status(&mut few, &present);
+        assert_eq!(few.trigger_fires.len(), 1, "a present pod's fire stays");
+        assert_eq!(
+            capped_note(2000, 100).unwrap(),
+            "2000 pods match; maxPods takes the first 100 by name (set spec.maxPods to change it)"
+        );
+        assert_eq!(capped_note(100, 100), None);
     }
 }
