@@ -437,6 +437,34 @@ async fn pods_without_the_agent_label_are_not_watched() {
     assert_eq!(run.pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["api-0"], "{run:?}");
 }
 
+/// A lagging watch (the API server delivers every change 6 s late) does not make the
+/// operator start a finished run again: it decides on the status it wrote last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watch_does_not_start_a_second_run() {
+    let options = biometrics_test_apiserver::Options { watch_delay: Duration::from_secs(6), ..Default::default() };
+    let mut world = World::start_with(options, &["127.0.0.54"]).await;
+    // Reconciles every second once the run is over, while the watch still lags.
+    let config = world.dir.path().join("operator.yaml");
+    std::fs::write(&config, "performance:\n  metrics:\n    interval: 1s\n").unwrap();
+    world.operator_args = vec!["--config".into(), config.display().to_string()];
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("lagging", "").replace("[cpu, heap]", "[heap]")));
+    let pc = world
+        .wait_capture("lagging", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let run_id = pc.status.unwrap().last_run.unwrap().id;
+    // Long enough for the delayed changes to arrive and every reconcile they cause to run.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    let status = api.get("lagging").await.unwrap().status.unwrap();
+    assert_eq!(status.last_run.unwrap().id, run_id, "the same run");
+    assert!(status.history.is_empty(), "no second run: {:?}", status.history);
+    let runs = std::fs::read_dir(world.dir.path().join("profiles").join(NS).join("lagging")).unwrap().count();
+    assert_eq!(runs, 1, "one run's files");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_trigger_fires_once_per_cooldown() {
     let mut world = World::start(&[]).await;

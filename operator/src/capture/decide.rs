@@ -35,10 +35,11 @@ pub fn capture_id(capture_uid: &str, run: &str, pod: &str) -> String {
     format!("{uid}-{run}-{:016x}", fnv(pod))
 }
 
-/// Whether a run is due, and which, at `now`. Order: a manual request, then the spec's
-/// one-shot run, then the schedule.
-pub fn due(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
-    let status = pc.status.clone().unwrap_or_default();
+/// Whether a run is due, and which, at `now`, given the freshest `status` this process
+/// knows (what it wrote last, which a lagging watch may not have delivered yet: deciding on
+/// the delivered one would start a finished run again). Order: a manual request, then the
+/// spec's one-shot run, then the schedule.
+pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -> Option<DueRun> {
     let generation = pc.metadata.generation.unwrap_or(0);
     if let Some(value) = pc.metadata.annotations.as_ref().and_then(|a| a.get(CAPTURE_NOW_ANNOTATION))
         && status.handled_capture_now.as_ref() != Some(value)
@@ -60,6 +61,7 @@ pub fn due(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
     }
     let since = status
         .last_schedule_time
+        .as_ref()
         .map(|t| t.0)
         .or_else(|| pc.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now);
@@ -410,6 +412,12 @@ pub fn capped_note(matching: usize, profiled: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use biometrics_agent_api::ProfileOutcome;
+
+    /// Whether a run is due, on the status the capture carries.
+    fn due_of(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
+        due(pc, &pc.status.clone().unwrap_or_default(), now)
+    }
+
     use biometrics_crds::{profile::ProfileType, threshold::UpperBounds};
     use serde_json::json;
 
@@ -444,38 +452,38 @@ mod tests {
         let now = t("2026-01-01T01:00:00Z");
         let fresh = capture(spec(json!({})), json!({}), json!({}), 3);
         assert_eq!(
-            due(&fresh, now).unwrap(),
+            due_of(&fresh, now).unwrap(),
             DueRun { trigger: RunTrigger::Spec, id: "g3".into(), scheduled_for: None }
         );
         let done = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 3);
-        assert_eq!(due(&done, now), None);
+        assert_eq!(due_of(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
-        assert_eq!(due(&edited, now).unwrap().id, "g4");
+        assert_eq!(due_of(&edited, now).unwrap().id, "g4");
     }
 
     #[test]
     fn schedules_fire_once_for_the_latest_missed_time() {
         let s = spec(json!({"schedule": "*/10 * * * *"}));
         let never_ran = capture(s.clone(), json!({}), json!({}), 1);
-        let run = due(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
+        let run = due_of(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
         assert_eq!(run.scheduled_for, Some(t("2026-01-01T01:00:00Z")), "hours of missed runs: only the latest");
         assert_eq!(run.id, format!("s{}", t("2026-01-01T01:00:00Z").as_second()));
         let ran = capture(s.clone(), json!({"lastScheduleTime": "2026-01-01T01:00:00Z"}), json!({}), 1);
-        assert_eq!(due(&ran, t("2026-01-01T01:05:00Z")), None);
-        assert!(due(&ran, t("2026-01-01T01:10:00Z")).is_some());
+        assert_eq!(due_of(&ran, t("2026-01-01T01:05:00Z")), None);
+        assert!(due_of(&ran, t("2026-01-01T01:10:00Z")).is_some());
         let mut suspended = s;
         suspended["suspend"] = json!(true);
-        assert_eq!(due(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")), None);
+        assert_eq!(due_of(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")), None);
     }
 
     #[test]
     fn a_new_capture_now_value_runs_once() {
         let s = spec(json!({"schedule": "@daily", "suspend": true}));
         let asked = capture(s.clone(), json!({}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
-        let run = due(&asked, t("2026-01-01T05:00:00Z")).unwrap();
+        let run = due_of(&asked, t("2026-01-01T05:00:00Z")).unwrap();
         assert_eq!(run.trigger, RunTrigger::Manual, "a manual request works even while suspended");
         let handled = capture(s, json!({"handledCaptureNow": "1"}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
-        assert_eq!(due(&handled, t("2026-01-01T05:00:00Z")), None);
+        assert_eq!(due_of(&handled, t("2026-01-01T05:00:00Z")), None);
     }
 
     #[test]

@@ -191,7 +191,7 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
-    let seen_rv: u64 = pc.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    let seen_rv = pc.resource_version().unwrap_or_default();
     let before = pc.status.clone().unwrap_or_default();
     let mut status = ctx.status.freshest(pc, before.clone());
     let generation = pc.metadata.generation;
@@ -228,11 +228,11 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
     refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
 
     let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
-    tracing::debug!(capture = %pc.name_any(), seen_rv, running, "reconciling");
+    tracing::debug!(capture = %pc.name_any(), %seen_rv, running, "reconciling");
     if running {
         poll_run(pc, ctx, &mut status).await;
     } else {
-        let due = decide::due(pc, now).or_else(|| threshold_run(pc, &status, &eligible, now));
+        let due = decide::due(pc, &status, now).or_else(|| threshold_run(pc, &status, &eligible, now));
         if let Some(run) = due {
             start_run(pc, ctx, &ns, &uid, &eligible, run, &mut status, now).await;
         }

@@ -90,6 +90,9 @@ pub struct Options {
     /// Whether to keep every request's authorization check for
     /// [`TestApiServer::requests`]; the log grows with the requests served.
     pub record_requests: bool,
+    /// How late watches deliver each change (a lagging watch cache, as a loaded API server
+    /// has); zero by default. A watch's initial state is not delayed.
+    pub watch_delay: std::time::Duration,
 }
 
 impl Default for Options {
@@ -98,6 +101,7 @@ impl Default for Options {
             event_log_capacity: store::DEFAULT_EVENT_LOG_CAPACITY,
             bookmark_interval: std::time::Duration::from_secs(5),
             record_requests: false,
+            watch_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -116,6 +120,7 @@ impl TestApiServer {
         let store = Store::new(options.event_log_capacity);
         let mut state = server::AppState::new(store.clone(), addr.to_string());
         state.bookmark_interval = options.bookmark_interval;
+        state.watch_delay = options.watch_delay;
         state.requests = options.record_requests.then(Arc::default);
         let counts = state.counts.clone();
         let requests = state.requests.clone();

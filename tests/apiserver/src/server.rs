@@ -72,12 +72,21 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// Where each request's authorization check is recorded, when asked for.
     pub requests: Option<Arc<RequestLog>>,
+    /// How late watches deliver each change.
+    pub watch_delay: Duration,
 }
 
 impl AppState {
     /// State for a server at `address`.
     pub fn new(store: Store, address: String) -> Self {
-        Self { store, counts: Arc::default(), address, bookmark_interval: Duration::from_secs(5), requests: None }
+        Self {
+            store,
+            counts: Arc::default(),
+            address,
+            bookmark_interval: Duration::from_secs(5),
+            requests: None,
+            watch_delay: Duration::ZERO,
+        }
     }
 }
 
@@ -467,6 +476,7 @@ fn watch(
     let key = rt.key();
     let also_recorded = is_core_events(&rt);
     let bookmark_interval = state.bookmark_interval;
+    let watch_delay = state.watch_delay;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut changed = store.subscribe();
     // Where the stream starts: after a given resourceVersion, or with the current state.
@@ -502,6 +512,10 @@ fn watch(
                     return;
                 }
             };
+            if !events.is_empty() && !watch_delay.is_zero() {
+                // Changes seen now reach the client this much later.
+                tokio::time::sleep(watch_delay).await;
+            }
             for event in
                 events.iter().filter(|e| e.type_key == key || (also_recorded && e.type_key == new_api_events()))
             {
