@@ -95,7 +95,7 @@ kind: Pod
 metadata:
   name: $name
   namespace: shop
-  labels: {app: $app}
+  labels: {app: $app, biometrics.io/agent: "true"}
   annotations: {biometrics.io/agent-port: "9477"}
 spec:
   containers:

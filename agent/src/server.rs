@@ -174,6 +174,9 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         };
         return error(status, e.to_string());
     }
+    // Who asked, for the record: the operator replica that sent it (its Lease identity).
+    let caller = request.headers().get(routes::CALLER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info!(target: "biometrics_agent::access", method = %request.method(), path = %request.uri().path(), caller, "request");
     let (parts, body) = request.into_parts();
     let limit = state.max_request_bytes;
     let body = match tokio::time::timeout(state.body_read_timeout, axum::body::to_bytes(body, limit)).await {

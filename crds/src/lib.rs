@@ -21,6 +21,10 @@ pub const GROUP: &str = "biometrics.io";
 /// The name of the sidecar container that marks a pod as served by Biometrics.
 pub const AGENT_CONTAINER: &str = "biometrics-agent";
 
+/// The label a pod with an agent carries, and the operator's default Pod watch selector:
+/// pods without it are never seen.
+pub const AGENT_POD_SELECTOR: &str = "biometrics.io/agent=true";
+
 /// Pod annotation naming the agent's port when it is not [`DEFAULT_AGENT_PORT`].
 pub const AGENT_PORT_ANNOTATION: &str = "biometrics.io/agent-port";
 

@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use biometrics_agent_api::{ErrorBody, ErrorCode, routes::Route};
+use biometrics_agent_api::{
+    ErrorBody, ErrorCode,
+    routes::{CALLER_HEADER, Route},
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
@@ -20,7 +23,7 @@ use rustls::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{metrics::Metrics, signing::SigningKey};
+use crate::{leader::Fence, metrics::Metrics, signing::SigningKey};
 
 /// How long an idle connection to an agent is kept for reuse; below the agents' default
 /// header-read timeout.
@@ -70,6 +73,9 @@ pub enum AgentError {
     /// The request could not be made: no token, or a body that does not encode.
     #[error("cannot call the agent: {0}")]
     Request(String),
+    /// This replica's lease has run out (it is about to stop): nothing was sent.
+    #[error("not sent: this replica no longer holds the leader lease")]
+    NotLeading,
 }
 
 fn show_status(status: u16) -> String {
@@ -106,7 +112,8 @@ impl AgentError {
     /// considered refusal, and so is a body it should not have sent.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Timeout(_) => true,
+            // Asked again by whichever replica leads then.
+            Self::Unreachable { .. } | Self::Timeout(_) | Self::NotLeading => true,
             Self::Answered { status, .. } => matches!(status, 408 | 429 | 500..=599),
             Self::BadAnswer(_) | Self::Request(_) => false,
         }
@@ -186,6 +193,7 @@ pub struct AgentClient {
     key: SigningKey,
     timeout: Duration,
     metrics: Metrics,
+    leader: Option<(hyper::header::HeaderValue, Fence)>,
 }
 
 impl AgentClient {
@@ -241,7 +249,17 @@ impl AgentClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(Self { http, scheme, key, timeout, metrics })
+        Ok(Self { http, scheme, key, timeout, metrics, leader: None })
+    }
+
+    /// The leader's client: each request names `identity` (the agent logs it) and is sent only
+    /// while `fence` holds, so a replica whose lease ran out calls no agent even before it
+    /// has stopped.
+    pub fn for_leader(mut self, identity: &str, fence: Fence) -> Self {
+        let name = hyper::header::HeaderValue::from_str(identity)
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("invalid-identity"));
+        self.leader = Some((name, fence));
+        self
     }
 }
 
@@ -257,16 +275,23 @@ impl AgentClient {
         label: &str,
         (limit, timeout): (usize, Duration),
     ) -> Result<Bytes, AgentError> {
+        if let Some((_, fence)) = &self.leader
+            && !fence.holds()
+        {
+            return Err(AgentError::NotLeading);
+        }
         let token = self.key.token_for(&agent.namespace, &agent.pod).map_err(|e| AgentError::Request(e.to_string()))?;
         let host = if agent.ip.contains(':') { format!("[{}]", agent.ip) } else { agent.ip.clone() };
         let addr = format!("{host}:{}", agent.port);
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}://{addr}{path}", self.scheme))
             .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| AgentError::Request(e.to_string()))?;
+            .header("content-type", "application/json");
+        if let Some((caller, _)) = &self.leader {
+            request = request.header(CALLER_HEADER, caller.clone());
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| AgentError::Request(e.to_string()))?;
         let started = Instant::now();
         let exchange = async {
             let response = self

@@ -51,13 +51,22 @@ fn default_enforce_interval() -> biometrics_crds::duration::Duration {
     biometrics_crds::duration::Duration::from_secs(300)
 }
 
+/// The pods one run profiles when neither the capture nor the configuration says: status
+/// lists grow with them, so an unbounded default would outgrow the schema.
+pub const DEFAULT_MAX_PODS: u32 = 100;
+
+fn default_max_pods() -> u32 {
+    DEFAULT_MAX_PODS
+}
+
 /// `performance.profiling:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Profiling {
-    /// Most pods one run profiles when a capture sets no `maxPods`.
-    #[serde(default)]
-    pub max_pods: Option<u32>,
+    /// Most pods one run profiles when a capture sets no `maxPods` (at most 1000, the
+    /// schema's bound of `maxPods`).
+    #[serde(default = "default_max_pods")]
+    pub max_pods: u32,
     /// How long a reconcile waits for an agent's answer.
     #[serde(default = "default_agent_timeout")]
     pub agent_timeout: biometrics_crds::duration::Duration,
@@ -69,7 +78,11 @@ pub struct Profiling {
 
 impl Default for Profiling {
     fn default() -> Self {
-        Self { max_pods: None, agent_timeout: default_agent_timeout(), unreachable_grace: default_unreachable_grace() }
+        Self {
+            max_pods: default_max_pods(),
+            agent_timeout: default_agent_timeout(),
+            unreachable_grace: default_unreachable_grace(),
+        }
     }
 }
 
@@ -133,7 +146,8 @@ mod tests {
     #[test]
     fn reads_the_origin_shape() {
         let c = ConfigFile::parse("performance:\n  profiling:\n    max_pods: 5\n    agent_timeout: 3s\n  metrics:\n    interval: 10s\n  alerting:\n    goroutine_threshold: 5000\n  cache:\n    enforce_interval: 1m\n").unwrap();
-        assert_eq!(c.performance.profiling.max_pods, Some(5));
+        assert_eq!(c.performance.profiling.max_pods, 5);
+        assert_eq!(ConfigFile::default().performance.profiling.max_pods, DEFAULT_MAX_PODS);
         assert_eq!(c.performance.metrics.interval.as_std().as_secs(), 10);
         assert_eq!(c.performance.alerting.goroutine_threshold, Some(5000.0));
         assert_eq!(c.performance.cache.enforce_interval.as_std().as_secs(), 60);

@@ -14,11 +14,13 @@ pub mod metrics;
 pub mod pods;
 pub mod readiness;
 pub mod reasons;
+pub mod secrets;
 pub mod signing;
 pub mod status;
 #[cfg(test)]
 mod testing;
 pub mod throttle;
+pub mod trust;
 pub mod ui_backend;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -64,12 +66,15 @@ pub struct OperatorConfig {
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,
-    /// How long a lease lasts without renewal.
-    pub lease_duration: Duration,
+    /// The lease, renew deadline and retry period of leader election.
+    pub lease_timing: leader::Timing,
     /// The Secret holding the signing key.
     pub signing_secret: String,
     /// The agents' port when a pod has no annotation.
     pub agent_port: u16,
+    /// The label selector of the Pod watch: only pods it matches are seen at all (empty:
+    /// every pod).
+    pub agent_pod_selector: String,
     /// Cluster-wide defaults.
     pub defaults: ConfigFile,
     /// How agents are reached.
@@ -119,6 +124,9 @@ pub fn install_crypto() {
 pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     install_crypto();
     let kube_config = kube::Config::infer().await.map_err(ConfigError::Kubeconfig)?;
+    // Leader election has a client of its own: renewals never wait behind the controllers'
+    // requests in the throttle.
+    let lease_client = Client::try_from(kube_config.clone()).map_err(ConfigError::Client)?;
     let client = kube::client::ClientBuilder::try_from(kube_config)
         .map_err(ConfigError::Client)?
         .with_layer(&throttle::ThrottleLayer::new(config.kube_api_qps, config.kube_api_burst))
@@ -140,11 +148,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         ui_backend::serve(addr, backend, options).await?;
     }
     let elector = leader::Elector::new(
-        client.clone(),
+        lease_client,
         &config.namespace,
         &config.lease_name,
         &config.identity,
-        config.lease_duration,
+        config.lease_timing,
     );
     tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting for leadership");
     tokio::pin!(shutdown);
@@ -155,8 +163,10 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!(identity = %config.identity, "leading");
     let key = SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret).await?;
     let agent_timeout = config.defaults.performance.profiling.agent_timeout.as_std();
+    // Every agent request names this replica and is made only while its lease holds.
     let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone(), &config.agent_transport)
-        .map_err(ConfigError::Transport)?;
+        .map_err(ConfigError::Transport)?
+        .for_leader(&config.identity, elector.fence());
     let poll_interval = Duration::from_secs(1);
     let metrics_interval = config.defaults.performance.metrics.interval.as_std();
     let api = |client: &Client| Scoped { client: client.clone(), namespace: config.watch_namespace.clone() };
@@ -170,9 +180,14 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     .boxed()
     .shared();
 
-    // One watch of Pods feeds both controllers.
+    // One watch of Pods feeds both controllers: only the pods labelled as carrying an agent,
+    // so the API server sends none of the cluster's other pods.
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(api(&client).of::<Pod>(), watcher::Config::default())
+    let pod_watch = match config.agent_pod_selector.as_str() {
+        "" => watcher::Config::default(),
+        selector => watcher::Config::default().labels(selector),
+    };
+    let pod_events = watcher(api(&client).of::<Pod>(), pod_watch)
         .default_backoff()
         .modify(pods::slim)
         .reflect(pod_writer)
@@ -202,7 +217,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         capture::reconcile::Settings {
             default_agent_port: config.agent_port,
             metrics_interval,
-            default_max_pods: config.defaults.performance.profiling.max_pods.and_then(|m| usize::try_from(m).ok()),
+            default_max_pods: usize::try_from(config.defaults.performance.profiling.max_pods.min(1000)).ok(),
             poll_interval,
             alerting: config.defaults.performance.alerting.clone(),
             unreachable_grace: config.defaults.performance.profiling.unreachable_grace.as_std(),
@@ -227,7 +242,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         deployment_reader,
         statefulset_reader,
         agents,
-        key,
+        key.clone(),
         metrics,
         cache::reconcile::Settings {
             default_agent_port: config.agent_port,
@@ -253,9 +268,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
             readiness.synced();
         }
     });
-    let controllers = futures::future::join4(
+    let trust = trust::keep_published(client.clone(), key.clone(), config.watch_namespace.clone(), stopping.clone());
+    let controllers = futures::future::join5(
         fan_out,
         synced,
+        trust,
         capture::reconcile::run(
             capture_ctx,
             api(&client).of(),
@@ -284,9 +301,16 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     tracing::info!("shutting down: the reconciles in flight finish first");
     let _ = stop.send(());
     // Still the leader while they finish: keep renewing.
-    tokio::select! {
-        _ = &mut controllers => Ok(()),
-        lost = &mut hold => Err(lost.into()),
+    let lost = tokio::select! {
+        _ = &mut controllers => None,
+        lost = &mut hold => Some(lost),
+    };
+    match lost {
+        Some(lost) => Err(lost.into()),
+        None => {
+            elector.release().await;
+            Ok(())
+        }
     }
 }
 

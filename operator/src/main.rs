@@ -29,12 +29,24 @@ struct Args {
     /// This replica's identity (its pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// How long the lease lasts without renewal.
+    /// How long a lease whose record stops changing keeps other replicas away.
     #[arg(long, env = "BIOMETRICS_LEASE_DURATION", default_value = "15s")]
     lease_duration: biometrics_crds::duration::Duration,
+    /// How long the leader keeps acting without a successful renewal; below the lease
+    /// duration (default: two thirds of it, 10s of 15s).
+    #[arg(long, env = "BIOMETRICS_RENEW_DEADLINE")]
+    renew_deadline: Option<biometrics_crds::duration::Duration>,
+    /// How often replicas try to take the lease and the leader renews it; below the renew
+    /// deadline (default: 2/15 of the lease duration, 2s of 15s).
+    #[arg(long, env = "BIOMETRICS_RETRY_PERIOD")]
+    retry_period: Option<biometrics_crds::duration::Duration>,
     /// The Secret holding the Ed25519 signing key (created if missing).
     #[arg(long, env = "BIOMETRICS_SIGNING_SECRET", default_value = "biometrics-operator-signing-key")]
     signing_secret: String,
+    /// The label selector of the pods the operator watches: pods with an agent must match it
+    /// (the chart passes its agent.podLabels); empty watches every pod.
+    #[arg(long, env = "BIOMETRICS_AGENT_POD_SELECTOR", default_value = biometrics_crds::AGENT_POD_SELECTOR)]
+    agent_pod_selector: String,
     /// The agents' port when a pod has no biometrics.io/agent-port annotation.
     #[arg(long, env = "BIOMETRICS_AGENT_PORT", default_value_t = biometrics_crds::DEFAULT_AGENT_PORT)]
     agent_port: u16,
@@ -96,6 +108,17 @@ fn main() -> ExitCode {
             }
         },
     };
+    let lease_timing = match biometrics_operator::leader::Timing::new(
+        args.lease_duration.as_std(),
+        args.renew_deadline.map(|d| d.as_std()),
+        args.retry_period.map(|d| d.as_std()),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("biometrics-operator: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let identity = args.identity.unwrap_or_else(|| format!("biometrics-operator-{}", std::process::id()));
     let config = OperatorConfig {
         watch_namespace: args.watch_namespace,
@@ -103,9 +126,10 @@ fn main() -> ExitCode {
         namespace: args.namespace,
         lease_name: args.lease_name,
         identity,
-        lease_duration: args.lease_duration.as_std(),
+        lease_timing,
         signing_secret: args.signing_secret,
         agent_port: args.agent_port,
+        agent_pod_selector: args.agent_pod_selector,
         defaults,
         agent_transport: match args.agent_ca_bundle {
             Some(ca_bundle) if args.agent_scheme == "https" => {

@@ -1,6 +1,7 @@
 //! The operator's Ed25519 signing key, kept in a Secret of its namespace (made on first
 //! start), and its public half published as the ConfigMap `biometrics-trust` (key
-//! `operator.pub`) in every namespace whose pods the operator instructs.
+//! `operator.pub`) in every namespace whose pods the operator instructs (and kept there by
+//! [`crate::trust`]).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -139,6 +140,21 @@ impl SigningKey {
             .await
             .map_err(|source| Error::PublishKey { namespace: namespace.to_owned(), source })?;
         Ok(())
+    }
+
+    /// Whether this process has published the public key in `namespace`.
+    pub fn published_in(&self, namespace: &str) -> bool {
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(namespace)
+    }
+
+    /// Every namespace this process has published the public key in.
+    pub fn published_namespaces(&self) -> HashSet<String> {
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Forgets `namespace`, so that the next [`Self::ensure_published`] there publishes again.
+    pub fn forget_published(&self, namespace: &str) {
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(namespace);
     }
 
     /// Publishes the public key in `namespace` unless this process already has.

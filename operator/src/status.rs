@@ -99,9 +99,11 @@ impl Events {
 /// Status writes by server-side apply (skipped when nothing changed), remembering each
 /// status written until the watch delivers it: a reconcile that runs in between must act on
 /// what was written, not on the older status it still sees (or it would start the same run
-/// twice).
+/// twice). The watch has delivered it when it delivers the very resourceVersion the write
+/// answered with; resourceVersions are opaque, so they are compared for equality only. Only
+/// the leader writes status, so what it wrote last stays the truth until then.
 pub struct StatusWriter<S> {
-    written: Mutex<HashMap<String, (u64, S)>>,
+    written: Mutex<HashMap<String, (String, S)>>,
 }
 
 impl<S> Default for StatusWriter<S> {
@@ -110,25 +112,26 @@ impl<S> Default for StatusWriter<S> {
     }
 }
 
-fn resource_version<K: Resource>(object: &K) -> u64 {
-    object.meta().resource_version.as_deref().and_then(|rv| rv.parse().ok()).unwrap_or(0)
+fn resource_version<K: Resource>(object: &K) -> String {
+    object.meta().resource_version.clone().unwrap_or_default()
 }
 
 impl<S: Clone + PartialEq + Serialize> StatusWriter<S> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, S)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, S)>> {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The newest status of `object`: the one written last, unless the watch has caught up.
+    /// The newest status of `object`: the one written last, until the watch delivers the
+    /// object as that write left it.
     pub fn freshest<K: Resource>(&self, object: &K, seen: S) -> S {
         let uid = object.meta().uid.clone().unwrap_or_default();
         let mut written = self.lock();
         match written.get(&uid) {
-            Some((rv, status)) if *rv > resource_version(object) => status.clone(),
-            Some(_) => {
+            Some((rv, _)) if *rv == resource_version(object) => {
                 written.remove(&uid);
                 seen
             }
+            Some((_, status)) => status.clone(),
             None => seen,
         }
     }
@@ -161,5 +164,31 @@ impl<S: Clone + PartialEq + Serialize> StatusWriter<S> {
     /// Drops what is remembered of a deleted object.
     pub fn forget(&self, uid: &str) {
         self.lock().remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    #[test]
+    fn a_remembered_status_goes_when_the_watch_delivers_the_version_written() {
+        let writer = StatusWriter::<String>::default();
+        writer.lock().insert("u".into(), ("10".into(), "written".into()));
+        let seen_at = |rv: &str| ConfigMap {
+            metadata: ObjectMeta { uid: Some("u".into()), resource_version: Some(rv.into()), ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(writer.freshest(&seen_at("9"), "seen".into()), "written", "the watch lags");
+        assert_eq!(
+            writer.freshest(&seen_at("11"), "seen".into()),
+            "written",
+            "resourceVersions are opaque: one that reads as larger is not taken as caught up"
+        );
+        assert_eq!(writer.freshest(&seen_at("10"), "seen".into()), "seen", "delivered");
+        assert_eq!(writer.freshest(&seen_at("9"), "seen".into()), "seen", "and forgotten");
     }
 }

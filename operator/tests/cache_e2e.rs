@@ -197,8 +197,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
     let port = redis.addr.port();
     let mut world = cache_world(&["127.0.1.4"], &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(world.client.clone(), NS);
+    // The test plays the Deployment controller: it numbers each new pod template's revision
+    // in deployment.kubernetes.io/revision and reports the rollout in status.
     let deployment = json!({
-        "metadata": {"name": "api"},
+        "metadata": {"name": "api", "annotations": {"deployment.kubernetes.io/revision": "1"}},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "api:v1"}]}}}
     });
     deployments.create(&PostParams::default(), &serde_json::from_value(deployment).unwrap()).await.unwrap();
@@ -222,9 +224,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
         .patch(
             "api",
             &PatchParams::default(),
-            &Patch::Merge(
-                &json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "api:v2"}]}}}}),
-            ),
+            &Patch::Merge(&json!({
+                "metadata": {"annotations": {"deployment.kubernetes.io/revision": "2"}},
+                "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "api:v2"}]}}}
+            })),
         )
         .await
         .unwrap();
@@ -263,8 +266,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
     assert!(keys(&redis, None).is_empty());
     seed();
     let id = rule(&after, "on-deploy").unwrap().run_id.clone();
-    // A scale-out is not a rollout, and a finished rollout does not run again.
-    deployments.patch("api", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 3}}))).await.unwrap();
+    // A scale-out is not a rollout, nor is the template serialised with a field defaulted that
+    // was not before (the revision stays), and a finished rollout does not run again.
+    let defaulted = json!({"spec": {"replicas": 3, "template": {"spec": {"terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": "api:v2", "terminationMessagePath": "/dev/termination-log"}]}}}});
+    deployments.patch("api", &PatchParams::default(), &Patch::Merge(&defaulted)).await.unwrap();
     set_deployment_status(&world, json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3})).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(rule(&api.get("api-cache").await.unwrap(), "on-deploy").unwrap().run_id, id);
@@ -381,6 +386,60 @@ async fn credentials_and_reachability_show_in_conditions_never_the_password() {
             assert!(!text.contains(secret), "the password appears in the {what}");
         }
     }
+}
+
+/// The password Secret is read once per 30 s while a policy runs (not at every dispatch and
+/// statistics sample), and read again at once when Redis refuses the password it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_secret_is_read_seldom_and_again_when_refused() {
+    let redis = RedisServer::start(&["--requirepass", "First-Pa55"]);
+    let options = biometrics_test_apiserver::Options { record_requests: true, ..Default::default() };
+    let mut world = World::start_with(options, &[]).await;
+    let config = world.dir.path().join("operator.yaml");
+    std::fs::write(&config, "performance:\n  metrics:\n    interval: 1s\n  cache:\n    enforce_interval: 1s\n")
+        .unwrap();
+    world.operator_args = vec!["--config".into(), config.display().to_string()];
+    world.add_pod_with("cache-0", "127.0.1.40".parse().unwrap(), None, "cache").await;
+    let secret = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis-auth\n  namespace: {NS}\nstringData:\n  password: {value}\n"
+        )
+    };
+    world.kubectl(&["apply", "-f", "-"], Some(&secret("First-Pa55")));
+    world.start_operator();
+    let manifest = policy_manifest("rotating", &redis, "")
+        .replace("  keyPrefix:", "    passwordSecretRef:\n      name: redis-auth\n  keyPrefix:");
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let reachable = |cp: &CachePolicy| condition(cp, "RedisReachable").is_some_and(|c| c.0 == "True");
+    wait_policy(&world, "rotating", Duration::from_secs(30), reachable).await;
+    // Statistics every second and enforcement every second: the Secret is read once at most.
+    let reads = || {
+        world
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "get" && r.resource == "secrets" && r.name == "redis-auth")
+            .filter(|r| !r.user_agent.starts_with("kubectl"))
+            .count()
+    };
+    let before = reads();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = reads() - before;
+    assert!(during <= 1, "{during} reads of the Secret in 10 s of a running policy");
+
+    // The password rotates: Redis refuses the one held, and the new one is read at once.
+    redis.cli(Some("First-Pa55"), &["CONFIG", "SET", "requirepass", "Second-Pa55"]);
+    // Connections already authenticated would carry on: they go.
+    redis.cli(Some("Second-Pa55"), &["CLIENT", "KILL", "TYPE", "normal"]);
+    world.kubectl(&["apply", "-f", "-"], Some(&secret("Second-Pa55")));
+    let rotated = Instant::now();
+    wait_policy(&world, "rotating", Duration::from_secs(30), |cp| {
+        condition(cp, "RedisReachable").is_some_and(|c| c.1 == "AuthenticationFailed")
+    })
+    .await;
+    wait_policy(&world, "rotating", Duration::from_secs(30), reachable).await;
+    assert!(reads() > before + during, "the Secret was read again");
+    println!("reachable again {:?} after the rotation", rotated.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

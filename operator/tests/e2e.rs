@@ -230,6 +230,241 @@ async fn of_two_replicas_only_the_leader_acts() {
     drop(first);
 }
 
+/// One authenticated request an agent logged: when, from which operator replica, what.
+#[derive(Debug)]
+struct AgentRequest {
+    at: jiff::Timestamp,
+    caller: String,
+    method: String,
+    path: String,
+}
+
+/// Every request the agent of `pod` logged.
+fn agent_requests(world: &World, pod: &str) -> Vec<AgentRequest> {
+    let log = std::fs::read_to_string(world.dir.path().join(format!("agent-{pod}.log"))).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "biometrics_agent::access")
+        .map(|v| AgentRequest {
+            at: v["timestamp"].as_str().unwrap().parse().unwrap(),
+            caller: v["caller"].as_str().unwrap().to_owned(),
+            method: v["method"].as_str().unwrap().to_owned(),
+            path: v["path"].as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+/// The Lease's holder and acquire time, as the API server has them.
+async fn lease_holder(world: &World) -> (Option<String>, Option<jiff::Timestamp>) {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(world.client.clone(), OPERATOR_NS);
+    let spec = leases.get("biometrics-operator").await.unwrap().spec.unwrap_or_default();
+    (spec.holder_identity.filter(|h| !h.is_empty()), spec.acquire_time.map(|t| t.0))
+}
+
+/// A kubeconfig reaching the API server through `proxy`.
+fn proxied_kubeconfig(world: &World, proxy: &FaultProxy) -> std::path::PathBuf {
+    let kubeconfig = world.dir.path().join(format!("kubeconfig-{}", proxy.addr().port()));
+    std::fs::write(&kubeconfig, biometrics_test_apiserver::kubeconfig_for(&format!("http://{}", proxy.addr())))
+        .unwrap();
+    kubeconfig
+}
+
+/// The leader's API traffic frozen mid-run (a partition: every request and watch held, no
+/// error ever returned): it stops calling agents before the other replica can take the lease,
+/// the other takes it and finishes the same run, and no agent sees the two interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_stops_before_another_replica_takes_over() {
+    let mut world = World::start(&["127.0.0.50"]).await;
+    let proxy = FaultProxy::start("127.0.0.1:0".parse().unwrap(), world.server.addr());
+    let (mut first, first_metrics) = world.spawn_operator(&proxied_kubeconfig(&world, &proxy));
+    assert_eq!(wait_readyz(first_metrics, 200).await, "ok: leading");
+    let (_second, second_metrics) = world.spawn_operator(&kubeconfig_path(world.dir.path()));
+    assert_eq!(wait_readyz(second_metrics, 200).await, "ok: following");
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(
+            &capture_manifest("partition", "").replace("duration: 2s", "duration: 12s").replace("[cpu, heap]", "[cpu]"),
+        ),
+    );
+    let pc = world
+        .wait_capture("partition", Duration::from_secs(30), |pc| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.result == RunResult::Running)
+        })
+        .await;
+    let run_id = pc.status.unwrap().last_run.unwrap().id;
+    // The leader is polling the run; now nothing it sends the API server gets through.
+    let polled = |requests: &[AgentRequest], caller: &str| {
+        requests.iter().filter(|r| r.caller == caller && r.path.starts_with("/v1/captures/")).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while polled(&agent_requests(&world, "api-0"), "operator-0") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the leader never polled the run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.set(Fault::Freeze);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let taken_at = loop {
+        if let (Some(holder), Some(at)) = lease_holder(&world).await
+            && holder == "operator-1"
+        {
+            break at;
+        }
+        assert!(std::time::Instant::now() < deadline, "the follower never took the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pc = world
+        .wait_capture("partition", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let status = pc.status.unwrap();
+    assert_eq!(status.last_run.unwrap().id, run_id, "the new leader finished the run it found");
+    assert!(status.history.is_empty(), "no second run");
+
+    let requests = agent_requests(&world, "api-0");
+    let late: Vec<_> = requests.iter().filter(|r| r.caller == "operator-0" && r.at >= taken_at).collect();
+    assert!(late.is_empty(), "the old leader called the agent after the lease was taken at {taken_at}: {late:#?}");
+    assert!(polled(&requests, "operator-1") > 0, "the new leader polled the run: {requests:#?}");
+    assert!(requests.iter().all(|r| r.caller.starts_with("operator-")), "every request names its replica");
+    let started: Vec<_> = requests.iter().filter(|r| r.method == "POST" && r.path == "/v1/captures").collect();
+    assert_eq!(started.len(), 1, "the run was dispatched once: {started:#?}");
+    let log = std::fs::read_to_string(world.dir.path().join("agent-api-0.log")).unwrap();
+    assert_eq!(log.matches("capture accepted").count(), 1, "one capture started on the agent");
+    // The old leader gave up on its own: it exited, saying why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = first.exited() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "the old leader kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!exit.success(), "lost leadership is a failure: {exit:?}");
+    let first_log = std::fs::read_to_string(world.dir.path().join("operator-0.log")).unwrap();
+    assert!(first_log.contains("renew deadline"), "{first_log}");
+}
+
+/// A leader shut down gracefully clears the Lease's holder, so the other replica takes over
+/// at its next try rather than after the lease duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_shut_down_releases_the_lease() {
+    let mut world = World::start(&[]).await;
+    world.start_operator();
+    let mut first = world.operator.take().unwrap();
+    assert_eq!(wait_readyz(world.operator_metrics.unwrap(), 200).await, "ok: leading");
+    let (_second, second_metrics) = world.spawn_operator(&kubeconfig_path(world.dir.path()));
+    assert_eq!(wait_readyz(second_metrics, 200).await, "ok: following");
+    assert!(first.terminate(Duration::from_secs(30)), "the leader exits after SIGTERM");
+    assert!(first.exited().unwrap().success());
+    let (holder, _) = lease_holder(&world).await;
+    assert_ne!(holder.as_deref(), Some("operator-0"), "the lease still names the replica that left");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lease_holder(&world).await.0.as_deref() != Some("operator-1") {
+        assert!(std::time::Instant::now() < deadline, "the follower did not take the released lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(wait_readyz(second_metrics, 200).await, "ok: leading");
+}
+
+/// The trust ConfigMap deleted, then edited: each time the operator publishes it again
+/// (without a restart), and captures keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_configmap_comes_back_when_deleted_or_edited() {
+    let mut world = World::start(&["127.0.0.51"]).await;
+    world.start_operator();
+    let succeeded = |pc: &ProfileCapture| pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded);
+    let heap_only = |name: &str| capture_manifest(name, "").replace("[cpu, heap]", "[heap]");
+    world.kubectl(&["apply", "-f", "-"], Some(&heap_only("before")));
+    world.wait_capture("before", Duration::from_secs(60), succeeded).await;
+    let public_key = std::fs::read_to_string(&world.public_key).unwrap();
+    let trust: Api<ConfigMap> = Api::namespaced(world.client.clone(), NS);
+    let published = || async {
+        trust
+            .get_opt("biometrics-trust")
+            .await
+            .unwrap()
+            .and_then(|cm| cm.data)
+            .and_then(|d| d.get("operator.pub").cloned())
+    };
+    assert_eq!(published().await.as_deref(), Some(public_key.as_str()));
+    let wait_published = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while published().await.as_deref() != Some(public_key.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "not published again:\n{}", world.operator_log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    world.kubectl(&["delete", "configmap", "biometrics-trust", "-n", NS], None);
+    wait_published().await;
+    world.kubectl(
+        &[
+            "patch",
+            "configmap",
+            "biometrics-trust",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"operator.pub":"not a key"}}"#,
+        ],
+        None,
+    );
+    wait_published().await;
+    assert!(world.operator_log().contains("re-published the public key"));
+    world.kubectl(&["apply", "-f", "-"], Some(&heap_only("after")));
+    world.wait_capture("after", Duration::from_secs(60), succeeded).await;
+}
+
+/// The operator watches only pods labelled as carrying an agent: a pod the capture's
+/// selector matches, with an agent container, but without the label is never seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_without_the_agent_label_are_not_watched() {
+    let mut world = World::start(&["127.0.0.53"]).await;
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
+    let stray = json!({"metadata": {"name": "stray", "labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}});
+    pods.create(&PostParams::default(), &serde_json::from_value(stray).unwrap()).await.unwrap();
+    let ready = json!({"status": {"phase": "Running", "podIP": "127.0.0.52", "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("stray", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("labelled", "").replace("[cpu, heap]", "[heap]")));
+    let pc = world
+        .wait_capture("labelled", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let run = pc.status.unwrap().last_run.unwrap();
+    assert_eq!(run.pods.iter().map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["api-0"], "{run:?}");
+}
+
+/// A lagging watch (the API server delivers every change 6 s late) does not make the
+/// operator start a finished run again: it decides on the status it wrote last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watch_does_not_start_a_second_run() {
+    let options = biometrics_test_apiserver::Options { watch_delay: Duration::from_secs(6), ..Default::default() };
+    let mut world = World::start_with(options, &["127.0.0.54"]).await;
+    // Reconciles every second once the run is over, while the watch still lags.
+    let config = world.dir.path().join("operator.yaml");
+    std::fs::write(&config, "performance:\n  metrics:\n    interval: 1s\n").unwrap();
+    world.operator_args = vec!["--config".into(), config.display().to_string()];
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("lagging", "").replace("[cpu, heap]", "[heap]")));
+    let pc = world
+        .wait_capture("lagging", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
+        })
+        .await;
+    let run_id = pc.status.unwrap().last_run.unwrap().id;
+    // Long enough for the delayed changes to arrive and every reconcile they cause to run.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    let status = api.get("lagging").await.unwrap().status.unwrap();
+    assert_eq!(status.last_run.unwrap().id, run_id, "the same run");
+    assert!(status.history.is_empty(), "no second run: {:?}", status.history);
+    let runs = std::fs::read_dir(world.dir.path().join("profiles").join(NS).join("lagging")).unwrap().count();
+    assert_eq!(runs, 1, "one run's files");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_trigger_fires_once_per_cooldown() {
     let mut world = World::start(&[]).await;
@@ -264,7 +499,7 @@ async fn a_threshold_trigger_fires_once_per_cooldown() {
     );
     wait_for_listener("127.0.0.9:9477".parse().unwrap(), Duration::from_secs(10));
     let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
-    pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "hungry", "labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}})).unwrap())
+    pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "hungry", "labels": {"app": "api", "biometrics.io/agent": "true"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}})).unwrap())
         .await
         .unwrap();
     pods.patch_status("hungry", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "127.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]}})))

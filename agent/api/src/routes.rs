@@ -102,6 +102,10 @@ fn encode_segment(segment: &str) -> String {
 /// No request body.
 pub type NoBody = ();
 
+/// The header naming the operator replica that sends a request (its Lease identity): the
+/// agent logs it with each request, so which replica acted, and when, can be read back.
+pub const CALLER_HEADER: &str = "x-biometrics-caller";
+
 /// `POST /v1/captures`: start a capture (idempotent by id).
 pub const START_CAPTURE: Route<CaptureRequest, CaptureStatus> =
     Route::new(Method::Post, "/v1/captures", "start_capture");

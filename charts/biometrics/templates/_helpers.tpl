@@ -78,11 +78,13 @@ watchNamespace (a Role). Exactly what it calls; operator/tests/rbac.rs checks bo
   resources: [secrets]
   verbs: [get]
 # The public key for the agents, applied server-side in each namespace with a capture or a
-# policy; an apply that creates the ConfigMap is also checked for create, by name.
+# policy; an apply that creates the ConfigMap is also checked for create, by name. Listed and
+# watched by that name only (a field selector on metadata.name), to publish it again when it
+# is deleted or edited.
 - apiGroups: [""]
   resources: [configmaps]
   resourceNames: [biometrics-trust]
-  verbs: [create, patch]
+  verbs: [create, patch, list, watch]
 # kube-runtime's event recorder creates an Event, then patches its series on repeats.
 - apiGroups: [events.k8s.io]
   resources: [events]

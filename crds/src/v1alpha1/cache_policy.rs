@@ -548,8 +548,9 @@ pub struct InvalidationStatus {
     /// The latest fire time of `schedule` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
-    /// The pod-template revision of the `onRolloutOf` workload the rule last ran for (or
-    /// found when it was added).
+    /// The revision of the `onRolloutOf` workload the rule last ran for (or found when it was
+    /// added): a Deployment's `deployment.kubernetes.io/revision`, a StatefulSet's
+    /// `status.updateRevision`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_revision: Option<String>,
 }

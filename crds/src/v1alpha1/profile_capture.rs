@@ -102,7 +102,8 @@ pub struct ProfileCaptureSpec {
     pub concurrency_policy: ConcurrencyPolicy,
 
     /// The most pods one run profiles; when more are selected, a stable subset is taken
-    /// (ordered by pod name). Unset profiles every selected pod.
+    /// (ordered by pod name) and the Ready condition says how many matched. Unset: the
+    /// operator's default, 100 (its `performance.profiling.max_pods`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_pods: Option<i32>,

@@ -12,10 +12,7 @@ use biometrics_crds::{
     },
 };
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::PodTemplateSpec,
-};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
 use crate::pods::{PodInfo, fnv};
 
@@ -29,23 +26,32 @@ pub fn executor<'a>(policy_uid: &str, current: Option<&str>, candidates: &'a [Po
     candidates.iter().max_by_key(|p| (fnv(&format!("{policy_uid}/{}", p.name)), std::cmp::Reverse(p.name.clone())))
 }
 
-/// A workload's pod template revision and whether its rollout to it is complete.
+/// A workload's revision, as its own controller numbers it, and whether its rollout to it is
+/// complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollout {
-    /// A digest of the pod template.
-    pub revision: String,
+    /// The revision the workload's controller gave its latest pod template: a Deployment's
+    /// `deployment.kubernetes.io/revision`, a StatefulSet's `status.updateRevision`. `None`
+    /// until the controller has recorded one. Never derived from the template itself, whose
+    /// serialised form changes with client libraries and server-side defaulting.
+    pub revision: Option<String>,
     /// Every replica runs the template and is available, and the controller has seen the
     /// latest spec (`kubectl rollout status` would say "successfully rolled out").
     pub complete: bool,
 }
 
-fn template_revision(template: &PodTemplateSpec) -> String {
-    format!("{:016x}", fnv(&serde_json::to_string(template).unwrap_or_default()))
+/// The annotation the Deployment controller sets to the revision of the newest ReplicaSet.
+pub const DEPLOYMENT_REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// A baseline recorded by an operator version that digested the pod template (16 hex
+/// digits): not comparable with a revision, so it is replaced without firing.
+fn is_template_digest(baseline: &str) -> bool {
+    baseline.len() == 16 && baseline.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A Deployment's rollout.
 pub fn deployment_rollout(d: &Deployment) -> Rollout {
-    let revision = template_revision(&d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default());
+    let revision = d.metadata.annotations.as_ref().and_then(|a| a.get(DEPLOYMENT_REVISION_ANNOTATION)).cloned();
     let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let complete = d.status.as_ref().is_some_and(|s| {
         s.observed_generation >= d.metadata.generation
@@ -58,7 +64,7 @@ pub fn deployment_rollout(d: &Deployment) -> Rollout {
 
 /// A StatefulSet's rollout.
 pub fn statefulset_rollout(s: &StatefulSet) -> Rollout {
-    let revision = template_revision(&s.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default());
+    let revision = s.status.as_ref().and_then(|st| st.update_revision.clone());
     let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let complete = s.status.as_ref().is_some_and(|st| {
         st.observed_generation >= s.metadata.generation
@@ -194,16 +200,21 @@ pub fn plan_rules(
                         plan.waiting = Some(Waiting::WorkloadNotFound(workload.clone()));
                         plan.rollout_revision = baseline;
                     }
-                    Some(state) => match baseline {
-                        None => plan.rollout_revision = Some(state.revision),
-                        Some(seen) if seen == state.revision => plan.rollout_revision = Some(seen),
-                        Some(seen) if !state.complete => {
+                    // No revision recorded yet: nothing to compare, the baseline stays.
+                    Some(Rollout { revision: None, .. }) => plan.rollout_revision = baseline,
+                    Some(Rollout { revision: Some(revision), complete }) => match baseline {
+                        None => plan.rollout_revision = Some(revision),
+                        Some(seen) if is_template_digest(&seen) => plan.rollout_revision = Some(revision),
+                        Some(seen) if seen == revision => plan.rollout_revision = Some(seen),
+                        Some(seen) if !complete => {
                             plan.waiting = Some(Waiting::RolloutInProgress(workload.clone()));
                             plan.rollout_revision = Some(seen);
                         }
                         Some(_) => {
-                            triggers.push((InvalidationTrigger::Rollout, format!("r{}", state.revision)));
-                            plan.rollout_revision = Some(state.revision);
+                            // A digest keeps the job id short whatever the revision's form.
+                            let digest = fnv(&revision) & 0xffff_ffff_ffff;
+                            triggers.push((InvalidationTrigger::Rollout, format!("r{digest:012x}")));
+                            plan.rollout_revision = Some(revision);
                         }
                     },
                 }
@@ -542,12 +553,63 @@ mod tests {
         assert!(runs(&plan_rules(&handled, now, |_| None)).is_empty(), "the same value runs nothing more");
     }
 
+    /// Item: rollouts are detected by the workload's revision, so the same template
+    /// serialised with an extra defaulted field (a client-library upgrade, server-side
+    /// defaulting) fires nothing, and neither does a digest left by an older operator.
+    #[test]
+    fn a_rollout_is_the_workloads_revision_not_its_serialised_template() {
+        let deployment = |revision: &str, template: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": "api", "generation": 2, "annotations": {DEPLOYMENT_REVISION_ANNOTATION: revision}},
+                "spec": {"replicas": 1, "selector": {}, "template": template},
+                "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}
+            }))
+            .unwrap()
+        };
+        let template = json!({"spec": {"containers": [{"name": "app", "image": "api:v1"}]}});
+        let defaulted = json!({"spec": {"terminationGracePeriodSeconds": 30, "restartPolicy": "Always", "containers": [{"name": "app", "image": "api:v1", "terminationMessagePath": "/dev/termination-log"}]}});
+        let before = deployment_rollout(&deployment("3", template));
+        assert_eq!(before, Rollout { revision: Some("3".into()), complete: true });
+        assert_eq!(deployment_rollout(&deployment("3", defaulted.clone())), before, "the same revision");
+        assert_eq!(deployment_rollout(&deployment("4", defaulted)).revision.as_deref(), Some("4"));
+        let mut unprocessed = deployment("1", json!({}));
+        unprocessed.metadata.annotations = None;
+        assert_eq!(deployment_rollout(&unprocessed).revision, None, "no revision before the controller's first");
+
+        let statefulset: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "db", "generation": 1},
+            "spec": {"replicas": 1, "selector": {}, "serviceName": "db", "template": {}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1, "currentRevision": "db-5d8f7c9b4", "updateRevision": "db-6c4b8d7f5"}
+        }))
+        .unwrap();
+        let rollout = statefulset_rollout(&statefulset);
+        assert_eq!(rollout.revision.as_deref(), Some("db-6c4b8d7f5"));
+        assert!(!rollout.complete, "pods still on the current revision");
+
+        // Through the rule: a recorded revision and the same one again fire nothing; nor
+        // does a workload with no revision yet, nor a digest recorded by an older operator.
+        let rules =
+            json!([{"name": "users", "pattern": "user:*", "onRolloutOf": {"kind": "Deployment", "name": "api"}}]);
+        let now = t("2026-01-01T00:00:00Z");
+        let p = policy(rules.clone(), json!({}), json!({}), 1);
+        let settled = policy(rules.clone(), settle(&p, now, |_| Some(before.clone())), json!({}), 1);
+        assert!(runs(&plan_rules(&settled, now, |_| Some(before.clone()))).is_empty());
+        let plans = plan_rules(&settled, now, |_| Some(Rollout { revision: None, complete: true }));
+        assert!(runs(&plans).is_empty());
+        assert_eq!(plans[0].rollout_revision.as_deref(), Some("3"), "the baseline stays");
+        let mut legacy = settled.clone();
+        legacy.status.as_mut().unwrap().invalidations[0].rollout_revision = Some("9f86d081884c7d65".into());
+        let plans = plan_rules(&legacy, now, |_| Some(before.clone()));
+        assert!(runs(&plans).is_empty(), "an operator upgrade flushes nothing");
+        assert_eq!(plans[0].rollout_revision.as_deref(), Some("3"), "re-based on the revision");
+    }
+
     #[test]
     fn rollouts_run_once_after_completion() {
         let rules =
             json!([{"name": "users", "pattern": "user:*", "onRolloutOf": {"kind": "Deployment", "name": "api"}}]);
         let now = t("2026-01-01T00:00:00Z");
-        let at = |revision: &str, complete: bool| Rollout { revision: revision.into(), complete };
+        let at = |revision: &str, complete: bool| Rollout { revision: Some(revision.into()), complete };
         // Created: runs on change and records the current revision as its baseline.
         let p = policy(rules.clone(), json!({}), json!({}), 1);
         let plans = plan_rules(&p, now, |_| Some(at("a", true)));
@@ -568,7 +630,7 @@ mod tests {
         // Complete: once.
         let plans = plan_rules(&p, now, |_| Some(at("b", true)));
         assert_eq!(runs(&plans), [("users".into(), InvalidationTrigger::Rollout)]);
-        assert!(plans[0].run.as_ref().unwrap().id.ends_with("-users-rb"));
+        assert!(plans[0].run.as_ref().unwrap().id.ends_with(&format!("-users-r{:012x}", fnv("b") & 0xffff_ffff_ffff)));
         let done = policy(rules.clone(), settle(&p, now, |_| Some(at("b", true))), json!({}), 1);
         assert!(runs(&plan_rules(&done, now, |_| Some(at("b", true)))).is_empty());
         // A missing workload holds the trigger with a reason.
@@ -740,11 +802,13 @@ mod tests {
         assert!(!deployment_rollout(&deployment(2, surging)).complete, "an old replica is still there");
         let unavailable = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1});
         assert!(!deployment_rollout(&deployment(2, unavailable)).complete);
-        let a = deployment_rollout(&deployment(2, json!({})));
-        let mut changed = deployment(2, json!({}));
-        changed.spec.as_mut().unwrap().replicas = Some(5);
-        assert_eq!(deployment_rollout(&changed).revision, a.revision, "scaling is not a rollout");
-        changed.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("v3".into());
-        assert_ne!(deployment_rollout(&changed).revision, a.revision);
+        // The controller gives a new template the next revision; scaling keeps it.
+        let mut d = deployment(2, json!({}));
+        d.metadata.annotations = Some([(DEPLOYMENT_REVISION_ANNOTATION.to_owned(), "1".to_owned())].into());
+        let a = deployment_rollout(&d);
+        d.spec.as_mut().unwrap().replicas = Some(5);
+        assert_eq!(deployment_rollout(&d).revision, a.revision, "scaling is not a rollout");
+        d.metadata.annotations = Some([(DEPLOYMENT_REVISION_ANNOTATION.to_owned(), "2".to_owned())].into());
+        assert_ne!(deployment_rollout(&d).revision, a.revision);
     }
 }

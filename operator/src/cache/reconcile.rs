@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        core::v1::{Pod, Secret},
+        core::v1::Pod,
     },
     apimachinery::pkg::apis::meta::v1::Time,
 };
@@ -107,6 +107,8 @@ pub struct Context<A = AgentClient> {
     /// Per policy (by uid): the enforcement whose policy the selected agents serve their
     /// apps, and the pods that have it.
     served: Mutex<HashMap<String, Served>>,
+    /// The `passwordSecretRef` Secrets, read at most every 30 s.
+    secrets: crate::secrets::SecretCache,
 }
 
 /// The enforcement (by time) whose policy some agents serve, and those agents' pods.
@@ -147,6 +149,7 @@ impl<A: AgentApi> Context<A> {
             status: StatusWriter::default(),
             sampled: Mutex::default(),
             served: Mutex::default(),
+            secrets: crate::secrets::SecretCache::default(),
         }
     }
 }
@@ -212,13 +215,13 @@ struct Blocked {
     message: String,
 }
 
-/// The password from `passwordSecretRef`, read now (a rotated password is used from the
-/// next dispatch on). Errors name the Secret and key, never a value.
+/// The password from `passwordSecretRef`, as read within the last 30 s (a rotated password
+/// is used from then on, at once when Redis refuses the old one). Errors name the Secret and
+/// key, never a value.
 async fn password<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy) -> std::result::Result<Option<String>, Blocked> {
     let Some(reference) = &cp.spec.redis.password_secret_ref else { return Ok(None) };
     let ns = cp.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = secrets.get_opt(&reference.name).await.map_err(|e| Blocked {
+    let secret = ctx.secrets.get(&ctx.client, &ns, &reference.name).await.map_err(|e| Blocked {
         reason: reasons::SECRET_UNREADABLE,
         message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
     })?;
@@ -606,6 +609,13 @@ impl<A: AgentApi> Work<'_, A> {
         }
     }
 
+    /// Redis refused the password: read the Secret again at the next use.
+    fn forget_password(&self) {
+        if let Some(reference) = &self.cp.spec.redis.password_secret_ref {
+            self.ctx.secrets.forget(&self.cp.namespace().unwrap_or_default(), &reference.name);
+        }
+    }
+
     /// Samples the cache's health when the last sample is older than the interval.
     async fn sample(&self, status: &mut CachePolicyStatus) {
         let uid = self.cp.uid().unwrap_or_default();
@@ -617,6 +627,9 @@ impl<A: AgentApi> Work<'_, A> {
         let answer = self.ctx.agents.send(self.agent, routes::STATS, None, Some(&request)).await;
         lock(&self.ctx.sampled).insert(uid, Instant::now());
         let (reachable, reason) = redis_reachability(&answer);
+        if reason == reasons::AUTHENTICATION_FAILED {
+            self.forget_password();
+        }
         let health = match answer {
             Ok(h) => rounded(h),
             Err(e) => {

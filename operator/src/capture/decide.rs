@@ -1,7 +1,7 @@
 //! The ProfileCapture decisions, as pure functions over plain data: which pods, whether a
 //! run is due and what it is called, what the agents' answers mean for status.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use crate::{agent_client::AgentError, pods::fnv, reasons};
 use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
@@ -11,8 +11,8 @@ use biometrics_crds::{
     schedule::Schedule,
     threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
-        FlatShift, PodRunResult, ProfileCapture, ProfileResult, RunResult, RunTrigger, RuntimeLevels, RuntimeMetric,
-        RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
+        FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult, RunResult, RunTrigger,
+        RuntimeLevels, RuntimeMetric, RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
     },
 };
 use jiff::Timestamp;
@@ -35,10 +35,11 @@ pub fn capture_id(capture_uid: &str, run: &str, pod: &str) -> String {
     format!("{uid}-{run}-{:016x}", fnv(pod))
 }
 
-/// Whether a run is due, and which, at `now`. Order: a manual request, then the spec's
-/// one-shot run, then the schedule.
-pub fn due(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
-    let status = pc.status.clone().unwrap_or_default();
+/// Whether a run is due, and which, at `now`, given the freshest `status` this process
+/// knows (what it wrote last, which a lagging watch may not have delivered yet: deciding on
+/// the delivered one would start a finished run again). Order: a manual request, then the
+/// spec's one-shot run, then the schedule.
+pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -> Option<DueRun> {
     let generation = pc.metadata.generation.unwrap_or(0);
     if let Some(value) = pc.metadata.annotations.as_ref().and_then(|a| a.get(CAPTURE_NOW_ANNOTATION))
         && status.handled_capture_now.as_ref() != Some(value)
@@ -60,6 +61,7 @@ pub fn due(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
     }
     let since = status
         .last_schedule_time
+        .as_ref()
         .map(|t| t.0)
         .or_else(|| pc.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now);
@@ -379,9 +381,43 @@ pub fn effective_thresholds(own: &RuntimeThresholds, alerting: &crate::config::A
     }
 }
 
+/// The most items any status list holds: below the schema's cap of 1000, so that a status
+/// write is never refused for its size (a refused write would be retried, and the run
+/// restarted, forever).
+pub const STATUS_LIST_LIMIT: usize = 900;
+
+/// Keeps the status lists that grow with the pods within [`STATUS_LIST_LIMIT`]: the
+/// trigger fires of pods no longer `present` are dropped (their cooldowns mean nothing
+/// now), then the oldest fires, and the runtime entries of pods beyond the limit.
+pub fn bound_status(status: &mut ProfileCaptureStatus, present: &HashSet<&str>) {
+    status.trigger_fires.retain(|f| present.contains(f.pod.as_str()));
+    if status.trigger_fires.len() > STATUS_LIST_LIMIT {
+        status.trigger_fires.sort_by_key(|f| std::cmp::Reverse(f.time.0));
+        status.trigger_fires.truncate(STATUS_LIST_LIMIT);
+    }
+    status.pods.truncate(STATUS_LIST_LIMIT);
+    if let Some(run) = status.last_run.as_mut() {
+        run.pods.truncate(STATUS_LIST_LIMIT);
+    }
+    status.history.truncate(STATUS_LIST_LIMIT);
+}
+
+/// What the Ready condition adds when more pods match than a run profiles.
+pub fn capped_note(matching: usize, profiled: usize) -> Option<String> {
+    (matching > profiled).then(|| {
+        format!("{matching} pods match; maxPods takes the first {profiled} by name (set spec.maxPods to change it)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use biometrics_agent_api::ProfileOutcome;
+
+    /// Whether a run is due, on the status the capture carries.
+    fn due_of(pc: &ProfileCapture, now: Timestamp) -> Option<DueRun> {
+        due(pc, &pc.status.clone().unwrap_or_default(), now)
+    }
+
     use biometrics_crds::{profile::ProfileType, threshold::UpperBounds};
     use serde_json::json;
 
@@ -416,38 +452,38 @@ mod tests {
         let now = t("2026-01-01T01:00:00Z");
         let fresh = capture(spec(json!({})), json!({}), json!({}), 3);
         assert_eq!(
-            due(&fresh, now).unwrap(),
+            due_of(&fresh, now).unwrap(),
             DueRun { trigger: RunTrigger::Spec, id: "g3".into(), scheduled_for: None }
         );
         let done = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 3);
-        assert_eq!(due(&done, now), None);
+        assert_eq!(due_of(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
-        assert_eq!(due(&edited, now).unwrap().id, "g4");
+        assert_eq!(due_of(&edited, now).unwrap().id, "g4");
     }
 
     #[test]
     fn schedules_fire_once_for_the_latest_missed_time() {
         let s = spec(json!({"schedule": "*/10 * * * *"}));
         let never_ran = capture(s.clone(), json!({}), json!({}), 1);
-        let run = due(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
+        let run = due_of(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
         assert_eq!(run.scheduled_for, Some(t("2026-01-01T01:00:00Z")), "hours of missed runs: only the latest");
         assert_eq!(run.id, format!("s{}", t("2026-01-01T01:00:00Z").as_second()));
         let ran = capture(s.clone(), json!({"lastScheduleTime": "2026-01-01T01:00:00Z"}), json!({}), 1);
-        assert_eq!(due(&ran, t("2026-01-01T01:05:00Z")), None);
-        assert!(due(&ran, t("2026-01-01T01:10:00Z")).is_some());
+        assert_eq!(due_of(&ran, t("2026-01-01T01:05:00Z")), None);
+        assert!(due_of(&ran, t("2026-01-01T01:10:00Z")).is_some());
         let mut suspended = s;
         suspended["suspend"] = json!(true);
-        assert_eq!(due(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")), None);
+        assert_eq!(due_of(&capture(suspended, json!({}), json!({}), 1), t("2026-01-01T05:00:00Z")), None);
     }
 
     #[test]
     fn a_new_capture_now_value_runs_once() {
         let s = spec(json!({"schedule": "@daily", "suspend": true}));
         let asked = capture(s.clone(), json!({}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
-        let run = due(&asked, t("2026-01-01T05:00:00Z")).unwrap();
+        let run = due_of(&asked, t("2026-01-01T05:00:00Z")).unwrap();
         assert_eq!(run.trigger, RunTrigger::Manual, "a manual request works even while suspended");
         let handled = capture(s, json!({"handledCaptureNow": "1"}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
-        assert_eq!(due(&handled, t("2026-01-01T05:00:00Z")), None);
+        assert_eq!(due_of(&handled, t("2026-01-01T05:00:00Z")), None);
     }
 
     #[test]
@@ -762,5 +798,73 @@ mod size {
         run.pods.truncate(3);
         assert!(!super::fit_to_budget(run, super::RUN_STATUS_BUDGET));
         assert_eq!(run.pods[0].profiles[0].top.len(), 5);
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use std::collections::HashSet;
+
+    use biometrics_crds::v1alpha1::{PodRuntime, ProfileCaptureStatus, RuntimeMetric, TriggerFire};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::{STATUS_LIST_LIMIT, bound_status, capped_note};
+
+    /// Item: status stays writable with 2,000 matching pods of which 1,500 have gone: the
+    /// fires of departed pods are pruned and every list stays below the schema's cap.
+    #[test]
+    fn status_stays_within_the_schema_with_2000_pods_and_1500_departed() {
+        let pod = |i: usize| format!("pod-{i:04}");
+        let metrics = [RuntimeMetric::MemoryPercent, RuntimeMetric::Goroutines, RuntimeMetric::GcPerSecond];
+        let mut status = ProfileCaptureStatus {
+            trigger_fires: (0..2000)
+                .flat_map(|i| {
+                    metrics.iter().map(move |m| TriggerFire {
+                        pod: pod(i),
+                        metric: *m,
+                        time: Time(jiff::Timestamp::from_second(1_700_000_000 + i as i64).unwrap()),
+                    })
+                })
+                .collect(),
+            pods: (0..2000)
+                .map(|i| PodRuntime {
+                    name: pod(i),
+                    sample_time: None,
+                    heap_alloc_bytes: None,
+                    heap_sys_bytes: None,
+                    sys_bytes: None,
+                    goroutines: None,
+                    gc_per_second: None,
+                    memory_percent: None,
+                    levels: None,
+                    error: None,
+                })
+                .collect(),
+            ..ProfileCaptureStatus::default()
+        };
+        let names: Vec<String> = (1500..2000).map(pod).collect();
+        let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+        bound_status(&mut status, &present);
+        assert!(status.trigger_fires.iter().all(|f| present.contains(f.pod.as_str())), "departed pods pruned");
+        assert!(status.trigger_fires.len() <= STATUS_LIST_LIMIT, "{}", status.trigger_fires.len());
+        assert!(status.trigger_fires.iter().any(|f| f.pod == "pod-1999"), "the newest fires kept");
+        assert!(status.pods.len() <= STATUS_LIST_LIMIT);
+        const { assert!(STATUS_LIST_LIMIT < 1000, "below the schema's cap") };
+
+        let mut few = ProfileCaptureStatus {
+            trigger_fires: vec![TriggerFire {
+                pod: pod(1600),
+                metric: RuntimeMetric::Goroutines,
+                time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..ProfileCaptureStatus::default()
+        };
+        bound_status(&mut few, &present);
+        assert_eq!(few.trigger_fires.len(), 1, "a present pod's fire stays");
+        assert_eq!(
+            capped_note(2000, 100).unwrap(),
+            "2000 pods match; maxPods takes the first 100 by name (set spec.maxPods to change it)"
+        );
+        assert_eq!(capped_note(100, 100), None);
     }
 }

@@ -191,7 +191,7 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
-    let seen_rv: u64 = pc.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    let seen_rv = pc.resource_version().unwrap_or_default();
     let before = pc.status.clone().unwrap_or_default();
     let mut status = ctx.status.freshest(pc, before.clone());
     let generation = pc.metadata.generation;
@@ -218,17 +218,21 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
     };
     let pods = pods_in(ctx, &ns, Some(&selector));
     let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
-    let eligible = pods::eligible(&pods, &selector, max_pods);
+    let mut eligible = pods::eligible(&pods, &selector, None);
+    let matching = eligible.len();
+    if let Some(max) = max_pods {
+        eligible.truncate(max);
+    }
     status.selected_pods = Some(i32::try_from(eligible.len()).unwrap_or(i32::MAX));
 
     refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
 
     let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
-    tracing::debug!(capture = %pc.name_any(), seen_rv, running, "reconciling");
+    tracing::debug!(capture = %pc.name_any(), %seen_rv, running, "reconciling");
     if running {
         poll_run(pc, ctx, &mut status).await;
     } else {
-        let due = decide::due(pc, now).or_else(|| threshold_run(pc, &status, &eligible, now));
+        let due = decide::due(pc, &status, now).or_else(|| threshold_run(pc, &status, &eligible, now));
         if let Some(run) = due {
             start_run(pc, ctx, &ns, &uid, &eligible, run, &mut status, now).await;
         }
@@ -237,6 +241,11 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
     status.next_run_time = decide::next_run(pc.spec.schedule.as_ref(), pc.spec.suspend, now).map(Time);
     status.observed_generation = generation;
     summarise(pc, &eligible, &mut status);
+    if let Some(note) = decide::capped_note(matching, eligible.len()) {
+        append_to_ready(&mut status, &note);
+    }
+    let present: std::collections::HashSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+    decide::bound_status(&mut status, &present);
     let still_running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
     ctx.status.write(&ctx.client, pc, &before, status.clone()).await?;
     if still_running {
@@ -779,6 +788,13 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         None => (reasons::PENDING, "no run yet".into()),
     };
     set_condition(&mut status.conditions, condition::READY, ready, reason, &message, generation);
+}
+
+/// Adds `note` to the Ready condition's message.
+fn append_to_ready(status: &mut ProfileCaptureStatus, note: &str) {
+    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == condition::READY) {
+        ready.message = if ready.message.is_empty() { note.to_owned() } else { format!("{}; {note}", ready.message) };
+    }
 }
 
 /// Deletion: stop running captures, and with `deleteOnRemoval` remove the files. Best

@@ -57,9 +57,14 @@ pub fn kubeconfig_path(dir: &Path) -> PathBuf {
 
 impl World {
     pub async fn start(pod_ips: &[&str]) -> Self {
+        Self::start_with(Options::default(), pod_ips).await
+    }
+
+    /// A world whose API server runs with `options` (e.g. recording every request).
+    pub async fn start_with(options: Options, pod_ips: &[&str]) -> Self {
         biometrics_operator::install_crypto();
         // The tests create Pods and walk workload status themselves.
-        let options = Options { controllers: false, ..Options::default() };
+        let options = Options { controllers: false, ..options };
         let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
         let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
         server.create_from_files(&crds).unwrap();
@@ -185,7 +190,7 @@ impl World {
     pub async fn create_pod_on(&self, name: &str, ip: IpAddr, app: &str, agent_port: u16) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
         let pod = json!({
-            "metadata": {"name": name, "labels": {"app": app}, "annotations": {"biometrics.io/agent-port": agent_port.to_string()}},
+            "metadata": {"name": name, "labels": {"app": app, "biometrics.io/agent": "true"}, "annotations": {"biometrics.io/agent-port": agent_port.to_string()}},
             "spec": {"containers": [{"name": "app", "image": "api"}, {"name": "biometrics-agent", "image": "agent"}]}
         });
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();

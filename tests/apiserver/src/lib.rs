@@ -104,6 +104,9 @@ pub struct Options {
     /// Whether the workload controllers run (Deployments make ReplicaSets, ReplicaSets make
     /// Pods). Off for tests that create Pods and write workload status themselves.
     pub controllers: bool,
+    /// How late watches deliver each change (a lagging watch cache, as a loaded API server
+    /// has); zero by default. A watch's initial state is not delayed.
+    pub watch_delay: std::time::Duration,
 }
 
 impl Default for Options {
@@ -113,6 +116,7 @@ impl Default for Options {
             bookmark_interval: std::time::Duration::from_secs(5),
             record_requests: false,
             controllers: true,
+            watch_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -131,6 +135,7 @@ impl TestApiServer {
         let store = Store::new(options.event_log_capacity);
         let mut state = server::AppState::new(store.clone(), addr.to_string());
         state.bookmark_interval = options.bookmark_interval;
+        state.watch_delay = options.watch_delay;
         state.requests = options.record_requests.then(Arc::default);
         let counts = state.counts.clone();
         let requests = state.requests.clone();

@@ -35,6 +35,18 @@ impl RequestCounts {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default() += 1;
     }
 
+    /// The counts as kube-apiserver's `/metrics` exposes them: `apiserver_request_total`
+    /// by `verb` and `resource`.
+    pub fn exposition(&self) -> String {
+        let counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut text = String::from("# TYPE apiserver_request_total counter\n");
+        for (key, n) in counts.iter() {
+            let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
+            text.push_str(&format!("apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\"}} {n}\n"));
+        }
+        text
+    }
+
     /// How many requests of `verb` (`list`, `watch`, `get`, `create`, `update`, `patch`,
     /// `delete`) hit resource `plural`.
     pub fn get(&self, verb: &str, plural: &str) -> u64 {
@@ -62,6 +74,8 @@ pub struct AppState {
     pub requests: Option<Arc<RequestLog>>,
     /// The kubelet's state directory, once one runs (pods' logs are there).
     pub kubelet_state: Arc<std::sync::OnceLock<std::path::PathBuf>>,
+    /// How late watches deliver each change.
+    pub watch_delay: Duration,
 }
 
 impl AppState {
@@ -74,6 +88,7 @@ impl AppState {
             bookmark_interval: Duration::from_secs(5),
             requests: None,
             kubelet_state: Arc::default(),
+            watch_delay: Duration::ZERO,
         }
     }
 }
@@ -254,6 +269,7 @@ async fn route(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     match (method, path) {
         (&Method::GET, "/healthz" | "/readyz" | "/livez") => return Ok((StatusCode::OK, "ok").into_response()),
+        (&Method::GET, "/metrics") => return Ok((StatusCode::OK, state.counts.exposition()).into_response()),
         (&Method::GET, "/version") => return Ok(json_response(StatusCode::OK, &crate::discovery::version(), &[])),
         (&Method::GET, "/api") => {
             return Ok(json_response(StatusCode::OK, &crate::discovery::core_versions(&state.address), &[]));
@@ -594,6 +610,7 @@ fn watch(
     let key = rt.key();
     let also_recorded = is_core_events(&rt);
     let bookmark_interval = state.bookmark_interval;
+    let watch_delay = state.watch_delay;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut changed = store.subscribe();
     // Where the stream starts: after a given resourceVersion, or with the current state.
@@ -629,6 +646,10 @@ fn watch(
                     return;
                 }
             };
+            if !events.is_empty() && !watch_delay.is_zero() {
+                // Changes seen now reach the client this much later.
+                tokio::time::sleep(watch_delay).await;
+            }
             for event in
                 events.iter().filter(|e| e.type_key == key || (also_recorded && e.type_key == new_api_events()))
             {
@@ -674,4 +695,23 @@ fn watch(
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counts_read_like_kube_apiservers_metric() {
+        let counts = RequestCounts::default();
+        counts.bump("get secrets".into());
+        counts.bump("get secrets".into());
+        counts.bump("update leases".into());
+        assert_eq!(
+            counts.exposition(),
+            "# TYPE apiserver_request_total counter\n\
+             apiserver_request_total{verb=\"get\",resource=\"secrets\"} 2\n\
+             apiserver_request_total{verb=\"update\",resource=\"leases\"} 1\n"
+        );
+    }
 }

@@ -1,7 +1,11 @@
 //! The operator at scale: 500 ProfileCaptures selecting 5,000 pods in the test API server,
 //! the agents answered by an in-process responder so the operator is what is measured.
 //! Reports the operator's peak RSS and the time from the first apply to every status
-//! written (goals: under 100 MiB and under 30 s).
+//! written (goals: under 100 MiB and under 30 s). Then, with CachePolicies (each with a
+//! password Secret) running beside the captures, the Kubernetes API requests per minute the
+//! operator makes at steady state, read from the API server's `apiserver_request_total`.
+//! `BIOMETRICS_BENCH_OPERATOR` names another operator binary to measure (an older build, to
+//! compare).
 
 use std::{
     net::SocketAddr,
@@ -11,7 +15,10 @@ use std::{
 };
 
 use axum::{Json, Router, routing::get, routing::post};
-use biometrics_agent_api::{CaptureState, CaptureStatus, ProfileOutcome, RetentionResponse, RuntimeSample, TopEntry};
+use biometrics_agent_api::{
+    AppliedPolicy, CaptureState, CaptureStatus, EnforceResponse, ProfileOutcome, RetentionResponse, RuntimeSample,
+    StatsResponse, TopEntry,
+};
 use biometrics_test_support::{ChildGuard, free_port, http_request, wait_for_listener};
 use serde_json::{Value, json};
 
@@ -73,7 +80,15 @@ fn responder(runtime: &tokio::runtime::Runtime) -> SocketAddr {
                 })
             }),
         )
-        .route("/v1/retention", post(|| async { Json(RetentionResponse { removed: vec![] }) }));
+        .route("/v1/retention", post(|| async { Json(RetentionResponse { removed: vec![] }) }))
+        .route("/v1/cache/enforce", post(|| async { Json(EnforceResponse::default()) }))
+        .route(
+            "/v1/cache/stats",
+            post(|| async {
+                Json(StatsResponse { reachable: true, ping_latency_millis: Some(0.5), ..StatsResponse::default() })
+            }),
+        )
+        .route("/v1/cache/app-policy", axum::routing::put(|Json(p): Json<AppliedPolicy>| async move { Json(p) }));
     runtime.spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -134,7 +149,7 @@ pub fn run(dir: &Path, scale: crate::Scale) {
     for i in 0..captures * pods_per_capture {
         let name = format!("pod-{i:05}");
         let pod = json!({
-            "metadata": {"name": name, "labels": {"group": format!("g{}", i / pods_per_capture)}, "annotations": {"biometrics.io/agent-port": agents.port().to_string()}},
+            "metadata": {"name": name, "labels": {"group": format!("g{}", i / pods_per_capture), "biometrics.io/agent": "true"}, "annotations": {"biometrics.io/agent-port": agents.port().to_string()}},
             "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}
         });
         assert_eq!(api(apiserver, "POST", "/api/v1/namespaces/shop/pods", "application/json", &pod).0, 201);
@@ -152,9 +167,11 @@ pub fn run(dir: &Path, scale: crate::Scale) {
         );
     }
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1".parse().expect("ip"))));
+    let binary = std::env::var_os("BIOMETRICS_BENCH_OPERATOR")
+        .map_or_else(|| crate::bin_dir().join("biometrics-operator"), std::path::PathBuf::from);
     let operator = ChildGuard::spawn(
         "biometrics-operator",
-        Command::new(crate::bin_dir().join("biometrics-operator"))
+        Command::new(&binary)
             .args(["--metrics-addr", &metrics.to_string(), "--namespace", "biometrics-system", "--identity", "bench"])
             .args(["--ui-addr", "off"])
             .env("KUBECONFIG", &kubeconfig)
@@ -206,4 +223,58 @@ pub fn run(dir: &Path, scale: crate::Scale) {
         done.as_secs_f64(),
         peak as f64 / (1024.0 * 1024.0)
     );
+    steady_state_requests(apiserver, scale, pods_per_capture);
+}
+
+/// Adds CachePolicies with a password Secret each, lets everything settle, then reports the
+/// API requests per minute over a quiet window (the benchmark itself sends none then).
+fn steady_state_requests(apiserver: SocketAddr, scale: crate::Scale, pods_per_capture: usize) {
+    let policies = scale.pick(50, 5);
+    let (settle, window) =
+        (Duration::from_secs(scale.pick(20, 10) as u64), Duration::from_secs(scale.pick(60, 20) as u64));
+    for i in 0..policies {
+        let secret = json!({"metadata": {"name": format!("redis-{i:03}")}, "stringData": {"password": "bench"}});
+        assert_eq!(api(apiserver, "POST", "/api/v1/namespaces/shop/secrets", "application/json", &secret).0, 201);
+        let policy = json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "CachePolicy",
+            "metadata": {"name": format!("cache-{i:03}")},
+            "spec": {"selector": {"matchLabels": {"group": format!("g{i}")}}, "keyPrefix": format!("p{i}:"),
+                     "redis": {"address": "127.0.0.1:6379", "passwordSecretRef": {"name": format!("redis-{i:03}")}},
+                     "strategy": {"type": "LRU"}}
+        });
+        let path = "/apis/biometrics.io/v1alpha1/namespaces/shop/cachepolicies";
+        assert_eq!(api(apiserver, "POST", path, "application/json", &policy).0, 201);
+    }
+    std::thread::sleep(settle);
+    let before = request_counts(apiserver);
+    std::thread::sleep(window);
+    let after = request_counts(apiserver);
+    let per_minute = |n: u64| n as f64 * 60.0 / window.as_secs_f64();
+    let mut rates: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, n)| (k.clone(), per_minute(n - before.get(k).copied().unwrap_or(0))))
+        .filter(|(_, r)| *r > 0.0)
+        .collect();
+    rates.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rates.iter().map(|(_, r)| r).sum();
+    let detail: Vec<String> = rates.iter().take(6).map(|(k, r)| format!("{k} {r:.0}")).collect();
+    println!(
+        "steady state with {policies} CachePolicies (password Secrets) beside the captures ({} pods each): {total:.0} Kubernetes API requests per minute ({})",
+        pods_per_capture,
+        detail.join(", ")
+    );
+}
+
+/// `apiserver_request_total` by "verb resource".
+fn request_counts(apiserver: SocketAddr) -> std::collections::BTreeMap<String, u64> {
+    let (_, body) = http_request(apiserver, "GET", "/metrics", &[], b"");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("apiserver_request_total{verb=\""))
+        .filter_map(|l| {
+            let (verb, rest) = l.split_once("\",resource=\"")?;
+            let (resource, n) = rest.split_once("\"} ")?;
+            Some((format!("{verb} {resource}"), n.trim().parse().ok()?))
+        })
+        .collect()
 }

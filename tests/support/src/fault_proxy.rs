@@ -5,7 +5,8 @@
 //!
 //! Each client connection carries one request: the proxy reads it, applies the fault that
 //! matches its path, forwards it on a fresh upstream connection with `Connection: close`
-//! and relays the answer, then closes. What it saw is kept for the test to read.
+//! and relays the answer as it arrives (so a watch streams), then closes. A freeze also holds
+//! answers already streaming, a watch's included. What it saw is kept for the test to read.
 
 use std::{
     io::{Read, Write},
@@ -195,6 +196,7 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>, stop
     let lock = || state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some((head_len, method, path, body_len)) = peek_head(&client) else { return };
     let fault = lock().fault_for(&path);
+    let frozen = || !stop.load(Ordering::SeqCst) && lock().fault_for(&path) == Fault::Freeze;
     lock().seen.push(Seen { method, path: path.clone(), fault: fault.clone() });
     if fault == Fault::Reset {
         // Closed with unread data, the kernel answers with RST rather than FIN.
@@ -208,7 +210,7 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>, stop
     match fault {
         Fault::Reset => {}
         Fault::Freeze => {
-            while !stop.load(Ordering::SeqCst) && lock().fault_for(&path) == Fault::Freeze {
+            while frozen() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -222,14 +224,15 @@ fn serve(mut client: TcpStream, upstream: SocketAddr, state: &Mutex<State>, stop
         }
         Fault::Delay(wait) => {
             std::thread::sleep(wait);
-            forward(&mut client, upstream, &request, head_len);
+            forward(&mut client, upstream, &request, head_len, &frozen);
         }
-        Fault::Pass => forward(&mut client, upstream, &request, head_len),
+        Fault::Pass => forward(&mut client, upstream, &request, head_len, &frozen),
     }
 }
 
-/// Sends the request upstream with `Connection: close` and relays the whole answer.
-fn forward(client: &mut TcpStream, upstream: SocketAddr, request: &[u8], head_len: usize) {
+/// Sends the request upstream with `Connection: close` and relays the answer as it comes,
+/// holding it while `frozen` says so.
+fn forward(client: &mut TcpStream, upstream: SocketAddr, request: &[u8], head_len: usize, frozen: &dyn Fn() -> bool) {
     let Ok(mut server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else { return };
     let head = String::from_utf8_lossy(&request[..head_len - 4]).into_owned();
     let mut rewritten: String = head
@@ -241,9 +244,23 @@ fn forward(client: &mut TcpStream, upstream: SocketAddr, request: &[u8], head_le
     if server.write_all(rewritten.as_bytes()).and_then(|()| server.write_all(&request[head_len..])).is_err() {
         return;
     }
-    let mut answer = Vec::new();
-    let _ = server.read_to_end(&mut answer);
-    let _ = client.write_all(&answer);
+    // Short reads, so that a freeze takes hold of a stream that is quiet.
+    let _ = server.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match server.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => 0,
+            Err(_) => break,
+        };
+        while frozen() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if n > 0 && client.write_all(&chunk[..n]).is_err() {
+            return;
+        }
+    }
     let _ = client.shutdown(Shutdown::Write);
 }
 
