@@ -181,6 +181,7 @@ async fn an_every_schedule_accumulates_runs_within_the_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_finishes_the_run_without_starting_another() {
     let mut world = World::start(&["127.0.0.7"]).await;
+    world.lease = "4s";
     world.start_operator();
     world
         .kubectl(&["apply", "-f", "-"], Some(&capture_manifest("restart", "").replace("duration: 2s", "duration: 6s")));
@@ -210,6 +211,7 @@ async fn a_restarted_operator_finishes_the_run_without_starting_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_replicas_only_the_leader_acts() {
     let mut world = World::start(&["127.0.0.8"]).await;
+    world.lease = "4s";
     world.start_operator();
     let first = world.operator.take();
     world.start_operator();
@@ -663,6 +665,7 @@ async fn a_capture_the_parser_refuses_is_reported_and_stops_no_other() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     let mut world = World::start(&["127.0.0.13"]).await;
+    world.lease = "4s";
     world.start_operator();
     // The API server holds a capture the operator cannot read, as a real one does when a CRD
     // upgrade tightened the schema: it was admitted by the CRD before the upgrade.

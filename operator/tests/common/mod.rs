@@ -49,6 +49,8 @@ pub struct World {
     pub agent_args: Vec<String>,
     /// Extra arguments of every operator started.
     pub operator_args: Vec<String>,
+    /// The lease of replicas started with `start_operator`.
+    pub lease: &'static str,
 }
 
 pub fn kubeconfig_path(dir: &Path) -> PathBuf {
@@ -116,6 +118,7 @@ impl World {
             public_key,
             agent_args: Vec::new(),
             operator_args: Vec::new(),
+            lease: "20s",
         }
     }
 
@@ -198,8 +201,11 @@ impl World {
         pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     }
 
+    /// A replica with the world's lease (`lease`: long by default, so that a loaded machine
+    /// does not make a lone leader miss a renewal and stop mid-test; short in tests where
+    /// another replica or a restarted one must take over quickly).
     pub fn start_operator(&mut self) {
-        let (operator, metrics) = self.spawn_operator(&kubeconfig_path(self.dir.path()));
+        let (operator, metrics) = self.spawn_replica(&kubeconfig_path(self.dir.path()), self.lease);
         self.operator = Some(operator);
         self.operator_metrics = Some(metrics);
     }
@@ -207,6 +213,11 @@ impl World {
     /// Another operator replica, reaching the API server with `kubeconfig`; its process and
     /// its metrics address (`/readyz`).
     pub fn spawn_operator(&mut self, kubeconfig: &Path) -> (ChildGuard, SocketAddr) {
+        // Short, so that failover happens within a test.
+        self.spawn_replica(kubeconfig, "4s")
+    }
+
+    fn spawn_replica(&mut self, kubeconfig: &Path, lease: &str) -> (ChildGuard, SocketAddr) {
         let identity = format!("operator-{}", self.operators_started);
         self.operators_started += 1;
         let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
@@ -223,7 +234,7 @@ impl World {
                     "--identity",
                     &identity,
                     "--lease-duration",
-                    "4s",
+                    lease,
                     "--ui-addr",
                     &ui.to_string(),
                 ])
