@@ -649,3 +649,51 @@ fn redis_connections_are_pooled_per_target_and_bounded() {
     }
     assert_eq!(connected_clients(&server), before + 3, "three connections for poolSize 3");
 }
+
+/// Microseconds Redis spent on the commands it ran since the last `CONFIG RESETSTAT`, by its
+/// own `INFO commandstats` (the `CONFIG` that reset them left out).
+fn redis_usec_since_reset(server: &RedisServer) -> u64 {
+    server
+        .cli(None, &["info", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_config"))
+        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+#[test]
+fn statistics_cost_redis_a_bounded_time_on_a_large_keyspace() {
+    // Commands that block the server for 10 ms or more land in the slow log: none may.
+    let server = RedisServer::start(&["--enable-debug-command", "yes", "--slowlog-log-slower-than", "10000"]);
+    server.cli(None, &["debug", "populate", "2000000", "bulk"]);
+    redis_load(server.addr.port(), &(0..100).map(|i| set_cmd(&format!("{PREFIX}user:{i}"))).collect::<Vec<_>>());
+    assert_eq!(server.cli(None, &["dbsize"]).trim(), "2000100");
+    server.cli(None, &["slowlog", "reset"]);
+    let agent = Agent::start(None, &[]);
+    // 10,000 keys a call: a pass takes about 200 calls; 220 see one end whatever the
+    // estimates before it said.
+    let (mut calls, mut most) = (0, 0);
+    let last = loop {
+        server.cli(None, &["config", "resetstat"]);
+        let s = stats(&agent, target(&server));
+        let usec = redis_usec_since_reset(&server);
+        assert!(
+            usec < 50_000,
+            "one statistics call cost Redis {usec} µs (call {calls}): {s}\n{}",
+            server.cli(None, &["info", "commandstats"])
+        );
+        most = most.max(usec);
+        calls += 1;
+        if calls == 220 {
+            break s;
+        }
+    };
+    assert_eq!(last["keysUnderPrefix"], 100, "a whole pass finishes over successive calls: {last}");
+    assert_eq!(last["keysEstimated"], true, "a count spread over calls says it is one: {last}");
+    eprintln!("{calls} statistics calls for one pass over 2,000,100 keys, the costliest {most} µs of Redis time");
+    let slow = server.cli(None, &["slowlog", "len"]);
+    assert_eq!(slow.trim(), "0", "no command blocked Redis for 10 ms: {}", server.cli(None, &["slowlog", "get"]));
+    // The next call still reports the last complete count.
+    let next = stats(&agent, target(&server));
+    assert_eq!((next["keysUnderPrefix"].as_u64(), next["keysEstimated"].as_bool()), (Some(100), Some(true)));
+}

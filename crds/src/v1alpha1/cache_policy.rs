@@ -465,10 +465,15 @@ pub struct RedisHealth {
     /// The server's `maxmemory-policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_policy: Option<String>,
-    /// Keys under the prefix.
+    /// Keys under the prefix. Counted by a `SCAN` pass that examines a bounded number of keys
+    /// per sample and continues from where the previous sample stopped, so sampling costs
+    /// Redis the same on a large keyspace as on a small one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_under_prefix: Option<i64>,
-    /// Whether `keysUnderPrefix` is an estimate (counting stopped at a bound).
+    /// Whether `keysUnderPrefix` is an estimate: the keyspace is larger than one sample
+    /// examines, so the figure is the last complete pass (spread over several samples while
+    /// keys came and went) or, before the first pass ends, the prefix's share of the keys
+    /// examined so far times the server's key count.
     #[serde(default)]
     pub keys_estimated: bool,
     /// Why the server could not be sampled.
