@@ -431,7 +431,7 @@ async fn the_eviction_policy_is_enforced_and_the_hit_ratio_measured() {
             let deadline = Instant::now() + Duration::from_secs(6);
             while Instant::now() < deadline {
                 let ratio =
-                    api.get("lru").await.unwrap().status.and_then(|s| s.redis).and_then(|r| r.hit_ratio_percent);
+                    api.get("lru").await.unwrap().status.and_then(|s| s.redis).and_then(|r| r.server_hit_ratio_percent);
                 if ratio == Some(75.0) {
                     break 'attempts true;
                 }

@@ -1,4 +1,4 @@
-//! Cache statistics: reachability, `PING` latency, memory, and hit ratio and evictions per
+//! Cache statistics: reachability, `PING` latency, memory, and the server-wide hit ratio and evictions per
 //! second from the deltas between two `INFO` samples of the same server (the counters run
 //! since start-up), plus the number of keys under the prefix, counted by a `SCAN` pass that
 //! advances a bounded stretch per call (so a call costs Redis the same on a keyspace of a
@@ -99,7 +99,7 @@ async fn sample(
     let now = Counters { hits, misses, evicted, at: Instant::now() };
     let key = format!("{}/{}/{}", req.redis.address, req.redis.database, req.redis.cluster);
     let previous = service.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone(), now);
-    (response.hit_ratio_percent, response.evictions_per_second) = rates(previous, now);
+    (response.server_hit_ratio_percent, response.evictions_per_second) = rates(previous, now);
     let pass_key = format!("{key}/{}", req.key_prefix);
     let mut pass = service
         .count_passes

@@ -43,10 +43,10 @@ use crate::{
         description = "The agent pod running this policy's Redis work"
     ),
     printcolumn(
-        name = "Hit Ratio",
+        name = "Server Hit Ratio",
         type_ = "number",
-        json_path = ".status.redis.hitRatioPercent",
-        description = "Cache hits as a percentage of lookups, since the previous sample"
+        json_path = ".status.redis.serverHitRatioPercent",
+        description = "Keyspace hits as a percentage of lookups on the whole Redis server, since the previous sample"
     ),
     printcolumn(
         name = "Last Invalidation",
@@ -328,7 +328,9 @@ pub struct CacheThresholds {
     ]))]
     pub memory_percent: UpperBounds,
 
-    /// Hits as a percentage of lookups (lower is worse).
+    /// Hits as a percentage of lookups (lower is worse), judged against
+    /// `status.redis.serverHitRatioPercent`: the ratio of the whole Redis server, every
+    /// client and prefix included.
     #[serde(default = "default_hit_ratio_percent")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.critical < self.warning", "message": "critical must be lower than warning: this metric is worse when it is lower"},
@@ -456,9 +458,12 @@ pub struct RedisHealth {
     /// Used memory as a percentage of `maxmemory`, when there is a limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<f64>,
-    /// Hits as a percentage of lookups between the last two samples.
+    /// Keyspace hits as a percentage of lookups between the last two samples, for the whole
+    /// server: Redis counts `keyspace_hits` and `keyspace_misses` per server, not per key
+    /// prefix, so every client and prefix on it is included. A ratio of this policy's keys
+    /// alone needs the app's own counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hit_ratio_percent: Option<f64>,
+    pub server_hit_ratio_percent: Option<f64>,
     /// Keys evicted per second between the last two samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evictions_per_second: Option<f64>,
@@ -590,9 +595,9 @@ pub struct CacheLevels {
     /// Level of `memoryPercent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<ThresholdLevel>,
-    /// Level of `hitRatioPercent`.
+    /// Level of `serverHitRatioPercent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hit_ratio_percent: Option<ThresholdLevel>,
+    pub server_hit_ratio_percent: Option<ThresholdLevel>,
     /// Level of `evictionsPerSecond`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evictions_per_second: Option<ThresholdLevel>,

@@ -356,7 +356,7 @@ pub fn enforce_due(
 pub fn levels(health: &RedisHealth, thresholds: &CacheThresholds) -> CacheLevels {
     CacheLevels {
         memory_percent: health.memory_percent.map(|v| thresholds.memory_percent.level(v)),
-        hit_ratio_percent: health.hit_ratio_percent.map(|v| thresholds.hit_ratio_percent.level(v)),
+        server_hit_ratio_percent: health.server_hit_ratio_percent.map(|v| thresholds.hit_ratio_percent.level(v)),
         evictions_per_second: health.evictions_per_second.map(|v| thresholds.evictions_per_second.level(v)),
     }
 }
@@ -364,7 +364,7 @@ pub fn levels(health: &RedisHealth, thresholds: &CacheThresholds) -> CacheLevels
 /// The worst of the levels.
 pub fn worst(levels: &CacheLevels) -> ThresholdLevel {
     ThresholdLevel::worst(
-        [levels.memory_percent, levels.hit_ratio_percent, levels.evictions_per_second].into_iter().flatten(),
+        [levels.memory_percent, levels.server_hit_ratio_percent, levels.evictions_per_second].into_iter().flatten(),
     )
 }
 
@@ -710,13 +710,13 @@ mod tests {
         let health = RedisHealth {
             reachable: true,
             memory_percent: Some(75.0),
-            hit_ratio_percent: Some(40.0),
+            server_hit_ratio_percent: Some(40.0),
             evictions_per_second: Some(1.0),
             ..RedisHealth::default()
         };
         let l = levels(&health, &CacheThresholds::default());
         assert_eq!(
-            (l.memory_percent, l.hit_ratio_percent, l.evictions_per_second),
+            (l.memory_percent, l.server_hit_ratio_percent, l.evictions_per_second),
             (Some(ThresholdLevel::Warning), Some(ThresholdLevel::Critical), Some(ThresholdLevel::OK))
         );
         assert_eq!(worst(&l), ThresholdLevel::Critical);

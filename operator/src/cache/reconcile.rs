@@ -652,9 +652,9 @@ impl<A: AgentApi> Work<'_, A> {
         let was = status.threshold_level.unwrap_or(ThresholdLevel::OK);
         if worst > ThresholdLevel::OK && worst > was {
             let note = format!(
-                "cache reached {worst}: memory {}, hit ratio {}, evictions {}/s",
+                "cache reached {worst}: memory {}, server hit ratio {}, evictions {}/s",
                 show(health.memory_percent, "%"),
-                show(health.hit_ratio_percent, "%"),
+                show(health.server_hit_ratio_percent, "%"),
                 show(health.evictions_per_second, "")
             );
             event(self.ctx, self.cp, EventType::Warning, reasons::THRESHOLD_CROSSED, note).await;
@@ -697,7 +697,7 @@ fn rounded(mut h: RedisHealth) -> RedisHealth {
     let r = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
     h.ping_latency_millis = r(h.ping_latency_millis);
     h.memory_percent = r(h.memory_percent);
-    h.hit_ratio_percent = r(h.hit_ratio_percent);
+    h.server_hit_ratio_percent = r(h.server_hit_ratio_percent);
     h.evictions_per_second = r(h.evictions_per_second);
     h
 }
