@@ -430,6 +430,7 @@ mod tests {
             ip: Some("10.0.0.1".into()),
             ready: true,
             agent_port: Some(9477),
+            containers: Vec::new(),
         }
     }
 
