@@ -32,7 +32,7 @@ pub struct CacheLimits {
     /// Keys a statistics call examines at most (its `SCAN` budget); the count of keys under
     /// a prefix continues from the previous call's cursor.
     pub stats_scan_budget: u64,
-    /// Invalidation jobs kept for polling.
+    /// Invalidation (and, apart, enforcement) jobs kept for polling.
     pub max_jobs: usize,
     /// How long a finished job stays pollable at least.
     pub keep_finished: Duration,
@@ -48,7 +48,7 @@ impl Default for CacheLimits {
             unlink_batch: 1000,
             max_keys_per_rule: 1000,
             max_tags_per_rule: 32,
-            stats_scan_budget: 10_000,
+            stats_scan_budget: 5_000,
             max_jobs: 1000,
             keep_finished: Duration::from_secs(3600),
             pool: conn::PoolLimits::default(),
@@ -65,6 +65,8 @@ pub struct CacheService {
     pub limits: Arc<CacheLimits>,
     /// Invalidation jobs.
     pub jobs: invalidate::Jobs,
+    /// Enforcement jobs.
+    pub enforcements: enforce::Jobs,
     /// The previous INFO counters of each server, for rates.
     pub history: Arc<Mutex<HashMap<String, stats::Counters>>>,
     /// Where the count of keys under each prefix of each server stands.
@@ -82,6 +84,7 @@ impl CacheService {
         Self {
             pool: conn::Pool::new(limits.pool),
             jobs: invalidate::Jobs::new(limits.clone()),
+            enforcements: enforce::Jobs::new(limits.clone()),
             limits,
             history: Arc::default(),
             count_passes: Arc::default(),

@@ -178,6 +178,9 @@ async fn count_keys(
     })
 }
 
+/// Keys per `SCAN` step of a count (a fraction of a millisecond of the server's time each).
+const STATS_SCAN_STEP: usize = 250;
+
 /// `total` keys scaled by the share `matching / examined`.
 pub fn estimate(total: u64, matching: u64, examined: u64) -> u64 {
     if examined == 0 { 0 } else { (total as f64 * matching as f64 / examined as f64).round() as u64 }
@@ -196,7 +199,8 @@ async fn count_step(
     let fresh = pass.node == 0 && pass.cursors.iter().all(|c| *c == 0) && pass.examined == 0;
     let mut budget = limits.stats_scan_budget.max(1);
     while budget > 0 {
-        let count = limits.scan_count.min(budget as usize).max(1);
+        // Short steps: the server answers others between them, so no client waits long.
+        let count = STATS_SCAN_STEP.min(budget as usize).max(1);
         // No MATCH: the keys come back to be counted, so the share of the prefix is known.
         let (next, keys) = redis.scan(nodes[pass.node].as_ref(), pass.cursors[pass.node], None, count).await?;
         // A step with COUNT c examines about c keys even when it returns fewer.

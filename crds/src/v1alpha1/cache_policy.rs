@@ -423,9 +423,19 @@ pub struct EnforcementStatus {
     /// of them enforces again at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_strategy: Option<String>,
-    /// Whether it succeeded.
+    /// Whether it succeeded (`Running` while the executor's job runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<InvalidationResult>,
+    /// The executor's enforcement job (polled until it ends; sent again under the same id
+    /// to a new executor, which runs it from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The agent pod running the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// Keys under the prefix examined so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_scanned: Option<i64>,
     /// The server's `maxmemory-policy` read back afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_policy: Option<String>,

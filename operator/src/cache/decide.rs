@@ -336,6 +336,13 @@ pub fn strategy_digest(policy: &CachePolicy) -> String {
     format!("{:016x}", fnv(&what.to_string()))
 }
 
+/// The id of an enforcement job of the policy with `uid` started at `now`: unique per
+/// policy and second, in the agent's id alphabet.
+pub fn enforcement_id(uid: &str, now: Timestamp) -> String {
+    let tag: String = uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>().to_ascii_lowercase();
+    format!("enforce-{tag}-{}", now.as_second())
+}
+
 /// Whether to enforce now: the strategy changed since the last enforcement, or it is older
 /// than `interval` (drift is checked periodically).
 pub fn enforce_due(
