@@ -297,7 +297,12 @@ impl Pass<'_> {
                         if trimmed + victims.len() as u64 >= excess {
                             break;
                         }
-                        let b = bucket(as_of(rank, self.lfu, self.started));
+                        // Idle times are whole seconds on the server's clock, which ticks
+                        // apart from ours: a key counted at the cut may read one second more
+                        // recent now. A second of slack keeps it a candidate (the total stays
+                        // capped at `excess`).
+                        let slack = if self.lfu || rank == i64::MIN { 0 } else { 1 };
+                        let b = bucket(as_of(rank, self.lfu, self.started).saturating_sub(slack));
                         if b < cut.bucket {
                             victims.push(key);
                         } else if b == cut.bucket && quota > 0 {
