@@ -132,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::START_INVALIDATION.template, post(create_invalidation))
         .route(routes::INVALIDATION.template, get(get_invalidation).delete(cancel_invalidation))
         .route(routes::ENFORCE.template, post(enforce))
+        .route(routes::ENFORCEMENT.template, get(get_enforcement).delete(cancel_enforcement))
         .route(routes::STATS.template, post(cache_stats))
         .route(routes::SERVE_POLICY.template, put(serve_policy))
         .route(routes::CAPTURE_FILES.template, get(capture_files))
@@ -333,31 +334,34 @@ async fn enforce(State(state): State<AppState>, body: Body) -> Response {
         Ok(r) => r,
         Err(response) => return response,
     };
-    if let Err(reason) = crate::cache::enforce::validate(&request) {
-        return error(ErrorCode::InvalidRequest, reason);
+    let applied = state.cache.applied.clone();
+    let done = move |request: &crate::api::EnforceRequest| {
+        let policy = crate::api::AppliedPolicy {
+            policy: request.policy.clone(),
+            key_prefix: request.key_prefix.clone(),
+            strategy: request.strategy.clone(),
+            applied_at: jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default(),
+        };
+        let key = policy_key(policy.policy.as_ref());
+        applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, policy);
+    };
+    match state.cache.enforcements.submit(request, state.cache.pool.clone(), done) {
+        Ok(status) => json(StatusCode::ACCEPTED, &status),
+        Err((code, reason)) => error(code, reason),
     }
-    let outcome = async {
-        let mut redis = state.cache.pool.get(&request.redis).await?;
-        crate::cache::enforce::enforce(&request, &mut redis, &state.cache.limits).await
+}
+
+async fn get_enforcement(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.cache.enforcements.status(&id) {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(ErrorCode::NotFound, format!("no enforcement {id:?}")),
     }
-    .await;
-    match outcome {
-        Ok(report) => {
-            let applied = crate::api::AppliedPolicy {
-                policy: request.policy.clone(),
-                key_prefix: request.key_prefix.clone(),
-                strategy: request.strategy.clone(),
-                applied_at: jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default(),
-            };
-            keep_applied(&state, applied);
-            json(StatusCode::OK, &report)
-        }
-        Err(e) => {
-            if e.drops_connection() {
-                state.cache.pool.forget(&request.redis);
-            }
-            error(e.code(), e.to_string())
-        }
+}
+
+async fn cancel_enforcement(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.cache.enforcements.cancel(&id) {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(ErrorCode::NotFound, format!("no enforcement {id:?}")),
     }
 }
 

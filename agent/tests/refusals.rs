@@ -288,7 +288,7 @@ fn redis_timeouts_are_bounded_on_every_route_that_takes_them() {
             ),
             (
                 "/v1/cache/enforce",
-                json!({"redis": redis(field, value), "keyPrefix": "users:", "strategy": {"type": "LRU"}}),
+                json!({"id": "enf-t", "redis": redis(field, value), "keyPrefix": "users:", "strategy": {"type": "LRU"}}),
             ),
             ("/v1/cache/stats", json!({"redis": redis(field, value), "keyPrefix": "users:"})),
         ];

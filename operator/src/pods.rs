@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use biometrics_crds::{AGENT_CONTAINER, AGENT_PORT_ANNOTATION, selector::PodSelector};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus, ResourceRequirements};
 use kube::{ResourceExt, runtime::reflector};
 
 use crate::agent_client::AgentAddr;
@@ -22,6 +22,43 @@ pub struct PodInfo {
     pub ready: bool,
     /// The agent's port, when the pod carries the agent container.
     pub agent_port: Option<u16>,
+    /// The app containers (all but the agent), for what their spec says of memory limits.
+    pub containers: Vec<ContainerInfo>,
+}
+
+/// What the controllers read of an app container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Name.
+    pub name: String,
+    /// The `containerPort`s it declares.
+    pub ports: Vec<i32>,
+    /// Whether it sets `resources.limits.memory`.
+    pub memory_limit: bool,
+}
+
+/// Why the memory percentage of the app serving `port` is meaningless, if it is: without a
+/// memory limit on that container, the limit the agent reads through the downward API is
+/// the node's allocatable memory. The serving container is the one declaring the port, or
+/// the only app container when none declares it.
+pub fn memory_limit_missing(pod: &PodInfo, port: u16) -> Option<String> {
+    let declaring: Vec<&ContainerInfo> = pod.containers.iter().filter(|c| c.ports.contains(&i32::from(port))).collect();
+    let serving = match (declaring.as_slice(), pod.containers.as_slice()) {
+        ([one], _) => *one,
+        ([], [one]) => one,
+        ([], _) => {
+            return Some(format!(
+                "no single container of the pod declares port {port}, so its memory limit is not known"
+            ));
+        }
+        (_, _) => return Some(format!("several containers declare port {port}, so its memory limit is not known")),
+    };
+    (!serving.memory_limit).then(|| {
+        format!(
+            "container {:?} serving port {port} has no memory limit (the downward API then gives the node's allocatable memory)",
+            serving.name
+        )
+    })
 }
 
 /// Reads a Pod.
@@ -52,6 +89,21 @@ pub fn pod_info(pod: &Pod, default_port: u16) -> PodInfo {
         }),
         ready: running && ready_condition && pod.metadata.deletion_timestamp.is_none(),
         agent_port: has_agent.then_some(port),
+        containers: pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter(|c| c.name != AGENT_CONTAINER)
+            .map(|c| ContainerInfo {
+                name: c.name.clone(),
+                ports: c.ports.iter().flatten().map(|p| p.container_port).collect(),
+                memory_limit: c
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .is_some_and(|l| l.contains_key("memory")),
+            })
+            .collect(),
     }
 }
 
@@ -79,7 +131,7 @@ pub(crate) fn fnv(text: &str) -> u64 {
 pub const NO_ELIGIBLE_PODS: &str = "no selected pod is Running and Ready with a biometrics-agent container";
 
 /// Keeps of a Pod only what the controllers read (name, labels, `biometrics.io/`
-/// annotations, container names, phase, Ready, IP, deletion): the watch cache holds every
+/// annotations, container names, ports and memory limits, phase, Ready, IP, deletion): the watch cache holds every
 /// pod of the cluster, and the rest of a real pod (managed fields, env, volumes, …) is most
 /// of its size.
 pub fn slim(pod: &mut Pod) {
@@ -94,7 +146,20 @@ pub fn slim(pod: &mut Pod) {
             containers: spec
                 .containers
                 .into_iter()
-                .map(|c| Container { name: c.name, ..Container::default() })
+                .map(|c| Container {
+                    name: c.name,
+                    ports: c.ports.map(|ports| {
+                        ports
+                            .into_iter()
+                            .map(|p| ContainerPort { container_port: p.container_port, ..Default::default() })
+                            .collect()
+                    }),
+                    resources: c.resources.and_then(|r| r.limits).map(|mut limits| {
+                        limits.retain(|k, _| k == "memory");
+                        ResourceRequirements { limits: Some(limits), ..Default::default() }
+                    }),
+                    ..Container::default()
+                })
                 .collect(),
             ..PodSpec::default()
         });
@@ -176,7 +241,30 @@ mod tests {
             ip: ip.map(Into::into),
             ready,
             agent_port: agent.then_some(9477),
+            containers: Vec::new(),
         }
+    }
+
+    fn container(name: &str, ports: &[i32], memory_limit: bool) -> ContainerInfo {
+        ContainerInfo { name: name.into(), ports: ports.to_vec(), memory_limit }
+    }
+
+    #[test]
+    fn memory_is_judged_only_against_the_serving_containers_limit() {
+        let with = |containers: Vec<ContainerInfo>| PodInfo { containers, ..pod("api-0", &[], true, true, None) };
+        let limited = with(vec![container("app", &[6060], true), container("proxy", &[80], false)]);
+        assert_eq!(memory_limit_missing(&limited, 6060), None);
+        let unlimited = with(vec![container("app", &[6060], false), container("proxy", &[80], true)]);
+        let reason = memory_limit_missing(&unlimited, 6060).expect("unknown");
+        assert!(reason.contains("\"app\"") && reason.contains("no memory limit"), "{reason}");
+        assert_eq!(
+            memory_limit_missing(&with(vec![container("app", &[], true)]), 6060),
+            None,
+            "the only app container"
+        );
+        assert!(memory_limit_missing(&with(vec![container("app", &[], false)]), 6060).is_some());
+        let unclear = with(vec![container("a", &[], true), container("b", &[], true)]);
+        assert!(memory_limit_missing(&unclear, 6060).unwrap().contains("no single container"));
     }
 
     #[tokio::test]
@@ -199,7 +287,10 @@ mod tests {
             "metadata": {"name": "api-0", "namespace": "shop", "labels": {"app": "api"},
                 "annotations": {"biometrics.io/agent-port": "9999", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
                 "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
-            "spec": {"containers": [{"name": "app", "image": "api", "env": [{"name": "A", "value": "b"}]}, {"name": "biometrics-agent", "image": "agent"}],
+            "spec": {"containers": [{"name": "app", "image": "api", "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"containerPort": 6060, "name": "pprof", "protocol": "TCP"}],
+                    "resources": {"limits": {"memory": "256Mi", "cpu": "1"}, "requests": {"memory": "128Mi"}}},
+                    {"name": "biometrics-agent", "image": "agent"}],
                 "volumes": [{"name": "profiles", "emptyDir": {}}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.1.0.1",
                 "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}
@@ -211,6 +302,7 @@ mod tests {
         slim(&mut pod);
         assert_eq!(pod_info(&pod, 9477), before);
         assert_eq!(before.agent_port, Some(9999));
+        assert_eq!(before.containers, [container("app", &[6060], true)], "ports and the memory limit survive");
         assert!(size(&pod) < full);
         assert!(pod.metadata.managed_fields.is_none());
         assert_eq!(pod.metadata.annotations.as_ref().unwrap().len(), 1, "only biometrics.io/ annotations");

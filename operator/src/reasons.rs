@@ -27,6 +27,9 @@ pub const INVALID_SELECTOR: &str = "InvalidSelector";
 pub const AS_EXPECTED: &str = "AsExpected";
 /// A runtime level (capture) or a cache level (policy) rose.
 pub const THRESHOLD_CROSSED: &str = "ThresholdCrossed";
+/// ProfileCapture: a pod's memory percentage cannot be judged (its app container has no
+/// memory limit); a Warning Event when it is first seen for the pod.
+pub const MEMORY_NOT_JUDGED: &str = "MemoryNotJudged";
 
 // A failed reconcile: the Warning Event on its object, once per distinct failure.
 

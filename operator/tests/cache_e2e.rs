@@ -490,7 +490,7 @@ async fn the_eviction_policy_is_enforced_and_the_hit_ratio_measured() {
             let deadline = Instant::now() + Duration::from_secs(6);
             while Instant::now() < deadline {
                 let ratio =
-                    api.get("lru").await.unwrap().status.and_then(|s| s.redis).and_then(|r| r.hit_ratio_percent);
+                    api.get("lru").await.unwrap().status.and_then(|s| s.redis).and_then(|r| r.server_hit_ratio_percent);
                 if ratio == Some(75.0) {
                     break 'attempts true;
                 }
@@ -636,4 +636,43 @@ async fn every_selected_agent_serves_its_app_the_write_behind_settings() {
         );
         assert_eq!(served["strategy"]["ttlSeconds"], 3600);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_trim_runs_as_a_job_the_operator_polls_to_its_end() {
+    let redis = RedisServer::start(&["--enable-debug-command", "yes"]);
+    redis.cli(None, &["debug", "populate", "200000", &format!("{PREFIX}bulk")]);
+    // Paced so that the trim outlasts any one request to the agent.
+    let mut world = cache_world(&["127.0.1.20"], &["--redis-max-ops-per-second", "40000"]).await;
+    world.start_operator();
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(&policy_manifest("trim", &redis, "  strategy:\n    type: LRU\n    maxKeys: 100\n")),
+    );
+    let running = wait_policy(&world, "trim", Duration::from_secs(60), |cp| {
+        cp.status
+            .as_ref()
+            .and_then(|s| s.enforcement.as_ref())
+            .is_some_and(|e| e.result == Some(InvalidationResult::Running) && e.keys_scanned.unwrap_or(0) > 0)
+    })
+    .await;
+    let job = running.status.unwrap().enforcement.unwrap();
+    assert!(job.job_id.as_deref().is_some_and(|id| id.starts_with("enforce-")), "{job:?}");
+    assert_eq!(job.executor.as_deref(), Some("cache-0"));
+    let done = wait_policy(&world, "trim", Duration::from_secs(120), |cp| {
+        cp.status
+            .as_ref()
+            .and_then(|s| s.enforcement.as_ref())
+            .is_some_and(|e| e.result != Some(InvalidationResult::Running))
+    })
+    .await;
+    let e = done.status.unwrap().enforcement.unwrap();
+    assert_eq!(
+        (e.result, e.keys_trimmed, e.job_id.clone()),
+        (Some(InvalidationResult::Succeeded), Some(199_900), job.job_id),
+        "{e:?}"
+    );
+    assert_eq!(redis.cli(None, &["dbsize"]).trim(), "100");
+    let described = world.kubectl(&["describe", "cpol", "trim", "-n", NS], None);
+    assert!(described.contains("199900 keys trimmed"), "{described}");
 }

@@ -471,43 +471,8 @@ async fn a_lagging_watch_does_not_start_a_second_run() {
 async fn a_threshold_trigger_fires_once_per_cooldown() {
     let mut world = World::start(&[]).await;
     // An app whose memory limit is 256 MiB: the agent reports Sys against it.
+    add_pod_with_memory_limit(&mut world, "hungry", "127.0.0.9".parse().unwrap(), Some("256Mi")).await;
     let ip: IpAddr = "127.0.0.9".parse().unwrap();
-    let target = GoTarget::start(SocketAddr::new(ip, 6060));
-    let agent = ChildGuard::spawn(
-        "biometrics-agent",
-        Command::new(workspace_binary("biometrics-agent"))
-            .args([
-                "--listen",
-                "127.0.0.9:9477",
-                "--pod-name",
-                "hungry",
-                "--pod-namespace",
-                NS,
-                "--target-port",
-                "6060",
-                "--target-host",
-                "127.0.0.9",
-                "--sample-interval",
-                "1s",
-                "--memory-limit-bytes",
-                "268435456",
-            ])
-            .arg("--profiles-dir")
-            .arg(world.dir.path().join("profiles"))
-            .arg("--operator-public-key")
-            .arg(&world.public_key)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_listener("127.0.0.9:9477".parse().unwrap(), Duration::from_secs(10));
-    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
-    pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "hungry", "labels": {"app": "api", "biometrics.io/agent": "true"}}, "spec": {"containers": [{"name": "app", "image": "a"}, {"name": "biometrics-agent", "image": "b"}]}})).unwrap())
-        .await
-        .unwrap();
-    pods.patch_status("hungry", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "127.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]}})))
-        .await
-        .unwrap();
-    world.pods.push(FakePod { name: "hungry".into(), ip, target: Some(target), agent: Some(agent) });
     world.start_operator();
     let manifest = capture_manifest(
         "watch",
@@ -550,6 +515,59 @@ async fn a_threshold_trigger_fires_once_per_cooldown() {
     assert_eq!(again.last_run.unwrap().id, run.id, "once per cooldown");
     let described = world.kubectl(&["describe", "pcap", "watch", "-n", NS], None);
     assert!(described.contains("ThresholdCrossed") && described.contains("TriggerFired"), "{described}");
+}
+
+/// A pod whose app container serves port 6060 with `limit` as its memory limit (none when
+/// `None`), and whose agent reads 256 MiB through the downward API (with no limit, what it
+/// reads is the node's memory; the figure only has to be one the agent reports).
+async fn add_pod_with_memory_limit(world: &mut World, name: &str, ip: IpAddr, limit: Option<&str>) {
+    let target = GoTarget::start(SocketAddr::new(ip, 6060));
+    let listen = SocketAddr::new(ip, 9477);
+    let agent = ChildGuard::spawn(
+        "biometrics-agent",
+        Command::new(workspace_binary("biometrics-agent"))
+            .args(["--listen", &listen.to_string(), "--pod-name", name, "--pod-namespace", NS, "--target-port", "6060"])
+            .args(["--target-host", &ip.to_string(), "--sample-interval", "1s", "--memory-limit-bytes", "268435456"])
+            .arg("--profiles-dir")
+            .arg(world.dir.path().join("profiles"))
+            .arg("--operator-public-key")
+            .arg(&world.public_key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_listener(listen, Duration::from_secs(10));
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
+    let resources = limit.map_or(json!({}), |l| json!({"limits": {"memory": l}}));
+    let pod = json!({"metadata": {"name": name, "labels": {"app": "api", "biometrics.io/agent": "true"}}, "spec": {"containers": [
+        {"name": "app", "image": "a", "ports": [{"containerPort": 6060}], "resources": resources},
+        {"name": "biometrics-agent", "image": "b"}]}});
+    pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+    let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(), "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    world.pods.push(FakePod { name: name.into(), ip, target: Some(target), agent: Some(agent) });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_without_a_limit_is_reported_unknown_never_ok() {
+    let mut world = World::start(&[]).await;
+    add_pod_with_memory_limit(&mut world, "unbounded", "127.0.0.11".parse().unwrap(), None).await;
+    world.start_operator();
+    world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("watch", "  schedule: \"@daily\"\n")));
+    let pc = world
+        .wait_capture("watch", Duration::from_secs(60), |pc| {
+            pc.status.as_ref().is_some_and(|s| s.pods.iter().any(|p| p.sample_time.is_some()))
+        })
+        .await;
+    let pod = pc.status.unwrap().pods.remove(0);
+    assert_eq!(pod.memory_percent, None, "a percentage of the node's memory is not shown: {pod:?}");
+    let why = pod.memory_percent_unknown.clone().unwrap_or_default();
+    assert!(why.contains("\"app\"") && why.contains("6060") && why.contains("no memory limit"), "{pod:?}");
+    let levels = pod.levels.clone().expect("the other metrics are judged");
+    assert_eq!(levels.memory_percent, None, "no false OK: {pod:?}");
+    assert_eq!(levels.not_judged, [biometrics_crds::v1alpha1::RuntimeMetric::MemoryPercent]);
+    assert!(pod.goroutines.is_some() && levels.goroutines.is_some(), "{pod:?}");
+    let described = world.kubectl(&["describe", "pcap", "watch", "-n", NS], None);
+    assert!(described.contains("MemoryNotJudged"), "{described}");
 }
 
 fn http_get_target(ip: IpAddr, path: &str) {

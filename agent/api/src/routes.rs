@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AppliedPolicy, CaptureFiles, CaptureRequest, CaptureStatus, EnforceRequest, EnforceResponse, InvalidationRequest,
+    AppliedPolicy, CaptureFiles, CaptureRequest, CaptureStatus, EnforceRequest, EnforcementJob, InvalidationRequest,
     InvalidationStatus, RetentionRequest, RetentionResponse, RuntimeSample, StatsRequest, StatsResponse,
 };
 
@@ -130,8 +130,14 @@ pub const INVALIDATION: Route<NoBody, InvalidationStatus> =
 /// `DELETE /v1/cache/invalidations/{id}`: cancel an invalidation.
 pub const CANCEL_INVALIDATION: Route<NoBody, InvalidationStatus> =
     Route::new(Method::Delete, "/v1/cache/invalidations/{id}", "cancel_invalidation");
-/// `POST /v1/cache/enforce`: apply a strategy.
-pub const ENFORCE: Route<EnforceRequest, EnforceResponse> = Route::new(Method::Post, "/v1/cache/enforce", "enforce");
+/// `POST /v1/cache/enforce`: start enforcing a strategy (a job, idempotent by id).
+pub const ENFORCE: Route<EnforceRequest, EnforcementJob> = Route::new(Method::Post, "/v1/cache/enforce", "enforce");
+/// `GET /v1/cache/enforce/{id}`: an enforcement's progress.
+pub const ENFORCEMENT: Route<NoBody, EnforcementJob> =
+    Route::new(Method::Get, "/v1/cache/enforce/{id}", "poll_enforcement");
+/// `DELETE /v1/cache/enforce/{id}`: cancel an enforcement.
+pub const CANCEL_ENFORCEMENT: Route<NoBody, EnforcementJob> =
+    Route::new(Method::Delete, "/v1/cache/enforce/{id}", "cancel_enforcement");
 /// `POST /v1/cache/stats`: sample the cache's health.
 pub const STATS: Route<StatsRequest, StatsResponse> = Route::new(Method::Post, "/v1/cache/stats", "stats");
 /// `PUT /v1/cache/app-policy`: the policy this agent serves its app.

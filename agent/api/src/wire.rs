@@ -354,10 +354,12 @@ pub struct StrategySpec {
     pub max_memory_bytes: Option<u64>,
 }
 
-/// `POST /v1/cache/enforce`.
+/// `POST /v1/cache/enforce`: start an enforcement job (idempotent by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnforceRequest {
+    /// The job's id (`[a-z0-9-]`): the same id is the same job on this agent.
+    pub id: String,
     /// The CachePolicy enforced (its app policy is kept under this name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRef>,
@@ -391,7 +393,7 @@ pub struct EvictionPolicyReport {
     pub error: Option<String>,
 }
 
-/// The answer to `POST /v1/cache/enforce`.
+/// What an enforcement did (so far, while it runs).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnforceResponse {
@@ -406,6 +408,28 @@ pub struct EnforceResponse {
     /// Problems that did not stop the rest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// An enforcement job: the answer to `POST /v1/cache/enforce`, `GET` and `DELETE
+/// /v1/cache/enforce/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementJob {
+    /// The id.
+    pub id: String,
+    /// `Running`, `Succeeded` or `Failed` (as captures).
+    pub state: CaptureState,
+    /// What it did so far.
+    #[serde(flatten)]
+    pub report: EnforceResponse,
+    /// How long it ran.
+    pub duration_millis: u64,
+    /// Why it failed (a cancelled job fails with "cancelled").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The agent's error code for the failure, so the caller decides on it, not on text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<crate::routes::ErrorCode>,
 }
 
 /// `POST /v1/cache/stats`.

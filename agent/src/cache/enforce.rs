@@ -1,15 +1,23 @@
 //! Strategy enforcement: the server's eviction policy (set and read back, drift reported),
-//! `maxKeys` trimming by idle time or access frequency, and the TTL cap.
+//! `maxKeys` trimming by idle time or access frequency, and the TTL cap; run as jobs
+//! (id, progress, cancel) that stream over the keys with bounded memory.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use super::{
     CacheLimits, Throttle,
-    conn::{CacheError, Node, Redis},
+    conn::{CacheError, Node, Pool, Redis},
     glob,
 };
-use crate::api::{EnforceRequest, EnforceResponse, EvictionPolicyReport};
+use crate::api::{CaptureState, EnforceRequest, EnforceResponse, EnforcementJob, ErrorCode, EvictionPolicyReport};
 
 /// Checks a request.
 pub fn validate(req: &EnforceRequest) -> Result<(), String> {
+    crate::names::capture_id(&req.id).map_err(|e| e.to_string())?;
     glob::check_prefix(&req.key_prefix).map_err(|e| e.0)?;
     super::conn::check_target(&req.redis)?;
     let s = &req.strategy;
@@ -48,11 +56,15 @@ async fn eviction_policy(redis: &mut Redis, nodes: &[Option<Node>]) -> Result<Op
     Ok(info_field(&info, "maxmemory_policy").map(str::to_owned))
 }
 
+/// Reports what an enforcement did so far (its job's progress).
+pub type Progress<'a> = &'a (dyn Fn(&EnforceResponse) + Send + Sync);
+
 /// Enforces a strategy.
 pub async fn enforce(
     req: &EnforceRequest,
     redis: &mut Redis,
     limits: &CacheLimits,
+    progress: Progress<'_>,
 ) -> Result<EnforceResponse, CacheError> {
     let mut response = EnforceResponse::default();
     let nodes = redis.scan_nodes().await?;
@@ -85,104 +97,407 @@ pub async fn enforce(
     }
     report.actual = eviction_policy(redis, &nodes).await?;
     response.eviction_policy = report;
+    progress(&response);
     if req.strategy.max_keys.is_some() || req.strategy.ttl_seconds.is_some() {
-        sweep(req, redis, &nodes, limits, &mut response).await?;
+        sweep(req, redis, &nodes, limits, &mut response, progress).await?;
     }
     Ok(response)
 }
 
-/// One pass over the keys under the prefix: TTLs capped, then the excess keys evicted.
+/// An order-keeping bucket of a rank, coarse enough that a histogram of any keyspace stays
+/// small: exact below 128, then the 7 highest bits (under 1 % apart; a few thousand
+/// buckets cover every `i64`).
+pub fn bucket(rank: i64) -> i64 {
+    let magnitude = rank.unsigned_abs();
+    if magnitude < 128 {
+        return rank;
+    }
+    let shift = 64 - magnitude.leading_zeros() - 7;
+    let coarse = i64::try_from((magnitude >> shift) << shift).unwrap_or(i64::MAX);
+    // Negative ranks round away from zero so that the order is kept on both sides.
+    if rank < 0 {
+        let up = if coarse.unsigned_abs() == magnitude { coarse } else { coarse.saturating_add(1 << shift) };
+        -up
+    } else {
+        coarse
+    }
+}
+
+/// Where the trim cuts: keys in buckets below `bucket` go, and of those in `bucket` itself
+/// `quota` more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// The bucket the cut falls in.
+    pub bucket: i64,
+    /// Keys of that bucket to evict.
+    pub quota: u64,
+}
+
+/// The cut that evicts `excess` keys, lowest buckets first, from a histogram of buckets.
+pub fn cut(histogram: &std::collections::BTreeMap<i64, u64>, excess: u64) -> Option<Cut> {
+    let mut below = 0u64;
+    for (&b, &n) in histogram {
+        if below + n >= excess {
+            return Some(Cut { bucket: b, quota: excess - below });
+        }
+        below += n;
+    }
+    None
+}
+
+/// Each key's rank (lower is evicted first): access frequency for LFU, minus the idle time
+/// otherwise (or when `OBJECT FREQ` is refused: the server's policy is not LFU).
+async fn ranks(
+    redis: &mut Redis,
+    node: Option<&Node>,
+    keys: &[Vec<u8>],
+    lfu: &mut bool,
+    response: &mut EnforceResponse,
+) -> Result<Vec<i64>, CacheError> {
+    let ask = |what: &str| {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("OBJECT").arg(what).arg(k.as_slice());
+        }
+        pipe
+    };
+    let values = if *lfu {
+        match redis.pipeline(node, &ask("FREQ")).await {
+            Ok(v) => v,
+            Err(e) => {
+                *lfu = false;
+                response.warnings.push(format!("OBJECT FREQ unavailable ({e}); trimmed by idle time instead"));
+                redis.pipeline(node, &ask("IDLETIME")).await?
+            }
+        }
+    } else {
+        redis.pipeline(node, &ask("IDLETIME")).await?
+    };
+    let lfu = *lfu;
+    // A key gone since the SCAN ranks first: evicting it costs nothing.
+    Ok(values
+        .into_iter()
+        .map(|v| redis::from_redis_value::<i64>(v).map_or(i64::MIN, |v| if lfu { v } else { -v }))
+        .collect())
+}
+
+/// Streaming passes over the keys under the prefix, holding one `SCAN` batch and a
+/// histogram of ranks at a time: the first caps TTLs and counts keys by rank, the second
+/// evicts the lowest-ranked beyond `maxKeys`, so memory stays flat however many keys there
+/// are. Ranks move a little between passes (idle times are whole seconds, keys are used
+/// meanwhile): when the eviction falls short, the count and the eviction run again on what
+/// is left, at most `TRIM_ROUNDS` times.
 async fn sweep(
     req: &EnforceRequest,
     redis: &mut Redis,
     nodes: &[Option<Node>],
     limits: &CacheLimits,
     response: &mut EnforceResponse,
+    progress: Progress<'_>,
 ) -> Result<(), CacheError> {
-    let mut throttle = Throttle::new(limits.max_ops_per_second);
-    let matcher = glob::all_match(&req.key_prefix);
-    let lfu = req.strategy.strategy_type == "LFU";
-    // (node, key, rank): lower rank is evicted first.
-    let mut ranked: Vec<(usize, Vec<u8>, i64)> = Vec::new();
-    let mut freq_unavailable = false;
-    for (n, node) in nodes.iter().enumerate() {
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = redis.scan(node.as_ref(), cursor, Some(&matcher), limits.scan_count).await?;
-            let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
-            response.keys_scanned += keys.len() as u64;
-            if let Some(ttl) = req.strategy.ttl_seconds
-                && !keys.is_empty()
-            {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("TTL").arg(k.as_slice());
-                }
-                let ttls = redis.pipeline(node.as_ref(), &pipe).await?;
-                let mut expire = redis::pipe();
-                let mut count = 0;
-                for (k, t) in keys.iter().zip(ttls) {
-                    let t: i64 = redis::from_redis_value(t).unwrap_or(-2);
-                    if t == -1 || t > i64::try_from(ttl).unwrap_or(i64::MAX) {
-                        expire.cmd("EXPIRE").arg(k.as_slice()).arg(ttl);
-                        count += 1;
-                    }
-                }
-                if count > 0 {
-                    redis.pipeline(node.as_ref(), &expire).await?;
-                    response.keys_given_ttl += count;
-                }
-            }
-            if req.strategy.max_keys.is_some() && !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("OBJECT")
-                        .arg(if lfu && !freq_unavailable { "FREQ" } else { "IDLETIME" })
-                        .arg(k.as_slice());
-                }
-                let ranks = match redis.pipeline(node.as_ref(), &pipe).await {
-                    Ok(r) => r,
-                    Err(e) if lfu && !freq_unavailable => {
-                        // OBJECT FREQ needs an LFU maxmemory-policy on the server.
-                        freq_unavailable = true;
-                        response.warnings.push(format!("OBJECT FREQ unavailable ({e}); trimmed by idle time instead"));
-                        let mut idle = redis::pipe();
-                        for k in &keys {
-                            idle.cmd("OBJECT").arg("IDLETIME").arg(k.as_slice());
-                        }
-                        redis.pipeline(node.as_ref(), &idle).await?
-                    }
-                    Err(e) => return Err(e),
-                };
-                for (k, r) in keys.into_iter().zip(ranks) {
-                    let v: i64 = redis::from_redis_value(r).unwrap_or(0);
-                    // Frequency: the least used go first; idle time: the longest idle first.
-                    ranked.push((n, k, if lfu && !freq_unavailable { v } else { -v }));
-                }
-            }
-            throttle.record(response.keys_scanned.min(limits.scan_count as u64)).await;
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-    }
-    if let Some(max) = req.strategy.max_keys {
-        let total = ranked.len() as u64;
-        if total > max {
-            ranked.sort_by_key(|(_, _, rank)| *rank);
-            let excess = usize::try_from(total - max).unwrap_or(usize::MAX);
-            for (n, node) in nodes.iter().enumerate() {
-                let victims: Vec<Vec<u8>> =
-                    ranked[..excess].iter().filter(|(i, _, _)| *i == n).map(|(_, k, _)| k.clone()).collect();
-                for batch in victims.chunks(limits.unlink_batch) {
-                    response.keys_trimmed += redis.unlink(node.as_ref(), batch).await?;
-                    throttle.record(batch.len() as u64).await;
-                }
-            }
+    let mut pass = Pass {
+        req,
+        nodes,
+        limits,
+        throttle: Throttle::new(limits.max_ops_per_second),
+        matcher: glob::all_match(&req.key_prefix),
+        lfu: req.strategy.strategy_type == "LFU",
+        started: Instant::now(),
+    };
+    for round in 0..TRIM_ROUNDS {
+        let (total, histogram) = pass.count(redis, response, progress, round == 0).await?;
+        let Some(max) = req.strategy.max_keys.filter(|max| total > *max) else { return Ok(()) };
+        let Some(cut) = cut(&histogram, total - max) else { return Ok(()) };
+        drop(histogram);
+        if pass.evict(redis, response, progress, cut, total - max).await? == 0 {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Count-and-evict rounds of a trim at most.
+const TRIM_ROUNDS: usize = 3;
+
+/// What the passes of one sweep share.
+struct Pass<'a> {
+    req: &'a EnforceRequest,
+    nodes: &'a [Option<Node>],
+    limits: &'a CacheLimits,
+    throttle: Throttle,
+    matcher: String,
+    lfu: bool,
+    started: Instant,
+}
+
+impl Pass<'_> {
+    /// Keys under the prefix and their histogram by rank bucket (TTLs capped on the
+    /// first round).
+    async fn count(
+        &mut self,
+        redis: &mut Redis,
+        response: &mut EnforceResponse,
+        progress: Progress<'_>,
+        first: bool,
+    ) -> Result<(u64, std::collections::BTreeMap<i64, u64>), CacheError> {
+        let (req, limits) = (self.req, self.limits);
+        let mut histogram = std::collections::BTreeMap::<i64, u64>::new();
+        let mut total = 0u64;
+        for node in self.nodes {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = redis.scan(node.as_ref(), cursor, Some(&self.matcher), limits.scan_count).await?;
+                let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
+                if first {
+                    response.keys_scanned += keys.len() as u64;
+                    if let Some(ttl) = req.strategy.ttl_seconds
+                        && !keys.is_empty()
+                    {
+                        response.keys_given_ttl += cap_ttls(redis, node.as_ref(), &keys, ttl).await?;
+                    }
+                }
+                if req.strategy.max_keys.is_some() && !keys.is_empty() {
+                    for rank in ranks(redis, node.as_ref(), &keys, &mut self.lfu, response).await? {
+                        *histogram.entry(bucket(as_of(rank, self.lfu, self.started))).or_default() += 1;
+                        total += 1;
+                    }
+                }
+                progress(response);
+                self.throttle.record(keys.len().max(1) as u64).await;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok((total, histogram))
+    }
+
+    /// Evicts up to `excess` keys at or below the cut; how many went.
+    async fn evict(
+        &mut self,
+        redis: &mut Redis,
+        response: &mut EnforceResponse,
+        progress: Progress<'_>,
+        cut: Cut,
+        excess: u64,
+    ) -> Result<u64, CacheError> {
+        let (req, limits) = (self.req, self.limits);
+        let mut quota = cut.quota;
+        let mut trimmed = 0u64;
+        for node in self.nodes {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = redis.scan(node.as_ref(), cursor, Some(&self.matcher), limits.scan_count).await?;
+                let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
+                if !keys.is_empty() {
+                    let ranks = ranks(redis, node.as_ref(), &keys, &mut self.lfu, response).await?;
+                    let mut victims = Vec::new();
+                    for (key, rank) in keys.into_iter().zip(ranks) {
+                        if trimmed + victims.len() as u64 >= excess {
+                            break;
+                        }
+                        // Idle times are whole seconds on the server's clock, which ticks
+                        // apart from ours: a key counted at the cut may read one second more
+                        // recent now. A second of slack keeps it a candidate (the total stays
+                        // capped at `excess`).
+                        let slack = if self.lfu || rank == i64::MIN { 0 } else { 1 };
+                        let b = bucket(as_of(rank, self.lfu, self.started).saturating_sub(slack));
+                        if b < cut.bucket {
+                            victims.push(key);
+                        } else if b == cut.bucket && quota > 0 {
+                            quota -= 1;
+                            victims.push(key);
+                        }
+                    }
+                    for batch in victims.chunks(limits.unlink_batch) {
+                        let gone = redis.unlink(node.as_ref(), batch).await?;
+                        trimmed += gone;
+                        response.keys_trimmed += gone;
+                        self.throttle.record(batch.len() as u64).await;
+                    }
+                    progress(response);
+                }
+                cursor = next;
+                if cursor == 0 || trimmed >= excess {
+                    break;
+                }
+            }
+            if trimmed >= excess {
+                break;
+            }
+        }
+        Ok(trimmed)
+    }
+}
+
+/// An idle-time rank as of the sweep's start (minus the idle time then): a key examined
+/// later in a long pass has idled longer by as much, and ranking it on that would mix up
+/// which keys were used last. Frequencies and gone keys stay as they are.
+fn as_of(rank: i64, lfu: bool, started: Instant) -> i64 {
+    if lfu || rank == i64::MIN {
+        rank
+    } else {
+        rank.saturating_add(i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Gives the keys without a TTL, or with one longer than `ttl`, that TTL; how many.
+async fn cap_ttls(redis: &mut Redis, node: Option<&Node>, keys: &[Vec<u8>], ttl: u64) -> Result<u64, CacheError> {
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("TTL").arg(k.as_slice());
+    }
+    let ttls = redis.pipeline(node, &pipe).await?;
+    let mut expire = redis::pipe();
+    let mut count = 0;
+    for (k, t) in keys.iter().zip(ttls) {
+        let t: i64 = redis::from_redis_value(t).unwrap_or(-2);
+        if t == -1 || t > i64::try_from(ttl).unwrap_or(i64::MAX) {
+            expire.cmd("EXPIRE").arg(k.as_slice()).arg(ttl);
+            count += 1;
+        }
+    }
+    if count > 0 {
+        redis.pipeline(node, &expire).await?;
+    }
+    Ok(count)
+}
+
+/// One enforcement job in the table.
+struct Entry {
+    status: EnforcementJob,
+    finished: Option<Instant>,
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+/// The table of enforcement jobs: accepted idempotently by id, run on a task of their own
+/// (so no HTTP call waits for a sweep), polled for progress, cancellable. A job lives in this
+/// process: the same id sent again to this agent answers for the job; another agent runs it
+/// from the start.
+#[derive(Clone)]
+pub struct Jobs {
+    table: Arc<Mutex<HashMap<String, Entry>>>,
+    limits: Arc<CacheLimits>,
+}
+
+fn running(id: &str) -> EnforcementJob {
+    EnforcementJob {
+        id: id.to_owned(),
+        state: CaptureState::Running,
+        report: EnforceResponse::default(),
+        duration_millis: 0,
+        error: None,
+        code: None,
+    }
+}
+
+impl Jobs {
+    /// An empty table.
+    pub fn new(limits: Arc<CacheLimits>) -> Self {
+        Self { table: Arc::default(), limits }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Accepts a job (or answers with the one of the same id) and starts it; `done` runs
+    /// when it succeeds.
+    pub fn submit(
+        &self,
+        req: EnforceRequest,
+        pool: Pool,
+        done: impl FnOnce(&EnforceRequest) + Send + 'static,
+    ) -> Result<EnforcementJob, (ErrorCode, String)> {
+        validate(&req).map_err(|e| (ErrorCode::InvalidRequest, e))?;
+        let mut table = self.lock();
+        // A failed job runs again under its id, so a retry can finish it.
+        if let Some(existing) = table.get(&req.id)
+            && (existing.finished.is_none() || existing.status.state != CaptureState::Failed)
+        {
+            return Ok(existing.status.clone());
+        }
+        let keep = self.limits.keep_finished;
+        table.retain(|_, e| e.finished.is_none_or(|f| f.elapsed() < keep));
+        while table.len() >= self.limits.max_jobs {
+            let Some(oldest) = table.iter().filter_map(|(id, e)| e.finished.map(|f| (f, id.clone()))).min() else {
+                return Err((
+                    ErrorCode::TooManyRequests,
+                    format!("too many enforcements in progress ({}); retry later", table.len()),
+                ));
+            };
+            table.remove(&oldest.1);
+        }
+        let status = running(&req.id);
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        table.insert(req.id.clone(), Entry { status: status.clone(), finished: None, cancel: cancel.clone() });
+        drop(table);
+        let jobs = self.clone();
+        tokio::spawn(async move { jobs.run(req, pool, cancel, done).await });
+        Ok(status)
+    }
+
+    /// Stops a running job; a finished one is left as it is.
+    pub fn cancel(&self, id: &str) -> Option<EnforcementJob> {
+        let table = self.lock();
+        let entry = table.get(id)?;
+        if entry.finished.is_none() {
+            entry.cancel.notify_one();
+        }
+        Some(entry.status.clone())
+    }
+
+    /// A job's status.
+    pub fn status(&self, id: &str) -> Option<EnforcementJob> {
+        self.lock().get(id).map(|e| e.status.clone())
+    }
+
+    async fn run(
+        &self,
+        req: EnforceRequest,
+        pool: Pool,
+        cancel: Arc<tokio::sync::Notify>,
+        done: impl FnOnce(&EnforceRequest),
+    ) {
+        let started = Instant::now();
+        let progress = |report: &EnforceResponse| {
+            if let Some(e) = self.lock().get_mut(&req.id) {
+                e.status.report = report.clone();
+                e.status.duration_millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            }
+        };
+        let work = async {
+            let mut redis = pool.get(&req.redis).await?;
+            enforce(&req, &mut redis, &self.limits, &progress).await
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = cancel.notified() => Err(CacheError::Command("cancelled by the operator".into())),
+        };
+        if outcome.as_ref().is_err_and(CacheError::drops_connection) {
+            pool.forget(&req.redis);
+        }
+        if outcome.is_ok() {
+            done(&req);
+        }
+        let mut table = self.lock();
+        if let Some(e) = table.get_mut(&req.id) {
+            e.finished = Some(Instant::now());
+            e.status.duration_millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match outcome {
+                Ok(report) => {
+                    e.status.report = report;
+                    e.status.state = CaptureState::Succeeded;
+                }
+                Err(err) => {
+                    e.status.state = CaptureState::Failed;
+                    e.status.code = Some(err.code());
+                    e.status.error = Some(err.to_string());
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +510,28 @@ mod tests {
         assert_eq!(info_field(info, "maxmemory_policy"), Some("noeviction"));
         assert_eq!(info_field(info, "used_memory"), Some("1024"));
         assert_eq!(info_field(info, "missing"), None);
+    }
+
+    #[test]
+    fn buckets_keep_the_order_and_stay_few() {
+        let ranks: Vec<i64> = [-5_000_000, -100_000, -1000, -129, -128, -127, -1, 0, 1, 127, 128, 129, 1000, 1 << 40]
+            .into_iter()
+            .collect();
+        for pair in ranks.windows(2) {
+            assert!(bucket(pair[0]) <= bucket(pair[1]), "{pair:?}");
+        }
+        assert_eq!(bucket(-100), -100, "exact below 128");
+        let distinct: std::collections::BTreeSet<i64> = (0..10_000_000i64).step_by(7).map(|v| bucket(-v)).collect();
+        assert!(distinct.len() < 2000, "{} buckets for ten million idle seconds", distinct.len());
+    }
+
+    #[test]
+    fn the_cut_takes_the_lowest_buckets_first() {
+        let histogram: std::collections::BTreeMap<i64, u64> = [(-300, 5), (-20, 10), (0, 100)].into_iter().collect();
+        assert_eq!(cut(&histogram, 5), Some(Cut { bucket: -300, quota: 5 }));
+        assert_eq!(cut(&histogram, 8), Some(Cut { bucket: -20, quota: 3 }));
+        assert_eq!(cut(&histogram, 115), Some(Cut { bucket: 0, quota: 100 }));
+        assert_eq!(cut(&histogram, 116), None);
     }
 
     #[test]

@@ -29,9 +29,10 @@ pub struct CacheLimits {
     pub max_keys_per_rule: usize,
     /// Most tags a `tags` rule may list.
     pub max_tags_per_rule: usize,
-    /// Keys counted exactly for statistics before the count becomes an estimate.
-    pub exact_count_bound: u64,
-    /// Invalidation jobs kept for polling.
+    /// Keys a statistics call examines at most (its `SCAN` budget); the count of keys under
+    /// a prefix continues from the previous call's cursor.
+    pub stats_scan_budget: u64,
+    /// Invalidation (and, apart, enforcement) jobs kept for polling.
     pub max_jobs: usize,
     /// How long a finished job stays pollable at least.
     pub keep_finished: Duration,
@@ -47,7 +48,7 @@ impl Default for CacheLimits {
             unlink_batch: 1000,
             max_keys_per_rule: 1000,
             max_tags_per_rule: 32,
-            exact_count_bound: 100_000,
+            stats_scan_budget: 5_000,
             max_jobs: 1000,
             keep_finished: Duration::from_secs(3600),
             pool: conn::PoolLimits::default(),
@@ -64,8 +65,12 @@ pub struct CacheService {
     pub limits: Arc<CacheLimits>,
     /// Invalidation jobs.
     pub jobs: invalidate::Jobs,
+    /// Enforcement jobs.
+    pub enforcements: enforce::Jobs,
     /// The previous INFO counters of each server, for rates.
     pub history: Arc<Mutex<HashMap<String, stats::Counters>>>,
+    /// Where the count of keys under each prefix of each server stands.
+    pub count_passes: Arc<Mutex<HashMap<String, stats::CountPass>>>,
     /// The policies served to the app, by `<namespace>/<name>` of their CachePolicy.
     pub applied: Arc<Mutex<std::collections::BTreeMap<String, AppliedPolicy>>>,
     /// This pod, named in markers and messages.
@@ -79,13 +84,30 @@ impl CacheService {
         Self {
             pool: conn::Pool::new(limits.pool),
             jobs: invalidate::Jobs::new(limits.clone()),
+            enforcements: enforce::Jobs::new(limits.clone()),
             limits,
             history: Arc::default(),
+            count_passes: Arc::default(),
             applied: Arc::default(),
             pod,
         }
     }
 }
+
+impl CacheService {
+    /// Keeps a count's pass for the next call; forgets them all beyond a bound (a pass is
+    /// only a cursor and two counters, and starting over costs one pass).
+    pub fn keep_count_pass(&self, key: String, pass: stats::CountPass) {
+        let mut passes = self.count_passes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if passes.len() >= MAX_COUNT_PASSES && !passes.contains_key(&key) {
+            passes.clear();
+        }
+        passes.insert(key, pass);
+    }
+}
+
+/// Counts kept at once (one per policy and server in practice).
+const MAX_COUNT_PASSES: usize = 1024;
 
 /// Paces work to at most `per_second` operations a second.
 pub struct Throttle {

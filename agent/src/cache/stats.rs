@@ -1,6 +1,8 @@
-//! Cache statistics: reachability, `PING` latency, memory, and hit ratio and evictions per
+//! Cache statistics: reachability, `PING` latency, memory, and the server-wide hit ratio and evictions per
 //! second from the deltas between two `INFO` samples of the same server (the counters run
-//! since start-up), plus the number of keys under the prefix.
+//! since start-up), plus the number of keys under the prefix, counted by a `SCAN` pass that
+//! advances a bounded stretch per call (so a call costs Redis the same on a keyspace of a
+//! thousand keys or of millions).
 
 use std::time::Instant;
 
@@ -96,62 +98,130 @@ async fn sample(
     response.memory_percent = (max > 0).then(|| used as f64 * 100.0 / max as f64);
     let now = Counters { hits, misses, evicted, at: Instant::now() };
     let key = format!("{}/{}/{}", req.redis.address, req.redis.database, req.redis.cluster);
-    let previous = service.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, now);
-    (response.hit_ratio_percent, response.evictions_per_second) = rates(previous, now);
-    let (count, estimated) = count_keys(&req.key_prefix, redis, &nodes, &service.limits).await?;
+    let previous = service.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone(), now);
+    (response.server_hit_ratio_percent, response.evictions_per_second) = rates(previous, now);
+    let pass_key = format!("{key}/{}", req.key_prefix);
+    let mut pass = service
+        .count_passes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&pass_key)
+        .unwrap_or_default();
+    let (count, estimated) = count_keys(&req.key_prefix, redis, &nodes, &service.limits, &mut pass).await?;
+    service.keep_count_pass(pass_key, pass);
     response.keys_under_prefix = Some(i64::try_from(count).unwrap_or(i64::MAX));
     response.keys_estimated = estimated;
     Ok(())
 }
 
-/// Keys under the prefix: exact up to the bound; beyond it, the share of the prefix in a
-/// plain `SCAN` sample times `DBSIZE`.
+/// Where a count of the keys under one prefix stands: a `SCAN` pass spread over as many
+/// statistics calls as it takes, each call examining at most the budget of keys, so the cost
+/// of a call to Redis stays bounded however large the keyspace is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CountPass {
+    /// The cursor of each node (`0` before the node's first step).
+    pub cursors: Vec<u64>,
+    /// The node being scanned.
+    pub node: usize,
+    /// Keys under the prefix seen so far in this pass.
+    pub matching: u64,
+    /// Keys examined so far in this pass.
+    pub examined: u64,
+    /// The count of the last complete pass.
+    pub last_complete: Option<u64>,
+}
+
+/// What one budgeted step of a count reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CountReport {
+    /// A whole pass fitted in this call: the count is exact.
+    Exact(u64),
+    /// The count of the last pass that finished (it ran over several calls while keys came
+    /// and went).
+    LastPass(u64),
+    /// No pass has finished yet: the share of the prefix in the keys examined so far.
+    Share { matching: u64, examined: u64 },
+}
+
+impl CountPass {
+    /// Starts over (a new pass, or the node list changed).
+    fn restart(&mut self, nodes: usize) {
+        self.cursors = vec![0; nodes];
+        self.node = 0;
+        self.matching = 0;
+        self.examined = 0;
+    }
+}
+
+/// Keys under the prefix: one budgeted stretch of the count's pass, continuing from where
+/// the previous call stopped. A keyspace that fits the budget is counted exactly in every
+/// call; a larger one reports the last complete pass, or, until the first pass ends, the
+/// prefix's share of the keys examined times `DBSIZE`; both flagged as estimates.
 async fn count_keys(
     prefix: &str,
     redis: &mut Redis,
     nodes: &[Option<Node>],
     limits: &CacheLimits,
+    pass: &mut CountPass,
 ) -> Result<(u64, bool), CacheError> {
-    let matcher = glob::all_match(prefix);
-    let mut exact = 0u64;
-    for node in nodes {
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = redis.scan(node.as_ref(), cursor, Some(&matcher), limits.scan_count).await?;
-            exact += keys.iter().filter(|k| glob::owned(prefix, k)).count() as u64;
-            if exact > limits.exact_count_bound {
-                return estimate(prefix, redis, nodes, limits).await.map(|n| (n, true));
+    let report = count_step(prefix, redis, nodes, limits, pass).await?;
+    Ok(match report {
+        CountReport::Exact(n) => (n, false),
+        CountReport::LastPass(n) => (n, true),
+        CountReport::Share { matching, examined } => {
+            let mut total = 0u64;
+            for node in nodes {
+                total += redis.query::<u64>(node.as_ref(), &redis::cmd("DBSIZE")).await?;
             }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
+            (estimate(total, matching, examined), true)
         }
-    }
-    Ok((exact, false))
+    })
 }
 
-async fn estimate(
+/// Keys per `SCAN` step of a count (a fraction of a millisecond of the server's time each).
+const STATS_SCAN_STEP: usize = 250;
+
+/// `total` keys scaled by the share `matching / examined`.
+pub fn estimate(total: u64, matching: u64, examined: u64) -> u64 {
+    if examined == 0 { 0 } else { (total as f64 * matching as f64 / examined as f64).round() as u64 }
+}
+
+async fn count_step(
     prefix: &str,
     redis: &mut Redis,
     nodes: &[Option<Node>],
     limits: &CacheLimits,
-) -> Result<u64, CacheError> {
-    let (mut total, mut sampled, mut matching) = (0u64, 0u64, 0u64);
-    for node in nodes {
-        total += redis.query::<u64>(node.as_ref(), &redis::cmd("DBSIZE")).await?;
-        let mut cursor = 0;
-        for _ in 0..20 {
-            let (next, keys) = redis.scan(node.as_ref(), cursor, None, limits.scan_count).await?;
-            sampled += keys.len() as u64;
-            matching += keys.iter().filter(|k| glob::owned(prefix, k)).count() as u64;
-            cursor = next;
-            if cursor == 0 {
-                break;
+    pass: &mut CountPass,
+) -> Result<CountReport, CacheError> {
+    if pass.cursors.len() != nodes.len() {
+        pass.restart(nodes.len());
+    }
+    let fresh = pass.node == 0 && pass.cursors.iter().all(|c| *c == 0) && pass.examined == 0;
+    let mut budget = limits.stats_scan_budget.max(1);
+    while budget > 0 {
+        // Short steps: the server answers others between them, so no client waits long.
+        let count = STATS_SCAN_STEP.min(budget as usize).max(1);
+        // No MATCH: the keys come back to be counted, so the share of the prefix is known.
+        let (next, keys) = redis.scan(nodes[pass.node].as_ref(), pass.cursors[pass.node], None, count).await?;
+        // A step with COUNT c examines about c keys even when it returns fewer.
+        budget = budget.saturating_sub((keys.len() as u64).max(count as u64));
+        pass.examined += keys.len() as u64;
+        pass.matching += keys.iter().filter(|k| glob::owned(prefix, k)).count() as u64;
+        pass.cursors[pass.node] = next;
+        if next == 0 {
+            pass.node += 1;
+            if pass.node == nodes.len() {
+                let count = pass.matching;
+                pass.last_complete = Some(count);
+                pass.restart(nodes.len());
+                return Ok(if fresh { CountReport::Exact(count) } else { CountReport::LastPass(count) });
             }
         }
     }
-    Ok(if sampled == 0 { 0 } else { (total as f64 * matching as f64 / sampled as f64).round() as u64 })
+    Ok(match pass.last_complete {
+        Some(n) => CountReport::LastPass(n),
+        None => CountReport::Share { matching: pass.matching, examined: pass.examined },
+    })
 }
 
 #[cfg(test)]
@@ -171,5 +241,12 @@ mod tests {
         assert_eq!(rates(None, after), (None, None));
         let idle = Counters { at: t0 + Duration::from_secs(20), ..after };
         assert_eq!(rates(Some(after), idle).0, None, "no lookups, no ratio");
+    }
+
+    #[test]
+    fn estimates_scale_the_share_seen() {
+        assert_eq!(estimate(2_000_000, 5, 50_000), 200);
+        assert_eq!(estimate(2_000_000, 0, 50_000), 0);
+        assert_eq!(estimate(10, 3, 0), 0, "nothing examined, nothing claimed");
     }
 }

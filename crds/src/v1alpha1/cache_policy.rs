@@ -43,10 +43,10 @@ use crate::{
         description = "The agent pod running this policy's Redis work"
     ),
     printcolumn(
-        name = "Hit Ratio",
+        name = "Server Hit Ratio",
         type_ = "number",
-        json_path = ".status.redis.hitRatioPercent",
-        description = "Cache hits as a percentage of lookups, since the previous sample"
+        json_path = ".status.redis.serverHitRatioPercent",
+        description = "Keyspace hits as a percentage of lookups on the whole Redis server, since the previous sample"
     ),
     printcolumn(
         name = "Last Invalidation",
@@ -328,7 +328,9 @@ pub struct CacheThresholds {
     ]))]
     pub memory_percent: UpperBounds,
 
-    /// Hits as a percentage of lookups (lower is worse).
+    /// Hits as a percentage of lookups (lower is worse), judged against
+    /// `status.redis.serverHitRatioPercent`: the ratio of the whole Redis server, every
+    /// client and prefix included.
     #[serde(default = "default_hit_ratio_percent")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.critical < self.warning", "message": "critical must be lower than warning: this metric is worse when it is lower"},
@@ -421,9 +423,19 @@ pub struct EnforcementStatus {
     /// of them enforces again at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_strategy: Option<String>,
-    /// Whether it succeeded.
+    /// Whether it succeeded (`Running` while the executor's job runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<InvalidationResult>,
+    /// The executor's enforcement job (polled until it ends; sent again under the same id
+    /// to a new executor, which runs it from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The agent pod running the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// Keys under the prefix examined so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_scanned: Option<i64>,
     /// The server's `maxmemory-policy` read back afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_policy: Option<String>,
@@ -456,19 +468,27 @@ pub struct RedisHealth {
     /// Used memory as a percentage of `maxmemory`, when there is a limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<f64>,
-    /// Hits as a percentage of lookups between the last two samples.
+    /// Keyspace hits as a percentage of lookups between the last two samples, for the whole
+    /// server: Redis counts `keyspace_hits` and `keyspace_misses` per server, not per key
+    /// prefix, so every client and prefix on it is included. A ratio of this policy's keys
+    /// alone needs the app's own counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hit_ratio_percent: Option<f64>,
+    pub server_hit_ratio_percent: Option<f64>,
     /// Keys evicted per second between the last two samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evictions_per_second: Option<f64>,
     /// The server's `maxmemory-policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_policy: Option<String>,
-    /// Keys under the prefix.
+    /// Keys under the prefix. Counted by a `SCAN` pass that examines a bounded number of keys
+    /// per sample and continues from where the previous sample stopped, so sampling costs
+    /// Redis the same on a large keyspace as on a small one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_under_prefix: Option<i64>,
-    /// Whether `keysUnderPrefix` is an estimate (counting stopped at a bound).
+    /// Whether `keysUnderPrefix` is an estimate: the keyspace is larger than one sample
+    /// examines, so the figure is the last complete pass (spread over several samples while
+    /// keys came and went) or, before the first pass ends, the prefix's share of the keys
+    /// examined so far times the server's key count.
     #[serde(default)]
     pub keys_estimated: bool,
     /// Why the server could not be sampled.
@@ -586,9 +606,9 @@ pub struct CacheLevels {
     /// Level of `memoryPercent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<ThresholdLevel>,
-    /// Level of `hitRatioPercent`.
+    /// Level of `serverHitRatioPercent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hit_ratio_percent: Option<ThresholdLevel>,
+    pub server_hit_ratio_percent: Option<ThresholdLevel>,
     /// Level of `evictionsPerSecond`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evictions_per_second: Option<ThresholdLevel>,

@@ -581,6 +581,11 @@ pub struct PodRuntime {
     /// `Sys` as a percentage of the container's memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<f64>,
+    /// Why `memoryPercent` is unknown, when the pod's spec makes it meaningless: the
+    /// container serving `target.port` has no memory limit (the downward API then gives the
+    /// node's allocatable memory), or no single container declares that port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_percent_unknown: Option<String>,
     /// The level of each metric against `spec.thresholds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub levels: Option<RuntimeLevels>,
@@ -603,4 +608,9 @@ pub struct RuntimeLevels {
     /// Level of `gcPerSecond`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc_per_second: Option<ThresholdLevel>,
+    /// Metrics whose thresholds could not be judged (`memoryPercent` when
+    /// `memoryPercentUnknown` says why): neither OK nor past a bound, and no trigger fires on
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_judged: Vec<RuntimeMetric>,
 }

@@ -347,6 +347,13 @@ pub fn strategy_digest(policy: &CachePolicy) -> String {
     format!("{:016x}", fnv(&what.to_string()))
 }
 
+/// The id of an enforcement job of the policy with `uid` started at `now`: unique per
+/// policy and second, in the agent's id alphabet.
+pub fn enforcement_id(uid: &str, now: Timestamp) -> String {
+    let tag: String = uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>().to_ascii_lowercase();
+    format!("enforce-{tag}-{}", now.as_second())
+}
+
 /// Whether to enforce now: the strategy changed since the last enforcement, or it is older
 /// than `interval` (drift is checked periodically).
 pub fn enforce_due(
@@ -367,7 +374,7 @@ pub fn enforce_due(
 pub fn levels(health: &RedisHealth, thresholds: &CacheThresholds) -> CacheLevels {
     CacheLevels {
         memory_percent: health.memory_percent.map(|v| thresholds.memory_percent.level(v)),
-        hit_ratio_percent: health.hit_ratio_percent.map(|v| thresholds.hit_ratio_percent.level(v)),
+        server_hit_ratio_percent: health.server_hit_ratio_percent.map(|v| thresholds.hit_ratio_percent.level(v)),
         evictions_per_second: health.evictions_per_second.map(|v| thresholds.evictions_per_second.level(v)),
     }
 }
@@ -375,7 +382,7 @@ pub fn levels(health: &RedisHealth, thresholds: &CacheThresholds) -> CacheLevels
 /// The worst of the levels.
 pub fn worst(levels: &CacheLevels) -> ThresholdLevel {
     ThresholdLevel::worst(
-        [levels.memory_percent, levels.hit_ratio_percent, levels.evictions_per_second].into_iter().flatten(),
+        [levels.memory_percent, levels.server_hit_ratio_percent, levels.evictions_per_second].into_iter().flatten(),
     )
 }
 
@@ -441,6 +448,7 @@ mod tests {
             ip: Some("10.0.0.1".into()),
             ready: true,
             agent_port: Some(9477),
+            containers: Vec::new(),
         }
     }
 
@@ -772,13 +780,13 @@ mod tests {
         let health = RedisHealth {
             reachable: true,
             memory_percent: Some(75.0),
-            hit_ratio_percent: Some(40.0),
+            server_hit_ratio_percent: Some(40.0),
             evictions_per_second: Some(1.0),
             ..RedisHealth::default()
         };
         let l = levels(&health, &CacheThresholds::default());
         assert_eq!(
-            (l.memory_percent, l.hit_ratio_percent, l.evictions_per_second),
+            (l.memory_percent, l.server_hit_ratio_percent, l.evictions_per_second),
             (Some(ThresholdLevel::Warning), Some(ThresholdLevel::Critical), Some(ThresholdLevel::OK))
         );
         assert_eq!(worst(&l), ThresholdLevel::Critical);

@@ -10,8 +10,8 @@ use std::{
 };
 
 use biometrics_agent_api::{
-    EnforceRequest, ErrorCode, InvalidationRequest, InvalidationStatus as Job, PolicyRef, RedisTarget, StatsRequest,
-    StatsResponse, routes,
+    CaptureState, EnforceRequest, ErrorCode, InvalidationRequest, InvalidationStatus as Job, PolicyRef, RedisTarget,
+    StatsRequest, StatsResponse, routes,
 };
 use biometrics_crds::{
     selector::PodSelector,
@@ -327,7 +327,8 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
     };
     record_plans(&plans, &mut status, cp);
     summarise(cp, &plans, blocked, &mut status);
-    let running = status.invalidations.iter().any(|e| e.result == Some(InvalidationResult::Running));
+    let running = status.invalidations.iter().any(|e| e.result == Some(InvalidationResult::Running))
+        || status.enforcement.as_ref().is_some_and(|e| e.result == Some(InvalidationResult::Running));
     ctx.status.write(&ctx.client, cp, &before, status).await?;
     if running {
         return Ok(Action::requeue(ctx.settings.poll_interval));
@@ -492,6 +493,9 @@ impl<A: AgentApi> Work<'_, A> {
         }
     }
 
+    /// Enforces the strategy as a job on the executor: started when due, polled on the
+    /// following reconciles until it ends (a trim of millions of keys takes longer than any
+    /// request), sent again under the same id when the executor changed or forgot it.
     async fn enforce(
         &self,
         status: &mut CachePolicyStatus,
@@ -499,67 +503,106 @@ impl<A: AgentApi> Work<'_, A> {
         now: Timestamp,
     ) {
         let digest = decide::strategy_digest(self.cp);
-        if !decide::enforce_due(status.enforcement.as_ref(), &digest, now, self.ctx.settings.enforce_interval) {
-            return;
-        }
         let previous = status.enforcement.clone().unwrap_or_default();
         let strategy_type = strategy.strategy_type.clone();
+        let running = previous.job_id.clone().filter(|_| previous.result == Some(InvalidationResult::Running));
+        if running.is_none()
+            && !decide::enforce_due(status.enforcement.as_ref(), &digest, now, self.ctx.settings.enforce_interval)
+        {
+            return;
+        }
+        let id = running.clone().unwrap_or_else(|| decide::enforcement_id(&self.cp.uid().unwrap_or_default(), now));
         let request = EnforceRequest {
+            id: id.clone(),
             policy: Some(policy_ref(self.cp)),
             redis: self.target.clone(),
             key_prefix: self.cp.spec.key_prefix.clone(),
             strategy,
         };
-        let answer = self.ctx.agents.send(self.agent, routes::ENFORCE, None, Some(&request)).await;
+        let here = previous.executor.as_deref() == Some(self.agent.pod.as_str());
+        let answer = match &running {
+            Some(id) if here => match self.ctx.agents.send(self.agent, routes::ENFORCEMENT, Some(id), None).await {
+                Err(e) if e.is_not_found() => {
+                    self.ctx.agents.send(self.agent, routes::ENFORCE, None, Some(&request)).await
+                }
+                other => other,
+            },
+            _ => self.ctx.agents.send(self.agent, routes::ENFORCE, None, Some(&request)).await,
+        };
         let mut record = EnforcementStatus {
-            last_enforce_time: Some(now_time()),
-            applied_strategy: Some(digest.clone()),
+            last_enforce_time: if running.is_some() { previous.last_enforce_time.clone() } else { Some(now_time()) },
+            applied_strategy: previous.applied_strategy.clone(),
+            job_id: Some(id),
+            executor: Some(self.agent.pod.clone()),
+            eviction_policy: previous.eviction_policy.clone(),
             ..EnforcementStatus::default()
         };
-        match answer {
-            Ok(report) => {
-                let policy = &report.eviction_policy;
-                let mut problems = report.warnings.clone();
-                problems.extend(policy.error.clone());
-                record.result = Some(if policy.error.is_some() {
-                    InvalidationResult::Failed
-                } else {
-                    InvalidationResult::Succeeded
-                });
-                record.eviction_policy = policy.actual.clone();
-                record.keys_trimmed = i64::try_from(report.keys_trimmed).ok();
-                record.keys_given_ttl = i64::try_from(report.keys_given_ttl).ok();
-                record.message = (!problems.is_empty()).then(|| problems.join("; "));
-                let same = previous.applied_strategy.as_deref() == Some(digest.as_str());
-                if policy.drift && same && previous.result == Some(InvalidationResult::Succeeded) {
-                    let note = format!(
-                        "the server's maxmemory-policy was {} instead of {}; {}",
-                        policy.found.as_deref().unwrap_or("unknown"),
-                        policy.desired.as_deref().unwrap_or("unknown"),
-                        if policy.applied { "set again" } else { "could not set it again" }
-                    );
-                    event(self.ctx, self.cp, EventType::Warning, reasons::EVICTION_POLICY_DRIFT, note).await;
-                } else if !same {
-                    let note = format!(
-                        "strategy {} enforced: eviction policy {}, {} keys trimmed, {} given a TTL",
-                        strategy_type,
-                        policy.actual.as_deref().unwrap_or("unmanaged"),
-                        report.keys_trimmed,
-                        report.keys_given_ttl
-                    );
-                    event(self.ctx, self.cp, EventType::Normal, reasons::STRATEGY_ENFORCED, note).await;
-                }
-                if let Some(e) = &policy.error {
-                    event(self.ctx, self.cp, EventType::Warning, reasons::ENFORCEMENT_FAILED, e.clone()).await;
-                }
+        let job = match answer {
+            Ok(job) => job,
+            Err(reason) if running.is_some() => {
+                // Still running as far as we know; the executor may come back or be replaced.
+                record.result = Some(InvalidationResult::Running);
+                record.message = Some(format!("cannot reach the executor: {reason}"));
+                status.enforcement = Some(record);
+                return;
             }
             Err(reason) => {
                 record.result = Some(InvalidationResult::Failed);
+                record.applied_strategy = Some(digest);
                 record.message = Some(reason.to_string());
                 if previous.result != Some(InvalidationResult::Failed) {
                     event(self.ctx, self.cp, EventType::Warning, reasons::ENFORCEMENT_FAILED, reason.to_string()).await;
                 }
+                status.enforcement = Some(record);
+                return;
             }
+        };
+        let report = &job.report;
+        record.keys_scanned = i64::try_from(report.keys_scanned).ok();
+        record.keys_trimmed = i64::try_from(report.keys_trimmed).ok();
+        record.keys_given_ttl = i64::try_from(report.keys_given_ttl).ok();
+        if job.state == CaptureState::Running {
+            record.result = Some(InvalidationResult::Running);
+            status.enforcement = Some(record);
+            return;
+        }
+        let policy = &report.eviction_policy;
+        let same = previous.applied_strategy.as_deref() == Some(digest.as_str());
+        record.applied_strategy = Some(digest);
+        if job.state == CaptureState::Failed {
+            let error = job.error.clone().unwrap_or_else(|| "the enforcement failed".into());
+            record.result = Some(InvalidationResult::Failed);
+            record.message = Some(error.clone());
+            event(self.ctx, self.cp, EventType::Warning, reasons::ENFORCEMENT_FAILED, error).await;
+            status.enforcement = Some(record);
+            return;
+        }
+        let mut problems = report.warnings.clone();
+        problems.extend(policy.error.clone());
+        record.result =
+            Some(if policy.error.is_some() { InvalidationResult::Failed } else { InvalidationResult::Succeeded });
+        record.eviction_policy = policy.actual.clone();
+        record.message = (!problems.is_empty()).then(|| problems.join("; "));
+        if policy.drift && same {
+            let note = format!(
+                "the server's maxmemory-policy was {} instead of {}; {}",
+                policy.found.as_deref().unwrap_or("unknown"),
+                policy.desired.as_deref().unwrap_or("unknown"),
+                if policy.applied { "set again" } else { "could not set it again" }
+            );
+            event(self.ctx, self.cp, EventType::Warning, reasons::EVICTION_POLICY_DRIFT, note).await;
+        } else if !same {
+            let note = format!(
+                "strategy {} enforced: eviction policy {}, {} keys trimmed, {} given a TTL",
+                strategy_type,
+                policy.actual.as_deref().unwrap_or("unmanaged"),
+                report.keys_trimmed,
+                report.keys_given_ttl
+            );
+            event(self.ctx, self.cp, EventType::Normal, reasons::STRATEGY_ENFORCED, note).await;
+        }
+        if let Some(e) = &policy.error {
+            event(self.ctx, self.cp, EventType::Warning, reasons::ENFORCEMENT_FAILED, e.clone()).await;
         }
         status.enforcement = Some(record);
     }
@@ -665,9 +708,9 @@ impl<A: AgentApi> Work<'_, A> {
         let was = status.threshold_level.unwrap_or(ThresholdLevel::OK);
         if worst > ThresholdLevel::OK && worst > was {
             let note = format!(
-                "cache reached {worst}: memory {}, hit ratio {}, evictions {}/s",
+                "cache reached {worst}: memory {}, server hit ratio {}, evictions {}/s",
                 show(health.memory_percent, "%"),
-                show(health.hit_ratio_percent, "%"),
+                show(health.server_hit_ratio_percent, "%"),
                 show(health.evictions_per_second, "")
             );
             event(self.ctx, self.cp, EventType::Warning, reasons::THRESHOLD_CROSSED, note).await;
@@ -710,7 +753,7 @@ fn rounded(mut h: RedisHealth) -> RedisHealth {
     let r = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
     h.ping_latency_millis = r(h.ping_latency_millis);
     h.memory_percent = r(h.memory_percent);
-    h.hit_ratio_percent = r(h.hit_ratio_percent);
+    h.server_hit_ratio_percent = r(h.server_hit_ratio_percent);
     h.evictions_per_second = r(h.evictions_per_second);
     h
 }
@@ -829,6 +872,15 @@ async fn cleanup<A: AgentApi>(object: &Guarded<CachePolicy>, ctx: &Context<A>) -
         if let Err(reason) = ctx.agents.send(&agent, routes::CANCEL_INVALIDATION, Some(id), None).await {
             tracing::warn!(policy = %object.name_any(), rule = %entry.name, %reason, "cannot cancel an invalidation");
         }
+    }
+    let enforcing = status.enforcement.as_ref().filter(|e| e.result == Some(InvalidationResult::Running));
+    if let Some((Some(id), Some(executor))) = enforcing.map(|e| (&e.job_id, &e.executor))
+        && let Some(agent) = pods::pod_named(&ctx.pods, &ns, executor, ctx.settings.default_agent_port)
+            .as_ref()
+            .and_then(|p: &PodInfo| agent_of(&ns, p))
+        && let Err(reason) = ctx.agents.send(&agent, routes::CANCEL_ENFORCEMENT, Some(id), None).await
+    {
+        tracing::warn!(policy = %object.name_any(), %reason, "cannot cancel an enforcement");
     }
     ctx.status.forget(&uid);
     lock(&ctx.sampled).remove(&uid);

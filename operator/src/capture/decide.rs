@@ -330,6 +330,18 @@ pub fn levels(sample: &RuntimeSample, thresholds: &RuntimeThresholds) -> Runtime
         memory_percent: sample.memory_percent.map(|v| thresholds.memory_percent.level(v)),
         goroutines: sample.goroutines.map(|v| thresholds.goroutines.level(v as f64)),
         gc_per_second: sample.gc_per_second.map(|v| thresholds.gc_per_second.level(v)),
+        not_judged: Vec::new(),
+    }
+}
+
+/// A sample of a pod whose memory limit is missing (`memory_unknown` says why): its memory
+/// percentage is withdrawn and its memory threshold marked as not judged, so a percentage
+/// of the node's memory never reads as OK.
+pub fn withhold_memory(sample: &mut RuntimeSample, levels: &mut RuntimeLevels, memory_unknown: Option<&str>) {
+    if memory_unknown.is_some() {
+        sample.memory_percent = None;
+        levels.memory_percent = None;
+        levels.not_judged.push(RuntimeMetric::MemoryPercent);
     }
 }
 
@@ -668,6 +680,29 @@ mod tests {
     }
 
     #[test]
+    fn memory_without_a_limit_is_not_judged_and_fires_nothing() {
+        let thresholds = RuntimeThresholds::default();
+        // 3 % of a node's memory: reads as OK unless withheld.
+        let mut sample = RuntimeSample { memory_percent: Some(3.0), goroutines: Some(10), ..Default::default() };
+        let mut l = levels(&sample, &thresholds);
+        assert_eq!(l.memory_percent, Some(ThresholdLevel::OK));
+        withhold_memory(&mut sample, &mut l, Some("container \"app\" serving port 6060 has no memory limit"));
+        assert_eq!((sample.memory_percent, l.memory_percent), (None, None), "no false OK");
+        assert_eq!(l.not_judged, [RuntimeMetric::MemoryPercent]);
+        assert_eq!(l.goroutines, Some(ThresholdLevel::OK), "the other metrics are judged");
+        let triggers: Vec<ThresholdTrigger> = serde_json::from_value(
+            json!([{"metric": "memoryPercent", "level": "OK", "profiles": ["heap"], "cooldown": "10m"}]),
+        )
+        .unwrap();
+        assert!(firing(&triggers, &l, |_| None, t("2026-01-01T01:00:00Z")).is_empty());
+        let mut measured = RuntimeSample { memory_percent: Some(75.0), ..Default::default() };
+        let mut kept = levels(&measured, &thresholds);
+        withhold_memory(&mut measured, &mut kept, None);
+        assert_eq!((measured.memory_percent, kept.memory_percent), (Some(75.0), Some(ThresholdLevel::Warning)));
+        assert!(kept.not_judged.is_empty());
+    }
+
+    #[test]
     fn triggers_respect_level_and_cooldown() {
         let thresholds =
             RuntimeThresholds { memory_percent: UpperBounds { warning: 70.0, critical: 90.0 }, ..Default::default() };
@@ -770,6 +805,7 @@ mod size {
                     goroutines: Some(5000),
                     gc_per_second: Some(1.5),
                     memory_percent: Some(55.5),
+                    memory_percent_unknown: None,
                     levels: None,
                     error: None,
                 })
@@ -836,6 +872,7 @@ mod bounds {
                     goroutines: None,
                     gc_per_second: None,
                     memory_percent: None,
+                    memory_percent_unknown: None,
                     levels: None,
                     error: None,
                 })

@@ -277,21 +277,35 @@ async fn refresh_runtime<A: AgentApi>(
             .as_ref()
             .and_then(|p| p.sample_time.as_ref())
             .is_some_and(|t| t.0.checked_add(interval).is_ok_and(|end| end > now));
+        let memory_unknown = pods::memory_limit_missing(pod, u16::try_from(pc.spec.target.port).unwrap_or(0));
         match (fresh, agent_of(&ns, pod)) {
             (true, _) => pods.extend(previous),
-            (false, Some(agent)) => stale.push((pod.name.clone(), agent, previous)),
+            (false, Some(agent)) => stale.push((pod.name.clone(), agent, previous, memory_unknown)),
             (false, None) => {}
         }
     }
-    let samples = each(stale, |(pod, agent, previous)| async move {
-        (pod, previous, ctx.agents.send(&agent, routes::RUNTIME, None, None).await)
+    let samples = each(stale, |(pod, agent, previous, memory_unknown)| async move {
+        (pod, previous, memory_unknown, ctx.agents.send(&agent, routes::RUNTIME, None, None).await)
     })
     .await;
-    for (pod, previous, sample) in samples {
+    for (pod, previous, memory_unknown, sample) in samples {
         let entry = match sample {
-            Ok(s) => {
+            Ok(mut s) => {
                 let thresholds = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
-                let levels = decide::levels(&s, &thresholds);
+                let mut levels = decide::levels(&s, &thresholds);
+                decide::withhold_memory(&mut s, &mut levels, memory_unknown.as_deref());
+                if let Some(why) = &memory_unknown
+                    && previous.as_ref().is_none_or(|p| p.memory_percent_unknown.is_none())
+                {
+                    event(
+                        ctx,
+                        pc,
+                        EventType::Warning,
+                        reasons::MEMORY_NOT_JUDGED,
+                        format!("pod {pod}: memory thresholds not judged: {why}"),
+                    )
+                    .await;
+                }
                 let worst = ThresholdLevel::worst(
                     [levels.memory_percent, levels.goroutines, levels.gc_per_second].into_iter().flatten(),
                 );
@@ -317,6 +331,7 @@ async fn refresh_runtime<A: AgentApi>(
                     goroutines: s.goroutines.and_then(|v| i64::try_from(v).ok()),
                     gc_per_second: s.gc_per_second.map(round2),
                     memory_percent: s.memory_percent.map(round2),
+                    memory_percent_unknown: memory_unknown,
                     levels: Some(levels),
                     error: s.error,
                 }
@@ -330,6 +345,7 @@ async fn refresh_runtime<A: AgentApi>(
                 goroutines: None,
                 gc_per_second: None,
                 memory_percent: None,
+                memory_percent_unknown: memory_unknown,
                 levels: None,
                 error: Some(reason.to_string()),
             },
