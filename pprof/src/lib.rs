@@ -10,6 +10,7 @@
 
 pub mod flamegraph;
 pub mod memory;
+pub mod merge;
 pub mod proto;
 #[cfg(test)]
 mod reference;
@@ -18,7 +19,6 @@ pub mod wire;
 
 use std::io::{BufRead, Read, Seek};
 
-use crate::api::TopEntry;
 use memory::Allowance;
 use tables::{SampleView, Tables, read_message};
 use wire::{Stream, WireError, WireType};
@@ -58,6 +58,21 @@ pub enum ProfileError {
 /// few hundred, and the bound keeps a hostile sample from costing unbounded time.
 pub const MAX_SAMPLE_FRAMES: usize = 1 << 16;
 
+/// One function's line of `go tool pprof -top`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopEntry {
+    /// The function's name.
+    pub function: String,
+    /// Its own value.
+    pub flat: i64,
+    /// `flat` as a percentage of the total.
+    pub flat_percent: f64,
+    /// Its value with its callees'.
+    pub cum: i64,
+    /// `cum` as a percentage of the total.
+    pub cum_percent: f64,
+}
+
 /// What `go tool pprof -top` reports about a profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -94,6 +109,9 @@ pub struct Options {
     pub top_n: usize,
     /// Also merge the stacks for a flame graph.
     pub flame: bool,
+    /// Also keep what merging with other profiles needs: every function's flat and cum
+    /// (no cutoff) and each distinct stack's value ([`merge::Mergeable`]).
+    pub mergeable: bool,
 }
 
 /// A profile's summary and, when asked for, its folded stacks.
@@ -103,6 +121,8 @@ pub struct Analysis {
     pub summary: Summary,
     /// The folded stacks of the default sample type.
     pub folded: Option<flamegraph::Folded>,
+    /// What merging it with other profiles needs, when asked for.
+    pub mergeable: Option<merge::Mergeable>,
 }
 
 /// Bytes the inflating thread hands over at a time.
@@ -259,6 +279,7 @@ fn aggregate(
     memory.reserve(&mut sums, keys)?;
     sums.resize(keys, Sums { flat: 0, cum: 0, stamp: u32::MAX });
     let mut tree = if options.flame { Some(flamegraph::FlameTree::new(memory)?) } else { None };
+    let mut stacks: Option<std::collections::HashMap<u64, i64>> = options.mergeable.then(Default::default);
     let (mut total, mut samples) = (0i64, 0u64);
     let (mut buf, mut stack): (Vec<u8>, Vec<u32>) = (Vec::new(), Vec::new());
     while let Some(field) = stream.next_field()? {
@@ -279,7 +300,12 @@ fn aggregate(
         let drawn = tree.is_some() && value > 0;
         stack.clear();
         let (mut leaf, mut count) = (true, 0usize);
+        let mut identity = tables::Identity::new();
+        let identify = stacks.is_some();
         sample.each_location(|location| {
+            if identify {
+                identity.word(index.identity(location));
+            }
             let frames = index.frames(location);
             count += frames.len();
             if count > MAX_SAMPLE_FRAMES {
@@ -302,12 +328,36 @@ fn aggregate(
             }
             Ok(())
         })?;
+        if let Some(stacks) = stacks.as_mut() {
+            let key = identity.finish();
+            match stacks.get_mut(&key) {
+                Some(v) => *v = v.wrapping_add(value),
+                None => {
+                    memory.charge(merge::BYTES_PER_STACK)?;
+                    stacks.insert(key, value);
+                }
+            }
+        }
         if let Some(tree) = tree.as_mut().filter(|_| drawn) {
             stack.reverse();
             tree.add(&stack, value, memory)?;
         }
     }
 
+    let mergeable = stacks.map(|stacks| merge::Mergeable {
+        sample_types: index.sample_type_names(),
+        default_index: value_index,
+        duration_nanos: index.duration_nanos,
+        functions: (0..keys)
+            .filter(|k| sums[*k].flat != 0 || sums[*k].cum != 0)
+            .map(|k| merge::FunctionTotal {
+                function: index.name(k as u32).to_owned(),
+                flat: sums[k].flat,
+                cum: sums[k].cum,
+            })
+            .collect(),
+        stacks,
+    });
     let cutoff = (total as f64 * NODE_FRACTION).abs();
     let percent = |v: i64| if total == 0 { 0.0 } else { v as f64 * 100.0 / total as f64 };
     let (flat, cum) = (|k: usize| sums[k].flat, |k: usize| sums[k].cum);
@@ -334,7 +384,7 @@ fn aggregate(
     let summary =
         Summary { sample_type: format!("{}/{}", index.string(kind), index.string(unit)), total, samples, functions };
     let folded = tree.map(|t| t.into_folded(index, memory)).transpose()?;
-    Ok(Analysis { summary, folded })
+    Ok(Analysis { summary, folded, mergeable })
 }
 
 /// The summary as the table `biometrics-agent top` prints (the columns of `go tool pprof -top`,
@@ -392,7 +442,7 @@ mod tests {
     }
 
     fn options(max_decompressed_bytes: u64) -> Options {
-        Options { max_decompressed_bytes, top_n: 10, flame: true }
+        Options { max_decompressed_bytes, top_n: 10, flame: true, mergeable: false }
     }
 
     fn analyse_bytes(bytes: &[u8], options: &Options, memory: &mut Allowance) -> Result<Analysis, ProfileError> {

@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{ProfileError, Summary, proto};
-use crate::api::TopEntry;
+use super::{ProfileError, Summary, TopEntry, proto};
 
 use super::NODE_FRACTION;
 
