@@ -87,7 +87,8 @@ pub struct Summary {
     pub functions: Vec<TopEntry>,
 }
 
-/// The fraction of the total under which pprof drops a node from its report.
+/// pprof's node fraction: nodes whose cum is under this fraction of the nodes' flat sum
+/// (truncated) are dropped from its report.
 const NODE_FRACTION: f64 = 0.005;
 
 /// A function's running sums, kept together so that one sample's frame touches one cache
@@ -358,10 +359,12 @@ fn aggregate(
             .collect(),
         stacks,
     });
-    let cutoff = (total as f64 * NODE_FRACTION).abs();
     let percent = |v: i64| if total == 0 { 0.0 } else { v as f64 * 100.0 / total as f64 };
     let (flat, cum) = (|k: usize| sums[k].flat, |k: usize| sums[k].cum);
-    let mut order: Vec<usize> = (0..keys).filter(|k| cum(*k) != 0 && cum(*k).unsigned_abs() as f64 > cutoff).collect();
+    let cutoff = merge::node_cutoff((0..keys).fold(0i64, |s, k| s.wrapping_add(flat(k)))).unsigned_abs();
+    let mut order: Vec<usize> = (0..keys)
+        .filter(|k| (flat(*k) != 0 || cum(*k) != 0) && (cutoff == 0 || cum(*k).unsigned_abs() >= cutoff))
+        .collect();
     order.sort_by(|a, b| {
         flat(*b)
             .unsigned_abs()
@@ -469,6 +472,24 @@ mod tests {
         assert_eq!(rows, [("hash", 600, 600), ("idle", 300, 300), ("work", 100, 700), ("main", 0, 1000)]);
         assert!((s.functions[0].flat_percent - 60.0).abs() < 1e-9);
         assert!((s.functions[3].cum_percent - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_node_cutoff_is_pprof_s_truncated_fraction_of_the_flat_sum_kept_at_or_above() {
+        // Σ flat = 2000: the cutoff is int64(2000 × 0.005) = 10, so `idle` (cum 10) stays,
+        // as go tool pprof -top shows it; with cum 9 it goes.
+        let mut p = profile();
+        p.sample = vec![
+            proto::Sample { location_id: vec![10, 11], value: vec![1, 1981], label: vec![] },
+            proto::Sample { location_id: vec![13, 11], value: vec![1, 9], label: vec![] },
+            proto::Sample { location_id: vec![12, 11], value: vec![1, 10], label: vec![] },
+        ];
+        let names: Vec<String> = summarise(&p, 10).functions.into_iter().map(|t| t.function).collect();
+        assert_eq!(names, ["hash", "idle", "work", "main"]);
+        p.sample[2].value = vec![1, 9];
+        p.sample[0].value = vec![1, 1982];
+        let names: Vec<String> = summarise(&p, 10).functions.into_iter().map(|t| t.function).collect();
+        assert_eq!(names, ["hash", "work", "main"]);
     }
 
     #[test]
