@@ -378,8 +378,12 @@ async fn compared<B: Backend>(
         .map_err(IntoResponse::into_response)?;
     let files = located(&held, namespace, name, &compared.run, &profile, compared.pod.as_deref())
         .map_err(IntoResponse::into_response)?;
-    let base_read = analyses(s, namespace, name, &base.run, &base_files).await?;
-    let read = analyses(s, namespace, name, &compared.run, &files).await?;
+    // Both sides at once: each file is read on a blocking thread of its own.
+    let (base_read, read) = futures::future::try_join(
+        analyses(s, namespace, name, &base.run, &base_files),
+        analyses(s, namespace, name, &compared.run, &files),
+    )
+    .await?;
     Ok(Compared { profile, base, base_read, compared, read })
 }
 

@@ -3,6 +3,9 @@
 'use strict';
 
 const api = '/api/v1';
+// Lines a top table and a comparison show at most (go tool pprof's -nodecount).
+const TOP_ROWS = 200;
+const COMPARE_ROWS = 500;
 
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
@@ -208,7 +211,8 @@ function topTable(id, top) {
 async function computedTop(holder, id, url) {
   try {
     const view = await getJSON(url);
-    const note = el('p', { class: 'muted', text: `Computed from ${view.pods.length} file(s) (${view.pods.join(', ')}): ${view.sampleType}, total ${view.total}${view.durationSeconds ? ` over ${view.durationSeconds.toFixed(2)} s` : ''}` });
+    const shown = view.functions.length === TOP_ROWS ? `; the first ${TOP_ROWS} lines` : '';
+    const note = el('p', { class: 'muted', text: `Computed from ${view.pods.length} file(s) (${view.pods.join(', ')}): ${view.sampleType}, total ${view.total}${view.durationSeconds ? ` over ${view.durationSeconds.toFixed(2)} s` : ''}${shown}` });
     holder.replaceChildren(note, topTable(id, view.functions));
   } catch (error) {
     holder.append(el('p', { class: 'error', text: `Top functions: ${error.message}` }));
@@ -233,7 +237,7 @@ async function runView(ns, name, run) {
     for (const type of types) {
       const holder = el('div', { class: 'profile', 'data-profile': type });
       merged.append(el('h3', { text: type }), holder);
-      pending.push(computedTop(holder, `merged-${type}`, `${apiRun}/top?profile=${seg(type)}`));
+      pending.push(computedTop(holder, `merged-${type}`, `${apiRun}/top?profile=${seg(type)}&nodecount=${TOP_ROWS}`));
     }
     nodes.push(merged);
   }
@@ -250,7 +254,7 @@ async function runView(ns, name, run) {
       if (file.top && file.top.length) holder.append(topTable(`top-${pod.pod}-${file.profileType}`, file.top));
       block.append(holder);
       if (file.profileType !== 'trace') {
-        pending.push(computedTop(holder, `top-${pod.pod}-${file.profileType}`, `${apiRun}/top?profile=${seg(file.profileType)}&pod=${seg(pod.pod)}`));
+        pending.push(computedTop(holder, `top-${pod.pod}-${file.profileType}`, `${apiRun}/top?profile=${seg(file.profileType)}&pod=${seg(pod.pod)}&nodecount=${TOP_ROWS}`));
         const profileURL = encodeURIComponent(file.download);
         const title = encodeURIComponent(`${file.profileType} ${pod.pod} ${run}`);
         block.append(el('iframe', { class: 'flame', title: `flame graph ${file.profileType} ${pod.pod}`, src: `/speedscope/index.html#profileURL=${profileURL}&title=${title}` }));
@@ -288,7 +292,9 @@ async function compareView(ns, name, params) {
   for (const key of ['profile', 'base', 'run', 'pod', 'basePod']) {
     if (params.get(key)) query.set(key, params.get(key));
   }
-  const view = await getJSON(`${api}/namespaces/${seg(ns)}/captures/${seg(name)}/compare?${query}`);
+  const asked = new URLSearchParams(query);
+  asked.set('nodecount', String(COMPARE_ROWS));
+  const view = await getJSON(`${api}/namespaces/${seg(ns)}/captures/${seg(name)}/compare?${asked}`);
   const go = (key, value) => {
     const next = new URLSearchParams(query);
     next.set('base', view.base);
@@ -335,7 +341,7 @@ async function compareView(ns, name, params) {
   });
   const columns = ['Δflat', 'Δflat%', 'Δcum', 'Δcum%', 'Δflat/s', 'base flat', 'flat', 'base cum', 'cum'].map((title) => ({ title, num: true }));
   columns.push({ title: 'function' });
-  nodes.push(el('h2', { text: 'Functions' }), table('compare', columns, rows));
+  nodes.push(el('h2', { text: view.rows.length === COMPARE_ROWS ? `Functions (the first ${COMPARE_ROWS} changes)` : 'Functions' }), table('compare', columns, rows));
   const svgQuery = new URLSearchParams(query);
   svgQuery.set('base', view.base);
   svgQuery.set('run', view.run);
