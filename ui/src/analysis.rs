@@ -30,6 +30,9 @@ pub const CACHE_ENTRIES: usize = 1024;
 pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
 /// Memory one analysis may use at most.
 pub const ANALYSIS_MEMORY: u64 = 512 << 20;
+/// Files read at once (the rest wait): bounds the analyses' memory to this many times
+/// [`ANALYSIS_MEMORY`].
+pub const CONCURRENT_ANALYSES: usize = 2;
 
 /// Analyses by the SHA-256 of the file they were read from, oldest first out.
 #[derive(Default)]

@@ -92,11 +92,18 @@ struct Shared<B> {
     backend: B,
     options: UiOptions,
     analyses: analysis::Cache,
+    /// Files read at once: each may take up to [`analysis::ANALYSIS_MEMORY`].
+    reading: tokio::sync::Semaphore,
 }
 
 /// The browser's routes: pages, the JSON API and speedscope.
 pub fn router<B: Backend>(backend: B, options: UiOptions) -> Router {
-    let shared = Arc::new(Shared { backend, options, analyses: analysis::Cache::default() });
+    let shared = Arc::new(Shared {
+        backend,
+        options,
+        analyses: analysis::Cache::default(),
+        reading: tokio::sync::Semaphore::new(analysis::CONCURRENT_ANALYSES),
+    });
     Router::new()
         .route("/api/v1/captures", get(list_captures::<B>))
         .route("/api/v1/namespaces/{namespace}/captures/{name}", get(capture_detail::<B>))
@@ -279,6 +286,7 @@ async fn analyse_one<B: Backend>(
         return Ok(kept);
     }
     let bytes = s.backend.fetch(&located.holder, &file).await.map_err(|e| backend_error(&e))?;
+    let _slot = s.reading.acquire().await.map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let read = tokio::task::spawn_blocking(move || analysis::analyse(&bytes))
         .await
         .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
