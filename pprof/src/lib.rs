@@ -258,7 +258,7 @@ pub fn analyse(
             Err(e) => Err(e),
         }
     })?;
-    let index = tables.resolve(memory)?;
+    let index = tables.resolve(options.mergeable, memory)?;
     input.seek(std::io::SeekFrom::Start(0)).map_err(ProfileError::Reread)?;
     std::thread::scope(|scope| {
         let stream = open(scope, &mut input, limit)?;
@@ -490,6 +490,56 @@ mod tests {
         p.sample[0].value = vec![1, 1982];
         let names: Vec<String> = summarise(&p, 10).functions.into_iter().map(|t| t.function).collect();
         assert_eq!(names, ["hash", "work", "main"]);
+    }
+
+    fn mergeable(p: &proto::Profile) -> merge::Mergeable {
+        let o = Options { mergeable: true, ..options(1 << 30) };
+        analyse_bytes(&gzip(&p.encode_to_vec()), &o, &mut Allowance::unlimited()).unwrap().mergeable.unwrap()
+    }
+
+    #[test]
+    fn stacks_are_identified_by_their_locations_not_by_the_file_s_ids() {
+        let p = profile();
+        // The same profile as another process writes it: other ids, other string order.
+        let mut q = p.clone();
+        let renumber = |id: u64| id * 7 + 100;
+        for l in &mut q.location {
+            l.id = renumber(l.id);
+            for line in &mut l.line {
+                line.function_id = renumber(line.function_id);
+            }
+        }
+        for f in &mut q.function {
+            f.id = renumber(f.id);
+        }
+        for s in &mut q.sample {
+            s.location_id = s.location_id.iter().map(|id| renumber(*id)).collect();
+        }
+        q.string_table.swap(5, 8);
+        for f in &mut q.function {
+            f.name = match f.name {
+                5 => 8,
+                8 => 5,
+                other => other,
+            };
+        }
+        let (a, b) = (mergeable(&p), mergeable(&q));
+        assert_eq!(a.stacks, b.stacks);
+        let d = merge::diff(&[&a], &[&b], 0).unwrap();
+        assert_eq!((d.total, d.rows.len()), (0, 0), "a profile less itself is nothing");
+        // A line number is part of a location: the same stack at another line differs.
+        let mut r = p.clone();
+        r.location[0].line[0].line = 42;
+        let d = merge::diff(&[&a], &[&mergeable(&r)], 0).unwrap();
+        assert_eq!(d.total, 1200, "600 gone from one stack, 600 come to another");
+        assert!(d.rows.is_empty(), "the functions' sums did not change");
+        // Without asking, nothing is kept for merging.
+        assert!(
+            analyse_bytes(&gzip(&p.encode_to_vec()), &options(1 << 30), &mut Allowance::unlimited())
+                .unwrap()
+                .mergeable
+                .is_none()
+        );
     }
 
     #[test]

@@ -231,8 +231,9 @@ impl Tables {
         memory.push(&mut self.string_ends, end)
     }
 
-    /// Resolves names and frames into the index the second pass aggregates with.
-    pub fn resolve(self, memory: &mut Allowance) -> Result<FrameIndex, ProfileError> {
+    /// Resolves names and frames into the index the second pass aggregates with, and each
+    /// location's identity across profiles when `identify` (for merging; 0 otherwise).
+    pub fn resolve(self, identify: bool, memory: &mut Allowance) -> Result<FrameIndex, ProfileError> {
         let Tables {
             sample_types,
             default_sample_type,
@@ -328,8 +329,10 @@ impl Tables {
 
         // Each location's identity across profiles, as pprof's merge keys it: its mapping,
         // its address relative to the mapping, and each line's function and numbers.
-        memory.reserve(&mut index.identities, locations.len())?;
-        for loc in &locations {
+        if identify {
+            memory.reserve(&mut index.identities, locations.len())?;
+        }
+        for loc in locations.iter().filter(|_| identify) {
             let mut h = Identity::new();
             if let Ok(i) = mappings.binary_search_by_key(&loc.mapping, |m| m.id) {
                 let m = &mappings[i];
@@ -379,14 +382,16 @@ impl Tables {
             }
             memory.free(ranges);
             index.lookup = Lookup::Dense(dense);
-            let mut by_id: Vec<u64> = Vec::new();
-            memory.reserve(&mut by_id, max_id as usize + 1)?;
-            by_id.resize(max_id as usize + 1, 0);
-            for (loc, identity) in locations.iter().zip(&index.identities) {
-                by_id[loc.id as usize] = *identity;
+            if identify {
+                let mut by_id: Vec<u64> = Vec::new();
+                memory.reserve(&mut by_id, max_id as usize + 1)?;
+                by_id.resize(max_id as usize + 1, 0);
+                for (loc, identity) in locations.iter().zip(&index.identities) {
+                    by_id[loc.id as usize] = *identity;
+                }
+                let in_order = std::mem::replace(&mut index.identities, by_id);
+                memory.free(in_order);
             }
-            let in_order = std::mem::replace(&mut index.identities, by_id);
-            memory.free(in_order);
         } else {
             let mut ids = Vec::new();
             memory.reserve(&mut ids, locations.len())?;
@@ -546,7 +551,9 @@ impl FrameIndex {
     pub fn identity(&self, location: u64) -> u64 {
         match &self.lookup {
             Lookup::Dense(_) => usize::try_from(location).ok().and_then(|i| self.identities.get(i)).copied(),
-            Lookup::Sorted { ids, .. } => ids.binary_search(&location).ok().map(|i| self.identities[i]),
+            Lookup::Sorted { ids, .. } => {
+                ids.binary_search(&location).ok().and_then(|i| self.identities.get(i).copied())
+            }
         }
         .unwrap_or(0)
     }
