@@ -98,6 +98,12 @@ impl Analysed {
     }
 }
 
+/// The SHA-256 of `bytes` in hex, as the agents list it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reads a profile file into what merging and drawing need.
 pub fn analyse(bytes: &[u8]) -> Result<Analysed, String> {
     let options = Options { max_decompressed_bytes: MAX_DECOMPRESSED_BYTES, top_n: 0, flame: true, mergeable: true };

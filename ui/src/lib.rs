@@ -236,7 +236,6 @@ struct CompareQuery {
     nodecount: Option<usize>,
 }
 
-/// A profile type as the capture files name it: `cpu`, `heap`, `goroutine`, ….
 /// A request refused: its status and message, answered as the JSON error.
 struct Refusal(StatusCode, String);
 
@@ -246,6 +245,7 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// A profile type as the capture files name it: `cpu`, `heap`, `goroutine`, ….
 fn profile_name(given: Option<String>) -> Result<String, Refusal> {
     let profile = given.unwrap_or_else(|| "cpu".to_owned());
     if profile.is_empty() || profile == "trace" || !profile.bytes().all(|b| b.is_ascii_lowercase()) {
@@ -287,17 +287,20 @@ async fn analyse_one<B: Backend>(
     }
     let bytes = s.backend.fetch(&located.holder, &file).await.map_err(|e| backend_error(&e))?;
     let _slot = s.reading.acquire().await.map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let read = tokio::task::spawn_blocking(move || analysis::analyse(&bytes))
+    // Kept under the hash of what was read, which is the listed one unless the file changed
+    // since the agent listed it.
+    let read = tokio::task::spawn_blocking(move || (analysis::sha256_hex(&bytes), analysis::analyse(&bytes)))
         .await
-        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|reason| {
-            api_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{} of pod {} in run {}: {reason}", file.file, file.pod, file.run),
-            )
-        })?;
+        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (sha256, read) = read;
+    let read = read.map_err(|reason| {
+        api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{} of pod {} in run {}: {reason}", file.file, file.pod, file.run),
+        )
+    })?;
     let read = Arc::new(read);
-    s.analyses.put(&located.sha256, read.clone());
+    s.analyses.put(&sha256, read.clone());
     Ok(read)
 }
 
