@@ -104,9 +104,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads a profile file into what merging and drawing need.
-pub fn analyse(bytes: &[u8]) -> Result<Analysed, String> {
-    let options = Options { max_decompressed_bytes: MAX_DECOMPRESSED_BYTES, top_n: 0, flame: true, mergeable: true };
+/// Reads a profile file into what merging needs, and its folded stacks when `flame`.
+pub fn analyse(bytes: &[u8], flame: bool) -> Result<Analysed, String> {
+    let options = Options { max_decompressed_bytes: MAX_DECOMPRESSED_BYTES, top_n: 0, flame, mergeable: true };
     let mut memory = Allowance::new(ANALYSIS_MEMORY, None);
     let analysis =
         biometrics_pprof::analyse(std::io::Cursor::new(bytes), &options, &mut memory).map_err(|e| e.to_string())?;

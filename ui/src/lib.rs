@@ -254,9 +254,11 @@ fn profile_name(given: Option<String>) -> Result<String, Refusal> {
     Ok(profile)
 }
 
-/// Each file's analysis: from the cache, or fetched from its agent and read.
+/// Each file's analysis: from the cache, or fetched from its agent and read; with its
+/// folded stacks when `flame` (drawing costs as much again, so only a flame graph asks).
 async fn analyses<B: Backend>(
     s: &Shared<B>,
+    flame: bool,
     namespace: &str,
     capture: &str,
     run: &str,
@@ -273,23 +275,26 @@ async fn analyses<B: Backend>(
             file: located.file.clone(),
         })
         .collect();
-    let jobs: Vec<_> = files.iter().cloned().zip(asked).map(|(located, file)| analyse_one(s, located, file)).collect();
+    let jobs: Vec<_> =
+        files.iter().cloned().zip(asked).map(|(located, file)| analyse_one(s, flame, located, file)).collect();
     futures::stream::iter(jobs).buffered(CONCURRENT_FETCHES).try_collect().await
 }
 
 async fn analyse_one<B: Backend>(
     s: &Shared<B>,
+    flame: bool,
     located: analysis::Located,
     file: FileRef,
 ) -> Result<Arc<analysis::Analysed>, Response> {
-    if let Some(kept) = s.analyses.get(&located.sha256) {
+    let key = |sha256: &str| if flame { format!("{sha256} flame") } else { sha256.to_owned() };
+    if let Some(kept) = s.analyses.get(&key(&located.sha256)) {
         return Ok(kept);
     }
     let bytes = s.backend.fetch(&located.holder, &file).await.map_err(|e| backend_error(&e))?;
     let _slot = s.reading.acquire().await.map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     // Kept under the hash of what was read, which is the listed one unless the file changed
     // since the agent listed it.
-    let read = tokio::task::spawn_blocking(move || (analysis::sha256_hex(&bytes), analysis::analyse(&bytes)))
+    let read = tokio::task::spawn_blocking(move || (analysis::sha256_hex(&bytes), analysis::analyse(&bytes, flame)))
         .await
         .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (sha256, read) = read;
@@ -300,7 +305,7 @@ async fn analyse_one<B: Backend>(
         )
     })?;
     let read = Arc::new(read);
-    s.analyses.put(&sha256, read.clone());
+    s.analyses.put(&key(&sha256), read.clone());
     Ok(read)
 }
 
@@ -345,7 +350,7 @@ async fn top<B: Backend>(
         Ok(files) => files,
         Err(refusal) => return refusal.into_response(),
     };
-    let read = match analyses(&s, &namespace, &name, &run, &files).await {
+    let read = match analyses(&s, false, &namespace, &name, &run, &files).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -372,6 +377,7 @@ async fn compared<B: Backend>(
     namespace: &str,
     name: &str,
     query: CompareQuery,
+    flame: bool,
 ) -> Result<Compared, Response> {
     let profile = profile_name(query.profile).map_err(IntoResponse::into_response)?;
     let pc = find(s, namespace, name).await?;
@@ -391,8 +397,8 @@ async fn compared<B: Backend>(
         .map_err(IntoResponse::into_response)?;
     // Both sides at once: each file is read on a blocking thread of its own.
     let (base_read, read) = futures::future::try_join(
-        analyses(s, namespace, name, &base.run, &base_files),
-        analyses(s, namespace, name, &compared.run, &files),
+        analyses(s, flame, namespace, name, &base.run, &base_files),
+        analyses(s, flame, namespace, name, &compared.run, &files),
     )
     .await?;
     Ok(Compared { profile, base, base_read, compared, read })
@@ -404,7 +410,7 @@ async fn compare<B: Backend>(
     axum::extract::Query(query): axum::extract::Query<CompareQuery>,
 ) -> Response {
     let nodecount = query.nodecount.unwrap_or(0);
-    let c = match compared(&s, &namespace, &name, query).await {
+    let c = match compared(&s, &namespace, &name, query, false).await {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -424,7 +430,7 @@ async fn compare_flamegraph<B: Backend>(
     Path((namespace, name)): Path<(String, String)>,
     axum::extract::Query(query): axum::extract::Query<CompareQuery>,
 ) -> Response {
-    let c = match compared(&s, &namespace, &name, query).await {
+    let c = match compared(&s, &namespace, &name, query, true).await {
         Ok(c) => c,
         Err(response) => return response,
     };
