@@ -170,7 +170,7 @@ fn compare_runs(dir: &Path, scale: Scale) {
 
 /// The run page of a run of 100 pods: the run's listing, then its top functions merged
 /// over every pod (each pod's profile fetched and read, the cache empty), then each pod's.
-fn run_page(scale: Scale) {
+pub fn run_page(scale: Scale) {
     println!("== capture browser: the run page of a 100-pod run (goal: answers in under 1 s)");
     let pods = scale.pick(100, 10);
     let (functions, samples) = (scale.pick(2_000, 500) as u64, scale.pick(2_000, 500) as u64);

@@ -176,12 +176,14 @@ fn main() {
     if scale.quick {
         println!("== --quick: every benchmark at small sizes, checked; figures not comparable");
     }
-    // `biometrics-bench agent`, `… redis` and `… operator` run one part alone.
+    // `biometrics-bench agent`, `… redis`, `… operator`, `… browser` and `… browser-page`
+    // (the run page alone) run one part alone.
     match args.iter().find(|a| !a.starts_with("--")).map(String::as_str) {
         Some("agent") => return agent_parts(&release, work.path(), scale),
         Some("redis") => return redis_bench::run(&release, &work.path().join("redis"), scale),
         Some("operator") => return operator_bench::run(work.path(), scale),
         Some("browser") => return browser_bench::run(work.path(), scale),
+        Some("browser-page") => return browser_bench::run_page(scale),
         _ => {}
     }
     agent_parts(&release, work.path(), scale);
