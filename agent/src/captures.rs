@@ -463,7 +463,17 @@ impl Engine {
                     outcome.sample_type = Some(summary.sample_type);
                     outcome.total = Some(summary.total);
                     outcome.samples = Some(summary.samples);
-                    outcome.top = summary.functions;
+                    outcome.top = summary
+                        .functions
+                        .into_iter()
+                        .map(|t| crate::api::TopEntry {
+                            function: t.function,
+                            flat: t.flat,
+                            flat_percent: t.flat_percent,
+                            cum: t.cum,
+                            cum_percent: t.cum_percent,
+                        })
+                        .collect();
                     if dirs.pod.rename(&svg_tmp, &dirs.pod, &svg_name).is_ok() {
                         outcome.flamegraph = Some(volume::join(&dirs.shown, &svg_name));
                     }
@@ -542,6 +552,7 @@ impl Engine {
                 max_decompressed_bytes: self.config.limits.max_decompressed_bytes,
                 top_n: self.config.top_n,
                 flame: true,
+                mergeable: false,
             };
             let analysed = tokio::task::spawn_blocking(move || {
                 let profile = volume::open_file(&read_dir, &tmp).map_err(|e| Failure::Other(e.to_string()))?;

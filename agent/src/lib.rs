@@ -12,13 +12,15 @@ pub mod files;
 pub mod listen;
 pub mod metrics;
 pub mod names;
-pub mod profile;
 pub mod runtime;
 pub mod sampling;
 pub mod selfprof;
 pub mod server;
 pub mod tls;
 pub mod volume;
+
+/// The pprof reader, under the name the agent's modules use for it.
+pub use biometrics_pprof as profile;
 
 use std::{
     future::Future,

@@ -133,7 +133,7 @@ fn init_logging() {
 
 fn top(file: &PathBuf, n: usize) -> ExitCode {
     // A file of one's own, summarised by hand: no memory budget, a generous size bound.
-    let options = profile::Options { max_decompressed_bytes: 4 << 30, top_n: n, flame: false };
+    let options = profile::Options { max_decompressed_bytes: 4 << 30, top_n: n, flame: false, mergeable: false };
     let analysis = std::fs::File::open(file).map_err(|e| e.to_string()).and_then(|f| {
         profile::analyse(f, &options, &mut profile::memory::Allowance::unlimited()).map_err(|e| e.to_string())
     });

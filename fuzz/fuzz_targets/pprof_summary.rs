@@ -9,7 +9,7 @@ use biometrics_agent::profile::{self, memory::Allowance};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let options = profile::Options { max_decompressed_bytes: 1 << 20, top_n: 10, flame: true };
+    let options = profile::Options { max_decompressed_bytes: 1 << 20, top_n: 10, flame: true, mergeable: false };
     let granted = 4 << 20;
     let mut memory = Allowance::new(granted, None);
     if let Ok(analysis) = profile::analyse(std::io::Cursor::new(data), &options, &mut memory) {

@@ -157,11 +157,14 @@ r1       <none>    2026-11-29T09:00:00Z   <none>               <none>
     fn a_comparison_with_signs_and_rates() {
         let view = CompareView {
             base: "r1".into(),
+            base_pod: None,
+            pod: None,
             run: "r2".into(),
             profile: "cpu".into(),
             sample_type: "cpu/nanoseconds".into(),
             base_total: 1_000_000_000,
             total: 2_000_000_000,
+            diff_total: 0,
             base_seconds: Some(1.0),
             seconds: Some(2.0),
             rows: vec![
@@ -170,9 +173,11 @@ r1       <none>    2026-11-29T09:00:00Z   <none>               <none>
                     base_flat: 500_000_000,
                     flat: 1_500_000_000,
                     flat_delta: 1_000_000_000,
+                    flat_delta_percent: 0.0,
                     base_cum: 600_000_000,
                     cum: 1_600_000_000,
                     cum_delta: 1_000_000_000,
+                    cum_delta_percent: 0.0,
                     flat_delta_per_second: Some(250_000_000.0),
                 },
                 CompareRow {
@@ -180,9 +185,11 @@ r1       <none>    2026-11-29T09:00:00Z   <none>               <none>
                     base_flat: 50_000_000,
                     flat: 40_000_000,
                     flat_delta: -10_000_000,
+                    flat_delta_percent: 0.0,
                     base_cum: 50_000_000,
                     cum: 40_000_000,
                     cum_delta: -10_000_000,
+                    cum_delta_percent: 0.0,
                     flat_delta_per_second: None,
                 },
             ],

@@ -176,3 +176,73 @@ fn open_prints_the_page_of_the_capture() {
     assert_eq!(all.stdout, format!("{ui}/\n"));
     run(&["open", "pcap/nope", "-n", NS, "--ui", &ui]).assert_error("no ProfileCapture shop/nope");
 }
+
+/// pprof's report from its `Showing nodes accounting for` line on, less the lines whose facts
+/// the browser's answer does not carry (`Dropped … nodes`, `Showing top N nodes out of M`)
+/// and the `(inline)` marks.
+fn report_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Showing nodes accounting for"))
+        .filter(|l| !l.starts_with("Dropped ") && !l.starts_with("Showing top "))
+        .map(|l| l.trim_end_matches(" (inline)").to_owned())
+        .collect()
+}
+
+fn write_profile(dir: &std::path::Path, run: &str, pod: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{run}-{pod}.pb.gz"));
+    std::fs::write(&path, profiles().get(run, pod, "cpu.pb.gz")).unwrap();
+    path
+}
+
+#[test]
+fn top_prints_what_go_tool_pprof_top_prints_for_the_same_files() {
+    let (ui, _rt) = serve_browser(backend(&[]));
+    let dir = tempfile::tempdir().unwrap();
+    let (web0, web1) = (write_profile(dir.path(), "r2", "web-0"), write_profile(dir.path(), "r2", "web-1"));
+    // One pod's profile, pprof's default unit and the plugin's default 20 lines.
+    let one = run(&["top", "pcap/checkout", "-n", NS, "--ui", &ui, "--pod", "web-0"]);
+    one.assert_ok();
+    let pprof = biometrics_test_support::go_pprof_files(&["-top", "-nodecount=20"], &[&web0]);
+    assert_eq!(report_lines(&one.stdout), report_lines(&pprof), "{}\n{pprof}", one.stdout);
+    assert!(one.stdout.starts_with("Type: cpu\n"), "{}", one.stdout);
+    // The run, merged over its pods, in nanoseconds, every line.
+    let merged = run(&["top", "pcap/checkout", "-n", NS, "--ui", &ui, "--unit", "ns", "--nodecount", "1000"]);
+    merged.assert_ok();
+    let pprof = biometrics_test_support::go_pprof_files(&["-top", "-unit=ns"], &[&web0, &web1]);
+    assert_eq!(report_lines(&merged.stdout), report_lines(&pprof), "{}\n{pprof}", merged.stdout);
+    assert!(merged.stderr.contains("cpu profile of web-0, web-1"), "{}", merged.stderr);
+}
+
+#[test]
+fn diff_numbers_are_what_go_tool_pprof_top_base_counts() {
+    let (ui, _rt) = serve_browser(backend(&[]));
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (write_profile(dir.path(), "r1", "web-0"), write_profile(dir.path(), "r2", "web-0"));
+    let out =
+        run(&["diff", "pcap/checkout", "-n", NS, "--ui", &ui, "--pod", "web-0", "--unit", "ns", "--nodecount", "1000"]);
+    out.assert_ok();
+    assert!(out.stderr.starts_with("Run r2 against r1"), "the last two runs by default: {}", out.stderr);
+    let base = ["-top", "-unit=ns", "-base", old.to_str().unwrap()];
+    let (_, pprof) =
+        biometrics_test_support::parse_pprof_top(&biometrics_test_support::go_pprof_files(&base, &[&new]), "ns");
+    let number = |s: &str| -> i64 {
+        if s == "0" {
+            0
+        } else {
+            s.trim_start_matches('+').trim_end_matches("ns").parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+        }
+    };
+    let rows: Vec<(String, i64, i64)> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("ΔFLAT"))
+        .skip(1)
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields[7..].join(" "), number(fields[0]), number(fields[1]))
+        })
+        .collect();
+    let expected: Vec<(String, i64, i64)> = pprof.iter().map(|r| (r.function.clone(), r.flat, r.cum)).collect();
+    assert_eq!(rows, expected, "{}", out.stdout);
+    assert!(!rows.is_empty());
+}

@@ -77,11 +77,14 @@ fn stand_in() -> (String, tokio::runtime::Runtime, Asked) {
                 record(&asked, &uri);
                 Json(CompareView {
                     base: "s0".into(),
+                    base_pod: None,
+                    pod: None,
                     run: "s2".into(),
                     profile: "cpu".into(),
                     sample_type: "cpu/nanoseconds".into(),
                     base_total: 1_000_000_000,
                     total: 1_000_000_000,
+                    diff_total: 0,
                     base_seconds: Some(1.0),
                     seconds: Some(1.0),
                     rows: vec![CompareRow {
@@ -89,9 +92,11 @@ fn stand_in() -> (String, tokio::runtime::Runtime, Asked) {
                         base_flat: 900_000_000,
                         flat: 980_000_000,
                         flat_delta: 80_000_000,
+                        flat_delta_percent: 0.0,
                         base_cum: 950_000_000,
                         cum: 990_000_000,
                         cum_delta: 40_000_000,
+                        cum_delta_percent: 0.0,
                         flat_delta_per_second: Some(80_000_000.0),
                     }],
                 })

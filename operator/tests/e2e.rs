@@ -986,6 +986,37 @@ async fn the_capture_browser_shows_each_run_and_serves_its_files() {
             assert_eq!(Some(digest.as_str()), profile.sha256.as_deref(), "the download is the file");
         }
     }
+    // Top functions computed from the files the agents serve: go tool pprof -top's on the
+    // same files, one pod's and both pods' merged.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cpu_files = Vec::new();
+    for pod in ["api-0", "api-1"] {
+        let bytes = get(&format!("/api/v1/namespaces/{NS}/captures/browsed/runs/{}/files/{pod}/cpu.pb.gz", run.id));
+        let path = dir.path().join(format!("{pod}.pb.gz"));
+        std::fs::write(&path, bytes).unwrap();
+        cpu_files.push(path);
+    }
+    let rows = |view: &serde_json::Value| -> Vec<(String, i64, i64)> {
+        view["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (f["function"].as_str().unwrap().to_owned(), f["flat"].as_i64().unwrap(), f["cum"].as_i64().unwrap())
+            })
+            .collect()
+    };
+    let pprof_rows = |files: &[&std::path::Path]| -> (i64, Vec<(String, i64, i64)>) {
+        let out = biometrics_test_support::go_pprof_files(&["-top", "-unit=ns"], files);
+        let (total, rows) = biometrics_test_support::parse_pprof_top(&out, "ns");
+        (total, rows.into_iter().map(|r| (r.function, r.flat, r.cum)).collect())
+    };
+    let top_path = format!("/api/v1/namespaces/{NS}/captures/browsed/runs/{}/top?profile=cpu", run.id);
+    let one: serde_json::Value = serde_json::from_slice(&get(&format!("{top_path}&pod=api-0"))).unwrap();
+    assert_eq!((one["total"].as_i64().unwrap(), rows(&one)), pprof_rows(&[&cpu_files[0]]), "{one}");
+    let merged: serde_json::Value = serde_json::from_slice(&get(&top_path)).unwrap();
+    assert_eq!((merged["total"].as_i64().unwrap(), rows(&merged)), pprof_rows(&[&cpu_files[0], &cpu_files[1]]));
+
     let dom = biometrics_test_support::browser::dump_dom(&format!("http://{ui}/captures/{NS}/browsed/runs/{}", run.id));
     let top = &run.pods[0].profiles[0].top[0].function;
     assert!(dom.contains("Pod api-0") && dom.contains("Pod api-1"), "{dom}");

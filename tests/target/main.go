@@ -37,6 +37,29 @@ func burnCPU() {
 	}
 }
 
+// burnHot hashes until the deadline: a function a test makes hot on request (/hot), so
+// that a profile taken meanwhile shows it grown against one taken before.
+func burnHot(deadline time.Time) {
+	buf := make([]byte, 4096)
+	for time.Now().Before(deadline) {
+		for i := 0; i < 1000; i++ {
+			sum := sha256.Sum256(buf)
+			buf[0] = sum[0]
+		}
+	}
+}
+
+// hot runs burnHot for ms milliseconds in the background.
+func hot(w http.ResponseWriter, r *http.Request) {
+	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+	if err != nil || ms < 0 || ms > 600000 {
+		http.Error(w, "ms must be 0..600000", http.StatusBadRequest)
+		return
+	}
+	go burnHot(time.Now().Add(time.Duration(ms) * time.Millisecond))
+	fmt.Fprintf(w, "hot for %d ms\n", ms)
+}
+
 // churn allocates short-lived buffers: the allocs profile's subject.
 func churn() {
 	for {
@@ -113,6 +136,7 @@ func main() {
 	http.HandleFunc("/retain", retain)
 	http.HandleFunc("/free", free)
 	http.HandleFunc("/spawn", spawn)
+	http.HandleFunc("/hot", hot)
 	log.Printf("pprof-target serving on %s", *addr)
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }

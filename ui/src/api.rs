@@ -150,26 +150,41 @@ pub struct CompareRow {
     pub flat: i64,
     /// `flat - baseFlat`: what `go tool pprof -top -base` shows as flat.
     pub flat_delta: i64,
+    /// `flatDelta` as a percentage of `diffTotal`: `-top -base`'s flat%.
+    #[serde(default)]
+    pub flat_delta_percent: f64,
     /// Its cumulative value in the base run.
     pub base_cum: i64,
     /// Its cumulative value in the compared run.
     pub cum: i64,
     /// `cum - baseCum`: what `go tool pprof -top -base` shows as cum.
     pub cum_delta: i64,
-    /// The flat change per second of capture (each side divided by its own duration),
-    /// when both durations are known.
+    /// `cumDelta` as a percentage of `diffTotal`: `-top -base`'s cum%.
+    #[serde(default)]
+    pub cum_delta_percent: f64,
+    /// The flat change per second of profiling (each side divided by its own duration,
+    /// which for a run merged over its pods is their durations' sum, as pprof's merge
+    /// adds them), when both durations are known.
     pub flat_delta_per_second: Option<f64>,
 }
 
-/// `GET …/compare?base=R1&run=R2&profile=cpu[&pod=P][&nodecount=N]`: two runs (merged over
-/// their pods, or one pod's) compared function by function.
+/// `GET …/compare?profile=cpu[&base=R1][&run=R2][&pod=P][&basePod=Q][&nodecount=N]`: two
+/// runs (merged over their pods, or one pod's: `pod`, and `basePod` when the base's pod
+/// differs) compared function by function. Without `run` the latest run with that profile
+/// is compared, against the one before it (or, comparing two pods, against itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompareView {
     /// The base run.
     pub base: String,
+    /// The base's pod, when one pod's profile is compared rather than the run's merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_pod: Option<String>,
     /// The compared run.
     pub run: String,
+    /// The compared pod, when one pod's profile is compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// The profile type.
     pub profile: String,
     /// `type/unit` of the values.
@@ -178,6 +193,10 @@ pub struct CompareView {
     pub base_total: i64,
     /// The compared run's total.
     pub total: i64,
+    /// The total `go tool pprof -top -base` reports, its percentages' denominator: each
+    /// stack's absolute change, summed over the stacks of both.
+    #[serde(default)]
+    pub diff_total: i64,
     /// The base run's duration, when known.
     pub base_seconds: Option<f64>,
     /// The compared run's duration, when known.

@@ -7,6 +7,7 @@
 //! volume): pages build the DOM with text nodes only under a strict Content-Security-Policy,
 //! and files are only ever served as downloads.
 
+pub mod analysis;
 pub mod api;
 mod pages;
 pub mod views;
@@ -90,16 +91,27 @@ pub struct UiOptions {
 struct Shared<B> {
     backend: B,
     options: UiOptions,
+    analyses: analysis::Cache,
+    /// Files read at once: each may take up to [`analysis::ANALYSIS_MEMORY`].
+    reading: tokio::sync::Semaphore,
 }
 
 /// The browser's routes: pages, the JSON API and speedscope.
 pub fn router<B: Backend>(backend: B, options: UiOptions) -> Router {
-    let shared = Arc::new(Shared { backend, options });
+    let shared = Arc::new(Shared {
+        backend,
+        options,
+        analyses: analysis::Cache::default(),
+        reading: tokio::sync::Semaphore::new(analysis::CONCURRENT_ANALYSES),
+    });
     Router::new()
         .route("/api/v1/captures", get(list_captures::<B>))
         .route("/api/v1/namespaces/{namespace}/captures/{name}", get(capture_detail::<B>))
         .route("/api/v1/namespaces/{namespace}/captures/{name}/runs/{run}", get(run_detail::<B>))
         .route("/api/v1/namespaces/{namespace}/captures/{name}/runs/{run}/files/{pod}/{file}", get(download::<B>))
+        .route("/api/v1/namespaces/{namespace}/captures/{name}/runs/{run}/top", get(top::<B>))
+        .route("/api/v1/namespaces/{namespace}/captures/{name}/compare", get(compare::<B>))
+        .route("/api/v1/namespaces/{namespace}/captures/{name}/compare/flamegraph.svg", get(compare_flamegraph::<B>))
         .route("/speedscope/{*file}", get(speedscope::<B>))
         .merge(pages::routes())
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such page") })
@@ -198,6 +210,257 @@ async fn download<B: Backend>(
     match s.backend.fetch(holder, &wanted).await {
         Ok(bytes) => attachment(&format!("{}_{}_{}", wanted.pod, wanted.run, wanted.file), bytes),
         Err(e) => backend_error(&e),
+    }
+}
+
+/// Profiles fetched from the agents at once for one answer.
+const CONCURRENT_FETCHES: usize = 8;
+
+/// `?profile=cpu&pod=P&nodecount=N` of a top answer.
+#[derive(Debug, serde::Deserialize)]
+struct TopQuery {
+    profile: Option<String>,
+    pod: Option<String>,
+    nodecount: Option<usize>,
+}
+
+/// `?profile=cpu&base=R1&run=R2&pod=P&basePod=Q&nodecount=N` of a comparison.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompareQuery {
+    profile: Option<String>,
+    base: Option<String>,
+    run: Option<String>,
+    pod: Option<String>,
+    base_pod: Option<String>,
+    nodecount: Option<usize>,
+}
+
+/// A request refused: its status and message, answered as the JSON error.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        api_error(self.0, self.1)
+    }
+}
+
+/// A profile type as the capture files name it: `cpu`, `heap`, `goroutine`, ….
+fn profile_name(given: Option<String>) -> Result<String, Refusal> {
+    let profile = given.unwrap_or_else(|| "cpu".to_owned());
+    if profile.is_empty() || profile == "trace" || !profile.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Err(Refusal(StatusCode::BAD_REQUEST, format!("{profile:?} is not a profile with functions to show")));
+    }
+    Ok(profile)
+}
+
+/// Each file's analysis: from the cache, or fetched from its agent and read; with its
+/// folded stacks when `flame` (drawing costs as much again, so only a flame graph asks).
+async fn analyses<B: Backend>(
+    s: &Shared<B>,
+    flame: bool,
+    namespace: &str,
+    capture: &str,
+    run: &str,
+    files: &[analysis::Located],
+) -> Result<Vec<Arc<analysis::Analysed>>, Response> {
+    use futures::{StreamExt, TryStreamExt};
+    let asked: Vec<FileRef> = files
+        .iter()
+        .map(|located| FileRef {
+            namespace: namespace.to_owned(),
+            capture: capture.to_owned(),
+            run: run.to_owned(),
+            pod: located.pod.clone(),
+            file: located.file.clone(),
+        })
+        .collect();
+    let jobs: Vec<_> =
+        files.iter().cloned().zip(asked).map(|(located, file)| analyse_one(s, flame, located, file)).collect();
+    futures::stream::iter(jobs).buffered(CONCURRENT_FETCHES).try_collect().await
+}
+
+async fn analyse_one<B: Backend>(
+    s: &Shared<B>,
+    flame: bool,
+    located: analysis::Located,
+    file: FileRef,
+) -> Result<Arc<analysis::Analysed>, Response> {
+    let key = |sha256: &str| if flame { format!("{sha256} flame") } else { sha256.to_owned() };
+    if let Some(kept) = s.analyses.get(&key(&located.sha256)) {
+        return Ok(kept);
+    }
+    let bytes = s.backend.fetch(&located.holder, &file).await.map_err(|e| backend_error(&e))?;
+    let _slot = s.reading.acquire().await.map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Kept under the hash of what was read, which is the listed one unless the file changed
+    // since the agent listed it.
+    let read = tokio::task::spawn_blocking(move || (analysis::sha256_hex(&bytes), analysis::analyse(&bytes, flame)))
+        .await
+        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (sha256, read) = read;
+    let read = read.map_err(|reason| {
+        api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{} of pod {} in run {}: {reason}", file.file, file.pod, file.run),
+        )
+    })?;
+    let read = Arc::new(read);
+    s.analyses.put(&key(&sha256), read.clone());
+    Ok(read)
+}
+
+/// The files of `profile` of `run` (one pod's, or every pod's), or why there are none.
+fn located(
+    held: &[HeldFiles],
+    namespace: &str,
+    name: &str,
+    run: &str,
+    profile: &str,
+    pod: Option<&str>,
+) -> Result<Vec<analysis::Located>, Refusal> {
+    let found = analysis::locate(held, run, profile, pod);
+    if found.is_empty() {
+        let whose = pod.map_or_else(|| "no pod".to_owned(), |p| format!("pod {p}"));
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("ProfileCapture {namespace}/{name}: {whose} has a {profile} profile in run {run:?} on the volume"),
+        ));
+    }
+    Ok(found)
+}
+
+async fn top<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    Path((namespace, name, run)): Path<(String, String, String)>,
+    axum::extract::Query(query): axum::extract::Query<TopQuery>,
+) -> Response {
+    let profile = match profile_name(query.profile) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let pc = match find(&s, &namespace, &name).await {
+        Ok(pc) => pc,
+        Err(response) => return response,
+    };
+    let (held, _) = match s.backend.files(&pc).await {
+        Ok(found) => found,
+        Err(e) => return backend_error(&e),
+    };
+    let files = match located(&held, &namespace, &name, &run, &profile, query.pod.as_deref()) {
+        Ok(files) => files,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let read = match analyses(&s, false, &namespace, &name, &run, &files).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    let parts: Vec<&biometrics_pprof::merge::Mergeable> = read.iter().map(|a| &a.mergeable).collect();
+    let pods = files.into_iter().map(|f| f.pod).collect();
+    let nodecount = query.nodecount.unwrap_or(0);
+    match analysis::top_view(&run, &profile, pods, &parts, nodecount) {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => api_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// The two sides of a comparison, each with its files read.
+struct Compared {
+    profile: String,
+    base: analysis::Side,
+    base_read: Vec<Arc<analysis::Analysed>>,
+    compared: analysis::Side,
+    read: Vec<Arc<analysis::Analysed>>,
+}
+
+async fn compared<B: Backend>(
+    s: &Shared<B>,
+    namespace: &str,
+    name: &str,
+    query: CompareQuery,
+    flame: bool,
+) -> Result<Compared, Response> {
+    let profile = profile_name(query.profile).map_err(IntoResponse::into_response)?;
+    let pc = find(s, namespace, name).await?;
+    let (held, _) = s.backend.files(&pc).await.map_err(|e| backend_error(&e))?;
+    let detail = views::capture_detail(&pc, &held, Vec::new());
+    let (base, compared) = analysis::sides(
+        &detail.runs,
+        &held,
+        &profile,
+        (query.base.as_deref(), query.base_pod.as_deref()),
+        (query.run.as_deref(), query.pod.as_deref()),
+    )
+    .map_err(|message| api_error(StatusCode::NOT_FOUND, format!("ProfileCapture {namespace}/{name}: {message}")))?;
+    let base_files = located(&held, namespace, name, &base.run, &profile, base.pod.as_deref())
+        .map_err(IntoResponse::into_response)?;
+    let files = located(&held, namespace, name, &compared.run, &profile, compared.pod.as_deref())
+        .map_err(IntoResponse::into_response)?;
+    // Both sides at once: each file is read on a blocking thread of its own.
+    let (base_read, read) = futures::future::try_join(
+        analyses(s, flame, namespace, name, &base.run, &base_files),
+        analyses(s, flame, namespace, name, &compared.run, &files),
+    )
+    .await?;
+    Ok(Compared { profile, base, base_read, compared, read })
+}
+
+async fn compare<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<CompareQuery>,
+) -> Response {
+    let nodecount = query.nodecount.unwrap_or(0);
+    let c = match compared(&s, &namespace, &name, query, false).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let base_parts: Vec<&biometrics_pprof::merge::Mergeable> = c.base_read.iter().map(|a| &a.mergeable).collect();
+    let parts: Vec<&biometrics_pprof::merge::Mergeable> = c.read.iter().map(|a| &a.mergeable).collect();
+    match analysis::compare_view(&c.profile, (&c.base, &base_parts), (&c.compared, &parts), nodecount) {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => api_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// The differential flame graph of a comparison: an SVG drawn here from the profiles'
+/// stacks (never a stored file), for an `<img>`, where no script of it runs; opened on its
+/// own it is still sandboxed and scriptless.
+async fn compare_flamegraph<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<CompareQuery>,
+) -> Response {
+    let c = match compared(&s, &namespace, &name, query, true).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let describe = |side: &analysis::Side| match &side.pod {
+        Some(pod) => format!("{} ({pod})", side.run),
+        None => side.run.clone(),
+    };
+    let title = format!("{} profile: {} against {}", c.profile, describe(&c.compared), describe(&c.base));
+    let count_name = c.read.first().map_or("", |a| a.mergeable.sample_type()).to_owned();
+    let drawn = tokio::task::spawn_blocking(move || {
+        let base: Vec<&analysis::Analysed> = c.base_read.iter().map(|a| a.as_ref()).collect();
+        let compared: Vec<&analysis::Analysed> = c.read.iter().map(|a| a.as_ref()).collect();
+        analysis::diff_flamegraph(&title, &count_name, &base, &compared)
+    })
+    .await;
+    match drawn {
+        Ok(Ok(svg)) => {
+            let mut response = Response::new(Body::from(svg));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, format!("drawing the flame graph: {e}")),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -1,139 +1,87 @@
-//! The capture browser in a real headless Chromium, over an in-memory backend holding a real
-//! CPU profile of the Go target: every view renders, names chosen by the app stay text, the
-//! download is the file, and speedscope draws the profile.
+//! The capture browser in a real headless Chromium, over an in-memory backend holding real
+//! CPU profiles of the Go target (and one whose function names are an app's attempts at
+//! markup): every view renders, names chosen by the app stay text, the download is the
+//! file, speedscope draws the profile, the top functions shown are `go tool pprof -top`'s,
+//! and the comparison of two runs shows the function a test made hotter as grown.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
-};
+mod common;
 
-use biometrics_agent_api::{CaptureFiles, FileEntry, PodFiles, RunFiles};
-use biometrics_crds::v1alpha1::ProfileCapture;
-use biometrics_test_support::{GoTarget, browser, free_port, http_request};
-use biometrics_ui::{Backend, BackendError, FileRef, HeldFiles, UiOptions};
+use std::net::SocketAddr;
+
+use biometrics_test_support::{GoTarget, browser, free_port, go_pprof_files, http_request, parse_pprof_top};
 use bytes::Bytes;
+use common::{HOSTILE, LOCALHOST, Volume, assert_inert, cpu_profile, hostile_profile, serve, sha256};
 use serde_json::json;
-use sha2::Digest;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Function names an app could choose, each an attempt to become markup.
-const HOSTILE: [&str; 2] =
-    ["<script>document.title='pwned'</script>", "\"><img src=x onerror=\"document.title='pwned'\">"];
-
-#[derive(Clone)]
-struct Memory {
-    captures: Vec<ProfileCapture>,
-    held: Vec<HeldFiles>,
-    files: Arc<HashMap<String, Bytes>>,
+/// Profiles of two runs: `r1` before the target's `main.burnHot` ran, `r2` while it ran.
+struct Profiles {
+    r1: Bytes,
+    r2: Bytes,
 }
 
-impl Backend for Memory {
-    async fn captures(&self) -> Result<Vec<ProfileCapture>, BackendError> {
-        Ok(self.captures.clone())
-    }
-
-    async fn capture(&self, namespace: &str, name: &str) -> Result<Option<ProfileCapture>, BackendError> {
-        Ok(self
-            .captures
-            .iter()
-            .find(|c| c.metadata.namespace.as_deref() == Some(namespace) && c.metadata.name.as_deref() == Some(name))
-            .cloned())
-    }
-
-    async fn files(&self, _: &ProfileCapture) -> Result<(Vec<HeldFiles>, Vec<String>), BackendError> {
-        Ok((self.held.clone(), vec![]))
-    }
-
-    async fn fetch(&self, holder: &str, file: &FileRef) -> Result<Bytes, BackendError> {
-        assert_eq!(holder, "web-0", "fetched from the agent that listed it");
-        self.files.get(&file.file).cloned().ok_or_else(|| BackendError::NotFound(file.file.clone()))
-    }
+fn profiles() -> Profiles {
+    let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
+    let r1 = cpu_profile(&target);
+    target.get("/hot?ms=1500");
+    let r2 = cpu_profile(&target);
+    Profiles { r1, r2 }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A capture `shop/checkout` whose last run `r2` holds a real CPU profile, with an older run
-/// `r1` known only from the volume.
-fn backend(profile: Bytes) -> Memory {
-    let sha = sha256(&profile);
+/// A capture `shop/checkout` whose last run `r2` the status records (its top functions
+/// include the hostile names), with an older run `r1` known only from the volume; in each,
+/// `web-0` holds a real CPU profile and `web-1` the hostile one (twice as heavy in `r2`).
+fn backend(p: &Profiles) -> Volume {
     let top: Vec<_> = ["main.burnCPU", HOSTILE[0], HOSTILE[1]]
         .iter()
         .enumerate()
         .map(|(i, f)| json!({"function": f, "flat": 100 - i, "flatPercent": 50.0, "cum": 100, "cumPercent": 50.0}))
         .collect();
-    let capture: ProfileCapture = serde_json::from_value(json!({
-        "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
-        "metadata": {"name": "checkout", "namespace": "shop"},
-        "spec": {"selector": {"matchLabels": {"app": "checkout"}}, "target": {"port": 6060}, "profiles": ["cpu"]},
-        "status": {
-            "phase": "Succeeded", "selectedPods": 1, "thresholdLevel": "Warning",
-            "lastRun": {"id": "r2", "trigger": "Manual", "startTime": "2026-11-29T10:00:00Z", "result": "Succeeded",
-                "pods": [{"pod": "web-0", "result": "Succeeded", "profiles": [{"type": "cpu", "path": "shop/checkout/r2/web-0/cpu.pb.gz", "top": top}]}]},
-            "history": [{"id": "r2", "trigger": "Manual", "startTime": "2026-11-29T10:00:00Z", "result": "Succeeded", "podsSucceeded": 1, "podsFailed": 0}],
-            "pods": [{"name": "web-0", "goroutines": 12, "levels": {"goroutines": "OK", "memoryPercent": "Warning"}, "memoryPercent": 75.5}]
-        }
-    }))
-    .expect("a ProfileCapture");
-    let entry = |modified: &str| FileEntry {
-        name: "cpu.pb.gz".into(),
-        bytes: profile.len() as u64,
-        sha256: sha.clone(),
-        modified: modified.into(),
-    };
-    let listing = CaptureFiles {
-        namespace: "shop".into(),
-        capture: "checkout".into(),
-        runs: ["r1", "r2"]
-            .iter()
-            .map(|run| RunFiles {
-                run: (*run).into(),
-                modified: format!("2026-11-29T0{}:00:00Z", if *run == "r1" { 9 } else { 10 }),
-                pods: vec![PodFiles { pod: "web-0".into(), files: vec![entry("2026-11-29T10:00:00Z")] }],
-            })
-            .collect(),
-        skipped: vec![],
-    };
-    Memory {
-        captures: vec![capture],
-        held: vec![HeldFiles { holder: "web-0".into(), listing }],
-        files: Arc::new(HashMap::from([("cpu.pb.gz".to_owned(), profile)])),
-    }
+    let status = json!({
+        "phase": "Succeeded", "selectedPods": 2, "thresholdLevel": "Warning",
+        "lastRun": {"id": "r2", "trigger": "Manual", "startTime": "2026-11-29T10:00:00Z", "result": "Succeeded",
+            "pods": [{"pod": "web-0", "result": "Succeeded", "profiles": [{"type": "cpu", "path": "shop/checkout/r2/web-0/cpu.pb.gz", "top": top}]}]},
+        "history": [{"id": "r2", "trigger": "Manual", "startTime": "2026-11-29T10:00:00Z", "result": "Succeeded", "podsSucceeded": 2, "podsFailed": 0}],
+        "pods": [{"name": "web-0", "goroutines": 12, "levels": {"goroutines": "OK", "memoryPercent": "Warning"}, "memoryPercent": 75.5}]
+    });
+    common::volume(
+        status,
+        &[
+            ("r1", vec![("web-0", p.r1.clone()), ("web-1", hostile_profile(1))]),
+            ("r2", vec![("web-0", p.r2.clone()), ("web-1", hostile_profile(2))]),
+        ],
+    )
 }
 
-fn serve(backend: Memory) -> (SocketAddr, tokio::runtime::Runtime) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let speedscope = biometrics_test_support::repo_root().join(".tools/speedscope");
-    assert!(speedscope.join("index.html").exists(), "make setup installs speedscope into .tools/speedscope");
-    let app = biometrics_ui::router(backend, UiOptions { speedscope_dir: Some(speedscope) });
-    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    (addr, runtime)
+/// The rows of the table with `id` in a serialised DOM: each row's cells' text.
+fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
+    let start = dom.find(&format!("<table id=\"{id}\"")).unwrap_or_else(|| panic!("no table {id}: {dom}"));
+    let table = &dom[start..start + dom[start..].find("</table>").unwrap()];
+    let body = &table[table.find("<tbody>").unwrap()..];
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|c| {
+                    let text = &c[c.find('>').unwrap() + 1..c.find("</td>").unwrap()];
+                    let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+                    text.trim().to_owned()
+                })
+                .collect()
+        })
+        .collect()
 }
 
-fn cpu_profile() -> Bytes {
-    let target = GoTarget::start(SocketAddr::new(LOCALHOST, free_port(LOCALHOST)));
-    let (status, body) = http_request(target.addr, "GET", "/debug/pprof/profile?seconds=1", &[], b"");
-    assert_eq!(status, 200);
-    Bytes::from(body)
-}
-
-/// The hostile names appear as text (escaped in the serialised DOM), never as elements,
-/// and no script of theirs ran.
-fn assert_inert(dom: &str) {
-    assert!(dom.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the name is shown as text");
-    assert!(dom.contains("\"&gt;&lt;img src=x onerror="), "the name is shown as text");
-    assert!(!dom.contains("<img src=\"x\""), "no element was made of a name");
-    assert!(!dom.contains("<title>pwned</title>"), "no script of the app's ran");
+/// Up to three looks at a page until it shows `wanted`: headless Chromium under load may
+/// take the DOM before the page's fetches answered.
+fn dom_showing(url: &str, wanted: &str) -> String {
+    (0..3).map(|_| browser::dump_dom(url)).find(|dom| dom.contains(wanted)).unwrap_or_else(|| browser::dump_dom(url))
 }
 
 #[test]
 fn every_view_renders_and_the_apps_names_stay_text() {
-    let profile = cpu_profile();
-    let (addr, _runtime) = serve(backend(profile.clone()));
+    let p = profiles();
+    let (addr, _runtime) = serve(backend(&p));
     let base = format!("http://{addr}");
 
     let dom = browser::dump_dom(&format!("{base}/"));
@@ -147,18 +95,24 @@ fn every_view_renders_and_the_apps_names_stay_text() {
     let r1 = dom.find(">r1<").expect("run r1, known only from the volume, listed");
     assert!(r2 < r1, "newest first");
 
-    let dom = browser::dump_dom(&format!("{base}/captures/shop/checkout/runs/r2"));
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout/runs/r2"), "id=\"merged-cpu\"");
     assert!(dom.contains("main.burnCPU"), "{dom}");
+    assert!(dom.contains("id=\"top-web-1-cpu\""), "each pod's top, computed from its file: {dom}");
     assert!(dom.contains("class=\"level-Warning\">Warning"), "the memory level is shown: {dom}");
     assert!(dom.contains("/api/v1/namespaces/shop/captures/checkout/runs/r2/files/web-0/cpu.pb.gz"), "{dom}");
     assert!(dom.contains("/speedscope/index.html#profileURL="), "{dom}");
+    assert_inert(&dom);
+
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout/compare"), "id=\"compare\"");
+    assert!(dom.contains("id=\"diff-flame\""), "{dom}");
     assert_inert(&dom);
 }
 
 #[test]
 fn the_download_is_the_file_and_never_a_page() {
-    let profile = cpu_profile();
-    let (addr, _runtime) = serve(backend(profile.clone()));
+    let p = profiles();
+    let profile = p.r2.clone();
+    let (addr, _runtime) = serve(backend(&p));
     let path = "/api/v1/namespaces/shop/captures/checkout/runs/r2/files/web-0/cpu.pb.gz";
     let (status, body) = http_request(addr, "GET", path, &[], b"");
     assert_eq!(status, 200);
@@ -187,8 +141,7 @@ fn raw_head(addr: SocketAddr, path: &str) -> String {
 
 #[test]
 fn speedscope_draws_the_profile() {
-    let profile = cpu_profile();
-    let (addr, _runtime) = serve(backend(profile));
+    let (addr, _runtime) = serve(backend(&profiles()));
     let download = "/api/v1/namespaces/shop/captures/checkout/runs/r2/files/web-0/cpu.pb.gz";
     let url = |view: &str| {
         format!("http://{addr}/speedscope/index.html#profileURL={}&view={view}", download.replace('/', "%2F"))
@@ -217,13 +170,13 @@ fn speedscope_draws_the_profile() {
 /// `BIOMETRICS_WRITE_SCREENSHOTS=1`, written to `docs/images/` for the user guide.
 #[test]
 fn screenshots_of_each_view() {
-    let profile = cpu_profile();
-    let (addr, _runtime) = serve(backend(profile));
+    let (addr, _runtime) = serve(backend(&profiles()));
     let download = "/api/v1/namespaces/shop/captures/checkout/runs/r2/files/web-0/cpu.pb.gz";
     let views = [
         ("browser-captures", "/".to_owned()),
         ("browser-runs", "/captures/shop/checkout".to_owned()),
         ("browser-run", "/captures/shop/checkout/runs/r2".to_owned()),
+        ("browser-compare", "/captures/shop/checkout/compare".to_owned()),
         ("browser-flamegraph", format!("/speedscope/index.html#profileURL={}", download.replace('/', "%2F"))),
     ];
     let dir = tempfile::tempdir().unwrap();
@@ -243,4 +196,59 @@ fn screenshots_of_each_view() {
             std::fs::copy(&shot, docs.join(format!("{name}.png"))).unwrap();
         }
     }
+}
+
+/// `value` as pprof prints a percentage, read back: within its rounding of `shown`.
+fn same_percent(shown: &str, pprof: f64) -> bool {
+    let shown: f64 = shown.trim_end_matches('%').parse().unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+    (shown - pprof).abs() <= 0.006 + pprof * 0.05
+}
+
+#[test]
+fn the_run_page_shows_pprof_s_top_and_the_compare_page_the_hotter_function_grown() {
+    let p = profiles();
+    let (addr, _runtime) = serve(backend(&p));
+    let base = format!("http://{addr}");
+    let dir = tempfile::tempdir().unwrap();
+    let (r1, r2) = (dir.path().join("r1.pb.gz"), dir.path().join("r2.pb.gz"));
+    std::fs::write(&r1, &p.r1).unwrap();
+    std::fs::write(&r2, &p.r2).unwrap();
+
+    // The pod's table is computed from its file: every line as go tool pprof -top prints it.
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout/runs/r2"), "id=\"merged-cpu\"");
+    let shown = table_rows(&dom, "top-web-0-cpu");
+    let (total, pprof) = parse_pprof_top(&go_pprof_files(&["-top", "-unit=ns"], &[&r2]), "ns");
+    assert_eq!(shown.len(), pprof.len(), "{shown:?}");
+    let mut running = 0i64;
+    for (row, want) in shown.iter().zip(&pprof) {
+        // flat, flat%, sum%, cum, cum%, function
+        running += want.flat;
+        let cells = (row[0].as_str(), row[3].as_str(), row[5].as_str());
+        assert_eq!(cells, (want.flat.to_string().as_str(), want.cum.to_string().as_str(), want.function.as_str()));
+        assert!(same_percent(&row[1], want.flat_percent), "{row:?} vs {want:?}");
+        assert!(same_percent(&row[2], running as f64 * 100.0 / total as f64), "{row:?}");
+        assert!(same_percent(&row[4], want.cum_percent), "{row:?} vs {want:?}");
+    }
+
+    // The last two runs compared (merged over their pods): the hot function grew, and the
+    // differential flame graph drawn from the profiles names it.
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout"), "compare-last-two");
+    assert!(dom.contains("href=\"/captures/shop/checkout/compare?base=r1&amp;run=r2\""), "{dom}");
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout/compare?base=r1&run=r2"), "id=\"compare\"");
+    let rows = table_rows(&dom, "compare");
+    let hot = rows.iter().find(|r| r.last().is_some_and(|f| f == "main.burnHot")).expect("main.burnHot compared");
+    assert!(hot[2].starts_with('+'), "its cum grew: {hot:?}");
+    assert!(dom.contains("class=\"fn grew\" data-trend=\"grew\">main.burnHot<"), "shown as grown: {dom}");
+    let (status, svg) = http_request(
+        addr,
+        "GET",
+        "/api/v1/namespaces/shop/captures/checkout/compare/flamegraph.svg?base=r1&run=r2",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let svg = String::from_utf8_lossy(&svg);
+    assert!(svg.contains("main.burnHot"), "the flame graph draws it");
+    assert!(svg.contains("&lt;script&gt;"), "names are escaped in the SVG too");
+    assert!(!svg.contains("<script>document"), "no name became markup");
 }

@@ -5,6 +5,8 @@
 //!   whole process, best of several runs;
 //! - the agent's idle RSS after start-up, and its RSS above idle while it refuses a gzip
 //!   bomb (2 GiB of zeros served as `heap`), one alone and four at once;
+//! - the capture browser comparing two runs of the large profile against `go tool pprof
+//!   -top -base` on the same files, and its run page for a 100-pod run;
 //! - the time from `POST /v1/captures` to its 202, and the time to parse one runtime
 //!   sample, beside the origin document's "Profile Start 20 µs" and "Metrics Collection
 //!   10 µs".
@@ -28,6 +30,7 @@ use biometrics_test_support::{
 };
 use prost::Message;
 
+mod browser_bench;
 mod cluster_bench;
 mod idle_bench;
 mod operator_bench;
@@ -56,7 +59,7 @@ pub(crate) fn bin_dir() -> PathBuf {
 }
 
 /// Wall time and peak RSS of one process run to completion (peak RSS from GNU time).
-fn measure(cmd: &Command) -> (Duration, u64) {
+pub(crate) fn measure(cmd: &Command) -> (Duration, u64) {
     let report = tempfile::NamedTempFile::new().expect("temp file");
     let mut timed = Command::new("/usr/bin/time");
     timed.args(["-f", "%M", "-o"]).arg(report.path()).arg(cmd.get_program()).args(cmd.get_args());
@@ -76,7 +79,7 @@ fn measure(cmd: &Command) -> (Duration, u64) {
 }
 
 /// Best of `runs`: least time and least peak memory.
-fn best(runs: usize, mut make: impl FnMut() -> Command) -> (Duration, u64) {
+pub(crate) fn best(runs: usize, mut make: impl FnMut() -> Command) -> (Duration, u64) {
     (0..runs).map(|_| measure(&make())).fold((Duration::MAX, u64::MAX), |(t, m), (t2, m2)| (t.min(t2), m.min(m2)))
 }
 
@@ -84,7 +87,7 @@ pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn pprof_tool() -> PathBuf {
+pub(crate) fn pprof_tool() -> PathBuf {
     let out = Command::new("go").args(["env", "GOTOOLDIR"]).output().expect("go env");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("pprof")
 }
@@ -92,6 +95,11 @@ fn pprof_tool() -> PathBuf {
 /// A large synthetic CPU profile: `functions` functions, one location each, and `samples`
 /// samples with stacks of 20–40 frames, gzip-compressed.
 fn large_profile(path: &Path, functions: u64, samples: u64) {
+    std::fs::write(path, generated_profile(functions, samples, 0x9E37_79B9_7F4A_7C15)).expect("write large profile");
+}
+
+/// The generated profile's gzipped bytes; `seed` picks its samples.
+pub(crate) fn generated_profile(functions: u64, samples: u64, seed: u64) -> Vec<u8> {
     let mut strings = vec![String::new(), "samples".into(), "count".into(), "cpu".into(), "nanoseconds".into()];
     let mut function = Vec::new();
     let mut location = Vec::new();
@@ -106,7 +114,7 @@ fn large_profile(path: &Path, functions: u64, samples: u64) {
         });
     }
     // A deterministic xorshift: the same file every run.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut state: u64 = seed | 1;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -134,7 +142,7 @@ fn large_profile(path: &Path, functions: u64, samples: u64) {
     };
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &profile.encode_to_vec()).expect("gzip");
-    std::fs::write(path, gz.finish().expect("gzip")).expect("write large profile");
+    gz.finish().expect("gzip")
 }
 
 fn compare_top(label: &str, file: &Path, agent_bin: &Path, runs: usize) {
@@ -171,17 +179,21 @@ fn main() {
     if scale.quick {
         println!("== --quick: every benchmark at small sizes, checked; figures not comparable");
     }
-    // `biometrics-bench agent`, `… redis`, `… operator` and `… cluster` run one part alone.
+    // `biometrics-bench agent`, `… redis`, `… operator`, `… browser`, `… browser-page` (the
+    // run page alone) and `… cluster` run one part alone.
     match args.iter().find(|a| !a.starts_with("--")).map(String::as_str) {
         Some("agent") => return agent_parts(&release, work.path(), scale),
         Some("redis") => return redis_bench::run(&release, &work.path().join("redis"), scale),
         Some("operator") => return operator_bench::run(work.path(), scale),
+        Some("browser") => return browser_bench::run(work.path(), scale),
+        Some("browser-page") => return browser_bench::run_page(scale),
         Some("cluster") => return cluster_bench::run(work.path(), scale),
         _ => {}
     }
     agent_parts(&release, work.path(), scale);
     redis_bench::run(&release, &work.path().join("redis"), scale);
     operator_bench::run(work.path(), scale);
+    browser_bench::run(work.path(), scale);
     cluster_bench::run(work.path(), scale);
 }
 

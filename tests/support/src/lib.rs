@@ -190,6 +190,20 @@ pub fn go_pprof(args: &[&str], file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `go tool pprof <args> <files…>`, its stdout: several files are merged, as pprof merges
+/// them (and `-base B` subtracts B).
+pub fn go_pprof_files(args: &[&str], files: &[&Path]) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .args(files)
+        .env("GOCACHE", repo_root().join("target/go/cache"))
+        .output()
+        .expect("go tool pprof runs");
+    assert!(out.status.success(), "go tool pprof {args:?} {files:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One row of `go tool pprof -top`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PprofRow {

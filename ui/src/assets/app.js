@@ -3,6 +3,9 @@
 'use strict';
 
 const api = '/api/v1';
+// Lines a top table and a comparison show at most (go tool pprof's -nodecount).
+const TOP_ROWS = 200;
+const COMPARE_ROWS = 500;
 
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
@@ -149,6 +152,11 @@ async function captureView(ns, name) {
   }));
   const columns = ['Run', 'Trigger', 'Started', 'Result', 'Pods with files'].map((title) => ({ title, num: title === 'Pods with files' }));
   nodes.push(el('h2', { text: 'Runs' }), table('runs', columns, rows));
+  if (detail.runs.length >= 2) {
+    const [newer, older] = detail.runs;
+    const href = `${capturePath(ns, name)}/compare?base=${seg(older.id)}&run=${seg(newer.id)}`;
+    nodes.push(el('p', {}, el('a', { href, id: 'compare-last-two', text: `Compare ${older.id} → ${newer.id}` })));
+  }
   show(...nodes);
 }
 
@@ -175,11 +183,13 @@ function runtimeTable(pod) {
 }
 
 function topTable(id, top) {
+  let sum = 0;
   const rows = top.map((t) => ({
-    sort: [t.flat, t.flatPercent, t.cum, t.cumPercent, t.function],
+    sort: [t.flat, t.flatPercent, (sum += t.flatPercent), t.cum, t.cumPercent, t.function],
     cells: [
       cell(String(t.flat), { class: 'num' }),
       cell(`${t.flatPercent.toFixed(2)}%`, { class: 'num' }),
+      cell(`${sum.toFixed(2)}%`, { class: 'num' }),
       cell(String(t.cum), { class: 'num' }),
       cell(`${t.cumPercent.toFixed(2)}%`, { class: 'num' }),
       cell(t.function, { class: 'fn' }),
@@ -188,11 +198,25 @@ function topTable(id, top) {
   const columns = [
     { title: 'flat', num: true },
     { title: 'flat%', num: true },
+    { title: 'sum%', num: true },
     { title: 'cum', num: true },
     { title: 'cum%', num: true },
     { title: 'function' },
   ];
   return table(id, columns, rows);
+}
+
+// The top functions computed from the profile file(s), in place of `holder`'s content
+// once they arrive; the status's (at most five) stay shown if they cannot be computed.
+async function computedTop(holder, id, url) {
+  try {
+    const view = await getJSON(url);
+    const shown = view.functions.length === TOP_ROWS ? `; the first ${TOP_ROWS} lines` : '';
+    const note = el('p', { class: 'muted', text: `Computed from ${view.pods.length} file(s) (${view.pods.join(', ')}): ${view.sampleType}, total ${view.total}${view.durationSeconds ? ` over ${view.durationSeconds.toFixed(2)} s` : ''}${shown}` });
+    holder.replaceChildren(note, topTable(id, view.functions));
+  } catch (error) {
+    holder.append(el('p', { class: 'error', text: `Top functions: ${error.message}` }));
+  }
 }
 
 async function runView(ns, name, run) {
@@ -203,6 +227,20 @@ async function runView(ns, name, run) {
   const r = detail.run;
   nodes.push(el('p', { class: 'muted', text: `Trigger: ${r.trigger || '—'} · started ${r.startTime || '—'} · result ${r.result || '—'}` }));
   nodes.push(...warnings(detail.warnings));
+  const apiRun = `${api}/namespaces/${seg(ns)}/captures/${seg(name)}/runs/${seg(run)}`;
+  const pending = [];
+  const types = [...new Set(detail.pods.flatMap((p) => p.files.map((f) => f.profileType)))].filter((t) => t !== 'trace').sort();
+  if (types.length) {
+    const merged = el('section', { class: 'merged', id: 'merged' });
+    merged.append(el('h2', { text: `All ${detail.pods.length} pod(s) merged` }));
+    merged.append(el('p', {}, el('a', { href: `${capturePath(ns, name)}/compare?run=${seg(run)}`, id: 'compare-run', text: 'Compare with the run before' })));
+    for (const type of types) {
+      const holder = el('div', { class: 'profile', 'data-profile': type });
+      merged.append(el('h3', { text: type }), holder);
+      pending.push(computedTop(holder, `merged-${type}`, `${apiRun}/top?profile=${seg(type)}&nodecount=${TOP_ROWS}`));
+    }
+    nodes.push(merged);
+  }
   for (const pod of detail.pods) {
     const section = el('section', { class: 'pod', 'data-pod': pod.pod });
     section.append(el('h2', { text: `Pod ${pod.pod}` }));
@@ -212,8 +250,11 @@ async function runView(ns, name, run) {
       const block = el('div', { class: 'profile', 'data-profile': file.profileType });
       block.append(el('h3', { text: `${file.profileType} (${file.bytes} bytes)` }));
       block.append(el('p', {}, el('a', { href: file.download, download: '', text: `Download ${file.file}` }), ` sha256 ${file.sha256}`));
-      if (file.top && file.top.length) block.append(topTable(`top-${pod.pod}-${file.profileType}`, file.top));
+      const holder = el('div', { class: 'top' });
+      if (file.top && file.top.length) holder.append(topTable(`top-${pod.pod}-${file.profileType}`, file.top));
+      block.append(holder);
       if (file.profileType !== 'trace') {
+        pending.push(computedTop(holder, `top-${pod.pod}-${file.profileType}`, `${apiRun}/top?profile=${seg(file.profileType)}&pod=${seg(pod.pod)}&nodecount=${TOP_ROWS}`));
         const profileURL = encodeURIComponent(file.download);
         const title = encodeURIComponent(`${file.profileType} ${pod.pod} ${run}`);
         block.append(el('iframe', { class: 'flame', title: `flame graph ${file.profileType} ${pod.pod}`, src: `/speedscope/index.html#profileURL=${profileURL}&title=${title}` }));
@@ -223,6 +264,93 @@ async function runView(ns, name, run) {
     nodes.push(section);
   }
   show(...nodes);
+  await Promise.all(pending);
+}
+
+function option(value, text, selected) {
+  const node = el('option', { value, text });
+  if (selected) node.selected = true;
+  return node;
+}
+
+// A labelled picker whose change reloads the comparison with that parameter.
+function picker(label, id, choices, selected, onChange) {
+  const select = el('select', { id }, ...choices.map(([value, text]) => option(value, text, value === selected)));
+  select.addEventListener('change', () => onChange(select.value));
+  return el('label', {}, label, select);
+}
+
+function signed(value) {
+  return value > 0 ? `+${value}` : String(value);
+}
+
+async function compareView(ns, name, params) {
+  document.title = `${name} compare — Biometrics`;
+  crumbs([`${ns}/${name}`, capturePath(ns, name)], ['compare', null]);
+  const detail = await getJSON(`${api}/namespaces/${seg(ns)}/captures/${seg(name)}`);
+  const query = new URLSearchParams();
+  for (const key of ['profile', 'base', 'run', 'pod', 'basePod']) {
+    if (params.get(key)) query.set(key, params.get(key));
+  }
+  const asked = new URLSearchParams(query);
+  asked.set('nodecount', String(COMPARE_ROWS));
+  const view = await getJSON(`${api}/namespaces/${seg(ns)}/captures/${seg(name)}/compare?${asked}`);
+  const go = (key, value) => {
+    const next = new URLSearchParams(query);
+    next.set('base', view.base);
+    next.set('run', view.run);
+    if (value) next.set(key, value);
+    else next.delete(key);
+    location.assign(`${capturePath(ns, name)}/compare?${next}`);
+  };
+  const runs = detail.runs.filter((r) => r.podsWithFiles.length > 0).map((r) => [r.id, `${r.id} (${r.startTime || '—'})`]);
+  const pods = [...new Set(detail.runs.flatMap((r) => r.podsWithFiles))].sort().map((p) => [p, p]);
+  const profiles = detail.capture.profiles.filter((p) => p !== 'trace').map((p) => [p, p]);
+  const nodes = [el('h1', { text: `${ns}/${name} — ${view.run}${view.pod ? ` (${view.pod})` : ''} against ${view.base}${view.basePod ? ` (${view.basePod})` : ''}` })];
+  nodes.push(
+    el(
+      'div',
+      { class: 'pickers' },
+      picker('Profile', 'pick-profile', profiles, view.profile, (v) => go('profile', v)),
+      picker('Base run', 'pick-base', runs, view.base, (v) => go('base', v)),
+      picker('Base pod', 'pick-base-pod', [['', 'all pods merged'], ...pods], view.basePod || '', (v) => go('basePod', v)),
+      picker('Run', 'pick-run', runs, view.run, (v) => go('run', v)),
+      picker('Pod', 'pick-pod', [['', 'all pods merged'], ...pods], view.pod || '', (v) => go('pod', v)),
+    ),
+  );
+  const seconds = (s) => (s ? ` over ${s.toFixed(2)} s` : '');
+  nodes.push(el('p', { class: 'muted', text: `${view.sampleType}: base total ${view.baseTotal}${seconds(view.baseSeconds)}, run total ${view.total}${seconds(view.seconds)}; change total ${view.diffTotal} (as go tool pprof -top -base counts it)` }));
+  const rows = view.rows.map((r) => {
+    const trend = r.flatDelta > 0 || (r.flatDelta === 0 && r.cumDelta > 0) ? 'grew' : r.flatDelta < 0 || r.cumDelta < 0 ? 'shrank' : '';
+    const perSecond = r.flatDeltaPerSecond === null || r.flatDeltaPerSecond === undefined ? '—' : signed(Math.round(r.flatDeltaPerSecond));
+    return {
+      sort: [r.flatDelta, r.flatDeltaPercent, r.cumDelta, r.cumDeltaPercent, r.flatDeltaPerSecond || 0, r.baseFlat, r.flat, r.baseCum, r.cum, r.function],
+      cells: [
+        cell(signed(r.flatDelta), { class: `num ${trend}` }),
+        cell(`${r.flatDeltaPercent.toFixed(2)}%`, { class: 'num' }),
+        cell(signed(r.cumDelta), { class: `num ${trend}` }),
+        cell(`${r.cumDeltaPercent.toFixed(2)}%`, { class: 'num' }),
+        cell(perSecond, { class: 'num' }),
+        cell(String(r.baseFlat), { class: 'num' }),
+        cell(String(r.flat), { class: 'num' }),
+        cell(String(r.baseCum), { class: 'num' }),
+        cell(String(r.cum), { class: 'num' }),
+        cell(r.function, { class: `fn ${trend}`, 'data-trend': trend }),
+      ],
+    };
+  });
+  const columns = ['Δflat', 'Δflat%', 'Δcum', 'Δcum%', 'Δflat/s', 'base flat', 'flat', 'base cum', 'cum'].map((title) => ({ title, num: true }));
+  columns.push({ title: 'function' });
+  nodes.push(el('h2', { text: view.rows.length === COMPARE_ROWS ? `Functions (the first ${COMPARE_ROWS} changes)` : 'Functions' }), table('compare', columns, rows));
+  const svgQuery = new URLSearchParams(query);
+  svgQuery.set('base', view.base);
+  svgQuery.set('run', view.run);
+  nodes.push(
+    el('h2', { text: 'Differential flame graph' }),
+    el('p', { class: 'muted', text: 'Red: grew; blue: shrank. Widths are the compared side.' }),
+    el('img', { class: 'flame', id: 'diff-flame', alt: 'differential flame graph', src: `${api}/namespaces/${seg(ns)}/captures/${seg(name)}/compare/flamegraph.svg?${svgQuery}` }),
+  );
+  show(...nodes);
 }
 
 async function route() {
@@ -231,6 +359,7 @@ async function route() {
     if (parts.length === 0) return await capturesView();
     if (parts[0] === 'captures' && parts.length === 3) return await captureView(parts[1], parts[2]);
     if (parts[0] === 'captures' && parts.length === 5 && parts[3] === 'runs') return await runView(parts[1], parts[2], parts[4]);
+    if (parts[0] === 'captures' && parts.length === 4 && parts[3] === 'compare') return await compareView(parts[1], parts[2], new URLSearchParams(location.search));
     show(el('h1', { text: 'Not found' }), el('p', { text: 'No such page.' }));
   } catch (error) {
     show(el('h1', { text: 'Error' }), el('p', { class: 'error', id: 'error', text: error.message }));

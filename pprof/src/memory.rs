@@ -1,7 +1,7 @@
 //! What one analysis may allocate: every table, buffer and tree it keeps is paid for here
 //! before it grows, so a profile that would need more than its allowance fails with a
 //! reason instead of taking the memory. The agent grants allowances from its process-wide
-//! budget (`crate::budget`); `biometrics-agent top` runs with an unlimited one.
+//! budget; a command run by hand on a file of one's own runs with an unlimited one.
 
 use super::ProfileError;
 

@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{ProfileError, Summary, proto};
-use crate::api::TopEntry;
+use super::{ProfileError, Summary, TopEntry, proto};
 
 use super::NODE_FRACTION;
 
@@ -119,9 +118,12 @@ pub fn summarise(p: &proto::Profile, n: usize) -> Result<Summary, ProfileError> 
             }
         }
     }
-    let cutoff = (total as f64 * NODE_FRACTION).abs();
+    // pprof's node cutoff: a fraction of the nodes' flat sum, truncated; kept at or above.
+    let flat_sum: i64 = flat.iter().sum();
+    let cutoff = ((flat_sum as f64 * NODE_FRACTION) as i64).abs();
     let percent = |v: i64| if total == 0 { 0.0 } else { v as f64 * 100.0 / total as f64 };
-    let mut order: Vec<usize> = (0..count).filter(|k| cum[*k] != 0 && cum[*k].abs() as f64 > cutoff).collect();
+    let mut order: Vec<usize> =
+        (0..count).filter(|k| (flat[*k] != 0 || cum[*k] != 0) && (cutoff == 0 || cum[*k].abs() >= cutoff)).collect();
     order.sort_by(|a, b| {
         flat[*b]
             .abs()

@@ -15,14 +15,39 @@ use super::{
     wire::{Fields, MAX_MESSAGE_BYTES, Stream, WireError, WireType},
 };
 
-/// A location as read: its id, its address (named when it has no lines), and the range of
-/// its lines' function ids in `Tables::line_functions`.
+/// A location as read: its id, its address (named when it has no lines), its mapping's id,
+/// and the range of its lines' function ids in `Tables::line_functions` (and of their line
+/// and column numbers in `Tables::line_numbers`).
 #[derive(Debug, Clone, Copy)]
 struct RawLocation {
     id: u64,
     address: u64,
+    mapping: u64,
     start: u32,
     end: u32,
+}
+
+/// A function as read: its id and the string indices of what identifies it when profiles
+/// are merged (pprof's function key), with its start line.
+#[derive(Debug, Clone, Copy)]
+struct RawFunction {
+    id: u64,
+    name: i64,
+    system_name: i64,
+    filename: i64,
+    start_line: i64,
+}
+
+/// A mapping as read: what pprof's merge identifies it by, and its start (addresses are
+/// compared relative to it, as address-space randomisation moves it).
+#[derive(Debug, Clone, Copy)]
+struct RawMapping {
+    id: u64,
+    start: u64,
+    limit: u64,
+    offset: u64,
+    filename: i64,
+    build_id: i64,
 }
 
 /// What the first pass keeps.
@@ -34,13 +59,17 @@ pub struct Tables {
     pub default_sample_type: i64,
     /// Number of samples.
     pub samples: u64,
+    /// How long the profile sampled.
+    pub duration_nanos: i64,
     text: Vec<u8>,
     /// String `i` is `text[ends[i - 1]..ends[i]]` (from 0 for the first).
     string_ends: Vec<usize>,
-    /// (id, name string index).
-    functions: Vec<(u64, i64)>,
+    functions: Vec<RawFunction>,
+    mappings: Vec<RawMapping>,
     locations: Vec<RawLocation>,
     line_functions: Vec<u64>,
+    /// Each line's line and column numbers, mixed into one word.
+    line_numbers: Vec<u64>,
 }
 
 /// Reads a length-delimited field's body into `buf` (reused across messages), refusing
@@ -101,15 +130,40 @@ impl Tables {
                     field.expect("function", WireType::Len)?;
                     read_message(stream, &mut buf, "function", field.at, memory)?;
                     let mut f = Fields::new(&buf, "function", field.at);
-                    let (mut id, mut name) = (0u64, 0i64);
+                    let mut function = RawFunction { id: 0, name: 0, system_name: 0, filename: 0, start_line: 0 };
                     while let Some((n, v)) = f.next_field()? {
                         match n {
-                            1 => id = f.expect_varint(v)?,
-                            2 => name = f.expect_varint(v)? as i64,
+                            1 => function.id = f.expect_varint(v)?,
+                            2 => function.name = f.expect_varint(v)? as i64,
+                            3 => function.system_name = f.expect_varint(v)? as i64,
+                            4 => function.filename = f.expect_varint(v)? as i64,
+                            5 => function.start_line = f.expect_varint(v)? as i64,
                             _ => {}
                         }
                     }
-                    memory.push(&mut t.functions, (id, name))?;
+                    memory.push(&mut t.functions, function)?;
+                }
+                3 => {
+                    field.expect("mapping", WireType::Len)?;
+                    read_message(stream, &mut buf, "mapping", field.at, memory)?;
+                    let mut f = Fields::new(&buf, "mapping", field.at);
+                    let mut mapping = RawMapping { id: 0, start: 0, limit: 0, offset: 0, filename: 0, build_id: 0 };
+                    while let Some((n, v)) = f.next_field()? {
+                        match n {
+                            1 => mapping.id = f.expect_varint(v)?,
+                            2 => mapping.start = f.expect_varint(v)?,
+                            3 => mapping.limit = f.expect_varint(v)?,
+                            4 => mapping.offset = f.expect_varint(v)?,
+                            5 => mapping.filename = f.expect_varint(v)? as i64,
+                            6 => mapping.build_id = f.expect_varint(v)? as i64,
+                            _ => {}
+                        }
+                    }
+                    memory.push(&mut t.mappings, mapping)?;
+                }
+                10 => {
+                    field.expect("duration_nanos", WireType::Varint)?;
+                    t.duration_nanos = stream.read_varint()? as i64;
                 }
                 6 => {
                     field.expect("string_table", WireType::Len)?;
@@ -129,26 +183,31 @@ impl Tables {
     fn location(&mut self, buf: &[u8], at: u64, memory: &mut Allowance) -> Result<(), ProfileError> {
         let start = to_u32(self.line_functions.len(), "location lines")?;
         let mut f = Fields::new(buf, "location", at);
-        let (mut id, mut address) = (0u64, 0u64);
+        let (mut id, mut address, mut mapping) = (0u64, 0u64, 0u64);
         while let Some((n, v)) = f.next_field()? {
             match n {
                 1 => id = f.expect_varint(v)?,
+                2 => mapping = f.expect_varint(v)?,
                 3 => address = f.expect_varint(v)?,
                 4 => {
                     let mut line = Fields::new(f.expect_bytes(v)?, "location line", at);
-                    let mut function_id = 0u64;
+                    let (mut function_id, mut number, mut column) = (0u64, 0u64, 0u64);
                     while let Some((n, v)) = line.next_field()? {
-                        if n == 1 {
-                            function_id = line.expect_varint(v)?;
+                        match n {
+                            1 => function_id = line.expect_varint(v)?,
+                            2 => number = line.expect_varint(v)?,
+                            3 => column = line.expect_varint(v)?,
+                            _ => {}
                         }
                     }
                     memory.push(&mut self.line_functions, function_id)?;
+                    memory.push(&mut self.line_numbers, mix(number, column))?;
                 }
                 _ => {}
             }
         }
         let end = to_u32(self.line_functions.len(), "location lines")?;
-        memory.push(&mut self.locations, RawLocation { id, address, start, end })
+        memory.push(&mut self.locations, RawLocation { id, address, mapping, start, end })
     }
 
     fn string(
@@ -172,17 +231,21 @@ impl Tables {
         memory.push(&mut self.string_ends, end)
     }
 
-    /// Resolves names and frames into the index the second pass aggregates with.
-    pub fn resolve(self, memory: &mut Allowance) -> Result<FrameIndex, ProfileError> {
+    /// Resolves names and frames into the index the second pass aggregates with, and each
+    /// location's identity across profiles when `identify` (for merging; 0 otherwise).
+    pub fn resolve(self, identify: bool, memory: &mut Allowance) -> Result<FrameIndex, ProfileError> {
         let Tables {
             sample_types,
             default_sample_type,
             samples,
+            duration_nanos,
             text,
             string_ends,
             mut functions,
+            mut mappings,
             mut locations,
             line_functions,
+            line_numbers,
         } = self;
         // Each entry was checked as UTF-8 when read, so the whole is too; this only moves it.
         let text = String::from_utf8(text).map_err(|_| ProfileError::Decode(WireError::Utf8 { index: 0, at: 0 }))?;
@@ -190,17 +253,22 @@ impl Tables {
             sample_types,
             default_sample_type,
             samples,
+            duration_nanos,
             text,
             string_ends,
             extra: String::new(),
             names: Vec::new(),
             frames: Vec::new(),
             lookup: Lookup::Dense(Vec::new()),
+            identities: Vec::new(),
         };
         // Later entries with the same id win, as when the tables were maps.
         functions.reverse();
-        functions.sort_by_key(|f| f.0);
-        functions.dedup_by_key(|f| f.0);
+        functions.sort_by_key(|f| f.id);
+        functions.dedup_by_key(|f| f.id);
+        mappings.reverse();
+        mappings.sort_by_key(|m| m.id);
+        mappings.dedup_by_key(|m| m.id);
         locations.reverse();
         locations.sort_by_key(|l| l.id);
         locations.dedup_by_key(|l| l.id);
@@ -209,7 +277,7 @@ impl Tables {
         // as pprof shows it), and "?" for lines naming a function that is not there.
         memory.reserve(&mut index.names, functions.len() + 1)?;
         for f in &functions {
-            let span = index.string_span(f.1);
+            let span = index.string_span(f.name);
             index.names.push(span);
         }
         let unknown = index.add_extra("?", memory)?;
@@ -249,7 +317,7 @@ impl Tables {
                 index.frames.push(key_of[name as usize]);
             } else {
                 for function_id in &line_functions[loc.start as usize..loc.end as usize] {
-                    let candidate = match functions.binary_search_by_key(function_id, |f| f.0) {
+                    let candidate = match functions.binary_search_by_key(function_id, |f| f.id) {
                         Ok(i) => i as u32,
                         Err(_) => unknown,
                     };
@@ -258,8 +326,43 @@ impl Tables {
             }
             ranges.push((start, to_u32(index.frames.len(), "frames")?));
         }
+
+        // Each location's identity across profiles, as pprof's merge keys it: its mapping,
+        // its address relative to the mapping, and each line's function and numbers.
+        if identify {
+            memory.reserve(&mut index.identities, locations.len())?;
+        }
+        for loc in locations.iter().filter(|_| identify) {
+            let mut h = Identity::new();
+            if let Ok(i) = mappings.binary_search_by_key(&loc.mapping, |m| m.id) {
+                let m = &mappings[i];
+                let file = if index.string(m.build_id).is_empty() { m.filename } else { m.build_id };
+                h.word(m.limit.wrapping_sub(m.start)).word(m.offset).text(index.string(file));
+                h.word(loc.address.wrapping_sub(m.start));
+            } else {
+                h.word(u64::MAX).word(loc.address);
+            }
+            for at in loc.start as usize..loc.end as usize {
+                match functions.binary_search_by_key(&line_functions[at], |f| f.id) {
+                    Ok(i) => {
+                        let f = &functions[i];
+                        h.text(index.string(f.name))
+                            .text(index.string(f.system_name))
+                            .text(index.string(f.filename))
+                            .word(f.start_line as u64);
+                    }
+                    Err(_) => {
+                        h.word(u64::MAX);
+                    }
+                }
+                h.word(line_numbers[at]);
+            }
+            index.identities.push(h.finish());
+        }
         memory.free(line_functions);
+        memory.free(line_numbers);
         memory.free(functions);
+        memory.free(mappings);
         memory.free(address_names);
         memory.free(key_of);
         let candidate_names = std::mem::replace(&mut index.names, names);
@@ -279,6 +382,16 @@ impl Tables {
             }
             memory.free(ranges);
             index.lookup = Lookup::Dense(dense);
+            if identify {
+                let mut by_id: Vec<u64> = Vec::new();
+                memory.reserve(&mut by_id, max_id as usize + 1)?;
+                by_id.resize(max_id as usize + 1, 0);
+                for (loc, identity) in locations.iter().zip(&index.identities) {
+                    by_id[loc.id as usize] = *identity;
+                }
+                let in_order = std::mem::replace(&mut index.identities, by_id);
+                memory.free(in_order);
+            }
         } else {
             let mut ids = Vec::new();
             memory.reserve(&mut ids, locations.len())?;
@@ -326,6 +439,56 @@ pub struct FrameIndex {
     names: Vec<Span>,
     frames: Vec<u32>,
     lookup: Lookup,
+    /// Each location's identity across profiles, in the order of the sorted ids.
+    identities: Vec<u64>,
+    /// How long the profile sampled.
+    pub duration_nanos: i64,
+}
+
+/// A line and column number as one word.
+fn mix(line: u64, column: u64) -> u64 {
+    line ^ column.rotate_left(32)
+}
+
+/// A 64-bit FNV-1a hash over words and length-prefixed text: what two profiles agree a
+/// location is, compared without holding either's names.
+pub struct Identity(u64);
+
+impl Identity {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// The empty identity.
+    pub fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Adds a word.
+    pub fn word(&mut self, w: u64) -> &mut Self {
+        for b in w.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// Adds a text, its length first so that concatenations differ.
+    pub fn text(&mut self, t: &str) -> &mut Self {
+        self.word(t.len() as u64);
+        for b in t.bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// The hash.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FrameIndex {
@@ -381,6 +544,23 @@ impl FrameIndex {
             },
         };
         self.frames.get(range.0 as usize..range.1 as usize).unwrap_or(&[])
+    }
+
+    /// A location's identity across profiles (0 for an unknown location).
+    #[inline]
+    pub fn identity(&self, location: u64) -> u64 {
+        match &self.lookup {
+            Lookup::Dense(_) => usize::try_from(location).ok().and_then(|i| self.identities.get(i)).copied(),
+            Lookup::Sorted { ids, .. } => {
+                ids.binary_search(&location).ok().and_then(|i| self.identities.get(i).copied())
+            }
+        }
+        .unwrap_or(0)
+    }
+
+    /// `type/unit` of every sample type.
+    pub fn sample_type_names(&self) -> Vec<String> {
+        self.sample_types.iter().map(|(kind, unit)| format!("{}/{}", self.string(*kind), self.string(*unit))).collect()
     }
 
     /// The sample index pprof shows by default: `default_sample_type`, else the last.

@@ -10,6 +10,7 @@
 
 pub mod flamegraph;
 pub mod memory;
+pub mod merge;
 pub mod proto;
 #[cfg(test)]
 mod reference;
@@ -18,7 +19,6 @@ pub mod wire;
 
 use std::io::{BufRead, Read, Seek};
 
-use crate::api::TopEntry;
 use memory::Allowance;
 use tables::{SampleView, Tables, read_message};
 use wire::{Stream, WireError, WireType};
@@ -58,6 +58,21 @@ pub enum ProfileError {
 /// few hundred, and the bound keeps a hostile sample from costing unbounded time.
 pub const MAX_SAMPLE_FRAMES: usize = 1 << 16;
 
+/// One function's line of `go tool pprof -top`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopEntry {
+    /// The function's name.
+    pub function: String,
+    /// Its own value.
+    pub flat: i64,
+    /// `flat` as a percentage of the total.
+    pub flat_percent: f64,
+    /// Its value with its callees'.
+    pub cum: i64,
+    /// `cum` as a percentage of the total.
+    pub cum_percent: f64,
+}
+
 /// What `go tool pprof -top` reports about a profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -72,7 +87,8 @@ pub struct Summary {
     pub functions: Vec<TopEntry>,
 }
 
-/// The fraction of the total under which pprof drops a node from its report.
+/// pprof's node fraction: nodes whose cum is under this fraction of the nodes' flat sum
+/// (truncated) are dropped from its report.
 const NODE_FRACTION: f64 = 0.005;
 
 /// A function's running sums, kept together so that one sample's frame touches one cache
@@ -94,6 +110,9 @@ pub struct Options {
     pub top_n: usize,
     /// Also merge the stacks for a flame graph.
     pub flame: bool,
+    /// Also keep what merging with other profiles needs: every function's flat and cum
+    /// (no cutoff) and each distinct stack's value ([`merge::Mergeable`]).
+    pub mergeable: bool,
 }
 
 /// A profile's summary and, when asked for, its folded stacks.
@@ -103,6 +122,8 @@ pub struct Analysis {
     pub summary: Summary,
     /// The folded stacks of the default sample type.
     pub folded: Option<flamegraph::Folded>,
+    /// What merging it with other profiles needs, when asked for.
+    pub mergeable: Option<merge::Mergeable>,
 }
 
 /// Bytes the inflating thread hands over at a time.
@@ -237,7 +258,7 @@ pub fn analyse(
             Err(e) => Err(e),
         }
     })?;
-    let index = tables.resolve(memory)?;
+    let index = tables.resolve(options.mergeable, memory)?;
     input.seek(std::io::SeekFrom::Start(0)).map_err(ProfileError::Reread)?;
     std::thread::scope(|scope| {
         let stream = open(scope, &mut input, limit)?;
@@ -259,6 +280,7 @@ fn aggregate(
     memory.reserve(&mut sums, keys)?;
     sums.resize(keys, Sums { flat: 0, cum: 0, stamp: u32::MAX });
     let mut tree = if options.flame { Some(flamegraph::FlameTree::new(memory)?) } else { None };
+    let mut stacks: Option<std::collections::HashMap<u64, i64>> = options.mergeable.then(Default::default);
     let (mut total, mut samples) = (0i64, 0u64);
     let (mut buf, mut stack): (Vec<u8>, Vec<u32>) = (Vec::new(), Vec::new());
     while let Some(field) = stream.next_field()? {
@@ -279,7 +301,12 @@ fn aggregate(
         let drawn = tree.is_some() && value > 0;
         stack.clear();
         let (mut leaf, mut count) = (true, 0usize);
+        let mut identity = tables::Identity::new();
+        let identify = stacks.is_some();
         sample.each_location(|location| {
+            if identify {
+                identity.word(index.identity(location));
+            }
             let frames = index.frames(location);
             count += frames.len();
             if count > MAX_SAMPLE_FRAMES {
@@ -302,16 +329,42 @@ fn aggregate(
             }
             Ok(())
         })?;
+        if let Some(stacks) = stacks.as_mut() {
+            let key = identity.finish();
+            match stacks.get_mut(&key) {
+                Some(v) => *v = v.wrapping_add(value),
+                None => {
+                    memory.charge(merge::BYTES_PER_STACK)?;
+                    stacks.insert(key, value);
+                }
+            }
+        }
         if let Some(tree) = tree.as_mut().filter(|_| drawn) {
             stack.reverse();
             tree.add(&stack, value, memory)?;
         }
     }
 
-    let cutoff = (total as f64 * NODE_FRACTION).abs();
+    let mergeable = stacks.map(|stacks| merge::Mergeable {
+        sample_types: index.sample_type_names(),
+        default_index: value_index,
+        duration_nanos: index.duration_nanos,
+        functions: (0..keys)
+            .filter(|k| sums[*k].flat != 0 || sums[*k].cum != 0)
+            .map(|k| merge::FunctionTotal {
+                function: index.name(k as u32).to_owned(),
+                flat: sums[k].flat,
+                cum: sums[k].cum,
+            })
+            .collect(),
+        stacks,
+    });
     let percent = |v: i64| if total == 0 { 0.0 } else { v as f64 * 100.0 / total as f64 };
     let (flat, cum) = (|k: usize| sums[k].flat, |k: usize| sums[k].cum);
-    let mut order: Vec<usize> = (0..keys).filter(|k| cum(*k) != 0 && cum(*k).unsigned_abs() as f64 > cutoff).collect();
+    let cutoff = merge::node_cutoff((0..keys).fold(0i64, |s, k| s.wrapping_add(flat(k)))).unsigned_abs();
+    let mut order: Vec<usize> = (0..keys)
+        .filter(|k| (flat(*k) != 0 || cum(*k) != 0) && (cutoff == 0 || cum(*k).unsigned_abs() >= cutoff))
+        .collect();
     order.sort_by(|a, b| {
         flat(*b)
             .unsigned_abs()
@@ -334,7 +387,7 @@ fn aggregate(
     let summary =
         Summary { sample_type: format!("{}/{}", index.string(kind), index.string(unit)), total, samples, functions };
     let folded = tree.map(|t| t.into_folded(index, memory)).transpose()?;
-    Ok(Analysis { summary, folded })
+    Ok(Analysis { summary, folded, mergeable })
 }
 
 /// The summary as the table `biometrics-agent top` prints (the columns of `go tool pprof -top`,
@@ -392,7 +445,7 @@ mod tests {
     }
 
     fn options(max_decompressed_bytes: u64) -> Options {
-        Options { max_decompressed_bytes, top_n: 10, flame: true }
+        Options { max_decompressed_bytes, top_n: 10, flame: true, mergeable: false }
     }
 
     fn analyse_bytes(bytes: &[u8], options: &Options, memory: &mut Allowance) -> Result<Analysis, ProfileError> {
@@ -419,6 +472,74 @@ mod tests {
         assert_eq!(rows, [("hash", 600, 600), ("idle", 300, 300), ("work", 100, 700), ("main", 0, 1000)]);
         assert!((s.functions[0].flat_percent - 60.0).abs() < 1e-9);
         assert!((s.functions[3].cum_percent - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_node_cutoff_is_pprof_s_truncated_fraction_of_the_flat_sum_kept_at_or_above() {
+        // Σ flat = 2000: the cutoff is int64(2000 × 0.005) = 10, so `idle` (cum 10) stays,
+        // as go tool pprof -top shows it; with cum 9 it goes.
+        let mut p = profile();
+        p.sample = vec![
+            proto::Sample { location_id: vec![10, 11], value: vec![1, 1981], label: vec![] },
+            proto::Sample { location_id: vec![13, 11], value: vec![1, 9], label: vec![] },
+            proto::Sample { location_id: vec![12, 11], value: vec![1, 10], label: vec![] },
+        ];
+        let names: Vec<String> = summarise(&p, 10).functions.into_iter().map(|t| t.function).collect();
+        assert_eq!(names, ["hash", "idle", "work", "main"]);
+        p.sample[2].value = vec![1, 9];
+        p.sample[0].value = vec![1, 1982];
+        let names: Vec<String> = summarise(&p, 10).functions.into_iter().map(|t| t.function).collect();
+        assert_eq!(names, ["hash", "work", "main"]);
+    }
+
+    fn mergeable(p: &proto::Profile) -> merge::Mergeable {
+        let o = Options { mergeable: true, ..options(1 << 30) };
+        analyse_bytes(&gzip(&p.encode_to_vec()), &o, &mut Allowance::unlimited()).unwrap().mergeable.unwrap()
+    }
+
+    #[test]
+    fn stacks_are_identified_by_their_locations_not_by_the_file_s_ids() {
+        let p = profile();
+        // The same profile as another process writes it: other ids, other string order.
+        let mut q = p.clone();
+        let renumber = |id: u64| id * 7 + 100;
+        for l in &mut q.location {
+            l.id = renumber(l.id);
+            for line in &mut l.line {
+                line.function_id = renumber(line.function_id);
+            }
+        }
+        for f in &mut q.function {
+            f.id = renumber(f.id);
+        }
+        for s in &mut q.sample {
+            s.location_id = s.location_id.iter().map(|id| renumber(*id)).collect();
+        }
+        q.string_table.swap(5, 8);
+        for f in &mut q.function {
+            f.name = match f.name {
+                5 => 8,
+                8 => 5,
+                other => other,
+            };
+        }
+        let (a, b) = (mergeable(&p), mergeable(&q));
+        assert_eq!(a.stacks, b.stacks);
+        let d = merge::diff(&[&a], &[&b], 0).unwrap();
+        assert_eq!((d.total, d.rows.len()), (0, 0), "a profile less itself is nothing");
+        // A line number is part of a location: the same stack at another line differs.
+        let mut r = p.clone();
+        r.location[0].line[0].line = 42;
+        let d = merge::diff(&[&a], &[&mergeable(&r)], 0).unwrap();
+        assert_eq!(d.total, 1200, "600 gone from one stack, 600 come to another");
+        assert!(d.rows.is_empty(), "the functions' sums did not change");
+        // Without asking, nothing is kept for merging.
+        assert!(
+            analyse_bytes(&gzip(&p.encode_to_vec()), &options(1 << 30), &mut Allowance::unlimited())
+                .unwrap()
+                .mergeable
+                .is_none()
+        );
     }
 
     #[test]
