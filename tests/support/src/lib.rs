@@ -340,12 +340,23 @@ impl RedisServer {
     /// Starts a server with extra `redis-server` arguments (`--requirepass x`, …).
     pub fn start(extra: &[&str]) -> Self {
         let ip: IpAddr = "127.0.0.1".parse().expect("loopback");
-        let port = free_port(ip);
-        Self::start_on(port, extra)
+        // A port free a moment ago may be taken by the time the server binds it (tests run
+        // in parallel): then another port.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_on(free_port(ip), extra) {
+                return server;
+            }
+        }
+        panic!("redis-server could not bind a free port in 5 tries");
     }
 
     /// Starts a server on a given port (to bring one back where it was).
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::try_start_on(port, extra).unwrap_or_else(|| panic!("redis-server could not bind port {port}"))
+    }
+
+    /// The server on `port`, if it is this one that listens there (not another test's).
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<Self> {
         let dir = tempdir::Dir::new("redis");
         let process = ChildGuard::spawn(
             "redis-server",
@@ -369,8 +380,28 @@ impl RedisServer {
                 .stderr(Stdio::null()),
         );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for_listener(addr, Duration::from_secs(10));
-        Self { addr, process, _dir: dir }
+        let mut server = Self { addr, process, _dir: dir };
+        if extra.contains(&"--tls-port") {
+            // No plain redis-cli to ask: it listens, and it did not exit binding.
+            wait_for_listener(addr, Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(100));
+            return server.process.exited().is_none().then_some(server);
+        }
+        let password = extra.windows(2).find(|w| w[0] == "--requirepass").map(|w| w[1]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if server.process.exited().is_some() {
+                return None;
+            }
+            let info = server.cli(password, &["info", "server"]);
+            let pid =
+                info.lines().find_map(|l| l.trim().strip_prefix("process_id:")).and_then(|p| p.parse::<u32>().ok());
+            if pid == Some(server.process.pid()) {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on {addr} did not answer within 10 s");
     }
 
     /// `redis-cli -p PORT <args>` (with `-a` when given), its stdout.
