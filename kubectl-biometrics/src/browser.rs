@@ -113,6 +113,17 @@ impl Browser {
         format!("{}{path}", self.base)
     }
 
+    /// Waits up to 2 s for the port-forward (if any) to record why a connection broke.
+    async fn tunnel_settled(&self) {
+        let Some(errors) = &self.tunnel_errors else { return };
+        for _ in 0..40 {
+            if errors.lock().ok().is_some_and(|e| e.is_some()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn unreachable(&self, url: &str, reason: String) -> Error {
         let broken = self.tunnel_errors.as_ref().and_then(|e| e.lock().ok().and_then(|e| e.clone()));
         match broken {
@@ -129,10 +140,16 @@ impl Browser {
             .header(hyper::header::ACCEPT, "application/json, application/octet-stream")
             .body(Empty::new())
             .map_err(|e| Error::BadUrl { given: url.clone(), reason: e.to_string() })?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| self.unreachable(&url, format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| self.unreachable(&url, error_chain(&e)))?;
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                // The port-forward says why a moment after the connection breaks (the pod
+                // refused it, say): that is the line worth showing.
+                self.tunnel_settled().await;
+                return Err(self.unreachable(&url, error_chain(&e)));
+            }
+            Err(_) => return Err(self.unreachable(&url, format!("no answer within {:?}", self.timeout))),
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response.into_body());

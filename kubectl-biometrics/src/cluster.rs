@@ -244,13 +244,17 @@ async fn forward_connections(
                 return record(format!("no stream for port {port}"));
             };
             let error = forward.take_error(port);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut connection, &mut upstream).await {
-                // The pod's side says why (nothing listens on the port, …), when it does.
-                let said = match error {
-                    Some(said) => tokio::time::timeout(Duration::from_secs(1), said).await.ok().flatten(),
-                    None => None,
-                };
-                record(said.unwrap_or_else(|| e.to_string()));
+            let copied = tokio::io::copy_bidirectional(&mut connection, &mut upstream).await;
+            // The pod's side says why it ended (nothing listens on the port, …), when it does,
+            // even where the copy itself ended cleanly.
+            let said = match error {
+                Some(said) => tokio::time::timeout(Duration::from_secs(1), said).await.ok().flatten(),
+                None => None,
+            };
+            match (said, copied) {
+                (Some(said), _) => record(said),
+                (None, Err(e)) => record(e.to_string()),
+                (None, Ok(_)) => {}
             }
             drop(upstream);
             let _ = forward.join().await;

@@ -271,7 +271,7 @@ fn capture_errors_are_one_line() {
 }
 
 #[test]
-fn without_port_forward_in_the_api_server_the_error_says_to_pass_ui() {
+fn port_forward_errors_are_one_line() {
     let cluster = Cluster::start();
     let commands: [&[&str]; 4] = [
         &["runs", "pcap/checkout", "-n", NS],
@@ -302,14 +302,17 @@ fn without_port_forward_in_the_api_server_the_error_says_to_pass_ui() {
         .run(commands[0])
         .assert_error("no running and ready pod of the operator Deployment biometrics-system/biometrics");
 
-    // Ready: the API server is asked for the port-forward and cannot.
-    let ready = json!({"status": {"phase": "Running", "podIP": "10.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]}});
+    // Ready, but nothing listens on the browser's port at the pod's address: the API server
+    // forwards, and the pod's refusal is the one line.
+    let ready = json!({"status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}});
     cluster
         .runtime
         .block_on(pods.patch_status("biometrics-7d9f-abcde", &PatchParams::default(), &Patch::Merge(&ready)))
         .unwrap();
     for args in commands {
-        cluster.run(args).assert_error("the API server does not support port-forward; pass --ui URL");
+        cluster.run(args).assert_error(
+            "port-forward to biometrics-7d9f-abcde: error forwarding port 9478 to pod: Connection refused (os error 111)",
+        );
     }
     cluster
         .run(&["runs", "pcap/checkout", "-n", NS, "--operator-deployment", "ops"])
