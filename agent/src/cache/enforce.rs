@@ -2,11 +2,7 @@
 //! `maxKeys` trimming by idle time or access frequency, and the TTL cap; run as jobs
 //! (id, progress, cancel) that stream over the keys with bounded memory.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use super::{
     CacheLimits, Throttle,
@@ -364,20 +360,13 @@ async fn cap_ttls(redis: &mut Redis, node: Option<&Node>, keys: &[Vec<u8>], ttl:
     Ok(count)
 }
 
-/// One enforcement job in the table.
-struct Entry {
-    status: EnforcementJob,
-    finished: Option<Instant>,
-    cancel: Arc<tokio::sync::Notify>,
-}
-
 /// The table of enforcement jobs: accepted idempotently by id, run on a task of their own
 /// (so no HTTP call waits for a sweep), polled for progress, cancellable. A job lives in this
 /// process: the same id sent again to this agent answers for the job; another agent runs it
 /// from the start.
 #[derive(Clone)]
 pub struct Jobs {
-    table: Arc<Mutex<HashMap<String, Entry>>>,
+    table: super::jobs::Table<EnforcementJob>,
     limits: Arc<CacheLimits>,
 }
 
@@ -395,11 +384,11 @@ fn running(id: &str) -> EnforcementJob {
 impl Jobs {
     /// An empty table.
     pub fn new(limits: Arc<CacheLimits>) -> Self {
-        Self { table: Arc::default(), limits }
+        Self { table: super::jobs::Table::default(), limits }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, super::jobs::Entry<EnforcementJob>>> {
+        self.table.lock()
     }
 
     /// Accepts a job (or answers with the one of the same id) and starts it; `done` runs
@@ -411,28 +400,11 @@ impl Jobs {
         done: impl FnOnce(&EnforceRequest) + Send + 'static,
     ) -> Result<EnforcementJob, (ErrorCode, String)> {
         validate(&req).map_err(|e| (ErrorCode::InvalidRequest, e))?;
-        let mut table = self.lock();
-        // A failed job runs again under its id, so a retry can finish it.
-        if let Some(existing) = table.get(&req.id)
-            && (existing.finished.is_none() || existing.status.state != CaptureState::Failed)
-        {
-            return Ok(existing.status.clone());
-        }
-        let keep = self.limits.keep_finished;
-        table.retain(|_, e| e.finished.is_none_or(|f| f.elapsed() < keep));
-        while table.len() >= self.limits.max_jobs {
-            let Some(oldest) = table.iter().filter_map(|(id, e)| e.finished.map(|f| (f, id.clone()))).min() else {
-                return Err((
-                    ErrorCode::TooManyRequests,
-                    format!("too many enforcements in progress ({}); retry later", table.len()),
-                ));
-            };
-            table.remove(&oldest.1);
-        }
         let status = running(&req.id);
-        let cancel = Arc::new(tokio::sync::Notify::new());
-        table.insert(req.id.clone(), Entry { status: status.clone(), finished: None, cancel: cancel.clone() });
-        drop(table);
+        let cancel = match self.table.admit(&req.id, status.clone(), &self.limits, "enforcements")? {
+            super::jobs::Admission::Existing(existing) => return Ok(existing),
+            super::jobs::Admission::New(cancel) => cancel,
+        };
         let jobs = self.clone();
         tokio::spawn(async move { jobs.run(req, pool, cancel, done).await });
         Ok(status)
@@ -440,17 +412,12 @@ impl Jobs {
 
     /// Stops a running job; a finished one is left as it is.
     pub fn cancel(&self, id: &str) -> Option<EnforcementJob> {
-        let table = self.lock();
-        let entry = table.get(id)?;
-        if entry.finished.is_none() {
-            entry.cancel.notify_one();
-        }
-        Some(entry.status.clone())
+        self.table.cancel(id)
     }
 
     /// A job's status.
     pub fn status(&self, id: &str) -> Option<EnforcementJob> {
-        self.lock().get(id).map(|e| e.status.clone())
+        self.table.status(id)
     }
 
     async fn run(
@@ -497,6 +464,12 @@ impl Jobs {
                 }
             }
         }
+    }
+}
+
+impl super::jobs::JobStatus for EnforcementJob {
+    fn state(&self) -> CaptureState {
+        self.state
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,12 +25,6 @@ const LEASE: Duration = Duration::from_secs(30);
 /// How long a finished execution's marker stops re-runs.
 const DONE_TTL: Duration = Duration::from_secs(24 * 3600);
 
-struct Entry {
-    status: InvalidationStatus,
-    finished: Option<Instant>,
-    cancel: Arc<tokio::sync::Notify>,
-}
-
 /// Aborts a spawned task when dropped, so a cancelled job leaves no heartbeat behind.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -43,7 +37,7 @@ impl Drop for AbortOnDrop {
 /// The table of invalidation jobs.
 #[derive(Clone)]
 pub struct Jobs {
-    table: Arc<Mutex<HashMap<String, Entry>>>,
+    table: super::jobs::Table<InvalidationStatus>,
     limits: Arc<CacheLimits>,
 }
 
@@ -101,11 +95,11 @@ pub fn validate(req: &InvalidationRequest, limits: &CacheLimits) -> Result<(), S
 impl Jobs {
     /// An empty table.
     pub fn new(limits: Arc<CacheLimits>) -> Self {
-        Self { table: Arc::default(), limits }
+        Self { table: super::jobs::Table::default(), limits }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, super::jobs::Entry<InvalidationStatus>>> {
+        self.table.lock()
     }
 
     /// Accepts a job (or returns the one with the same id) and starts it.
@@ -116,29 +110,11 @@ impl Jobs {
         pod: String,
     ) -> Result<InvalidationStatus, (ErrorCode, String)> {
         validate(&req, &self.limits).map_err(|e| (ErrorCode::InvalidRequest, e))?;
-        let mut table = self.lock();
-        // The same id is the same work: a running or succeeded job answers for itself; a
-        // failed one (its marker freed) runs again, so a retry can finish it.
-        if let Some(existing) = table.get(&req.id)
-            && (existing.finished.is_none() || existing.status.state != CaptureState::Failed)
-        {
-            return Ok(existing.status.clone());
-        }
-        let keep = self.limits.keep_finished;
-        table.retain(|_, e| e.finished.is_none_or(|f| f.elapsed() < keep));
-        while table.len() >= self.limits.max_jobs {
-            let Some(oldest) = table.iter().filter_map(|(id, e)| e.finished.map(|f| (f, id.clone()))).min() else {
-                return Err((
-                    ErrorCode::TooManyRequests,
-                    format!("too many invalidations in progress ({}); retry later", table.len()),
-                ));
-            };
-            table.remove(&oldest.1);
-        }
         let status = running(&req.id);
-        let cancel = Arc::new(tokio::sync::Notify::new());
-        table.insert(req.id.clone(), Entry { status: status.clone(), finished: None, cancel: cancel.clone() });
-        drop(table);
+        let cancel = match self.table.admit(&req.id, status.clone(), &self.limits, "invalidations")? {
+            super::jobs::Admission::Existing(existing) => return Ok(existing),
+            super::jobs::Admission::New(cancel) => cancel,
+        };
         let jobs = self.clone();
         tokio::spawn(async move { jobs.run(req, pool, pod, cancel).await });
         Ok(status)
@@ -147,17 +123,12 @@ impl Jobs {
     /// Stops a running job (its lease marker expires on its own, so another agent can
     /// redo the rest); the status of a finished one is left as it is.
     pub fn cancel(&self, id: &str) -> Option<InvalidationStatus> {
-        let table = self.lock();
-        let entry = table.get(id)?;
-        if entry.finished.is_none() {
-            entry.cancel.notify_one();
-        }
-        Some(entry.status.clone())
+        self.table.cancel(id)
     }
 
     /// A job's status.
     pub fn status(&self, id: &str) -> Option<InvalidationStatus> {
-        self.lock().get(id).map(|e| e.status.clone())
+        self.table.status(id)
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut InvalidationStatus)) {
@@ -405,5 +376,11 @@ fn running(id: &str) -> InvalidationStatus {
         duration_millis: 0,
         error: None,
         already_done: false,
+    }
+}
+
+impl super::jobs::JobStatus for InvalidationStatus {
+    fn state(&self) -> CaptureState {
+        self.state
     }
 }

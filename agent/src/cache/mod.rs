@@ -6,6 +6,7 @@ pub mod conn;
 pub mod enforce;
 pub mod glob;
 pub mod invalidate;
+pub mod jobs;
 pub mod stats;
 
 use std::{
