@@ -172,7 +172,63 @@ async fn a_deployment_runs_as_processes_on_their_own_addresses() {
     assert!(!pids.iter().any(running), "a process of an old pod still runs: {pids:?}");
     let node = cluster.json(&["get", "node", "local-1"]);
     assert_eq!(node["status"]["conditions"][0]["reason"], "KubeletReady");
+
+    // A Service resolves, by every name cluster DNS gives it, to the ready pods behind it;
+    // `$(VAR)` in args is the pod's variable.
+    let c = cluster.clone();
+    blocking(move || {
+        c.apply(CLIENT);
+        let pods = c.json(&["get", "pods", "-n", "shop", "-l", "app=web"]);
+        let mut web: Vec<String> = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+            .map(|p| p["status"]["podIP"].as_str().unwrap().to_owned())
+            .collect();
+        web.sort_unstable();
+        let expected = format!("resolved {}\n", web.join(" "));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = c.run(&["logs", "client", "-n", "shop"], None);
+            let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+            if logs.contains(&expected) && logs.contains("short name too") {
+                assert!(logs.contains("I am client in shop"), "{logs}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the Service did not resolve to {web:?}: {logs}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
+    .await;
 }
+
+const CLIENT: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{port: 6060}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop}
+spec:
+  containers:
+  - name: sh
+    image: example/shell
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    args:
+    - -c
+    - |
+      echo I am $(POD_NAME) in $(POD_NAMESPACE)
+      while true; do
+        echo resolved $(getent ahostsv4 web.shop.svc.cluster.local | awk '/STREAM/ {print $1}' | sort | tr '\\n' ' ')
+        getent ahostsv4 web >/dev/null && echo short name too
+        sleep 0.3
+      done
+";
 
 const EVERY_SOURCE: &str = "
 apiVersion: v1

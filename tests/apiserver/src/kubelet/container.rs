@@ -33,6 +33,8 @@ pub struct Launch {
     pub dir: PathBuf,
     /// Volumes.
     pub mounts: Vec<Mount>,
+    /// The pod's hosts file, mounted at `/etc/hosts`.
+    pub hosts: PathBuf,
     /// The environment, nothing else.
     pub env: BTreeMap<String, String>,
     /// argv.
@@ -62,6 +64,12 @@ pub fn script(launch: &Launch) -> String {
     for special in ["/proc", "/dev", "/sys"] {
         s.push_str(&format!("mount --rbind {special} {}\n", r(special)));
     }
+    // (touched first: where the node's own /etc/hosts is a mount, the overlay has none)
+    s.push_str(&format!(
+        "touch {hosts}\nmount --bind {} {hosts}\n",
+        quote(&launch.hosts.to_string_lossy()),
+        hosts = r("/etc/hosts")
+    ));
     for m in &launch.mounts {
         s.push_str(&format!(
             "mkdir -p {}\nmount --bind {} {}\n",
@@ -134,6 +142,7 @@ mod tests {
             netns: "ns".into(),
             dir: "/state/pods/u/containers/app".into(),
             mounts: vec![Mount { host: "/state/v".into(), path: "/profiles".into(), read_only: true }],
+            hosts: "/state/pods/u/etc-hosts".into(),
             env: BTreeMap::from([("X".into(), "a'b $(rm -rf /)".into())]),
             argv: vec!["/bin/app".into(), "--name=it's".into()],
             working_dir: "/".into(),

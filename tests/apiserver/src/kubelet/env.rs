@@ -136,7 +136,7 @@ fn value_from(
 
 /// Expands `$(VAR)` references to variables defined before, as the kubelet does; `$$` is a
 /// literal `$`.
-fn expand(text: &str, defined: &BTreeMap<String, String>) -> String {
+pub fn expand(text: &str, defined: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find('$') {

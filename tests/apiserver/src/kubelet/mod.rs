@@ -10,6 +10,7 @@
 
 mod container;
 mod env;
+mod hosts;
 mod images;
 mod network;
 mod pod;
@@ -91,6 +92,8 @@ pub struct Context {
     api_port: u16,
     /// Process groups of running containers, so that dropping the kubelet kills them all.
     groups: Mutex<std::collections::HashSet<u32>>,
+    /// What Services resolve to in pods' hosts files.
+    services: Mutex<Arc<Vec<hosts::ServiceAddresses>>>,
 }
 
 struct Worker {
@@ -164,6 +167,7 @@ impl Kubelet {
             gateway,
             api_port,
             groups: Mutex::default(),
+            services: Mutex::default(),
         });
         store.set_graceful_pod_deletion(true);
         register_node(&store, &config.node_name, gateway);
@@ -264,6 +268,9 @@ async fn run(context: Arc<Context>, workers: Arc<Mutex<HashMap<String, Worker>>>
     let opts = WriteOptions { field_manager: "kubelet".into(), ..Default::default() };
     loop {
         let Ok((items, _)) = context.store.list(&pods, None) else { return };
+        if let Ok((services, _)) = context.store.list(&key("", "services"), None) {
+            *context.services.lock().expect("lock") = Arc::new(hosts::service_addresses(&services, &items));
+        }
         let mut present = std::collections::HashSet::new();
         for p in &items {
             let uid = meta(p, "uid").to_owned();

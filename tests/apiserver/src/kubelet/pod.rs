@@ -17,7 +17,7 @@ use super::{
     Context,
     container::{self, Launch, Mount},
     env::{self, Sources},
-    images,
+    hosts, images,
     network::Attachment,
     probe,
     volumes::{self, Objects, VolumeSource},
@@ -146,6 +146,7 @@ struct Pod {
     volume_error: Option<String>,
     conditions: BTreeMap<&'static str, (bool, Timestamp)>,
     written: Option<Value>,
+    hosts: String,
 }
 
 fn pods() -> TypeKey {
@@ -191,20 +192,47 @@ impl Pod {
         }
     }
 
+    fn hosts_path(&self) -> PathBuf {
+        self.dir.join("etc-hosts")
+    }
+
+    /// Rewrites the hosts file when what Services resolve to has changed. The file is
+    /// bind-mounted into every container, so it is rewritten in place (never replaced), new
+    /// content first and the length after, so a reader never finds it empty.
+    fn sync_hosts(&mut self) {
+        let services = self.context.services.lock().expect("lock").clone();
+        let hostname = self.object.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name);
+        let text = hosts::hosts_file(&self.namespace, hostname, self.attachment.ip, &services);
+        if text == self.hosts {
+            return;
+        }
+        let path = self.hosts_path();
+        let _ = std::fs::create_dir_all(&self.dir);
+        let written =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path).and_then(|mut f| {
+                use std::io::Write as _;
+                f.write_all(text.as_bytes())?;
+                f.set_len(text.len() as u64)
+            });
+        if written.is_ok() {
+            self.hosts = text;
+        }
+    }
+
     fn launch(&self, c: &Container) -> Result<Launch, (String, String)> {
         let image = c.spec.get("image").and_then(Value::as_str).unwrap_or_default();
         let resolved =
             self.context.images.resolve(image).ok_or_else(|| {
                 ("ErrImagePull".to_owned(), format!("image {image:?} is not in the node's image map"))
             })?;
-        let strings = |field: &str| -> Vec<String> {
+        let strings = |field: &str, environment: &BTreeMap<String, String>| -> Vec<String> {
             c.spec
                 .get(field)
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
-                .map(str::to_owned)
+                .map(|arg| env::expand(arg, environment))
                 .collect()
         };
         let mut pod = self.object.clone();
@@ -238,8 +266,9 @@ impl Pod {
             netns: self.attachment.netns.clone(),
             dir: container::container_dir(&self.dir, &c.name),
             mounts,
+            hosts: self.hosts_path(),
+            argv: images::argv(resolved, &strings("command", &environment), &strings("args", &environment)),
             env: environment,
-            argv: images::argv(resolved, &strings("command"), &strings("args")),
             working_dir: c.spec.get("workingDir").and_then(Value::as_str).unwrap_or("/").to_owned(),
             log: self.log_path(&c.name, c.restarts),
         })
@@ -543,14 +572,17 @@ pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver
         volume_error: None,
         conditions: BTreeMap::new(),
         written: None,
+        hosts: String::new(),
     };
     let mut last_volume_sync = Instant::now();
     pod.sync_volumes();
+    pod.sync_hosts();
     let outcome = loop {
         let asked = *stop.borrow();
         if asked != Stop::No {
             break asked;
         }
+        pod.sync_hosts();
         pod.step().await;
         pod.write_status();
         if last_volume_sync.elapsed() >= Duration::from_secs(1) {
