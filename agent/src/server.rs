@@ -38,6 +38,7 @@ pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::TrustNotReady => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,21 +72,29 @@ impl KeyLoader {
         Self { path, namespace, pod, cached: Mutex::new(None) }
     }
 
-    /// The current verifier, or why there is none.
-    pub fn verifier(&self) -> Result<Verifier, String> {
-        let path = self.path.as_ref().ok_or("the agent has no --operator-public-key")?;
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("cannot read the operator public key {}: {e}", path.display()))?;
+    /// The current verifier, or why there is none: `TrustNotReady` while the key file is
+    /// not there yet (the ConfigMap volume is filled after the pod starts), `Unauthorized`
+    /// when the agent was given no key or a key it cannot use.
+    pub fn verifier(&self) -> Result<Verifier, (ErrorCode, String)> {
+        let unusable = |reason: String| (ErrorCode::Unauthorized, reason);
+        let path = self.path.as_ref().ok_or_else(|| unusable("the agent has no --operator-public-key".into()))?;
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorCode::TrustNotReady
+            } else {
+                ErrorCode::Unauthorized
+            };
+            (code, format!("cannot read the operator public key {}: {e}", path.display()))
+        })?;
         let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((when, verifier)) = cached.as_ref()
             && *when == modified
         {
             return Ok(verifier.clone());
         }
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read the operator public key {}: {e}", path.display()))?;
-        let verifier = Verifier::from_pem(&pem, &self.namespace, &self.pod)?;
+        let pem = std::fs::read(path)
+            .map_err(|e| unusable(format!("cannot read the operator public key {}: {e}", path.display())))?;
+        let verifier = Verifier::from_pem(&pem, &self.namespace, &self.pod).map_err(unusable)?;
         *cached = Some((modified, verifier.clone()));
         Ok(verifier)
     }
@@ -153,9 +162,9 @@ pub fn router(state: AppState) -> Router {
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let verifier = match state.keys.verifier() {
         Ok(v) => v,
-        Err(reason) => {
+        Err((code, reason)) => {
             state.metrics.auth_failures.with_label_values(&["no_key"]).inc();
-            return error(ErrorCode::Unauthorized, reason);
+            return error(code, reason);
         }
     };
     let given = request.headers().get_all(header::AUTHORIZATION).iter().count();

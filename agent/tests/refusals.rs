@@ -112,6 +112,27 @@ fn unauthenticated_requests_are_refused_and_change_nothing() {
     assert_eq!(biometrics_test_support::http_request(agent.addr, "GET", "/healthz", &[], b"").0, 200);
 }
 
+/// The trust ConfigMap reaches a pod's volume a little after the pod starts: until the key
+/// is there, the agent says "not yet" (503, a code the operator retries), not "never" (401).
+#[test]
+fn a_key_not_yet_on_the_volume_is_a_retryable_refusal() {
+    let agent = Agent::start(None, &[]);
+    let key = agent.dir.path().join("operator.pub");
+    let aside = agent.dir.path().join("operator.pub.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let (status, response) = agent.request("GET", "/v1/captures/cap-trust", None);
+    assert_eq!(status, 503, "{response}");
+    assert_eq!(response["code"], "TrustNotReady", "{response}");
+    assert!(response["message"].as_str().unwrap().contains("operator.pub"), "{response}");
+    std::fs::rename(&aside, &key).unwrap();
+    let (status, response) = agent.request("GET", "/v1/captures/cap-trust", None);
+    assert_eq!(status, 404, "once the key is there the request is authenticated: {response}");
+    // A key that is there but unusable is a refusal, not a wait.
+    std::fs::write(&key, "not a key").unwrap();
+    let (status, response) = agent.request("GET", "/v1/captures/cap-trust", None);
+    assert_eq!((status, response["code"].as_str()), (401, Some("Unauthorized")), "{response}");
+}
+
 #[test]
 fn bad_input_is_a_400_with_a_reason() {
     let agent = Agent::start(None, &[]);

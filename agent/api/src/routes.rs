@@ -162,6 +162,10 @@ pub const CAPTURE_FILE: Route<NoBody, ()> =
 pub enum ErrorCode {
     /// No valid token (401).
     Unauthorized,
+    /// The operator's public key is not on the agent's trust volume yet (503): the
+    /// `biometrics-trust` ConfigMap reaches a pod's volume a little after the operator
+    /// publishes it, so asking again shortly succeeds.
+    TrustNotReady,
     /// A valid token for another pod (403), or a caller the route does not serve.
     Forbidden,
     /// The request is malformed or out of bounds (400).

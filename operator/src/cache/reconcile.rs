@@ -61,6 +61,8 @@ const CONTROLLER: &str = "cachepolicy";
 const ACTION: &str = "Cache";
 /// How a rule's message starts when a trigger is held back.
 const WAITING: &str = "held back: ";
+/// How soon an executor still without the operator's key is asked again.
+const TRUST_RETRY: Duration = Duration::from_secs(2);
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -298,14 +300,16 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
             None => Err(Blocked { reason: reasons::NO_EXECUTOR, message: format!("pod {} has no IP", pod.name) }),
         },
     };
+    let mut trust_pending = false;
     let blocked = match blocked {
         Ok((agent, target)) => {
-            let work = Work { ctx, cp, agent: &agent, target: &target };
+            let work = Work::new(ctx, cp, &agent, &target);
             work.drive_running(&mut status).await;
             work.start_due(&plans, &mut status, now).await;
             work.enforce(&mut status, strategy.clone(), now).await;
             work.serve_policy(&candidates, &status, strategy).await;
             work.sample(&mut status).await;
+            trust_pending = work.waiting_for_trust();
             None
         }
         Err(b) => {
@@ -342,7 +346,8 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
         .map(|t| now.duration_until(t).unsigned_abs());
     let next_retry = plans.iter().filter_map(|p| p.retry_at).min().map(|t| now.duration_until(t).unsigned_abs());
     let interval = ctx.settings.stats_interval.min(ctx.settings.enforce_interval);
-    let wait = [next_fire, next_retry].into_iter().flatten().fold(interval, Duration::min);
+    let trust = trust_pending.then_some(TRUST_RETRY);
+    let wait = [next_fire, next_retry, trust].into_iter().flatten().fold(interval, Duration::min);
     Ok(Action::requeue(wait.max(Duration::from_millis(200))))
 }
 
@@ -372,6 +377,31 @@ struct Work<'a, A> {
     cp: &'a CachePolicy,
     agent: &'a AgentAddr,
     target: &'a RedisTarget,
+    /// The executor answered that the operator's key has not reached it yet: what it was
+    /// asked is asked again shortly, and is no failure.
+    trust_pending: std::sync::atomic::AtomicBool,
+}
+
+impl<'a, A> Work<'a, A> {
+    fn new(ctx: &'a Context<A>, cp: &'a CachePolicy, agent: &'a AgentAddr, target: &'a RedisTarget) -> Self {
+        Self { ctx, cp, agent, target, trust_pending: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// Whether `error` says the executor is still waiting for the `biometrics-trust`
+    /// ConfigMap on its volume (a kubelet fills it a little after it is published);
+    /// remembered, so the reconcile comes back soon.
+    fn trust_pending(&self, error: &AgentError) -> bool {
+        let pending = error.code() == Some(ErrorCode::TrustNotReady);
+        if pending {
+            tracing::info!(pod = %self.agent.pod, "the executor has not received the operator's key yet; asking again shortly");
+            self.trust_pending.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        pending
+    }
+
+    fn waiting_for_trust(&self) -> bool {
+        self.trust_pending.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl<A: AgentApi> Work<'_, A> {
@@ -481,6 +511,8 @@ impl<A: AgentApi> Work<'_, A> {
                         self.finished(status, &entry).await;
                     }
                 }
+                // Not taken: the rule stays due and is sent again at the next reconcile.
+                Err(reason) if self.trust_pending(&reason) => continue,
                 Err(reason) => {
                     entry.result = Some(InvalidationResult::Failed);
                     entry.failures = Some(entry.failures.unwrap_or(0).saturating_add(1));
@@ -546,6 +578,7 @@ impl<A: AgentApi> Work<'_, A> {
                 status.enforcement = Some(record);
                 return;
             }
+            Err(reason) if self.trust_pending(&reason) => return,
             Err(reason) => {
                 record.result = Some(InvalidationResult::Failed);
                 record.applied_strategy = Some(digest);
@@ -668,6 +701,11 @@ impl<A: AgentApi> Work<'_, A> {
         }
         let request = StatsRequest { redis: self.target.clone(), key_prefix: self.cp.spec.key_prefix.clone() };
         let answer = self.ctx.agents.send(self.agent, routes::STATS, None, Some(&request)).await;
+        if let Err(e) = &answer
+            && self.trust_pending(e)
+        {
+            return;
+        }
         lock(&self.ctx.sampled).insert(uid, Instant::now());
         let (reachable, reason) = redis_reachability(&answer);
         if reason == reasons::AUTHENTICATION_FAILED {
@@ -985,7 +1023,7 @@ mod tests {
         let agent =
             AgentAddr { namespace: testing::NS.into(), pod: "cache-0".into(), ip: "10.0.0.1".into(), port: 9477 };
         let target = decide::redis_target(&cp, None);
-        let work = Work { ctx: &ctx, cp: &cp, agent: &agent, target: &target };
+        let work = Work::new(&ctx, &cp, &agent, &target);
         let mut status = CachePolicyStatus::default();
 
         let wrong_password = "authentication failed: WRONGPASS invalid username-password pair";
@@ -1032,5 +1070,45 @@ mod tests {
             down.message.as_deref(),
             Some(format!("Redis redis:6379 is unreachable: {wrong_password}").as_str())
         );
+    }
+
+    /// The trust ConfigMap reaches a new pod's volume a little after it is published: an
+    /// executor without the key yet fails nothing and warns of nothing; the work stays due.
+    #[tokio::test]
+    async fn an_executor_without_the_operators_key_yet_is_asked_again_not_failed() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client.clone(), FakeAgents::default());
+        let mut cp = policy();
+        cp.spec.invalidations = serde_json::from_value(json!([{"name": "all", "pattern": "*"}])).unwrap();
+        let agent =
+            AgentAddr { namespace: testing::NS.into(), pod: "cache-0".into(), ip: "10.0.0.1".into(), port: 9477 };
+        let target = decide::redis_target(&cp, None);
+        let work = Work::new(&ctx, &cp, &agent, &target);
+        let not_yet = || {
+            refused(
+                503,
+                ErrorCode::TrustNotReady,
+                "cannot read the operator public key /etc/biometrics/trust/operator.pub",
+            )
+        };
+        ctx.agents.answer(routes::START_INVALIDATION, Err(not_yet()));
+        ctx.agents.answer(routes::ENFORCE, Err(not_yet()));
+        ctx.agents.answer(routes::STATS, Err(not_yet()));
+        let now = Timestamp::now();
+        let plans = decide::plan_rules(&cp, now, |_| None);
+        assert!(plans[0].run.is_some(), "the new rule is due");
+        let mut status = CachePolicyStatus::default();
+        work.start_due(&plans, &mut status, now).await;
+        work.enforce(&mut status, decide::strategy_spec(&cp).unwrap(), now).await;
+        work.sample(&mut status).await;
+        assert!(work.waiting_for_trust());
+        assert!(status.invalidations.is_empty(), "no run recorded, failed or otherwise: {status:?}");
+        assert!(status.enforcement.is_none() && status.redis.is_none(), "{status:?}");
+        assert_eq!(ctx.agents.calls().len(), 3, "each asked once");
+        assert!(testing::events_about(&client, "users", 0).await.is_empty(), "no Event");
+        // The rule is still due, under the same run id.
+        cp.status = Some(status);
+        let again = decide::plan_rules(&cp, now, |_| None);
+        assert_eq!(again[0].run.as_ref().map(|r| &r.id), plans[0].run.as_ref().map(|r| &r.id));
     }
 }
