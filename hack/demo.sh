@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole product on one machine: the test API server, a Redis, two Go apps each with its
-# agent on its own loopback address, and the operator; then the examples, applied with
-# kubectl. Runs until Ctrl-C (or, with --check, stops once the results are in) and removes
-# everything it started.
+# The whole product on one machine: the test API server with its workload controllers and
+# a kubelet that runs pods as local processes, and the operator; then the examples, applied
+# with kubectl as in a cluster, so the shop's Deployments run their Go apps, agents, Redis
+# and load generator as pods. Runs until Ctrl-C (or, with --check, stops once the results
+# are in, a rollout's invalidation included) and removes everything it started. Needs
+# root, as the kubelet makes namespaces.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,7 +14,16 @@ check=false
 [[ "${1:-}" == "--check" ]] && check=true
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-fail() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+fail() {
+  printf 'demo: %s\n' "$*" >&2
+  if [[ -n "${work:-}" && -f "${KUBECONFIG:-}" ]]; then
+    # What a user would look at next: the objects' status and the end of every log.
+    kubectl get pods,pcap,cpol -A -o wide >&2 || true
+    kubectl describe pcap,cpol -n shop 2>/dev/null | tail -40 >&2 || true
+    for log in "$work"/*.log; do printf '\n--- %s\n' "$log" >&2; tail -15 "$log" >&2; done
+  fi
+  exit 1
+}
 
 work="$(mktemp -d -t biometrics-demo.XXXXXX)"
 pids=()
@@ -45,32 +56,35 @@ wait_for() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-say "building the operator, the agent and the test API server"
+[[ "$(id -u)" == 0 ]] || fail "the local cluster's kubelet runs pods in namespaces of their own: run it as root (sudo make demo)"
+
+say "building the operator, the agent, the test API server and the Go programs"
 cargo build --quiet --locked --workspace --bins
 bin="$root/target/debug"
 mkdir -p target/go
 (cd tests/target && GOFLAGS=-mod=mod GOCACHE="$root/target/go/cache" go build -o "$root/target/go/pprof-target" .)
+(cd tests/loadgen && GOFLAGS=-mod=mod GOCACHE="$root/target/go/cache" go build -o "$root/target/go/loadgen" .)
 
-say "starting the test API server"
+say "starting the test API server, its workload controllers and its kubelet"
+# The kubelet runs each pod's containers as local processes, mapping images to the
+# binaries just built (and redis-server); pods get their own network and mount namespaces.
+cat >"$work/images.yaml" <<EOF
+images:
+  registry.example.com/users: {command: [$root/target/go/pprof-target], args: [-addr, "0.0.0.0:6060"]}
+  registry.example.com/checkout: {command: [$root/target/go/pprof-target], args: [-addr, "0.0.0.0:6060"]}
+  registry.example.com/loadgen: {command: [$root/target/go/loadgen]}
+  ghcr.io/biometrics-io/biometrics-agent: {command: [$bin/biometrics-agent]}
+  redis: {command: [$(command -v redis-server)]}
+EOF
 export KUBECONFIG="$work/kubeconfig"
 export KUBECACHEDIR="$work/kubecache"
-# (--controllers=false: the demo still creates its Pods by script.)
-start apiserver "$bin/test-apiserver" --listen 127.0.0.1:0 --kubeconfig "$KUBECONFIG" --controllers=false \
+start apiserver "$bin/test-apiserver" --listen 127.0.0.1:0 --kubeconfig "$KUBECONFIG" \
+  --kubelet-images "$work/images.yaml" --kubelet-state "$work/kubelet" \
   --create crds/yaml/profilecapture.yaml --create crds/yaml/cachepolicy.yaml
 wait_for "the API server" 20 kubectl get --raw /version
 # (apply, not create: kubectl creates built-ins with protobuf bodies, which the test API
 # server does not read — see tests/apiserver/README.md)
 printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n---\n' shop biometrics-system | kubectl apply -f - >/dev/null
-
-say "starting Redis (password from examples/app.yaml) with some cached keys"
-redis_port="$(free_port)"
-start redis redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --requirepass change-me
-wait_for "Redis" 10 redis-cli -p "$redis_port" -a change-me --no-auth-warning ping
-{
-  for i in $(seq 1 50); do echo "SET users:profile:$i p"; echo "SET users:session:$i s"; done
-  echo "SET users:user:1 a"; echo "SET users:user:2 b"; echo "SET users:user:3 c"
-  echo "SADD users:tag:active users:session:1 users:session:2"
-} | redis-cli -p "$redis_port" -a change-me --no-auth-warning >/dev/null
 
 say "starting the operator"
 metrics_port="$(free_port)"
@@ -79,50 +93,38 @@ start operator env BIOMETRICS_LOG=info "$bin/biometrics-operator" --metrics-addr
   --namespace biometrics-system --identity demo-operator \
   --ui-addr "127.0.0.1:$ui_port" --ui-speedscope-dir "$root/.tools/speedscope"
 wait_for "the operator's signing key" 30 kubectl get secret -n biometrics-system biometrics-operator-signing-key
-kubectl get secret -n biometrics-system biometrics-operator-signing-key -o jsonpath='{.data.operator\.pub}' \
-  | base64 -d >"$work/operator.pub"
 
-# pod NAME APP IP: a Go app on IP:6060, its agent on IP:9477, and the Pod object saying so.
-pod() {
-  local name="$1" app="$2" ip="$3"
-  start "$name-app" "$root/target/go/pprof-target" -addr "$ip:6060"
-  start "$name-agent" env BIOMETRICS_LOG=info "$bin/biometrics-agent" --listen "$ip:9477" \
-    --pod-name "$name" --pod-namespace shop --target-host "$ip" --target-port 6060 \
-    --memory-limit-bytes 536870912 --profiles-dir "$work/profiles" --operator-public-key "$work/operator.pub"
-  kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $name
-  namespace: shop
-  labels: {app: $app, biometrics.io/agent: "true"}
-  annotations: {biometrics.io/agent-port: "9477"}
-spec:
-  containers:
-    - {name: app, image: demo/$app}
-    - {name: biometrics-agent, image: demo/biometrics-agent}
-EOF
-  kubectl patch pod "$name" -n shop --subresource=status --type=merge \
-    -p "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$ip\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
-}
-say "starting two demo apps, each with its agent on its own loopback address"
-pod checkout-0 checkout 127.0.0.2
-pod users-0 users 127.0.0.3
-wait_for "the agents" 20 curl -sf http://127.0.0.2:9477/healthz
-wait_for "the agents" 20 curl -sf http://127.0.0.3:9477/healthz
-
-say "applying examples/app.yaml, capture-oneshot.yaml and cachepolicy-users.yaml (Redis at 127.0.0.1:$redis_port)"
+say "kubectl apply -f examples/app.yaml: Redis, the users and checkout apps with their agents, a load generator"
 kubectl apply -f examples/app.yaml
-# No Deployment controller runs here: report the users Deployment as rolled out.
-kubectl patch deployment users -n shop --subresource=status --type=merge \
-  -p '{"status":{"observedGeneration":1,"replicas":2,"updatedReplicas":2,"readyReplicas":2,"availableReplicas":2}}' >/dev/null
-kubectl apply -f examples/capture-oneshot.yaml
-sed "s/redis.shop.svc:6379/127.0.0.1:$redis_port/" examples/cachepolicy-users.yaml | kubectl apply -f -
+for deployment in redis users checkout load; do
+  kubectl rollout status "deployment/$deployment" -n shop --timeout=120s
+done
+kubectl get pods -n shop -o wide
+redis_ip="$(kubectl get pod -n shop -l app=redis -o jsonpath='{.items[0].status.podIP}')"
+say "caching some keys in Redis ($redis_ip:6379)"
+{
+  for i in $(seq 1 50); do echo "SET users:profile:$i p"; echo "SET users:session:$i s"; done
+  echo "SET users:user:1 a"; echo "SET users:user:2 b"; echo "SET users:user:3 c"
+  echo "SADD users:tag:active users:session:1 users:session:2"
+} | redis-cli -h "$redis_ip" -a change-me --no-auth-warning >/dev/null
+
+say "kubectl apply -f examples/capture-oneshot.yaml -f examples/cachepolicy-users.yaml"
+kubectl apply -f examples/capture-oneshot.yaml -f examples/cachepolicy-users.yaml
 
 say "waiting for the first capture (10 s of CPU) and the first invalidations"
 wait_for "the capture" 120 bash -c '[[ "$(kubectl get pcap checkout-now -n shop -o jsonpath="{.status.phase}")" == Succeeded ]]'
 wait_for "the invalidations" 60 bash -c \
   'kubectl get cpol users -n shop -o jsonpath="{.status.invalidations[*].result}" | grep -q Succeeded'
+
+say "kubectl rollout restart deployment/users -n shop: its profiles-after-rollout rule runs once the rollout completes"
+kubectl rollout restart deployment/users -n shop
+kubectl rollout status deployment/users -n shop --timeout=120s
+rollout_rule='{.status.invalidations[?(@.name=="profiles-after-rollout")]}'
+wait_for "the rollout's invalidation" 60 bash -c \
+  "kubectl get cpol users -n shop -o jsonpath='$rollout_rule' | jq -e '.trigger == \"Rollout\" and .result == \"Succeeded\"'"
+say "kubectl logs deployment/load -n shop: the load generator's traffic to checkout"
+wait_for "the load generator's first report" 30 bash -c "kubectl logs deployment/load -n shop | grep -Eq ' [1-9][0-9]* ok, '"
+kubectl logs deployment/load -n shop --tail=2
 
 say "kubectl get pcap,cpol -n shop"
 kubectl get pcap,cpol -n shop
@@ -152,7 +154,14 @@ Everything is running. In another terminal:
   kubectl biometrics capture pcap/checkout-now -n shop --wait --ui http://127.0.0.1:$ui_port
   kubectl annotate pcap checkout-now -n shop biometrics.io/capture-now=\$(date +%s) --overwrite
   kubectl annotate cpol users -n shop biometrics.io/invalidate-now=\$(date +%s) --overwrite
-  go tool pprof -top $work/profiles/shop/checkout-now/*/checkout-0/cpu.pb.gz
+  # a rollout: the CachePolicy's profiles-after-rollout rule runs once it completes
+  kubectl rollout restart deployment/users -n shop && kubectl rollout status deployment/users -n shop
+  kubectl describe cpol users -n shop
+  # the pods are processes: scale, read logs, delete one (its ReplicaSet replaces it)
+  kubectl scale deployment/checkout -n shop --replicas=3
+  kubectl logs deployment/checkout -n shop -c biometrics-agent
+  kubectl delete pod -n shop -l app=checkout --wait=false
+  go tool pprof -top $work/kubelet/claims/shop/biometrics-profiles/shop/checkout-now/*/*/cpu.pb.gz
 
 Operator metrics: http://127.0.0.1:$metrics_port/metrics   Logs: $work/*.log
 Press Ctrl-C to stop and clean up.

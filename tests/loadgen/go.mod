@@ -1,0 +1,3 @@
+module biometrics.io/loadgen
+
+go 1.19
