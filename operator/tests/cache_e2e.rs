@@ -198,7 +198,10 @@ async fn a_rollout_invalidates_once_after_it_completes() {
     let mut world = cache_world(&["127.0.1.4"], &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(world.client.clone(), NS);
     // The test plays the Deployment controller: it numbers each new pod template's revision
-    // in deployment.kubernetes.io/revision and reports the rollout in status.
+    // in deployment.kubernetes.io/revision and reports the rollout in status. (It stages
+    // what a real controller would not hold still for: a rollout paused half-way, a
+    // scale-out, the same template re-serialised with a defaulted field. The rollout as
+    // the local cluster's controllers and kubelet run it is in cluster_e2e.rs.)
     let deployment = json!({
         "metadata": {"name": "api", "annotations": {"deployment.kubernetes.io/revision": "1"}},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "api:v1"}]}}}

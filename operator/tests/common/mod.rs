@@ -65,7 +65,9 @@ impl World {
     /// A world whose API server runs with `options` (e.g. recording every request).
     pub async fn start_with(options: Options, pod_ips: &[&str]) -> Self {
         biometrics_operator::install_crypto();
-        // The tests create Pods and walk workload status themselves.
+        // These tests create Pods (agents on loopback addresses, behind fault proxies where a
+        // test needs one) and walk workload status themselves, for states and timings a real
+        // controller would not stage; `start_on_cluster` runs the real ones.
         let options = Options { controllers: false, ..options };
         let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
         let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
@@ -101,6 +103,42 @@ impl World {
             world.add_pod(&format!("api-{i}"), ip.parse().unwrap()).await;
         }
         world
+    }
+
+    /// A world on a local cluster: the API server with its workload controllers and a
+    /// kubelet that runs pods as processes, `images` its image → command map (YAML). The
+    /// agents run as pods' containers and take the operator's key from the trust ConfigMap
+    /// the operator publishes, as in a cluster.
+    pub async fn start_on_cluster(images: &str) -> Self {
+        biometrics_operator::install_crypto();
+        let mut server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
+        server.create_from_files(&crds).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let images = biometrics_test_apiserver::kubelet::ImageMap::parse(images, Path::new("images.yaml")).unwrap();
+        let config = biometrics_test_apiserver::kubelet::KubeletConfig {
+            node_name: "local-1".into(),
+            state_dir: dir.path().join("kubelet"),
+            images,
+            restart_backoff: Duration::from_secs(1),
+            api: server.addr(),
+        };
+        server.start_kubelet(config).await.expect("the kubelet starts (it needs root)");
+        server.write_kubeconfig(&kubeconfig_path(dir.path())).unwrap();
+        let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+        let client = Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
+        )
+        .unwrap();
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        for ns in [NS, OPERATOR_NS] {
+            namespaces
+                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+                .await
+                .unwrap();
+        }
+        let public_key = dir.path().join("operator.pub");
+        Self::from_parts(server, client, dir, public_key)
     }
 
     /// A world around a running API server, with no pods and no operator yet.
