@@ -655,11 +655,11 @@ fn watch(
             {
                 // Recorder Events reach the core Event API converted.
                 let converted = (event.type_key != key).then(|| {
-                    (crate::events::to_core(&event.object), event.previous.as_ref().map(crate::events::to_core))
+                    (crate::events::to_core(&event.object), event.previous.as_deref().map(crate::events::to_core))
                 });
                 let (object, previous) = match &converted {
                     Some((o, p)) => (o, p.as_ref()),
-                    None => (&event.object, event.previous.as_ref()),
+                    None => (event.object.as_ref(), event.previous.as_deref()),
                 };
                 let now_selected = selected(object, &namespace);
                 let was_selected = previous.is_some_and(|p| selected(p, &namespace));

@@ -51,10 +51,11 @@ pub struct Event {
     pub type_key: TypeKey,
     /// What happened.
     pub event_type: EventType,
-    /// The object after the change (for a deletion: its last state).
-    pub object: Value,
+    /// The object after the change (for a deletion: its last state), shared with the
+    /// store while it is the current version.
+    pub object: Arc<Value>,
     /// The object before the change, for modifications.
-    pub previous: Option<Value>,
+    pub previous: Option<Arc<Value>>,
 }
 
 /// Options every write takes from its query string.
@@ -92,7 +93,9 @@ pub enum Subresource {
     Status,
 }
 
-type Objects = BTreeMap<(String, String), Value>;
+/// Objects by namespace and name; each version is shared with the event log, which keeps
+/// the versions watches may still be sent.
+type Objects = BTreeMap<(String, String), Arc<Value>>;
 
 /// The server's state behind one lock.
 #[derive(Debug, Default)]
@@ -396,8 +399,8 @@ impl Store {
         state: &mut State,
         type_key: &TypeKey,
         event_type: EventType,
-        object: Value,
-        previous: Option<Value>,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
     ) {
         state.log.push_back(Event { rv: state.rv, type_key: type_key.clone(), event_type, object, previous });
         while state.log.len() > state.capacity {
@@ -406,6 +409,24 @@ impl Store {
             }
         }
         self.changed.send_replace(state.rv);
+    }
+
+    /// Stores `object` (a new version of it, or a new one) and records the change; the
+    /// version it replaces is the event's `previous`.
+    fn put(
+        &self,
+        state: &mut State,
+        key: &TypeKey,
+        namespace: String,
+        name: String,
+        object: Value,
+        event_type: EventType,
+    ) -> Arc<Value> {
+        let shared = Arc::new(object);
+        let replaced = state.objects.entry(key.clone()).or_default().insert((namespace, name), shared.clone());
+        let previous = if event_type == EventType::Modified { replaced } else { None };
+        self.record(state, key, event_type, shared.clone(), previous);
+        shared
     }
 
     /// Events after `rv` (exclusive), or 410 if they are no longer kept.
@@ -424,7 +445,7 @@ impl Store {
             .objects
             .get(&rt.key())
             .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
-            .cloned()
+            .map(|v| Value::clone(v))
             .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))
     }
 
@@ -438,6 +459,13 @@ impl Store {
     /// Every object of a type (in one namespace, or all), sorted by namespace and name,
     /// with the resourceVersion of the snapshot.
     pub fn list(&self, key: &TypeKey, namespace: Option<&str>) -> Result<(Vec<Value>, u64), ApiError> {
+        let (items, rv) = self.list_shared(key, namespace)?;
+        Ok((items.into_iter().map(Arc::unwrap_or_clone).collect(), rv))
+    }
+
+    /// [`Store::list`] without copying: the stored versions themselves, for readers that
+    /// only look (the controllers and the kubelet list every pod on every pass).
+    pub fn list_shared(&self, key: &TypeKey, namespace: Option<&str>) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
         let state = self.lock();
         Self::resource(&state, key)?;
         let items = state
@@ -574,9 +602,8 @@ impl Store {
         state.rv += 1;
         let rv = state.rv;
         meta_mut(&mut body).insert("resourceVersion".into(), json!(rv.to_string()));
-        state.objects.entry(key.clone()).or_default().insert((namespace, name), body.clone());
-        self.record(&mut state, key, EventType::Added, body.clone(), None);
-        Ok((body, warnings))
+        let stored = self.put(&mut state, key, namespace, name, body, EventType::Added);
+        Ok((Value::clone(&stored), warnings))
     }
 
     /// Admission: a custom resource is pruned, defaulted and validated (with CEL); a
@@ -778,9 +805,8 @@ impl Store {
         state.rv += 1;
         let rv = state.rv;
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-        state.objects.entry(key.clone()).or_default().insert((namespace, name), new.clone());
-        self.record(state, &key, EventType::Modified, new.clone(), Some(old.clone()));
-        Ok((new, warnings))
+        let stored = self.put(state, &key, namespace, name, new, EventType::Modified);
+        Ok((Value::clone(&stored), warnings))
     }
 
     /// Applies a patch to an object or its status; an apply patch creates a missing object.
@@ -795,7 +821,11 @@ impl Store {
     ) -> Result<(Value, Vec<String>), ApiError> {
         let mut state = self.lock();
         let rt = Self::resource(&state, key)?;
-        let existing = state.objects.get(key).and_then(|o| o.get(&(namespace.to_owned(), name.to_owned()))).cloned();
+        let existing = state
+            .objects
+            .get(key)
+            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
+            .map(|v| Value::clone(v));
         let Some(old) = existing else {
             if let Patch::Apply(applied) = patch {
                 if sub == Subresource::Status {
@@ -1006,11 +1036,12 @@ impl Store {
         let mut stored = created;
         write_managed(&mut stored, &[entry]);
         if let Some(slot) = state.objects.get_mut(&rt.key()).and_then(|o| o.get_mut(&key)) {
-            slot["metadata"]["managedFields"] = stored["metadata"]["managedFields"].clone();
-        }
-        // Keep the ADDED event consistent with what is stored.
-        if let Some(last) = state.log.back_mut() {
-            last.object["metadata"]["managedFields"] = stored["metadata"]["managedFields"].clone();
+            Arc::make_mut(slot)["metadata"]["managedFields"] = stored["metadata"]["managedFields"].clone();
+            let slot = slot.clone();
+            // Keep the ADDED event consistent with what is stored.
+            if let Some(last) = state.log.back_mut() {
+                last.object = slot;
+            }
         }
         Ok((stored, warnings))
     }
@@ -1046,7 +1077,7 @@ impl Store {
                     m.insert("generation".into(), json!(g));
                 }
             }
-            return Ok(self.store_marked(&mut state, key, namespace, name, old, new));
+            return Ok(self.store_marked(&mut state, key, namespace, name, new));
         }
         let removed = self.remove(&mut state, &rt, namespace, name, None)?;
         if !orphan {
@@ -1108,25 +1139,15 @@ impl Store {
             );
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
-        Ok(self.store_marked(&mut state, key, namespace, name, old, new))
+        Ok(self.store_marked(&mut state, key, namespace, name, new))
     }
 
     /// Stores an object marked for deletion (a new resourceVersion) and records the change.
-    fn store_marked(
-        &self,
-        state: &mut State,
-        key: &TypeKey,
-        namespace: &str,
-        name: &str,
-        old: Value,
-        mut new: Value,
-    ) -> Value {
+    fn store_marked(&self, state: &mut State, key: &TypeKey, namespace: &str, name: &str, mut new: Value) -> Value {
         state.rv += 1;
         let rv = state.rv;
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-        state.objects.entry(key.clone()).or_default().insert((namespace.to_owned(), name.to_owned()), new.clone());
-        self.record(state, key, EventType::Modified, new.clone(), Some(old));
-        new
+        Value::clone(&self.put(state, key, namespace.to_owned(), name.to_owned(), new, EventType::Modified))
     }
 
     /// Removes an object now and records the deletion.
@@ -1139,29 +1160,28 @@ impl Store {
         last: Option<Value>,
     ) -> Result<Value, ApiError> {
         let key = rt.key();
-        let mut object = state
+        let removed = state
             .objects
             .get_mut(&key)
             .and_then(|o| o.remove(&(namespace.to_owned(), name.to_owned())))
             .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
-        if let Some(last) = last {
-            object = last;
-        }
+        let mut object = last.unwrap_or_else(|| Arc::unwrap_or_clone(removed));
         state.rv += 1;
         let rv = state.rv;
         meta_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
-        self.record(state, &key, EventType::Deleted, object.clone(), None);
+        self.record(state, &key, EventType::Deleted, Arc::new(object.clone()), None);
         if rt.kind == "CustomResourceDefinition"
             && let Some(gone) = state.registry.unregister_crd(name)
         {
             let names: Vec<(String, String)> =
                 state.objects.get(&gone).map(|o| o.keys().cloned().collect()).unwrap_or_default();
             for (ns, n) in names {
-                if let Some(mut obj) = state.objects.get_mut(&gone).and_then(|o| o.remove(&(ns, n))) {
+                if let Some(obj) = state.objects.get_mut(&gone).and_then(|o| o.remove(&(ns, n))) {
+                    let mut obj = Arc::unwrap_or_clone(obj);
                     state.rv += 1;
                     let rv = state.rv;
                     meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-                    self.record(state, &gone, EventType::Deleted, obj, None);
+                    self.record(state, &gone, EventType::Deleted, Arc::new(obj), None);
                 }
             }
         }
@@ -1174,11 +1194,12 @@ impl Store {
                     .map(|o| o.keys().filter(|(ns, _)| ns == name).cloned().collect())
                     .unwrap_or_default();
                 for (ns, n) in names {
-                    if let Some(mut obj) = state.objects.get_mut(&k).and_then(|o| o.remove(&(ns, n))) {
+                    if let Some(obj) = state.objects.get_mut(&k).and_then(|o| o.remove(&(ns, n))) {
+                        let mut obj = Arc::unwrap_or_clone(obj);
                         state.rv += 1;
                         let rv = state.rv;
                         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-                        self.record(state, &k, EventType::Deleted, obj, None);
+                        self.record(state, &k, EventType::Deleted, Arc::new(obj), None);
                     }
                 }
             }
@@ -1210,13 +1231,12 @@ impl Store {
                     self.cascade(state, &removed);
                 }
             } else if obj.pointer("/metadata/deletionTimestamp").is_none() {
-                let mut new = obj.clone();
+                let mut new = Value::clone(&obj);
                 meta_mut(&mut new).insert("deletionTimestamp".into(), json!(now()));
                 state.rv += 1;
                 let rv = state.rv;
                 meta_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
-                state.objects.entry(key.clone()).or_default().insert((ns, n), new.clone());
-                self.record(state, &key, EventType::Modified, new, Some(obj));
+                self.put(state, &key, ns, n, new, EventType::Modified);
             }
         }
     }

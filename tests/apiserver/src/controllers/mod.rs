@@ -13,7 +13,7 @@ mod replicaset;
 mod statefulset;
 mod workload;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ fn report(what: &str, result: Result<impl Sized, ApiError>) {
 }
 
 /// Groups objects by (namespace, controller uid).
-fn by_controller(objects: &[Value]) -> HashMap<(String, String), Vec<&Value>> {
+fn by_controller(objects: &[Arc<Value>]) -> HashMap<(String, String), Vec<&Value>> {
     let mut map: HashMap<(String, String), Vec<&Value>> = HashMap::new();
     for o in objects {
         if let Some(owner) = o
@@ -71,7 +71,7 @@ fn by_controller(objects: &[Value]) -> HashMap<(String, String), Vec<&Value>> {
             .and_then(|refs| refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true)))
         {
             let uid = owner.get("uid").and_then(Value::as_str).unwrap_or_default().to_owned();
-            map.entry((meta_str(o, "namespace").to_owned(), uid)).or_default().push(o);
+            map.entry((meta_str(o, "namespace").to_owned(), uid)).or_default().push(o.as_ref());
         }
     }
     map
@@ -85,9 +85,9 @@ fn owned<'a>(map: &HashMap<(String, String), Vec<&'a Value>>, owner: &Value) -> 
 /// One pass over every Deployment, StatefulSet and ReplicaSet.
 pub fn sync_all(store: &Store, now: Timestamp) {
     let (deployments, replica_sets, pods) = (key("apps", "deployments"), key("apps", "replicasets"), key("", "pods"));
-    let Ok((deploys, _)) = store.list(&deployments, None) else { return };
-    let Ok((sets, _)) = store.list(&replica_sets, None) else { return };
-    let Ok((all_pods, _)) = store.list(&pods, None) else { return };
+    let Ok((deploys, _)) = store.list_shared(&deployments, None) else { return };
+    let Ok((sets, _)) = store.list_shared(&replica_sets, None) else { return };
+    let Ok((all_pods, _)) = store.list_shared(&pods, None) else { return };
     let sets_by_owner = by_controller(&sets);
     let pods_by_owner = by_controller(&all_pods);
 
@@ -156,11 +156,11 @@ pub fn sync_all(store: &Store, now: Timestamp) {
 /// One pass over every StatefulSet.
 fn sync_stateful_sets(store: &Store, pods_by_owner: &HashMap<(String, String), Vec<&Value>>, now: Timestamp) {
     let (sets_key, revisions_key) = (key("apps", "statefulsets"), key("apps", "controllerrevisions"));
-    let Ok((sets, _)) = store.list(&sets_key, None) else { return };
+    let Ok((sets, _)) = store.list_shared(&sets_key, None) else { return };
     if sets.is_empty() {
         return;
     }
-    let Ok((revisions, _)) = store.list(&revisions_key, None) else { return };
+    let Ok((revisions, _)) = store.list_shared(&revisions_key, None) else { return };
     let revisions_by_owner = by_controller(&revisions);
     let opts = options("statefulset-controller");
     for set in sets.iter().filter(|s| !workload::terminating(s)) {

@@ -5,7 +5,7 @@
 //! its requests spread over a Service's pods looks up every address (resolvers sort them by
 //! RFC 6724, so taking the first would always pick the same pod).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{borrow::Borrow, collections::BTreeMap, net::Ipv4Addr};
 
 use serde_json::Value;
 
@@ -46,12 +46,13 @@ fn ready_ip(pod: &Value) -> Option<Ipv4Addr> {
 
 /// The Services that select pods, each with its ready pods' addresses (what an EndpointSlice
 /// would list). Services without a selector, and ExternalName ones, resolve to nothing here.
-pub fn service_addresses(services: &[Value], pods: &[Value]) -> Vec<ServiceAddresses> {
+pub fn service_addresses(services: &[impl Borrow<Value>], pods: &[impl Borrow<Value>]) -> Vec<ServiceAddresses> {
     let meta =
         |o: &Value, f: &str| o.pointer(&format!("/metadata/{f}")).and_then(Value::as_str).unwrap_or("").to_owned();
     services
         .iter()
-        .filter(|s| s.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName"))
+        .map(Borrow::borrow)
+        .filter(|s: &&Value| s.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName"))
         .filter_map(|service| {
             let selector = labels(service, "/spec/selector");
             if selector.is_empty() {
@@ -60,7 +61,8 @@ pub fn service_addresses(services: &[Value], pods: &[Value]) -> Vec<ServiceAddre
             let namespace = meta(service, "namespace");
             let mut addresses: Vec<Ipv4Addr> = pods
                 .iter()
-                .filter(|p| meta(p, "namespace") == namespace)
+                .map(Borrow::borrow)
+                .filter(|p: &&Value| meta(p, "namespace") == namespace)
                 .filter(|p| {
                     let have = labels(p, "/metadata/labels");
                     selector.iter().all(|(k, v)| have.get(k) == Some(v))

@@ -267,8 +267,8 @@ async fn run(context: Arc<Context>, workers: Arc<Mutex<HashMap<String, Worker>>>
     let pods = key("", "pods");
     let opts = WriteOptions { field_manager: "kubelet".into(), ..Default::default() };
     loop {
-        let Ok((items, _)) = context.store.list(&pods, None) else { return };
-        if let Ok((services, _)) = context.store.list(&key("", "services"), None) {
+        let Ok((items, _)) = context.store.list_shared(&pods, None) else { return };
+        if let Ok((services, _)) = context.store.list_shared(&key("", "services"), None) {
             *context.services.lock().expect("lock") = Arc::new(hosts::service_addresses(&services, &items));
         }
         let mut present = std::collections::HashSet::new();
@@ -303,7 +303,7 @@ async fn run(context: Arc<Context>, workers: Arc<Mutex<HashMap<String, Worker>>>
                         continue;
                     }
                     let (stop, receiver) = watch::channel(Stop::No);
-                    let handle = tokio::spawn(pod::run(context.clone(), p.clone(), receiver));
+                    let handle = tokio::spawn(pod::run(context.clone(), Value::clone(p), receiver));
                     workers.insert(uid, Worker { stop, handle });
                 }
             }
