@@ -88,7 +88,7 @@ pub struct TestApiServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     controllers: Option<tokio::task::JoinHandle<()>>,
     kubelet: Option<kubelet::Kubelet>,
-    kubelet_state: Arc<std::sync::OnceLock<PathBuf>>,
+    kubelet_state: Arc<std::sync::OnceLock<kubelet::NodeInfo>>,
 }
 
 /// Tunables of a server; the defaults suit tests and the demo.
@@ -168,9 +168,9 @@ impl TestApiServer {
     /// Starts a kubelet that runs this server's pods as local processes (see
     /// [`kubelet`]); it stops with the server.
     pub async fn start_kubelet(&mut self, config: kubelet::KubeletConfig) -> Result<(), kubelet::KubeletError> {
-        let state_dir = config.state_dir.clone();
-        self.kubelet = Some(kubelet::Kubelet::start(self.store.clone(), config).await?);
-        let _ = self.kubelet_state.set(state_dir);
+        let kubelet = kubelet::Kubelet::start(self.store.clone(), config).await?;
+        let _ = self.kubelet_state.set(kubelet.node_info());
+        self.kubelet = Some(kubelet);
         Ok(())
     }
 

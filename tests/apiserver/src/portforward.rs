@@ -2,10 +2,16 @@
 //! kube-rs: subprotocol `v4.channel.k8s.io` (or `v5`, which adds close frames), two channels
 //! per requested port (data `2i`, error `2i+1`), each opened by the server with a frame of
 //! the port number, then `[channel, bytes…]` both ways. Each port is a TCP connection to
-//! the pod's address, as the kubelet's own forwarder makes it. kubectl's forwarder speaks
-//! SPDY/3.1 (`portforward.k8s.io`): an error and a data stream per port and request.
+//! the pod's own loopback, made inside its network namespace as a kubelet's runtime makes
+//! it (so a server listening on 127.0.0.1 in the pod is reached); a pod no kubelet here runs
+//! is reached on its `status.podIP`. kubectl's forwarder speaks SPDY/3.1
+//! (`portforward.k8s.io`): an error and a data stream per port and request.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -37,9 +43,52 @@ pub fn requested_ports(query: Option<&str>) -> Result<Vec<u16>, ApiError> {
     Ok(ports)
 }
 
+/// Where a forwarded port's connections go.
+#[derive(Debug, Clone)]
+pub enum Dial {
+    /// The pod's loopback, inside the network namespace bound at this path.
+    PodLoopback(PathBuf),
+    /// The pod's address, for pods whose processes this server does not run.
+    Address(IpAddr),
+}
+
+impl Dial {
+    /// Connects to `port`.
+    pub async fn connect(&self, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+        match self {
+            Self::Address(address) => tokio::net::TcpStream::connect(SocketAddr::new(*address, port)).await,
+            Self::PodLoopback(netns) => {
+                let netns = netns.clone();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // A thread of its own: entering a namespace changes the calling thread for
+                // good, and a socket stays in the namespace it was made in.
+                std::thread::spawn(move || {
+                    let _ = tx.send(connect_inside(&netns, port));
+                });
+                let stream = rx.await.map_err(|_| std::io::Error::other("the connecting thread died"))??;
+                stream.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(stream)
+            }
+        }
+    }
+}
+
+/// Connects to `localhost:port` (IPv4, then IPv6) from inside the network namespace `netns`.
+fn connect_inside(netns: &std::path::Path, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let namespace = std::fs::File::open(netns)?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&namespace),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    let timeout = Duration::from_secs(5);
+    std::net::TcpStream::connect_timeout(&SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port), timeout)
+        .or_else(|_| std::net::TcpStream::connect_timeout(&SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port), timeout))
+}
+
 /// Upgrades the request and forwards its ports to the pod.
 pub fn serve(
     store: &Store,
+    node: Option<&crate::kubelet::NodeInfo>,
     namespace: &str,
     name: &str,
     headers: &HeaderMap,
@@ -52,10 +101,15 @@ pub fn serve(
         .and_then(Value::as_str)
         .and_then(|ip| ip.parse().ok())
         .ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let dial = match node.map(|n| n.pod_netns(uid)) {
+        Some(netns) if pod.pointer("/spec/nodeName").is_some() && netns.exists() => Dial::PodLoopback(netns),
+        _ => Dial::Address(address),
+    };
     let upgrade_to = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if upgrade_to.eq_ignore_ascii_case("SPDY/3.1") {
         let Some(upgrade) = upgrade else { return Err(ApiError::bad_request("the connection cannot be upgraded")) };
-        return Ok(serve_spdy(address, upgrade));
+        return Ok(serve_spdy(dial, upgrade));
     }
     let ports = requested_ports(query)?;
     let websocket =
@@ -74,7 +128,7 @@ pub fn serve(
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let socket = WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, None).await;
-        forward(socket, address, ports).await;
+        forward(socket, dial, ports).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -90,7 +144,7 @@ pub fn serve(
 }
 
 /// Moves bytes between the socket's channels and one TCP connection per port.
-async fn forward<S>(socket: WebSocketStream<S>, address: IpAddr, ports: Vec<u16>)
+async fn forward<S>(socket: WebSocketStream<S>, dial: Dial, ports: Vec<u16>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -120,9 +174,9 @@ where
         to_pod.push(tx);
         let out = to_client.clone();
         let data = u8::try_from(2 * i).unwrap_or(u8::MAX);
+        let dial = dial.clone();
         tokio::spawn(async move {
-            let target = SocketAddr::new(address, port);
-            let mut connection = match tokio::net::TcpStream::connect(target).await {
+            let mut connection = match dial.connect(port).await {
                 Ok(c) => c,
                 Err(e) => {
                     let mut frame = vec![data + 1];
@@ -198,10 +252,10 @@ struct SpdyPort {
 
 /// Answers kubectl's SPDY/3.1 upgrade and forwards each (error, data) stream pair it opens
 /// to the pod's address.
-pub fn serve_spdy(address: IpAddr, upgrade: hyper::upgrade::OnUpgrade) -> Response {
+pub fn serve_spdy(dial: Dial, upgrade: hyper::upgrade::OnUpgrade) -> Response {
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        spdy_session(hyper_util::rt::TokioIo::new(upgraded), address).await;
+        spdy_session(hyper_util::rt::TokioIo::new(upgraded), dial).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -212,7 +266,7 @@ pub fn serve_spdy(address: IpAddr, upgrade: hyper::upgrade::OnUpgrade) -> Respon
     response
 }
 
-async fn spdy_session<S>(connection: S, address: IpAddr)
+async fn spdy_session<S>(connection: S, dial: Dial)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -257,13 +311,7 @@ where
                             let (tx, rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(16);
                             entry.to_pod = Some(tx.clone());
                             data_streams.insert(stream, tx);
-                            tokio::spawn(spdy_port(
-                                SocketAddr::new(address, port),
-                                stream,
-                                entry.error_stream,
-                                rx,
-                                frames.clone(),
-                            ));
+                            tokio::spawn(spdy_port(dial.clone(), port, stream, entry.error_stream, rx, frames.clone()));
                         }
                         _ => {}
                     }
@@ -305,18 +353,19 @@ where
 /// One forwarded connection: the pod's bytes as DATA on `stream`, the client's to the pod;
 /// a refused connection is reported on the error stream.
 async fn spdy_port(
-    target: SocketAddr,
+    dial: Dial,
+    port: u16,
     stream: u32,
     error_stream: Option<u32>,
     mut from_client: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
     frames: tokio::sync::mpsc::Sender<Vec<u8>>,
 ) {
     use crate::spdy;
-    let connection = match tokio::net::TcpStream::connect(target).await {
+    let connection = match dial.connect(port).await {
         Ok(c) => c,
         Err(e) => {
             if let Some(error_stream) = error_stream {
-                let message = format!("error forwarding port {} to pod: {e}", target.port());
+                let message = format!("error forwarding port {port} to pod: {e}");
                 let _ = frames.send(spdy::data(error_stream, spdy::FLAG_FIN, message.as_bytes())).await;
             }
             let _ = frames.send(spdy::data(stream, spdy::FLAG_FIN, &[])).await;

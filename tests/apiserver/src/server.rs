@@ -72,8 +72,8 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// Where each request's authorization check is recorded, when asked for.
     pub requests: Option<Arc<RequestLog>>,
-    /// The kubelet's state directory, once one runs (pods' logs are there).
-    pub kubelet_state: Arc<std::sync::OnceLock<std::path::PathBuf>>,
+    /// The kubelet, once one runs (pods' logs are in its state directory).
+    pub kubelet_state: Arc<std::sync::OnceLock<crate::kubelet::NodeInfo>>,
     /// How late watches deliver each change.
     pub watch_delay: Duration,
 }
@@ -347,7 +347,7 @@ async fn route(
             state.counts.bump("get pods/log".into());
             crate::logs::serve(
                 &state.store,
-                state.kubelet_state.get().map(std::path::PathBuf::as_path),
+                state.kubelet_state.get().map(|node| node.state_dir.as_path()),
                 &namespace,
                 &name,
                 &query,
@@ -355,7 +355,8 @@ async fn route(
         }
         Target::PortForward { namespace, name } if *method == Method::GET || *method == Method::POST => {
             state.counts.bump("create pods/portforward".into());
-            crate::portforward::serve(&state.store, &namespace, &name, headers, uri.query(), upgrade)
+            let node = state.kubelet_state.get();
+            crate::portforward::serve(&state.store, node, &namespace, &name, headers, uri.query(), upgrade)
         }
         Target::PodLog { .. } | Target::PortForward { .. } => {
             Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))

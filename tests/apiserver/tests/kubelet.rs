@@ -30,7 +30,8 @@ impl Cluster {
         let go = biometrics_test_support::go_target_binary();
         let dir = tempfile::tempdir().expect("dir");
         let images = format!(
-            "images:\n  example/go-app: {{command: [{}], args: [--addr, '0.0.0.0:6060']}}\n  example/shell: {{command: [/bin/sh]}}\n",
+            "images:\n  example/go-app: {{command: [{}], args: [--addr, '0.0.0.0:6060']}}\n  example/go-loopback: {{command: [{}]}}\n  example/shell: {{command: [/bin/sh]}}\n",
+            go.display(),
             go.display()
         );
         let images = ImageMap::parse(&images, Path::new("images.yaml")).expect("image map");
@@ -372,6 +373,55 @@ spec:
             p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
         });
         assert_eq!(missing["status"]["phase"], "Pending");
+    })
+    .await;
+}
+
+/// `kubectl port-forward` reaches a server that listens on the pod's own loopback only (the
+/// Go target's default, 127.0.0.1:6060), as a kubelet's runtime connects inside the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_the_pods_own_loopback() {
+    let cluster = std::sync::Arc::new(Cluster::start().await);
+    let c = cluster.clone();
+    blocking(move || {
+        c.apply(
+            "
+apiVersion: v1
+kind: Pod
+metadata: {name: lo, namespace: default}
+spec:
+  containers: [{name: app, image: example/go-loopback, readinessProbe: {exec: {command: [bash, -c, 'exec 3<>/dev/tcp/127.0.0.1/6060']}, periodSeconds: 1}}]
+",
+        );
+        let pod = c.wait_for(&["get", "pod", "lo"], "the pod to be ready", |p| {
+            p["status"]["containerStatuses"][0]["ready"] == true
+        });
+        let ip = pod["status"]["podIP"].as_str().unwrap().to_owned();
+        assert!(
+            std::net::TcpStream::connect_timeout(&format!("{ip}:6060").parse().unwrap(), Duration::from_secs(1)).is_err(),
+            "the server is on the pod's loopback only, not on {ip}"
+        );
+        let mut forward = c
+            .kubectl
+            .command()
+            .args(["port-forward", "pod/lo", ":6060"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward runs");
+        let mut output = std::io::BufReader::new(forward.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut output, &mut line).expect("the Forwarding line");
+        let local: u16 = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let body = biometrics_test_support::http_get(format!("127.0.0.1:{local}").parse().unwrap(), "/debug/pprof/");
+        let _ = forward.kill();
+        let _ = forward.wait();
+        assert!(body.contains("goroutine"), "through kubectl port-forward: {body}");
     })
     .await;
 }

@@ -125,6 +125,22 @@ fn check_privileges() -> Result<(), KubeletError> {
     }
 }
 
+/// What the API server needs of a running kubelet: where pods' logs are, and how to reach a
+/// pod's own loopback (port-forward connects there, as a kubelet's runtime does).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Where pods' volumes, layers and logs live.
+    pub state_dir: PathBuf,
+    bridge: String,
+}
+
+impl NodeInfo {
+    /// The network namespace of the pod with `uid`, bound under `/var/run/netns`.
+    pub fn pod_netns(&self, uid: &str) -> PathBuf {
+        Path::new("/var/run/netns").join(network::netns_name(&self.bridge, &uid[..uid.len().min(8)]))
+    }
+}
+
 /// The log of a pod's container, for `kubectl logs`: the current run, or the one before.
 pub fn log_file(state_dir: &Path, pod: &Value, container: &str, previous: bool) -> Option<PathBuf> {
     let uid = pod.pointer("/metadata/uid").and_then(Value::as_str)?;
@@ -189,6 +205,11 @@ impl Kubelet {
     /// Where pods' files are.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// What the API server needs of this kubelet.
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo { state_dir: self.state_dir.clone(), bridge: self.context.network.bridge.clone() }
     }
 
     /// Kills every pod now and removes the network.

@@ -102,7 +102,7 @@ impl Network {
         };
         let [a, b, c, _] = self.subnet.octets();
         let address = Ipv4Addr::new(a, b, c, host);
-        let netns = format!("{}-{key}", self.bridge);
+        let netns = netns_name(&self.bridge, key);
         let veth = format!("{}{host:02x}", &self.bridge[..self.bridge.len().min(12)]);
         let result = async {
             ip(&["netns", "add", &netns]).await?;
@@ -141,4 +141,9 @@ impl Network {
         }
         quiet(&["link", "del", &self.bridge]);
     }
+}
+
+/// The network namespace (as `ip netns` names it) of the pod whose uid starts with `key`.
+pub fn netns_name(bridge: &str, key: &str) -> String {
+    format!("{bridge}-{key}")
 }

@@ -24,11 +24,17 @@ impl Kubectl {
         Self { dir: dir.to_owned() }
     }
 
+    /// kubectl with this kubeconfig, to be given its arguments and run.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(kubectl_binary());
+        command.env("KUBECONFIG", self.dir.join("kubeconfig")).env("KUBECACHEDIR", self.dir.join("cache"));
+        command
+    }
+
     /// Runs kubectl with `stdin` (if any) and returns what it did.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kubectl_binary())
-            .env("KUBECONFIG", self.dir.join("kubeconfig"))
-            .env("KUBECACHEDIR", self.dir.join("cache"))
+        let mut child = self
+            .command()
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
