@@ -1,8 +1,9 @@
 //! The real `kubectl-biometrics` against the test API server with the CRDs, through a
 //! kubeconfig: `capture` sets `biometrics.io/capture-now` and `--wait` follows the run the
-//! status reports (the test plays the operator's part by writing status), and the
-//! port-forward to the operator's pod is reported as unsupported where the API server has no
-//! port-forward.
+//! status reports (the test plays the operator's part by writing status); every command
+//! reaches the capture browser through the port-forward to the operator's pod that the
+//! plugin opens itself (the browser served by the test on the pod's address), and each way
+//! that can fail is one line.
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::{
 use biometrics_crds::{CAPTURE_NOW_ANNOTATION, v1alpha1::ProfileCapture};
 use biometrics_test_apiserver::TestApiServer;
 use biometrics_test_support::repo_root;
-use common::{NS, Run, plugin};
+use common::{NS, Run, backend, plugin, serve_browser, sha256};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Namespace, Pod},
@@ -270,6 +271,69 @@ fn capture_errors_are_one_line() {
     );
 }
 
+/// The chart's operator Deployment in `biometrics-system` and one pod of it, ready at
+/// 127.0.0.1 when `ready` (the test serves the browser there).
+fn operator_deployment(cluster: &Cluster, ready: bool) -> Api<Pod> {
+    let labels = json!({"app.kubernetes.io/name": "biometrics", "app.kubernetes.io/instance": "biometrics", "app.kubernetes.io/component": "operator"});
+    let deployment = json!({"metadata": {"name": "biometrics", "labels": labels}, "spec": {"selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "operator", "image": "biometrics-operator"}]}}}});
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), OPERATOR_NS);
+    cluster.runtime.block_on(async {
+        Api::<Deployment>::namespaced(cluster.client.clone(), OPERATOR_NS)
+            .create(&PostParams::default(), &object(deployment))
+            .await
+            .unwrap();
+        let pod = json!({"metadata": {"name": "biometrics-7d9f-abcde", "labels": labels},
+            "spec": {"containers": [{"name": "operator", "image": "biometrics-operator"}]}});
+        pods.create(&PostParams::default(), &object(pod)).await.unwrap();
+        if ready {
+            let ready = json!({"status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}});
+            pods.patch_status("biometrics-7d9f-abcde", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
+        }
+    });
+    pods
+}
+
+/// Without `--ui`, each command port-forwards to the operator's pod itself (the kubeconfig's
+/// user, the API server's pods/portforward) and answers exactly as with the browser's URL.
+#[test]
+fn every_command_reaches_the_browser_through_a_port_forward() {
+    let cluster = Cluster::start();
+    let (ui, _browser) = serve_browser(backend(&[]));
+    let port = ui.rsplit(':').next().unwrap().to_owned();
+    operator_deployment(&cluster, true);
+    let through_forward = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--ui-port", &port]);
+        cluster.run(&all)
+    };
+    let direct = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--ui", &ui]);
+        cluster.run(&all)
+    };
+    for args in [
+        &["runs", "pcap/checkout", "-n", NS][..],
+        &["top", "pcap/checkout", "-n", NS, "--profile", "cpu"],
+        &["diff", "pcap/checkout", "-n", NS, "--profile", "cpu"],
+    ] {
+        let forwarded = through_forward(args);
+        forwarded.assert_ok();
+        assert!(!forwarded.stdout.is_empty(), "{args:?}: {forwarded:?}");
+        assert_eq!(forwarded.stdout, direct(args).stdout, "{args:?}: the same answer either way");
+    }
+    let out = tempfile::tempdir().unwrap();
+    let fetched =
+        through_forward(&["fetch", "pcap/checkout", "-n", NS, "--run", "r2", "-o", &out.path().to_string_lossy()]);
+    fetched.assert_ok();
+    let profiles = common::profiles();
+    for pod in ["web-0", "web-1"] {
+        let file = out.path().join(pod).join("cpu.pb.gz");
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}: {fetched:?}", file.display()));
+        assert_eq!(sha256(&bytes), sha256(profiles.get("r2", pod, "cpu.pb.gz")), "{pod}");
+    }
+}
+
 #[test]
 fn port_forward_errors_are_one_line() {
     let cluster = Cluster::start();
@@ -285,19 +349,7 @@ fn port_forward_errors_are_one_line() {
     );
 
     // The chart's Deployment, with a pod that is not ready.
-    let labels = json!({"app.kubernetes.io/name": "biometrics", "app.kubernetes.io/instance": "biometrics", "app.kubernetes.io/component": "operator"});
-    let deployment = json!({"metadata": {"name": "biometrics", "labels": labels}, "spec": {"selector": {"matchLabels": labels},
-        "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "operator", "image": "biometrics-operator"}]}}}});
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), OPERATOR_NS);
-    cluster.runtime.block_on(async {
-        Api::<Deployment>::namespaced(cluster.client.clone(), OPERATOR_NS)
-            .create(&PostParams::default(), &object(deployment))
-            .await
-            .unwrap();
-        let pod = json!({"metadata": {"name": "biometrics-7d9f-abcde", "labels": labels},
-            "spec": {"containers": [{"name": "operator", "image": "biometrics-operator"}]}});
-        pods.create(&PostParams::default(), &object(pod)).await.unwrap();
-    });
+    let pods = operator_deployment(&cluster, false);
     cluster
         .run(commands[0])
         .assert_error("no running and ready pod of the operator Deployment biometrics-system/biometrics");
