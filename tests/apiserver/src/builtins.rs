@@ -7,8 +7,9 @@
 use k8s_openapi::{
     ClusterResourceScope, NamespaceResourceScope, Resource,
     api::{
-        admissionregistration::v1 as admissionregistration, apps::v1 as apps, autoscaling::v2 as autoscaling,
-        batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+        admissionregistration::v1 as admissionregistration, apps::v1 as apps, authentication::v1 as authentication,
+        authorization::v1 as authorization, autoscaling::v2 as autoscaling, batch::v1 as batch,
+        certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
         discovery::v1 as discovery, events::v1 as events, flowcontrol::v1 as flowcontrol, networking::v1 as networking,
         node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, resource::v1 as resource,
         scheduling::v1 as scheduling, storage::v1 as storage,
@@ -73,6 +74,7 @@ pub struct Extra {
 const PLAIN: Extra =
     Extra { short_names: &[], categories: &[], status: false, generation: false, verbs: ALL_VERBS, scale: false };
 const ALL: &[&str] = &["all"];
+const REVIEW: Extra = Extra { verbs: &["create"], ..PLAIN };
 const API_EXTENSIONS: &[&str] = &["api-extensions"];
 
 fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
@@ -109,9 +111,14 @@ const fn workload(names: &'static [&'static str]) -> Extra {
 }
 
 /// The built-ins served by default (GA versions; beta and alpha groups are off by default in
-/// kube-apiserver). Review kinds (TokenReview, SubjectAccessReview, …) are not storage and
-/// are absent until they are answered for real; Bindings likewise.
+/// kube-apiserver). The access reviews and SelfSubjectReview are create-only and answered by
+/// [`crate::reviews`], never stored; TokenReview, SelfSubjectRulesReview and Bindings are
+/// absent until they are answered for real.
 pub const BUILTINS: &[Builtin] = &[
+    builtin::<authentication::SelfSubjectReview>(REVIEW),
+    builtin::<authorization::LocalSubjectAccessReview>(REVIEW),
+    builtin::<authorization::SelfSubjectAccessReview>(REVIEW),
+    builtin::<authorization::SubjectAccessReview>(REVIEW),
     builtin::<core::ComponentStatus>(Extra { short_names: &["cs"], verbs: &["get", "list"], ..PLAIN }),
     builtin::<core::ConfigMap>(short(&["cm"])),
     builtin::<core::Endpoints>(short(&["ep"])),

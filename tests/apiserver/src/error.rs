@@ -35,6 +35,19 @@ impl ApiError {
         e
     }
 
+    /// 401: no credentials this server accepts.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403, with the authorizer's message, about a request for `resource` (`plural` or
+    /// `plural.group`) `name`.
+    pub fn forbidden(message: String, resource: &str, name: &str) -> Self {
+        let mut e = Self::new(403, "Forbidden", message);
+        e.details = Some(details(resource, name));
+        e
+    }
+
     /// 404 for a path nothing serves.
     pub fn no_route(path: &str) -> Self {
         Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))

@@ -17,7 +17,9 @@ pub mod kubelet;
 pub mod logs;
 pub mod openapi;
 pub mod portforward;
+pub mod rbac;
 pub mod registry;
+pub mod reviews;
 pub mod scale;
 pub mod schema;
 pub mod selectors;
@@ -107,6 +109,11 @@ pub struct Options {
     /// How late watches deliver each change (a lagging watch cache, as a loaded API server
     /// has); zero by default. A watch's initial state is not delayed.
     pub watch_delay: std::time::Duration,
+    /// Authenticate by these bearer tokens (kube-apiserver's `--token-auth-file`) and
+    /// authorize by RBAC, with kube-apiserver's default roles and bindings; the server's own
+    /// kubeconfig is an admin in `system:masters`. `None` (the default) lets every request
+    /// through.
+    pub rbac: Option<rbac::Tokens>,
 }
 
 impl Default for Options {
@@ -117,9 +124,13 @@ impl Default for Options {
             record_requests: false,
             controllers: true,
             watch_delay: std::time::Duration::ZERO,
+            rbac: None,
         }
     }
 }
+
+/// The bearer token of the kubeconfig the server writes: an admin (`system:masters`).
+pub const ADMIN_TOKEN: &str = "biometrics-test";
 
 impl TestApiServer {
     /// Starts a server on `listen` (port 0 picks a free one) on the current tokio runtime.
@@ -137,6 +148,19 @@ impl TestApiServer {
         state.bookmark_interval = options.bookmark_interval;
         state.watch_delay = options.watch_delay;
         state.requests = options.record_requests.then(Arc::default);
+        if let Some(mut tokens) = options.rbac {
+            tokens.insert(ADMIN_TOKEN, rbac::UserInfo::authenticated(ADMIN_TOKEN, &["system:masters"]));
+            state.rbac = Some(Arc::new(tokens));
+            let opts = store::WriteOptions { field_manager: "kube-apiserver".into(), ..Default::default() };
+            for object in rbac::bootstrap() {
+                let plural = if object["kind"] == "ClusterRole" { "clusterroles" } else { "clusterrolebindings" };
+                let key = registry::TypeKey { group: "rbac.authorization.k8s.io".into(), plural: plural.into() };
+                store.create(&key, "", object, &opts).map_err(|e| StartError::Manifest {
+                    path: PathBuf::from("<bootstrap RBAC>"),
+                    message: e.message,
+                })?;
+            }
+        }
         let counts = state.counts.clone();
         let requests = state.requests.clone();
         let kubelet_state = state.kubelet_state.clone();
@@ -268,7 +292,7 @@ impl Drop for TestApiServer {
 
 /// The kubeconfig for a server at `url`: one cluster, one context, namespace `default`.
 pub fn kubeconfig_for(url: &str) -> String {
-    kubeconfig_with_token(url, "biometrics-test")
+    kubeconfig_with_token(url, ADMIN_TOKEN)
 }
 
 /// The same kubeconfig with another bearer token, the `user` of the requests it makes in

@@ -76,6 +76,9 @@ pub struct AppState {
     pub kubelet_state: Arc<std::sync::OnceLock<crate::kubelet::NodeInfo>>,
     /// How late watches deliver each change.
     pub watch_delay: Duration,
+    /// Users by bearer token, when requests are authenticated and authorized by RBAC;
+    /// `None` lets every request through.
+    pub rbac: Option<Arc<crate::rbac::Tokens>>,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ impl AppState {
             requests: None,
             kubelet_state: Arc::default(),
             watch_delay: Duration::ZERO,
+            rbac: None,
         }
     }
 }
@@ -248,12 +252,56 @@ pub async fn handle(
     body: Bytes,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
+    let record = RequestRecord::from_request(&method, &uri, &headers);
     if let Some(log) = &state.requests {
-        log.record(RequestRecord::from_request(&method, &uri, &headers));
+        log.record(record.clone());
+    }
+    let user = match authorize(&state, &headers, &record) {
+        Ok(user) => user,
+        Err(e) => return error_response(&e),
+    };
+    if method == Method::POST
+        && let Some(review) = crate::reviews::serve(&state, &user, uri.path(), &body)
+    {
+        return review.unwrap_or_else(|e| error_response(&e));
     }
     match route(&state, &method, &uri, &headers, &body, upgrade).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    }
+}
+
+/// Who sent the request, and whether RBAC lets them do it (every request passes when the
+/// server runs without RBAC).
+fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> Result<crate::rbac::UserInfo, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(tokens) = &state.rbac else {
+        // Without authentication the token stands for the user, who may do anything.
+        return Ok(token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {
+            crate::rbac::UserInfo::authenticated(t, &["system:masters"])
+        }));
+    };
+    let user = match token {
+        Some(token) => tokens.user(token).cloned().ok_or_else(ApiError::unauthorized)?,
+        None => crate::rbac::UserInfo::anonymous(),
+    };
+    let decision = crate::rbac::policy(&state.store).authorize(&user, record);
+    match decision {
+        crate::rbac::Decision::Allowed(_) => Ok(user),
+        // kube-apiserver answers an anonymous request it would not allow with 401.
+        crate::rbac::Decision::Denied(_) if token.is_none() => Err(ApiError::unauthorized()),
+        crate::rbac::Decision::Denied(message) => {
+            let resource = if record.group.is_empty() {
+                record.resource.clone()
+            } else {
+                format!("{}.{}", record.resource, record.group)
+            };
+            Err(ApiError::forbidden(message, &resource, &record.name))
+        }
     }
 }
 

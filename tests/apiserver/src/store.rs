@@ -168,6 +168,38 @@ fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// How kube-apiserver validates a kind's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameRule {
+    /// A DNS-1123 subdomain (most kinds).
+    Subdomain,
+    /// A DNS-1123 label (Namespaces).
+    Label,
+    /// Any path segment (RBAC's kinds: `system:aggregate-to-view`).
+    PathSegment,
+}
+
+fn name_rule(rt: &ResourceType) -> NameRule {
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Namespace") => NameRule::Label,
+        ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
+        _ => NameRule::Subdomain,
+    }
+}
+
+fn check_name_by(name: &str, rule: NameRule) -> Result<(), String> {
+    if rule != NameRule::PathSegment {
+        return check_name(name, rule == NameRule::Label);
+    }
+    if name == "." || name == ".." {
+        return Err(format!("may not be '{name}'"));
+    }
+    match ['/', '%'].into_iter().find(|c| name.contains(*c)) {
+        Some(c) => Err(format!("may not contain '{c}'")),
+        None => Ok(()),
+    }
+}
+
 /// DNS-1123 subdomain (most names) or label (namespaces).
 fn check_name(name: &str, label_only: bool) -> Result<(), String> {
     let max = if label_only { 63 } else { 253 };
@@ -510,7 +542,7 @@ impl Store {
                 ));
             }
         };
-        if let Err(detail) = check_name(&name, rt.kind == "Namespace") {
+        if let Err(detail) = check_name_by(&name, name_rule(&rt)) {
             return Err(ApiError::invalid(
                 &rt.kind,
                 &rt.group,

@@ -34,14 +34,36 @@ struct Args {
     /// The first restart delay of a crashing container, in seconds (kube's is 10).
     #[arg(long, default_value_t = 10)]
     restart_backoff_seconds: u64,
+    /// `RBAC` authenticates requests by `--token-auth-file` (the written kubeconfig is an
+    /// admin) and authorizes them by RBAC; `AlwaysAllow` lets every request through.
+    #[arg(long, default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "RBAC"])]
+    authorization_mode: String,
+    /// Users by bearer token, one `token,user,uid,"group1,group2"` per line (with
+    /// `--authorization-mode RBAC`).
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let tokens = match &args.token_auth_file {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| biometrics_test_apiserver::rbac::Tokens::parse(&text))
+        {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                eprintln!("test-apiserver: --token-auth-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => biometrics_test_apiserver::rbac::Tokens::default(),
+    };
+    let rbac = (args.authorization_mode == "RBAC").then_some(tokens);
     let mut server = match biometrics_test_apiserver::TestApiServer::start_with(
         args.listen,
-        biometrics_test_apiserver::Options { controllers: args.controllers, ..Default::default() },
+        biometrics_test_apiserver::Options { controllers: args.controllers, rbac, ..Default::default() },
     )
     .await
     {

@@ -1,0 +1,142 @@
+//! Who may do what, with the server authenticating bearer tokens and authorizing by RBAC:
+//! a user with no binding is refused in kube-apiserver's words, the `view` ClusterRole (with
+//! a CRD's role aggregated into it) lets one read but not patch, a Role grants one
+//! subresource in one namespace to a ServiceAccount, the reviews answer what a user may do
+//! and who they are, and unknown or missing credentials get 401.
+//!
+//! The clients are kube-rs's: kubectl sends no bearer token to a server over plain HTTP.
+
+use std::path::Path;
+
+use biometrics_test_apiserver::{Options, TestApiServer, kubeconfig_with_token, rbac::Tokens};
+use k8s_openapi::api::{
+    authentication::v1::SelfSubjectReview,
+    authorization::v1::SelfSubjectAccessReview,
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde_json::json;
+
+const TOKENS: &str = "vera-token,vera,1001,\"\"\nops-token,system:serviceaccount:shop:ops,1002,\"system:serviceaccounts,system:serviceaccounts:shop\"\n";
+
+async fn client(server: &TestApiServer, token: &str) -> Client {
+    let kubeconfig =
+        Kubeconfig::from_yaml(&kubeconfig_with_token(&format!("http://{}", server.addr()), token)).unwrap();
+    Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap())
+        .unwrap()
+}
+
+fn captures(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("biometrics.io", "v1alpha1", "ProfileCapture");
+    Api::namespaced_with(client.clone(), "shop", &ApiResource::from_gvk_with_plural(&gvk, "profilecaptures"))
+}
+
+async fn apply(client: &Client, manifest: serde_json::Value) {
+    let kind = manifest["kind"].as_str().unwrap();
+    let (group, version) = manifest["apiVersion"].as_str().unwrap().split_once('/').unwrap_or(("", "v1"));
+    let plural = format!("{}s", kind.to_lowercase());
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
+    let api: Api<DynamicObject> = match manifest.pointer("/metadata/namespace").and_then(|n| n.as_str()) {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    api.create(&PostParams::default(), &serde_json::from_value(manifest).unwrap()).await.unwrap();
+}
+
+fn refusal<T: std::fmt::Debug>(result: kube::Result<T>) -> (u16, String) {
+    match result {
+        Err(kube::Error::Api(e)) => (e.code, e.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn may(client: &Client, namespace: &str, verb: &str, resource: &str, subresource: &str) -> bool {
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {"resourceAttributes": {
+        "namespace": namespace, "verb": verb, "resource": resource, "subresource": subresource}}}))
+    .unwrap();
+    let answer =
+        Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.unwrap().allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_decides_who_may_do_what() {
+    let options = Options { rbac: Some(Tokens::parse(TOKENS).unwrap()), ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    server
+        .create_from_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/yaml/profilecapture.yaml")])
+        .unwrap();
+    let admin = client(&server, biometrics_test_apiserver::ADMIN_TOKEN).await;
+    for ns in ["shop", "billing"] {
+        apply(&admin, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+    }
+    // What a CRD's chart adds so that the built-in view role covers its kinds.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "biometrics-view", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [{"apiGroups": ["biometrics.io"], "resources": ["profilecaptures"], "verbs": ["get", "list", "watch"]}]}))
+    .await;
+    apply(
+        &admin,
+        json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "target": {"port": 6060}, "profiles": ["heap"]}}),
+    )
+    .await;
+    let vera = client(&server, "vera-token").await;
+
+    // No binding yet: refused, in kube-apiserver's words.
+    assert_eq!(
+        refusal(captures(&vera).list(&ListParams::default()).await),
+        (403, "profilecaptures.biometrics.io is forbidden: User \"vera\" cannot list resource \"profilecaptures\" in API group \"biometrics.io\" in the namespace \"shop\"".into())
+    );
+
+    // Bound to view (which aggregates the CRD's role, through edit's and admin's labels too):
+    // reads, and only reads.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "vera-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "vera"}]}))
+    .await;
+    let listed = captures(&vera).list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    Api::<Pod>::all(vera.clone()).list(&ListParams::default()).await.expect("view reads pods everywhere");
+    let patch = Patch::Merge(json!({"spec": {"duration": "5s"}}));
+    assert_eq!(
+        refusal(captures(&vera).patch("web", &PatchParams::default(), &patch).await),
+        (403, "profilecaptures.biometrics.io \"web\" is forbidden: User \"vera\" cannot patch resource \"profilecaptures\" in API group \"biometrics.io\" in the namespace \"shop\"".into())
+    );
+    let (code, message) = refusal(Api::<Secret>::namespaced(vera.clone(), "shop").list(&ListParams::default()).await);
+    assert!(code == 403 && message.contains("cannot list resource \"secrets\""), "view reads no secrets: {message}");
+
+    // A Role granting pods/portforward in shop to a ServiceAccount: there, and only there.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "forward", "namespace": "shop"},
+        "rules": [{"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "forward", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "forward"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ops", "namespace": "shop"}]}))
+    .await;
+    let ops = client(&server, "ops-token").await;
+    assert!(may(&ops, "shop", "create", "pods", "portforward").await);
+    assert!(!may(&ops, "billing", "create", "pods", "portforward").await);
+    assert!(!may(&ops, "shop", "get", "pods", "").await);
+    assert!(may(&vera, "shop", "list", "pods", "").await);
+
+    // Who am I.
+    let review: SelfSubjectReview = serde_json::from_value(json!({})).unwrap();
+    let me = Api::<SelfSubjectReview>::all(ops.clone()).create(&PostParams::default(), &review).await.unwrap();
+    let info = me.status.unwrap().user_info.unwrap();
+    assert_eq!(info.username.as_deref(), Some("system:serviceaccount:shop:ops"));
+    assert!(info.groups.unwrap().iter().any(|g| g == "system:serviceaccounts:shop"));
+
+    // Credentials the server does not know, and none at all.
+    let stranger = client(&server, "no-such-token").await;
+    assert_eq!(refusal(Api::<Pod>::all(stranger).list(&ListParams::default()).await).0, 401);
+    let anonymous = |path: &str| biometrics_test_support::http_request(server.addr(), "GET", path, &[], b"").0;
+    assert_eq!(anonymous("/version"), 200, "/version is public");
+    assert_eq!(anonymous("/api/v1/pods"), 401);
+}
