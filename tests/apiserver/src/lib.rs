@@ -28,6 +28,7 @@ pub mod spdy;
 pub mod store;
 pub mod strategic;
 pub mod table;
+pub mod tls;
 
 use std::{
     net::SocketAddr,
@@ -91,6 +92,8 @@ pub struct TestApiServer {
     controllers: Option<tokio::task::JoinHandle<()>>,
     kubelet: Option<kubelet::Kubelet>,
     kubelet_state: Arc<std::sync::OnceLock<kubelet::NodeInfo>>,
+    /// The CA and certificate, when the server serves HTTPS.
+    certs: Option<tls::ServingCerts>,
 }
 
 /// Tunables of a server; the defaults suit tests and the demo.
@@ -114,6 +117,9 @@ pub struct Options {
     /// kubeconfig is an admin in `system:masters`. `None` (the default) lets every request
     /// through.
     pub rbac: Option<rbac::Tokens>,
+    /// Serve HTTPS with a CA of the server's own (in the kubeconfig it writes) instead of
+    /// plain HTTP. kubectl sends bearer tokens only over HTTPS.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -125,6 +131,7 @@ impl Default for Options {
             controllers: true,
             watch_delay: std::time::Duration::ZERO,
             rbac: None,
+            tls: false,
         }
     }
 }
@@ -178,15 +185,29 @@ impl TestApiServer {
             }
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let certs =
+            if options.tls {
+                Some(tls::ServingCerts::generate(addr).map_err(|message| StartError::Manifest {
+                    path: PathBuf::from("<serving certificate>"),
+                    message,
+                })?)
+            } else {
+                None
+            };
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        match &certs {
+            Some(certs) => {
+                let listener = tls::TlsListener::new(listener, certs);
+                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+            }
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+            }
+        }
         let controllers = options.controllers.then(|| controllers::spawn(store.clone()));
-        Ok(Self { addr, store, counts, requests, shutdown: Some(tx), controllers, kubelet: None, kubelet_state })
+        Ok(Self { addr, store, counts, requests, shutdown: Some(tx), controllers, kubelet: None, kubelet_state, certs })
     }
 
     /// Starts a kubelet that runs this server's pods as local processes (see
@@ -212,7 +233,13 @@ impl TestApiServer {
 
     /// `http://<addr>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.certs.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA clients must trust (PEM), when the server serves HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.certs.as_ref().map(|c| c.ca_pem.as_str())
     }
 
     /// Direct access to the objects.
@@ -234,12 +261,12 @@ impl TestApiServer {
 
     /// A kubeconfig that kubectl and kube-rs use unchanged.
     pub fn kubeconfig(&self) -> String {
-        kubeconfig_for(&self.url())
+        self.kubeconfig_as(ADMIN_TOKEN)
     }
 
     /// A kubeconfig whose requests are recorded as `user`'s (see [`Self::requests`]).
     pub fn kubeconfig_as(&self, user: &str) -> String {
-        kubeconfig_with_token(&self.url(), user)
+        kubeconfig_text(&self.url(), user, self.ca_pem())
     }
 
     /// Writes the kubeconfig to `path`.
@@ -298,13 +325,21 @@ pub fn kubeconfig_for(url: &str) -> String {
 /// The same kubeconfig with another bearer token, the `user` of the requests it makes in
 /// [`TestApiServer::requests`].
 pub fn kubeconfig_with_token(url: &str, token: &str) -> String {
+    kubeconfig_text(url, token, None)
+}
+
+fn kubeconfig_text(url: &str, token: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine as _;
+    let ca = ca_pem.map_or_else(String::new, |pem| {
+        format!("\n    certificate-authority-data: {}", base64::engine::general_purpose::STANDARD.encode(pem))
+    });
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: biometrics-test
   cluster:
-    server: {url}
+    server: {url}{ca}
 users:
 - name: biometrics-test
   user:

@@ -278,7 +278,8 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     let Some(tokens) = &state.rbac else {
         // Without authentication the token stands for the user, who may do anything.
         return Ok(token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {

@@ -4,11 +4,13 @@
 //! subresource in one namespace to a ServiceAccount, the reviews answer what a user may do
 //! and who they are, and unknown or missing credentials get 401.
 //!
-//! The clients are kube-rs's: kubectl sends no bearer token to a server over plain HTTP.
+//! The server serves HTTPS with its own CA, as it must for kubectl to send a bearer token.
+
+mod common;
 
 use std::path::Path;
 
-use biometrics_test_apiserver::{Options, TestApiServer, kubeconfig_with_token, rbac::Tokens};
+use biometrics_test_apiserver::{Options, TestApiServer, rbac::Tokens};
 use k8s_openapi::api::{
     authentication::v1::SelfSubjectReview,
     authorization::v1::SelfSubjectAccessReview,
@@ -25,8 +27,7 @@ use serde_json::json;
 const TOKENS: &str = "vera-token,vera,1001,\"\"\nops-token,system:serviceaccount:shop:ops,1002,\"system:serviceaccounts,system:serviceaccounts:shop\"\n";
 
 async fn client(server: &TestApiServer, token: &str) -> Client {
-    let kubeconfig =
-        Kubeconfig::from_yaml(&kubeconfig_with_token(&format!("http://{}", server.addr()), token)).unwrap();
+    let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig_as(token)).unwrap();
     Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap())
         .unwrap()
 }
@@ -66,7 +67,7 @@ async fn may(client: &Client, namespace: &str, verb: &str, resource: &str, subre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_decides_who_may_do_what() {
-    let options = Options { rbac: Some(Tokens::parse(TOKENS).unwrap()), ..Options::default() };
+    let options = Options { rbac: Some(Tokens::parse(TOKENS).unwrap()), tls: true, ..Options::default() };
     let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
     server
         .create_from_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/yaml/profilecapture.yaml")])
@@ -136,7 +137,32 @@ async fn rbac_decides_who_may_do_what() {
     // Credentials the server does not know, and none at all.
     let stranger = client(&server, "no-such-token").await;
     assert_eq!(refusal(Api::<Pod>::all(stranger).list(&ListParams::default()).await).0, 401);
-    let anonymous = |path: &str| biometrics_test_support::http_request(server.addr(), "GET", path, &[], b"").0;
-    assert_eq!(anonymous("/version"), 200, "/version is public");
-    assert_eq!(anonymous("/api/v1/pods"), 401);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as("no-such-token")).unwrap();
+    let kubectl = common::Kubectl::new(dir.path());
+    let out = kubectl.run(&["get", "pods"], None);
+    let refused =
+        "error: You must be logged in to the server (the server has asked for the client to provide credentials)";
+    assert!(String::from_utf8_lossy(&out.stderr).contains(refused), "{out:?}");
+    let anonymous = {
+        let text = server.kubeconfig_as("").replace("    token: \n", "");
+        let kubeconfig = Kubeconfig::from_yaml(&text).unwrap();
+        Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap())
+            .unwrap()
+    };
+    anonymous.apiserver_version().await.expect("/version is public");
+    assert_eq!(refusal(Api::<Pod>::all(anonymous).list(&ListParams::default()).await).0, 401);
+
+    // kubectl, over HTTPS, as vera: the same answers, in kubectl's words.
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as("vera-token")).unwrap();
+    let out = kubectl.run(&["get", "pcap", "-n", "shop", "-o", "name"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "profilecapture.biometrics.io/web", "{out:?}");
+    let patch = ["patch", "pcap", "web", "-n", "shop", "--type=merge", "-p", r#"{"spec":{"duration":"5s"}}"#];
+    let out = kubectl.run(&patch, None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error from server (Forbidden): profilecaptures.biometrics.io \"web\" is forbidden: User \"vera\" cannot patch resource \"profilecaptures\" in API group \"biometrics.io\" in the namespace \"shop\""
+    );
+    let out = kubectl.run(&["get", "secrets", "-n", "billing"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list resource \"secrets\""), "{out:?}");
 }

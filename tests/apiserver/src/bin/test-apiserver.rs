@@ -42,6 +42,10 @@ struct Args {
     /// `--authorization-mode RBAC`).
     #[arg(long, value_name = "FILE")]
     token_auth_file: Option<std::path::PathBuf>,
+    /// Serve HTTPS with a CA of its own, written into the kubeconfig (on with
+    /// `--authorization-mode RBAC`: kubectl sends tokens only over HTTPS).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -61,9 +65,10 @@ async fn main() -> ExitCode {
         None => biometrics_test_apiserver::rbac::Tokens::default(),
     };
     let rbac = (args.authorization_mode == "RBAC").then_some(tokens);
+    let tls = args.tls || rbac.is_some();
     let mut server = match biometrics_test_apiserver::TestApiServer::start_with(
         args.listen,
-        biometrics_test_apiserver::Options { controllers: args.controllers, rbac, ..Default::default() },
+        biometrics_test_apiserver::Options { controllers: args.controllers, rbac, tls, ..Default::default() },
     )
     .await
     {
