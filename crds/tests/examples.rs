@@ -76,6 +76,11 @@ fn every_example_is_admitted_and_reads_into_the_types() {
                     }
                     "Pod" => serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(raw.clone()).map(drop),
                     "Secret" => serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(raw.clone()).map(drop),
+                    "Service" => serde_json::from_value::<k8s_openapi::api::core::v1::Service>(raw.clone()).map(drop),
+                    "PersistentVolumeClaim" => {
+                        serde_json::from_value::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(raw.clone())
+                            .map(drop)
+                    }
                     other => panic!("{}: unexpected kind {other}", path.display()),
                 };
                 read.unwrap_or_else(|e| panic!("{}: {kind}: {e}", path.display()));
