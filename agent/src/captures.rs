@@ -120,6 +120,18 @@ struct Entry {
     finished: Option<Instant>,
 }
 
+/// What ending a capture early does with what it wrote.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Remove its files (`DELETE`).
+    Discard,
+    /// Keep the profiles it finished (`stop`).
+    Keep,
+}
+
+/// The error of a capture stopped on request.
+const STOPPED: &str = "stopped on request before it finished; the profiles it finished are kept";
+
 /// Handles of the directories one capture writes in, opened once when it starts, so a
 /// directory swapped for a link while it runs cannot redirect its files or its cleanup.
 struct RunDirs {
@@ -271,17 +283,34 @@ impl Engine {
 
     /// Cancels a running capture; the job removes what it wrote. A finished one is left as is.
     pub async fn cancel(&self, id: &str) -> Option<CaptureStatus> {
+        self.end(id, Ending::Discard).await
+    }
+
+    /// Stops a running capture and keeps what it finished: the profiles written so far stay
+    /// on the volume and in its status (a newer run replaces this one, and what this one
+    /// captured is still worth reading); the profile in progress is dropped. A finished one
+    /// is left as is.
+    pub async fn stop(&self, id: &str) -> Option<CaptureStatus> {
+        self.end(id, Ending::Keep).await
+    }
+
+    async fn end(&self, id: &str, ending: Ending) -> Option<CaptureStatus> {
         let token = {
             let mut table = self.lock();
             let entry = table.get_mut(id)?;
             if entry.finished.is_some() {
                 return Some(entry.status.clone());
             }
-            entry.discard = true;
+            match ending {
+                Ending::Discard => entry.discard = true,
+                Ending::Keep => {
+                    entry.status.error.get_or_insert_with(|| STOPPED.to_owned());
+                }
+            }
             entry.cancel.clone()
         };
         token.cancel();
-        // The job notices, removes its files and marks itself failed.
+        // The job notices, removes its files (when discarding) and marks itself ended.
         for _ in 0..200 {
             if self.lock().get(id).is_some_and(|e| e.finished.is_some()) {
                 break;

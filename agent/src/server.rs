@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route(routes::START_CAPTURE.template, post(create_capture))
         .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
+        .route(routes::STOP_CAPTURE.template, post(stop_capture))
         .route(routes::RUNTIME.template, get(runtime))
         .route(routes::RETENTION.template, post(retention))
         .route(routes::SELF_PROFILE.template, get(self_profile))
@@ -255,6 +256,13 @@ async fn get_capture(State(state): State<AppState>, Path(id): Path<String>) -> R
 
 async fn delete_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.engine.cancel(&id).await {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(ErrorCode::NotFound, format!("no capture {id:?}")),
+    }
+}
+
+async fn stop_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.engine.stop(&id).await {
         Some(status) => json(StatusCode::OK, &status),
         None => error(ErrorCode::NotFound, format!("no capture {id:?}")),
     }

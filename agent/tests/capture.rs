@@ -119,6 +119,36 @@ fn cancel_stops_the_capture_and_removes_its_files() {
 }
 
 #[test]
+fn stop_ends_the_capture_and_keeps_the_profiles_it_finished() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let request = capture_request("cap-stop", "run-11", &["heap", "cpu"], 30, target.addr.port());
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    // The heap profile is done within a moment; the CPU profile then runs for 30 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while agent.request("GET", "/v1/captures/cap-stop", None).1["profiles"][0]["path"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "the heap profile never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, stopped) = agent.request("POST", "/v1/captures/cap-stop/stop", None);
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["state"], "Failed", "{stopped}");
+    assert!(stopped["error"].as_str().unwrap().starts_with("stopped on request"), "{stopped}");
+    let heap = stopped["profiles"][0]["path"].as_str().unwrap();
+    assert!(agent.profiles().join(heap).is_file(), "the finished profile is kept");
+    assert!(stopped["profiles"][1]["path"].is_null() && stopped["profiles"][1]["error"].is_string(), "{stopped}");
+    let left = common::files_under(&agent.profiles());
+    assert!(left.iter().all(|f| !f.contains("cpu") && !f.contains(".tmp")), "the CPU profile is dropped: {left:?}");
+    // Stopping again answers the same; an unknown capture is 404.
+    assert_eq!(agent.request("POST", "/v1/captures/cap-stop/stop", None).1["state"], "Failed");
+    assert_eq!(agent.request("POST", "/v1/captures/no-such/stop", None).0, 404);
+    // Go's CPU profiler is free again: a new CPU capture works.
+    let again = capture_request("cap-after-stop", "run-12", &["cpu"], 1, target.addr.port());
+    agent.request("POST", "/v1/captures", Some(&again));
+    assert_eq!(agent.wait_capture("cap-after-stop", Duration::from_secs(60))["state"], "Succeeded");
+}
+
+#[test]
 fn retention_keeps_the_newest_runs() {
     let target = go_target();
     let agent = Agent::start(Some(target.addr.port()), &[]);

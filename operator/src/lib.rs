@@ -16,6 +16,8 @@ pub mod readiness;
 pub mod reasons;
 pub mod secrets;
 pub mod signing;
+#[cfg(test)]
+mod spec_fields;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -404,6 +404,9 @@ pub enum RunResult {
     PartiallySucceeded,
     /// Nothing was captured.
     Failed,
+    /// Stopped before it finished because a newer run replaced it (`concurrencyPolicy:
+    /// Replace`); the profiles finished until then are kept and listed.
+    Cancelled,
 }
 
 /// One run of a ProfileCapture.

@@ -8,13 +8,19 @@ use biometrics_crds::{
     threshold::ThresholdLevel,
     v1alpha1::{
         CacheLevels, CachePolicy, CacheThresholds, EnforcementStatus, InvalidationResult, InvalidationRule,
-        InvalidationStatus, InvalidationTrigger, RedisHealth, StrategyType, WorkloadRef,
+        InvalidationStatus, InvalidationTrigger, RedisHealth, SecretKeyRef, StrategyType, WorkloadRef,
     },
 };
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Secret,
+};
 
-use crate::pods::{PodInfo, fnv};
+use crate::{
+    pods::{PodInfo, fnv},
+    reasons,
+};
 
 /// The executor: the current one while it is still a candidate (Ready, with an agent),
 /// otherwise the candidate ranked first for this policy by rendezvous hashing — stable,
@@ -290,6 +296,27 @@ pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarg
         write_timeout_millis: millis(&r.write_timeout),
         pool_size: u32::try_from(r.pool_size).unwrap_or(1),
     }
+}
+
+/// The password `reference` names, from `secret` (the Secret of that name in `namespace`, if
+/// it exists); or why there is none, as a reason ([`reasons`]) and a message that names the
+/// Secret and key, never a value.
+pub fn secret_password(
+    namespace: &str,
+    reference: &SecretKeyRef,
+    secret: Option<&Secret>,
+) -> Result<String, (&'static str, String)> {
+    let Some(secret) = secret else {
+        return Err((reasons::SECRET_NOT_FOUND, format!("Secret {namespace}/{} not found", reference.name)));
+    };
+    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| {
+        let message = format!("Secret {namespace}/{} has no key {:?}", reference.name, reference.key);
+        (reasons::SECRET_KEY_NOT_FOUND, message)
+    })?;
+    String::from_utf8(value.0.clone()).map_err(|_| {
+        let message = format!("key {:?} of Secret {namespace}/{} is not UTF-8 text", reference.key, reference.name);
+        (reasons::SECRET_KEY_INVALID, message)
+    })
 }
 
 /// Bytes in a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions and exponents are

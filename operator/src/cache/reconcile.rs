@@ -227,18 +227,9 @@ async fn password<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy) -> std::resul
         reason: reasons::SECRET_UNREADABLE,
         message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
     })?;
-    let Some(secret) = secret else {
-        let message = format!("Secret {ns}/{} not found", reference.name);
-        return Err(Blocked { reason: reasons::SECRET_NOT_FOUND, message });
-    };
-    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| Blocked {
-        reason: reasons::SECRET_KEY_NOT_FOUND,
-        message: format!("Secret {ns}/{} has no key {:?}", reference.name, reference.key),
-    })?;
-    String::from_utf8(value.0.clone()).map(Some).map_err(|_| Blocked {
-        reason: reasons::SECRET_KEY_INVALID,
-        message: format!("key {:?} of Secret {ns}/{} is not UTF-8 text", reference.key, reference.name),
-    })
+    decide::secret_password(&ns, reference, secret.as_deref())
+        .map(Some)
+        .map_err(|(reason, message)| Blocked { reason, message })
 }
 
 fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {

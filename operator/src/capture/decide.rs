@@ -4,15 +4,18 @@
 use std::{collections::HashSet, time::Duration};
 
 use crate::{agent_client::AgentError, pods::fnv, reasons};
-use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
+use biometrics_agent_api::{
+    CaptureRef, CaptureRequest, CaptureState, CaptureStatus, RetentionRequest, RuntimeSample, TargetSpec,
+};
 use biometrics_crds::{
     CAPTURE_NOW_ANNOTATION,
     profile::ProfileType,
     schedule::Schedule,
     threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
-        FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult, RunResult, RunTrigger,
-        RuntimeLevels, RuntimeMetric, RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
+        CaptureRun, ConcurrencyPolicy, FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult,
+        RunResult, RunSummary, RunTrigger, RuntimeLevels, RuntimeMetric, RuntimeThresholds, ThresholdTrigger,
+        TopComparison, TopFunction,
     },
 };
 use jiff::Timestamp;
@@ -72,6 +75,124 @@ pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -
         trigger: RunTrigger::Schedule,
         id: format!("s{}", at.as_second()),
         scheduled_for: Some(at),
+    })
+}
+
+/// The request that starts `pod`'s part of run `run`, capturing `profiles`.
+pub fn capture_request(pc: &ProfileCapture, run: &str, pod: &str, profiles: Vec<ProfileType>) -> CaptureRequest {
+    CaptureRequest {
+        id: capture_id(pc.metadata.uid.as_deref().unwrap_or_default(), run, pod),
+        capture: capture_ref(pc),
+        run: run.to_owned(),
+        profiles,
+        duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
+        target: TargetSpec {
+            port: u16::try_from(pc.spec.target.port).unwrap_or(0),
+            base_path: pc.spec.target.base_path.clone(),
+        },
+    }
+}
+
+/// The most pods a run profiles: the capture's `maxPods`, else the operator's default.
+pub fn max_pods(pc: &ProfileCapture, default: Option<usize>) -> Option<usize> {
+    pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(default)
+}
+
+/// The capture as agents know it.
+pub fn capture_ref(pc: &ProfileCapture) -> CaptureRef {
+    CaptureRef {
+        namespace: pc.metadata.namespace.clone().unwrap_or_default(),
+        name: pc.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// What each agent of a finished run is asked to prune: runs beyond `retention.keepRuns`.
+pub fn retention_request(pc: &ProfileCapture) -> RetentionRequest {
+    RetentionRequest { capture: capture_ref(pc), keep_runs: u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5) }
+}
+
+/// What the agents are asked to remove when the capture is deleted: everything, with
+/// `retention.deleteOnRemoval`; nothing otherwise.
+pub fn removal_request(capture: CaptureRef, delete_on_removal: bool) -> Option<RetentionRequest> {
+    delete_on_removal.then_some(RetentionRequest { capture, keep_runs: 0 })
+}
+
+/// Moves the last run into the history (newest first, at most `retention.historyLimit`)
+/// to make room for a new one; the moved run is returned.
+pub fn archive(pc: &ProfileCapture, status: &mut ProfileCaptureStatus) -> Option<CaptureRun> {
+    let previous = status.last_run.take()?;
+    status.history.insert(0, summary(&previous));
+    status.history.truncate(usize::try_from(pc.spec.retention.history_limit).unwrap_or(10));
+    Some(previous)
+}
+
+/// A run's line in the history.
+pub fn summary(run: &CaptureRun) -> RunSummary {
+    let count =
+        |f: fn(&PodRunResult) -> bool| i32::try_from(run.pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+    RunSummary {
+        id: run.id.clone(),
+        trigger: run.trigger,
+        start_time: run.start_time.clone(),
+        completion_time: run.completion_time.clone(),
+        result: run.result,
+        pods_succeeded: count(|p| p.result == RunResult::Succeeded),
+        pods_failed: count(|p| p.result != RunResult::Succeeded),
+    }
+}
+
+/// When a run that started at `start` is expected to be over on every pod: the capture's
+/// profiles (and any its triggers take) one after another.
+pub fn expected_end(pc: &ProfileCapture, start: Timestamp) -> Timestamp {
+    let mut profiles = pc.spec.profiles.clone();
+    profiles.extend(pc.spec.triggers.iter().flat_map(|t| t.profiles.iter().copied()));
+    profiles.sort();
+    profiles.dedup();
+    let length = expected_length(&profiles, pc.spec.duration.as_std());
+    start.checked_add(jiff::SignedDuration::try_from(length).unwrap_or_default()).unwrap_or(start)
+}
+
+/// The triggers that fire now for each of `pods` (in order; pods none fires for are left
+/// out), on the levels and cooldowns the status records. Nothing fires while suspended.
+pub fn fired_triggers<'a, 'p>(
+    pc: &'a ProfileCapture,
+    status: &ProfileCaptureStatus,
+    pods: impl IntoIterator<Item = &'p str>,
+    now: Timestamp,
+) -> Vec<(&'p str, Vec<&'a ThresholdTrigger>)> {
+    if pc.spec.suspend || pc.spec.triggers.is_empty() {
+        return Vec::new();
+    }
+    pods.into_iter()
+        .filter_map(|pod| {
+            let levels = status.pods.iter().find(|p| p.name == pod).and_then(|p| p.levels.as_ref())?;
+            let last =
+                |metric| status.trigger_fires.iter().find(|f| f.pod == pod && f.metric == metric).map(|f| f.time.0);
+            let fired = firing(&pc.spec.triggers, levels, last, now);
+            (!fired.is_empty()).then_some((pod, fired))
+        })
+        .collect()
+}
+
+/// The profiles a pod's fired triggers capture, each once.
+pub fn triggered_profiles(fired: &[&ThresholdTrigger]) -> Vec<ProfileType> {
+    let mut profiles: Vec<_> = fired.iter().flat_map(|t| t.profiles.iter().copied()).collect();
+    profiles.sort();
+    profiles.dedup();
+    profiles
+}
+
+/// A threshold run, when a trigger fires for any of `pods`.
+pub fn threshold_run<'p>(
+    pc: &ProfileCapture,
+    status: &ProfileCaptureStatus,
+    pods: impl IntoIterator<Item = &'p str>,
+    now: Timestamp,
+) -> Option<DueRun> {
+    (!fired_triggers(pc, status, pods, now).is_empty()).then(|| DueRun {
+        trigger: RunTrigger::Threshold,
+        id: format!("t{}", now.as_second()),
+        scheduled_for: None,
     })
 }
 
@@ -146,6 +267,30 @@ pub fn pod_failed(pod: &str, reason: &str, message: String) -> PodRunResult {
         error: Some(message),
         reason: Some(reason.to_owned()),
     }
+}
+
+/// One pod's part of a run that a newer run replaced, from the agent's answer to the stop:
+/// the profiles it finished are kept and listed. A capture that had finished before the stop
+/// arrived keeps its own result; an agent that could not be told shows why.
+pub fn pod_cancelled(pod: &str, answer: Result<&CaptureStatus, &AgentError>) -> PodRunResult {
+    match answer {
+        Ok(s) if s.state == CaptureState::Succeeded => pod_result(pod, s),
+        Ok(s) => PodRunResult { result: RunResult::Cancelled, error: None, reason: None, ..pod_result(pod, s) },
+        Err(e) => PodRunResult {
+            pod: pod.to_owned(),
+            result: RunResult::Cancelled,
+            profiles: Vec::new(),
+            error: Some(format!("the agent could not be told to stop: {e}")),
+            reason: None,
+        },
+    }
+}
+
+/// Whether `due` takes the place of the running run `running` (`concurrencyPolicy:
+/// Replace`); under `Forbid` a running run always finishes first. A run is never replaced
+/// by itself, nor for want of pods to start the new one on.
+pub fn replaces(policy: ConcurrencyPolicy, running: &str, due: &DueRun, eligible_pods: usize) -> bool {
+    policy == ConcurrencyPolicy::Replace && due.id != running && eligible_pods > 0
 }
 
 /// A pod whose agent has not accepted its capture yet (the request is being retried).

@@ -8,13 +8,13 @@ use std::{
     time::Duration,
 };
 
-use biometrics_agent_api::{CaptureRef, CaptureRequest, RetentionRequest, RuntimeSample, TargetSpec, routes};
+use biometrics_agent_api::{CaptureRef, CaptureRequest, RuntimeSample, routes};
 use biometrics_crds::{
     selector::PodSelector,
     threshold::ThresholdLevel,
     v1alpha1::{
         CapturePhase, CaptureRun, PodRunResult, PodRuntime, ProfileCapture, ProfileCaptureStatus, RunResult,
-        RunSummary, RunTrigger, TriggerFire,
+        RunTrigger, TriggerFire,
     },
 };
 use futures::StreamExt;
@@ -27,7 +27,7 @@ use kube::{
 
 use super::decide::{self, Call, DueRun, Unanswered, Verdict};
 use crate::{
-    agent_client::{AgentApi, AgentClient},
+    agent_client::{AgentApi, AgentClient, AgentError},
     controller::{self, Failures},
     error::{Error, Result},
     guard::{self, Guarded, InvalidSpecStatus},
@@ -189,7 +189,6 @@ impl InvalidSpecStatus for ProfileCaptureStatus {
 
 async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Action> {
     let ns = pc.namespace().unwrap_or_default();
-    let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
     let seen_rv = pc.resource_version().unwrap_or_default();
     let before = pc.status.clone().unwrap_or_default();
@@ -217,7 +216,7 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
         }
     };
     let pods = pods_in(ctx, &ns, Some(&selector));
-    let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
+    let max_pods = decide::max_pods(pc, ctx.settings.default_max_pods);
     let mut eligible = pods::eligible(&pods, &selector, None);
     let matching = eligible.len();
     if let Some(max) = max_pods {
@@ -227,16 +226,8 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
 
     refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
 
-    let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
-    tracing::debug!(capture = %pc.name_any(), %seen_rv, running, "reconciling");
-    if running {
-        poll_run(pc, ctx, &mut status).await;
-    } else {
-        let due = decide::due(pc, &status, now).or_else(|| threshold_run(pc, &status, &eligible, now));
-        if let Some(run) = due {
-            start_run(pc, ctx, &ns, &uid, &eligible, run, &mut status, now).await;
-        }
-    }
+    tracing::debug!(capture = %pc.name_any(), %seen_rv, "reconciling");
+    advance_runs(pc, ctx, &eligible, &mut status, now).await;
 
     status.next_run_time = decide::next_run(pc.spec.schedule.as_ref(), pc.spec.suspend, now).map(Time);
     status.observed_generation = generation;
@@ -257,6 +248,34 @@ async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Act
     let until_next =
         status.next_run_time.map(|t| now.duration_until(t.0).unsigned_abs()).unwrap_or(ctx.settings.metrics_interval);
     Ok(Action::requeue(until_next.min(ctx.settings.metrics_interval).max(Duration::from_millis(200))))
+}
+
+/// Polls the running run, then starts a due one: when none runs, or in place of the running
+/// one under `concurrencyPolicy: Replace`.
+async fn advance_runs<A: AgentApi>(
+    pc: &ProfileCapture,
+    ctx: &Context<A>,
+    eligible: &[PodInfo],
+    status: &mut ProfileCaptureStatus,
+    now: Timestamp,
+) {
+    let ns = pc.namespace().unwrap_or_default();
+    let uid = pc.uid().unwrap_or_default();
+    if status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running) {
+        poll_run(pc, ctx, status).await;
+    }
+    let due = decide::due(pc, status, now)
+        .or_else(|| decide::threshold_run(pc, status, eligible.iter().map(|p| p.name.as_str()), now));
+    let Some(run) = due else { return };
+    match status.last_run.as_ref().filter(|r| r.result == RunResult::Running).map(|r| r.id.clone()) {
+        None => start_run(pc, ctx, &ns, &uid, eligible, run, status, now).await,
+        Some(current) if decide::replaces(pc.spec.concurrency_policy, &current, &run, eligible.len()) => {
+            cancel_run(pc, ctx, status, &run).await;
+            start_run(pc, ctx, &ns, &uid, eligible, run, status, now).await;
+        }
+        // Forbid: the running run finishes first.
+        Some(_) => {}
+    }
 }
 
 /// Reads the pods' runtime metrics when the last sample is older than the interval.
@@ -382,27 +401,6 @@ fn describe_levels(s: &RuntimeSample, l: &biometrics_crds::v1alpha1::RuntimeLeve
     parts.join(", ")
 }
 
-/// A run for the pods whose metrics reached a trigger's level, past its cooldown.
-fn threshold_run(
-    pc: &ProfileCapture,
-    status: &ProfileCaptureStatus,
-    eligible: &[PodInfo],
-    now: Timestamp,
-) -> Option<DueRun> {
-    if pc.spec.suspend || pc.spec.triggers.is_empty() {
-        return None;
-    }
-    let any = eligible.iter().any(|pod| {
-        let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
-            return false;
-        };
-        let last =
-            |metric| status.trigger_fires.iter().find(|f| f.pod == pod.name && f.metric == metric).map(|f| f.time.0);
-        !decide::firing(&pc.spec.triggers, &levels, last, now).is_empty()
-    });
-    any.then(|| DueRun { trigger: RunTrigger::Threshold, id: format!("t{}", now.as_second()), scheduled_for: None })
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn start_run<A: AgentApi>(
     pc: &ProfileCapture,
@@ -417,37 +415,24 @@ async fn start_run<A: AgentApi>(
     // Which pods and profiles: all for a normal run; for a threshold run the pods whose
     // triggers fire, with those triggers' profiles.
     let mut targets: Vec<(PodInfo, Vec<biometrics_crds::profile::ProfileType>)> = Vec::new();
-    for pod in eligible {
-        if run.trigger == RunTrigger::Threshold {
-            let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
-                continue;
-            };
-            let last = |metric| {
-                status.trigger_fires.iter().find(|f| f.pod == pod.name && f.metric == metric).map(|f| f.time.0)
-            };
-            let fired = decide::firing(&pc.spec.triggers, &levels, last, now);
-            if fired.is_empty() {
-                continue;
+    if run.trigger == RunTrigger::Threshold {
+        let fired = decide::fired_triggers(pc, status, eligible.iter().map(|p| p.name.as_str()), now);
+        let mut notes = Vec::new();
+        for (pod, triggers) in &fired {
+            for t in triggers {
+                status.trigger_fires.retain(|f| !(f.pod == *pod && f.metric == t.metric));
+                status.trigger_fires.push(TriggerFire { pod: (*pod).to_owned(), metric: t.metric, time: Time(now) });
+                notes.push(format!("{:?} of pod {pod} reached {}: capturing {:?}", t.metric, t.level, t.profiles));
             }
-            let mut profiles: Vec<_> = fired.iter().flat_map(|t| t.profiles.iter().copied()).collect();
-            profiles.sort();
-            profiles.dedup();
-            for t in &fired {
-                status.trigger_fires.retain(|f| !(f.pod == pod.name && f.metric == t.metric));
-                status.trigger_fires.push(TriggerFire { pod: pod.name.clone(), metric: t.metric, time: Time(now) });
-                event(
-                    ctx,
-                    pc,
-                    EventType::Normal,
-                    reasons::TRIGGER_FIRED,
-                    format!("{:?} of pod {} reached {}: capturing {:?}", t.metric, pod.name, t.level, t.profiles),
-                )
-                .await;
+            if let Some(info) = eligible.iter().find(|p| p.name == *pod) {
+                targets.push((info.clone(), decide::triggered_profiles(triggers)));
             }
-            targets.push((pod.clone(), profiles));
-        } else {
-            targets.push((pod.clone(), pc.spec.profiles.clone()));
         }
+        for note in notes {
+            event(ctx, pc, EventType::Normal, reasons::TRIGGER_FIRED, note).await;
+        }
+    } else {
+        targets.extend(eligible.iter().map(|pod| (pod.clone(), pc.spec.profiles.clone())));
     }
     match run.trigger {
         RunTrigger::Manual => {
@@ -480,18 +465,7 @@ async fn start_run<A: AgentApi>(
         .iter()
         .filter_map(|(pod, profiles)| {
             let agent = agent_of(ns, pod)?;
-            let request = CaptureRequest {
-                id: decide::capture_id(uid, &run.id, &pod.name),
-                capture: CaptureRef { namespace: ns.into(), name: pc.name_any() },
-                run: run.id.clone(),
-                profiles: profiles.clone(),
-                duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
-                target: TargetSpec {
-                    port: u16::try_from(pc.spec.target.port).unwrap_or(0),
-                    base_path: pc.spec.target.base_path.clone(),
-                },
-            };
-            Some((pod.name.clone(), agent, request))
+            Some((pod.name.clone(), agent, decide::capture_request(pc, &run.id, &pod.name, profiles.clone())))
         })
         .collect();
     let answers = each(requests, |(pod, agent, request)| async move {
@@ -499,7 +473,7 @@ async fn start_run<A: AgentApi>(
         (pod, request, answer)
     })
     .await;
-    let end = expected_end(pc, now);
+    let end = decide::expected_end(pc, now);
     let mut pods = Vec::new();
     let mut failed = Vec::new();
     for (pod, request, answer) in answers {
@@ -522,10 +496,9 @@ async fn start_run<A: AgentApi>(
     for f in &failed {
         event(ctx, pc, EventType::Warning, reasons::POD_FAILED, pod_failed_note(f)).await;
     }
-    if let Some(previous) = status.last_run.take() {
-        lock(&ctx.previous).insert(uid.to_owned(), previous.clone());
-        status.history.insert(0, summary(&previous));
-        status.history.truncate(usize::try_from(pc.spec.retention.history_limit).unwrap_or(10));
+    // A cancelled run's partial profiles are no baseline for the next run's comparison.
+    if let Some(previous) = decide::archive(pc, status).filter(|p| p.result != RunResult::Cancelled) {
+        lock(&ctx.previous).insert(uid.to_owned(), previous);
     }
     let result = decide::run_result(&pods);
     status.last_run = Some(CaptureRun {
@@ -549,29 +522,53 @@ async fn start_run<A: AgentApi>(
     }
 }
 
-fn summary(run: &CaptureRun) -> RunSummary {
-    let count =
-        |f: fn(&PodRunResult) -> bool| i32::try_from(run.pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
-    RunSummary {
-        id: run.id.clone(),
-        trigger: run.trigger,
-        start_time: run.start_time.clone(),
-        completion_time: run.completion_time.clone(),
-        result: run.result,
-        pods_succeeded: count(|p| p.result == RunResult::Succeeded),
-        pods_failed: count(|p| p.result != RunResult::Succeeded),
+/// Stops the running run so that `by` can take its place (`concurrencyPolicy: Replace`):
+/// each running pod's agent is told to stop and keep what it finished, and the run is
+/// recorded as `Cancelled` with those profiles.
+async fn cancel_run<A: AgentApi>(
+    pc: &ProfileCapture,
+    ctx: &Context<A>,
+    status: &mut ProfileCaptureStatus,
+    by: &DueRun,
+) {
+    let ns = pc.namespace().unwrap_or_default();
+    let uid = pc.uid().unwrap_or_default();
+    let Some(run) = status.last_run.as_mut() else { return };
+    let mut stops = Vec::new();
+    for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
+        let id = decide::capture_id(&uid, &run.id, &p.pod);
+        lock(&ctx.unanswered).remove(&id);
+        let agent = pod_named(ctx, &ns, &p.pod).and_then(|pod| agent_of(&ns, &pod));
+        stops.push((p.pod.clone(), id, agent));
     }
-}
-
-/// When a run that started at `start` is expected to be over on every pod: the capture's
-/// profiles (and any its triggers take) one after another.
-fn expected_end(pc: &ProfileCapture, start: Timestamp) -> Timestamp {
-    let mut profiles = pc.spec.profiles.clone();
-    profiles.extend(pc.spec.triggers.iter().flat_map(|t| t.profiles.iter().copied()));
-    profiles.sort();
-    profiles.dedup();
-    let length = decide::expected_length(&profiles, pc.spec.duration.as_std());
-    start.checked_add(jiff::SignedDuration::try_from(length).unwrap_or_default()).unwrap_or(start)
+    let answers = each(stops, |(pod, id, agent)| async move {
+        let answer = match agent {
+            Some(agent) => ctx.agents.send(&agent, routes::STOP_CAPTURE, Some(&id), None).await,
+            None => Err(AgentError::Request("the pod has no IP or agent".into())),
+        };
+        (pod, answer)
+    })
+    .await;
+    for (pod, answer) in answers {
+        if let Some(p) = run.pods.iter_mut().find(|p| p.pod == pod) {
+            *p = decide::pod_cancelled(&pod, answer.as_ref());
+        }
+    }
+    run.result = RunResult::Cancelled;
+    run.completion_time = Some(now_time());
+    if decide::fit_to_budget(run, decide::RUN_STATUS_BUDGET) {
+        tracing::info!(run = %run.id, "run status trimmed to fit the object size budget");
+    }
+    ctx.metrics.captures.with_label_values(&["cancelled"]).inc_by(run.pods.len() as u64);
+    let kept: usize = run.pods.iter().map(|p| p.profiles.iter().filter(|q| q.path.is_some()).count()).sum();
+    let note = format!(
+        "run {} cancelled: run {} ({:?}) replaces it (concurrencyPolicy Replace); {kept} finished profiles kept from {} pods",
+        run.id,
+        by.id,
+        by.trigger,
+        run.pods.len()
+    );
+    event(ctx, pc, EventType::Normal, reasons::RUN_CANCELLED, note).await;
 }
 
 /// The note of a `PodFailed` Event.
@@ -589,7 +586,7 @@ async fn poll_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &m
     let now = Timestamp::now();
     let Some(run) = status.last_run.as_mut() else { return };
     let run_id = run.id.clone();
-    let end = expected_end(pc, run.start_time.0);
+    let end = decide::expected_end(pc, run.start_time.0);
     let mut failed = Vec::new();
     let mut asks = Vec::new();
     for p in run.pods.iter_mut().filter(|p| p.result == RunResult::Running) {
@@ -692,6 +689,7 @@ async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: 
         let label = match p.result {
             RunResult::Succeeded => "succeeded",
             RunResult::PartiallySucceeded => "partially_succeeded",
+            RunResult::Cancelled => "cancelled",
             _ => "failed",
         };
         ctx.metrics.captures.with_label_values(&[label]).inc();
@@ -708,10 +706,7 @@ async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: 
     }
     event(ctx, pc, kind, reasons::RUN_FINISHED, note).await;
     // Retention: each agent prunes its own files beyond keepRuns.
-    let request = RetentionRequest {
-        capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
-        keep_runs: u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5),
-    };
+    let request = decide::retention_request(pc);
     let mut agents = Vec::new();
     for name in &pods_of_run {
         agents.extend(pod_named(ctx, &ns, name).and_then(|p| agent_of(&ns, &p)));
@@ -740,7 +735,7 @@ fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCapt
         CapturePhase::Suspended
     } else {
         match run.map(|r| r.result) {
-            Some(RunResult::Failed | RunResult::PartiallySucceeded) => CapturePhase::Failed,
+            Some(RunResult::Failed | RunResult::PartiallySucceeded | RunResult::Cancelled) => CapturePhase::Failed,
             Some(_) if pc.spec.schedule.is_some() => CapturePhase::Scheduled,
             Some(_) => CapturePhase::Succeeded,
             None if pc.spec.schedule.is_some() => CapturePhase::Scheduled,
@@ -843,8 +838,7 @@ async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>
         })
         .await;
     }
-    if delete_files {
-        let request = RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name }, keep_runs: 0 };
+    if let Some(request) = decide::removal_request(CaptureRef { namespace: ns.clone(), name }, delete_files) {
         let request = &request;
         let mut agents = Vec::new();
         for pod in &pods {
@@ -971,6 +965,88 @@ mod tests {
         // Three rounds of 16, not 40 calls in a row (12 s).
         assert!(took < Duration::from_secs(2), "{took:?}");
         assert_eq!(status.last_run.unwrap().result, RunResult::Running);
+    }
+
+    fn stopped_with_heap(pod: &str) -> CaptureStatus {
+        let mut stopped = capture(CaptureState::Failed);
+        stopped.error = Some("stopped on request before it finished; the profiles it finished are kept".into());
+        stopped.profiles = vec![
+            biometrics_agent_api::ProfileOutcome {
+                profile_type: Some(biometrics_crds::profile::ProfileType::Heap),
+                path: Some(format!("{}/checkout/g1/{pod}/heap.pb.gz", testing::NS)),
+                ..Default::default()
+            },
+            biometrics_agent_api::ProfileOutcome {
+                profile_type: Some(biometrics_crds::profile::ProfileType::Cpu),
+                error: Some("cancelled".into()),
+                ..Default::default()
+            },
+        ];
+        stopped
+    }
+
+    /// A new `capture-now` value while run `g1` runs, under `policy`.
+    fn asked_again(policy: &str, pods: usize) -> (ProfileCapture, ProfileCaptureStatus) {
+        let (mut pc, status) = running(pods);
+        pc.spec.concurrency_policy = serde_json::from_value(json!(policy)).unwrap();
+        pc.metadata.annotations = Some([(biometrics_crds::CAPTURE_NOW_ANNOTATION.to_owned(), "2".to_owned())].into());
+        (pc, status)
+    }
+
+    #[tokio::test]
+    async fn replace_stops_the_running_run_keeps_its_profiles_and_starts_the_new_one() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client.clone(), 2, FakeAgents::default());
+        ctx.agents.answer(routes::CAPTURE, Ok(capture(CaptureState::Running)));
+        ctx.agents.answer(routes::STOP_CAPTURE, Ok(stopped_with_heap("api-0")));
+        ctx.agents.answer(routes::START_CAPTURE, Ok(capture(CaptureState::Running)));
+        let (pc, mut status) = asked_again("Replace", 2);
+        let eligible = pods_in(&ctx, testing::NS, None);
+        advance_runs(&pc, &ctx, &eligible, &mut status, Timestamp::now()).await;
+
+        let stops: Vec<_> = ctx.agents.calls().into_iter().filter(|c| c.route == "stop_capture").collect();
+        assert_eq!(stops.len(), 2, "each running pod's agent is told");
+        assert!(stops.iter().all(|c| c.path.ends_with("/stop") && c.path.contains("-g1-")), "{stops:?}");
+        let run = status.last_run.as_ref().unwrap();
+        assert_eq!((run.trigger, run.result), (RunTrigger::Manual, RunResult::Running), "the new run started");
+        let cancelled = &status.history[0];
+        assert_eq!((cancelled.id.as_str(), cancelled.result), ("g1", RunResult::Cancelled));
+        assert!(cancelled.completion_time.is_some());
+        assert_eq!(status.handled_capture_now.as_deref(), Some("2"));
+        let starts = ctx.agents.calls().iter().filter(|c| c.route == "start_capture").count();
+        assert_eq!(starts, 2);
+        let events = testing::events_about(&client, "checkout", 2).await;
+        let note = events.iter().find(|e| e.reason.as_deref() == Some(reasons::RUN_CANCELLED)).unwrap();
+        assert_eq!(note.type_.as_deref(), Some("Normal"));
+        assert!(note.message.as_deref().unwrap().contains("2 finished profiles kept from 2 pods"), "{note:?}");
+    }
+
+    #[test]
+    fn a_cancelled_run_lists_the_profiles_each_pod_finished() {
+        let stopped = stopped_with_heap("api-0");
+        let pod = decide::pod_cancelled("api-0", Ok(&stopped));
+        assert_eq!((pod.result, pod.reason.as_deref(), pod.error.as_deref()), (RunResult::Cancelled, None, None));
+        assert_eq!(pod.profiles.len(), 2);
+        assert_eq!(pod.profiles[0].path.as_deref(), Some("shop/checkout/g1/api-0/heap.pb.gz"));
+        let finished = decide::pod_cancelled("api-1", Ok(&capture(CaptureState::Succeeded)));
+        assert_ne!(finished.result, RunResult::Cancelled, "a capture that finished before the stop keeps its result");
+        let silent = decide::pod_cancelled("api-2", Err(&AgentError::Timeout(Duration::from_secs(5))));
+        assert_eq!(silent.result, RunResult::Cancelled);
+        assert!(silent.error.unwrap().starts_with("the agent could not be told to stop"));
+    }
+
+    #[tokio::test]
+    async fn forbid_lets_the_running_run_finish() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client, 2, FakeAgents::default());
+        ctx.agents.answer(routes::CAPTURE, Ok(capture(CaptureState::Running)));
+        let (pc, mut status) = asked_again("Forbid", 2);
+        let eligible = pods_in(&ctx, testing::NS, None);
+        advance_runs(&pc, &ctx, &eligible, &mut status, Timestamp::now()).await;
+        assert!(ctx.agents.calls().iter().all(|c| c.route == "poll_capture"), "{:?}", ctx.agents.calls());
+        let run = status.last_run.as_ref().unwrap();
+        assert_eq!((run.id.as_str(), run.result), ("g1", RunResult::Running));
+        assert!(status.history.is_empty());
     }
 
     #[tokio::test]
