@@ -280,6 +280,7 @@ async fn retention(State(state): State<AppState>, body: Body) -> Response {
     match state.engine.retain(&request) {
         Ok(removed) => json(StatusCode::OK, &RetentionResponse { removed }),
         Err(e @ RetentionError::Invalid(_)) => error(ErrorCode::InvalidRequest, e.to_string()),
+        Err(e @ RetentionError::OtherNamespace { .. }) => error(ErrorCode::Forbidden, e.to_string()),
         Err(e @ RetentionError::Volume(_)) => {
             tracing::warn!(error = %e, "retention refused");
             error(ErrorCode::VolumeConflict, e.to_string())

@@ -148,27 +148,99 @@ fn stop_ends_the_capture_and_keeps_the_profiles_it_finished() {
     assert_eq!(agent.wait_capture("cap-after-stop", Duration::from_secs(60))["state"], "Succeeded");
 }
 
+/// Captures `goroutine` into run `run` of capture `capture` from `agent`'s pod.
+fn goroutines_into(agent: &Agent, capture: &str, run: &str, port: u16) {
+    let id = format!("{capture}-{run}-{}", agent.pod);
+    let mut request = capture_request(&id, run, &["goroutine"], 1, port);
+    request["capture"]["name"] = serde_json::json!(capture);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    assert_eq!(agent.wait_capture(&id, Duration::from_secs(30))["state"], "Succeeded");
+}
+
+fn runs_on(volume: &std::path::Path, capture: &str) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_dir(volume.join(NAMESPACE).join(capture))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    runs.sort();
+    runs
+}
+
 #[test]
-fn retention_keeps_the_newest_runs() {
+fn retention_keeps_the_runs_the_operator_keeps_and_leaves_a_former_capture_of_the_same_name_alone() {
     let target = go_target();
     let agent = Agent::start(Some(target.addr.port()), &[]);
-    for i in 1..=3 {
-        let id = format!("cap-r{i}");
-        agent.request(
-            "POST",
-            "/v1/captures",
-            Some(&capture_request(&id, &format!("run-{i}"), &["goroutine"], 1, target.addr.port())),
-        );
-        agent.wait_capture(&id, Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
+    for run in ["g1-0123abcd", "s100-0123abcd", "s200-0123abcd", "g1-99999999"] {
+        goroutines_into(&agent, "api-hourly", run, target.addr.port());
     }
-    let request = serde_json::json!({"capture": {"namespace": NAMESPACE, "name": "api-hourly"}, "keepRuns": 1});
+    let request = serde_json::json!({"namespace": NAMESPACE, "prune": [
+        {"name": "api-hourly", "runSuffix": "0123abcd", "keep": ["s200-0123abcd"]}
+    ]});
     let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["removed"], serde_json::json!(["run-1", "run-2"]));
-    let left = common::files_under(&agent.profiles());
-    assert!(left.iter().all(|f| f.contains("/run-3/")), "{left:?}");
-    assert!(!left.is_empty());
+    assert_eq!(body["removed"], serde_json::json!(["api-hourly/g1-0123abcd", "api-hourly/s100-0123abcd"]));
+    assert_eq!(
+        runs_on(&agent.profiles(), "api-hourly"),
+        ["g1-99999999", "s200-0123abcd"],
+        "the capture of the same name that was deleted before keeps its files"
+    );
+    // Another namespace's captures are not this agent's to prune.
+    let elsewhere = serde_json::json!({"namespace": "other", "prune": [{"name": "x", "runSuffix": "0123abcd"}]});
+    let (status, body) = agent.request("POST", "/v1/retention", Some(&elsewhere));
+    assert_eq!((status, body["code"].as_str()), (403, Some("Forbidden")), "{body}");
+    let bad = serde_json::json!({"namespace": NAMESPACE, "prune": [{"name": "api-hourly", "runSuffix": "*"}]});
+    assert_eq!(agent.request("POST", "/v1/retention", Some(&bad)).0, 400);
+}
+
+#[test]
+fn any_agent_on_a_shared_volume_prunes_every_pod_s_files_of_expired_runs_and_of_deleted_captures() {
+    let target = go_target();
+    let first = Agent::start(Some(target.addr.port()), &[]);
+    let mut second = Agent::start_sharing(&first, "api-7d9f-gone1", Some(target.addr.port()));
+    let volume = first.profiles();
+    for agent in [&first, &second] {
+        for run in ["s100-0123abcd", "s200-0123abcd", "s300-0123abcd"] {
+            goroutines_into(agent, "api-hourly", run, target.addr.port());
+        }
+        goroutines_into(agent, "nightly", "g1-89abcdef", target.addr.port());
+        goroutines_into(agent, "kept", "g1-fedcba98", target.addr.port());
+    }
+    let pods_of = |capture: &str, run: &str| {
+        let mut pods: Vec<String> = std::fs::read_dir(volume.join(NAMESPACE).join(capture).join(run))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        pods.sort();
+        pods
+    };
+    assert_eq!(pods_of("api-hourly", "s100-0123abcd"), ["api-7d9f-gone1", POD], "both pods wrote into each run");
+    // `nightly` asks for its files to go when it is deleted; `kept` does not.
+    let note = serde_json::json!({"namespace": NAMESPACE, "prune": [
+        {"name": "nightly", "runSuffix": "89abcdef", "keep": ["g1-89abcdef"], "deleteOnRemoval": true},
+        {"name": "kept", "runSuffix": "fedcba98", "keep": ["g1-fedcba98"]}
+    ]});
+    assert_eq!(second.request("POST", "/v1/retention", Some(&note)).1["removed"], serde_json::json!([]));
+
+    // The second pod goes away; both captures are deleted. The first pod's agent is asked.
+    second.process.kill();
+    let request = serde_json::json!({
+        "namespace": NAMESPACE,
+        "prune": [{"name": "api-hourly", "runSuffix": "0123abcd", "keep": ["s300-0123abcd"]}],
+        "existing": [{"name": "api-hourly", "runSuffix": "0123abcd"}]
+    });
+    let (status, body) = first.request("POST", "/v1/retention", Some(&request));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["removed"],
+        serde_json::json!(["api-hourly/s100-0123abcd", "api-hourly/s200-0123abcd", "nightly/g1-89abcdef"])
+    );
+    assert_eq!(runs_on(&volume, "api-hourly"), ["s300-0123abcd"], "the departed pod's files of expired runs went too");
+    assert_eq!(pods_of("api-hourly", "s300-0123abcd"), ["api-7d9f-gone1", POD], "kept runs keep every pod's files");
+    assert!(!volume.join(NAMESPACE).join("nightly").exists(), "a deleted capture with deleteOnRemoval is gone");
+    assert_eq!(runs_on(&volume, "kept"), ["g1-fedcba98"], "a deleted capture without deleteOnRemoval stays");
+    // Deleting a capture with deleteOnRemoval: every run of its own goes, and its directory.
+    let removal = serde_json::json!({"namespace": NAMESPACE, "prune": [{"name": "kept", "runSuffix": "fedcba98"}]});
+    let (status, body) = first.request("POST", "/v1/retention", Some(&removal));
+    assert_eq!((status, body["removed"].clone()), (200, serde_json::json!(["kept/g1-fedcba98"])), "{body}");
+    assert!(!volume.join(NAMESPACE).join("kept").exists());
 }
 
 #[test]

@@ -235,10 +235,10 @@ fn capture_behaviour(spec: &Value) -> String {
         out.push(format!("{:?}", capture::capture_request(&pc, "s1", name, pc.spec.profiles.clone())));
     }
     out.push(format!("expected end {}", capture::expected_end(&pc, now)));
-    out.push(format!("{:?}", capture::retention_request(&pc)));
+    let uid = pc.metadata.uid.as_deref().unwrap();
     out.push(format!(
         "on removal {:?}",
-        capture::removal_request(capture::capture_ref(&pc), pc.spec.retention.delete_on_removal)
+        capture::removal_request(NS, "checkout", uid, pc.spec.retention.delete_on_removal)
     ));
     let run = |id: &str| biometrics_crds::v1alpha1::CaptureRun {
         id: id.into(),
@@ -252,6 +252,8 @@ fn capture_behaviour(spec: &Value) -> String {
     status.last_run = Some(run("s12"));
     capture::archive(&pc, &mut status);
     out.push(format!("history {}", status.history.len()));
+    status.last_run = Some(run("s13"));
+    out.push(format!("{:?}", capture::retention_request(&pc, &status, [("checkout", uid)])));
     out.join("\n")
 }
 

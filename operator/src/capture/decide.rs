@@ -5,11 +5,13 @@ use std::{collections::HashSet, time::Duration};
 
 use crate::{agent_client::AgentError, pods::fnv, reasons};
 use biometrics_agent_api::{
-    CaptureRef, CaptureRequest, CaptureState, CaptureStatus, RetentionRequest, RuntimeSample, TargetSpec,
+    CaptureInstance, CaptureRef, CaptureRequest, CaptureRuns, CaptureState, CaptureStatus, RetentionRequest,
+    RuntimeSample, TargetSpec,
 };
 use biometrics_crds::{
     CAPTURE_NOW_ANNOTATION,
     profile::ProfileType,
+    run_id,
     schedule::Schedule,
     threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
@@ -44,18 +46,20 @@ pub fn capture_id(capture_uid: &str, run: &str, pod: &str) -> String {
 /// spec's one-shot run, then the schedule.
 pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -> Option<DueRun> {
     let generation = pc.metadata.generation.unwrap_or(0);
+    let uid = pc.metadata.uid.as_deref().unwrap_or_default();
     if let Some(value) = pc.metadata.annotations.as_ref().and_then(|a| a.get(CAPTURE_NOW_ANNOTATION))
         && status.handled_capture_now.as_ref() != Some(value)
     {
         return Some(DueRun {
             trigger: RunTrigger::Manual,
-            id: format!("m{:x}", fnv(value) & 0xffff_ffff_ffff),
+            id: run_id::run_id(&format!("m{:x}", fnv(value) & 0xffff_ffff_ffff), uid),
             scheduled_for: None,
         });
     }
     let Some(schedule) = &pc.spec.schedule else {
         if status.spec_run_generation != Some(generation) {
-            return Some(DueRun { trigger: RunTrigger::Spec, id: format!("g{generation}"), scheduled_for: None });
+            let id = run_id::run_id(&format!("g{generation}"), uid);
+            return Some(DueRun { trigger: RunTrigger::Spec, id, scheduled_for: None });
         }
         return None;
     };
@@ -73,7 +77,7 @@ pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -
     let missed = schedule.missed_between(since, now, 100);
     missed.latest.map(|at| DueRun {
         trigger: RunTrigger::Schedule,
-        id: format!("s{}", at.as_second()),
+        id: run_id::run_id(&format!("s{}", at.as_second()), uid),
         scheduled_for: Some(at),
     })
 }
@@ -106,15 +110,56 @@ pub fn capture_ref(pc: &ProfileCapture) -> CaptureRef {
     }
 }
 
-/// What each agent of a finished run is asked to prune: runs beyond `retention.keepRuns`.
-pub fn retention_request(pc: &ProfileCapture) -> RetentionRequest {
-    RetentionRequest { capture: capture_ref(pc), keep_runs: u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5) }
+/// The runs whose files stay: the newest `retention.keepRuns` of those the status lists
+/// (the last run, then the history, newest first). The status lists `historyLimit` + 1
+/// runs at most, so more are never kept.
+pub fn kept_runs(pc: &ProfileCapture, status: &ProfileCaptureStatus) -> Vec<String> {
+    let keep = usize::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
+    status.last_run.iter().map(|r| r.id.clone()).chain(status.history.iter().map(|h| h.id.clone())).take(keep).collect()
 }
 
-/// What the agents are asked to remove when the capture is deleted: everything, with
-/// `retention.deleteOnRemoval`; nothing otherwise.
-pub fn removal_request(capture: CaptureRef, delete_on_removal: bool) -> Option<RetentionRequest> {
-    delete_on_removal.then_some(RetentionRequest { capture, keep_runs: 0 })
+/// What an agent is asked to prune once a run of `pc` finished: every run of this capture
+/// but the kept ones, and, as `existing` names every capture of the namespace (name and
+/// uid), the runs of deleted captures that asked for `deleteOnRemoval`.
+pub fn retention_request<'a>(
+    pc: &ProfileCapture,
+    status: &ProfileCaptureStatus,
+    existing: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> RetentionRequest {
+    let uid = pc.metadata.uid.as_deref().unwrap_or_default();
+    let mut existing: Vec<CaptureInstance> = existing
+        .into_iter()
+        .map(|(name, uid)| CaptureInstance { name: name.to_owned(), run_suffix: run_id::suffix(uid) })
+        .filter(|c| run_id::is_suffix(&c.run_suffix))
+        .collect();
+    existing.sort_by(|a, b| (&a.name, &a.run_suffix).cmp(&(&b.name, &b.run_suffix)));
+    RetentionRequest {
+        namespace: pc.metadata.namespace.clone().unwrap_or_default(),
+        prune: vec![CaptureRuns {
+            name: pc.metadata.name.clone().unwrap_or_default(),
+            run_suffix: run_id::suffix(uid),
+            keep: kept_runs(pc, status),
+            delete_on_removal: pc.spec.retention.delete_on_removal,
+        }],
+        existing: Some(existing),
+    }
+}
+
+/// What the agents are asked to remove when the capture (`namespace`/`name` with `uid`) is
+/// deleted: every run of its own, with `retention.deleteOnRemoval`; nothing otherwise. A
+/// former or later capture of the same name is left alone.
+pub fn removal_request(namespace: &str, name: &str, uid: &str, delete_on_removal: bool) -> Option<RetentionRequest> {
+    delete_on_removal.then(|| RetentionRequest {
+        namespace: namespace.to_owned(),
+        prune: vec![CaptureRuns {
+            name: name.to_owned(),
+            run_suffix: run_id::suffix(uid),
+            keep: Vec::new(),
+            // Done now: the note that it is to be done goes.
+            delete_on_removal: false,
+        }],
+        existing: None,
+    })
 }
 
 /// Moves the last run into the history (newest first, at most `retention.historyLimit`)
@@ -191,7 +236,7 @@ pub fn threshold_run<'p>(
 ) -> Option<DueRun> {
     (!fired_triggers(pc, status, pods, now).is_empty()).then(|| DueRun {
         trigger: RunTrigger::Threshold,
-        id: format!("t{}", now.as_second()),
+        id: run_id::run_id(&format!("t{}", now.as_second()), pc.metadata.uid.as_deref().unwrap_or_default()),
         scheduled_for: None,
     })
 }
@@ -610,12 +655,12 @@ mod tests {
         let fresh = capture(spec(json!({})), json!({}), json!({}), 3);
         assert_eq!(
             due_of(&fresh, now).unwrap(),
-            DueRun { trigger: RunTrigger::Spec, id: "g3".into(), scheduled_for: None }
+            DueRun { trigger: RunTrigger::Spec, id: "g3-0f3c9a2b".into(), scheduled_for: None }
         );
         let done = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 3);
         assert_eq!(due_of(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
-        assert_eq!(due_of(&edited, now).unwrap().id, "g4");
+        assert_eq!(due_of(&edited, now).unwrap().id, "g4-0f3c9a2b");
     }
 
     #[test]
@@ -624,7 +669,7 @@ mod tests {
         let never_ran = capture(s.clone(), json!({}), json!({}), 1);
         let run = due_of(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
         assert_eq!(run.scheduled_for, Some(t("2026-01-01T01:00:00Z")), "hours of missed runs: only the latest");
-        assert_eq!(run.id, format!("s{}", t("2026-01-01T01:00:00Z").as_second()));
+        assert_eq!(run.id, format!("s{}-0f3c9a2b", t("2026-01-01T01:00:00Z").as_second()));
         let ran = capture(s.clone(), json!({"lastScheduleTime": "2026-01-01T01:00:00Z"}), json!({}), 1);
         assert_eq!(due_of(&ran, t("2026-01-01T01:05:00Z")), None);
         assert!(due_of(&ran, t("2026-01-01T01:10:00Z")).is_some());
@@ -641,6 +686,41 @@ mod tests {
         assert_eq!(run.trigger, RunTrigger::Manual, "a manual request works even while suspended");
         let handled = capture(s, json!({"handledCaptureNow": "1"}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
         assert_eq!(due_of(&handled, t("2026-01-01T05:00:00Z")), None);
+    }
+
+    #[test]
+    fn every_run_id_ends_with_the_capture_s_uid_and_retention_names_the_runs_kept() {
+        let now = t("2026-01-01T01:05:00Z");
+        let manual = capture(spec(json!({})), json!({}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
+        let scheduled = capture(spec(json!({"schedule": "@hourly"})), json!({}), json!({}), 1);
+        let ids = [due_of(&manual, now).unwrap().id, due_of(&scheduled, now).unwrap().id];
+        assert!(ids.iter().all(|id| id.ends_with("-0f3c9a2b")), "{ids:?}");
+        // The same capture created again under the same name has other run ids.
+        let mut again = capture(spec(json!({})), json!({}), json!({}), 1);
+        again.metadata.uid = Some("7e11aa02-2222".into());
+        assert_eq!(due_of(&again, now).unwrap().id, "g1-7e11aa02");
+
+        let pc = capture(
+            spec(json!({"retention": {"keepRuns": 2, "deleteOnRemoval": true}})),
+            json!({"lastRun": {"id": "s3-0f3c9a2b", "trigger": "Schedule", "startTime": "2026-01-01T00:00:00Z", "result": "Succeeded"},
+            "history": [
+                {"id": "s2-0f3c9a2b", "trigger": "Schedule", "startTime": "2026-01-01T00:00:00Z", "result": "Succeeded", "podsSucceeded": 1, "podsFailed": 0},
+                {"id": "s1-0f3c9a2b", "trigger": "Schedule", "startTime": "2026-01-01T00:00:00Z", "result": "Succeeded", "podsSucceeded": 1, "podsFailed": 0}
+            ]}),
+            json!({}),
+            1,
+        );
+        let status = pc.status.clone().unwrap();
+        assert_eq!(kept_runs(&pc, &status), ["s3-0f3c9a2b", "s2-0f3c9a2b"]);
+        let request = retention_request(&pc, &status, [("c", "0f3c9a2b-1111"), ("b", "00aa11bb-0"), ("odd", "")]);
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"namespace": "ns", "prune": [{"name": "c", "runSuffix": "0f3c9a2b", "keep": ["s3-0f3c9a2b", "s2-0f3c9a2b"], "deleteOnRemoval": true}],
+                "existing": [{"name": "b", "runSuffix": "00aa11bb"}, {"name": "c", "runSuffix": "0f3c9a2b"}]})
+        );
+        let removal = removal_request("ns", "c", "0f3c9a2b-1111", true).unwrap();
+        assert_eq!((removal.prune[0].keep.len(), removal.existing), (0, None), "every run of its own, nothing else");
+        assert_eq!(removal_request("ns", "c", "0f3c9a2b-1111", false), None, "files kept");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use biometrics_agent_api::{CaptureRef, CaptureRequest, RuntimeSample, routes};
+use biometrics_agent_api::{CaptureRequest, RuntimeSample, routes};
 use biometrics_crds::{
     selector::PodSelector,
     threshold::ThresholdLevel,
@@ -102,13 +102,17 @@ pub struct Context<A = AgentClient> {
     unanswered: Mutex<HashMap<String, (Unanswered, Option<CaptureRequest>)>>,
     /// Status writes, remembered until the watch delivers them.
     status: StatusWriter<ProfileCaptureStatus>,
+    /// The captures, from the watch: which exist in a namespace, for retention.
+    captures: reflector::Store<Guarded<ProfileCapture>>,
 }
 
 impl<A: AgentApi> Context<A> {
     /// A context.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         pods: reflector::Store<Pod>,
+        captures: reflector::Store<Guarded<ProfileCapture>>,
         agents: A,
         key: SigningKey,
         metrics: Metrics,
@@ -130,6 +134,7 @@ impl<A: AgentApi> Context<A> {
             previous: Mutex::default(),
             unanswered: Mutex::default(),
             status: StatusWriter::default(),
+            captures,
         }
     }
 }
@@ -705,8 +710,17 @@ async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: 
         }
     }
     event(ctx, pc, kind, reasons::RUN_FINISHED, note).await;
-    // Retention: each agent prunes its own files beyond keepRuns.
-    let request = decide::retention_request(pc);
+    // Retention: the run's agents prune the runs beyond those kept, every pod's files of
+    // them (on a shared volume whichever agent comes first removes them), and the runs of
+    // deleted captures of the namespace that asked for it.
+    let existing: Vec<(String, String)> = ctx
+        .captures
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+        .filter_map(|c| Some((c.name_any(), c.uid()?)))
+        .collect();
+    let request = decide::retention_request(pc, status, existing.iter().map(|(n, u)| (n.as_str(), u.as_str())));
     let mut agents = Vec::new();
     for name in &pods_of_run {
         agents.extend(pod_named(ctx, &ns, name).and_then(|p| agent_of(&ns, &p)));
@@ -838,7 +852,10 @@ async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>
         })
         .await;
     }
-    if let Some(request) = decide::removal_request(CaptureRef { namespace: ns.clone(), name }, delete_files) {
+    // Any agent of the namespace may remove the runs (every pod's files) from a shared
+    // volume; all are asked, so per-pod volumes are cleared too. Where none answers, the
+    // note each agent keeps on the volume lets a later retention remove them.
+    if let Some(request) = decide::removal_request(&ns, &name, &uid, delete_files) {
         let request = &request;
         let mut agents = Vec::new();
         for pod in &pods {
@@ -913,7 +930,9 @@ mod tests {
             alerting: Default::default(),
             unreachable_grace: Duration::from_secs(30),
         };
-        Context::new(client, store, agents, SigningKey::generate().unwrap(), Metrics::default(), settings, "test")
+        let (captures, _) = reflector::store();
+        let key = SigningKey::generate().unwrap();
+        Context::new(client, store, captures, agents, key, Metrics::default(), settings, "test")
     }
 
     /// A capture whose run `g1` is running on `pods` pods.
