@@ -121,7 +121,7 @@ pub const STOP_CAPTURE: Route<NoBody, CaptureStatus> =
     Route::new(Method::Post, "/v1/captures/{id}/stop", "stop_capture");
 /// `GET /v1/runtime`: the app's latest runtime sample.
 pub const RUNTIME: Route<NoBody, RuntimeSample> = Route::new(Method::Get, "/v1/runtime", "runtime");
-/// `POST /v1/retention`: prune a capture's runs.
+/// `POST /v1/retention`: prune runs of the namespace's captures (any agent on the volume).
 pub const RETENTION: Route<RetentionRequest, RetentionResponse> =
     Route::new(Method::Post, "/v1/retention", "retention");
 /// `GET /v1/debug/pprof/profile`: the agent's own CPU profile (bytes, not JSON).

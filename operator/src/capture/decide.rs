@@ -5,22 +5,23 @@ use std::{collections::HashSet, time::Duration};
 
 use crate::{agent_client::AgentError, pods::fnv, reasons};
 use biometrics_agent_api::{
-    CaptureInstance, CaptureRef, CaptureRequest, CaptureRuns, CaptureState, CaptureStatus, RetentionRequest,
-    RuntimeSample, TargetSpec,
+    CaptureInstance, CaptureRef, CaptureRequest, CaptureRuns, CaptureState, CaptureStatus, RetentionRequest, TargetSpec,
 };
 use biometrics_crds::{
     CAPTURE_NOW_ANNOTATION,
     profile::ProfileType,
     run_id,
     schedule::Schedule,
-    threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
         CaptureRun, ConcurrencyPolicy, FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult,
-        RunResult, RunSummary, RunTrigger, RuntimeLevels, RuntimeMetric, RuntimeThresholds, ThresholdTrigger,
-        TopComparison, TopFunction,
+        RunResult, RunSummary, RunTrigger, TopComparison, TopFunction,
     },
 };
 use jiff::Timestamp;
+
+pub use super::thresholds::{
+    effective_thresholds, fired_triggers, firing, level_of, levels, threshold_run, triggered_profiles, withhold_memory,
+};
 
 /// A run that should start now.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,50 +196,6 @@ pub fn expected_end(pc: &ProfileCapture, start: Timestamp) -> Timestamp {
     profiles.dedup();
     let length = expected_length(&profiles, pc.spec.duration.as_std());
     start.checked_add(jiff::SignedDuration::try_from(length).unwrap_or_default()).unwrap_or(start)
-}
-
-/// The triggers that fire now for each of `pods` (in order; pods none fires for are left
-/// out), on the levels and cooldowns the status records. Nothing fires while suspended.
-pub fn fired_triggers<'a, 'p>(
-    pc: &'a ProfileCapture,
-    status: &ProfileCaptureStatus,
-    pods: impl IntoIterator<Item = &'p str>,
-    now: Timestamp,
-) -> Vec<(&'p str, Vec<&'a ThresholdTrigger>)> {
-    if pc.spec.suspend || pc.spec.triggers.is_empty() {
-        return Vec::new();
-    }
-    pods.into_iter()
-        .filter_map(|pod| {
-            let levels = status.pods.iter().find(|p| p.name == pod).and_then(|p| p.levels.as_ref())?;
-            let last =
-                |metric| status.trigger_fires.iter().find(|f| f.pod == pod && f.metric == metric).map(|f| f.time.0);
-            let fired = firing(&pc.spec.triggers, levels, last, now);
-            (!fired.is_empty()).then_some((pod, fired))
-        })
-        .collect()
-}
-
-/// The profiles a pod's fired triggers capture, each once.
-pub fn triggered_profiles(fired: &[&ThresholdTrigger]) -> Vec<ProfileType> {
-    let mut profiles: Vec<_> = fired.iter().flat_map(|t| t.profiles.iter().copied()).collect();
-    profiles.sort();
-    profiles.dedup();
-    profiles
-}
-
-/// A threshold run, when a trigger fires for any of `pods`.
-pub fn threshold_run<'p>(
-    pc: &ProfileCapture,
-    status: &ProfileCaptureStatus,
-    pods: impl IntoIterator<Item = &'p str>,
-    now: Timestamp,
-) -> Option<DueRun> {
-    (!fired_triggers(pc, status, pods, now).is_empty()).then(|| DueRun {
-        trigger: RunTrigger::Threshold,
-        id: run_id::run_id(&format!("t{}", now.as_second()), pc.metadata.uid.as_deref().unwrap_or_default()),
-        scheduled_for: None,
-    })
 }
 
 /// When the schedule fires next (after `now`).
@@ -514,75 +471,6 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// Each metric's level against the bounds (a metric not measured has none).
-pub fn levels(sample: &RuntimeSample, thresholds: &RuntimeThresholds) -> RuntimeLevels {
-    RuntimeLevels {
-        memory_percent: sample.memory_percent.map(|v| thresholds.memory_percent.level(v)),
-        goroutines: sample.goroutines.map(|v| thresholds.goroutines.level(v as f64)),
-        gc_per_second: sample.gc_per_second.map(|v| thresholds.gc_per_second.level(v)),
-        not_judged: Vec::new(),
-    }
-}
-
-/// A sample of a pod whose memory limit is missing (`memory_unknown` says why): its memory
-/// percentage is withdrawn and its memory threshold marked as not judged, so a percentage
-/// of the node's memory never reads as OK.
-pub fn withhold_memory(sample: &mut RuntimeSample, levels: &mut RuntimeLevels, memory_unknown: Option<&str>) {
-    if memory_unknown.is_some() {
-        sample.memory_percent = None;
-        levels.memory_percent = None;
-        levels.not_judged.push(RuntimeMetric::MemoryPercent);
-    }
-}
-
-/// The level of one metric.
-pub fn level_of(levels: &RuntimeLevels, metric: RuntimeMetric) -> Option<ThresholdLevel> {
-    match metric {
-        RuntimeMetric::MemoryPercent => levels.memory_percent,
-        RuntimeMetric::Goroutines => levels.goroutines,
-        RuntimeMetric::GcPerSecond => levels.gc_per_second,
-    }
-}
-
-/// The triggers that fire for a pod now: its level reached theirs and their cooldown has
-/// passed since they last fired for this pod.
-pub fn firing<'a>(
-    triggers: &'a [ThresholdTrigger],
-    levels: &RuntimeLevels,
-    last_fired: impl Fn(RuntimeMetric) -> Option<Timestamp>,
-    now: Timestamp,
-) -> Vec<&'a ThresholdTrigger> {
-    triggers
-        .iter()
-        .filter(|t| level_of(levels, t.metric).is_some_and(|l| l >= t.level))
-        .filter(|t| {
-            last_fired(t.metric).is_none_or(|last| {
-                let cooldown = jiff::SignedDuration::try_from(t.cooldown.as_std()).unwrap_or_default();
-                last.checked_add(cooldown).is_ok_and(|end| end <= now)
-            })
-        })
-        .collect()
-}
-
-/// The thresholds a capture is judged by: its own, except that a bound left at the schema
-/// default takes the cluster's `performance.alerting` value as its critical level (the
-/// warning level scaled along when it would no longer be below it).
-pub fn effective_thresholds(own: &RuntimeThresholds, alerting: &crate::config::Alerting) -> RuntimeThresholds {
-    let defaults = RuntimeThresholds::default();
-    let adopt = |own: UpperBounds, default: UpperBounds, critical: Option<f64>| match critical {
-        Some(c) if own == default && c > 0.0 => {
-            let warning = if default.warning < c { default.warning } else { c * default.warning / default.critical };
-            UpperBounds { warning, critical: c }
-        }
-        _ => own,
-    };
-    RuntimeThresholds {
-        memory_percent: own.memory_percent,
-        goroutines: adopt(own.goroutines, defaults.goroutines, alerting.goroutine_threshold),
-        gc_per_second: adopt(own.gc_per_second, defaults.gc_per_second, alerting.gc_threshold),
-    }
-}
-
 /// The most items any status list holds: below the schema's cap of 1000, so that a status
 /// write is never refused for its size (a refused write would be retried, and the run
 /// restarted, forever).
@@ -620,7 +508,12 @@ mod tests {
         due(pc, &pc.status.clone().unwrap_or_default(), now)
     }
 
-    use biometrics_crds::{profile::ProfileType, threshold::UpperBounds};
+    use biometrics_agent_api::RuntimeSample;
+    use biometrics_crds::{
+        profile::ProfileType,
+        threshold::{ThresholdLevel, UpperBounds},
+        v1alpha1::{RuntimeMetric, RuntimeThresholds, ThresholdTrigger},
+    };
     use serde_json::json;
 
     use super::*;
