@@ -3,13 +3,13 @@
 //! cancellable, and pruned by retention.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use biometrics_crds::profile::ProfileType;
+use biometrics_crds::{profile::ProfileType, run_id};
 use cap_std::fs::Dir;
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +69,8 @@ pub struct EngineConfig {
     pub hashes: crate::files::Hashes,
     /// This pod's name (a directory per pod in each run).
     pub pod: String,
+    /// This pod's namespace: retention prunes its captures only.
+    pub namespace: String,
     /// The app's loopback address.
     pub target_host: IpAddr,
     /// Limits.
@@ -86,6 +88,14 @@ pub enum RetentionError {
     /// The volume holds something the agent will not touch, a link above all (409).
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// The request names another namespace than this pod's (403).
+    #[error("this agent prunes the captures of namespace {own:?} only, not of {asked:?}")]
+    OtherNamespace {
+        /// This pod's namespace.
+        own: String,
+        /// The namespace asked for.
+        asked: String,
+    },
 }
 
 /// Why a capture request is refused.
@@ -119,6 +129,18 @@ struct Entry {
     discard: bool,
     finished: Option<Instant>,
 }
+
+/// What ending a capture early does with what it wrote.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Remove its files (`DELETE`).
+    Discard,
+    /// Keep the profiles it finished (`stop`).
+    Keep,
+}
+
+/// The error of a capture stopped on request.
+const STOPPED: &str = "stopped on request before it finished; the profiles it finished are kept";
 
 /// Handles of the directories one capture writes in, opened once when it starts, so a
 /// directory swapped for a link while it runs cannot redirect its files or its cleanup.
@@ -271,17 +293,34 @@ impl Engine {
 
     /// Cancels a running capture; the job removes what it wrote. A finished one is left as is.
     pub async fn cancel(&self, id: &str) -> Option<CaptureStatus> {
+        self.end(id, Ending::Discard).await
+    }
+
+    /// Stops a running capture and keeps what it finished: the profiles written so far stay
+    /// on the volume and in its status (a newer run replaces this one, and what this one
+    /// captured is still worth reading); the profile in progress is dropped. A finished one
+    /// is left as is.
+    pub async fn stop(&self, id: &str) -> Option<CaptureStatus> {
+        self.end(id, Ending::Keep).await
+    }
+
+    async fn end(&self, id: &str, ending: Ending) -> Option<CaptureStatus> {
         let token = {
             let mut table = self.lock();
             let entry = table.get_mut(id)?;
             if entry.finished.is_some() {
                 return Some(entry.status.clone());
             }
-            entry.discard = true;
+            match ending {
+                Ending::Discard => entry.discard = true,
+                Ending::Keep => {
+                    entry.status.error.get_or_insert_with(|| STOPPED.to_owned());
+                }
+            }
             entry.cancel.clone()
         };
         token.cancel();
-        // The job notices, removes its files and marks itself failed.
+        // The job notices, removes its files (when discarding) and marks itself ended.
         for _ in 0..200 {
             if self.lock().get(id).is_some_and(|e| e.finished.is_some()) {
                 break;
@@ -585,58 +624,153 @@ impl Engine {
         }
     }
 
-    /// Removes this pod's files of all but the newest `keep_runs` runs of a capture. A link
-    /// anywhere in the capture's tree refuses the whole request: nothing is removed.
+    /// Prunes runs of this namespace's captures: of each capture in `prune`, every run of
+    /// its own (by run-id suffix) but those it keeps; and with `existing`, every run of a
+    /// capture no longer listed whose marker says it asked for `deleteOnRemoval`. A run's
+    /// whole directory goes, every pod's files in it, departed pods' too; runs this agent
+    /// is still capturing stay. Every run to remove is checked for links first: one
+    /// anywhere refuses the whole request and nothing is removed. Returns the runs removed,
+    /// as `<capture>/<run>`.
     pub fn retain(&self, req: &RetentionRequest) -> Result<Vec<String>, RetentionError> {
-        names::dns_label("capture.namespace", &req.capture.namespace)?;
-        names::dns_subdomain("capture.name", &req.capture.name)?;
-        let capture_shown = volume::join(&req.capture.namespace, &req.capture.name);
-        let Some(capture_dir) = self.config.volume.open_dir(&[&req.capture.namespace, &req.capture.name])? else {
-            return Ok(Vec::new());
-        };
-        let running: Vec<String> = self
+        let ns = req.namespace.as_str();
+        names::dns_label("namespace", ns)?;
+        if ns != self.config.namespace {
+            return Err(RetentionError::OtherNamespace { own: self.config.namespace.clone(), asked: ns.to_owned() });
+        }
+        for c in &req.prune {
+            names::dns_subdomain("prune.name", &c.name)?;
+            names::run_suffix("prune.runSuffix", &c.run_suffix)?;
+            for run in &c.keep {
+                names::dns_label("prune.keep", run)?;
+            }
+        }
+        for c in req.existing.iter().flatten() {
+            names::dns_subdomain("existing.name", &c.name)?;
+            names::run_suffix("existing.runSuffix", &c.run_suffix)?;
+        }
+        let Some(ns_dir) = self.config.volume.open_dir(&[ns])? else { return Ok(Vec::new()) };
+        let running: HashSet<(String, String)> = self
             .lock()
             .values()
-            .filter(|e| e.finished.is_none() && e.request.capture == req.capture)
-            .map(|e| e.request.run.clone())
+            .filter(|e| e.finished.is_none() && e.request.capture.namespace == ns)
+            .map(|e| (e.request.capture.name.clone(), e.request.run.clone()))
             .collect();
-        let pod = self.config.pod.as_str();
-        let listing_error = |e| VolumeError::Io { path: capture_shown.clone(), source: e };
-        let mut runs: Vec<(std::time::SystemTime, String, Dir)> = Vec::new();
-        for entry in capture_dir.entries().map_err(listing_error)? {
-            let entry = entry.map_err(listing_error)?;
-            let Ok(run) = entry.file_name().into_string() else { continue };
-            let run_shown = volume::join(&capture_shown, &run);
-            let Some(run_dir) = volume::child_dir(&capture_dir, &run, &run_shown).or_else(|e| match e {
-                VolumeError::NotADirectory { .. } => Ok(None),
-                e => Err(e),
-            })?
-            else {
-                continue;
-            };
-            let Some(pod_dir) = volume::child_dir(&run_dir, pod, &volume::join(&run_shown, pod))? else { continue };
-            volume::refuse_links(&pod_dir, &volume::join(&run_shown, pod), 1)?;
-            let modified = run_dir
-                .dir_metadata()
-                .and_then(|m| m.modified())
-                .map(cap_std::time::SystemTime::into_std)
-                .map_err(|e| VolumeError::Io { path: run_shown, source: e })?;
-            runs.push((modified, run, run_dir));
+        // What goes, decided before anything is touched: (capture, run), and the markers of
+        // deleted captures.
+        let mut doomed: Vec<(String, String)> = Vec::new();
+        let mut stale_markers: Vec<(String, String)> = Vec::new();
+        for c in &req.prune {
+            let shown = volume::join(ns, &c.name);
+            let Some(capture_dir) = volume::child_dir(&ns_dir, &c.name, &shown)? else { continue };
+            for run in listing(&capture_dir, &shown)?.dirs {
+                if run_id::belongs(&run, &c.run_suffix)
+                    && !c.keep.contains(&run)
+                    && !running.contains(&(c.name.clone(), run.clone()))
+                {
+                    doomed.push((c.name.clone(), run));
+                }
+            }
         }
-        runs.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        if let Some(existing) = &req.existing {
+            for capture in listing(&ns_dir, ns)?.dirs {
+                let shown = volume::join(ns, &capture);
+                let Some(capture_dir) = volume::child_dir(&ns_dir, &capture, &shown)? else { continue };
+                let entries = listing(&capture_dir, &shown)?;
+                for suffix in entries.files.iter().filter_map(|f| f.strip_prefix(DELETE_ON_REMOVAL_MARKER)) {
+                    if existing.iter().any(|e| e.name == capture && e.run_suffix == suffix) {
+                        continue;
+                    }
+                    for run in entries.dirs.iter().filter(|r| run_id::belongs(r, suffix)) {
+                        if !running.contains(&(capture.clone(), run.clone())) {
+                            doomed.push((capture.clone(), run.clone()));
+                        }
+                    }
+                    stale_markers.push((capture.clone(), suffix.to_owned()));
+                }
+            }
+        }
+        doomed.sort();
+        doomed.dedup();
+        for (capture, run) in &doomed {
+            let shown = volume::join(&volume::join(ns, capture), run);
+            if let Some(dir) = self.config.volume.open_dir(&[ns, capture, run])? {
+                volume::refuse_links(&dir, &shown, 1)?;
+            }
+        }
         let mut removed = Vec::new();
-        for (_, run, run_dir) in runs.into_iter().skip(req.keep_runs as usize) {
-            if running.contains(&run) {
-                continue;
-            }
-            let shown = volume::join(&volume::join(&capture_shown, &run), pod);
-            if volume::remove_tree(&run_dir, pod, &shown)? {
-                let _ = capture_dir.remove_dir(&run);
-                removed.push(run);
+        for (capture, run) in &doomed {
+            let capture_shown = volume::join(ns, capture);
+            let Some(capture_dir) = volume::child_dir(&ns_dir, capture, &capture_shown)? else { continue };
+            if volume::remove_tree(&capture_dir, run, &volume::join(&capture_shown, run))? {
+                removed.push(format!("{capture}/{run}"));
             }
         }
-        removed.sort();
+        for c in &req.prune {
+            let shown = volume::join(ns, &c.name);
+            if let Some(capture_dir) = volume::child_dir(&ns_dir, &c.name, &shown)? {
+                mark_delete_on_removal(&capture_dir, &c.run_suffix, c.delete_on_removal, &shown)?;
+            }
+            // A capture that keeps nothing is being deleted: its directory goes once empty
+            // (rmdir refuses otherwise, a former capture's runs there say).
+            if c.keep.is_empty() {
+                let _ = ns_dir.remove_dir(&c.name);
+            }
+        }
+        for (capture, suffix) in &stale_markers {
+            let shown = volume::join(ns, capture);
+            if let Some(capture_dir) = volume::child_dir(&ns_dir, capture, &shown)? {
+                mark_delete_on_removal(&capture_dir, suffix, false, &shown)?;
+            }
+            // The directory of a capture that is gone goes too once empty; rmdir refuses otherwise.
+            let _ = ns_dir.remove_dir(capture);
+        }
         Ok(removed)
+    }
+}
+
+/// The prefix of the marker file a capture that asked for `deleteOnRemoval` keeps in its
+/// directory, followed by its run-id suffix.
+const DELETE_ON_REMOVAL_MARKER: &str = ".delete-on-removal-";
+
+/// A directory's entries: subdirectories and other entries by name; links are refused.
+struct Listing {
+    dirs: Vec<String>,
+    files: Vec<String>,
+}
+
+fn listing(dir: &Dir, shown: &str) -> Result<Listing, VolumeError> {
+    let io = |e| VolumeError::Io { path: shown.to_owned(), source: e };
+    let mut out = Listing { dirs: Vec::new(), files: Vec::new() };
+    for entry in dir.entries().map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let kind = entry.file_type().map_err(io)?;
+        if kind.is_symlink() {
+            return Err(VolumeError::Symlink { path: volume::join(shown, &name) });
+        }
+        if kind.is_dir() { out.dirs.push(name) } else { out.files.push(name) }
+    }
+    out.dirs.sort();
+    Ok(out)
+}
+
+/// Notes (or withdraws) on the volume that the capture with run-id `suffix` asked for its
+/// files to go when it is deleted.
+fn mark_delete_on_removal(capture_dir: &Dir, suffix: &str, wanted: bool, shown: &str) -> Result<(), VolumeError> {
+    let name = format!("{DELETE_ON_REMOVAL_MARKER}{suffix}");
+    let io = |e| VolumeError::Io { path: volume::join(shown, &name), source: e };
+    match (wanted, capture_dir.symlink_metadata(&name)) {
+        (true, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => match volume::create_file(capture_dir, &name) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io(e)),
+        },
+        // unlinkat: the entry itself goes, never what a link there points to.
+        (false, Ok(_)) => match capture_dir.remove_file(&name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -143,6 +143,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             volume: volume.clone(),
             hashes: hashes.clone(),
             pod: config.pod.clone(),
+            namespace: config.namespace.clone(),
             target_host: config.target_host,
             limits: config.limits.clone(),
             top_n: 10,

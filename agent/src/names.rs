@@ -34,6 +34,14 @@ pub fn dns_label(field: &'static str, value: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// A run-id suffix: 8 lower-case hex digits (the first of a capture's uid).
+pub fn run_suffix(field: &'static str, value: &str) -> Result<(), NameError> {
+    if biometrics_crds::run_id::is_suffix(value) {
+        return Ok(());
+    }
+    Err(NameError { field, value: value.to_owned(), reason: "must be 8 lower-case hex digits" })
+}
+
 /// A DNS-1123 subdomain: dot-separated labels, at most 253 characters (object names).
 pub fn dns_subdomain(field: &'static str, value: &str) -> Result<(), NameError> {
     if value.len() > 253 {

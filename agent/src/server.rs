@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route(routes::START_CAPTURE.template, post(create_capture))
         .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
+        .route(routes::STOP_CAPTURE.template, post(stop_capture))
         .route(routes::RUNTIME.template, get(runtime))
         .route(routes::RETENTION.template, post(retention))
         .route(routes::SELF_PROFILE.template, get(self_profile))
@@ -260,6 +261,13 @@ async fn delete_capture(State(state): State<AppState>, Path(id): Path<String>) -
     }
 }
 
+async fn stop_capture(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.engine.stop(&id).await {
+        Some(status) => json(StatusCode::OK, &status),
+        None => error(ErrorCode::NotFound, format!("no capture {id:?}")),
+    }
+}
+
 async fn runtime(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &state.runtime.ask().await)
 }
@@ -272,6 +280,7 @@ async fn retention(State(state): State<AppState>, body: Body) -> Response {
     match state.engine.retain(&request) {
         Ok(removed) => json(StatusCode::OK, &RetentionResponse { removed }),
         Err(e @ RetentionError::Invalid(_)) => error(ErrorCode::InvalidRequest, e.to_string()),
+        Err(e @ RetentionError::OtherNamespace { .. }) => error(ErrorCode::Forbidden, e.to_string()),
         Err(e @ RetentionError::Volume(_)) => {
             tracing::warn!(error = %e, "retention refused");
             error(ErrorCode::VolumeConflict, e.to_string())

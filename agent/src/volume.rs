@@ -171,12 +171,23 @@ pub fn sync(dir: &Dir) {
 /// Removes the directory `name` in `parent` with everything in it; `false` when it did not
 /// exist. Nothing is removed when a link is found anywhere in the tree (the error names it)
 /// and no link is ever followed, even one planted while the removal runs.
+///
+/// Another agent on a shared volume may be removing the same tree at the same time: what
+/// it removed first is taken as removed.
 pub fn remove_tree(parent: &Dir, name: &str, shown: &str) -> Result<bool, VolumeError> {
     let Some(dir) = child_dir(parent, name, shown)? else { return Ok(false) };
     refuse_links(&dir, shown, 1)?;
     remove_contents(&dir, shown, 1)?;
-    parent.remove_dir(name).map_err(|e| VolumeError::io(shown, e))?;
+    gone_already(parent.remove_dir(name)).map_err(|e| VolumeError::io(shown, e))?;
     Ok(true)
+}
+
+/// A removal that found nothing to remove (someone else removed it first) succeeded.
+fn gone_already(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Fails on the first link (or over-deep nesting) below `dir`.
@@ -192,10 +203,10 @@ pub fn refuse_links(dir: &Dir, shown: &str, depth: usize) -> Result<(), VolumeEr
         if kind.is_symlink() {
             return Err(VolumeError::Symlink { path });
         }
-        if kind.is_dir() {
-            let child = child_dir(dir, &name, &path)?.ok_or_else(|| {
-                VolumeError::io(&path, io::Error::new(io::ErrorKind::NotFound, "removed while being read"))
-            })?;
+        // A directory removed meanwhile (by another agent's removal) holds no link.
+        if kind.is_dir()
+            && let Some(child) = child_dir(dir, &name, &path)?
+        {
             refuse_links(&child, &path, depth + 1)?;
         }
     }
@@ -215,12 +226,16 @@ fn remove_contents(dir: &Dir, shown: &str, depth: usize) -> Result<(), VolumeErr
             return Err(VolumeError::Symlink { path });
         }
         if kind.is_dir() {
-            let child = dir.open_dir_nofollow(&name).map_err(|e| explain(dir, &name.to_string_lossy(), &path, e))?;
+            let child = match dir.open_dir_nofollow(&name) {
+                Ok(child) => child,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(explain(dir, &name.to_string_lossy(), &path, e)),
+            };
             remove_contents(&child, &path, depth + 1)?;
-            dir.remove_dir(&name).map_err(|e| VolumeError::io(&path, e))?;
+            gone_already(dir.remove_dir(&name)).map_err(|e| VolumeError::io(&path, e))?;
         } else {
             // unlinkat: removes the entry itself, never what it might point to.
-            dir.remove_file(&name).map_err(|e| VolumeError::io(&path, e))?;
+            gone_already(dir.remove_file(&name)).map_err(|e| VolumeError::io(&path, e))?;
         }
     }
     Ok(())

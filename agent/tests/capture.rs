@@ -119,26 +119,128 @@ fn cancel_stops_the_capture_and_removes_its_files() {
 }
 
 #[test]
-fn retention_keeps_the_newest_runs() {
+fn stop_ends_the_capture_and_keeps_the_profiles_it_finished() {
     let target = go_target();
     let agent = Agent::start(Some(target.addr.port()), &[]);
-    for i in 1..=3 {
-        let id = format!("cap-r{i}");
-        agent.request(
-            "POST",
-            "/v1/captures",
-            Some(&capture_request(&id, &format!("run-{i}"), &["goroutine"], 1, target.addr.port())),
-        );
-        agent.wait_capture(&id, Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
+    let request = capture_request("cap-stop", "run-11", &["heap", "cpu"], 30, target.addr.port());
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    // The heap profile is done within a moment; the CPU profile then runs for 30 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while agent.request("GET", "/v1/captures/cap-stop", None).1["profiles"][0]["path"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "the heap profile never finished");
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let request = serde_json::json!({"capture": {"namespace": NAMESPACE, "name": "api-hourly"}, "keepRuns": 1});
+    let (status, stopped) = agent.request("POST", "/v1/captures/cap-stop/stop", None);
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["state"], "Failed", "{stopped}");
+    assert!(stopped["error"].as_str().unwrap().starts_with("stopped on request"), "{stopped}");
+    let heap = stopped["profiles"][0]["path"].as_str().unwrap();
+    assert!(agent.profiles().join(heap).is_file(), "the finished profile is kept");
+    assert!(stopped["profiles"][1]["path"].is_null() && stopped["profiles"][1]["error"].is_string(), "{stopped}");
+    let left = common::files_under(&agent.profiles());
+    assert!(left.iter().all(|f| !f.contains("cpu") && !f.contains(".tmp")), "the CPU profile is dropped: {left:?}");
+    // Stopping again answers the same; an unknown capture is 404.
+    assert_eq!(agent.request("POST", "/v1/captures/cap-stop/stop", None).1["state"], "Failed");
+    assert_eq!(agent.request("POST", "/v1/captures/no-such/stop", None).0, 404);
+    // Go's CPU profiler is free again: a new CPU capture works.
+    let again = capture_request("cap-after-stop", "run-12", &["cpu"], 1, target.addr.port());
+    agent.request("POST", "/v1/captures", Some(&again));
+    assert_eq!(agent.wait_capture("cap-after-stop", Duration::from_secs(60))["state"], "Succeeded");
+}
+
+/// Captures `goroutine` into run `run` of capture `capture` from `agent`'s pod.
+fn goroutines_into(agent: &Agent, capture: &str, run: &str, port: u16) {
+    let id = format!("{capture}-{run}-{}", agent.pod);
+    let mut request = capture_request(&id, run, &["goroutine"], 1, port);
+    request["capture"]["name"] = serde_json::json!(capture);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    assert_eq!(agent.wait_capture(&id, Duration::from_secs(30))["state"], "Succeeded");
+}
+
+fn runs_on(volume: &std::path::Path, capture: &str) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_dir(volume.join(NAMESPACE).join(capture))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    runs.sort();
+    runs
+}
+
+#[test]
+fn retention_keeps_the_runs_the_operator_keeps_and_leaves_a_former_capture_of_the_same_name_alone() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    for run in ["g1-0123abcd", "s100-0123abcd", "s200-0123abcd", "g1-99999999"] {
+        goroutines_into(&agent, "api-hourly", run, target.addr.port());
+    }
+    let request = serde_json::json!({"namespace": NAMESPACE, "prune": [
+        {"name": "api-hourly", "runSuffix": "0123abcd", "keep": ["s200-0123abcd"]}
+    ]});
     let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["removed"], serde_json::json!(["run-1", "run-2"]));
-    let left = common::files_under(&agent.profiles());
-    assert!(left.iter().all(|f| f.contains("/run-3/")), "{left:?}");
-    assert!(!left.is_empty());
+    assert_eq!(body["removed"], serde_json::json!(["api-hourly/g1-0123abcd", "api-hourly/s100-0123abcd"]));
+    assert_eq!(
+        runs_on(&agent.profiles(), "api-hourly"),
+        ["g1-99999999", "s200-0123abcd"],
+        "the capture of the same name that was deleted before keeps its files"
+    );
+    // Another namespace's captures are not this agent's to prune.
+    let elsewhere = serde_json::json!({"namespace": "other", "prune": [{"name": "x", "runSuffix": "0123abcd"}]});
+    let (status, body) = agent.request("POST", "/v1/retention", Some(&elsewhere));
+    assert_eq!((status, body["code"].as_str()), (403, Some("Forbidden")), "{body}");
+    let bad = serde_json::json!({"namespace": NAMESPACE, "prune": [{"name": "api-hourly", "runSuffix": "*"}]});
+    assert_eq!(agent.request("POST", "/v1/retention", Some(&bad)).0, 400);
+}
+
+#[test]
+fn any_agent_on_a_shared_volume_prunes_every_pod_s_files_of_expired_runs_and_of_deleted_captures() {
+    let target = go_target();
+    let first = Agent::start(Some(target.addr.port()), &[]);
+    let mut second = Agent::start_sharing(&first, "api-7d9f-gone1", Some(target.addr.port()));
+    let volume = first.profiles();
+    for agent in [&first, &second] {
+        for run in ["s100-0123abcd", "s200-0123abcd", "s300-0123abcd"] {
+            goroutines_into(agent, "api-hourly", run, target.addr.port());
+        }
+        goroutines_into(agent, "nightly", "g1-89abcdef", target.addr.port());
+        goroutines_into(agent, "kept", "g1-fedcba98", target.addr.port());
+    }
+    let pods_of = |capture: &str, run: &str| {
+        let mut pods: Vec<String> = std::fs::read_dir(volume.join(NAMESPACE).join(capture).join(run))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        pods.sort();
+        pods
+    };
+    assert_eq!(pods_of("api-hourly", "s100-0123abcd"), ["api-7d9f-gone1", POD], "both pods wrote into each run");
+    // `nightly` asks for its files to go when it is deleted; `kept` does not.
+    let note = serde_json::json!({"namespace": NAMESPACE, "prune": [
+        {"name": "nightly", "runSuffix": "89abcdef", "keep": ["g1-89abcdef"], "deleteOnRemoval": true},
+        {"name": "kept", "runSuffix": "fedcba98", "keep": ["g1-fedcba98"]}
+    ]});
+    assert_eq!(second.request("POST", "/v1/retention", Some(&note)).1["removed"], serde_json::json!([]));
+
+    // The second pod goes away; both captures are deleted. The first pod's agent is asked.
+    second.process.kill();
+    let request = serde_json::json!({
+        "namespace": NAMESPACE,
+        "prune": [{"name": "api-hourly", "runSuffix": "0123abcd", "keep": ["s300-0123abcd"]}],
+        "existing": [{"name": "api-hourly", "runSuffix": "0123abcd"}]
+    });
+    let (status, body) = first.request("POST", "/v1/retention", Some(&request));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["removed"],
+        serde_json::json!(["api-hourly/s100-0123abcd", "api-hourly/s200-0123abcd", "nightly/g1-89abcdef"])
+    );
+    assert_eq!(runs_on(&volume, "api-hourly"), ["s300-0123abcd"], "the departed pod's files of expired runs went too");
+    assert_eq!(pods_of("api-hourly", "s300-0123abcd"), ["api-7d9f-gone1", POD], "kept runs keep every pod's files");
+    assert!(!volume.join(NAMESPACE).join("nightly").exists(), "a deleted capture with deleteOnRemoval is gone");
+    assert_eq!(runs_on(&volume, "kept"), ["g1-fedcba98"], "a deleted capture without deleteOnRemoval stays");
+    // Deleting a capture with deleteOnRemoval: every run of its own goes, and its directory.
+    let removal = serde_json::json!({"namespace": NAMESPACE, "prune": [{"name": "kept", "runSuffix": "fedcba98"}]});
+    let (status, body) = first.request("POST", "/v1/retention", Some(&removal));
+    assert_eq!((status, body["removed"].clone()), (200, serde_json::json!(["kept/g1-fedcba98"])), "{body}");
+    assert!(!volume.join(NAMESPACE).join("kept").exists());
 }
 
 #[test]

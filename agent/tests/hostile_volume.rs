@@ -106,30 +106,34 @@ fn cancelling_a_capture_whose_directory_was_swapped_removes_nothing_outside() {
 fn retention_refuses_a_link_at_the_namespace_capture_or_run_level_and_removes_nothing() {
     let agent = Agent::start(None, &[]);
     let cases = [
-        // (namespace, capture, where the link is planted, what the error names)
-        ("shop", "vcap", "shop/vcap", "shop/vcap"),
-        ("victimns", "vcap", "victimns", "victimns"),
-        ("shop", "runlink", "shop/runlink/run-a", "shop/runlink/run-a"),
+        // (capture, where the link is planted, what the error names); the namespace's own
+        // directory comes last, as its link stands in the way of every other case.
+        ("vcap", "shop/vcap", "shop/vcap"),
+        ("runlink", "shop/runlink/r1-0123abcd", "shop/runlink/r1-0123abcd"),
+        ("vcap", "shop", "shop"),
     ];
-    for (namespace, capture, link, named) in cases {
-        let (outside, link_target) = if link.ends_with("run-a") {
+    for (capture, link, named) in cases {
+        let (outside, link_target) = if link.ends_with("r1-0123abcd") {
             let outside = tempfile::tempdir().unwrap();
             std::fs::create_dir_all(outside.path().join(POD)).unwrap();
             std::fs::write(outside.path().join(POD).join("cpu.pb.gz"), "outside").unwrap();
             let target = outside.path().to_path_buf();
             (outside, target)
         } else if link.contains('/') {
-            outside_tree("capdir", "run-a")
+            outside_tree("capdir", "r1-0123abcd")
         } else {
-            let (outside, _) = outside_tree("nsdir/vcap", "run-a");
+            let (outside, _) = outside_tree("nsdir/vcap", "r1-0123abcd");
             let target = outside.path().join("nsdir");
             (outside, target)
         };
         let planted = agent.profiles().join(link);
+        if link == "shop" {
+            let _ = std::fs::remove_dir_all(&planted);
+        }
         std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&link_target, &planted).unwrap();
         let before = snapshot(outside.path());
-        let request = json!({"capture": {"namespace": namespace, "name": capture}, "keepRuns": 0});
+        let request = json!({"namespace": "shop", "prune": [{"name": capture, "runSuffix": "0123abcd"}]});
         let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
         assert_eq!(status, 409, "{link}: {body}");
         assert_eq!(body["code"], "VolumeConflict", "{link}: {body}");
@@ -144,15 +148,17 @@ fn retention_refuses_a_link_inside_a_run_it_would_prune() {
     let agent = Agent::start(None, &[]);
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("precious.txt"), "outside").unwrap();
-    let pod_dir = agent.profiles().join("shop/cap/run-a").join(POD);
+    let pod_dir = agent.profiles().join("shop/cap/r1-0123abcd").join(POD);
     std::fs::create_dir_all(&pod_dir).unwrap();
     std::fs::write(pod_dir.join("cpu.pb.gz"), "ours").unwrap();
     std::os::unix::fs::symlink(outside.path(), pod_dir.join("cpu.svg")).unwrap();
     let before = snapshot(outside.path());
-    let request = json!({"capture": {"namespace": "shop", "name": "cap"}, "keepRuns": 0});
+    let request = json!({"namespace": "shop", "prune": [{"name": "cap", "runSuffix": "0123abcd"}]});
     let (status, body) = agent.request("POST", "/v1/retention", Some(&request));
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().unwrap().contains(&format!("shop/cap/run-a/{POD}/cpu.svg is a symbolic link")));
+    assert!(
+        body["message"].as_str().unwrap().contains(&format!("shop/cap/r1-0123abcd/{POD}/cpu.svg is a symbolic link"))
+    );
     assert!(pod_dir.join("cpu.pb.gz").is_file(), "nothing removed");
     assert_eq!(snapshot(outside.path()), before);
 }

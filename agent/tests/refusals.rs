@@ -266,14 +266,14 @@ fn every_name_that_becomes_a_path_or_key_refuses_traversal() {
         (
             "retention namespace",
             "/v1/retention",
-            json!({"capture": {"namespace": "..", "name": "api-hourly"}, "keepRuns": 0}),
+            json!({"namespace": "..", "prune": [{"name": "api-hourly", "runSuffix": "0123abcd"}]}),
             "namespace",
         ),
         (
             "retention name",
             "/v1/retention",
-            json!({"capture": {"namespace": NAMESPACE, "name": "../.."}, "keepRuns": 0}),
-            "name",
+            json!({"namespace": NAMESPACE, "prune": [{"name": "../..", "runSuffix": "0123abcd"}]}),
+            "prune.name",
         ),
         ("invalidation id", "/v1/cache/invalidations", invalidation("../x", NAMESPACE, "users"), "id"),
         ("policy namespace", "/v1/cache/invalidations", invalidation("inv-1", "../etc", "users"), "policy.namespace"),

@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod profile;
 pub mod reference;
+pub mod run_id;
 pub mod schedule;
 pub mod selector;
 pub mod threshold;

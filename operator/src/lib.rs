@@ -16,6 +16,8 @@ pub mod readiness;
 pub mod reasons;
 pub mod secrets;
 pub mod signing;
+#[cfg(test)]
+mod spec_fields;
 pub mod status;
 #[cfg(test)]
 mod testing;
@@ -208,9 +210,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         }
     });
 
+    let (capture_reader, capture_writer) = reflector::store();
     let capture_ctx = Arc::new(capture::reconcile::Context::new(
         client.clone(),
         pod_reader.clone(),
+        capture_reader.clone(),
         agents.clone(),
         key.clone(),
         metrics.clone(),
@@ -253,7 +257,6 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         &config.identity,
     ));
     // Ready to lead once every watch cache the reconciles read has its first list.
-    let (capture_reader, capture_writer) = reflector::store();
     let (policy_reader, policy_writer) = reflector::store();
     let synced = futures::future::join4(
         capture_ctx.caches_ready.clone(),

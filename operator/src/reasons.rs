@@ -70,6 +70,9 @@ pub const PODS_FAILED: &str = "PodsFailed";
 pub const RUN_STARTED: &str = "RunStarted";
 /// Event: a run ended.
 pub const RUN_FINISHED: &str = "RunFinished";
+/// Event: a running run was stopped because a newer one replaced it
+/// (`concurrencyPolicy: Replace`).
+pub const RUN_CANCELLED: &str = "RunCancelled";
 /// Event: one pod's part of a run failed as a whole.
 pub const POD_FAILED: &str = "PodFailed";
 /// Event: a threshold trigger fired for a pod.

@@ -633,7 +633,53 @@ async fn deletion_removes_files_when_asked_and_never_waits_on_a_dead_agent() {
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(left, ["api-1"], "the live agent removed its files; the dead one's stay for later");
+    assert!(left.is_empty(), "the live agent removed every pod's files, the dead one's too: {left:?}");
+    let rest: Vec<_> =
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(!dir.exists(), "and the capture's directory: {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_created_again_under_the_same_name_never_mixes_files_with_the_old_one() {
+    let mut world = World::start(&["127.0.0.60", "127.0.0.61"]).await;
+    world.start_operator();
+    let manifest = capture_manifest("again", "").replace("[cpu, heap]", "[heap]");
+    let succeeded = |pc: &ProfileCapture| pc.status.as_ref().and_then(|s| s.phase) == Some(CapturePhase::Succeeded);
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let first = world.wait_capture("again", Duration::from_secs(60), succeeded).await;
+    let first_uid = first.uid().unwrap();
+    world.kubectl(&["delete", "pcap", "again", "-n", NS, "--timeout=60s"], None);
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let second = world
+        .wait_capture("again", Duration::from_secs(60), |pc| pc.uid().as_ref() != Some(&first_uid) && succeeded(pc))
+        .await;
+    let (old_run, new_run) =
+        (first.status.unwrap().last_run.unwrap(), second.status.clone().unwrap().last_run.unwrap());
+    assert_eq!(old_run.id, format!("g1-{}", &first_uid.replace('-', "")[..8]));
+    assert_eq!(new_run.id, format!("g1-{}", &second.uid().unwrap().replace('-', "")[..8]));
+    assert_ne!(old_run.id, new_run.id, "both are the first generation's run, of two captures");
+    let volume = world.dir.path().join("profiles");
+    for (run, label) in [(&old_run, "the old capture's"), (&new_run, "the new capture's")] {
+        for pod in &run.pods {
+            for profile in &pod.profiles {
+                let path = profile.path.as_deref().unwrap();
+                assert!(path.starts_with(&format!("{NS}/again/{}/{}/", run.id, pod.pod)), "{label}: {path}");
+                let bytes = std::fs::read(volume.join(path)).unwrap();
+                use sha2::Digest;
+                let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(profile.sha256.as_deref(), Some(digest.as_str()), "{label} file is its own: {path}");
+            }
+        }
+    }
+    let mut runs: Vec<String> = std::fs::read_dir(volume.join(NS).join("again"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    let mut expected = vec![old_run.id.clone(), new_run.id.clone()];
+    expected.sort();
+    assert_eq!(runs, expected, "the old capture's files stay (no deleteOnRemoval) beside the new one's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,14 @@ struct Known {
     result: RunResult,
 }
 
+/// Whether run `run` on the volume is this capture's: its id ends with the capture's uid
+/// (runs written before ids carried it are shown as its own), not a former capture's of
+/// the same name.
+fn own_run(pc: &ProfileCapture, run: &str) -> bool {
+    let own = biometrics_crds::run_id::suffix(&pc.uid().unwrap_or_default());
+    biometrics_crds::run_id::suffix_of(run).is_none_or(|s| s == own)
+}
+
 /// A capture's runs, newest first: those its status records and those whose files are on
 /// the volume (older runs than the status's history keeps, say).
 pub fn capture_detail(pc: &ProfileCapture, held: &[HeldFiles], warnings: Vec<String>) -> CaptureDetail {
@@ -71,7 +79,7 @@ pub fn capture_detail(pc: &ProfileCapture, held: &[HeldFiles], warnings: Vec<Str
     }
     let mut on_volume: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for h in held {
-        for run in &h.listing.runs {
+        for run in h.listing.runs.iter().filter(|r| own_run(pc, &r.run)) {
             let entry = on_volume.entry(run.run.clone()).or_insert_with(|| (run.modified.clone(), BTreeSet::new()));
             entry.0 = entry.0.clone().max(run.modified.clone());
             entry.1.extend(run.pods.iter().filter(|p| !p.files.is_empty()).map(|p| p.pod.clone()));
@@ -162,4 +170,36 @@ pub fn run_detail(pc: &ProfileCapture, run: &str, held: &[HeldFiles], warnings: 
         pod.runtime = status.and_then(|s| s.pods.iter().find(|r| r.name == pod.pod)).cloned();
     }
     Some(RunDetail { capture: detail.capture, run: row, pods: pods.into_values().collect(), warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use biometrics_agent_api::{CaptureFiles, PodFiles, RunFiles};
+
+    use super::*;
+
+    #[test]
+    fn a_former_capture_of_the_same_name_shows_none_of_its_runs() {
+        let pc: ProfileCapture = serde_json::from_value(serde_json::json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
+            "metadata": {"name": "checkout", "namespace": "shop", "uid": "7e11aa02-2222-4000-8000-000000000000"},
+            "spec": {"selector": {}, "target": {"port": 6060}}
+        }))
+        .unwrap();
+        let run = |id: &str| RunFiles {
+            run: id.into(),
+            modified: "2026-01-01T00:00:00Z".into(),
+            pods: vec![PodFiles { pod: "web-0".into(), files: Vec::new() }],
+        };
+        let listing = CaptureFiles {
+            namespace: "shop".into(),
+            capture: "checkout".into(),
+            runs: vec![run("g1-3f2a9c1b"), run("g1-7e11aa02"), run("s9")],
+            skipped: Vec::new(),
+        };
+        let held = [HeldFiles { holder: "web-0".into(), listing }];
+        let ids: Vec<String> = capture_detail(&pc, &held, Vec::new()).runs.into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["s9", "g1-7e11aa02"]);
+        assert!(run_detail(&pc, "g1-3f2a9c1b", &held, Vec::new()).is_none());
+    }
 }

@@ -114,9 +114,14 @@ pub const CAPTURE: Route<NoBody, CaptureStatus> = Route::new(Method::Get, "/v1/c
 /// `DELETE /v1/captures/{id}`: cancel a capture and remove what it wrote.
 pub const CANCEL_CAPTURE: Route<NoBody, CaptureStatus> =
     Route::new(Method::Delete, "/v1/captures/{id}", "cancel_capture");
+/// `POST /v1/captures/{id}/stop`: stop a capture before it finishes, keeping the profiles
+/// it finished (their files stay; the one in progress is dropped). A finished capture is
+/// answered as it is.
+pub const STOP_CAPTURE: Route<NoBody, CaptureStatus> =
+    Route::new(Method::Post, "/v1/captures/{id}/stop", "stop_capture");
 /// `GET /v1/runtime`: the app's latest runtime sample.
 pub const RUNTIME: Route<NoBody, RuntimeSample> = Route::new(Method::Get, "/v1/runtime", "runtime");
-/// `POST /v1/retention`: prune a capture's runs.
+/// `POST /v1/retention`: prune runs of the namespace's captures (any agent on the volume).
 pub const RETENTION: Route<RetentionRequest, RetentionResponse> =
     Route::new(Method::Post, "/v1/retention", "retention");
 /// `GET /v1/debug/pprof/profile`: the agent's own CPU profile (bytes, not JSON).
@@ -211,6 +216,7 @@ mod tests {
     #[test]
     fn paths_fill_the_id_and_encode_anything_unexpected() {
         assert_eq!(CAPTURE.path("g1-3f2a"), "/v1/captures/g1-3f2a");
+        assert_eq!(STOP_CAPTURE.path("g1-3f2a"), "/v1/captures/g1-3f2a/stop");
         assert_eq!(CANCEL_INVALIDATION.path("../x"), "/v1/cache/invalidations/..%2Fx");
         assert_eq!(RUNTIME.path("ignored"), "/v1/runtime");
         assert_eq!(

@@ -157,21 +157,56 @@ pub struct RuntimeSample {
     pub error: Option<String>,
 }
 
-/// `POST /v1/retention`.
+/// `POST /v1/retention`: prune runs of a namespace's captures. Any agent on the volume may
+/// be asked: a run's directory holds every pod's files, and all of it goes, the files of
+/// pods that have gone away included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetentionRequest {
-    /// The ProfileCapture whose runs to prune.
-    pub capture: CaptureRef,
-    /// How many runs (newest first) to keep.
-    pub keep_runs: u32,
+    /// The namespace.
+    pub namespace: String,
+    /// Captures whose runs to prune: every run of each but those it keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<CaptureRuns>,
+    /// Every capture of the namespace that exists, when the operator says so: the runs of a
+    /// capture not listed (deleted) go when it asked for that (`deleteOnRemoval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<Vec<CaptureInstance>>,
+}
+
+/// One capture's runs, and which of them stay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaptureRuns {
+    /// The ProfileCapture's name.
+    pub name: String,
+    /// Its run-id suffix (the first 8 hex digits of its uid): only runs whose ids end with
+    /// `-<suffix>` are its own; a former capture of the same name is left alone.
+    pub run_suffix: String,
+    /// The run ids kept; every other run of the capture is removed.
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Whether its files are to go when it is deleted (`retention.deleteOnRemoval`): the
+    /// agent notes it on the volume, so any agent can act on it once the capture is gone.
+    #[serde(default)]
+    pub delete_on_removal: bool,
+}
+
+/// A capture that exists: its name and run-id suffix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaptureInstance {
+    /// The ProfileCapture's name.
+    pub name: String,
+    /// Its run-id suffix.
+    pub run_suffix: String,
 }
 
 /// The answer to `POST /v1/retention`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionResponse {
-    /// The run ids whose files this agent removed.
+    /// The runs removed, as `<capture>/<run>`.
     pub removed: Vec<String>,
 }
 

@@ -37,6 +37,10 @@ pub struct Agent {
     pub keys: KeyPair,
     pub dir: tempfile::TempDir,
     pub process: ChildGuard,
+    /// The pod this agent serves.
+    pub pod: String,
+    /// The profiles volume (another agent's, when shared).
+    pub profiles_dir: PathBuf,
 }
 
 impl Agent {
@@ -55,20 +59,40 @@ impl Agent {
         Self::start_full(addr, target_port, extra, &[])
     }
 
+    /// An agent for pod `pod` whose profiles volume is `shared`'s (a ReadWriteMany claim
+    /// mounted by both pods), trusting the same operator key.
+    pub fn start_sharing(shared: &Agent, pod: &str, target_port: Option<u16>) -> Self {
+        let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let keys = KeyPair { private_pem: shared.keys.private_pem.clone(), public_pem: shared.keys.public_pem.clone() };
+        Self::start_on(addr, target_port, &[], &[], keys, pod, Some(shared.profiles()))
+    }
+
     fn start_full(addr: SocketAddr, target_port: Option<u16>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(addr, target_port, extra, env, key_pair(), POD, None)
+    }
+
+    fn start_on(
+        addr: SocketAddr,
+        target_port: Option<u16>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        keys: KeyPair,
+        pod: &str,
+        shared_profiles: Option<PathBuf>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let keys = key_pair();
         let key_path = dir.path().join("operator.pub");
         std::fs::write(&key_path, &keys.public_pem).expect("write key");
-        std::fs::create_dir(dir.path().join("profiles")).expect("profiles dir");
+        let profiles_dir = shared_profiles.unwrap_or_else(|| dir.path().join("profiles"));
+        std::fs::create_dir_all(&profiles_dir).expect("profiles dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_biometrics-agent"));
         cmd.arg("--listen")
             .arg(addr.to_string())
             .arg("--profiles-dir")
-            .arg(dir.path().join("profiles"))
+            .arg(&profiles_dir)
             .arg("--operator-public-key")
             .arg(&key_path)
-            .args(["--pod-name", POD, "--pod-namespace", NAMESPACE, "--sample-interval", "1s"])
+            .args(["--pod-name", pod, "--pod-namespace", NAMESPACE, "--sample-interval", "1s"])
             .args(extra)
             .env("BIOMETRICS_LOG", "warn")
             .envs(env.iter().copied())
@@ -79,18 +103,18 @@ impl Agent {
         }
         let process = ChildGuard::spawn("biometrics-agent", &mut cmd);
         wait_for_listener(addr, Duration::from_secs(10));
-        Self { addr, keys, dir, process }
+        Self { addr, keys, dir, process, pod: pod.to_owned(), profiles_dir }
     }
 
     pub fn profiles(&self) -> PathBuf {
-        self.dir.path().join("profiles")
+        self.profiles_dir.clone()
     }
 
     pub fn token(&self) -> String {
         biometrics_agent::auth::mint(
             self.keys.private_pem.as_bytes(),
             NAMESPACE,
-            POD,
+            &self.pod,
             biometrics_agent::auth::unix_now(),
             300,
         )

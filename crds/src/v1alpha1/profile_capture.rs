@@ -165,7 +165,9 @@ pub enum ConcurrencyPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
-    /// Runs whose files are kept on the shared volume; older runs' files are removed.
+    /// Runs whose files are kept on the shared volume: the newest of those status lists
+    /// (the last run and `historyLimit` more). Older runs are removed, every pod's files in
+    /// them, those of pods that have gone away too.
     #[serde(default = "default_keep_runs")]
     #[schemars(range(min = 1, max = 100))]
     pub keep_runs: i32,
@@ -175,7 +177,10 @@ pub struct Retention {
     #[schemars(range(min = 1, max = 50))]
     pub history_limit: i32,
 
-    /// Remove this capture's files when the ProfileCapture is deleted.
+    /// Remove this capture's files when the ProfileCapture is deleted: any agent of the
+    /// namespace removes them, at once or, where none could be reached then, after a later
+    /// run of another capture there. A capture created again under the same name never
+    /// shares files with this one.
     #[serde(default)]
     pub delete_on_removal: bool,
 }
@@ -404,13 +409,17 @@ pub enum RunResult {
     PartiallySucceeded,
     /// Nothing was captured.
     Failed,
+    /// Stopped before it finished because a newer run replaced it (`concurrencyPolicy:
+    /// Replace`); the profiles finished until then are kept and listed.
+    Cancelled,
 }
 
 /// One run of a ProfileCapture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CaptureRun {
-    /// The run's id; also the directory of its files.
+    /// The run's id, ending with the first 8 hex digits of the capture's uid
+    /// (`g1-3f2a9c1b`); also the directory of its files.
     pub id: String,
     /// Why it started.
     pub trigger: RunTrigger,

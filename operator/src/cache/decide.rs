@@ -8,13 +8,19 @@ use biometrics_crds::{
     threshold::ThresholdLevel,
     v1alpha1::{
         CacheLevels, CachePolicy, CacheThresholds, EnforcementStatus, InvalidationResult, InvalidationRule,
-        InvalidationStatus, InvalidationTrigger, RedisHealth, StrategyType, WorkloadRef,
+        InvalidationStatus, InvalidationTrigger, RedisHealth, SecretKeyRef, StrategyType, WorkloadRef,
     },
 };
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Secret,
+};
 
-use crate::pods::{PodInfo, fnv};
+use crate::{
+    pods::{PodInfo, fnv},
+    reasons,
+};
 
 /// The executor: the current one while it is still a candidate (Ready, with an agent),
 /// otherwise the candidate ranked first for this policy by rendezvous hashing — stable,
@@ -292,6 +298,27 @@ pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarg
     }
 }
 
+/// The password `reference` names, from `secret` (the Secret of that name in `namespace`, if
+/// it exists); or why there is none, as a reason ([`reasons`]) and a message that names the
+/// Secret and key, never a value.
+pub fn secret_password(
+    namespace: &str,
+    reference: &SecretKeyRef,
+    secret: Option<&Secret>,
+) -> Result<String, (&'static str, String)> {
+    let Some(secret) = secret else {
+        return Err((reasons::SECRET_NOT_FOUND, format!("Secret {namespace}/{} not found", reference.name)));
+    };
+    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| {
+        let message = format!("Secret {namespace}/{} has no key {:?}", reference.name, reference.key);
+        (reasons::SECRET_KEY_NOT_FOUND, message)
+    })?;
+    String::from_utf8(value.0.clone()).map_err(|_| {
+        let message = format!("key {:?} of Secret {namespace}/{} is not UTF-8 text", reference.key, reference.name);
+        (reasons::SECRET_KEY_INVALID, message)
+    })
+}
+
 /// Bytes in a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions and exponents are
 /// refused rather than rounded.
 pub fn quantity_bytes(text: &str) -> Result<u64, InvalidQuantity> {
@@ -465,6 +492,41 @@ mod tests {
             "status": status
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_pass_chooses_the_executor_plans_the_rules_and_says_where_the_work_goes() {
+        let now = t("2026-01-01T00:00:00Z");
+        let p = policy(json!([{"name": "all", "pattern": "*"}]), json!({}), json!({}), 2);
+        let candidates = vec![pod("api-0"), pod("api-1")];
+        let observed = |candidates: Vec<PodInfo>, password| Observed {
+            policy: &p,
+            candidates,
+            rollouts: Vec::new(),
+            password,
+            now,
+        };
+        let plan = plan_policy(&observed(candidates.clone(), Ok(Some("pw".into()))));
+        let chosen = plan.status.executor.clone().unwrap();
+        assert_eq!(plan.executor_changed, Some(format!("{chosen} executes this policy's Redis work")));
+        assert_eq!(plan.status.observed_generation, Some(2));
+        assert!(plan.rules[0].run.is_some(), "a new rule runs");
+        let (agent, target) = plan.work.unwrap();
+        assert_eq!((agent.pod.as_str(), target.password.map(|p| p.0)), (chosen.as_str(), Some("pw".to_owned())));
+
+        let secret_missing =
+            Blocked { reason: reasons::SECRET_NOT_FOUND, message: "Secret shop/redis not found".into() };
+        let plan = plan_policy(&observed(candidates, Err(secret_missing.clone())));
+        assert_eq!(plan.work.unwrap_err(), secret_missing);
+        let plan = plan_policy(&observed(Vec::new(), Ok(None)));
+        assert_eq!(plan.work.unwrap_err().reason, reasons::NO_EXECUTOR);
+        assert_eq!((plan.status.executor, plan.executor_changed), (None, None));
+
+        let quiet = biometrics_crds::v1alpha1::CachePolicyStatus::default();
+        let intervals = (std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+        assert_eq!(requeue(&p, &quiet, &[], intervals, None, now), std::time::Duration::from_secs(30));
+        let trust = Some(std::time::Duration::from_secs(2));
+        assert_eq!(requeue(&p, &quiet, &[], intervals, trust, now), std::time::Duration::from_secs(2));
     }
 
     fn t(s: &str) -> Timestamp {
@@ -819,4 +881,100 @@ mod tests {
         d.metadata.annotations = Some([(DEPLOYMENT_REVISION_ANNOTATION.to_owned(), "2".to_owned())].into());
         assert_ne!(deployment_rollout(&d).revision, a.revision);
     }
+}
+
+/// Why a policy's Redis work cannot be sent: no executor, or no credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The reason ([`reasons`]).
+    pub reason: &'static str,
+    /// The message (names a Secret and key, never a value).
+    pub message: String,
+}
+
+/// What a CachePolicy reconcile observed.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    /// The policy, carrying the freshest status this process knows.
+    pub policy: &'a CachePolicy,
+    /// The selected pods that can execute (Ready, with an agent).
+    pub candidates: Vec<PodInfo>,
+    /// The workloads the rules' `onRolloutOf` name, and where each one's rollout stands.
+    pub rollouts: Vec<(WorkloadRef, Option<Rollout>)>,
+    /// The Redis password, or why it cannot be had.
+    pub password: Result<Option<String>, Blocked>,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// What a CachePolicy reconcile does.
+#[derive(Debug, Clone)]
+pub struct PolicyPlan {
+    /// The status, with the executor chosen.
+    pub status: biometrics_crds::v1alpha1::CachePolicyStatus,
+    /// The note of an `ExecutorChanged` Event, when it changed.
+    pub executor_changed: Option<String>,
+    /// Each rule's plan.
+    pub rules: Vec<RulePlan>,
+    /// Where the Redis work goes, or why it cannot be sent.
+    pub work: Result<(crate::agent_client::AgentAddr, RedisTarget), Blocked>,
+}
+
+/// Decides a pass: the executor (stable, failing over when it goes), each rule's plan, and
+/// where the Redis work goes. `act` then drives the jobs the plan names.
+pub fn plan_policy(o: &Observed<'_>) -> PolicyPlan {
+    let policy = o.policy;
+    let ns = policy.metadata.namespace.clone().unwrap_or_default();
+    let uid = policy.metadata.uid.clone().unwrap_or_default();
+    let mut status = policy.status.clone().unwrap_or_default();
+    status.observed_generation = policy.metadata.generation;
+    let executor = executor(&uid, status.executor.as_deref(), &o.candidates);
+    let mut executor_changed = None;
+    if let Some(new) = executor
+        && status.executor.as_deref() != Some(new.name.as_str())
+    {
+        executor_changed = Some(match &status.executor {
+            Some(old) => format!("executor {old} is gone or not Ready; {} takes over", new.name),
+            None => format!("{} executes this policy's Redis work", new.name),
+        });
+        status.executor = Some(new.name.clone());
+    }
+    let rules = plan_rules(policy, o.now, |w| o.rollouts.iter().find(|(r, _)| r == w).and_then(|(_, x)| x.clone()));
+    let work = match (executor, &o.password) {
+        (None, _) => Err(Blocked { reason: reasons::NO_EXECUTOR, message: crate::pods::NO_ELIGIBLE_PODS.into() }),
+        (Some(_), Err(b)) => Err(b.clone()),
+        (Some(pod), Ok(password)) => match crate::pods::agent_of(&ns, pod) {
+            Some(agent) => Ok((agent, redis_target(policy, password.clone()))),
+            None => Err(Blocked { reason: reasons::NO_EXECUTOR, message: format!("pod {} has no IP", pod.name) }),
+        },
+    };
+    PolicyPlan { status, executor_changed, rules, work }
+}
+
+/// How long until the next pass: soon while a job runs; otherwise at the next schedule
+/// fire, failed-rule retry or trust retry, at most `interval`.
+pub fn requeue(
+    policy: &CachePolicy,
+    status: &biometrics_crds::v1alpha1::CachePolicyStatus,
+    rules: &[RulePlan],
+    intervals: (std::time::Duration, std::time::Duration),
+    trust_retry: Option<std::time::Duration>,
+    now: Timestamp,
+) -> std::time::Duration {
+    let (poll, interval) = intervals;
+    let running = status.invalidations.iter().any(|e| e.result == Some(InvalidationResult::Running))
+        || status.enforcement.as_ref().is_some_and(|e| e.result == Some(InvalidationResult::Running));
+    if running {
+        return poll;
+    }
+    let next_fire = policy
+        .spec
+        .invalidations
+        .iter()
+        .filter_map(|r| r.schedule.as_ref()?.next_after(now))
+        .min()
+        .map(|t| now.duration_until(t).unsigned_abs());
+    let next_retry = rules.iter().filter_map(|p| p.retry_at).min().map(|t| now.duration_until(t).unsigned_abs());
+    let wait = [next_fire, next_retry, trust_retry].into_iter().flatten().fold(interval, std::time::Duration::min);
+    wait.max(std::time::Duration::from_millis(200))
 }

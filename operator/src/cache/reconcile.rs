@@ -1,7 +1,8 @@
-//! Reconciling a CachePolicy: read (pods, the referenced Secret, workloads, the executor's
-//! answers) → decide (`decide`) → act (agent jobs, enforcement, statistics, Events) →
-//! write status (server-side apply, only when it changed). Invalidations are agent jobs
-//! polled on requeues; no reconcile waits for one.
+//! Reconciling a CachePolicy, in the capture reconcile's shape: observe (pods, the
+//! referenced Secret, workloads) → decide (one pure function, [`decide::plan_policy`]: the
+//! executor, each rule's plan, where the Redis work goes) → act (agent jobs, enforcement,
+//! statistics, Events) → write status (server-side apply, only when it changed).
+//! Invalidations are agent jobs polled on requeues; no reconcile waits for one.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -41,7 +42,7 @@ use kube::{
     },
 };
 
-use super::decide::{self, RulePlan, Waiting};
+use super::decide::{self, Blocked, RulePlan, Waiting};
 use crate::{
     agent_client::{AgentAddr, AgentApi, AgentClient, AgentError},
     controller::{self, Failures},
@@ -211,12 +212,6 @@ impl InvalidSpecStatus for CachePolicyStatus {
     }
 }
 
-/// Why Redis work cannot be sent: no executor, or no credentials.
-struct Blocked {
-    reason: &'static str,
-    message: String,
-}
-
 /// The password from `passwordSecretRef`, as read within the last 30 s (a rotated password
 /// is used from then on, at once when Redis refuses the old one). Errors name the Secret and
 /// key, never a value.
@@ -227,18 +222,9 @@ async fn password<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy) -> std::resul
         reason: reasons::SECRET_UNREADABLE,
         message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
     })?;
-    let Some(secret) = secret else {
-        let message = format!("Secret {ns}/{} not found", reference.name);
-        return Err(Blocked { reason: reasons::SECRET_NOT_FOUND, message });
-    };
-    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| Blocked {
-        reason: reasons::SECRET_KEY_NOT_FOUND,
-        message: format!("Secret {ns}/{} has no key {:?}", reference.name, reference.key),
-    })?;
-    String::from_utf8(value.0.clone()).map(Some).map_err(|_| Blocked {
-        reason: reasons::SECRET_KEY_INVALID,
-        message: format!("key {:?} of Secret {ns}/{} is not UTF-8 text", reference.key, reference.name),
-    })
+    decide::secret_password(&ns, reference, secret.as_deref())
+        .map(Some)
+        .map_err(|(reason, message)| Blocked { reason, message })
 }
 
 fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
@@ -254,19 +240,17 @@ fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &Workloa
     }
 }
 
+/// One pass: observe → decide ([`decide::plan_policy`], pure) → act → write status.
 async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action> {
     let ns = cp.namespace().unwrap_or_default();
-    let uid = cp.uid().unwrap_or_default();
-    let generation = cp.metadata.generation;
     let now = Timestamp::now();
     let before = cp.status.clone().unwrap_or_default();
-    let mut status = ctx.status.freshest(cp, before.clone());
     // Decisions read the freshest status this process knows.
     let mut current = cp.clone();
-    current.status = Some(status.clone());
+    current.status = Some(ctx.status.freshest(cp, before.clone()));
     ctx.key.ensure_published(ctx.client.clone(), &ns).await?;
-    status.observed_generation = generation;
-
+    let mut status = current.status.clone().unwrap_or_default();
+    status.observed_generation = cp.metadata.generation;
     let selector = match PodSelector::new(&cp.spec.selector) {
         Ok(s) => s,
         Err(e) => return invalid(ctx, cp, &before, status, reasons::INVALID_SELECTOR, e.to_string()).await,
@@ -275,39 +259,63 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
         Ok(s) => s,
         Err(e) => return invalid(ctx, cp, &before, status, reasons::INVALID_STRATEGY, e.to_string()).await,
     };
-    let candidates = pods::eligible(
-        &pods::pods_in(&ctx.pods, &ns, Some(&selector), ctx.settings.default_agent_port),
-        &selector,
-        None,
-    );
-    let executor = decide::executor(&uid, status.executor.as_deref(), &candidates).cloned();
-    if let Some(new) = &executor
-        && status.executor.as_deref() != Some(new.name.as_str())
-    {
-        let note = match &status.executor {
-            Some(old) => format!("executor {old} is gone or not Ready; {} takes over", new.name),
-            None => format!("{} executes this policy's Redis work", new.name),
-        };
+    let observed = observe(ctx, &current, &selector, now).await;
+    let plan = decide::plan_policy(&observed);
+    let (status, trust_pending) = act(ctx, cp, &before, &observed, plan.clone(), strategy).await;
+    ctx.status.write(&ctx.client, cp, &before, status.clone()).await?;
+    let intervals = (ctx.settings.poll_interval, ctx.settings.stats_interval.min(ctx.settings.enforce_interval));
+    let trust = trust_pending.then_some(TRUST_RETRY);
+    Ok(Action::requeue(decide::requeue(cp, &status, &plan.rules, intervals, trust, now)))
+}
+
+/// Reads what the decision needs: the candidate executors, the rules' workloads and the
+/// Redis password.
+async fn observe<'a, A: AgentApi>(
+    ctx: &Context<A>,
+    current: &'a CachePolicy,
+    selector: &PodSelector,
+    now: Timestamp,
+) -> decide::Observed<'a> {
+    let ns = current.namespace().unwrap_or_default();
+    let selected = pods::pods_in(&ctx.pods, &ns, Some(selector), ctx.settings.default_agent_port);
+    let candidates = pods::eligible(&selected, selector, None);
+    let rollouts = current
+        .spec
+        .invalidations
+        .iter()
+        .filter_map(|r| r.on_rollout_of.clone())
+        .map(|w| {
+            let rollout = rollout_of(ctx, &ns, &w);
+            (w, rollout)
+        })
+        .collect();
+    let password = password(ctx, current).await;
+    decide::Observed { policy: current, candidates, rollouts, password, now }
+}
+
+/// Carries out `plan`: the executor's running jobs driven, due rules started, the strategy
+/// enforced, the app policy served and the cache sampled; or, when the work cannot be
+/// sent, why. Returns the status to write and whether an agent waits for its trust.
+async fn act<A: AgentApi>(
+    ctx: &Context<A>,
+    cp: &CachePolicy,
+    before: &CachePolicyStatus,
+    observed: &decide::Observed<'_>,
+    plan: decide::PolicyPlan,
+    strategy: biometrics_agent_api::StrategySpec,
+) -> (CachePolicyStatus, bool) {
+    let decide::PolicyPlan { mut status, executor_changed, rules, work } = plan;
+    if let Some(note) = executor_changed {
         event(ctx, cp, EventType::Normal, reasons::EXECUTOR_CHANGED, note).await;
-        status.executor = Some(new.name.clone());
     }
-    let plans = decide::plan_rules(&current, now, |w| rollout_of(ctx, &ns, w));
-    let blocked = match (&executor, password(ctx, cp).await) {
-        (None, _) => Err(Blocked { reason: reasons::NO_EXECUTOR, message: pods::NO_ELIGIBLE_PODS.into() }),
-        (Some(_), Err(b)) => Err(b),
-        (Some(pod), Ok(password)) => match agent_of(&ns, pod) {
-            Some(agent) => Ok((agent, decide::redis_target(cp, password))),
-            None => Err(Blocked { reason: reasons::NO_EXECUTOR, message: format!("pod {} has no IP", pod.name) }),
-        },
-    };
     let mut trust_pending = false;
-    let blocked = match blocked {
+    let blocked = match work {
         Ok((agent, target)) => {
             let work = Work::new(ctx, cp, &agent, &target);
             work.drive_running(&mut status).await;
-            work.start_due(&plans, &mut status, now).await;
-            work.enforce(&mut status, strategy.clone(), now).await;
-            work.serve_policy(&candidates, &status, strategy).await;
+            work.start_due(&rules, &mut status, observed.now).await;
+            work.enforce(&mut status, strategy.clone(), observed.now).await;
+            work.serve_policy(&observed.candidates, &status, strategy).await;
             work.sample(&mut status).await;
             trust_pending = work.waiting_for_trust();
             None
@@ -320,7 +328,7 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
                     false,
                     reasons::CREDENTIALS_UNAVAILABLE,
                     &b.message,
-                    generation,
+                    cp.metadata.generation,
                 );
             }
             if before.conditions.iter().all(|c| c.type_ != condition::READY || c.reason != b.reason) {
@@ -329,26 +337,9 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
             Some(b)
         }
     };
-    record_plans(&plans, &mut status, cp);
-    summarise(cp, &plans, blocked, &mut status);
-    let running = status.invalidations.iter().any(|e| e.result == Some(InvalidationResult::Running))
-        || status.enforcement.as_ref().is_some_and(|e| e.result == Some(InvalidationResult::Running));
-    ctx.status.write(&ctx.client, cp, &before, status).await?;
-    if running {
-        return Ok(Action::requeue(ctx.settings.poll_interval));
-    }
-    let next_fire = cp
-        .spec
-        .invalidations
-        .iter()
-        .filter_map(|r| r.schedule.as_ref()?.next_after(now))
-        .min()
-        .map(|t| now.duration_until(t).unsigned_abs());
-    let next_retry = plans.iter().filter_map(|p| p.retry_at).min().map(|t| now.duration_until(t).unsigned_abs());
-    let interval = ctx.settings.stats_interval.min(ctx.settings.enforce_interval);
-    let trust = trust_pending.then_some(TRUST_RETRY);
-    let wait = [next_fire, next_retry, trust].into_iter().flatten().fold(interval, Duration::min);
-    Ok(Action::requeue(wait.max(Duration::from_millis(200))))
+    record_plans(&rules, &mut status, cp);
+    summarise(cp, &rules, blocked, &mut status);
+    (status, trust_pending)
 }
 
 async fn invalid<A: AgentApi>(

@@ -4,18 +4,24 @@
 use std::{collections::HashSet, time::Duration};
 
 use crate::{agent_client::AgentError, pods::fnv, reasons};
-use biometrics_agent_api::{CaptureState, CaptureStatus, RuntimeSample};
+use biometrics_agent_api::{
+    CaptureInstance, CaptureRef, CaptureRequest, CaptureRuns, CaptureState, CaptureStatus, RetentionRequest, TargetSpec,
+};
 use biometrics_crds::{
     CAPTURE_NOW_ANNOTATION,
     profile::ProfileType,
+    run_id,
     schedule::Schedule,
-    threshold::{ThresholdLevel, UpperBounds},
     v1alpha1::{
-        FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult, RunResult, RunTrigger,
-        RuntimeLevels, RuntimeMetric, RuntimeThresholds, ThresholdTrigger, TopComparison, TopFunction,
+        CaptureRun, ConcurrencyPolicy, FlatShift, PodRunResult, ProfileCapture, ProfileCaptureStatus, ProfileResult,
+        RunResult, RunSummary, RunTrigger, TopComparison, TopFunction,
     },
 };
 use jiff::Timestamp;
+
+pub use super::thresholds::{
+    effective_thresholds, fired_triggers, firing, level_of, levels, threshold_run, triggered_profiles, withhold_memory,
+};
 
 /// A run that should start now.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,18 +47,20 @@ pub fn capture_id(capture_uid: &str, run: &str, pod: &str) -> String {
 /// spec's one-shot run, then the schedule.
 pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -> Option<DueRun> {
     let generation = pc.metadata.generation.unwrap_or(0);
+    let uid = pc.metadata.uid.as_deref().unwrap_or_default();
     if let Some(value) = pc.metadata.annotations.as_ref().and_then(|a| a.get(CAPTURE_NOW_ANNOTATION))
         && status.handled_capture_now.as_ref() != Some(value)
     {
         return Some(DueRun {
             trigger: RunTrigger::Manual,
-            id: format!("m{:x}", fnv(value) & 0xffff_ffff_ffff),
+            id: run_id::run_id(&format!("m{:x}", fnv(value) & 0xffff_ffff_ffff), uid),
             scheduled_for: None,
         });
     }
     let Some(schedule) = &pc.spec.schedule else {
         if status.spec_run_generation != Some(generation) {
-            return Some(DueRun { trigger: RunTrigger::Spec, id: format!("g{generation}"), scheduled_for: None });
+            let id = run_id::run_id(&format!("g{generation}"), uid);
+            return Some(DueRun { trigger: RunTrigger::Spec, id, scheduled_for: None });
         }
         return None;
     };
@@ -70,9 +78,124 @@ pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -
     let missed = schedule.missed_between(since, now, 100);
     missed.latest.map(|at| DueRun {
         trigger: RunTrigger::Schedule,
-        id: format!("s{}", at.as_second()),
+        id: run_id::run_id(&format!("s{}", at.as_second()), uid),
         scheduled_for: Some(at),
     })
+}
+
+/// The request that starts `pod`'s part of run `run`, capturing `profiles`.
+pub fn capture_request(pc: &ProfileCapture, run: &str, pod: &str, profiles: Vec<ProfileType>) -> CaptureRequest {
+    CaptureRequest {
+        id: capture_id(pc.metadata.uid.as_deref().unwrap_or_default(), run, pod),
+        capture: capture_ref(pc),
+        run: run.to_owned(),
+        profiles,
+        duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
+        target: TargetSpec {
+            port: u16::try_from(pc.spec.target.port).unwrap_or(0),
+            base_path: pc.spec.target.base_path.clone(),
+        },
+    }
+}
+
+/// The most pods a run profiles: the capture's `maxPods`, else the operator's default.
+pub fn max_pods(pc: &ProfileCapture, default: Option<usize>) -> Option<usize> {
+    pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(default)
+}
+
+/// The capture as agents know it.
+pub fn capture_ref(pc: &ProfileCapture) -> CaptureRef {
+    CaptureRef {
+        namespace: pc.metadata.namespace.clone().unwrap_or_default(),
+        name: pc.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The runs whose files stay: the newest `retention.keepRuns` of those the status lists
+/// (the last run, then the history, newest first). The status lists `historyLimit` + 1
+/// runs at most, so more are never kept.
+pub fn kept_runs(pc: &ProfileCapture, status: &ProfileCaptureStatus) -> Vec<String> {
+    let keep = usize::try_from(pc.spec.retention.keep_runs).unwrap_or(5);
+    status.last_run.iter().map(|r| r.id.clone()).chain(status.history.iter().map(|h| h.id.clone())).take(keep).collect()
+}
+
+/// What an agent is asked to prune once a run of `pc` finished: every run of this capture
+/// but the kept ones, and, as `existing` names every capture of the namespace (name and
+/// uid), the runs of deleted captures that asked for `deleteOnRemoval`.
+pub fn retention_request<'a>(
+    pc: &ProfileCapture,
+    status: &ProfileCaptureStatus,
+    existing: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> RetentionRequest {
+    let uid = pc.metadata.uid.as_deref().unwrap_or_default();
+    let mut existing: Vec<CaptureInstance> = existing
+        .into_iter()
+        .map(|(name, uid)| CaptureInstance { name: name.to_owned(), run_suffix: run_id::suffix(uid) })
+        .filter(|c| run_id::is_suffix(&c.run_suffix))
+        .collect();
+    existing.sort_by(|a, b| (&a.name, &a.run_suffix).cmp(&(&b.name, &b.run_suffix)));
+    RetentionRequest {
+        namespace: pc.metadata.namespace.clone().unwrap_or_default(),
+        prune: vec![CaptureRuns {
+            name: pc.metadata.name.clone().unwrap_or_default(),
+            run_suffix: run_id::suffix(uid),
+            keep: kept_runs(pc, status),
+            delete_on_removal: pc.spec.retention.delete_on_removal,
+        }],
+        existing: Some(existing),
+    }
+}
+
+/// What the agents are asked to remove when the capture (`namespace`/`name` with `uid`) is
+/// deleted: every run of its own, with `retention.deleteOnRemoval`; nothing otherwise. A
+/// former or later capture of the same name is left alone.
+pub fn removal_request(namespace: &str, name: &str, uid: &str, delete_on_removal: bool) -> Option<RetentionRequest> {
+    delete_on_removal.then(|| RetentionRequest {
+        namespace: namespace.to_owned(),
+        prune: vec![CaptureRuns {
+            name: name.to_owned(),
+            run_suffix: run_id::suffix(uid),
+            keep: Vec::new(),
+            // Done now: the note that it is to be done goes.
+            delete_on_removal: false,
+        }],
+        existing: None,
+    })
+}
+
+/// Moves the last run into the history (newest first, at most `retention.historyLimit`)
+/// to make room for a new one; the moved run is returned.
+pub fn archive(pc: &ProfileCapture, status: &mut ProfileCaptureStatus) -> Option<CaptureRun> {
+    let previous = status.last_run.take()?;
+    status.history.insert(0, summary(&previous));
+    status.history.truncate(usize::try_from(pc.spec.retention.history_limit).unwrap_or(10));
+    Some(previous)
+}
+
+/// A run's line in the history.
+pub fn summary(run: &CaptureRun) -> RunSummary {
+    let count =
+        |f: fn(&PodRunResult) -> bool| i32::try_from(run.pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+    RunSummary {
+        id: run.id.clone(),
+        trigger: run.trigger,
+        start_time: run.start_time.clone(),
+        completion_time: run.completion_time.clone(),
+        result: run.result,
+        pods_succeeded: count(|p| p.result == RunResult::Succeeded),
+        pods_failed: count(|p| p.result != RunResult::Succeeded),
+    }
+}
+
+/// When a run that started at `start` is expected to be over on every pod: the capture's
+/// profiles (and any its triggers take) one after another.
+pub fn expected_end(pc: &ProfileCapture, start: Timestamp) -> Timestamp {
+    let mut profiles = pc.spec.profiles.clone();
+    profiles.extend(pc.spec.triggers.iter().flat_map(|t| t.profiles.iter().copied()));
+    profiles.sort();
+    profiles.dedup();
+    let length = expected_length(&profiles, pc.spec.duration.as_std());
+    start.checked_add(jiff::SignedDuration::try_from(length).unwrap_or_default()).unwrap_or(start)
 }
 
 /// When the schedule fires next (after `now`).
@@ -146,6 +269,30 @@ pub fn pod_failed(pod: &str, reason: &str, message: String) -> PodRunResult {
         error: Some(message),
         reason: Some(reason.to_owned()),
     }
+}
+
+/// One pod's part of a run that a newer run replaced, from the agent's answer to the stop:
+/// the profiles it finished are kept and listed. A capture that had finished before the stop
+/// arrived keeps its own result; an agent that could not be told shows why.
+pub fn pod_cancelled(pod: &str, answer: Result<&CaptureStatus, &AgentError>) -> PodRunResult {
+    match answer {
+        Ok(s) if s.state == CaptureState::Succeeded => pod_result(pod, s),
+        Ok(s) => PodRunResult { result: RunResult::Cancelled, error: None, reason: None, ..pod_result(pod, s) },
+        Err(e) => PodRunResult {
+            pod: pod.to_owned(),
+            result: RunResult::Cancelled,
+            profiles: Vec::new(),
+            error: Some(format!("the agent could not be told to stop: {e}")),
+            reason: None,
+        },
+    }
+}
+
+/// Whether `due` takes the place of the running run `running` (`concurrencyPolicy:
+/// Replace`); under `Forbid` a running run always finishes first. A run is never replaced
+/// by itself, nor for want of pods to start the new one on.
+pub fn replaces(policy: ConcurrencyPolicy, running: &str, due: &DueRun, eligible_pods: usize) -> bool {
+    policy == ConcurrencyPolicy::Replace && due.id != running && eligible_pods > 0
 }
 
 /// A pod whose agent has not accepted its capture yet (the request is being retried).
@@ -324,75 +471,6 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// Each metric's level against the bounds (a metric not measured has none).
-pub fn levels(sample: &RuntimeSample, thresholds: &RuntimeThresholds) -> RuntimeLevels {
-    RuntimeLevels {
-        memory_percent: sample.memory_percent.map(|v| thresholds.memory_percent.level(v)),
-        goroutines: sample.goroutines.map(|v| thresholds.goroutines.level(v as f64)),
-        gc_per_second: sample.gc_per_second.map(|v| thresholds.gc_per_second.level(v)),
-        not_judged: Vec::new(),
-    }
-}
-
-/// A sample of a pod whose memory limit is missing (`memory_unknown` says why): its memory
-/// percentage is withdrawn and its memory threshold marked as not judged, so a percentage
-/// of the node's memory never reads as OK.
-pub fn withhold_memory(sample: &mut RuntimeSample, levels: &mut RuntimeLevels, memory_unknown: Option<&str>) {
-    if memory_unknown.is_some() {
-        sample.memory_percent = None;
-        levels.memory_percent = None;
-        levels.not_judged.push(RuntimeMetric::MemoryPercent);
-    }
-}
-
-/// The level of one metric.
-pub fn level_of(levels: &RuntimeLevels, metric: RuntimeMetric) -> Option<ThresholdLevel> {
-    match metric {
-        RuntimeMetric::MemoryPercent => levels.memory_percent,
-        RuntimeMetric::Goroutines => levels.goroutines,
-        RuntimeMetric::GcPerSecond => levels.gc_per_second,
-    }
-}
-
-/// The triggers that fire for a pod now: its level reached theirs and their cooldown has
-/// passed since they last fired for this pod.
-pub fn firing<'a>(
-    triggers: &'a [ThresholdTrigger],
-    levels: &RuntimeLevels,
-    last_fired: impl Fn(RuntimeMetric) -> Option<Timestamp>,
-    now: Timestamp,
-) -> Vec<&'a ThresholdTrigger> {
-    triggers
-        .iter()
-        .filter(|t| level_of(levels, t.metric).is_some_and(|l| l >= t.level))
-        .filter(|t| {
-            last_fired(t.metric).is_none_or(|last| {
-                let cooldown = jiff::SignedDuration::try_from(t.cooldown.as_std()).unwrap_or_default();
-                last.checked_add(cooldown).is_ok_and(|end| end <= now)
-            })
-        })
-        .collect()
-}
-
-/// The thresholds a capture is judged by: its own, except that a bound left at the schema
-/// default takes the cluster's `performance.alerting` value as its critical level (the
-/// warning level scaled along when it would no longer be below it).
-pub fn effective_thresholds(own: &RuntimeThresholds, alerting: &crate::config::Alerting) -> RuntimeThresholds {
-    let defaults = RuntimeThresholds::default();
-    let adopt = |own: UpperBounds, default: UpperBounds, critical: Option<f64>| match critical {
-        Some(c) if own == default && c > 0.0 => {
-            let warning = if default.warning < c { default.warning } else { c * default.warning / default.critical };
-            UpperBounds { warning, critical: c }
-        }
-        _ => own,
-    };
-    RuntimeThresholds {
-        memory_percent: own.memory_percent,
-        goroutines: adopt(own.goroutines, defaults.goroutines, alerting.goroutine_threshold),
-        gc_per_second: adopt(own.gc_per_second, defaults.gc_per_second, alerting.gc_threshold),
-    }
-}
-
 /// The most items any status list holds: below the schema's cap of 1000, so that a status
 /// write is never refused for its size (a refused write would be retried, and the run
 /// restarted, forever).
@@ -430,7 +508,12 @@ mod tests {
         due(pc, &pc.status.clone().unwrap_or_default(), now)
     }
 
-    use biometrics_crds::{profile::ProfileType, threshold::UpperBounds};
+    use biometrics_agent_api::RuntimeSample;
+    use biometrics_crds::{
+        profile::ProfileType,
+        threshold::{ThresholdLevel, UpperBounds},
+        v1alpha1::{RuntimeMetric, RuntimeThresholds, ThresholdTrigger},
+    };
     use serde_json::json;
 
     use super::*;
@@ -465,12 +548,12 @@ mod tests {
         let fresh = capture(spec(json!({})), json!({}), json!({}), 3);
         assert_eq!(
             due_of(&fresh, now).unwrap(),
-            DueRun { trigger: RunTrigger::Spec, id: "g3".into(), scheduled_for: None }
+            DueRun { trigger: RunTrigger::Spec, id: "g3-0f3c9a2b".into(), scheduled_for: None }
         );
         let done = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 3);
         assert_eq!(due_of(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
-        assert_eq!(due_of(&edited, now).unwrap().id, "g4");
+        assert_eq!(due_of(&edited, now).unwrap().id, "g4-0f3c9a2b");
     }
 
     #[test]
@@ -479,7 +562,7 @@ mod tests {
         let never_ran = capture(s.clone(), json!({}), json!({}), 1);
         let run = due_of(&never_ran, t("2026-01-01T01:05:00Z")).unwrap();
         assert_eq!(run.scheduled_for, Some(t("2026-01-01T01:00:00Z")), "hours of missed runs: only the latest");
-        assert_eq!(run.id, format!("s{}", t("2026-01-01T01:00:00Z").as_second()));
+        assert_eq!(run.id, format!("s{}-0f3c9a2b", t("2026-01-01T01:00:00Z").as_second()));
         let ran = capture(s.clone(), json!({"lastScheduleTime": "2026-01-01T01:00:00Z"}), json!({}), 1);
         assert_eq!(due_of(&ran, t("2026-01-01T01:05:00Z")), None);
         assert!(due_of(&ran, t("2026-01-01T01:10:00Z")).is_some());
@@ -496,6 +579,41 @@ mod tests {
         assert_eq!(run.trigger, RunTrigger::Manual, "a manual request works even while suspended");
         let handled = capture(s, json!({"handledCaptureNow": "1"}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
         assert_eq!(due_of(&handled, t("2026-01-01T05:00:00Z")), None);
+    }
+
+    #[test]
+    fn every_run_id_ends_with_the_capture_s_uid_and_retention_names_the_runs_kept() {
+        let now = t("2026-01-01T01:05:00Z");
+        let manual = capture(spec(json!({})), json!({}), json!({CAPTURE_NOW_ANNOTATION: "1"}), 1);
+        let scheduled = capture(spec(json!({"schedule": "@hourly"})), json!({}), json!({}), 1);
+        let ids = [due_of(&manual, now).unwrap().id, due_of(&scheduled, now).unwrap().id];
+        assert!(ids.iter().all(|id| id.ends_with("-0f3c9a2b")), "{ids:?}");
+        // The same capture created again under the same name has other run ids.
+        let mut again = capture(spec(json!({})), json!({}), json!({}), 1);
+        again.metadata.uid = Some("7e11aa02-2222".into());
+        assert_eq!(due_of(&again, now).unwrap().id, "g1-7e11aa02");
+
+        let pc = capture(
+            spec(json!({"retention": {"keepRuns": 2, "deleteOnRemoval": true}})),
+            json!({"lastRun": {"id": "s3-0f3c9a2b", "trigger": "Schedule", "startTime": "2026-01-01T00:00:00Z", "result": "Succeeded"},
+            "history": [
+                {"id": "s2-0f3c9a2b", "trigger": "Schedule", "startTime": "2026-01-01T00:00:00Z", "result": "Succeeded", "podsSucceeded": 1, "podsFailed": 0},
+                {"id": "s1-0f3c9a2b", "trigger": "Schedule", "startTime": "2026-01-01T00:00:00Z", "result": "Succeeded", "podsSucceeded": 1, "podsFailed": 0}
+            ]}),
+            json!({}),
+            1,
+        );
+        let status = pc.status.clone().unwrap();
+        assert_eq!(kept_runs(&pc, &status), ["s3-0f3c9a2b", "s2-0f3c9a2b"]);
+        let request = retention_request(&pc, &status, [("c", "0f3c9a2b-1111"), ("b", "00aa11bb-0"), ("odd", "")]);
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"namespace": "ns", "prune": [{"name": "c", "runSuffix": "0f3c9a2b", "keep": ["s3-0f3c9a2b", "s2-0f3c9a2b"], "deleteOnRemoval": true}],
+                "existing": [{"name": "b", "runSuffix": "00aa11bb"}, {"name": "c", "runSuffix": "0f3c9a2b"}]})
+        );
+        let removal = removal_request("ns", "c", "0f3c9a2b-1111", true).unwrap();
+        assert_eq!((removal.prune[0].keep.len(), removal.existing), (0, None), "every run of its own, nothing else");
+        assert_eq!(removal_request("ns", "c", "0f3c9a2b-1111", false), None, "files kept");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Reconciling a ProfileCapture: read (pods, agents' answers) → decide (pure functions in
-//! `decide`) → act (agent calls, Events) → write status (server-side apply, only when it
-//! changed). A run never blocks a reconcile: it is started, then polled on requeues.
+//! Reconciling a ProfileCapture: observe (the freshest status, the pods, stale pods'
+//! runtime samples and the running run's captures, from their agents) → decide (one pure
+//! function, [`plan::plan`]) → act (stop and start runs, prune, Events; the agents' answers
+//! folded in by the plan's pure functions) → write status (server-side apply, only when it
+//! changed). A run never blocks a reconcile: it is started, then observed on requeues.
 
 use std::{
     collections::HashMap,
@@ -8,34 +10,33 @@ use std::{
     time::Duration,
 };
 
-use biometrics_agent_api::{CaptureRef, CaptureRequest, RetentionRequest, RuntimeSample, TargetSpec, routes};
+use biometrics_agent_api::{CaptureRequest, routes};
 use biometrics_crds::{
     selector::PodSelector,
-    threshold::ThresholdLevel,
-    v1alpha1::{
-        CapturePhase, CaptureRun, PodRunResult, PodRuntime, ProfileCapture, ProfileCaptureStatus, RunResult,
-        RunSummary, RunTrigger, TriggerFire,
-    },
+    v1alpha1::{CapturePhase, CaptureRun, ProfileCapture, ProfileCaptureStatus, RunResult},
 };
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector},
 };
 
-use super::decide::{self, Call, DueRun, Unanswered, Verdict};
+use super::{
+    decide::{self, Call, Unanswered},
+    plan,
+};
 use crate::{
-    agent_client::{AgentApi, AgentClient},
+    agent_client::{AgentApi, AgentClient, AgentError},
     controller::{self, Failures},
     error::{Error, Result},
     guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
-    pods::{self, NO_ELIGIBLE_PODS, PodInfo, agent_of},
+    pods::{self, PodInfo, agent_of},
     reasons::{self, condition},
     signing::SigningKey,
-    status::{Events, StatusWriter, now_time, set_condition},
+    status::{Events, StatusWriter, set_condition},
 };
 
 /// The finalizer that lets deletion stop running captures and clean up files.
@@ -102,13 +103,17 @@ pub struct Context<A = AgentClient> {
     unanswered: Mutex<HashMap<String, (Unanswered, Option<CaptureRequest>)>>,
     /// Status writes, remembered until the watch delivers them.
     status: StatusWriter<ProfileCaptureStatus>,
+    /// The captures, from the watch: which exist in a namespace, for retention.
+    captures: reflector::Store<Guarded<ProfileCapture>>,
 }
 
 impl<A: AgentApi> Context<A> {
     /// A context.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         pods: reflector::Store<Pod>,
+        captures: reflector::Store<Guarded<ProfileCapture>>,
         agents: A,
         key: SigningKey,
         metrics: Metrics,
@@ -130,6 +135,7 @@ impl<A: AgentApi> Context<A> {
             previous: Mutex::default(),
             unanswered: Mutex::default(),
             status: StatusWriter::default(),
+            captures,
         }
     }
 }
@@ -187,536 +193,244 @@ impl InvalidSpecStatus for ProfileCaptureStatus {
     }
 }
 
+/// One pass: observe → decide ([`plan::plan`], pure) → act → write status.
 async fn apply<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>) -> Result<Action> {
     let ns = pc.namespace().unwrap_or_default();
-    let uid = pc.uid().unwrap_or_default();
-    let now = Timestamp::now();
-    let seen_rv = pc.resource_version().unwrap_or_default();
     let before = pc.status.clone().unwrap_or_default();
-    let mut status = ctx.status.freshest(pc, before.clone());
-    let generation = pc.metadata.generation;
-
     ctx.key.ensure_published(ctx.client.clone(), &ns).await?;
-
     let selector = match PodSelector::new(&pc.spec.selector) {
         Ok(s) => s,
         Err(e) => {
+            let generation = pc.metadata.generation;
+            let mut status = ctx.status.freshest(pc, before.clone());
             status.phase = Some(CapturePhase::Failed);
             let message = e.to_string();
-            set_condition(
-                &mut status.conditions,
-                condition::DEGRADED,
-                true,
-                reasons::INVALID_SELECTOR,
-                &message,
-                generation,
-            );
+            let reason = reasons::INVALID_SELECTOR;
+            set_condition(&mut status.conditions, condition::DEGRADED, true, reason, &message, generation);
             status.observed_generation = generation;
             ctx.status.write(&ctx.client, pc, &before, status).await?;
-            return Err(Error::InvalidSpec { reason: reasons::INVALID_SELECTOR, message });
+            return Err(Error::InvalidSpec { reason, message });
         }
     };
-    let pods = pods_in(ctx, &ns, Some(&selector));
-    let max_pods = pc.spec.max_pods.and_then(|m| usize::try_from(m).ok()).or(ctx.settings.default_max_pods);
-    let mut eligible = pods::eligible(&pods, &selector, None);
-    let matching = eligible.len();
-    if let Some(max) = max_pods {
-        eligible.truncate(max);
-    }
-    status.selected_pods = Some(i32::try_from(eligible.len()).unwrap_or(i32::MAX));
-
-    refresh_runtime(pc, ctx, &eligible, &mut status, now).await;
-
-    let running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
-    tracing::debug!(capture = %pc.name_any(), %seen_rv, running, "reconciling");
-    if running {
-        poll_run(pc, ctx, &mut status).await;
-    } else {
-        let due = decide::due(pc, &status, now).or_else(|| threshold_run(pc, &status, &eligible, now));
-        if let Some(run) = due {
-            start_run(pc, ctx, &ns, &uid, &eligible, run, &mut status, now).await;
-        }
-    }
-
-    status.next_run_time = decide::next_run(pc.spec.schedule.as_ref(), pc.spec.suspend, now).map(Time);
-    status.observed_generation = generation;
-    summarise(pc, &eligible, &mut status);
-    if let Some(note) = decide::capped_note(matching, eligible.len()) {
-        append_to_ready(&mut status, &note);
-    }
-    let present: std::collections::HashSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
-    decide::bound_status(&mut status, &present);
-    let still_running = status.last_run.as_ref().is_some_and(|r| r.result == RunResult::Running);
+    let rules = ctx.settings.rules();
+    let observed = observe(pc, ctx, &selector, &rules).await;
+    tracing::debug!(capture = %pc.name_any(), seen = ?pc.resource_version(), "reconciling");
+    let decided = plan::plan(&observed);
+    let status = act(pc, ctx, &observed, decided).await;
     ctx.status.write(&ctx.client, pc, &before, status.clone()).await?;
-    if still_running {
-        return Ok(Action::requeue(ctx.settings.poll_interval));
-    }
-    if eligible.is_empty() && !pods.is_empty() {
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    }
-    let until_next =
-        status.next_run_time.map(|t| now.duration_until(t.0).unsigned_abs()).unwrap_or(ctx.settings.metrics_interval);
-    Ok(Action::requeue(until_next.min(ctx.settings.metrics_interval).max(Duration::from_millis(200))))
+    Ok(Action::requeue(plan::requeue(&observed, &status)))
 }
 
-/// Reads the pods' runtime metrics when the last sample is older than the interval.
-async fn refresh_runtime<A: AgentApi>(
-    pc: &ProfileCapture,
+impl Settings {
+    /// What the decision needs of the settings.
+    fn rules(&self) -> plan::Rules {
+        plan::Rules {
+            metrics_interval: self.metrics_interval,
+            unreachable_grace: self.unreachable_grace,
+            alerting: self.alerting.clone(),
+            poll_interval: self.poll_interval,
+        }
+    }
+}
+
+/// Reads what the decision needs: the freshest status, the pods, stale pods' runtime
+/// samples and where the running run's pods stand (their agents asked together, within
+/// [`AGENT_CALLS_AT_ONCE`]; one backing off after a silence is not asked before its time).
+async fn observe<'a, A: AgentApi>(
+    pc: &'a ProfileCapture,
     ctx: &Context<A>,
-    eligible: &[PodInfo],
-    status: &mut ProfileCaptureStatus,
-    now: Timestamp,
-) {
-    let ns = pc.namespace().unwrap_or_default();
-    let interval = jiff::SignedDuration::try_from(ctx.settings.metrics_interval).unwrap_or_default();
-    let mut pods = Vec::new();
-    let mut stale = Vec::new();
-    for pod in eligible {
-        let previous = status.pods.iter().find(|p| p.name == pod.name).cloned();
-        let fresh = previous
-            .as_ref()
-            .and_then(|p| p.sample_time.as_ref())
-            .is_some_and(|t| t.0.checked_add(interval).is_ok_and(|end| end > now));
-        let memory_unknown = pods::memory_limit_missing(pod, u16::try_from(pc.spec.target.port).unwrap_or(0));
-        match (fresh, agent_of(&ns, pod)) {
-            (true, _) => pods.extend(previous),
-            (false, Some(agent)) => stale.push((pod.name.clone(), agent, previous, memory_unknown)),
-            (false, None) => {}
-        }
-    }
-    let samples = each(stale, |(pod, agent, previous, memory_unknown)| async move {
-        (pod, previous, memory_unknown, ctx.agents.send(&agent, routes::RUNTIME, None, None).await)
-    })
-    .await;
-    for (pod, previous, memory_unknown, sample) in samples {
-        let entry = match sample {
-            Ok(mut s) => {
-                let thresholds = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
-                let mut levels = decide::levels(&s, &thresholds);
-                decide::withhold_memory(&mut s, &mut levels, memory_unknown.as_deref());
-                if let Some(why) = &memory_unknown
-                    && previous.as_ref().is_none_or(|p| p.memory_percent_unknown.is_none())
-                {
-                    event(
-                        ctx,
-                        pc,
-                        EventType::Warning,
-                        reasons::MEMORY_NOT_JUDGED,
-                        format!("pod {pod}: memory thresholds not judged: {why}"),
-                    )
-                    .await;
-                }
-                let worst = ThresholdLevel::worst(
-                    [levels.memory_percent, levels.goroutines, levels.gc_per_second].into_iter().flatten(),
-                );
-                let was = previous.as_ref().and_then(|p| p.levels.as_ref()).map(|l| {
-                    ThresholdLevel::worst([l.memory_percent, l.goroutines, l.gc_per_second].into_iter().flatten())
-                });
-                if worst > ThresholdLevel::OK && was.is_none_or(|w| w < worst) {
-                    event(
-                        ctx,
-                        pc,
-                        EventType::Warning,
-                        reasons::THRESHOLD_CROSSED,
-                        format!("pod {} reached {worst}: {}", pod, describe_levels(&s, &levels)),
-                    )
-                    .await;
-                }
-                PodRuntime {
-                    name: pod.clone(),
-                    sample_time: Some(now_time()),
-                    heap_alloc_bytes: s.heap_alloc_bytes.and_then(|v| i64::try_from(v).ok()),
-                    heap_sys_bytes: s.heap_sys_bytes.and_then(|v| i64::try_from(v).ok()),
-                    sys_bytes: s.sys_bytes.and_then(|v| i64::try_from(v).ok()),
-                    goroutines: s.goroutines.and_then(|v| i64::try_from(v).ok()),
-                    gc_per_second: s.gc_per_second.map(round2),
-                    memory_percent: s.memory_percent.map(round2),
-                    memory_percent_unknown: memory_unknown,
-                    levels: Some(levels),
-                    error: s.error,
-                }
-            }
-            Err(reason) => PodRuntime {
-                name: pod.clone(),
-                sample_time: Some(now_time()),
-                heap_alloc_bytes: None,
-                heap_sys_bytes: None,
-                sys_bytes: None,
-                goroutines: None,
-                gc_per_second: None,
-                memory_percent: None,
-                memory_percent_unknown: memory_unknown,
-                levels: None,
-                error: Some(reason.to_string()),
-            },
-        };
-        pods.push(entry);
-    }
-    pods.sort_by(|a, b| a.name.cmp(&b.name));
-    status.pods = pods;
-    status.threshold_level = Some(ThresholdLevel::worst(
-        status
-            .pods
-            .iter()
-            .filter_map(|p| p.levels.as_ref())
-            .flat_map(|l| [l.memory_percent, l.goroutines, l.gc_per_second])
-            .flatten(),
-    ));
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
-}
-
-fn describe_levels(s: &RuntimeSample, l: &biometrics_crds::v1alpha1::RuntimeLevels) -> String {
-    let mut parts = Vec::new();
-    if let (Some(v), Some(level)) = (s.memory_percent, l.memory_percent) {
-        parts.push(format!("memory {v:.1}% ({level})"));
-    }
-    if let (Some(v), Some(level)) = (s.goroutines, l.goroutines) {
-        parts.push(format!("goroutines {v} ({level})"));
-    }
-    if let (Some(v), Some(level)) = (s.gc_per_second, l.gc_per_second) {
-        parts.push(format!("GC {v:.1}/s ({level})"));
-    }
-    parts.join(", ")
-}
-
-/// A run for the pods whose metrics reached a trigger's level, past its cooldown.
-fn threshold_run(
-    pc: &ProfileCapture,
-    status: &ProfileCaptureStatus,
-    eligible: &[PodInfo],
-    now: Timestamp,
-) -> Option<DueRun> {
-    if pc.spec.suspend || pc.spec.triggers.is_empty() {
-        return None;
-    }
-    let any = eligible.iter().any(|pod| {
-        let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
-            return false;
-        };
-        let last =
-            |metric| status.trigger_fires.iter().find(|f| f.pod == pod.name && f.metric == metric).map(|f| f.time.0);
-        !decide::firing(&pc.spec.triggers, &levels, last, now).is_empty()
-    });
-    any.then(|| DueRun { trigger: RunTrigger::Threshold, id: format!("t{}", now.as_second()), scheduled_for: None })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn start_run<A: AgentApi>(
-    pc: &ProfileCapture,
-    ctx: &Context<A>,
-    ns: &str,
-    uid: &str,
-    eligible: &[PodInfo],
-    run: DueRun,
-    status: &mut ProfileCaptureStatus,
-    now: Timestamp,
-) {
-    // Which pods and profiles: all for a normal run; for a threshold run the pods whose
-    // triggers fire, with those triggers' profiles.
-    let mut targets: Vec<(PodInfo, Vec<biometrics_crds::profile::ProfileType>)> = Vec::new();
-    for pod in eligible {
-        if run.trigger == RunTrigger::Threshold {
-            let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
-                continue;
-            };
-            let last = |metric| {
-                status.trigger_fires.iter().find(|f| f.pod == pod.name && f.metric == metric).map(|f| f.time.0)
-            };
-            let fired = decide::firing(&pc.spec.triggers, &levels, last, now);
-            if fired.is_empty() {
-                continue;
-            }
-            let mut profiles: Vec<_> = fired.iter().flat_map(|t| t.profiles.iter().copied()).collect();
-            profiles.sort();
-            profiles.dedup();
-            for t in &fired {
-                status.trigger_fires.retain(|f| !(f.pod == pod.name && f.metric == t.metric));
-                status.trigger_fires.push(TriggerFire { pod: pod.name.clone(), metric: t.metric, time: Time(now) });
-                event(
-                    ctx,
-                    pc,
-                    EventType::Normal,
-                    reasons::TRIGGER_FIRED,
-                    format!("{:?} of pod {} reached {}: capturing {:?}", t.metric, pod.name, t.level, t.profiles),
-                )
-                .await;
-            }
-            targets.push((pod.clone(), profiles));
-        } else {
-            targets.push((pod.clone(), pc.spec.profiles.clone()));
-        }
-    }
-    match run.trigger {
-        RunTrigger::Manual => {
-            status.handled_capture_now = pc.annotations().get(biometrics_crds::CAPTURE_NOW_ANNOTATION).cloned()
-        }
-        RunTrigger::Spec => {
-            if targets.is_empty() {
-                // Wait for pods: the one-shot run happens when there are some.
-                set_condition(
-                    &mut status.conditions,
-                    condition::DEGRADED,
-                    true,
-                    reasons::NO_ELIGIBLE_PODS,
-                    NO_ELIGIBLE_PODS,
-                    pc.metadata.generation,
-                );
-                return;
-            }
-            status.spec_run_generation = pc.metadata.generation;
-        }
-        RunTrigger::Schedule => status.last_schedule_time = run.scheduled_for.map(Time),
-        RunTrigger::Threshold => {}
-    }
-    if targets.is_empty() {
-        let note = format!("run {} skipped: {NO_ELIGIBLE_PODS}", run.id);
-        event(ctx, pc, EventType::Warning, reasons::NO_ELIGIBLE_PODS, note).await;
-        return;
-    }
-    let requests: Vec<_> = targets
-        .iter()
-        .filter_map(|(pod, profiles)| {
-            let agent = agent_of(ns, pod)?;
-            let request = CaptureRequest {
-                id: decide::capture_id(uid, &run.id, &pod.name),
-                capture: CaptureRef { namespace: ns.into(), name: pc.name_any() },
-                run: run.id.clone(),
-                profiles: profiles.clone(),
-                duration_seconds: pc.spec.duration.as_std().as_secs().max(1),
-                target: TargetSpec {
-                    port: u16::try_from(pc.spec.target.port).unwrap_or(0),
-                    base_path: pc.spec.target.base_path.clone(),
-                },
-            };
-            Some((pod.name.clone(), agent, request))
-        })
-        .collect();
-    let answers = each(requests, |(pod, agent, request)| async move {
-        let answer = ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(&request)).await;
-        (pod, request, answer)
-    })
-    .await;
-    let end = expected_end(pc, now);
-    let mut pods = Vec::new();
-    let mut failed = Vec::new();
-    for (pod, request, answer) in answers {
-        pods.push(match answer {
-            Ok(s) => decide::pod_result(&pod, &s),
-            Err(e) => match decide::after_failure(Call::Start, &e, None, end, ctx.settings.unreachable_grace, now) {
-                Verdict::Retry(record) => {
-                    tracing::info!(capture = %pc.name_any(), %pod, error = %e, "the agent has not taken the capture; retrying");
-                    lock(&ctx.unanswered).insert(request.id.clone(), (record, Some(request)));
-                    decide::pod_starting(&pod)
-                }
-                Verdict::Fail { reason, message } => {
-                    let result = decide::pod_failed(&pod, reason, message);
-                    failed.push(result.clone());
-                    result
-                }
-            },
-        });
-    }
-    for f in &failed {
-        event(ctx, pc, EventType::Warning, reasons::POD_FAILED, pod_failed_note(f)).await;
-    }
-    if let Some(previous) = status.last_run.take() {
-        lock(&ctx.previous).insert(uid.to_owned(), previous.clone());
-        status.history.insert(0, summary(&previous));
-        status.history.truncate(usize::try_from(pc.spec.retention.history_limit).unwrap_or(10));
-    }
-    let result = decide::run_result(&pods);
-    status.last_run = Some(CaptureRun {
-        id: run.id.clone(),
-        trigger: run.trigger,
-        start_time: Time(now),
-        completion_time: None,
-        result,
-        pods,
-    });
-    event(
-        ctx,
-        pc,
-        EventType::Normal,
-        reasons::RUN_STARTED,
-        format!("run {} ({:?}) started on {} pods", run.id, run.trigger, targets.len()),
-    )
-    .await;
-    if result != RunResult::Running {
-        finish_run(pc, ctx, status).await;
-    }
-}
-
-fn summary(run: &CaptureRun) -> RunSummary {
-    let count =
-        |f: fn(&PodRunResult) -> bool| i32::try_from(run.pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
-    RunSummary {
-        id: run.id.clone(),
-        trigger: run.trigger,
-        start_time: run.start_time.clone(),
-        completion_time: run.completion_time.clone(),
-        result: run.result,
-        pods_succeeded: count(|p| p.result == RunResult::Succeeded),
-        pods_failed: count(|p| p.result != RunResult::Succeeded),
-    }
-}
-
-/// When a run that started at `start` is expected to be over on every pod: the capture's
-/// profiles (and any its triggers take) one after another.
-fn expected_end(pc: &ProfileCapture, start: Timestamp) -> Timestamp {
-    let mut profiles = pc.spec.profiles.clone();
-    profiles.extend(pc.spec.triggers.iter().flat_map(|t| t.profiles.iter().copied()));
-    profiles.sort();
-    profiles.dedup();
-    let length = decide::expected_length(&profiles, pc.spec.duration.as_std());
-    start.checked_add(jiff::SignedDuration::try_from(length).unwrap_or_default()).unwrap_or(start)
-}
-
-/// The note of a `PodFailed` Event.
-fn pod_failed_note(p: &PodRunResult) -> String {
-    format!("pod {} ({}): {}", p.pod, p.reason.as_deref().unwrap_or_default(), p.error.as_deref().unwrap_or_default())
-}
-
-/// Asks each running pod's agent how its capture stands (or, while it has not taken it, to
-/// take it), all at once within [`AGENT_CALLS_AT_ONCE`]. A transient failure keeps the pod
-/// running and is retried with a backoff; a definitive answer or a silence past the budget
-/// fails it with the reason ([`decide::after_failure`]).
-async fn poll_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &mut ProfileCaptureStatus) {
+    selector: &PodSelector,
+    rules: &'a plan::Rules,
+) -> plan::Observed<'a> {
     let ns = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let now = Timestamp::now();
-    let Some(run) = status.last_run.as_mut() else { return };
-    let run_id = run.id.clone();
-    let end = expected_end(pc, run.start_time.0);
-    let mut failed = Vec::new();
+    let status = ctx.status.freshest(pc, pc.status.clone().unwrap_or_default());
+    let selected = pods_in(ctx, &ns, Some(selector));
+    let mut eligible = pods::eligible(&selected, selector, None);
+    let matching = eligible.len();
+    if let Some(max) = decide::max_pods(pc, ctx.settings.default_max_pods) {
+        eligible.truncate(max);
+    }
+    let stale: Vec<_> = plan::stale(&status, &eligible, rules.metrics_interval, now)
+        .into_iter()
+        .filter_map(|pod| Some((pod.name.clone(), agent_of(&ns, pod)?)))
+        .collect();
+    let samples = each(stale, |(pod, agent)| async move {
+        plan::Sample { pod, answer: ctx.agents.send(&agent, routes::RUNTIME, None, None).await }
+    })
+    .await;
     let mut asks = Vec::new();
-    for p in run.pods.iter_mut().filter(|p| p.result == RunResult::Running) {
-        let id = decide::capture_id(&uid, &run_id, &p.pod);
-        let agent = match pod_named(ctx, &ns, &p.pod) {
-            None => Err((reasons::POD_GONE, "the pod is gone")),
-            Some(pod) => agent_of(&ns, &pod).ok_or((reasons::NO_AGENT, "the pod has no IP or agent")),
-        };
-        match agent {
-            Err((reason, message)) => {
-                lock(&ctx.unanswered).remove(&id);
-                *p = decide::pod_failed(&p.pod, reason, message.into());
-                failed.push(p.clone());
-            }
-            Ok(agent) => {
-                let pending = lock(&ctx.unanswered).get(&id).cloned();
-                match pending {
-                    // Backing off.
-                    Some((record, _)) if record.next_attempt > now => {}
-                    Some((_, request)) => asks.push((p.pod.clone(), id, agent, request)),
-                    None => asks.push((p.pod.clone(), id, agent, None)),
+    let mut progress = Vec::new();
+    if let Some(run) = status.last_run.as_ref().filter(|r| r.result == RunResult::Running) {
+        for p in run.pods.iter().filter(|p| p.result == RunResult::Running) {
+            let id = decide::capture_id(&uid, &run.id, &p.pod);
+            let agent = match pod_named(ctx, &ns, &p.pod) {
+                None => Err((reasons::POD_GONE, "the pod is gone")),
+                Some(pod) => agent_of(&ns, &pod).ok_or((reasons::NO_AGENT, "the pod has no IP or agent")),
+            };
+            let pending = lock(&ctx.unanswered).get(&id).cloned();
+            match (agent, pending) {
+                (Err((reason, message)), _) => {
+                    progress.push(plan::Progress::Unreachable { pod: p.pod.clone(), id, reason, message })
+                }
+                (Ok(_), Some((record, _))) if record.next_attempt > now => progress.push(plan::Progress::BackingOff),
+                (Ok(agent), pending) => {
+                    let (previous, request) = pending.map_or((None, None), |(r, q)| (Some(r), q));
+                    asks.push((p.pod.clone(), id, agent, previous, request));
                 }
             }
         }
     }
-    let answers = each(asks, |(pod, id, agent, request)| async move {
-        let answer = match &request {
+    let polls = each(asks, |(pod, id, agent, previous, request)| async move {
+        let (call, answer) = match &request {
             Some(start) => (Call::Start, ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(start)).await),
             None => (Call::Poll, ctx.agents.send(&agent, routes::CAPTURE, Some(&id), None).await),
         };
-        (pod, id, request, answer)
+        plan::Progress::Asked { pod, id, call, request, answer, previous }
     })
     .await;
-    let grace = ctx.settings.unreachable_grace;
-    for (pod, id, request, (call, answer)) in answers {
-        let Some(p) = run.pods.iter_mut().find(|p| p.pod == pod) else { continue };
-        match answer {
-            Ok(s) => {
-                if lock(&ctx.unanswered).remove(&id).is_some() {
-                    tracing::info!(capture = %pc.name_any(), %pod, "the agent answers again");
-                }
-                *p = decide::pod_result(&pod, &s);
-            }
-            Err(e) => {
-                let previous = lock(&ctx.unanswered).get(&id).map(|(record, _)| record.clone());
-                match decide::after_failure(call, &e, previous.as_ref(), end, grace, now) {
-                    Verdict::Retry(record) => {
-                        if previous.is_none() {
-                            tracing::info!(capture = %pc.name_any(), %pod, error = %e, "no answer from the agent; retrying");
-                        }
-                        lock(&ctx.unanswered).insert(id, (record, request));
-                    }
-                    Verdict::Fail { reason, message } => {
-                        lock(&ctx.unanswered).remove(&id);
-                        *p = decide::pod_failed(&pod, reason, message);
-                        failed.push(p.clone());
-                    }
-                }
-            }
-        }
-    }
-    for f in &failed {
-        event(ctx, pc, EventType::Warning, reasons::POD_FAILED, pod_failed_note(f)).await;
-    }
-    run.result = decide::run_result(&run.pods);
-    if run.result != RunResult::Running {
-        finish_run(pc, ctx, status).await;
+    progress.extend(polls);
+    let existing = ctx
+        .captures
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+        .filter_map(|c| Some((c.name_any(), c.uid()?)))
+        .collect();
+    plan::Observed {
+        capture: pc,
+        status,
+        selected: selected.iter().map(|p| p.name.clone()).collect(),
+        eligible,
+        matching,
+        samples,
+        progress,
+        previous_run: lock(&ctx.previous).get(&uid).cloned(),
+        existing,
+        rules,
+        now,
     }
 }
 
-async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: &mut ProfileCaptureStatus) {
-    let ns = pc.namespace().unwrap_or_default();
+/// Carries out `decided`: remembers the retries, publishes the Events, counts and prunes a
+/// finished run, stops the run being replaced and starts the due one (their answers folded
+/// in by the plan's pure functions); returns the status to write.
+async fn act<A: AgentApi>(
+    pc: &ProfileCapture,
+    ctx: &Context<A>,
+    observed: &plan::Observed<'_>,
+    decided: plan::Plan,
+) -> ProfileCaptureStatus {
+    let plan::Plan { mut status, notes, retries, finished, stop, start } = decided;
     let uid = pc.uid().unwrap_or_default();
-    let previous = lock(&ctx.previous).get(&uid).cloned();
-    let Some(run) = status.last_run.as_mut() else { return };
-    run.completion_time = Some(now_time());
-    // Compared with the previous run of the same capture, pod by pod and profile by profile.
-    if let Some(prev) = &previous {
-        for pod in &mut run.pods {
-            for profile in &mut pod.profiles {
-                let before = prev
-                    .pods
-                    .iter()
-                    .find(|p| p.pod == pod.pod)
-                    .and_then(|p| p.profiles.iter().find(|q| q.profile_type == profile.profile_type));
-                if let Some(before) = before.filter(|b| !b.top.is_empty())
-                    && !profile.top.is_empty()
-                {
-                    profile.compared_to_previous = Some(decide::compare(&prev.id, &before.top, &profile.top));
-                }
+    remember(ctx, retries);
+    publish(ctx, pc, notes).await;
+    if let Some(finished) = finished {
+        wrap_up(pc, ctx, finished).await;
+    }
+    if let Some(stop) = stop
+        && let Some(start) = &start
+    {
+        let ns = pc.namespace().unwrap_or_default();
+        let ns = ns.as_str();
+        let answers = each(stop.pods, |(pod, id)| async move {
+            let answer = match pod_named(ctx, ns, &pod).and_then(|p| agent_of(ns, &p)) {
+                Some(agent) => ctx.agents.send(&agent, routes::STOP_CAPTURE, Some(&id), None).await,
+                None => Err(AgentError::Request("the pod has no IP or agent".into())),
+            };
+            (pod, answer)
+        })
+        .await;
+        let results = plan::stopped(&mut status, &answers, observed.now);
+        count(ctx, &results);
+        publish(ctx, pc, plan::stopped_note(&status, &start.run).into_iter().collect()).await;
+    }
+    if let Some(start) = start {
+        let (previous, note) = plan::begin(pc, &mut status, &start, observed.now);
+        if let Some(previous) = previous {
+            lock(&ctx.previous).insert(uid.clone(), previous);
+        }
+        publish(ctx, pc, vec![note]).await;
+        let ns = pc.namespace().unwrap_or_default();
+        let requests: Vec<_> = start
+            .requests
+            .into_iter()
+            .filter_map(|(pod, request)| {
+                Some((pod_named(ctx, &ns, &pod).and_then(|p| agent_of(&ns, &p))?, pod, request))
+            })
+            .collect();
+        let answers = each(requests, |(agent, pod, request)| async move {
+            let answer = ctx.agents.send(&agent, routes::START_CAPTURE, None, Some(&request)).await;
+            (pod, request, answer)
+        })
+        .await;
+        let grace = ctx.settings.unreachable_grace;
+        let (retries, notes) = plan::started(pc, &mut status, answers, grace, observed.now);
+        remember(ctx, retries);
+        publish(ctx, pc, notes).await;
+        // Every pod refused at once: the run is over already.
+        if status.last_run.as_ref().is_some_and(|r| r.result != RunResult::Running) {
+            let previous = lock(&ctx.previous).get(&uid).cloned();
+            let (finished, notes) = plan::finish(pc, &mut status, previous.as_ref(), &observed.existing, observed.now);
+            publish(ctx, pc, notes).await;
+            if let Some(finished) = finished {
+                wrap_up(pc, ctx, finished).await;
             }
         }
     }
-    if decide::fit_to_budget(run, decide::RUN_STATUS_BUDGET) {
-        tracing::info!(run = %run.id, "run status trimmed to fit the object size budget");
+    plan::settle(observed, &mut status);
+    status
+}
+
+/// Applies the plan's changes to the remembered silences.
+fn remember<A: AgentApi>(ctx: &Context<A>, retries: Vec<plan::Retry>) {
+    let mut unanswered = lock(&ctx.unanswered);
+    for retry in retries {
+        match retry {
+            plan::Retry::Remember(id, record, request) => {
+                if !unanswered.contains_key(&id) {
+                    tracing::info!(capture = %id, error = %record.last_error, "no answer from the agent; retrying");
+                }
+                unanswered.insert(id, (record, request));
+            }
+            plan::Retry::Forget(id) => {
+                unanswered.remove(&id);
+            }
+        }
     }
-    let ok = run.pods.iter().filter(|p| p.result == RunResult::Succeeded).count();
-    let profiles: usize = run.pods.iter().map(|p| p.profiles.iter().filter(|q| q.error.is_none()).count()).sum();
-    for p in &run.pods {
-        let label = match p.result {
+}
+
+async fn publish<A: AgentApi>(ctx: &Context<A>, pc: &ProfileCapture, notes: Vec<plan::Note>) {
+    for note in notes {
+        let kind = if note.warning { EventType::Warning } else { EventType::Normal };
+        event(ctx, pc, kind, note.reason, note.message).await;
+    }
+}
+
+/// Counts pods' parts of finished runs by result.
+fn count<A: AgentApi>(ctx: &Context<A>, results: &[RunResult]) {
+    for result in results {
+        let label = match result {
             RunResult::Succeeded => "succeeded",
             RunResult::PartiallySucceeded => "partially_succeeded",
+            RunResult::Cancelled => "cancelled",
             _ => "failed",
         };
         ctx.metrics.captures.with_label_values(&[label]).inc();
     }
-    let note =
-        format!("run {} finished: {:?}, {} profiles from {}/{} pods", run.id, run.result, profiles, ok, run.pods.len());
-    let kind = if run.result == RunResult::Succeeded { EventType::Normal } else { EventType::Warning };
-    let pods_of_run: Vec<String> = run.pods.iter().map(|p| p.pod.clone()).collect();
-    {
-        let mut unanswered = lock(&ctx.unanswered);
-        for pod in &pods_of_run {
-            unanswered.remove(&decide::capture_id(&uid, &run.id, pod));
-        }
-    }
-    event(ctx, pc, kind, reasons::RUN_FINISHED, note).await;
-    // Retention: each agent prunes its own files beyond keepRuns.
-    let request = RetentionRequest {
-        capture: CaptureRef { namespace: ns.clone(), name: pc.name_any() },
-        keep_runs: u32::try_from(pc.spec.retention.keep_runs).unwrap_or(5),
-    };
+}
+
+/// A finished run: counted, its silences forgotten, and its agents asked to prune (on a
+/// shared volume whichever agent comes first removes the runs).
+async fn wrap_up<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, finished: plan::Finished) {
+    count(ctx, &finished.results);
+    let ns = pc.namespace().unwrap_or_default();
     let mut agents = Vec::new();
-    for name in &pods_of_run {
+    for name in &finished.pods {
         agents.extend(pod_named(ctx, &ns, name).and_then(|p| agent_of(&ns, &p)));
     }
-    let request = &request;
+    let request = &finished.retention;
     for (agent, pruned) in each(agents, |agent| async move {
         let pruned = ctx.agents.send(&agent, routes::RETENTION, None, Some(request)).await;
         (agent, pruned)
@@ -726,90 +440,6 @@ async fn finish_run<A: AgentApi>(pc: &ProfileCapture, ctx: &Context<A>, status: 
         if let Err(reason) = pruned {
             tracing::warn!(pod = %agent.pod, %reason, "retention failed");
         }
-    }
-}
-
-/// Phase and conditions from the rest of the status.
-fn summarise(pc: &ProfileCapture, eligible: &[PodInfo], status: &mut ProfileCaptureStatus) {
-    let generation = pc.metadata.generation;
-    let run = status.last_run.as_ref();
-    let running = run.is_some_and(|r| r.result == RunResult::Running);
-    status.phase = Some(if running {
-        CapturePhase::Running
-    } else if pc.spec.suspend && pc.spec.schedule.is_some() {
-        CapturePhase::Suspended
-    } else {
-        match run.map(|r| r.result) {
-            Some(RunResult::Failed | RunResult::PartiallySucceeded) => CapturePhase::Failed,
-            Some(_) if pc.spec.schedule.is_some() => CapturePhase::Scheduled,
-            Some(_) => CapturePhase::Succeeded,
-            None if pc.spec.schedule.is_some() => CapturePhase::Scheduled,
-            None => CapturePhase::Pending,
-        }
-    });
-    set_condition(
-        &mut status.conditions,
-        condition::PROGRESSING,
-        running,
-        if running { reasons::CAPTURING } else { reasons::IDLE },
-        &run.filter(|_| running).map(|r| format!("run {} in progress", r.id)).unwrap_or_default(),
-        generation,
-    );
-    let failed: Vec<String> = run
-        .map(|r| {
-            r.pods
-                .iter()
-                .filter(|p| matches!(p.result, RunResult::Failed | RunResult::PartiallySucceeded))
-                .map(|p| match (&p.reason, &p.error) {
-                    (Some(reason), Some(error)) => format!("{} ({reason}): {error}", p.pod),
-                    (None, Some(error)) => format!("{}: {error}", p.pod),
-                    (_, None) => format!("{}: some profiles failed", p.pod),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let never = pc.spec.schedule.as_ref().and_then(|s| s.never_fires(Timestamp::now()));
-    if let Some(why) = &never {
-        set_condition(
-            &mut status.conditions,
-            condition::DEGRADED,
-            true,
-            reasons::SCHEDULE_NEVER_FIRES,
-            why,
-            generation,
-        );
-    } else if eligible.is_empty() {
-        let reason = reasons::NO_ELIGIBLE_PODS;
-        set_condition(&mut status.conditions, condition::DEGRADED, true, reason, NO_ELIGIBLE_PODS, generation);
-    } else if !failed.is_empty() {
-        let message = failed.join("; ");
-        set_condition(&mut status.conditions, condition::DEGRADED, true, reasons::PODS_FAILED, &message, generation);
-    } else {
-        set_condition(&mut status.conditions, condition::DEGRADED, false, reasons::AS_EXPECTED, "", generation);
-    }
-    let ready = run.is_some_and(|r| r.result == RunResult::Succeeded)
-        || (run.is_none() && pc.spec.schedule.is_some() && !eligible.is_empty() && never.is_none());
-    let (reason, message) = match run.map(|r| r.result) {
-        Some(RunResult::Succeeded) => (
-            reasons::CAPTURED,
-            format!("run {} captured every profile", run.map(|r| r.id.as_str()).unwrap_or_default()),
-        ),
-        Some(RunResult::Running) => (reasons::CAPTURING, String::new()),
-        Some(_) => (
-            reasons::RUN_FAILED,
-            format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()),
-        ),
-        None if never.is_some() => (reasons::SCHEDULE_NEVER_FIRES, never.clone().unwrap_or_default()),
-        None if ready => (reasons::SCHEDULED, "waiting for the schedule".into()),
-        None => (reasons::PENDING, "no run yet".into()),
-    };
-    set_condition(&mut status.conditions, condition::READY, ready, reason, &message, generation);
-}
-
-/// Adds `note` to the Ready condition's message.
-fn append_to_ready(status: &mut ProfileCaptureStatus, note: &str) {
-    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == condition::READY) {
-        ready.message = if ready.message.is_empty() { note.to_owned() } else { format!("{}; {note}", ready.message) };
     }
 }
 
@@ -843,8 +473,10 @@ async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>
         })
         .await;
     }
-    if delete_files {
-        let request = RetentionRequest { capture: CaptureRef { namespace: ns.clone(), name }, keep_runs: 0 };
+    // Any agent of the namespace may remove the runs (every pod's files) from a shared
+    // volume; all are asked, so per-pod volumes are cleared too. Where none answers, the
+    // note each agent keeps on the volume lets a later retention remove them.
+    if let Some(request) = decide::removal_request(&ns, &name, &uid, delete_files) {
         let request = &request;
         let mut agents = Vec::new();
         for pod in &pods {
@@ -890,6 +522,8 @@ pub async fn run<A: AgentApi>(
 #[cfg(test)]
 mod tests {
     use biometrics_agent_api::{CaptureState, CaptureStatus, ErrorCode};
+    use biometrics_crds::v1alpha1::RunTrigger;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::runtime::watcher;
     use serde_json::json;
 
@@ -919,7 +553,9 @@ mod tests {
             alerting: Default::default(),
             unreachable_grace: Duration::from_secs(30),
         };
-        Context::new(client, store, agents, SigningKey::generate().unwrap(), Metrics::default(), settings, "test")
+        let (captures, _) = reflector::store();
+        let key = SigningKey::generate().unwrap();
+        Context::new(client, store, captures, agents, key, Metrics::default(), settings, "test")
     }
 
     /// A capture whose run `g1` is running on `pods` pods.
@@ -939,7 +575,34 @@ mod tests {
             result: RunResult::Running,
             pods: (0..pods).map(|i| decide::pod_starting(&format!("api-{i}"))).collect(),
         };
-        (pc, ProfileCaptureStatus { last_run: Some(run), ..Default::default() })
+        // Every pod sampled just now: no runtime call in these passes.
+        let sampled = (0..pods)
+            .map(|i| {
+                serde_json::from_value(json!({"name": format!("api-{i}"), "sampleTime": Timestamp::now()})).unwrap()
+            })
+            .collect();
+        let status = ProfileCaptureStatus {
+            last_run: Some(run),
+            pods: sampled,
+            spec_run_generation: Some(1),
+            ..Default::default()
+        };
+        (pc, status)
+    }
+
+    /// One pass without the status write: observe, plan, act. The capture carries `status`
+    /// as the watch delivered it; the status to write is returned.
+    async fn pass(
+        pc: &mut ProfileCapture,
+        status: ProfileCaptureStatus,
+        ctx: &Context<FakeAgents>,
+    ) -> ProfileCaptureStatus {
+        pc.status = Some(status);
+        let selector = PodSelector::new(&pc.spec.selector).unwrap();
+        let rules = ctx.settings.rules();
+        let observed = observe(pc, ctx, &selector, &rules).await;
+        let decided = plan::plan(&observed);
+        act(pc, ctx, &observed, decided).await
     }
 
     fn capture(state: CaptureState) -> CaptureStatus {
@@ -961,9 +624,9 @@ mod tests {
         agents.answer(routes::CAPTURE, Ok(capture(CaptureState::Running)));
         agents.take(Duration::from_millis(300));
         let ctx = context(client, 40, agents);
-        let (pc, mut status) = running(40);
+        let (mut pc, status) = running(40);
         let started = std::time::Instant::now();
-        poll_run(&pc, &ctx, &mut status).await;
+        let status = pass(&mut pc, status, &ctx).await;
         let took = started.elapsed();
         assert_eq!(ctx.agents.calls().len(), 40);
         assert!(ctx.agents.calls().iter().all(|c| c.route == "poll_capture" && c.path.starts_with("/v1/captures/")));
@@ -973,22 +636,102 @@ mod tests {
         assert_eq!(status.last_run.unwrap().result, RunResult::Running);
     }
 
+    fn stopped_with_heap(pod: &str) -> CaptureStatus {
+        let mut stopped = capture(CaptureState::Failed);
+        stopped.error = Some("stopped on request before it finished; the profiles it finished are kept".into());
+        stopped.profiles = vec![
+            biometrics_agent_api::ProfileOutcome {
+                profile_type: Some(biometrics_crds::profile::ProfileType::Heap),
+                path: Some(format!("{}/checkout/g1/{pod}/heap.pb.gz", testing::NS)),
+                ..Default::default()
+            },
+            biometrics_agent_api::ProfileOutcome {
+                profile_type: Some(biometrics_crds::profile::ProfileType::Cpu),
+                error: Some("cancelled".into()),
+                ..Default::default()
+            },
+        ];
+        stopped
+    }
+
+    /// A new `capture-now` value while run `g1` runs, under `policy`.
+    fn asked_again(policy: &str, pods: usize) -> (ProfileCapture, ProfileCaptureStatus) {
+        let (mut pc, status) = running(pods);
+        pc.spec.concurrency_policy = serde_json::from_value(json!(policy)).unwrap();
+        pc.metadata.annotations = Some([(biometrics_crds::CAPTURE_NOW_ANNOTATION.to_owned(), "2".to_owned())].into());
+        (pc, status)
+    }
+
+    #[tokio::test]
+    async fn replace_stops_the_running_run_keeps_its_profiles_and_starts_the_new_one() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client.clone(), 2, FakeAgents::default());
+        ctx.agents.answer(routes::CAPTURE, Ok(capture(CaptureState::Running)));
+        ctx.agents.answer(routes::STOP_CAPTURE, Ok(stopped_with_heap("api-0")));
+        ctx.agents.answer(routes::START_CAPTURE, Ok(capture(CaptureState::Running)));
+        let (mut pc, status) = asked_again("Replace", 2);
+        let status = pass(&mut pc, status, &ctx).await;
+
+        let stops: Vec<_> = ctx.agents.calls().into_iter().filter(|c| c.route == "stop_capture").collect();
+        assert_eq!(stops.len(), 2, "each running pod's agent is told");
+        assert!(stops.iter().all(|c| c.path.ends_with("/stop") && c.path.contains("-g1-")), "{stops:?}");
+        let run = status.last_run.as_ref().unwrap();
+        assert_eq!((run.trigger, run.result), (RunTrigger::Manual, RunResult::Running), "the new run started");
+        let cancelled = &status.history[0];
+        assert_eq!((cancelled.id.as_str(), cancelled.result), ("g1", RunResult::Cancelled));
+        assert!(cancelled.completion_time.is_some());
+        assert_eq!(status.handled_capture_now.as_deref(), Some("2"));
+        let starts = ctx.agents.calls().iter().filter(|c| c.route == "start_capture").count();
+        assert_eq!(starts, 2);
+        let events = testing::events_about(&client, "checkout", 2).await;
+        let note = events.iter().find(|e| e.reason.as_deref() == Some(reasons::RUN_CANCELLED)).unwrap();
+        assert_eq!(note.type_.as_deref(), Some("Normal"));
+        assert!(note.message.as_deref().unwrap().contains("2 finished profiles kept from 2 pods"), "{note:?}");
+    }
+
+    #[test]
+    fn a_cancelled_run_lists_the_profiles_each_pod_finished() {
+        let stopped = stopped_with_heap("api-0");
+        let pod = decide::pod_cancelled("api-0", Ok(&stopped));
+        assert_eq!((pod.result, pod.reason.as_deref(), pod.error.as_deref()), (RunResult::Cancelled, None, None));
+        assert_eq!(pod.profiles.len(), 2);
+        assert_eq!(pod.profiles[0].path.as_deref(), Some("shop/checkout/g1/api-0/heap.pb.gz"));
+        let finished = decide::pod_cancelled("api-1", Ok(&capture(CaptureState::Succeeded)));
+        assert_ne!(finished.result, RunResult::Cancelled, "a capture that finished before the stop keeps its result");
+        let silent = decide::pod_cancelled("api-2", Err(&AgentError::Timeout(Duration::from_secs(5))));
+        assert_eq!(silent.result, RunResult::Cancelled);
+        assert!(silent.error.unwrap().starts_with("the agent could not be told to stop"));
+    }
+
+    #[tokio::test]
+    async fn forbid_lets_the_running_run_finish() {
+        let (_server, client) = testing::api_server().await;
+        let ctx = context(client, 2, FakeAgents::default());
+        ctx.agents.answer(routes::CAPTURE, Ok(capture(CaptureState::Running)));
+        let (mut pc, status) = asked_again("Forbid", 2);
+        let status = pass(&mut pc, status, &ctx).await;
+        assert!(ctx.agents.calls().iter().all(|c| c.route == "poll_capture"), "{:?}", ctx.agents.calls());
+        let run = status.last_run.as_ref().unwrap();
+        assert_eq!((run.id.as_str(), run.result), ("g1", RunResult::Running));
+        assert!(status.history.is_empty());
+    }
+
     #[tokio::test]
     async fn a_blip_keeps_the_pod_running_and_a_404_fails_it_with_the_reason() {
         let (_server, client) = testing::api_server().await;
         let ctx = context(client.clone(), 1, FakeAgents::default());
-        let (pc, mut status) = running(1);
+        let (mut pc, status) = running(1);
         let busy = AgentError::Answered {
             status: 429,
             code: Some(ErrorCode::TooManyRequests),
             message: "too many concurrent requests; retry later".into(),
         };
         ctx.agents.answer(routes::CAPTURE, Err(busy));
-        poll_run(&pc, &ctx, &mut status).await;
+        let status = pass(&mut pc, status, &ctx).await;
         let pod = &status.last_run.as_ref().unwrap().pods[0];
         assert_eq!((pod.result, pod.error.as_deref(), pod.reason.as_deref()), (RunResult::Running, None, None));
         // Backing off: the next poll a moment later does not ask yet.
-        poll_run(&pc, &ctx, &mut status).await;
+        let status = pass(&mut pc, status, &ctx).await;
         assert_eq!(ctx.agents.calls().len(), 1);
 
         // The agent restarted and lost the capture: the pod fails now, saying why.
@@ -999,7 +742,7 @@ mod tests {
         };
         ctx.agents.answer(routes::CAPTURE, Err(gone));
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        poll_run(&pc, &ctx, &mut status).await;
+        let status = pass(&mut pc, status, &ctx).await;
         let run = status.last_run.as_ref().unwrap();
         let pod = &run.pods[0];
         assert_eq!((pod.result, pod.reason.as_deref()), (RunResult::Failed, Some(reasons::CAPTURE_NOT_FOUND)));
