@@ -4,6 +4,7 @@
 //! app's runtime metrics. It never talks to the Kubernetes API.
 
 pub use biometrics_agent_api::{self as api, auth};
+pub mod app_metrics;
 pub mod budget;
 pub mod cache;
 pub mod captures;
