@@ -14,7 +14,7 @@ use biometrics_crds::{
     threshold::ThresholdLevel,
     v1alpha1::{
         CapturePhase, CaptureRun, PodRunResult, PodRuntime, ProfileCapture, ProfileCaptureStatus, RunResult,
-        RunSummary, RunTrigger, TriggerFire,
+        RunSummary, RunTrigger, ThresholdFiring, TriggerFire,
     },
 };
 use futures::StreamExt;
@@ -25,7 +25,10 @@ use kube::{
     runtime::{Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector},
 };
 
-use super::decide::{self, Call, DueRun, Unanswered, Verdict};
+use super::{
+    decide::{self, Call, DueRun, Unanswered, Verdict},
+    signals,
+};
 use crate::{
     agent_client::{AgentApi, AgentClient},
     controller::{self, Failures},
@@ -284,8 +287,16 @@ async fn refresh_runtime<A: AgentApi>(
             (false, None) => {}
         }
     }
+    // With request signals wanted, the agent reads the app's metrics endpoint too.
+    let request = signals::metrics_source(&pc.spec).map(|metrics| biometrics_agent_api::RuntimeRequest { metrics });
+    let request_thresholds = signals::thresholds(&pc.spec, &ctx.settings.alerting);
+    let request = &request;
     let samples = each(stale, |(pod, agent, previous, memory_unknown)| async move {
-        (pod, previous, memory_unknown, ctx.agents.send(&agent, routes::RUNTIME, None, None).await)
+        let answer = match request {
+            Some(body) => ctx.agents.send(&agent, routes::RUNTIME_WITH_REQUESTS, None, Some(body)).await,
+            None => ctx.agents.send(&agent, routes::RUNTIME, None, None).await,
+        };
+        (pod, previous, memory_unknown, answer)
     })
     .await;
     for (pod, previous, memory_unknown, sample) in samples {
@@ -294,6 +305,22 @@ async fn refresh_runtime<A: AgentApi>(
                 let thresholds = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
                 let mut levels = decide::levels(&s, &thresholds);
                 decide::withhold_memory(&mut s, &mut levels, memory_unknown.as_deref());
+                let mut entry = PodRuntime {
+                    name: pod.clone(),
+                    sample_time: Some(now_time()),
+                    heap_alloc_bytes: s.heap_alloc_bytes.and_then(|v| i64::try_from(v).ok()),
+                    heap_sys_bytes: s.heap_sys_bytes.and_then(|v| i64::try_from(v).ok()),
+                    sys_bytes: s.sys_bytes.and_then(|v| i64::try_from(v).ok()),
+                    goroutines: s.goroutines.and_then(|v| i64::try_from(v).ok()),
+                    gc_per_second: s.gc_per_second.map(round2),
+                    memory_percent: s.memory_percent.map(round2),
+                    memory_percent_unknown: memory_unknown.clone(),
+                    error: s.error.clone(),
+                    ..Default::default()
+                };
+                if let Some(figures) = &s.requests {
+                    signals::apply(&mut entry, &mut levels, figures, &request_thresholds);
+                }
                 if let Some(why) = &memory_unknown
                     && previous.as_ref().is_none_or(|p| p.memory_percent_unknown.is_none())
                 {
@@ -306,62 +333,47 @@ async fn refresh_runtime<A: AgentApi>(
                     )
                     .await;
                 }
-                let worst = ThresholdLevel::worst(
-                    [levels.memory_percent, levels.goroutines, levels.gc_per_second].into_iter().flatten(),
-                );
-                let was = previous.as_ref().and_then(|p| p.levels.as_ref()).map(|l| {
-                    ThresholdLevel::worst([l.memory_percent, l.goroutines, l.gc_per_second].into_iter().flatten())
-                });
+                let worst = worst_level(&levels);
+                let was = previous.as_ref().and_then(|p| p.levels.as_ref()).map(worst_level);
                 if worst > ThresholdLevel::OK && was.is_none_or(|w| w < worst) {
+                    let mut parts = vec![describe_levels(&s, &levels)];
+                    parts.extend(signals::describe(&entry, &levels, &request_thresholds));
+                    parts.retain(|p| !p.is_empty());
                     event(
                         ctx,
                         pc,
                         EventType::Warning,
                         reasons::THRESHOLD_CROSSED,
-                        format!("pod {} reached {worst}: {}", pod, describe_levels(&s, &levels)),
+                        format!("pod {} reached {worst}: {}", pod, parts.join(", ")),
                     )
                     .await;
                 }
-                PodRuntime {
-                    name: pod.clone(),
-                    sample_time: Some(now_time()),
-                    heap_alloc_bytes: s.heap_alloc_bytes.and_then(|v| i64::try_from(v).ok()),
-                    heap_sys_bytes: s.heap_sys_bytes.and_then(|v| i64::try_from(v).ok()),
-                    sys_bytes: s.sys_bytes.and_then(|v| i64::try_from(v).ok()),
-                    goroutines: s.goroutines.and_then(|v| i64::try_from(v).ok()),
-                    gc_per_second: s.gc_per_second.map(round2),
-                    memory_percent: s.memory_percent.map(round2),
-                    memory_percent_unknown: memory_unknown,
-                    levels: Some(levels),
-                    error: s.error,
-                }
+                entry.levels = Some(levels);
+                entry
             }
             Err(reason) => PodRuntime {
                 name: pod.clone(),
                 sample_time: Some(now_time()),
-                heap_alloc_bytes: None,
-                heap_sys_bytes: None,
-                sys_bytes: None,
-                goroutines: None,
-                gc_per_second: None,
-                memory_percent: None,
                 memory_percent_unknown: memory_unknown,
-                levels: None,
                 error: Some(reason.to_string()),
+                ..Default::default()
             },
         };
         pods.push(entry);
     }
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     status.pods = pods;
-    status.threshold_level = Some(ThresholdLevel::worst(
-        status
-            .pods
-            .iter()
-            .filter_map(|p| p.levels.as_ref())
-            .flat_map(|l| [l.memory_percent, l.goroutines, l.gc_per_second])
+    status.threshold_level =
+        Some(ThresholdLevel::worst(status.pods.iter().filter_map(|p| p.levels.as_ref()).map(worst_level)));
+    status.requests = request.as_ref().and_then(|_| signals::capture_requests(&status.pods, &request_thresholds));
+}
+
+fn worst_level(l: &biometrics_crds::v1alpha1::RuntimeLevels) -> ThresholdLevel {
+    ThresholdLevel::worst(
+        [l.memory_percent, l.goroutines, l.gc_per_second, l.response_time_millis, l.error_rate_percent]
+            .into_iter()
             .flatten(),
-    ));
+    )
 }
 
 fn round2(v: f64) -> f64 {
@@ -417,6 +429,7 @@ async fn start_run<A: AgentApi>(
     // Which pods and profiles: all for a normal run; for a threshold run the pods whose
     // triggers fire, with those triggers' profiles.
     let mut targets: Vec<(PodInfo, Vec<biometrics_crds::profile::ProfileType>)> = Vec::new();
+    let mut fired_by = Vec::new();
     for pod in eligible {
         if run.trigger == RunTrigger::Threshold {
             let Some(levels) = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.levels.clone()) else {
@@ -432,15 +445,25 @@ async fn start_run<A: AgentApi>(
             let mut profiles: Vec<_> = fired.iter().flat_map(|t| t.profiles.iter().copied()).collect();
             profiles.sort();
             profiles.dedup();
+            let runtime = decide::effective_thresholds(&pc.spec.thresholds, &ctx.settings.alerting);
+            let requests = signals::thresholds(&pc.spec, &ctx.settings.alerting);
+            let entry = status.pods.iter().find(|p| p.name == pod.name).cloned().unwrap_or_default();
             for t in &fired {
                 status.trigger_fires.retain(|f| !(f.pod == pod.name && f.metric == t.metric));
                 status.trigger_fires.push(TriggerFire { pod: pod.name.clone(), metric: t.metric, time: Time(now) });
+                let level = decide::level_of(&levels, t.metric).unwrap_or(t.level);
+                let value = signals::value_of(&entry, t.metric, requests.response_time.quantile).unwrap_or(f64::NAN);
+                let bound = signals::bound_crossed(signals::bounds_of(t.metric, &runtime, &requests), level);
+                fired_by.push(ThresholdFiring { pod: pod.name.clone(), metric: t.metric, value, level, bound });
                 event(
                     ctx,
                     pc,
                     EventType::Normal,
                     reasons::TRIGGER_FIRED,
-                    format!("{:?} of pod {} reached {}: capturing {:?}", t.metric, pod.name, t.level, t.profiles),
+                    format!(
+                        "{} of pod {} is {value:.2}, over the {level} bound {bound}: capturing {:?}",
+                        t.metric, pod.name, t.profiles
+                    ),
                 )
                 .await;
             }
@@ -534,6 +557,7 @@ async fn start_run<A: AgentApi>(
         start_time: Time(now),
         completion_time: None,
         result,
+        fired_by,
         pods,
     });
     event(
@@ -937,6 +961,7 @@ mod tests {
             start_time: Time(Timestamp::now()),
             completion_time: None,
             result: RunResult::Running,
+            fired_by: vec![],
             pods: (0..pods).map(|i| decide::pod_starting(&format!("api-{i}"))).collect(),
         };
         (pc, ProfileCaptureStatus { last_run: Some(run), ..Default::default() })
