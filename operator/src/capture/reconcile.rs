@@ -334,8 +334,7 @@ async fn refresh_runtime<A: AgentApi>(
                     .await;
                 }
                 let worst = worst_level(&levels);
-                let was = previous.as_ref().and_then(|p| p.levels.as_ref()).map(worst_level);
-                if worst > ThresholdLevel::OK && was.is_none_or(|w| w < worst) {
+                if signals::rose(previous.as_ref().and_then(|p| p.levels.as_ref()), &levels) {
                     let mut parts = vec![describe_levels(&s, &levels)];
                     parts.extend(signals::describe(&entry, &levels, &request_thresholds));
                     parts.retain(|p| !p.is_empty());

@@ -207,6 +207,19 @@ pub fn describe(entry: &PodRuntime, levels: &RuntimeLevels, t: &RequestThreshold
     parts
 }
 
+/// Whether any metric's level rose past OK since `previous`: each metric on its own, so a
+/// pod already at Warning for one metric still reports another that crosses.
+pub fn rose(previous: Option<&RuntimeLevels>, now: &RuntimeLevels) -> bool {
+    let all = |l: &RuntimeLevels| {
+        [l.memory_percent, l.goroutines, l.gc_per_second, l.response_time_millis, l.error_rate_percent]
+    };
+    let before = previous.map(all).unwrap_or_default();
+    all(now)
+        .iter()
+        .zip(before)
+        .any(|(now, before)| now.is_some_and(|n| n > ThresholdLevel::OK && before.is_none_or(|b| b < n)))
+}
+
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -302,6 +315,17 @@ mod tests {
             "no requests is not 0 % errors"
         );
         assert_eq!(entry.requests_note.as_deref(), Some("no requests in the last 60s"));
+    }
+
+    #[test]
+    fn a_metric_that_rises_is_reported_though_another_was_already_past_its_bound() {
+        let gc_warning = RuntimeLevels { gc_per_second: Some(ThresholdLevel::Warning), ..Default::default() };
+        let and_latency = RuntimeLevels { response_time_millis: Some(ThresholdLevel::Warning), ..gc_warning.clone() };
+        assert!(rose(None, &gc_warning));
+        assert!(!rose(Some(&gc_warning), &gc_warning), "nothing new");
+        assert!(rose(Some(&gc_warning), &and_latency), "latency crossed while GC stayed at Warning");
+        let calmer = RuntimeLevels { gc_per_second: Some(ThresholdLevel::OK), ..and_latency.clone() };
+        assert!(!rose(Some(&and_latency), &calmer), "falling is not crossing");
     }
 
     #[test]
