@@ -152,7 +152,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         metrics.clone(),
     );
     let runtime = sampling::Sampling::new(config.sampling_lease);
-    let requests_signals = requests::RequestSignals::new(config.sampling_lease, requests::ScrapeLimits::default());
+    let requests_signals = requests::RequestSignals::new(
+        config.sampling_lease,
+        requests::ScrapeLimits::default(),
+        metrics.app_metrics_reads.clone(),
+    );
     let state = AppState {
         engine: engine.clone(),
         metrics,

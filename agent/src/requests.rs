@@ -121,12 +121,14 @@ pub struct RequestSignals {
     entries: Arc<Mutex<HashMap<MetricsSource, Entry>>>,
     lease: Duration,
     limits: ScrapeLimits,
+    reads: prometheus::IntCounterVec,
 }
 
 impl RequestSignals {
-    /// Signals whose sources stay wanted for `lease` after each ask.
-    pub fn new(lease: Duration, limits: ScrapeLimits) -> Self {
-        Self { entries: Arc::default(), lease, limits }
+    /// Signals whose sources stay wanted for `lease` after each ask; each read of an
+    /// endpoint is counted in `reads` by result.
+    pub fn new(lease: Duration, limits: ScrapeLimits, reads: prometheus::IntCounterVec) -> Self {
+        Self { entries: Arc::default(), lease, limits, reads }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MetricsSource, Entry>> {
@@ -185,8 +187,7 @@ impl RequestSignals {
             let body = fetcher.bytes(&url, self.limits.max_bytes, self.limits.timeout).await;
             let at = clock_seconds();
             let mut entries = self.lock();
-            for (spec, entry) in entries.iter_mut().filter(|(k, _)| k.port == port && k.path == path) {
-                let _ = spec;
+            for (_, entry) in entries.iter_mut().filter(|(k, _)| k.port == port && k.path == path) {
                 entry.figures = match &body {
                     Ok(bytes) => read_one(bytes, entry, at, self.limits.max_series),
                     Err(e) => {
@@ -194,6 +195,12 @@ impl RequestSignals {
                         RequestFigures { error: Some(fetch_reason(e, self.limits.max_bytes)), ..Default::default() }
                     }
                 };
+                let result = match (&body, &entry.figures.error) {
+                    (Err(_), _) => "unreachable",
+                    (Ok(_), Some(_)) => "refused",
+                    (Ok(_), None) => "ok",
+                };
+                self.reads.with_label_values(&[result]).inc();
             }
         }
     }
@@ -288,7 +295,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn at_most_four_sources_and_each_for_its_lease() {
-        let signals = RequestSignals::new(Duration::from_secs(30), ScrapeLimits::default());
+        let reads = prometheus::IntCounterVec::new(prometheus::Opts::new("reads", "reads"), &["result"]).unwrap();
+        let signals = RequestSignals::new(Duration::from_secs(30), ScrapeLimits::default(), reads);
         for port in 1..=5 {
             signals.want(&MetricsSource { port, ..spec() }).unwrap();
             tokio::time::advance(Duration::from_secs(1)).await;

@@ -179,6 +179,14 @@ fn broken_endpoints_give_a_reason_each_and_the_agent_keeps_serving() {
     }
     let (status, _) = http_request(agent.addr, "GET", "/healthz", &[], b"");
     assert_eq!(status, 200, "the agent keeps serving");
+    let (_, metrics) = http_request(agent.addr, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8_lossy(&metrics);
+    for result in ["refused", "unreachable"] {
+        assert!(
+            metrics.contains(&format!("biometrics_agent_app_metrics_reads_total{{result=\"{result}\"}}")),
+            "reads counted by result: {metrics}"
+        );
+    }
     let bad = json!({"metrics": {"port": addr.port(), "path": "/../admin", "histograms": ["h"], "requestsCounter": "c", "errorValues": "5..", "windowSeconds": 30}});
     let (status, body) = agent.request("POST", "/v1/runtime", Some(&bad));
     assert_eq!(status, 400, "{body}");
