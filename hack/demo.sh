@@ -110,6 +110,9 @@ pod checkout-0 checkout 127.0.0.2
 pod users-0 users 127.0.0.3
 wait_for "the agents" 20 curl -sf http://127.0.0.2:9477/healthz
 wait_for "the agents" 20 curl -sf http://127.0.0.3:9477/healthz
+# Steady traffic: the demo app sends itself 10 requests a second on /work, so its
+# /metrics has a latency histogram and a request counter that move.
+curl -sf "http://127.0.0.2:6060/control?rps=10" >/dev/null
 
 say "applying examples/app.yaml, capture-oneshot.yaml and cachepolicy-users.yaml (Redis at 127.0.0.1:$redis_port)"
 kubectl apply -f examples/app.yaml
@@ -117,6 +120,7 @@ kubectl apply -f examples/app.yaml
 kubectl patch deployment users -n shop --subresource=status --type=merge \
   -p '{"status":{"observedGeneration":1,"replicas":2,"updatedReplicas":2,"readyReplicas":2,"availableReplicas":2}}' >/dev/null
 kubectl apply -f examples/capture-oneshot.yaml
+kubectl apply -f examples/capture-latency.yaml
 sed "s/redis.shop.svc:6379/127.0.0.1:$redis_port/" examples/cachepolicy-users.yaml | kubectl apply -f -
 
 say "waiting for the first capture (10 s of CPU) and the first invalidations"
@@ -152,6 +156,10 @@ Everything is running. In another terminal:
   kubectl biometrics capture pcap/checkout-now -n shop --wait --ui http://127.0.0.1:$ui_port
   kubectl annotate pcap checkout-now -n shop biometrics.io/capture-now=\$(date +%s) --overwrite
   kubectl annotate cpol users -n shop biometrics.io/invalidate-now=\$(date +%s) --overwrite
+  # make checkout-0 answer 800 ms slower: its p99 passes 500 ms, the LATENCY column rises
+  # and a triggered run of checkout-latency captures that pod (within a minute or so)
+  curl "http://127.0.0.2:6060/control?delay_ms=800"
+  kubectl get pcap checkout-latency -n shop -w
   go tool pprof -top $work/profiles/shop/checkout-now/*/checkout-0/cpu.pb.gz
 
 Operator metrics: http://127.0.0.1:$metrics_port/metrics   Logs: $work/*.log
