@@ -78,6 +78,11 @@ async fn a_slow_pod_crosses_its_latency_bound_and_only_it_is_captured() {
         "apiVersion: biometrics.io/v1alpha1\nkind: ProfileCapture\nmetadata:\n  name: latency\n  namespace: {NS}\nspec:\n  selector:\n    matchLabels:\n      app: api\n  target:\n    port: 6060\n    metrics:\n      window: 10s\n  schedule: \"@yearly\"\n  profiles: [heap]\n  duration: 2s\n  triggers:\n    - metric: responseTimeMillis\n      level: Warning\n      profiles: [cpu, goroutine]\n      cooldown: 3m\n    - metric: errorRatePercent\n      level: Critical\n      profiles: [goroutine]\n      cooldown: 3m\n"
     );
     world.kubectl(&["apply", "-f", "-"], Some(&manifest));
+    // A second capture on the same pods reads a page that is not metrics.
+    let broken = format!(
+        "apiVersion: biometrics.io/v1alpha1\nkind: ProfileCapture\nmetadata:\n  name: behind-login\n  namespace: {NS}\nspec:\n  selector:\n    matchLabels:\n      app: api\n  target:\n    port: 6060\n    metrics:\n      path: /login\n  schedule: \"@yearly\"\n"
+    );
+    world.kubectl(&["apply", "-f", "-"], Some(&broken));
 
     // Both pods answer in milliseconds: OK, and the capture-wide figure is small.
     let calm = wait_status(&world, "both pods read and OK", Duration::from_secs(60), |s| {
@@ -156,6 +161,17 @@ async fn a_slow_pod_crosses_its_latency_bound_and_only_it_is_captured() {
     let last = api.get("latency").await.unwrap().status.unwrap().last_run.unwrap();
     assert_eq!(last.id, run.id, "the cooldown holds a second firing back");
     assert_eq!(again.last_run.map(|r| r.id), Some(run.id));
+    // The capture reading an HTML page says why, pod by pod, and has no figures.
+    let api: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
+    let broken = api.get("behind-login").await.unwrap().status.unwrap_or_default();
+    assert_eq!(broken.pods.len(), 2, "{broken:?}");
+    for p in &broken.pods {
+        let why = p.metrics_error.as_deref().unwrap_or_default();
+        assert!(why.starts_with("not the Prometheus text format: line 1"), "{p:?}");
+        assert_eq!((p.p99_latency_millis, p.error_rate_percent), (None, None), "{p:?}");
+    }
+    let note = broken.requests.and_then(|r| r.note).unwrap_or_default();
+    assert!(note.contains("metricsError"), "{note}");
     control(FAST, "rps=0");
     control(SLOW, "rps=0");
 }

@@ -288,6 +288,11 @@ func main() {
 	http.HandleFunc("/work", work)
 	http.HandleFunc("/metrics", metrics)
 	http.HandleFunc("/control", control)
+	// An HTML page where a metrics reader might look: what an app behind a login answers.
+	http.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!DOCTYPE html>\n<html><body><form>Sign in</form></body></html>\n")
+	})
 	selfAddr = *addr
 	log.Printf("pprof-target serving on %s", *addr)
 	log.Fatal(http.ListenAndServe(*addr, nil))

@@ -895,6 +895,7 @@ pub struct PodRuntime {
 #[serde(rename_all = "camelCase")]
 pub struct CaptureRequests {
     /// The judged latency quantile (`thresholds.responseTimeMillis.quantile`).
+    #[serde(default)]
     pub quantile: LatencyQuantile,
     /// The pods' latency at that quantile, averaged with each pod weighted by its requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -364,7 +364,7 @@ async fn refresh_runtime<A: AgentApi>(
     status.pods = pods;
     status.threshold_level =
         Some(ThresholdLevel::worst(status.pods.iter().filter_map(|p| p.levels.as_ref()).map(worst_level)));
-    status.requests = request.as_ref().and_then(|_| signals::capture_requests(&status.pods, &request_thresholds));
+    status.requests = request.as_ref().map(|_| signals::capture_requests(&status.pods, &request_thresholds));
 }
 
 fn worst_level(l: &biometrics_crds::v1alpha1::RuntimeLevels) -> ThresholdLevel {

@@ -122,14 +122,19 @@ pub fn value_of(entry: &PodRuntime, metric: RuntimeMetric, quantile: LatencyQuan
 }
 
 /// The capture-wide figures: latency averaged and error rate summed with each pod
-/// weighted by its requests per second; `None` when no pod reads request signals.
-pub fn capture_requests(pods: &[PodRuntime], t: &RequestThresholds) -> Option<CaptureRequests> {
+/// weighted by its requests per second; a note says why there are none.
+pub fn capture_requests(pods: &[PodRuntime], t: &RequestThresholds) -> CaptureRequests {
+    let quantile = t.response_time.quantile;
     let reading: Vec<&PodRuntime> =
         pods.iter().filter(|p| p.requests_per_second.is_some() || p.requests_note.is_some()).collect();
     if reading.is_empty() {
-        return None;
+        let note = if pods.iter().any(|p| p.metrics_error.is_some()) {
+            "no pod's metrics could be read (see pods[].metricsError)"
+        } else {
+            "no pod reports request figures yet"
+        };
+        return CaptureRequests { quantile, note: Some(note.into()), ..Default::default() };
     }
-    let quantile = t.response_time.quantile;
     let total: f64 = reading.iter().filter_map(|p| p.requests_per_second).sum();
     let mut out = CaptureRequests { quantile, ..Default::default() };
     if total <= 0.0 {
@@ -139,7 +144,7 @@ pub fn capture_requests(pods: &[PodRuntime], t: &RequestThresholds) -> Option<Ca
             "no pod has two readings yet".into()
         });
         out.requests_per_second = reading.iter().any(|p| p.requests_per_second.is_some()).then_some(0.0);
-        return Some(out);
+        return out;
     }
     let weighted = |value: &dyn Fn(&PodRuntime) -> Option<f64>| {
         let (sum, weight) = reading
@@ -160,7 +165,7 @@ pub fn capture_requests(pods: &[PodRuntime], t: &RequestThresholds) -> Option<Ca
         .into_iter()
         .flatten(),
     ));
-    Some(out)
+    out
 }
 
 /// The bound a metric's value crossed to reach `level`.
@@ -334,15 +339,20 @@ mod tests {
         // 30 req/s at 100 ms and 1 % errors, 10 req/s at 900 ms and 5 %:
         // latency (30·100 + 10·900)/40 = 300 ms; errors (30·1 + 10·5)/40 = 2 %.
         let pods = [pod("a", Some(30.0), Some(100.0), Some(1.0)), pod("b", Some(10.0), Some(900.0), Some(5.0))];
-        let c = capture_requests(&pods, &t).unwrap();
+        let c = capture_requests(&pods, &t);
         assert_eq!(
             (c.latency_millis, c.error_rate_percent, c.requests_per_second),
             (Some(300.0), Some(2.0), Some(40.0))
         );
         assert_eq!(c.level, Some(ThresholdLevel::Warning));
         let idle = [pod("a", Some(0.0), None, None)];
-        let c = capture_requests(&idle, &t).unwrap();
+        let c = capture_requests(&idle, &t);
         assert_eq!((c.note.as_deref(), c.latency_millis, c.error_rate_percent), (Some("no requests"), None, None));
-        assert_eq!(capture_requests(&[pod("a", None, None, None)], &t), None, "no pod reads request signals");
+        let none = capture_requests(&[pod("a", None, None, None)], &t);
+        assert_eq!((none.note.as_deref(), none.latency_millis), (Some("no pod reports request figures yet"), None));
+        let mut unreadable = pod("a", None, None, None);
+        unreadable.metrics_error = Some("not the Prometheus text format".into());
+        let broken = capture_requests(&[unreadable], &t);
+        assert!(broken.note.is_some_and(|n| n.contains("metricsError")));
     }
 }
