@@ -451,16 +451,19 @@ async fn start_run<A: AgentApi>(
                 status.trigger_fires.retain(|f| !(f.pod == pod.name && f.metric == t.metric));
                 status.trigger_fires.push(TriggerFire { pod: pod.name.clone(), metric: t.metric, time: Time(now) });
                 let level = decide::level_of(&levels, t.metric).unwrap_or(t.level);
-                let value = signals::value_of(&entry, t.metric, requests.response_time.quantile).unwrap_or(f64::NAN);
                 let bound = signals::bound_crossed(signals::bounds_of(t.metric, &runtime, &requests), level);
-                fired_by.push(ThresholdFiring { pod: pod.name.clone(), metric: t.metric, value, level, bound });
+                let value = signals::value_of(&entry, t.metric, requests.response_time.quantile);
+                if let Some(value) = value {
+                    fired_by.push(ThresholdFiring { pod: pod.name.clone(), metric: t.metric, value, level, bound });
+                }
+                let value = value.map_or_else(|| "unknown".to_owned(), |v| format!("{v:.2}"));
                 event(
                     ctx,
                     pc,
                     EventType::Normal,
                     reasons::TRIGGER_FIRED,
                     format!(
-                        "{} of pod {} is {value:.2}, over the {level} bound {bound}: capturing {:?}",
+                        "{} of pod {} is {value}, over the {level} bound {bound}: capturing {:?}",
                         t.metric, pod.name, t.profiles
                     ),
                 )
