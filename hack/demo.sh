@@ -108,8 +108,8 @@ say "caching some keys in Redis ($redis_ip:6379)"
   echo "SADD users:tag:active users:session:1 users:session:2"
 } | redis-cli -h "$redis_ip" -a change-me --no-auth-warning >/dev/null
 
-say "kubectl apply -f examples/capture-oneshot.yaml -f examples/cachepolicy-users.yaml"
-kubectl apply -f examples/capture-oneshot.yaml -f examples/cachepolicy-users.yaml
+say "kubectl apply -f examples/capture-oneshot.yaml -f examples/capture-latency.yaml -f examples/cachepolicy-users.yaml"
+kubectl apply -f examples/capture-oneshot.yaml -f examples/capture-latency.yaml -f examples/cachepolicy-users.yaml
 
 say "waiting for the first capture (10 s of CPU) and the first invalidations"
 wait_for "the capture" 120 bash -c '[[ "$(kubectl get pcap checkout-now -n shop -o jsonpath="{.status.phase}")" == Succeeded ]]'
@@ -137,6 +137,7 @@ curl -sf "http://127.0.0.1:$ui_port/api/v1/captures" | jq -r '.[] | "\(.namespac
 say "kubectl biometrics runs pcap/checkout-now -n shop"
 kubectl biometrics runs pcap/checkout-now -n shop --ui "http://127.0.0.1:$ui_port"
 
+slow_ip="$(kubectl get pod -n shop -l app=checkout -o jsonpath='{.items[0].status.podIP}')"
 if $check; then
   say "demo check passed"
   exit 0
@@ -161,6 +162,10 @@ Everything is running. In another terminal:
   kubectl scale deployment/checkout -n shop --replicas=3
   kubectl logs deployment/checkout -n shop -c biometrics-agent
   kubectl delete pod -n shop -l app=checkout --wait=false
+  # make one checkout pod answer 800 ms slower: its p99 passes 500 ms, the LATENCY column
+  # rises and a triggered run of checkout-latency captures that pod (within a minute or so)
+  curl "http://$slow_ip:6060/control?delay_ms=800"
+  kubectl get pcap checkout-latency -n shop -w
   go tool pprof -top $work/kubelet/claims/shop/biometrics-profiles/shop/checkout-now/*/*/cpu.pb.gz
 
 Operator metrics: http://127.0.0.1:$metrics_port/metrics   Logs: $work/*.log

@@ -149,6 +149,17 @@ impl Fetcher {
             .unwrap_or_else(|_| Err(FetchError::Timeout { url: url.into(), timeout }))
     }
 
+    /// GETs `url`'s bytes, at most `limit` of them, within `timeout`.
+    pub async fn bytes(&self, url: &str, limit: u64, timeout: Duration) -> Result<Vec<u8>, FetchError> {
+        let work = async {
+            let response = self.response(url).await?;
+            read_bounded(response.into_body(), limit).await
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(FetchError::Timeout { url: url.into(), timeout }))
+    }
+
     /// GETs `url` as text, at most `limit` bytes, within `timeout`.
     pub async fn text(&self, url: &str, limit: u64, timeout: Duration) -> Result<String, FetchError> {
         let work = async {

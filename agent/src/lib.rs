@@ -4,6 +4,7 @@
 //! app's runtime metrics. It never talks to the Kubernetes API.
 
 pub use biometrics_agent_api::{self as api, auth};
+pub mod app_metrics;
 pub mod budget;
 pub mod cache;
 pub mod captures;
@@ -12,6 +13,7 @@ pub mod files;
 pub mod listen;
 pub mod metrics;
 pub mod names;
+pub mod requests;
 pub mod runtime;
 pub mod sampling;
 pub mod selfprof;
@@ -151,6 +153,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         metrics.clone(),
     );
     let runtime = sampling::Sampling::new(config.sampling_lease);
+    let requests_signals = requests::RequestSignals::new(
+        config.sampling_lease,
+        requests::ScrapeLimits::default(),
+        metrics.app_metrics_reads.clone(),
+    );
     let state = AppState {
         engine: engine.clone(),
         metrics,
@@ -160,6 +167,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             config.pod.clone(),
         )),
         runtime: runtime.clone(),
+        requests_signals: requests_signals.clone(),
         self_profile: Arc::default(),
         requests: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
         max_request_bytes: config.max_request_bytes,
@@ -172,7 +180,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         None => None,
     };
     let listener = listen::bind(config.listen).map_err(|source| AgentError::Bind { addr: config.listen, source })?;
-    let sampler = tokio::spawn(sample_forever(config.clone(), runtime));
+    let sampler = tokio::spawn(sample_forever(config.clone(), runtime, requests_signals));
     let pool = state.cache.pool.clone();
     let sweeper = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(pool.sweep_interval());
@@ -243,14 +251,18 @@ const HEALTH_CONNECTIONS: usize = 8;
 
 /// Samples the app's runtime metrics every interval.
 /// Samples the app's runtime metrics every interval while the operator asks for them.
-async fn sample_forever(config: AgentConfig, sampling: sampling::Sampling) {
+async fn sample_forever(config: AgentConfig, sampling: sampling::Sampling, signals: requests::RequestSignals) {
     let fetcher = Fetcher::default();
     let previous: Arc<tokio::sync::Mutex<Option<runtime::Previous>>> = Arc::default();
     let config = Arc::new(config);
     sampling
         .run(config.sample_interval, || {
-            let (fetcher, config, previous) = (fetcher.clone(), config.clone(), previous.clone());
+            let (fetcher, config, previous, signals) =
+                (fetcher.clone(), config.clone(), previous.clone(), signals.clone());
             async move {
+                // The request signals are read on the same beat, whether or not the
+                // runtime endpoints answer.
+                signals.read_all(&fetcher, config.target_host).await;
                 match config.target_port {
                     None => RuntimeSample {
                         error: Some("runtime metrics are off: the agent has no --target-port".into()),

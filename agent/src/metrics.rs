@@ -24,6 +24,9 @@ pub struct Metrics {
     pub analysis_memory_held: prometheus::IntGauge,
     /// Analyses waiting for analysis memory, refreshed at scrape time.
     pub analyses_waiting: prometheus::IntGauge,
+    /// Reads of the app's Prometheus endpoint for request signals, by result (`ok`,
+    /// `unreachable`: no usable answer, `refused`: not a usable exposition).
+    pub app_metrics_reads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -63,8 +66,17 @@ impl Default for Metrics {
         let analyses_waiting =
             prometheus::IntGauge::new("analyses_waiting", "Profile analyses waiting for analysis memory")
                 .expect("valid metric");
+        let app_metrics_reads = IntCounterVec::new(
+            Opts::new(
+                "app_metrics_reads_total",
+                "Reads of the app's Prometheus endpoint for request signals, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(captures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(app_metrics_reads.clone()),
             Box::new(capture_duration.clone()),
             Box::new(fetch_duration.clone()),
             Box::new(bytes_written.clone()),
@@ -77,6 +89,7 @@ impl Default for Metrics {
         }
         Self {
             registry,
+            app_metrics_reads,
             captures,
             capture_duration,
             fetch_duration,

@@ -91,6 +91,7 @@ pub fn sample(
         memory_percent,
         memory_limit_bytes: memory_limit,
         error: None,
+        requests: None,
     }
 }
 

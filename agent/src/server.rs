@@ -111,6 +111,8 @@ pub struct AppState {
     pub keys: Arc<KeyLoader>,
     /// Runtime samples of the app, taken while asked for.
     pub runtime: crate::sampling::Sampling,
+    /// The app's request signals, read while asked for.
+    pub requests_signals: crate::requests::RequestSignals,
     /// One self-profile at a time.
     pub self_profile: Arc<tokio::sync::Mutex<()>>,
     /// Concurrent `/v1/` requests.
@@ -136,7 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::START_CAPTURE.template, post(create_capture))
         .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
         .route(routes::STOP_CAPTURE.template, post(stop_capture))
-        .route(routes::RUNTIME.template, get(runtime))
+        .route(routes::RUNTIME.template, get(runtime).post(runtime_with_requests))
         .route(routes::RETENTION.template, post(retention))
         .route(routes::SELF_PROFILE.template, get(self_profile))
         .route(routes::START_INVALIDATION.template, post(create_invalidation))
@@ -270,6 +272,21 @@ async fn stop_capture(State(state): State<AppState>, Path(id): Path<String>) -> 
 
 async fn runtime(State(state): State<AppState>) -> Response {
     json(StatusCode::OK, &state.runtime.ask().await)
+}
+
+/// The runtime sample with the request figures of the source in the body; the source is
+/// read from now on for the lease (a new one starts an empty window).
+async fn runtime_with_requests(State(state): State<AppState>, body: Body) -> Response {
+    let request: crate::api::RuntimeRequest = match parse_body(body, state.max_request_bytes).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    if let Err(e) = state.requests_signals.want(&request.metrics) {
+        return error(ErrorCode::InvalidRequest, e.to_string());
+    }
+    let mut sample = state.runtime.ask().await;
+    sample.requests = state.requests_signals.figures(&request.metrics);
+    json(StatusCode::OK, &sample)
 }
 
 async fn retention(State(state): State<AppState>, body: Body) -> Response {

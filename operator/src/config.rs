@@ -124,6 +124,14 @@ pub struct Alerting {
     /// GCs per second at Critical level.
     #[serde(default)]
     pub gc_threshold: Option<f64>,
+    /// Request latency at Critical level (`2s`, `800ms`), for captures that read their
+    /// app's metrics and set no `responseTimeMillis` of their own.
+    #[serde(default)]
+    pub response_time_threshold: Option<biometrics_crds::duration::Duration>,
+    /// Error percentage at Critical level, for captures that read their app's metrics and
+    /// set no `errorRatePercent` of their own.
+    #[serde(default)]
+    pub error_rate_threshold: Option<f64>,
 }
 
 /// Why a configuration file is not what the operator reads: the YAML parser's message,
@@ -155,6 +163,19 @@ mod tests {
         assert_eq!(c.performance.profiling.unreachable_grace.as_std().as_secs(), 30, "the default");
         let c = ConfigFile::parse("performance:\n  profiling:\n    unreachable_grace: 2m\n").unwrap();
         assert_eq!(c.performance.profiling.unreachable_grace.as_std().as_secs(), 120);
+    }
+
+    #[test]
+    fn reads_the_request_alert_keys() {
+        let c = ConfigFile::parse(
+            "performance:\n  alerting:\n    response_time_threshold: 1500ms\n    error_rate_threshold: 2.5\n",
+        )
+        .unwrap();
+        let alerting = &c.performance.alerting;
+        assert_eq!(alerting.response_time_threshold.map(|d| d.as_std().as_millis()), Some(1500));
+        assert_eq!(alerting.error_rate_threshold, Some(2.5));
+        let err = ConfigFile::parse("performance:\n  alerting:\n    response_time_threshold: slow\n").unwrap_err();
+        assert!(err.to_string().contains("slow"), "{err}");
     }
 
     #[test]

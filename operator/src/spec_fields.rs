@@ -116,7 +116,14 @@ fn pods() -> Vec<PodInfo> {
 fn capture_spec() -> Value {
     json!({
         "selector": {"matchLabels": {"app": "api"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]},
-        "target": {"port": 6060, "basePath": "/debug/pprof"},
+        "target": {"port": 6060, "basePath": "/debug/pprof", "metrics": {
+            "port": 8080, "path": "/metrics",
+            "latency": {"histogram": "http_request_duration_seconds"},
+            "requests": {"counter": "http_requests_total"},
+            "errors": {"label": "code", "values": "5.."},
+            "matchLabels": {"handler": "/checkout"},
+            "window": "1m"
+        }},
         "profiles": ["cpu", "heap"],
         "duration": "30s",
         "schedule": "*/10 * * * *",
@@ -127,7 +134,9 @@ fn capture_spec() -> Value {
         "thresholds": {
             "memoryPercent": {"warning": 70.0, "critical": 90.0},
             "goroutines": {"warning": 1000.0, "critical": 5000.0},
-            "gcPerSecond": {"warning": 10.0, "critical": 50.0}
+            "gcPerSecond": {"warning": 10.0, "critical": 50.0},
+            "responseTimeMillis": {"warning": 500.0, "critical": 2000.0, "quantile": "p99"},
+            "errorRatePercent": {"warning": 1.0, "critical": 5.0}
         },
         "triggers": [{"metric": "goroutines", "level": "Warning", "profiles": ["goroutine"], "cooldown": "10m"}]
     })
@@ -142,6 +151,14 @@ fn capture_change(path: &str) -> Option<Value> {
         "selector.matchExpressions[].values" => json!(["batch"]),
         "target.port" => json!(7070),
         "target.basePath" => json!("/pprof"),
+        "target.metrics.port" => json!(9090),
+        "target.metrics.path" => json!("/stats"),
+        "target.metrics.latency.histogram" => json!("http_server_request_duration_seconds"),
+        "target.metrics.requests.counter" => json!("requests_total"),
+        "target.metrics.errors.label" => json!("status"),
+        "target.metrics.errors.values" => json!("500|503"),
+        "target.metrics.matchLabels" => json!({"handler": "/cart"}),
+        "target.metrics.window" => json!("5m"),
         "profiles" => json!(["heap"]),
         "duration" => json!("1m"),
         "schedule" => json!("@hourly"),
@@ -157,6 +174,11 @@ fn capture_change(path: &str) -> Option<Value> {
         "thresholds.goroutines.critical" => json!(1400.0),
         "thresholds.gcPerSecond.warning" => json!(30.0),
         "thresholds.gcPerSecond.critical" => json!(15.0),
+        "thresholds.responseTimeMillis.warning" => json!(800.0),
+        "thresholds.responseTimeMillis.critical" => json!(3000.0),
+        "thresholds.responseTimeMillis.quantile" => json!("p95"),
+        "thresholds.errorRatePercent.warning" => json!(2.0),
+        "thresholds.errorRatePercent.critical" => json!(10.0),
         "triggers[].metric" => json!("memoryPercent"),
         "triggers[].level" => json!("Critical"),
         "triggers[].profiles" => json!(["heap"]),
@@ -193,24 +215,18 @@ fn capture_behaviour(spec: &Value) -> String {
     };
     let levels = capture::levels(&sample, &thresholds);
     out.push(format!("levels {levels:?}"));
+    // The app's request signals: where they are read from, and what they are judged by.
+    out.push(format!("metrics {:?}", crate::capture::signals::metrics_source(&pc.spec)));
+    out.push(format!(
+        "request thresholds {:?}",
+        crate::capture::signals::thresholds(&pc.spec, &crate::config::Alerting::default())
+    ));
     let fired_at = Time(now.checked_sub(jiff::SignedDuration::from_mins(15)).unwrap());
     let mut status = ProfileCaptureStatus {
         last_schedule_time: Some(Time("2026-01-01T00:00:00Z".parse().unwrap())),
         pods: names
             .iter()
-            .map(|name| PodRuntime {
-                name: (*name).to_owned(),
-                sample_time: None,
-                heap_alloc_bytes: None,
-                heap_sys_bytes: None,
-                sys_bytes: None,
-                goroutines: None,
-                gc_per_second: None,
-                memory_percent: None,
-                memory_percent_unknown: None,
-                levels: Some(levels.clone()),
-                error: None,
-            })
+            .map(|name| PodRuntime { name: (*name).to_owned(), levels: Some(levels.clone()), ..PodRuntime::default() })
             .collect(),
         trigger_fires: names
             .iter()
@@ -246,6 +262,7 @@ fn capture_behaviour(spec: &Value) -> String {
         start_time: Time(now),
         completion_time: None,
         result: RunResult::Succeeded,
+        fired_by: Vec::new(),
         pods: Vec::new(),
     };
     status.history = (0..12).map(|i| capture::summary(&run(&format!("s{i}")))).collect();

@@ -1,7 +1,10 @@
 // pprof-target is the Go program the Biometrics tests profile: it serves net/http/pprof
 // and keeps known workloads running so that every profile type has something to show —
 // a CPU burner, an allocator, parked goroutines, and mutex and channel contention — and
-// lets a test move its runtime metrics (heap, goroutines) on request.
+// lets a test move its runtime metrics (heap, goroutines) on request. It also serves
+// requests of its own (/work) with a latency histogram and a request counter on /metrics
+// in the Prometheus text format, and /control adds latency, a share of 5xx answers, or
+// steady traffic to itself.
 package main
 
 import (
@@ -12,7 +15,9 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"runtime"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -120,6 +125,149 @@ func spawn(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "goroutines %d\n", runtime.NumGoroutine())
 }
 
+// The request metrics: a latency histogram and a request counter per status code,
+// written in the text format by hand (standard library only).
+var (
+	requestsMu   sync.Mutex
+	bounds       = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+	byCode       = map[string]*histogram{}
+	served       uint64
+	addedDelay   time.Duration
+	errorPercent float64
+	loadStop     chan struct{}
+	selfAddr     string
+)
+
+type histogram struct {
+	buckets []uint64 // per bound, not cumulative; the last one is +Inf
+	sum     float64
+	count   uint64
+}
+
+func observe(code string, seconds float64) {
+	requestsMu.Lock()
+	defer requestsMu.Unlock()
+	h := byCode[code]
+	if h == nil {
+		h = &histogram{buckets: make([]uint64, len(bounds)+1)}
+		byCode[code] = h
+	}
+	i := sort.SearchFloat64s(bounds, seconds)
+	h.buckets[i]++
+	h.sum += seconds
+	h.count++
+}
+
+// work is the app's own endpoint: a millisecond of work, the added delay, and a 500 for
+// the configured share of requests (every request whose ordinal crosses the next whole
+// error, so the share is exact over any run of requests).
+func work(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	requestsMu.Lock()
+	served++
+	n := served
+	delay, share := addedDelay, errorPercent
+	requestsMu.Unlock()
+	time.Sleep(time.Millisecond + delay)
+	code := http.StatusOK
+	if uint64(float64(n)*share/100) != uint64(float64(n-1)*share/100) {
+		code = http.StatusInternalServerError
+	}
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "request %d: %d\n", n, code)
+	observe(strconv.Itoa(code), time.Since(start).Seconds())
+}
+
+// metrics writes the histogram and the counter.
+func metrics(w http.ResponseWriter, r *http.Request) {
+	requestsMu.Lock()
+	defer requestsMu.Unlock()
+	codes := make([]string, 0, len(byCode))
+	for c := range byCode {
+		codes = append(codes, c)
+	}
+	sort.Strings(codes)
+	var b strings.Builder
+	b.WriteString("# HELP http_request_duration_seconds Time to answer a request.\n# TYPE http_request_duration_seconds histogram\n")
+	for _, c := range codes {
+		h := byCode[c]
+		var cumulative uint64
+		for i, le := range bounds {
+			cumulative += h.buckets[i]
+			fmt.Fprintf(&b, "http_request_duration_seconds_bucket{code=\"%s\",handler=\"/work\",le=\"%s\"} %d\n", c, strconv.FormatFloat(le, 'g', -1, 64), cumulative)
+		}
+		fmt.Fprintf(&b, "http_request_duration_seconds_bucket{code=\"%s\",handler=\"/work\",le=\"+Inf\"} %d\n", c, h.count)
+		fmt.Fprintf(&b, "http_request_duration_seconds_sum{code=\"%s\",handler=\"/work\"} %g\n", c, h.sum)
+		fmt.Fprintf(&b, "http_request_duration_seconds_count{code=\"%s\",handler=\"/work\"} %d\n", c, h.count)
+	}
+	b.WriteString("# HELP http_requests_total Requests answered.\n# TYPE http_requests_total counter\n")
+	for _, c := range codes {
+		fmt.Fprintf(&b, "http_requests_total{code=\"%s\",handler=\"/work\"} %d\n", c, byCode[c].count)
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	fmt.Fprint(w, b.String())
+}
+
+// control sets the added latency (delay_ms), the share of 500s (error_percent) and the
+// steady traffic the target sends itself (rps); each is optional.
+func control(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	requestsMu.Lock()
+	defer requestsMu.Unlock()
+	if v := q.Get("delay_ms"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms < 0 || ms > 60000 {
+			http.Error(w, "delay_ms must be 0..60000", http.StatusBadRequest)
+			return
+		}
+		addedDelay = time.Duration(ms) * time.Millisecond
+	}
+	if v := q.Get("error_percent"); v != "" {
+		p, err := strconv.ParseFloat(v, 64)
+		if err != nil || p < 0 || p > 100 {
+			http.Error(w, "error_percent must be 0..100", http.StatusBadRequest)
+			return
+		}
+		errorPercent = p
+	}
+	if v := q.Get("rps"); v != "" {
+		rps, err := strconv.Atoi(v)
+		if err != nil || rps < 0 || rps > 1000 {
+			http.Error(w, "rps must be 0..1000", http.StatusBadRequest)
+			return
+		}
+		if loadStop != nil {
+			close(loadStop)
+			loadStop = nil
+		}
+		if rps > 0 {
+			loadStop = make(chan struct{})
+			go load(rps, loadStop)
+		}
+	}
+	fmt.Fprintf(w, "delay %v, errors %g%%\n", addedDelay, errorPercent)
+}
+
+// load sends rps requests per second to the target's own /work until stop closes.
+func load(rps int, stop chan struct{}) {
+	client := &http.Client{Timeout: 70 * time.Second}
+	tick := time.NewTicker(time.Second / time.Duration(rps))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			go func() {
+				resp, err := client.Get("http://" + selfAddr + "/work")
+				if err == nil {
+					resp.Body.Close()
+				}
+			}()
+		}
+	}
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:6060", "address to serve pprof on")
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
@@ -137,6 +285,15 @@ func main() {
 	http.HandleFunc("/free", free)
 	http.HandleFunc("/spawn", spawn)
 	http.HandleFunc("/hot", hot)
+	http.HandleFunc("/work", work)
+	http.HandleFunc("/metrics", metrics)
+	http.HandleFunc("/control", control)
+	// An HTML page where a metrics reader might look: what an app behind a login answers.
+	http.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!DOCTYPE html>\n<html><body><form>Sign in</form></body></html>\n")
+	})
+	selfAddr = *addr
 	log.Printf("pprof-target serving on %s", *addr)
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }

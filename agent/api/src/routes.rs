@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AppliedPolicy, CaptureFiles, CaptureRequest, CaptureStatus, EnforceRequest, EnforcementJob, InvalidationRequest,
-    InvalidationStatus, RetentionRequest, RetentionResponse, RuntimeSample, StatsRequest, StatsResponse,
+    InvalidationStatus, RetentionRequest, RetentionResponse, RuntimeRequest, RuntimeSample, StatsRequest,
+    StatsResponse,
 };
 
 /// An HTTP method the agent serves.
@@ -121,6 +122,10 @@ pub const STOP_CAPTURE: Route<NoBody, CaptureStatus> =
     Route::new(Method::Post, "/v1/captures/{id}/stop", "stop_capture");
 /// `GET /v1/runtime`: the app's latest runtime sample.
 pub const RUNTIME: Route<NoBody, RuntimeSample> = Route::new(Method::Get, "/v1/runtime", "runtime");
+/// `POST /v1/runtime`: the app's latest runtime sample with its request figures, read from
+/// the metrics endpoint the body describes.
+pub const RUNTIME_WITH_REQUESTS: Route<RuntimeRequest, RuntimeSample> =
+    Route::new(Method::Post, "/v1/runtime", "runtime_with_requests");
 /// `POST /v1/retention`: prune runs of the namespace's captures (any agent on the volume).
 pub const RETENTION: Route<RetentionRequest, RetentionResponse> =
     Route::new(Method::Post, "/v1/retention", "retention");

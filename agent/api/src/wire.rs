@@ -155,6 +155,75 @@ pub struct RuntimeSample {
     /// Why metrics are missing, when they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The app's request figures, when the operator asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestFigures>,
+}
+
+/// `POST /v1/runtime`: which request signals to read with the runtime sample.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeRequest {
+    /// The app's metrics endpoint and its series.
+    pub metrics: MetricsSource,
+}
+
+/// The app's Prometheus endpoint, on the pod's loopback, and the series that carry its
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSource {
+    /// The port.
+    pub port: u16,
+    /// The path (`/metrics`).
+    pub path: String,
+    /// Latency histogram names; the first one the app serves is used.
+    pub histograms: Vec<String>,
+    /// The request counter's sample name.
+    pub requests_counter: String,
+    /// The label telling errors apart; unset: by histogram (`code`, or
+    /// `http_response_status_code` for OpenTelemetry's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_label: Option<String>,
+    /// The label values that are errors: letters, digits, `_`, `-`, `.` (any one
+    /// character) and `|` (alternatives), matched whole.
+    pub error_values: String,
+    /// Only series with these labels count.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+    /// The window, in seconds.
+    pub window_seconds: u32,
+}
+
+/// The app's requests over the window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestFigures {
+    /// Seconds the figures span (up to the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Errors as a percentage of requests; absent when there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
+    /// Latency median, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_latency_millis: Option<f64>,
+    /// Latency 95th percentile, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_latency_millis: Option<f64>,
+    /// Latency 99th percentile, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency_millis: Option<f64>,
+    /// Why figures are absent though the endpoint was read (`no requests`, one reading
+    /// so far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Why the endpoint gave no figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /v1/retention`: prune runs of a namespace's captures. Any agent on the volume may

@@ -55,6 +55,18 @@ use crate::{
         description = "When the schedule fires next"
     ),
     printcolumn(
+        name = "Latency",
+        type_ = "number",
+        json_path = ".status.requests.latencyMillis",
+        description = "Request latency in ms at the judged quantile over the pods, weighted by their requests"
+    ),
+    printcolumn(
+        name = "Errors",
+        type_ = "number",
+        json_path = ".status.requests.errorRatePercent",
+        description = "Errors as a percentage of the pods' requests"
+    ),
+    printcolumn(
         name = "Threshold",
         type_ = "string",
         json_path = ".status.thresholdLevel",
@@ -145,10 +157,145 @@ pub struct CaptureTarget {
         {"rule": "!self.split('/').exists(s, s == '..' || s == '.')", "message": "basePath must not contain '.' or '..' segments"}
     ]))]
     pub base_path: String,
+
+    /// Where the app serves its Prometheus metrics, read for its request rate, error rate
+    /// and latency quantiles. Read only when this is set, or when a `responseTimeMillis` or
+    /// `errorRatePercent` threshold or trigger is (then with these defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsTarget>,
 }
 
 fn default_base_path() -> String {
     "/debug/pprof".to_owned()
+}
+
+/// The app's Prometheus metrics endpoint and the series that carry its requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsTarget {
+    /// The port serving the metrics on the pod's loopback interface. Unset: `target.port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// The path of the metrics endpoint (Prometheus text format or OpenMetrics).
+    #[serde(default = "default_metrics_path")]
+    #[schemars(length(max = 128), regex(pattern = r"^(/[A-Za-z0-9_.~-]+)+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!self.split('/').exists(s, s == '..' || s == '.')", "message": "metrics.path must not contain '.' or '..' segments"}
+    ]))]
+    pub path: String,
+
+    /// The request latency histogram.
+    #[serde(default)]
+    pub latency: LatencySeries,
+
+    /// The request counter.
+    #[serde(default)]
+    pub requests: RequestSeries,
+
+    /// Which requests count as errors.
+    #[serde(default)]
+    pub errors: ErrorSeries,
+
+    /// Only series carrying all these labels with these values count (for example one
+    /// `handler`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 8))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+
+    /// The span the rates and quantiles are computed over, between 10s and 1h. The agent
+    /// reads the endpoint on its sample interval, so the window needs at least two of them.
+    #[serde(default = "default_metrics_window")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('10s') && duration(self) <= duration('1h')", "message": "window must be between 10s and 1h"}
+    ]))]
+    pub window: Duration,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+fn default_metrics_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for MetricsTarget {
+    fn default() -> Self {
+        Self {
+            port: None,
+            path: default_metrics_path(),
+            latency: LatencySeries::default(),
+            requests: RequestSeries::default(),
+            errors: ErrorSeries::default(),
+            match_labels: Default::default(),
+            window: default_metrics_window(),
+        }
+    }
+}
+
+/// The latency histogram's family name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySeries {
+    /// The histogram's name (without `_bucket`), in seconds. Unset:
+    /// `http_request_duration_seconds`, or the OpenTelemetry
+    /// `http_server_request_duration_seconds` when only that one is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"))]
+    pub histogram: Option<String>,
+}
+
+/// The request counter's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestSeries {
+    /// The counter's sample name. When the app serves no such counter, requests are
+    /// counted from the latency histogram.
+    #[serde(default = "default_request_counter")]
+    #[schemars(length(max = 128), regex(pattern = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"))]
+    pub counter: String,
+}
+
+fn default_request_counter() -> String {
+    "http_requests_total".to_owned()
+}
+
+impl Default for RequestSeries {
+    fn default() -> Self {
+        Self { counter: default_request_counter() }
+    }
+}
+
+/// Which requests are errors: those whose `label` matches `values`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorSeries {
+    /// The label holding the status. Unset: `code`, or `http_response_status_code` for the
+    /// OpenTelemetry histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"))]
+    pub label: Option<String>,
+
+    /// The label values that are errors, matched whole: letters, digits, `_` and `-`, with
+    /// `.` for any one character and `|` between alternatives (`5..`, `5..|429`).
+    #[serde(default = "default_error_values")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.|-]+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.matches('^[A-Za-z0-9_.|-]+$')", "message": "errors.values may only hold letters, digits, '_', '-', '.' (any one character) and '|' (between alternatives)"}
+    ]))]
+    pub values: String,
+}
+
+fn default_error_values() -> String {
+    "5..".to_owned()
+}
+
+impl Default for ErrorSeries {
+    fn default() -> Self {
+        Self { label: None, values: default_error_values() }
+    }
 }
 
 /// What to do with a due run while the previous one still runs.
@@ -220,6 +367,80 @@ pub struct RuntimeThresholds {
     /// Garbage collections per second.
     #[serde(default = "default_gc_per_second")]
     pub gc_per_second: UpperBounds,
+
+    /// Request latency, in milliseconds, at a quantile (p99 unless `quantile` says
+    /// otherwise), from the app's metrics. Unset: 500 / 2000, or the operator's
+    /// `performance.alerting`; setting it turns the reading of the app's metrics on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_time_millis: Option<LatencyBounds>,
+
+    /// Errors as a percentage of requests, from the app's metrics. Unset: 1 / 5, or the
+    /// operator's `performance.alerting`; setting it turns the reading of the app's
+    /// metrics on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.warning < self.critical", "message": "warning must be lower than critical"},
+        {"rule": "self.critical <= 100.0", "message": "an error percentage cannot exceed 100"}
+    ]))]
+    pub error_rate_percent: Option<UpperBounds>,
+}
+
+/// Latency bounds at a quantile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.warning < self.critical", "message": "warning must be lower than critical"}
+]))]
+pub struct LatencyBounds {
+    /// Latencies above this many milliseconds are at Warning level.
+    #[schemars(range(min = 0))]
+    pub warning: f64,
+    /// Latencies above this many milliseconds are at Critical level.
+    #[schemars(range(min = 0))]
+    pub critical: f64,
+    /// The quantile judged.
+    #[serde(default)]
+    pub quantile: LatencyQuantile,
+}
+
+impl LatencyBounds {
+    /// The bounds as upper bounds.
+    pub fn bounds(&self) -> UpperBounds {
+        UpperBounds { warning: self.warning, critical: self.critical }
+    }
+}
+
+/// A latency quantile the agent reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyQuantile {
+    /// The median.
+    P50,
+    /// The 95th percentile.
+    P95,
+    /// The 99th percentile.
+    #[default]
+    P99,
+}
+
+impl std::fmt::Display for LatencyQuantile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::P50 => "p50",
+            Self::P95 => "p95",
+            Self::P99 => "p99",
+        })
+    }
+}
+
+/// The origin document's response-time bounds: > 500 ms Warning, > 2 s Critical.
+pub fn default_response_time() -> LatencyBounds {
+    LatencyBounds { warning: 500.0, critical: 2000.0, quantile: LatencyQuantile::P99 }
+}
+
+/// The origin document's error-rate bounds: > 1 % Warning, > 5 % Critical.
+pub fn default_error_rate() -> UpperBounds {
+    UpperBounds { warning: 1.0, critical: 5.0 }
 }
 
 fn default_memory_percent() -> UpperBounds {
@@ -240,6 +461,8 @@ impl Default for RuntimeThresholds {
             memory_percent: default_memory_percent(),
             goroutines: default_goroutines(),
             gc_per_second: default_gc_per_second(),
+            response_time_millis: None,
+            error_rate_percent: None,
         }
     }
 }
@@ -254,6 +477,29 @@ pub enum RuntimeMetric {
     Goroutines,
     /// Garbage collections per second.
     GcPerSecond,
+    /// Request latency at the judged quantile, from the app's metrics.
+    ResponseTimeMillis,
+    /// Errors as a percentage of requests, from the app's metrics.
+    ErrorRatePercent,
+}
+
+impl RuntimeMetric {
+    /// Whether the metric comes from the app's request metrics.
+    pub fn from_requests(self) -> bool {
+        matches!(self, Self::ResponseTimeMillis | Self::ErrorRatePercent)
+    }
+}
+
+impl std::fmt::Display for RuntimeMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MemoryPercent => "memoryPercent",
+            Self::Goroutines => "goroutines",
+            Self::GcPerSecond => "gcPerSecond",
+            Self::ResponseTimeMillis => "responseTimeMillis",
+            Self::ErrorRatePercent => "errorRatePercent",
+        })
+    }
 }
 
 /// Capture extra profiles from a pod when one of its metrics reaches a level.
@@ -341,6 +587,10 @@ pub struct ProfileCaptureStatus {
     /// The worst threshold level over all pods and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_level: Option<ThresholdLevel>,
+
+    /// The app's request figures over all selected pods, each pod weighted by its requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<CaptureRequests>,
 
     /// The value of the annotation `biometrics.io/capture-now` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,10 +680,30 @@ pub struct CaptureRun {
     pub completion_time: Option<Time>,
     /// How it ended.
     pub result: RunResult,
+    /// For a threshold run: what fired it, per pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub fired_by: Vec<ThresholdFiring>,
     /// Each pod's profiles, or its error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod"]))]
     pub pods: Vec<PodRunResult>,
+}
+
+/// A metric of a pod that reached a trigger's level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdFiring {
+    /// The pod.
+    pub pod: String,
+    /// The metric.
+    pub metric: RuntimeMetric,
+    /// Its value then.
+    pub value: f64,
+    /// The level it reached.
+    pub level: ThresholdLevel,
+    /// The bound it crossed.
+    pub bound: f64,
 }
 
 /// One pod's part of a run.
@@ -564,7 +834,7 @@ pub struct RunSummary {
 }
 
 /// A pod's latest runtime sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodRuntime {
     /// The pod's name.
@@ -595,12 +865,62 @@ pub struct PodRuntime {
     /// node's allocatable memory), or no single container declares that port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent_unknown: Option<String>,
+    /// Request latency's median over `target.metrics.window`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_latency_millis: Option<f64>,
+    /// Request latency's 95th percentile, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_latency_millis: Option<f64>,
+    /// Request latency's 99th percentile, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency_millis: Option<f64>,
+    /// Errors as a percentage of requests over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
+    /// Requests per second over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Why the request figures are absent although the metrics were read: `no requests`
+    /// in the window (which is not 0 % errors), or a first reading still waiting for a
+    /// second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub requests_note: Option<String>,
+    /// Why the app's metrics endpoint gave no figures (refused, too large, not the
+    /// Prometheus text format, a broken series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub metrics_error: Option<String>,
     /// The level of each metric against `spec.thresholds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub levels: Option<RuntimeLevels>,
     /// Why the metrics are missing, when they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The request figures of all selected pods together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureRequests {
+    /// The judged latency quantile (`thresholds.responseTimeMillis.quantile`).
+    #[serde(default)]
+    pub quantile: LatencyQuantile,
+    /// The pods' latency at that quantile, averaged with each pod weighted by its requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_millis: Option<f64>,
+    /// Errors as a percentage of all the pods' requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
+    /// Requests per second over all the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// The level of the latency and error figures together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<ThresholdLevel>,
+    /// Why there are no figures: `no requests` in the window, or no pod has a reading yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The threshold level of each runtime metric; a metric that could not be measured has
@@ -617,6 +937,12 @@ pub struct RuntimeLevels {
     /// Level of `gcPerSecond`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc_per_second: Option<ThresholdLevel>,
+    /// Level of the latency at the judged quantile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_time_millis: Option<ThresholdLevel>,
+    /// Level of `errorRatePercent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<ThresholdLevel>,
     /// Metrics whose thresholds could not be judged (`memoryPercent` when
     /// `memoryPercentUnknown` says why): neither OK nor past a bound, and no trigger fires on
     /// them.

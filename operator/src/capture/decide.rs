@@ -784,7 +784,11 @@ mod tests {
 
     #[test]
     fn cluster_alerting_fills_in_only_where_a_capture_kept_the_defaults() {
-        let alerting = crate::config::Alerting { goroutine_threshold: Some(500.0), gc_threshold: Some(80.0) };
+        let alerting = crate::config::Alerting {
+            goroutine_threshold: Some(500.0),
+            gc_threshold: Some(80.0),
+            ..Default::default()
+        };
         let kept = effective_thresholds(&RuntimeThresholds::default(), &alerting);
         assert_eq!(kept.goroutines, UpperBounds { warning: 100.0, critical: 500.0 }, "warning stays below critical");
         assert_eq!(kept.gc_per_second, UpperBounds { warning: 10.0, critical: 80.0 });
@@ -850,6 +854,10 @@ mod size {
             RunSummary, RunTrigger, TopComparison, TopFunction,
         },
     };
+    use biometrics_crds::{
+        threshold::ThresholdLevel,
+        v1alpha1::{RuntimeLevels, RuntimeMetric},
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     /// A status at the limits: 100 pods × 8 profiles (trace has no top functions), every
@@ -900,6 +908,20 @@ mod size {
                 start_time: t.clone(),
                 completion_time: Some(t.clone()),
                 result: RunResult::Succeeded,
+                // Every pod fired a trigger on two metrics.
+                fired_by: (0..200)
+                    .map(|i| biometrics_crds::v1alpha1::ThresholdFiring {
+                        pod: format!("api-7d9f8c6b5d-{:05}", i / 2),
+                        metric: if i % 2 == 0 {
+                            RuntimeMetric::ResponseTimeMillis
+                        } else {
+                            RuntimeMetric::ErrorRatePercent
+                        },
+                        value: 1234.56,
+                        level: ThresholdLevel::Critical,
+                        bound: 2000.0,
+                    })
+                    .collect(),
                 pods,
             }),
             history: (0..50)
@@ -923,9 +945,21 @@ mod size {
                     goroutines: Some(5000),
                     gc_per_second: Some(1.5),
                     memory_percent: Some(55.5),
-                    memory_percent_unknown: None,
-                    levels: None,
-                    error: None,
+                    // Every request figure too, so the size counts them.
+                    p50_latency_millis: Some(12.25),
+                    p95_latency_millis: Some(480.5),
+                    p99_latency_millis: Some(1234.75),
+                    error_rate_percent: Some(1.25),
+                    requests_per_second: Some(1234.5),
+                    levels: Some(RuntimeLevels {
+                        memory_percent: Some(ThresholdLevel::OK),
+                        goroutines: Some(ThresholdLevel::Critical),
+                        gc_per_second: Some(ThresholdLevel::OK),
+                        response_time_millis: Some(ThresholdLevel::Warning),
+                        error_rate_percent: Some(ThresholdLevel::Warning),
+                        not_judged: vec![],
+                    }),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
@@ -980,21 +1014,7 @@ mod bounds {
                     })
                 })
                 .collect(),
-            pods: (0..2000)
-                .map(|i| PodRuntime {
-                    name: pod(i),
-                    sample_time: None,
-                    heap_alloc_bytes: None,
-                    heap_sys_bytes: None,
-                    sys_bytes: None,
-                    goroutines: None,
-                    gc_per_second: None,
-                    memory_percent: None,
-                    memory_percent_unknown: None,
-                    levels: None,
-                    error: None,
-                })
-                .collect(),
+            pods: (0..2000).map(|i| PodRuntime { name: pod(i), ..Default::default() }).collect(),
             ..ProfileCaptureStatus::default()
         };
         let names: Vec<String> = (1500..2000).map(pod).collect();

@@ -13,7 +13,7 @@ use biometrics_crds::{
     profile::ProfileType,
     v1alpha1::{
         CapturePhase, CaptureRun, PodRunResult, ProfileCapture, ProfileCaptureStatus, RunResult, RunTrigger,
-        TriggerFire,
+        ThresholdFiring, TriggerFire,
     },
 };
 use jiff::Timestamp;
@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
     decide::{self, Call, DueRun, Unanswered, Verdict},
-    thresholds,
+    signals, thresholds,
 };
 use crate::{
     agent_client::AgentError,
@@ -172,6 +172,8 @@ pub struct Start {
     pub run: DueRun,
     /// Each pod's start request.
     pub requests: Vec<(String, CaptureRequest)>,
+    /// For a threshold run, what fired it.
+    pub fired_by: Vec<ThresholdFiring>,
 }
 
 /// What to do.
@@ -260,6 +262,7 @@ fn fold_samples(o: &Observed<'_>, plan: &mut Plan) {
     let pc = o.capture;
     let port = u16::try_from(pc.spec.target.port).unwrap_or(0);
     let limits = thresholds::effective_thresholds(&pc.spec.thresholds, &o.rules.alerting);
+    let requests = signals::thresholds(&pc.spec, &o.rules.alerting);
     let stale: HashSet<&str> =
         stale(&o.status, &o.eligible, o.rules.metrics_interval, o.now).into_iter().map(|p| p.name.as_str()).collect();
     let mut entries = Vec::new();
@@ -280,7 +283,8 @@ fn fold_samples(o: &Observed<'_>, plan: &mut Plan) {
                     let message = format!("pod {}: memory thresholds not judged: {why}", pod.name);
                     plan.notes.push(Note::warning(reasons::MEMORY_NOT_JUDGED, message));
                 }
-                let judged = thresholds::judge(&pod.name, s.clone(), &limits, memory_unknown, previous, o.now);
+                let judged =
+                    thresholds::judge(&pod.name, s.clone(), (&limits, &requests), memory_unknown, previous, o.now);
                 if let Some(level) = judged.crossed {
                     let message = format!("pod {} reached {level}: {}", pod.name, judged.described);
                     plan.notes.push(Note::warning(reasons::THRESHOLD_CROSSED, message));
@@ -294,6 +298,8 @@ fn fold_samples(o: &Observed<'_>, plan: &mut Plan) {
     plan.status.pods = entries;
     let levels = plan.status.pods.iter().filter_map(|p| p.levels.as_ref()).map(thresholds::worst);
     plan.status.threshold_level = Some(levels.max().unwrap_or(biometrics_crds::threshold::ThresholdLevel::OK));
+    plan.status.requests =
+        signals::wants_requests(&pc.spec).then(|| signals::capture_requests(&plan.status.pods, &requests));
 }
 
 /// The running run's pods from what their agents answered: a transient failure keeps a pod
@@ -402,13 +408,28 @@ fn prepare_start(o: &Observed<'_>, run: DueRun, plan: &mut Plan) {
     let pc = o.capture;
     let status = &mut plan.status;
     let mut targets: Vec<(&PodInfo, Vec<ProfileType>)> = Vec::new();
+    let mut fired_by = Vec::new();
     if run.trigger == RunTrigger::Threshold {
+        let runtime = thresholds::effective_thresholds(&pc.spec.thresholds, &o.rules.alerting);
+        let requests = signals::thresholds(&pc.spec, &o.rules.alerting);
         let names = o.eligible.iter().map(|p| p.name.as_str());
         for (pod, fired) in thresholds::fired_triggers(pc, status, names, o.now) {
+            let entry = status.pods.iter().find(|p| p.name == pod).cloned().unwrap_or_default();
+            let levels = entry.levels.clone().unwrap_or_default();
             for t in &fired {
                 status.trigger_fires.retain(|f| !(f.pod == pod && f.metric == t.metric));
                 status.trigger_fires.push(TriggerFire { pod: pod.to_owned(), metric: t.metric, time: Time(o.now) });
-                let message = format!("{:?} of pod {pod} reached {}: capturing {:?}", t.metric, t.level, t.profiles);
+                let level = thresholds::level_of(&levels, t.metric).unwrap_or(t.level);
+                let bound = signals::bound_crossed(signals::bounds_of(t.metric, &runtime, &requests), level);
+                let value = signals::value_of(&entry, t.metric, requests.response_time.quantile);
+                if let Some(value) = value {
+                    fired_by.push(ThresholdFiring { pod: pod.to_owned(), metric: t.metric, value, level, bound });
+                }
+                let value = value.map_or_else(|| "unknown".to_owned(), |v| format!("{v:.2}"));
+                let message = format!(
+                    "{} of pod {pod} is {value}, over the {level} bound {bound}: capturing {:?}",
+                    t.metric, t.profiles
+                );
                 plan.notes.push(Note::normal(reasons::TRIGGER_FIRED, message));
             }
             if let Some(info) = o.eligible.iter().find(|p| p.name == pod) {
@@ -442,7 +463,7 @@ fn prepare_start(o: &Observed<'_>, run: DueRun, plan: &mut Plan) {
         .into_iter()
         .map(|(pod, profiles)| (pod.name.clone(), decide::capture_request(pc, &run.id, &pod.name, profiles)))
         .collect();
-    plan.start = Some(Start { run, requests });
+    plan.start = Some(Start { run, requests, fired_by });
 }
 
 /// The running run after its agents answered the stop: `Cancelled`, with the profiles each
@@ -495,6 +516,7 @@ pub fn begin(
         start_time: Time(now),
         completion_time: None,
         result: RunResult::Running,
+        fired_by: start.fired_by.clone(),
         pods: start.requests.iter().map(|(pod, _)| decide::pod_starting(pod)).collect(),
     });
     let message = format!("run {} ({:?}) started on {} pods", start.run.id, start.run.trigger, start.requests.len());
@@ -733,6 +755,7 @@ mod tests {
             start_time: Time(start),
             completion_time: None,
             result: RunResult::Running,
+            fired_by: Vec::new(),
             pods: (0..pods).map(|i| decide::pod_starting(&format!("api-{i}"))).collect(),
         }
     }

@@ -25,7 +25,7 @@ use kube::{
 
 use super::{
     decide::{self, Call, Unanswered},
-    plan,
+    plan, signals,
 };
 use crate::{
     agent_client::{AgentApi, AgentClient, AgentError},
@@ -256,8 +256,15 @@ async fn observe<'a, A: AgentApi>(
         .into_iter()
         .filter_map(|pod| Some((pod.name.clone(), agent_of(&ns, pod)?)))
         .collect();
+    // With request signals wanted, the agent reads the app's metrics endpoint too.
+    let request = signals::metrics_source(&pc.spec).map(|metrics| biometrics_agent_api::RuntimeRequest { metrics });
+    let request = &request;
     let samples = each(stale, |(pod, agent)| async move {
-        plan::Sample { pod, answer: ctx.agents.send(&agent, routes::RUNTIME, None, None).await }
+        let answer = match request {
+            Some(body) => ctx.agents.send(&agent, routes::RUNTIME_WITH_REQUESTS, None, Some(body)).await,
+            None => ctx.agents.send(&agent, routes::RUNTIME, None, None).await,
+        };
+        plan::Sample { pod, answer }
     })
     .await;
     let mut asks = Vec::new();
@@ -573,6 +580,7 @@ mod tests {
             start_time: Time(Timestamp::now()),
             completion_time: None,
             result: RunResult::Running,
+            fired_by: vec![],
             pods: (0..pods).map(|i| decide::pod_starting(&format!("api-{i}"))).collect(),
         };
         // Every pod sampled just now: no runtime call in these passes.

@@ -15,7 +15,7 @@ use biometrics_crds::{
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decide::DueRun;
+use super::{decide::DueRun, signals};
 
 /// The triggers that fire now for each of `pods` (in order; pods none fires for are left
 /// out), on the levels and cooldowns the status records. Nothing fires while suspended.
@@ -67,6 +67,9 @@ pub fn levels(sample: &RuntimeSample, thresholds: &RuntimeThresholds) -> Runtime
         memory_percent: sample.memory_percent.map(|v| thresholds.memory_percent.level(v)),
         goroutines: sample.goroutines.map(|v| thresholds.goroutines.level(v as f64)),
         gc_per_second: sample.gc_per_second.map(|v| thresholds.gc_per_second.level(v)),
+        // The request metrics are judged apart (`signals::apply`).
+        response_time_millis: None,
+        error_rate_percent: None,
         not_judged: Vec::new(),
     }
 }
@@ -88,6 +91,8 @@ pub fn level_of(levels: &RuntimeLevels, metric: RuntimeMetric) -> Option<Thresho
         RuntimeMetric::MemoryPercent => levels.memory_percent,
         RuntimeMetric::Goroutines => levels.goroutines,
         RuntimeMetric::GcPerSecond => levels.gc_per_second,
+        RuntimeMetric::ResponseTimeMillis => levels.response_time_millis,
+        RuntimeMetric::ErrorRatePercent => levels.error_rate_percent,
     }
 }
 
@@ -127,12 +132,21 @@ pub fn effective_thresholds(own: &RuntimeThresholds, alerting: &crate::config::A
         memory_percent: own.memory_percent,
         goroutines: adopt(own.goroutines, defaults.goroutines, alerting.goroutine_threshold),
         gc_per_second: adopt(own.gc_per_second, defaults.gc_per_second, alerting.gc_threshold),
+        response_time_millis: own.response_time_millis,
+        error_rate_percent: own.error_rate_percent,
     }
 }
 
 /// The worst of a pod's levels (OK when none was judged).
 pub fn worst(levels: &RuntimeLevels) -> ThresholdLevel {
-    ThresholdLevel::worst([levels.memory_percent, levels.goroutines, levels.gc_per_second].into_iter().flatten())
+    let all = [
+        levels.memory_percent,
+        levels.goroutines,
+        levels.gc_per_second,
+        levels.response_time_millis,
+        levels.error_rate_percent,
+    ];
+    ThresholdLevel::worst(all.into_iter().flatten())
 }
 
 /// The values behind the levels, for an Event's note.
@@ -150,8 +164,8 @@ pub fn describe(s: &RuntimeSample, l: &RuntimeLevels) -> String {
     parts.join(", ")
 }
 
-/// What a pod's runtime sample says, judged: its status entry, and whether its worst level
-/// rose past OK since `previous` (worth a Warning Event).
+/// What a pod's runtime sample says, judged: its status entry, and whether any of its levels
+/// rose since `previous` (worth a Warning Event, naming the worst).
 pub struct Judged {
     /// The pod's status entry.
     pub entry: PodRuntime,
@@ -161,23 +175,20 @@ pub struct Judged {
     pub described: String,
 }
 
-/// Judges pod `pod`'s sample against `thresholds`; `memory_unknown` says why its memory
-/// percentage means nothing (no memory limit), and `previous` is its last entry.
+/// Judges pod `pod`'s sample against its runtime and request `thresholds`; `memory_unknown`
+/// says why its memory percentage means nothing (no memory limit), and `previous` is its
+/// last entry.
 pub fn judge(
     pod: &str,
     mut sample: RuntimeSample,
-    thresholds: &RuntimeThresholds,
+    (thresholds, requests): (&RuntimeThresholds, &signals::RequestThresholds),
     memory_unknown: Option<String>,
     previous: Option<&PodRuntime>,
     now: Timestamp,
 ) -> Judged {
     let mut levels = levels(&sample, thresholds);
     withhold_memory(&mut sample, &mut levels, memory_unknown.as_deref());
-    let level = worst(&levels);
-    let was = previous.and_then(|p| p.levels.as_ref()).map(worst);
-    let crossed = (level > ThresholdLevel::OK && was.is_none_or(|w| w < level)).then_some(level);
-    let described = describe(&sample, &levels);
-    let entry = PodRuntime {
+    let mut entry = PodRuntime {
         name: pod.to_owned(),
         sample_time: Some(Time(now)),
         heap_alloc_bytes: sample.heap_alloc_bytes.and_then(|v| i64::try_from(v).ok()),
@@ -187,10 +198,19 @@ pub fn judge(
         gc_per_second: sample.gc_per_second.map(round2),
         memory_percent: sample.memory_percent.map(round2),
         memory_percent_unknown: memory_unknown,
-        levels: Some(levels),
-        error: sample.error,
+        error: sample.error.clone(),
+        ..PodRuntime::default()
     };
-    Judged { entry, crossed, described }
+    if let Some(figures) = &sample.requests {
+        signals::apply(&mut entry, &mut levels, figures, requests);
+    }
+    let level = worst(&levels);
+    let crossed = signals::rose(previous.and_then(|p| p.levels.as_ref()), &levels).then_some(level);
+    let mut parts = vec![describe(&sample, &levels)];
+    parts.extend(signals::describe(&entry, &levels, requests));
+    parts.retain(|p| !p.is_empty());
+    entry.levels = Some(levels);
+    Judged { entry, crossed, described: parts.join(", ") }
 }
 
 /// A pod whose sample could not be read: the reason, no levels.
@@ -198,15 +218,9 @@ pub fn unsampled(pod: &str, error: String, memory_unknown: Option<String>, now: 
     PodRuntime {
         name: pod.to_owned(),
         sample_time: Some(Time(now)),
-        heap_alloc_bytes: None,
-        heap_sys_bytes: None,
-        sys_bytes: None,
-        goroutines: None,
-        gc_per_second: None,
-        memory_percent: None,
         memory_percent_unknown: memory_unknown,
-        levels: None,
         error: Some(error),
+        ..PodRuntime::default()
     }
 }
 

@@ -10,6 +10,8 @@
 //! - the time from `POST /v1/captures` to its 202, and the time to parse one runtime
 //!   sample, beside the origin document's "Profile Start 20 µs" and "Metrics Collection
 //!   10 µs".
+//! - the time to read one scrape of an app's Prometheus metrics (5,000 series) into the
+//!   request signals' series, against the goal of 5 ms.
 //! - the local cluster: pods of a trivial process brought up by the process kubelet, and
 //!   the test API server's RSS with its controllers at thousands of Pods.
 //!
@@ -180,7 +182,8 @@ fn main() {
         println!("== --quick: every benchmark at small sizes, checked; figures not comparable");
     }
     // `biometrics-bench agent`, `… redis`, `… operator`, `… browser`, `… browser-page` (the
-    // run page alone) and `… cluster` run one part alone.
+    // run page alone), `… cluster` and `… signals` (the metrics scrape alone) run one part
+    // alone.
     match args.iter().find(|a| !a.starts_with("--")).map(String::as_str) {
         Some("agent") => return agent_parts(&release, work.path(), scale),
         Some("redis") => return redis_bench::run(&release, &work.path().join("redis"), scale),
@@ -188,6 +191,7 @@ fn main() {
         Some("browser") => return browser_bench::run(work.path(), scale),
         Some("browser-page") => return browser_bench::run_page(scale),
         Some("cluster") => return cluster_bench::run(work.path(), scale),
+        Some("signals") => return exposition_parse(scale),
         _ => {}
     }
     agent_parts(&release, work.path(), scale);
@@ -221,6 +225,7 @@ fn agent_parts(release: &Path, work: &Path, scale: Scale) {
     gzip_bomb_rss(release, work, scale);
     accept_latency(release, work, target.addr.port(), scale);
     parse_latency(&target, scale);
+    exposition_parse(scale);
     idle_bench::run(release, work, scale);
 }
 
@@ -374,4 +379,93 @@ fn parse_latency(target: &GoTarget, scale: Scale) {
         goroutine.len(),
         each.as_secs_f64() * 1e6
     );
+}
+
+/// An exposition of `series` sample lines shaped like a busy Go service's: a latency
+/// histogram by handler, method and code (11 buckets, `_sum`, `_count`), the request
+/// counter, and runtime gauges to fill up to `series`.
+pub(crate) fn app_exposition(series: usize) -> String {
+    use std::fmt::Write;
+    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"];
+    let mut out = String::from(
+        "# HELP http_request_duration_seconds Request latency.\n# TYPE http_request_duration_seconds histogram\n",
+    );
+    let mut lines = 0;
+    let mut counters = Vec::new();
+    'outer: for handler in 0.. {
+        for (method, code) in [("GET", "200"), ("POST", "201"), ("GET", "500")] {
+            if lines + bounds.len() + 3 > series {
+                break 'outer;
+            }
+            let labels = format!("code=\"{code}\",handler=\"/api/v1/items/{handler}\",method=\"{method}\"");
+            let mut cumulative = 0u64;
+            for (i, le) in bounds.iter().enumerate() {
+                cumulative += (handler as u64 * 7 + i as u64 * 13) % 50;
+                writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}").unwrap();
+            }
+            writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {}.25", cumulative / 10).unwrap();
+            writeln!(out, "http_request_duration_seconds_count{{{labels}}} {cumulative}").unwrap();
+            counters.push(format!("http_requests_total{{{labels}}} {cumulative}"));
+            lines += bounds.len() + 3;
+        }
+    }
+    out.push_str("# TYPE http_requests_total counter\n");
+    for c in counters {
+        out.push_str(&c);
+        out.push('\n');
+    }
+    out.push_str("# TYPE go_memstats_gauge gauge\n");
+    for i in lines..series {
+        writeln!(out, "go_memstats_gauge{{field=\"f{i}\"}} {}", i * 1024).unwrap();
+    }
+    out
+}
+
+/// Time to parse one scrape of 5,000 series and keep the signals' series from it.
+fn exposition_parse(scale: Scale) {
+    use biometrics_agent::app_metrics::{exposition, reading};
+    let series = 5_000;
+    let text = app_exposition(series);
+    let source = reading::Source {
+        histograms: vec!["http_request_duration_seconds".into(), reading::OTEL_HISTOGRAM.into()],
+        requests_counter: "http_requests_total".into(),
+        error_label: None,
+        error_values: regex::Regex::new("^(?:5..)$").expect("pattern"),
+        match_labels: vec![],
+    };
+    let rounds = scale.pick(200, 10);
+    let mut times = Vec::with_capacity(rounds);
+    let cpu_before = thread_cpu_seconds();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let parsed = exposition::parse(std::hint::black_box(text.as_bytes()), 100_000).expect("exposition");
+        assert_eq!(parsed.samples.len(), series);
+        let read = reading::read(&parsed, &source, 0.0).expect("reading");
+        std::hint::black_box(read);
+        times.push(started.elapsed());
+    }
+    // CPU time as well as wall time: on a machine shared with other work, the wall time
+    // includes waiting for a core.
+    let cpu = (thread_cpu_seconds() - cpu_before) * 1e3 / rounds as f64;
+    times.sort();
+    let median = times[times.len() / 2].as_secs_f64() * 1e3;
+    println!(
+        "read one metrics scrape ({series} series, {:.0} KiB): median {median:.2} ms wall, p90 {:.2} ms, {cpu:.2} ms CPU (goal < 5 ms: {:.1}x under it by wall, {:.1}x by CPU)",
+        text.len() as f64 / 1024.0,
+        times[times.len() * 9 / 10].as_secs_f64() * 1e3,
+        5.0 / median,
+        5.0 / cpu.max(1e-6)
+    );
+}
+
+/// This thread's user + system CPU time in seconds (`/proc/thread-self/stat`, in clock
+/// ticks of 10 ms: meaningful over many rounds).
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -1,0 +1,310 @@
+//! The app's request signals: while the operator asks for them, the agent reads the app's
+//! Prometheus endpoint on its sample interval and keeps a window of readings per source,
+//! from which it answers request rate, error rate and latency quantiles. A source nobody
+//! asked for within the lease is dropped, and with it every read of the endpoint.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::{
+    api::{MetricsSource, RequestFigures},
+    app_metrics::{
+        exposition,
+        reading::{self, Source},
+        window::Window,
+    },
+    fetch::{FetchError, Fetcher},
+};
+
+/// At most this many sources are read at once; the one asked for least recently gives way.
+pub const MAX_SOURCES: usize = 4;
+
+/// Bounds of one read of the endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct ScrapeLimits {
+    /// Largest exposition read.
+    pub max_bytes: u64,
+    /// Most samples in it.
+    pub max_series: usize,
+    /// How long one read may take.
+    pub timeout: Duration,
+}
+
+impl Default for ScrapeLimits {
+    fn default() -> Self {
+        Self { max_bytes: 8 << 20, max_series: 200_000, timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Why a source is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// A field out of its allowed form.
+    #[error("metrics.{field} {value:?} {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+fn invalid(field: &'static str, value: &str, reason: &'static str) -> SourceError {
+    SourceError::Invalid { field, value: value.chars().take(128).collect(), reason }
+}
+
+fn metric_name(field: &'static str, value: &str) -> Result<(), SourceError> {
+    let mut bytes = value.bytes();
+    let ok = value.len() <= 128
+        && bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+    if ok { Ok(()) } else { Err(invalid(field, value, "is not a metric name")) }
+}
+
+/// Checks a source and compiles its matchers.
+pub fn compile(spec: &MetricsSource) -> Result<Source, SourceError> {
+    crate::names::base_path(&spec.path).map_err(|_| invalid("path", &spec.path, "is not a plain absolute path"))?;
+    if spec.histograms.is_empty() || spec.histograms.len() > 4 {
+        return Err(invalid("histograms", &spec.histograms.join(","), "must name 1 to 4 histograms"));
+    }
+    for h in &spec.histograms {
+        metric_name("histograms", h)?;
+    }
+    metric_name("requestsCounter", &spec.requests_counter)?;
+    if let Some(label) = &spec.error_label {
+        metric_name("errorLabel", label)?;
+    }
+    let values = &spec.error_values;
+    if values.is_empty()
+        || values.len() > 64
+        || !values.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.|-".contains(&b))
+    {
+        return Err(invalid("errorValues", values, "may only hold letters, digits and _ - . |"));
+    }
+    if spec.match_labels.len() > 8 {
+        return Err(invalid("matchLabels", "", "may hold at most 8 labels"));
+    }
+    if !(10..=3600).contains(&spec.window_seconds) {
+        return Err(invalid("windowSeconds", &spec.window_seconds.to_string(), "must be between 10 and 3600"));
+    }
+    // Only literal characters, `.` and `|`: always a valid expression, matched whole.
+    let error_values = regex::Regex::new(&format!("^(?:{values})$"))
+        .map_err(|_| invalid("errorValues", values, "is not a valid pattern"))?;
+    Ok(Source {
+        histograms: spec.histograms.clone(),
+        requests_counter: spec.requests_counter.clone(),
+        error_label: spec.error_label.clone(),
+        error_values,
+        match_labels: spec.match_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
+}
+
+#[derive(Debug)]
+struct Entry {
+    source: Source,
+    window: Window,
+    figures: RequestFigures,
+    wanted_until: Instant,
+}
+
+/// The sources asked for and their windows.
+#[derive(Debug, Clone)]
+pub struct RequestSignals {
+    entries: Arc<Mutex<HashMap<MetricsSource, Entry>>>,
+    lease: Duration,
+    limits: ScrapeLimits,
+    reads: prometheus::IntCounterVec,
+}
+
+impl RequestSignals {
+    /// Signals whose sources stay wanted for `lease` after each ask; each read of an
+    /// endpoint is counted in `reads` by result.
+    pub fn new(lease: Duration, limits: ScrapeLimits, reads: prometheus::IntCounterVec) -> Self {
+        Self { entries: Arc::default(), lease, limits, reads }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MetricsSource, Entry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `spec` read for the lease; a new source starts with an empty window.
+    pub fn want(&self, spec: &MetricsSource) -> Result<(), SourceError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.wanted_until > now);
+        if let Some(entry) = entries.get_mut(spec) {
+            entry.wanted_until = now + self.lease;
+            return Ok(());
+        }
+        let source = compile(spec)?;
+        while entries.len() >= MAX_SOURCES {
+            let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.wanted_until).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            entries.remove(&oldest);
+        }
+        entries.insert(
+            spec.clone(),
+            Entry {
+                source,
+                window: Window::new(f64::from(spec.window_seconds)),
+                figures: RequestFigures { note: Some("no reading yet".into()), ..Default::default() },
+                wanted_until: now + self.lease,
+            },
+        );
+        Ok(())
+    }
+
+    /// The latest figures of `spec`, if it is wanted.
+    pub fn figures(&self, spec: &MetricsSource) -> Option<RequestFigures> {
+        self.lock().get(spec).map(|e| e.figures.clone())
+    }
+
+    /// Whether any source is wanted now.
+    pub fn wanted(&self) -> bool {
+        let now = Instant::now();
+        self.lock().values().any(|e| e.wanted_until > now)
+    }
+
+    /// Reads every wanted endpoint once (each distinct port and path once) and adds the
+    /// readings to their windows.
+    pub async fn read_all(&self, fetcher: &Fetcher, host: IpAddr) {
+        let now = Instant::now();
+        let mut endpoints: Vec<(u16, String)> =
+            self.lock().iter().filter(|(_, e)| e.wanted_until > now).map(|(k, _)| (k.port, k.path.clone())).collect();
+        endpoints.sort();
+        endpoints.dedup();
+        for (port, path) in endpoints {
+            let url = format!("http://{}{path}", SocketAddr::new(host, port));
+            let body = fetcher.bytes(&url, self.limits.max_bytes, self.limits.timeout).await;
+            let at = clock_seconds();
+            let mut entries = self.lock();
+            for (_, entry) in entries.iter_mut().filter(|(k, _)| k.port == port && k.path == path) {
+                entry.figures = match &body {
+                    Ok(bytes) => read_one(bytes, entry, at, self.limits.max_series),
+                    Err(e) => {
+                        entry.window.clear();
+                        RequestFigures { error: Some(fetch_reason(e, self.limits.max_bytes)), ..Default::default() }
+                    }
+                };
+                let result = match (&body, &entry.figures.error) {
+                    (Err(_), _) => "unreachable",
+                    (Ok(_), Some(_)) => "refused",
+                    (Ok(_), None) => "ok",
+                };
+                self.reads.with_label_values(&[result]).inc();
+            }
+        }
+    }
+}
+
+fn fetch_reason(e: &FetchError, max_bytes: u64) -> String {
+    match e {
+        FetchError::TooLarge { .. } => {
+            format!("the metrics exposition is larger than {} MiB; restrict what the endpoint serves", max_bytes >> 20)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The agent's monotonic clock in seconds, for the window.
+fn clock_seconds() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+fn read_one(bytes: &[u8], entry: &mut Entry, at: f64, max_series: usize) -> RequestFigures {
+    let reading = exposition::parse(bytes, max_series)
+        .map_err(|e| e.to_string())
+        .and_then(|parsed| reading::read(&parsed, &entry.source, at).map_err(|e| e.to_string()));
+    match reading {
+        Ok(reading) => {
+            entry.window.push(reading);
+            figures_of(&entry.window)
+        }
+        Err(reason) => {
+            entry.window.clear();
+            RequestFigures { error: Some(reason), ..Default::default() }
+        }
+    }
+}
+
+/// The wire figures of a window.
+pub fn figures_of(window: &Window) -> RequestFigures {
+    let Some(f) = window.figures() else {
+        return RequestFigures { note: Some("one reading so far; figures need two".into()), ..Default::default() };
+    };
+    let round = |v: f64| (v * 100.0).round() / 100.0;
+    let mut out = RequestFigures {
+        seconds: Some(round(f.seconds)),
+        requests_per_second: Some(round(f.requests_per_second)),
+        error_rate_percent: f.error_rate_percent.map(round),
+        ..Default::default()
+    };
+    if f.requests <= 0.0 {
+        out.note = Some(format!("no requests in the last {:.0}s", f.seconds));
+    }
+    if let Some(q) = f.latency {
+        out.p50_latency_millis = Some(round(q.p50_millis));
+        out.p95_latency_millis = Some(round(q.p95_millis));
+        out.p99_latency_millis = Some(round(q.p99_millis));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MetricsSource {
+        MetricsSource {
+            port: 8080,
+            path: "/metrics".into(),
+            histograms: vec!["http_request_duration_seconds".into()],
+            requests_counter: "http_requests_total".into(),
+            error_label: None,
+            error_values: "5..".into(),
+            match_labels: Default::default(),
+            window_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn sources_are_checked() {
+        assert!(compile(&spec()).is_ok());
+        let bad = MetricsSource { error_values: "5(..)".into(), ..spec() };
+        assert_eq!(
+            compile(&bad).unwrap_err().to_string(),
+            "metrics.errorValues \"5(..)\" may only hold letters, digits and _ - . |"
+        );
+        assert!(compile(&MetricsSource { path: "/../admin".into(), ..spec() }).is_err());
+        assert!(compile(&MetricsSource { histograms: vec!["a-b".into()], ..spec() }).is_err());
+        assert!(compile(&MetricsSource { window_seconds: 5, ..spec() }).is_err());
+        let source = compile(&MetricsSource { error_values: "5..|429".into(), ..spec() }).unwrap();
+        assert!(source.error_values.is_match("503") && source.error_values.is_match("429"));
+        assert!(!source.error_values.is_match("5030") && !source.error_values.is_match("200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_four_sources_and_each_for_its_lease() {
+        let reads = prometheus::IntCounterVec::new(prometheus::Opts::new("reads", "reads"), &["result"]).unwrap();
+        let signals = RequestSignals::new(Duration::from_secs(30), ScrapeLimits::default(), reads);
+        for port in 1..=5 {
+            signals.want(&MetricsSource { port, ..spec() }).unwrap();
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(signals.lock().len(), MAX_SOURCES);
+        assert!(signals.figures(&MetricsSource { port: 1, ..spec() }).is_none(), "the least recently asked gave way");
+        assert!(signals.wanted());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(!signals.wanted(), "nobody asked within the lease: nothing is read");
+    }
+}
