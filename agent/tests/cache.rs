@@ -500,27 +500,9 @@ fn the_core_cases_on_a_three_master_cluster() {
 fn tls_connections_verify_the_server() {
     let dir = tempfile::tempdir().unwrap();
     biometrics_test_support::tls_material(dir.path(), "IP:127.0.0.1,DNS:localhost");
-    let port = biometrics_test_support::free_port(LOCALHOST);
     let file = |f: &str| dir.path().join(f).display().to_string();
-    let server = RedisServer::start_on(
-        port,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            &file("server.pem"),
-            "--tls-key-file",
-            &file("server.key"),
-            "--tls-ca-cert-file",
-            &file("ca.pem"),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            "tls-secret",
-        ],
-    );
+    let server = RedisServer::start_tls(dir.path(), &["--requirepass", "tls-secret"]);
+    let port = server.addr.port();
     let tls_target = json!({"address": server.addr.to_string(), "tls": true, "password": "tls-secret"});
     // An agent that trusts the CA talks TLS to Redis.
     let trusting = Agent::start_with_env(None, &[], &[("SSL_CERT_FILE", &file("ca.pem"))]);
@@ -551,8 +533,91 @@ fn tls_connections_verify_the_server() {
     // One that does not trust it refuses the server.
     let doubting = Agent::start(None, &[]);
     let (status, code, message) = stats_refused(&doubting, tls_target);
-    assert_eq!((status, code.as_str()), (502, "RedisUnreachable"), "{message}");
+    assert_eq!((status, code.as_str()), (502, "RedisCertificateUntrusted"), "{message}");
     assert!(!message.contains("tls-secret"));
+}
+
+#[test]
+fn a_private_ca_and_a_server_name_other_than_the_address_are_verified() {
+    let password = "private-ca-secret";
+    let (pki, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The certificate names a Service, not the loopback address the agent dials.
+    biometrics_test_support::tls_material(pki.path(), "DNS:redis.shop.svc");
+    biometrics_test_support::tls_material(stranger.path(), "DNS:redis.shop.svc");
+    let ca = std::fs::read_to_string(pki.path().join("ca.pem")).unwrap();
+    let other_ca = std::fs::read_to_string(stranger.path().join("ca.pem")).unwrap();
+    let mut server = RedisServer::start_tls(pki.path(), &["--requirepass", password]);
+    let port = server.addr.port();
+    let set_key = |key: &str| {
+        let ca_file = pki.path().join("ca.pem").display().to_string();
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", &ca_file, "--sni", "redis.shop.svc", "-p", &port.to_string()])
+            .args(["--no-auth-warning", "-a", password, "set", key, "v"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let target = |ca: &str, name: Option<&str>| {
+        let mut t = json!({"address": server.addr.to_string(), "tls": true, "password": password, "caBundle": ca});
+        if let Some(name) = name {
+            t["tlsServerName"] = json!(name);
+        }
+        t
+    };
+    // The system's roots do not hold the private CA: this agent trusts it only when told.
+    let agent = Agent::start(None, &[]);
+    let trusted = target(&ca, Some("redis.shop.svc"));
+    let s = stats(&agent, trusted.clone());
+    assert_eq!(s["reachable"], true, "{s}");
+    set_key(&format!("{PREFIX}user:1"));
+    let done =
+        run_invalidation(&agent, &invalidation("inv-ca", trusted.clone(), json!({"name": "u", "keys": ["user:1"]})));
+    assert_eq!((done["state"].as_str(), done["keysDeleted"].as_u64()), (Some("Succeeded"), Some(1)), "{done}");
+
+    // Each refusal has its own code and says what was verified against what.
+    let pem_body = ca.lines().nth(1).unwrap().to_owned();
+    let refusals = [
+        (target(&other_ca, Some("redis.shop.svc")), "RedisCertificateUntrusted", "redis.caSecretRef"),
+        (target(&ca, None), "RedisServerNameMismatch", "the host of redis.address"),
+        (target(&ca, Some("redis.other.svc")), "RedisServerNameMismatch", "\"redis.other.svc\""),
+        (
+            json!({"address": server.addr.to_string(), "tls": true, "password": password}),
+            "RedisCertificateUntrusted",
+            "system's roots",
+        ),
+    ];
+    for (redis, expected, says) in refusals {
+        let (status, code, message) = stats_refused(&agent, redis);
+        assert_eq!((status, code.as_str()), (502, expected), "{message}");
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains(password) && !message.contains(&pem_body), "{message}");
+    }
+
+    // What cannot be a CA bundle, or TLS settings without TLS, are refused before any dial.
+    let bad = [
+        target("not a certificate", Some("redis.shop.svc")),
+        target("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", None),
+        json!({"address": server.addr.to_string(), "tlsServerName": "redis.shop.svc"}),
+        target(&ca, Some("not a name!")),
+    ];
+    for redis in bad {
+        let (status, code, message) = stats_refused(&agent, redis.clone());
+        assert_eq!((status, code.as_str()), (400, "InvalidRequest"), "{redis}: {message}");
+    }
+
+    // The server restarts: the connection verified under the other name is replaced rather
+    // than kept failing.
+    server.kill();
+    let _server = RedisServer::start_tls_on(port, pki.path(), &["--requirepass", password]);
+    set_key(&format!("{PREFIX}user:2"));
+    let rule = json!({"name": "u", "keys": ["user:2"]});
+    let first = run_invalidation(&agent, &invalidation("inv-ca-2", trusted.clone(), rule.clone()));
+    let done = if first["state"] == "Succeeded" {
+        first
+    } else {
+        run_invalidation(&agent, &invalidation("inv-ca-3", trusted, rule))
+    };
+    assert_eq!((done["state"].as_str(), done["keysDeleted"].as_u64()), (Some("Succeeded"), Some(1)), "{done}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! which rules are due and under which job id, what a rollout's state is, what the agent's
 //! answers mean for status.
 
-use biometrics_agent_api::{Password, RedisTarget, RuleSpec, StrategySpec};
+use biometrics_agent_api::{CaBundle, Password, RedisTarget, RuleSpec, StrategySpec};
 use biometrics_crds::{
     INVALIDATE_NOW_ANNOTATION,
     threshold::ThresholdLevel,
@@ -274,16 +274,60 @@ pub fn rule_spec(rule: &InvalidationRule) -> RuleSpec {
     }
 }
 
+/// What the policy's Secrets hold for reaching its Redis.
+#[derive(Debug, Default)]
+pub struct RedisSecrets {
+    /// From `passwordSecretRef`.
+    pub password: Option<String>,
+    /// From `caSecretRef`: PEM, checked by [`check_ca_bundle`].
+    pub ca_bundle: Option<String>,
+}
+
+/// Why a Secret's value is no CA bundle (the value itself is never part of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidCaBundle {
+    /// Not text.
+    #[error("is not UTF-8 text")]
+    NotText,
+    /// A PEM block that does not parse.
+    #[error("is not valid PEM ({0})")]
+    NotPem(String),
+    /// No `CERTIFICATE` block at all.
+    #[error("holds no PEM certificate")]
+    NoCertificate,
+    /// A certificate that cannot be a trust anchor.
+    #[error("holds a certificate that cannot be trusted ({0})")]
+    NotAnAnchor(String),
+}
+
+/// The PEM text of a CA bundle, once it holds at least one certificate usable as a trust
+/// anchor: a bad Secret is reported on the policy before any agent dials with it.
+pub fn check_ca_bundle(bytes: &[u8]) -> Result<String, InvalidCaBundle> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let text = std::str::from_utf8(bytes).map_err(|_| InvalidCaBundle::NotText)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(bytes) {
+        let cert = cert.map_err(|e| InvalidCaBundle::NotPem(e.to_string()))?;
+        roots.add(cert).map_err(|e| InvalidCaBundle::NotAnAnchor(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(InvalidCaBundle::NoCertificate);
+    }
+    Ok(text.to_owned())
+}
+
 /// How the agent reaches the policy's Redis.
-pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarget {
+pub fn redis_target(policy: &CachePolicy, secrets: RedisSecrets) -> RedisTarget {
     let r = &policy.spec.redis;
     let millis = |d: &biometrics_crds::duration::Duration| u64::try_from(d.as_std().as_millis()).unwrap_or(u64::MAX);
     RedisTarget {
         address: r.address.clone(),
         database: u32::try_from(r.database).unwrap_or(0),
         username: r.username.clone(),
-        password: password.map(Password),
+        password: secrets.password.map(Password),
         tls: r.tls,
+        ca_bundle: secrets.ca_bundle.map(CaBundle),
+        tls_server_name: r.tls_server_name.clone(),
         cluster: r.cluster,
         dial_timeout_millis: millis(&r.dial_timeout),
         read_timeout_millis: millis(&r.read_timeout),
@@ -723,8 +767,34 @@ mod tests {
             (wire.strategy_type.as_str(), wire.max_keys, wire.max_memory_bytes),
             ("LFU", Some(100), Some(64 << 20))
         );
-        let target = redis_target(&p, Some("pw".into()));
+        let target = redis_target(&p, RedisSecrets { password: Some("pw".into()), ca_bundle: Some(PEM.into()) });
         assert_eq!(format!("{:?}", target.password), "Some([redacted])");
+        assert!(!format!("{target:?}").contains("MIIBgj"), "the CA bundle stays out of debug output");
+    }
+
+    /// A self-signed P-256 certificate (a CA's, as far as a trust store is concerned).
+    const PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBgjCCASmgAwIBAgIUPxEtzIwFlXq9lh/pc5Bghu9enigwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMB4XDTI2MTEyOTE3NTEyM1oXDTM2MTEy
+NjE3NTEyM1owFzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAE4K9iV+ur0cf9X65ydZ1vjvShJ6DvXMfwiChhyW8V3BO7sLcX
+1y1Y5d7oYAtReXfIf+FcxlnmPk3Ki2z1bKOYoaNTMFEwHQYDVR0OBBYEFEjhGely
+pA2ewp5R8cai31I/UYs7MB8GA1UdIwQYMBaAFEjhGelypA2ewp5R8cai31I/UYs7
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgESs8mUrUWLtyGciV
+s5IXn+cIosuUgx2RpBuIMfKiIxMCIHfeieJOEBjToEQWhfniYS9bXwS7vOwjT10A
+V+dvXSeI
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn a_ca_bundle_is_pem_with_a_certificate() {
+        assert!(check_ca_bundle(PEM.as_bytes()).is_ok());
+        assert_eq!(check_ca_bundle(b"\xff\xfe"), Err(InvalidCaBundle::NotText));
+        assert_eq!(check_ca_bundle(b"just text"), Err(InvalidCaBundle::NoCertificate));
+        let key_only = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert_eq!(check_ca_bundle(key_only.as_bytes()), Err(InvalidCaBundle::NoCertificate));
+        let not_der = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+        assert!(matches!(check_ca_bundle(not_der.as_bytes()), Err(InvalidCaBundle::NotAnAnchor(_))));
     }
 
     #[test]

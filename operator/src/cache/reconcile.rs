@@ -215,28 +215,56 @@ struct Blocked {
     message: String,
 }
 
-/// The password from `passwordSecretRef`, as read within the last 30 s (a rotated password
-/// is used from then on, at once when Redis refuses the old one). Errors name the Secret and
-/// key, never a value.
-async fn password<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy) -> std::result::Result<Option<String>, Blocked> {
-    let Some(reference) = &cp.spec.redis.password_secret_ref else { return Ok(None) };
-    let ns = cp.namespace().unwrap_or_default();
-    let secret = ctx.secrets.get(&ctx.client, &ns, &reference.name).await.map_err(|e| Blocked {
+/// The value under `key` of the Secret `namespace/name`, as read within the last 30 s.
+/// Errors name the Secret and key (and `role`, what it is for, when given), never a value.
+async fn secret_value<A: AgentApi>(
+    ctx: &Context<A>,
+    ns: &str,
+    name: &str,
+    key: &str,
+    role: &str,
+) -> std::result::Result<Vec<u8>, Blocked> {
+    let secret = ctx.secrets.get(&ctx.client, ns, name).await.map_err(|e| Blocked {
         reason: reasons::SECRET_UNREADABLE,
-        message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
+        message: format!("cannot read Secret {ns}/{name}{role}: {e}"),
     })?;
     let Some(secret) = secret else {
-        let message = format!("Secret {ns}/{} not found", reference.name);
+        let message = format!("Secret {ns}/{name} not found{role}");
         return Err(Blocked { reason: reasons::SECRET_NOT_FOUND, message });
     };
-    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| Blocked {
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).ok_or_else(|| Blocked {
         reason: reasons::SECRET_KEY_NOT_FOUND,
-        message: format!("Secret {ns}/{} has no key {:?}", reference.name, reference.key),
-    })?;
-    String::from_utf8(value.0.clone()).map(Some).map_err(|_| Blocked {
-        reason: reasons::SECRET_KEY_INVALID,
-        message: format!("key {:?} of Secret {ns}/{} is not UTF-8 text", reference.key, reference.name),
+        message: format!("Secret {ns}/{name} has no key {key:?}{role}"),
     })
+}
+
+/// The password from `passwordSecretRef` and the CA bundle from `caSecretRef`, as read
+/// within the last 30 s (a rotated value is used from then on; at once when Redis refuses
+/// the password or the certificate).
+async fn redis_secrets<A: AgentApi>(
+    ctx: &Context<A>,
+    cp: &CachePolicy,
+) -> std::result::Result<decide::RedisSecrets, Blocked> {
+    let ns = cp.namespace().unwrap_or_default();
+    let mut secrets = decide::RedisSecrets::default();
+    if let Some(reference) = &cp.spec.redis.password_secret_ref {
+        let value = secret_value(ctx, &ns, &reference.name, &reference.key, "").await?;
+        let password = String::from_utf8(value).map_err(|_| Blocked {
+            reason: reasons::SECRET_KEY_INVALID,
+            message: format!("key {:?} of Secret {ns}/{} is not UTF-8 text", reference.key, reference.name),
+        })?;
+        secrets.password = Some(password);
+    }
+    if let Some(reference) = &cp.spec.redis.ca_secret_ref {
+        let role = " (redis.caSecretRef)";
+        let value = secret_value(ctx, &ns, &reference.name, &reference.key, role).await?;
+        let bundle = decide::check_ca_bundle(&value).map_err(|e| Blocked {
+            reason: reasons::SECRET_KEY_INVALID,
+            message: format!("key {:?} of Secret {ns}/{}{role} {e}", reference.key, reference.name),
+        })?;
+        secrets.ca_bundle = Some(bundle);
+    }
+    Ok(secrets)
 }
 
 fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
@@ -290,11 +318,11 @@ async fn apply<A: AgentApi>(cp: &CachePolicy, ctx: &Context<A>) -> Result<Action
         status.executor = Some(new.name.clone());
     }
     let plans = decide::plan_rules(&current, now, |w| rollout_of(ctx, &ns, w));
-    let blocked = match (&executor, password(ctx, cp).await) {
+    let blocked = match (&executor, redis_secrets(ctx, cp).await) {
         (None, _) => Err(Blocked { reason: reasons::NO_EXECUTOR, message: pods::NO_ELIGIBLE_PODS.into() }),
         (Some(_), Err(b)) => Err(b),
-        (Some(pod), Ok(password)) => match agent_of(&ns, pod) {
-            Some(agent) => Ok((agent, decide::redis_target(cp, password))),
+        (Some(pod), Ok(secrets)) => match agent_of(&ns, pod) {
+            Some(agent) => Ok((agent, decide::redis_target(cp, secrets))),
             None => Err(Blocked { reason: reasons::NO_EXECUTOR, message: format!("pod {} has no IP", pod.name) }),
         },
     };
@@ -659,6 +687,13 @@ impl<A: AgentApi> Work<'_, A> {
         }
     }
 
+    /// The server's certificate was refused: read the CA bundle again at the next use.
+    fn forget_ca_bundle(&self) {
+        if let Some(reference) = &self.cp.spec.redis.ca_secret_ref {
+            self.ctx.secrets.forget(&self.cp.namespace().unwrap_or_default(), &reference.name);
+        }
+    }
+
     /// Samples the cache's health when the last sample is older than the interval.
     async fn sample(&self, status: &mut CachePolicyStatus) {
         let uid = self.cp.uid().unwrap_or_default();
@@ -672,6 +707,9 @@ impl<A: AgentApi> Work<'_, A> {
         let (reachable, reason) = redis_reachability(&answer);
         if reason == reasons::AUTHENTICATION_FAILED {
             self.forget_password();
+        }
+        if reason == reasons::CERTIFICATE_UNTRUSTED {
+            self.forget_ca_bundle();
         }
         let health = match answer {
             Ok(h) => rounded(h),
@@ -735,6 +773,8 @@ fn redis_reachability(answer: &std::result::Result<StatsResponse, AgentError>) -
             Some(ErrorCode::RedisAuthFailed) => (false, reasons::AUTHENTICATION_FAILED),
             Some(ErrorCode::RedisUnreachable) => (false, reasons::UNREACHABLE),
             Some(ErrorCode::RedisCommandFailed) => (false, reasons::COMMAND_FAILED),
+            Some(ErrorCode::RedisCertificateUntrusted) => (false, reasons::CERTIFICATE_UNTRUSTED),
+            Some(ErrorCode::RedisServerNameMismatch) => (false, reasons::SERVER_NAME_MISMATCH),
             Some(ErrorCode::TooManyRequests) => (false, reasons::EXECUTOR_BUSY),
             _ => (false, reasons::EXECUTOR_UNREACHABLE),
         },
@@ -984,7 +1024,7 @@ mod tests {
         let cp = policy();
         let agent =
             AgentAddr { namespace: testing::NS.into(), pod: "cache-0".into(), ip: "10.0.0.1".into(), port: 9477 };
-        let target = decide::redis_target(&cp, None);
+        let target = decide::redis_target(&cp, decide::RedisSecrets::default());
         let work = Work { ctx: &ctx, cp: &cp, agent: &agent, target: &target };
         let mut status = CachePolicyStatus::default();
 
@@ -1006,6 +1046,16 @@ mod tests {
         let cases = [
             (Err(refused(502, ErrorCode::RedisUnreachable, "connection refused")), "False", reasons::UNREACHABLE),
             (Err(refused(502, ErrorCode::RedisCommandFailed, "ERR unknown command")), "False", reasons::COMMAND_FAILED),
+            (
+                Err(refused(502, ErrorCode::RedisCertificateUntrusted, "invalid peer certificate: UnknownIssuer")),
+                "False",
+                reasons::CERTIFICATE_UNTRUSTED,
+            ),
+            (
+                Err(refused(502, ErrorCode::RedisServerNameMismatch, "certificate not valid for name")),
+                "False",
+                reasons::SERVER_NAME_MISMATCH,
+            ),
             (Err(refused(429, ErrorCode::TooManyRequests, "64 Redis connections")), "False", reasons::EXECUTOR_BUSY),
             (Err(AgentError::Timeout(Duration::from_secs(5))), "False", reasons::EXECUTOR_UNREACHABLE),
             (Ok(StatsResponse { reachable: true, ..StatsResponse::default() }), "True", reasons::REACHABLE),
