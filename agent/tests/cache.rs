@@ -821,8 +821,23 @@ fn max_keys_trims_a_million_keys_as_a_job_in_bounded_memory() {
     let server = RedisServer::start(&["--enable-debug-command", "yes"]);
     // DEBUG POPULATE names its keys `<prefix>:<n>`: all under the policy's prefix.
     server.cli(None, &["debug", "populate", "1000000", &format!("{PREFIX}bulk")]);
-    // Idle times count whole seconds: the untouched keys idle two before the touched ones.
-    std::thread::sleep(Duration::from_millis(2100));
+    // The trim ranks keys by idle time, which Redis counts in whole seconds of a clock it
+    // updates ten times a second (later when busy), compared by the agent with a second of
+    // slack against its own clock. So the touched keys must be several seconds more recent
+    // by the server's own reading, not by a sleep of ours: wait until the newest untouched
+    // key (the last one populated) has idled `SEPARATION` seconds on the server, then touch.
+    // The touch is stamped from the same clock, later, so the gap is at least that.
+    const SEPARATION: u64 = 5;
+    let newest_untouched = format!("{PREFIX}bulk:999999");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let idle: u64 = server.cli(None, &["object", "idletime", &newest_untouched]).trim().parse().unwrap();
+        if idle >= SEPARATION {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server's idle clock did not reach {SEPARATION} s ({idle} s)");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let recent: Vec<String> = (0..1000).map(|i| format!("{PREFIX}bulk:{i}")).collect();
     for chunk in recent.chunks(100) {
         let mut args = vec!["mget"];
