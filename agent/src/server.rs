@@ -46,9 +46,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::VolumeConflict | ErrorCode::Busy => StatusCode::CONFLICT,
-        ErrorCode::RedisAuthFailed | ErrorCode::RedisUnreachable | ErrorCode::RedisCommandFailed => {
-            StatusCode::BAD_GATEWAY
-        }
+        ErrorCode::RedisAuthFailed
+        | ErrorCode::RedisUnreachable
+        | ErrorCode::RedisCommandFailed
+        | ErrorCode::RedisCertificateUntrusted
+        | ErrorCode::RedisServerNameMismatch => StatusCode::BAD_GATEWAY,
         ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

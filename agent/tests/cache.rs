@@ -500,27 +500,9 @@ fn the_core_cases_on_a_three_master_cluster() {
 fn tls_connections_verify_the_server() {
     let dir = tempfile::tempdir().unwrap();
     biometrics_test_support::tls_material(dir.path(), "IP:127.0.0.1,DNS:localhost");
-    let port = biometrics_test_support::free_port(LOCALHOST);
     let file = |f: &str| dir.path().join(f).display().to_string();
-    let server = RedisServer::start_on(
-        port,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            &file("server.pem"),
-            "--tls-key-file",
-            &file("server.key"),
-            "--tls-ca-cert-file",
-            &file("ca.pem"),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            "tls-secret",
-        ],
-    );
+    let server = RedisServer::start_tls(dir.path(), &["--requirepass", "tls-secret"]);
+    let port = server.addr.port();
     let tls_target = json!({"address": server.addr.to_string(), "tls": true, "password": "tls-secret"});
     // An agent that trusts the CA talks TLS to Redis.
     let trusting = Agent::start_with_env(None, &[], &[("SSL_CERT_FILE", &file("ca.pem"))]);
@@ -551,8 +533,91 @@ fn tls_connections_verify_the_server() {
     // One that does not trust it refuses the server.
     let doubting = Agent::start(None, &[]);
     let (status, code, message) = stats_refused(&doubting, tls_target);
-    assert_eq!((status, code.as_str()), (502, "RedisUnreachable"), "{message}");
+    assert_eq!((status, code.as_str()), (502, "RedisCertificateUntrusted"), "{message}");
     assert!(!message.contains("tls-secret"));
+}
+
+#[test]
+fn a_private_ca_and_a_server_name_other_than_the_address_are_verified() {
+    let password = "private-ca-secret";
+    let (pki, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The certificate names a Service, not the loopback address the agent dials.
+    biometrics_test_support::tls_material(pki.path(), "DNS:redis.shop.svc");
+    biometrics_test_support::tls_material(stranger.path(), "DNS:redis.shop.svc");
+    let ca = std::fs::read_to_string(pki.path().join("ca.pem")).unwrap();
+    let other_ca = std::fs::read_to_string(stranger.path().join("ca.pem")).unwrap();
+    let mut server = RedisServer::start_tls(pki.path(), &["--requirepass", password]);
+    let port = server.addr.port();
+    let set_key = |key: &str| {
+        let ca_file = pki.path().join("ca.pem").display().to_string();
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", &ca_file, "--sni", "redis.shop.svc", "-p", &port.to_string()])
+            .args(["--no-auth-warning", "-a", password, "set", key, "v"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let target = |ca: &str, name: Option<&str>| {
+        let mut t = json!({"address": server.addr.to_string(), "tls": true, "password": password, "caBundle": ca});
+        if let Some(name) = name {
+            t["tlsServerName"] = json!(name);
+        }
+        t
+    };
+    // The system's roots do not hold the private CA: this agent trusts it only when told.
+    let agent = Agent::start(None, &[]);
+    let trusted = target(&ca, Some("redis.shop.svc"));
+    let s = stats(&agent, trusted.clone());
+    assert_eq!(s["reachable"], true, "{s}");
+    set_key(&format!("{PREFIX}user:1"));
+    let done =
+        run_invalidation(&agent, &invalidation("inv-ca", trusted.clone(), json!({"name": "u", "keys": ["user:1"]})));
+    assert_eq!((done["state"].as_str(), done["keysDeleted"].as_u64()), (Some("Succeeded"), Some(1)), "{done}");
+
+    // Each refusal has its own code and says what was verified against what.
+    let pem_body = ca.lines().nth(1).unwrap().to_owned();
+    let refusals = [
+        (target(&other_ca, Some("redis.shop.svc")), "RedisCertificateUntrusted", "redis.caSecretRef"),
+        (target(&ca, None), "RedisServerNameMismatch", "the host of redis.address"),
+        (target(&ca, Some("redis.other.svc")), "RedisServerNameMismatch", "\"redis.other.svc\""),
+        (
+            json!({"address": server.addr.to_string(), "tls": true, "password": password}),
+            "RedisCertificateUntrusted",
+            "system's roots",
+        ),
+    ];
+    for (redis, expected, says) in refusals {
+        let (status, code, message) = stats_refused(&agent, redis);
+        assert_eq!((status, code.as_str()), (502, expected), "{message}");
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains(password) && !message.contains(&pem_body), "{message}");
+    }
+
+    // What cannot be a CA bundle, or TLS settings without TLS, are refused before any dial.
+    let bad = [
+        target("not a certificate", Some("redis.shop.svc")),
+        target("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", None),
+        json!({"address": server.addr.to_string(), "tlsServerName": "redis.shop.svc"}),
+        target(&ca, Some("not a name!")),
+    ];
+    for redis in bad {
+        let (status, code, message) = stats_refused(&agent, redis.clone());
+        assert_eq!((status, code.as_str()), (400, "InvalidRequest"), "{redis}: {message}");
+    }
+
+    // The server restarts: the connection verified under the other name is replaced rather
+    // than kept failing.
+    server.kill();
+    let _server = RedisServer::start_tls_on(port, pki.path(), &["--requirepass", password]);
+    set_key(&format!("{PREFIX}user:2"));
+    let rule = json!({"name": "u", "keys": ["user:2"]});
+    let first = run_invalidation(&agent, &invalidation("inv-ca-2", trusted.clone(), rule.clone()));
+    let done = if first["state"] == "Succeeded" {
+        first
+    } else {
+        run_invalidation(&agent, &invalidation("inv-ca-3", trusted, rule))
+    };
+    assert_eq!((done["state"].as_str(), done["keysDeleted"].as_u64()), (Some("Succeeded"), Some(1)), "{done}");
 }
 
 #[test]
@@ -756,8 +821,23 @@ fn max_keys_trims_a_million_keys_as_a_job_in_bounded_memory() {
     let server = RedisServer::start(&["--enable-debug-command", "yes"]);
     // DEBUG POPULATE names its keys `<prefix>:<n>`: all under the policy's prefix.
     server.cli(None, &["debug", "populate", "1000000", &format!("{PREFIX}bulk")]);
-    // Idle times count whole seconds: the untouched keys idle two before the touched ones.
-    std::thread::sleep(Duration::from_millis(2100));
+    // The trim ranks keys by idle time, which Redis counts in whole seconds of a clock it
+    // updates ten times a second (later when busy), compared by the agent with a second of
+    // slack against its own clock. So the touched keys must be several seconds more recent
+    // by the server's own reading, not by a sleep of ours: wait until the newest untouched
+    // key (the last one populated) has idled `SEPARATION` seconds on the server, then touch.
+    // The touch is stamped from the same clock, later, so the gap is at least that.
+    const SEPARATION: u64 = 5;
+    let newest_untouched = format!("{PREFIX}bulk:999999");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let idle: u64 = server.cli(None, &["object", "idletime", &newest_untouched]).trim().parse().unwrap();
+        if idle >= SEPARATION {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server's idle clock did not reach {SEPARATION} s ({idle} s)");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let recent: Vec<String> = (0..1000).map(|i| format!("{PREFIX}bulk:{i}")).collect();
     for chunk in recent.chunks(100) {
         let mut args = vec!["mget"];

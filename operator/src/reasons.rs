@@ -109,7 +109,7 @@ pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
 pub const SECRET_UNREADABLE: &str = "SecretUnreadable";
 /// `Ready` False, and its Event: the key's value is not UTF-8.
 pub const SECRET_KEY_INVALID: &str = "SecretKeyInvalid";
-/// `RedisReachable` False: the password cannot be read.
+/// `RedisReachable` False: the password or the CA bundle cannot be read.
 pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
 /// `RedisReachable` True.
 pub const REACHABLE: &str = "Reachable";
@@ -117,6 +117,13 @@ pub const REACHABLE: &str = "Reachable";
 pub const UNREACHABLE: &str = "Unreachable";
 /// `RedisReachable` False: Redis refused the credentials (agent code `RedisAuthFailed`).
 pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+/// `RedisReachable` False: Redis's TLS certificate does not chain to the trusted CAs
+/// (`caSecretRef`, else the system's roots), or is invalid as a certificate
+/// (`RedisCertificateUntrusted`).
+pub const CERTIFICATE_UNTRUSTED: &str = "CertificateUntrusted";
+/// `RedisReachable` False: Redis's TLS certificate is not valid for the name verified
+/// (`tlsServerName`, else the address's host) (`RedisServerNameMismatch`).
+pub const SERVER_NAME_MISMATCH: &str = "ServerNameMismatch";
 /// `RedisReachable` False: Redis answered a command with an error (`RedisCommandFailed`).
 pub const COMMAND_FAILED: &str = "CommandFailed";
 /// `RedisReachable` False: the executor is at one of its bounds (`TooManyRequests`), e.g.

@@ -280,6 +280,7 @@ fn cache_spec() -> Value {
         "redis": {
             "address": "redis:6379", "database": 0, "tls": false, "cluster": false, "username": "app",
             "passwordSecretRef": {"name": "redis", "key": "password"},
+            "caSecretRef": {"name": "redis", "key": "ca.crt"}, "tlsServerName": "redis.shop.svc",
             "poolSize": 10, "dialTimeout": "5s", "readTimeout": "3s", "writeTimeout": "3s"
         },
         "keyPrefix": "users:",
@@ -310,6 +311,9 @@ fn cache_change(path: &str) -> Option<Value> {
         "redis.username" => json!("admin"),
         "redis.passwordSecretRef.name" => json!("redis-rotated"),
         "redis.passwordSecretRef.key" => json!("old"),
+        "redis.caSecretRef.name" => json!("redis-rotated"),
+        "redis.caSecretRef.key" => json!("old-ca.crt"),
+        "redis.tlsServerName" => json!("cache.shop.svc"),
         "redis.poolSize" => json!(4),
         "redis.dialTimeout" => json!("1s"),
         "redis.readTimeout" => json!("10s"),
@@ -390,7 +394,13 @@ fn cache_behaviour(spec: &Value) -> String {
     });
     let password = password.transpose().unwrap();
     out.push(format!("password {password:?}"));
-    let target = cache::redis_target(&policy, password);
+    // Which Secret key the CA bundle would be read from (its lookup's outcome names it).
+    let ca = policy.spec.redis.ca_secret_ref.as_ref().map(|r| {
+        let found = secrets.iter().find(|s| s.metadata.name.as_deref() == Some(r.name.as_str()));
+        cache::secret_bytes(NS, &r.name, &r.key, " (redis.caSecretRef)", found).map(|b| b.len())
+    });
+    out.push(format!("ca {ca:?}"));
+    let target = cache::redis_target(&policy, cache::RedisSecrets { password, ca_bundle: None });
     out.push(format!("{target:?} {:?}", target.password.as_ref().map(|p| p.0.clone())));
     out.push(format!("{:?} digest {}", cache::strategy_spec(&policy), cache::strategy_digest(&policy)));
     let rollout = |w: &biometrics_crds::v1alpha1::WorkloadRef| match (w.kind, w.name.as_str()) {

@@ -572,6 +572,116 @@ async fn with_agent_tls_the_password_travels_only_over_tls() {
     assert!(!sent.windows(password.len()).any(|w| w == password.as_bytes()), "the password never went out in clear");
 }
 
+/// A Redis whose certificate, from its own CA, names a Service rather than the address the
+/// agent dials: trusted through `caSecretRef` and verified under `tlsServerName`; a wrong CA
+/// or name is its own reason on the policy; the PEM and the password show nowhere; fields
+/// that need TLS are refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_behind_a_private_ca_is_verified_under_its_service_name() {
+    let password = "Private-Ca-Pa55";
+    let (pki, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    biometrics_test_support::tls_material(pki.path(), "DNS:redis.shop.svc");
+    biometrics_test_support::tls_material(stranger.path(), "DNS:redis.shop.svc");
+    let ca = std::fs::read_to_string(pki.path().join("ca.pem")).unwrap();
+    let other_ca = std::fs::read_to_string(stranger.path().join("ca.pem")).unwrap();
+    let redis = RedisServer::start_tls(pki.path(), &["--requirepass", password]);
+    let mut world = cache_world(&["127.0.1.41"], &[]).await;
+    world.start_operator();
+    let secrets = |ca: &str| {
+        let indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis-auth\n  namespace: {NS}\nstringData:\n  password: {password}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis-ca\n  namespace: {NS}\nstringData:\n  ca.crt: |\n{indented}"
+        )
+    };
+    world.kubectl(&["apply", "-f", "-"], Some(&secrets(&other_ca)));
+    let manifest = |name: &str| {
+        policy_manifest("private-ca", &redis, "  invalidations:\n  - name: all\n    pattern: \"*\"\n").replace(
+            "  keyPrefix:",
+            &format!(
+                "    tls: true\n    caSecretRef:\n      name: redis-ca\n    tlsServerName: {name}\n    passwordSecretRef:\n      name: redis-auth\n  keyPrefix:"
+            ),
+        )
+    };
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest("redis.shop.svc")));
+    let reachable = |reason: &'static str| {
+        move |cp: &CachePolicy| {
+            condition(cp, "RedisReachable").is_some_and(|c| c.1 == reason)
+                && condition(cp, "Ready").is_some_and(|c| c.1 == reason || reason == "Reachable")
+        }
+    };
+    let cp = wait_policy(&world, "private-ca", Duration::from_secs(30), reachable("CertificateUntrusted")).await;
+    let (_, _, message) = condition(&cp, "RedisReachable").unwrap();
+    assert!(message.contains("not trusted by the CA bundle of redis.caSecretRef"), "{message}");
+
+    // The right CA: read again at once (the refused one is forgotten), and the rule runs.
+    world.kubectl(&["apply", "-f", "-"], Some(&secrets(&ca)));
+    let ca_fixed = Instant::now();
+    wait_policy(&world, "private-ca", Duration::from_secs(30), |cp| {
+        reachable("Reachable")(cp)
+            && condition(cp, "Ready").is_some_and(|c| c.0 == "True")
+            && all_finished(cp, &["all"])
+    })
+    .await;
+    println!("reachable {:?} after the CA was corrected", ca_fixed.elapsed());
+
+    // A name the certificate does not list.
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest("redis.other.svc")));
+    let cp = wait_policy(&world, "private-ca", Duration::from_secs(30), reachable("ServerNameMismatch")).await;
+    let (_, _, message) = condition(&cp, "RedisReachable").unwrap();
+    assert!(message.contains("not valid for redis.tlsServerName \"redis.other.svc\""), "{message}");
+    assert!(cp.status.as_ref().unwrap().conditions.iter().all(|c| c.observed_generation == cp.metadata.generation));
+
+    // A Secret key that is no CA bundle is the policy's reason before any agent dials.
+    world.kubectl(&["apply", "-f", "-"], Some(&secrets("not a certificate")));
+    world.kubectl(&["apply", "-f", "-"], Some(&manifest("redis.shop.svc")));
+    let cp = wait_policy(&world, "private-ca", Duration::from_secs(40), |cp| {
+        condition(cp, "Ready").is_some_and(|c| c.1 == "SecretKeyInvalid")
+    })
+    .await;
+    let (_, _, message) = condition(&cp, "Ready").unwrap();
+    assert!(message.contains("holds no PEM certificate") && message.contains("redis-ca"), "{message}");
+
+    // TLS settings without TLS, and a server name for a cluster, are refused by the schema.
+    let api: Api<CachePolicy> = Api::namespaced(world.client.clone(), NS);
+    for (redis_spec, says) in [
+        (
+            json!({"address": "redis:6379", "caSecretRef": {"name": "redis-ca"}}),
+            "caSecretRef applies only with tls: true",
+        ),
+        (
+            json!({"address": "redis:6379", "tlsServerName": "redis.shop.svc"}),
+            "tlsServerName applies only with tls: true",
+        ),
+        (
+            json!({"address": "redis:6379", "tls": true, "cluster": true, "tlsServerName": "redis.shop.svc"}),
+            "tlsServerName cannot be used with cluster",
+        ),
+        (json!({"address": "redis:6379", "tls": true, "tlsServerName": "not a name!"}), "tlsServerName"),
+    ] {
+        let bad = json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "CachePolicy", "metadata": {"name": "refused"},
+            "spec": {"selector": {}, "redis": redis_spec, "keyPrefix": "x:", "strategy": {"type": "LRU"}}
+        });
+        let err = api.create(&PostParams::default(), &serde_json::from_value(bad).unwrap()).await.unwrap_err();
+        let kube::Error::Api(status) = err else { panic!("expected an API error, got {err:?}") };
+        assert_eq!(status.code, 422, "{}", status.message);
+        assert!(status.message.contains(says), "{}", status.message);
+    }
+
+    // Nowhere: status, Events, operator and agent logs.
+    let status = world.kubectl(&["get", "cpol", "private-ca", "-n", NS, "-o", "json"], None);
+    let events = world.kubectl(&["get", "events", "-n", NS, "-o", "json"], None);
+    let logs = world.all_logs();
+    let pem_lines: Vec<&str> = ca.lines().chain(other_ca.lines()).filter(|l| !l.starts_with("-----")).collect();
+    for (what, text) in [("status", &status), ("events", &events), ("logs", &logs)] {
+        assert!(!text.contains(password), "the password appears in the {what}");
+        for line in &pem_lines {
+            assert!(!text.contains(line), "the CA bundle appears in the {what}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_policy_cancels_its_running_invalidation() {
     let redis = RedisServer::start(&[]);

@@ -198,6 +198,11 @@ pub enum ErrorCode {
     RedisUnreachable,
     /// A Redis command failed.
     RedisCommandFailed,
+    /// Redis's TLS certificate does not chain to a trusted authority (or is expired or
+    /// otherwise invalid as a certificate).
+    RedisCertificateUntrusted,
+    /// Redis's TLS certificate is not valid for the name it was verified for.
+    RedisServerNameMismatch,
     /// The agent's own failure (500).
     Internal,
     /// A code this side does not know yet (a newer agent).

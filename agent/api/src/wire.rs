@@ -315,6 +315,19 @@ impl std::fmt::Debug for Password {
     }
 }
 
+/// PEM certificates of the authorities a Redis server's certificate must chain to. Not
+/// secret, but bulky and of no use to a reader: `Debug` prints its size only, so it stays
+/// out of logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CaBundle(pub String);
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} bytes of PEM]", self.0.len())
+    }
+}
+
 /// How to reach a Redis (a server, or any node of a cluster).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -333,6 +346,14 @@ pub struct RedisTarget {
     /// Connect with TLS.
     #[serde(default)]
     pub tls: bool,
+    /// The certificate authorities (PEM) trusted for the server's certificate instead of
+    /// the system's roots; only with `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
+    /// The name the server's certificate is verified for (and the SNI sent) instead of the
+    /// address's host; only with `tls`, not with `cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
     /// The address is a Redis Cluster node.
     #[serde(default)]
     pub cluster: bool,

@@ -5,13 +5,18 @@
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
-    sync::{Arc, Mutex},
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use redis::{
-    Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisConnectionInfo, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisConnectionInfo, TlsCertificates,
+    Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
@@ -36,6 +41,51 @@ pub enum CacheError {
     /// A bound of the agent is reached; retry later.
     #[error("{0}")]
     Busy(String),
+    /// The server's TLS certificate was refused: why, and what was said.
+    #[error("{message}")]
+    Certificate {
+        /// What was wrong with it.
+        refusal: CertificateRefusal,
+        /// For people.
+        message: String,
+    },
+}
+
+/// Why a Redis server's TLS certificate was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateRefusal {
+    /// It does not chain to a trusted authority, or is not valid as a certificate (expired,
+    /// bad signature, revoked…).
+    Untrusted,
+    /// It is not valid for the name verified.
+    WrongName,
+}
+
+impl CertificateRefusal {
+    /// Why rustls refused a handshake, when it was the server's certificate.
+    fn of(error: &rustls::Error) -> Option<Self> {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                Some(Self::WrongName)
+            }
+            rustls::Error::InvalidCertificate(_) => Some(Self::Untrusted),
+            _ => None,
+        }
+    }
+
+    /// The refusal a failed dial carries, found in its cause: rustls's error inside the I/O
+    /// error the TLS stream failed with.
+    fn in_error(e: &redis::RedisError) -> Option<Self> {
+        type Shared = Arc<dyn std::error::Error + Send + Sync>;
+        // The crate keeps its cause behind an `Arc`, which is what `source` hands out.
+        let cause = std::error::Error::source(e)?;
+        let io = match cause.downcast_ref::<Shared>() {
+            Some(shared) => shared.downcast_ref::<std::io::Error>()?,
+            None => cause.downcast_ref::<std::io::Error>()?,
+        };
+        Self::of(io.get_ref()?.downcast_ref::<rustls::Error>()?)
+    }
 }
 
 impl CacheError {
@@ -48,12 +98,14 @@ impl CacheError {
             Self::Auth(_) => ErrorCode::RedisAuthFailed,
             Self::Command(_) => ErrorCode::RedisCommandFailed,
             Self::Busy(_) => ErrorCode::TooManyRequests,
+            Self::Certificate { refusal: CertificateRefusal::Untrusted, .. } => ErrorCode::RedisCertificateUntrusted,
+            Self::Certificate { refusal: CertificateRefusal::WrongName, .. } => ErrorCode::RedisServerNameMismatch,
         }
     }
 
     /// The connection is not worth keeping: the next request dials again.
     pub fn drops_connection(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::Auth(_))
+        matches!(self, Self::Connect(_) | Self::Auth(_) | Self::Certificate { .. })
     }
 }
 
@@ -95,9 +147,101 @@ pub struct Node {
 #[derive(Clone)]
 pub enum Redis {
     /// One server.
-    Single(ConnectionManager),
+    Single(Server),
     /// A cluster.
     Cluster(ClusterConnection),
+}
+
+impl Redis {
+    /// A connection that failed for good: the pool dials another instead of handing it out.
+    fn is_broken(&self) -> bool {
+        matches!(self, Self::Single(Server::Pinned(p)) if p.broken.load(Ordering::Relaxed))
+    }
+}
+
+/// A connection to one server.
+#[derive(Clone)]
+pub enum Server {
+    /// Reconnects by itself after a failure.
+    Managed(ConnectionManager),
+    /// A TLS server verified under `tlsServerName`: dialled through a resolver that sends
+    /// that name to the address's host, which the connection manager cannot be given, so a
+    /// multiplexed connection that the pool replaces once it has failed for good.
+    Pinned(PinnedConnection),
+}
+
+/// A multiplexed connection that remembers having failed for good.
+#[derive(Clone)]
+pub struct PinnedConnection {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl PinnedConnection {
+    fn note<T>(&self, reply: &redis::RedisResult<T>) {
+        if let Err(e) = reply
+            && (e.is_unrecoverable_error() || e.is_connection_dropped())
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConnectionLike for Server {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Managed(m) => m.req_packed_command(cmd),
+            Self::Pinned(p) => Box::pin(async move {
+                let reply = p.conn.req_packed_command(cmd).await;
+                p.note(&reply);
+                reply
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Managed(m) => m.req_packed_commands(pipeline, offset, count),
+            Self::Pinned(p) => Box::pin(async move {
+                let reply = p.conn.req_packed_commands(pipeline, offset, count).await;
+                p.note(&reply);
+                reply
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Managed(m) => m.get_db(),
+            Self::Pinned(p) => p.conn.get_db(),
+        }
+    }
+}
+
+/// Resolves `tlsServerName` to the host of `address`: the certificate is verified for the
+/// one while the socket goes to the other.
+struct PinnedResolver {
+    name: String,
+    host: String,
+}
+
+impl redis::io::AsyncDNSResolver for PinnedResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
+        let host = if host == self.name { self.host.as_str() } else { host };
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host, port)).await?;
+            Ok(Box::new(addrs) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
 }
 
 fn split_address(address: &str) -> Result<(String, u16), CacheError> {
@@ -112,8 +256,11 @@ fn split_address(address: &str) -> Result<(String, u16), CacheError> {
     Ok((host.to_owned(), port))
 }
 
+/// The host the TLS layer verifies and dials by name: `tlsServerName` when set (a
+/// [`PinnedResolver`] then sends the socket to the address's host), else the address's.
 fn connection_info(target: &RedisTarget, host: String, port: u16) -> Result<redis::ConnectionInfo, CacheError> {
     let addr = if target.tls {
+        let host = target.tls_server_name.clone().unwrap_or(host);
         ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None }
     } else {
         ConnectionAddr::Tcp(host, port)
@@ -132,8 +279,40 @@ fn connection_info(target: &RedisTarget, host: String, port: u16) -> Result<redi
 /// never holds a job or a request slot longer.
 pub const MAX_TIMEOUT_MILLIS: u64 = 60_000;
 
+/// The trust a TLS target asks for beyond the system's roots: its CA bundle, parsed.
+fn tls_certificates(target: &RedisTarget) -> Option<TlsCertificates> {
+    target.ca_bundle.as_ref().map(|ca| TlsCertificates { client_tls: None, root_cert: Some(ca.0.clone().into_bytes()) })
+}
+
+/// Checks a CA bundle: PEM holding at least one certificate, each one a trust anchor.
+fn check_ca_bundle(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("redis.caBundle is not valid PEM: {e}"))?;
+        roots.add(cert).map_err(|e| format!("redis.caBundle holds a certificate that cannot be trusted: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("redis.caBundle holds no PEM certificate".into());
+    }
+    Ok(())
+}
+
 /// Checks what a request says about its Redis before anything dials it.
 pub fn check_target(target: &RedisTarget) -> Result<(), String> {
+    if !target.tls && (target.ca_bundle.is_some() || target.tls_server_name.is_some()) {
+        return Err("redis.caBundle and redis.tlsServerName apply only with redis.tls".into());
+    }
+    if let Some(name) = &target.tls_server_name {
+        if target.cluster {
+            return Err("redis.tlsServerName cannot be used with a cluster".into());
+        }
+        rustls::pki_types::ServerName::try_from(name.as_str())
+            .map_err(|_| format!("redis.tlsServerName {name:?} is not a DNS name or IP address"))?;
+    }
+    if let Some(ca) = &target.ca_bundle {
+        check_ca_bundle(&ca.0)?;
+    }
     for (field, value) in [
         ("redis.dialTimeoutMillis", target.dial_timeout_millis),
         ("redis.readTimeoutMillis", target.read_timeout_millis),
@@ -154,6 +333,9 @@ struct TargetKey {
     database: u32,
     username: Option<String>,
     tls: bool,
+    /// A digest of the CA bundle: another CA is another connection, verified anew.
+    ca_bundle: Option<u64>,
+    tls_server_name: Option<String>,
     cluster: bool,
 }
 
@@ -164,6 +346,12 @@ impl TargetKey {
             database: target.database,
             username: target.username.clone(),
             tls: target.tls,
+            ca_bundle: target.ca_bundle.as_ref().map(|ca| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                ca.0.hash(&mut h);
+                h.finish()
+            }),
+            tls_server_name: target.tls_server_name.clone(),
             cluster: target.cluster,
         }
     }
@@ -268,6 +456,12 @@ impl Pool {
     fn lookup(&self, key: &TargetKey, secret: u64, wanted: usize) -> Result<Lookup, CacheError> {
         let mut targets = self.lock();
         self.expire(&mut targets);
+        if let Some(p) = targets.get_mut(key) {
+            p.connections.retain(|c| !c.is_broken());
+            if p.connections.is_empty() {
+                targets.remove(key);
+            }
+        }
         let others = Self::open_besides(&targets, key);
         match targets.get_mut(key) {
             Some(p) if p.secret == secret => {
@@ -322,25 +516,49 @@ impl Pool {
 /// The most connections one target gets, whatever its `poolSize` (the schema's maximum).
 pub const MAX_POOL_SIZE: u32 = 100;
 
+/// Why a dial failed, as the caller decides on it: credentials, the server's certificate
+/// (saying what it was verified against), or reachability.
+fn dial_error(target: &RedisTarget, e: &redis::RedisError) -> CacheError {
+    let address = &target.address;
+    if let Some(refusal) = CertificateRefusal::in_error(e) {
+        let message = match refusal {
+            CertificateRefusal::Untrusted => {
+                let trust = if target.ca_bundle.is_some() {
+                    "the CA bundle of redis.caSecretRef"
+                } else {
+                    "the system's roots (a private CA needs redis.caSecretRef)"
+                };
+                format!("Redis at {address} presented a TLS certificate not trusted by {trust}: {}", describe(e))
+            }
+            CertificateRefusal::WrongName => {
+                let name = match &target.tls_server_name {
+                    Some(name) => format!("redis.tlsServerName {name:?}"),
+                    None => "the host of redis.address (redis.tlsServerName names another)".into(),
+                };
+                format!("Redis at {address} presented a TLS certificate not valid for {name}: {}", describe(e))
+            }
+        };
+        return CacheError::Certificate { refusal, message };
+    }
+    let message = format!("cannot connect to Redis at {address}: {}", describe(e));
+    if is_auth_failure(e) { CacheError::Auth(message) } else { CacheError::Connect(message) }
+}
+
 async fn connect(target: &RedisTarget) -> Result<Redis, CacheError> {
     let (host, port) = split_address(&target.address)?;
     let dial = Duration::from_millis(target.dial_timeout_millis.max(1));
     let io = Duration::from_millis(target.read_timeout_millis.max(target.write_timeout_millis).max(1));
-    let unreachable = |e: redis::RedisError| {
-        let message = format!("cannot connect to Redis at {}: {}", target.address, describe(&e));
-        if is_auth_failure(&e) { CacheError::Auth(message) } else { CacheError::Connect(message) }
-    };
+    let unreachable = |e: redis::RedisError| dial_error(target, &e);
     if target.cluster {
         if target.database != 0 {
             return Err(CacheError::Invalid("a Redis Cluster has only database 0".into()));
         }
         let info = connection_info(target, host, port)?;
-        let client = redis::cluster::ClusterClientBuilder::new(vec![info])
-            .connection_timeout(dial)
-            .response_timeout(io)
-            .retries(1)
-            .build()
-            .map_err(unreachable)?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(vec![info]);
+        if let Some(certs) = tls_certificates(target) {
+            builder = builder.certs(certs);
+        }
+        let client = builder.connection_timeout(dial).response_timeout(io).retries(1).build().map_err(unreachable)?;
         let conn = tokio::time::timeout(dial + io, client.get_async_connection())
             .await
             .map_err(|_| CacheError::Connect(format!("cannot connect to Redis at {}: timed out", target.address)))?
@@ -353,7 +571,24 @@ async fn connect(target: &RedisTarget) -> Result<Redis, CacheError> {
             .map_err(|e| CacheError::Connect(format!("cannot use Redis at {}: {e}", target.address)))?;
         Ok(redis)
     } else {
-        let client = redis::Client::open(connection_info(target, host, port)?).map_err(unreachable)?;
+        let info = connection_info(target, host.clone(), port)?;
+        let client = match tls_certificates(target) {
+            Some(certs) => redis::Client::build_with_tls(info, certs),
+            None => redis::Client::open(info),
+        }
+        .map_err(unreachable)?;
+        let timed_out = || CacheError::Connect(format!("cannot connect to Redis at {}: timed out", target.address));
+        if let Some(name) = target.tls_server_name.clone() {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(dial))
+                .set_response_timeout(Some(io))
+                .set_dns_resolver(PinnedResolver { name, host });
+            let conn = tokio::time::timeout(dial + io, client.get_multiplexed_async_connection_with_config(&config))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(unreachable)?;
+            return Ok(Redis::Single(Server::Pinned(PinnedConnection { conn, broken: Arc::default() })));
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(dial))
             .set_response_timeout(Some(io))
@@ -361,9 +596,9 @@ async fn connect(target: &RedisTarget) -> Result<Redis, CacheError> {
             .set_max_delay(Duration::from_millis(500));
         let manager = tokio::time::timeout(dial + io, client.get_connection_manager_with_config(config))
             .await
-            .map_err(|_| CacheError::Connect(format!("cannot connect to Redis at {}: timed out", target.address)))?
+            .map_err(|_| timed_out())?
             .map_err(unreachable)?;
-        Ok(Redis::Single(manager))
+        Ok(Redis::Single(Server::Managed(manager)))
     }
 }
 
@@ -517,6 +752,8 @@ mod tests {
             username: None,
             password: Some(crate::api::Password("hunter2".into())),
             tls: false,
+            ca_bundle: None,
+            tls_server_name: None,
             cluster: false,
             dial_timeout_millis: 1,
             read_timeout_millis: 1,

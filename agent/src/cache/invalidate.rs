@@ -217,7 +217,12 @@ impl Jobs {
                 }
             }))
         };
-        let result = self.delete(req, &mut redis).await;
+        // Pattern deletes unlink on another of the target's connections (when its poolSize
+        // allows one): the SCAN reply then leaves Redis without waiting behind an UNLINK.
+        let result = match pool.get(&req.redis).await {
+            Ok(unlinker) => self.delete(req, &mut redis, unlinker).await,
+            Err(e) => Err(e),
+        };
         drop(heartbeat);
         match result {
             Ok(()) => {
@@ -255,7 +260,7 @@ impl Jobs {
     }
 
     /// The deletion itself, counting as it goes.
-    async fn delete(&self, req: &InvalidationRequest, redis: &mut Redis) -> Result<(), CacheError> {
+    async fn delete(&self, req: &InvalidationRequest, redis: &mut Redis, unlinker: Redis) -> Result<(), CacheError> {
         let mut throttle = Throttle::new(self.limits.max_ops_per_second);
         let rule = &req.rule;
         let matcher = match (&rule.pattern, &rule.prefix) {
@@ -265,31 +270,7 @@ impl Jobs {
         };
         if let Some(matcher) = matcher {
             for node in redis.scan_nodes().await? {
-                // The UNLINK of one page overlaps the SCAN of the next (one multiplexed
-                // connection, two commands in flight).
-                let mut pending: Option<tokio::task::JoinHandle<Result<(u64, u64), CacheError>>> = None;
-                let mut cursor = 0;
-                loop {
-                    let (next, keys) =
-                        redis.scan(node.as_ref(), cursor, Some(&matcher), self.limits.scan_count).await?;
-                    let owned: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
-                    if let Some(previous) = pending.take() {
-                        self.settle(req, previous, &mut throttle).await?;
-                    }
-                    if !owned.is_empty() {
-                        let (mut r, node) = (redis.clone(), node.clone());
-                        pending = Some(tokio::spawn(async move {
-                            r.unlink(node.as_ref(), &owned).await.map(|d| (owned.len() as u64, d))
-                        }));
-                    }
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
-                }
-                if let Some(previous) = pending.take() {
-                    self.settle(req, previous, &mut throttle).await?;
-                }
+                self.delete_matching(req, (redis, &unlinker), node, &matcher, &mut throttle).await?;
             }
             return Ok(());
         }
@@ -324,6 +305,51 @@ impl Jobs {
             // The set is a key the rule deletes too, and counts like one.
             let removed: u64 = redis.query(None, redis::cmd("UNLINK").arg(&set)).await?;
             self.update(&req.id, |s| s.keys_deleted += removed);
+        }
+        Ok(())
+    }
+
+    /// Deletes the keys of one node that match: a chain of `SCAN`s, each sent as soon as the
+    /// previous page arrives (before that page is filtered), and each page's `UNLINK` sent
+    /// on the other connection once filtered, with [`UNLINKS_IN_FLIGHT`] at most, so Redis
+    /// has an `UNLINK` to run while the agent turns a `SCAN` reply into the next `SCAN`.
+    async fn delete_matching(
+        &self,
+        req: &InvalidationRequest,
+        (redis, unlinker): (&mut Redis, &Redis),
+        node: Option<Node>,
+        matcher: &str,
+        throttle: &mut Throttle,
+    ) -> Result<(), CacheError> {
+        type Page = tokio::task::JoinHandle<Result<(u64, Vec<Vec<u8>>), CacheError>>;
+        let (scan_count, unlink_batch, depth) = (self.limits.scan_count, self.limits.unlink_batch, UNLINKS_IN_FLIGHT);
+        let scan = |cursor: u64| -> Page {
+            let (mut r, node, matcher) = (redis.clone(), node.clone(), matcher.to_owned());
+            tokio::spawn(async move { r.scan(node.as_ref(), cursor, Some(&matcher), scan_count).await })
+        };
+        let mut unlinks = std::collections::VecDeque::new();
+        let mut next_page = Some(scan(0));
+        while let Some(page) = next_page.take() {
+            let (cursor, keys) =
+                page.await.map_err(|e| CacheError::Command(format!("the scan task failed: {e}")))??;
+            if cursor != 0 {
+                next_page = Some(scan(cursor));
+            }
+            let owned: Vec<Vec<u8>> = keys.into_iter().filter(|k| glob::owned(&req.key_prefix, k)).collect();
+            for batch in owned.chunks(unlink_batch) {
+                while unlinks.len() >= depth {
+                    if let Some(oldest) = unlinks.pop_front() {
+                        self.settle(req, oldest, throttle).await?;
+                    }
+                }
+                let (mut r, node, batch) = (unlinker.clone(), node.clone(), batch.to_vec());
+                unlinks.push_back(tokio::spawn(async move {
+                    r.unlink(node.as_ref(), &batch).await.map(|d| (batch.len() as u64, d))
+                }));
+            }
+        }
+        while let Some(oldest) = unlinks.pop_front() {
+            self.settle(req, oldest, throttle).await?;
         }
         Ok(())
     }
@@ -365,6 +391,10 @@ impl Jobs {
         Ok(())
     }
 }
+
+/// `UNLINK`s of one pattern invalidation in flight at once: two keep one queued behind the
+/// one Redis runs; more only lengthen what a `PING` waits behind.
+const UNLINKS_IN_FLIGHT: usize = 2;
 
 /// A job just accepted.
 fn running(id: &str) -> InvalidationStatus {

@@ -104,6 +104,11 @@ pub struct CachePolicySpec {
 /// A Redis server (or cluster) and how to connect to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.caSecretRef) || self.tls", "message": "caSecretRef applies only with tls: true", "fieldPath": ".caSecretRef"},
+    {"rule": "!has(self.tlsServerName) || self.tls", "message": "tlsServerName applies only with tls: true", "fieldPath": ".tlsServerName"},
+    {"rule": "!has(self.tlsServerName) || !self.cluster", "message": "tlsServerName cannot be used with cluster: a cluster's nodes are verified under the addresses they announce", "fieldPath": ".tlsServerName"}
+]))]
 pub struct RedisConnection {
     /// `host:port` of the Redis server (for a cluster: of any node).
     #[schemars(length(min = 3, max = 261), regex(pattern = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$"))]
@@ -114,9 +119,30 @@ pub struct RedisConnection {
     #[schemars(range(min = 0, max = 1023))]
     pub database: i32,
 
-    /// Connect with TLS.
+    /// Connect with TLS. The server's certificate is verified against the system's
+    /// trusted roots, or against `caSecretRef` when set, for the host of `address`, or for
+    /// `tlsServerName` when set.
     #[serde(default)]
     pub tls: bool,
+
+    /// The Secret key (in this namespace) holding the PEM bundle of the certificate
+    /// authorities that sign the server's certificate, trusted instead of the system's
+    /// roots (a private CA). Only with `tls: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretKeyRef>,
+
+    /// The name the server's certificate must be valid for, when it is not the host of
+    /// `address` (an IP address, or a Service name the certificate does not list). Also
+    /// sent as the TLS server name indication. Only with `tls: true`, and not with
+    /// `cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+        )
+    )]
+    pub tls_server_name: Option<String>,
 
     /// The address is a Redis Cluster node: scans run on every master.
     #[serde(default)]
@@ -188,6 +214,24 @@ pub struct SecretKeyRef {
 
 fn default_secret_key() -> String {
     "password".to_owned()
+}
+
+/// A key of a Secret in the same namespace holding PEM certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within the Secret (`ca.crt`, as cert-manager and service-account Secrets
+    /// name it, unless set).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
 }
 
 /// How keys under the prefix are kept in check.

@@ -2,7 +2,7 @@
 //! which rules are due and under which job id, what a rollout's state is, what the agent's
 //! answers mean for status.
 
-use biometrics_agent_api::{Password, RedisTarget, RuleSpec, StrategySpec};
+use biometrics_agent_api::{CaBundle, Password, RedisTarget, RuleSpec, StrategySpec};
 use biometrics_crds::{
     INVALIDATE_NOW_ANNOTATION,
     threshold::ThresholdLevel,
@@ -280,16 +280,60 @@ pub fn rule_spec(rule: &InvalidationRule) -> RuleSpec {
     }
 }
 
+/// What the policy's Secrets hold for reaching its Redis.
+#[derive(Debug, Default, Clone)]
+pub struct RedisSecrets {
+    /// From `passwordSecretRef`.
+    pub password: Option<String>,
+    /// From `caSecretRef`: PEM, checked by [`check_ca_bundle`].
+    pub ca_bundle: Option<String>,
+}
+
+/// Why a Secret's value is no CA bundle (the value itself is never part of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidCaBundle {
+    /// Not text.
+    #[error("is not UTF-8 text")]
+    NotText,
+    /// A PEM block that does not parse.
+    #[error("is not valid PEM ({0})")]
+    NotPem(String),
+    /// No `CERTIFICATE` block at all.
+    #[error("holds no PEM certificate")]
+    NoCertificate,
+    /// A certificate that cannot be a trust anchor.
+    #[error("holds a certificate that cannot be trusted ({0})")]
+    NotAnAnchor(String),
+}
+
+/// The PEM text of a CA bundle, once it holds at least one certificate usable as a trust
+/// anchor: a bad Secret is reported on the policy before any agent dials with it.
+pub fn check_ca_bundle(bytes: &[u8]) -> Result<String, InvalidCaBundle> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let text = std::str::from_utf8(bytes).map_err(|_| InvalidCaBundle::NotText)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(bytes) {
+        let cert = cert.map_err(|e| InvalidCaBundle::NotPem(e.to_string()))?;
+        roots.add(cert).map_err(|e| InvalidCaBundle::NotAnAnchor(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(InvalidCaBundle::NoCertificate);
+    }
+    Ok(text.to_owned())
+}
+
 /// How the agent reaches the policy's Redis.
-pub fn redis_target(policy: &CachePolicy, password: Option<String>) -> RedisTarget {
+pub fn redis_target(policy: &CachePolicy, secrets: RedisSecrets) -> RedisTarget {
     let r = &policy.spec.redis;
     let millis = |d: &biometrics_crds::duration::Duration| u64::try_from(d.as_std().as_millis()).unwrap_or(u64::MAX);
     RedisTarget {
         address: r.address.clone(),
         database: u32::try_from(r.database).unwrap_or(0),
         username: r.username.clone(),
-        password: password.map(Password),
+        password: secrets.password.map(Password),
         tls: r.tls,
+        ca_bundle: secrets.ca_bundle.map(CaBundle),
+        tls_server_name: r.tls_server_name.clone(),
         cluster: r.cluster,
         dial_timeout_millis: millis(&r.dial_timeout),
         read_timeout_millis: millis(&r.read_timeout),
@@ -306,17 +350,32 @@ pub fn secret_password(
     reference: &SecretKeyRef,
     secret: Option<&Secret>,
 ) -> Result<String, (&'static str, String)> {
-    let Some(secret) = secret else {
-        return Err((reasons::SECRET_NOT_FOUND, format!("Secret {namespace}/{} not found", reference.name)));
-    };
-    let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| {
-        let message = format!("Secret {namespace}/{} has no key {:?}", reference.name, reference.key);
-        (reasons::SECRET_KEY_NOT_FOUND, message)
-    })?;
-    String::from_utf8(value.0.clone()).map_err(|_| {
+    let value = secret_bytes(namespace, &reference.name, &reference.key, "", secret)?;
+    String::from_utf8(value).map_err(|_| {
         let message = format!("key {:?} of Secret {namespace}/{} is not UTF-8 text", reference.key, reference.name);
         (reasons::SECRET_KEY_INVALID, message)
     })
+}
+
+/// The value under `key` of `secret` (the Secret `namespace/name`, if it exists); or why there
+/// is none, as a reason and a message naming the Secret and key (and `role`, what the value
+/// is for, when given), never a value.
+pub fn secret_bytes(
+    namespace: &str,
+    name: &str,
+    key: &str,
+    role: &str,
+    secret: Option<&Secret>,
+) -> Result<Vec<u8>, (&'static str, String)> {
+    let Some(secret) = secret else {
+        return Err((reasons::SECRET_NOT_FOUND, format!("Secret {namespace}/{name} not found{role}")));
+    };
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.clone())
+        .ok_or_else(|| (reasons::SECRET_KEY_NOT_FOUND, format!("Secret {namespace}/{name} has no key {key:?}{role}")))
 }
 
 /// Bytes in a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions and exponents are
@@ -499,14 +558,10 @@ mod tests {
         let now = t("2026-01-01T00:00:00Z");
         let p = policy(json!([{"name": "all", "pattern": "*"}]), json!({}), json!({}), 2);
         let candidates = vec![pod("api-0"), pod("api-1")];
-        let observed = |candidates: Vec<PodInfo>, password| Observed {
-            policy: &p,
-            candidates,
-            rollouts: Vec::new(),
-            password,
-            now,
-        };
-        let plan = plan_policy(&observed(candidates.clone(), Ok(Some("pw".into()))));
+        let observed =
+            |candidates: Vec<PodInfo>, secrets| Observed { policy: &p, candidates, rollouts: Vec::new(), secrets, now };
+        let with_password = RedisSecrets { password: Some("pw".into()), ca_bundle: None };
+        let plan = plan_policy(&observed(candidates.clone(), Ok(with_password)));
         let chosen = plan.status.executor.clone().unwrap();
         assert_eq!(plan.executor_changed, Some(format!("{chosen} executes this policy's Redis work")));
         assert_eq!(plan.status.observed_generation, Some(2));
@@ -518,7 +573,7 @@ mod tests {
             Blocked { reason: reasons::SECRET_NOT_FOUND, message: "Secret shop/redis not found".into() };
         let plan = plan_policy(&observed(candidates, Err(secret_missing.clone())));
         assert_eq!(plan.work.unwrap_err(), secret_missing);
-        let plan = plan_policy(&observed(Vec::new(), Ok(None)));
+        let plan = plan_policy(&observed(Vec::new(), Ok(RedisSecrets::default())));
         assert_eq!(plan.work.unwrap_err().reason, reasons::NO_EXECUTOR);
         assert_eq!((plan.status.executor, plan.executor_changed), (None, None));
 
@@ -785,8 +840,34 @@ mod tests {
             (wire.strategy_type.as_str(), wire.max_keys, wire.max_memory_bytes),
             ("LFU", Some(100), Some(64 << 20))
         );
-        let target = redis_target(&p, Some("pw".into()));
+        let target = redis_target(&p, RedisSecrets { password: Some("pw".into()), ca_bundle: Some(PEM.into()) });
         assert_eq!(format!("{:?}", target.password), "Some([redacted])");
+        assert!(!format!("{target:?}").contains("MIIBgj"), "the CA bundle stays out of debug output");
+    }
+
+    /// A self-signed P-256 certificate (a CA's, as far as a trust store is concerned).
+    const PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBgjCCASmgAwIBAgIUPxEtzIwFlXq9lh/pc5Bghu9enigwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMB4XDTI2MTEyOTE3NTEyM1oXDTM2MTEy
+NjE3NTEyM1owFzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAE4K9iV+ur0cf9X65ydZ1vjvShJ6DvXMfwiChhyW8V3BO7sLcX
+1y1Y5d7oYAtReXfIf+FcxlnmPk3Ki2z1bKOYoaNTMFEwHQYDVR0OBBYEFEjhGely
+pA2ewp5R8cai31I/UYs7MB8GA1UdIwQYMBaAFEjhGelypA2ewp5R8cai31I/UYs7
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgESs8mUrUWLtyGciV
+s5IXn+cIosuUgx2RpBuIMfKiIxMCIHfeieJOEBjToEQWhfniYS9bXwS7vOwjT10A
+V+dvXSeI
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn a_ca_bundle_is_pem_with_a_certificate() {
+        assert!(check_ca_bundle(PEM.as_bytes()).is_ok());
+        assert_eq!(check_ca_bundle(b"\xff\xfe"), Err(InvalidCaBundle::NotText));
+        assert_eq!(check_ca_bundle(b"just text"), Err(InvalidCaBundle::NoCertificate));
+        let key_only = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert_eq!(check_ca_bundle(key_only.as_bytes()), Err(InvalidCaBundle::NoCertificate));
+        let not_der = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+        assert!(matches!(check_ca_bundle(not_der.as_bytes()), Err(InvalidCaBundle::NotAnAnchor(_))));
     }
 
     #[test]
@@ -901,8 +982,8 @@ pub struct Observed<'a> {
     pub candidates: Vec<PodInfo>,
     /// The workloads the rules' `onRolloutOf` name, and where each one's rollout stands.
     pub rollouts: Vec<(WorkloadRef, Option<Rollout>)>,
-    /// The Redis password, or why it cannot be had.
-    pub password: Result<Option<String>, Blocked>,
+    /// The Redis password and CA bundle, or why they cannot be had.
+    pub secrets: Result<RedisSecrets, Blocked>,
     /// Now.
     pub now: Timestamp,
 }
@@ -940,11 +1021,11 @@ pub fn plan_policy(o: &Observed<'_>) -> PolicyPlan {
         status.executor = Some(new.name.clone());
     }
     let rules = plan_rules(policy, o.now, |w| o.rollouts.iter().find(|(r, _)| r == w).and_then(|(_, x)| x.clone()));
-    let work = match (executor, &o.password) {
+    let work = match (executor, &o.secrets) {
         (None, _) => Err(Blocked { reason: reasons::NO_EXECUTOR, message: crate::pods::NO_ELIGIBLE_PODS.into() }),
         (Some(_), Err(b)) => Err(b.clone()),
-        (Some(pod), Ok(password)) => match crate::pods::agent_of(&ns, pod) {
-            Some(agent) => Ok((agent, redis_target(policy, password.clone()))),
+        (Some(pod), Ok(secrets)) => match crate::pods::agent_of(&ns, pod) {
+            Some(agent) => Ok((agent, redis_target(policy, secrets.clone()))),
             None => Err(Blocked { reason: reasons::NO_EXECUTOR, message: format!("pod {} has no IP", pod.name) }),
         },
     };

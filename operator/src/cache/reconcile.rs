@@ -212,19 +212,50 @@ impl InvalidSpecStatus for CachePolicyStatus {
     }
 }
 
-/// The password from `passwordSecretRef`, as read within the last 30 s (a rotated password
-/// is used from then on, at once when Redis refuses the old one). Errors name the Secret and
-/// key, never a value.
-async fn password<A: AgentApi>(ctx: &Context<A>, cp: &CachePolicy) -> std::result::Result<Option<String>, Blocked> {
-    let Some(reference) = &cp.spec.redis.password_secret_ref else { return Ok(None) };
-    let ns = cp.namespace().unwrap_or_default();
-    let secret = ctx.secrets.get(&ctx.client, &ns, &reference.name).await.map_err(|e| Blocked {
+/// The value under `key` of the Secret `namespace/name`, as read within the last 30 s.
+/// Errors name the Secret and key (and `role`, what it is for, when given), never a value.
+async fn secret_value<A: AgentApi>(
+    ctx: &Context<A>,
+    ns: &str,
+    name: &str,
+    key: &str,
+    role: &str,
+) -> std::result::Result<Vec<u8>, Blocked> {
+    let secret = ctx.secrets.get(&ctx.client, ns, name).await.map_err(|e| Blocked {
         reason: reasons::SECRET_UNREADABLE,
-        message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
+        message: format!("cannot read Secret {ns}/{name}{role}: {e}"),
     })?;
-    decide::secret_password(&ns, reference, secret.as_deref())
-        .map(Some)
+    decide::secret_bytes(ns, name, key, role, secret.as_deref())
         .map_err(|(reason, message)| Blocked { reason, message })
+}
+
+/// The password from `passwordSecretRef` and the CA bundle from `caSecretRef`, as read
+/// within the last 30 s (a rotated value is used from then on; at once when Redis refuses
+/// the password or the certificate).
+async fn redis_secrets<A: AgentApi>(
+    ctx: &Context<A>,
+    cp: &CachePolicy,
+) -> std::result::Result<decide::RedisSecrets, Blocked> {
+    let ns = cp.namespace().unwrap_or_default();
+    let mut secrets = decide::RedisSecrets::default();
+    if let Some(reference) = &cp.spec.redis.password_secret_ref {
+        let secret = ctx.secrets.get(&ctx.client, &ns, &reference.name).await.map_err(|e| Blocked {
+            reason: reasons::SECRET_UNREADABLE,
+            message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
+        })?;
+        let password = decide::secret_password(&ns, reference, secret.as_deref());
+        secrets.password = Some(password.map_err(|(reason, message)| Blocked { reason, message })?);
+    }
+    if let Some(reference) = &cp.spec.redis.ca_secret_ref {
+        let role = " (redis.caSecretRef)";
+        let value = secret_value(ctx, &ns, &reference.name, &reference.key, role).await?;
+        let bundle = decide::check_ca_bundle(&value).map_err(|e| Blocked {
+            reason: reasons::SECRET_KEY_INVALID,
+            message: format!("key {:?} of Secret {ns}/{}{role} {e}", reference.key, reference.name),
+        })?;
+        secrets.ca_bundle = Some(bundle);
+    }
+    Ok(secrets)
 }
 
 fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
@@ -289,8 +320,8 @@ async fn observe<'a, A: AgentApi>(
             (w, rollout)
         })
         .collect();
-    let password = password(ctx, current).await;
-    decide::Observed { policy: current, candidates, rollouts, password, now }
+    let secrets = redis_secrets(ctx, current).await;
+    decide::Observed { policy: current, candidates, rollouts, secrets, now }
 }
 
 /// Carries out `plan`: the executor's running jobs driven, due rules started, the strategy
@@ -683,6 +714,13 @@ impl<A: AgentApi> Work<'_, A> {
         }
     }
 
+    /// The server's certificate was refused: read the CA bundle again at the next use.
+    fn forget_ca_bundle(&self) {
+        if let Some(reference) = &self.cp.spec.redis.ca_secret_ref {
+            self.ctx.secrets.forget(&self.cp.namespace().unwrap_or_default(), &reference.name);
+        }
+    }
+
     /// Samples the cache's health when the last sample is older than the interval.
     async fn sample(&self, status: &mut CachePolicyStatus) {
         let uid = self.cp.uid().unwrap_or_default();
@@ -701,6 +739,9 @@ impl<A: AgentApi> Work<'_, A> {
         let (reachable, reason) = redis_reachability(&answer);
         if reason == reasons::AUTHENTICATION_FAILED {
             self.forget_password();
+        }
+        if reason == reasons::CERTIFICATE_UNTRUSTED {
+            self.forget_ca_bundle();
         }
         let health = match answer {
             Ok(h) => rounded(h),
@@ -764,6 +805,8 @@ fn redis_reachability(answer: &std::result::Result<StatsResponse, AgentError>) -
             Some(ErrorCode::RedisAuthFailed) => (false, reasons::AUTHENTICATION_FAILED),
             Some(ErrorCode::RedisUnreachable) => (false, reasons::UNREACHABLE),
             Some(ErrorCode::RedisCommandFailed) => (false, reasons::COMMAND_FAILED),
+            Some(ErrorCode::RedisCertificateUntrusted) => (false, reasons::CERTIFICATE_UNTRUSTED),
+            Some(ErrorCode::RedisServerNameMismatch) => (false, reasons::SERVER_NAME_MISMATCH),
             Some(ErrorCode::TooManyRequests) => (false, reasons::EXECUTOR_BUSY),
             _ => (false, reasons::EXECUTOR_UNREACHABLE),
         },
@@ -1013,7 +1056,7 @@ mod tests {
         let cp = policy();
         let agent =
             AgentAddr { namespace: testing::NS.into(), pod: "cache-0".into(), ip: "10.0.0.1".into(), port: 9477 };
-        let target = decide::redis_target(&cp, None);
+        let target = decide::redis_target(&cp, decide::RedisSecrets::default());
         let work = Work::new(&ctx, &cp, &agent, &target);
         let mut status = CachePolicyStatus::default();
 
@@ -1035,6 +1078,16 @@ mod tests {
         let cases = [
             (Err(refused(502, ErrorCode::RedisUnreachable, "connection refused")), "False", reasons::UNREACHABLE),
             (Err(refused(502, ErrorCode::RedisCommandFailed, "ERR unknown command")), "False", reasons::COMMAND_FAILED),
+            (
+                Err(refused(502, ErrorCode::RedisCertificateUntrusted, "invalid peer certificate: UnknownIssuer")),
+                "False",
+                reasons::CERTIFICATE_UNTRUSTED,
+            ),
+            (
+                Err(refused(502, ErrorCode::RedisServerNameMismatch, "certificate not valid for name")),
+                "False",
+                reasons::SERVER_NAME_MISMATCH,
+            ),
             (Err(refused(429, ErrorCode::TooManyRequests, "64 Redis connections")), "False", reasons::EXECUTOR_BUSY),
             (Err(AgentError::Timeout(Duration::from_secs(5))), "False", reasons::EXECUTOR_UNREACHABLE),
             (Ok(StatsResponse { reachable: true, ..StatsResponse::default() }), "True", reasons::REACHABLE),
@@ -1073,7 +1126,7 @@ mod tests {
         cp.spec.invalidations = serde_json::from_value(json!([{"name": "all", "pattern": "*"}])).unwrap();
         let agent =
             AgentAddr { namespace: testing::NS.into(), pod: "cache-0".into(), ip: "10.0.0.1".into(), port: 9477 };
-        let target = decide::redis_target(&cp, None);
+        let target = decide::redis_target(&cp, decide::RedisSecrets::default());
         let work = Work::new(&ctx, &cp, &agent, &target);
         let not_yet = || {
             refused(

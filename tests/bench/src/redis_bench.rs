@@ -25,6 +25,14 @@ fn load_keys(port: u16, prefix: &str, count: usize) {
     }
 }
 
+/// Seconds of CPU the server's main thread has used (INFO cpu): the work a command sequence
+/// costs Redis, which a busy machine stretches in wall time but not in this.
+fn redis_cpu(port: u16) -> f64 {
+    let info = biometrics_test_support::redis_cli(port, None, &["info", "cpu"]);
+    let field = |k: &str| info.lines().find_map(|l| l.trim().strip_prefix(k)?.parse::<f64>().ok()).unwrap_or(0.0);
+    field("used_cpu_user_main_thread:") + field("used_cpu_sys_main_thread:")
+}
+
 fn dbsize(server: &RedisServer) -> u64 {
     server.cli(None, &["dbsize"]).trim().parse().unwrap_or(0)
 }
@@ -62,7 +70,9 @@ fn invalidate(
     rule: serde_json::Value,
 ) -> (Duration, serde_json::Value) {
     let body = serde_json::json!({
-        "id": id, "policy": {"namespace": "bench", "name": "bench"}, "redis": {"address": redis.to_string()},
+        "id": id, "policy": {"namespace": "bench", "name": "bench"},
+        // The CachePolicy's default poolSize, as the operator sends it.
+        "redis": {"address": redis.to_string(), "poolSize": 10},
         "keyPrefix": prefix, "rule": rule
     })
     .to_string();
@@ -80,33 +90,76 @@ fn invalidate(
     }
 }
 
+/// The pipelined-UNLINK ceiling: `redis-benchmark -P 64` unlinking as many keys, one per
+/// command, from 50 connections (its default); its keys are `key:<12 digits>`. Its wall
+/// time and the server's CPU time.
+fn ceiling(port: u16, keys: usize) -> (Duration, f64) {
+    let cmds: Vec<Vec<String>> = (0..keys).map(|i| vec!["SET".into(), format!("key:{i:012}"), "v".into()]).collect();
+    for chunk in cmds.chunks(200_000) {
+        redis_load(port, chunk);
+    }
+    let cpu = redis_cpu(port);
+    let started = Instant::now();
+    let status = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-P", "64", "-n", &keys.to_string(), "-r", &keys.to_string()])
+        .args(["-q", "UNLINK", "key:__rand_int__"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-benchmark runs");
+    let elapsed = started.elapsed();
+    let cpu = redis_cpu(port) - cpu;
+    assert!(status.success());
+    // `-r` draws keys at random: what it left is not part of the next round.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -p {port} --scan --pattern 'key:*' | xargs -r -n 1000 redis-cli -p {port} unlink > /dev/null"
+        ))
+        .status();
+    (elapsed, cpu)
+}
+
+/// Rounds of our invalidation and of the ceiling, taken in turn; the best of each is
+/// compared, so a burst of load on a shared machine spoils one round, not the ratio.
+const ROUNDS: usize = 3;
+
 /// The Redis benchmarks.
 pub fn run(agent_bin: &Path, dir: &Path, scale: crate::Scale) {
     let (matching, others) = (scale.pick(1_000_000, 20_000), scale.pick(1_000_000, 20_000));
     println!(
-        "== agent: Redis invalidation ({} keys, {matching} matching; goals: >= 3x faster than redis-cli, within 2x of the pipelined ceiling, worst PING < 10 ms)",
+        "== agent: Redis invalidation ({} keys, {matching} matching, best of {ROUNDS} rounds; goals: >= 3x faster than redis-cli, within 1.25x of the pipelined ceiling, worst PING < 10 ms)",
         matching + others
     );
     let server = RedisServer::start(&[]);
     let port = server.addr.port();
     load_keys(port, "bench:other:", others);
-    load_keys(port, "bench:match:", matching);
-    assert_eq!(dbsize(&server), (matching + others) as u64);
     let agent = start_agent(agent_bin, &dir.join("agent"));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let probe = ping_probe(server.addr, stop.clone());
-    let (ours, status) = invalidate(
-        &agent,
-        "bench-pattern",
-        server.addr,
-        "bench:",
-        serde_json::json!({"name": "match", "pattern": "match:*"}),
-    );
-    stop.store(true, Ordering::Relaxed);
-    let worst_ping = probe.join().expect("probe");
-    assert_eq!(status["keysDeleted"], matching, "{status}");
-    assert_eq!(dbsize(&server), others as u64 + 1, "the others and the idempotency marker remain");
+    let (mut ours, mut ceiling_time, mut worst_ping) = (Duration::MAX, Duration::MAX, Duration::ZERO);
+    let (mut ours_cpu, mut ceiling_cpu) = (f64::MAX, f64::MAX);
+    for round in 0..ROUNDS {
+        load_keys(port, "bench:match:", matching);
+        assert_eq!(dbsize(&server), (matching + others + round) as u64, "the others, the markers and the keys");
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = ping_probe(server.addr, stop.clone());
+        let cpu = redis_cpu(port);
+        let (time, status) = invalidate(
+            &agent,
+            &format!("bench-pattern-{round}"),
+            server.addr,
+            "bench:",
+            serde_json::json!({"name": "match", "pattern": "match:*"}),
+        );
+        ours_cpu = ours_cpu.min(redis_cpu(port) - cpu);
+        stop.store(true, Ordering::Relaxed);
+        worst_ping = worst_ping.max(probe.join().expect("probe"));
+        assert_eq!(status["keysDeleted"], matching, "{status}");
+        assert_eq!(dbsize(&server), (others + round + 1) as u64, "the others and the idempotency markers remain");
+        ours = ours.min(time);
+        let (time, cpu) = ceiling(port, matching);
+        ceiling_time = ceiling_time.min(time);
+        ceiling_cpu = ceiling_cpu.min(cpu);
+    }
 
     load_keys(port, "bench:match:", matching);
     let started = Instant::now();
@@ -117,34 +170,8 @@ pub fn run(agent_bin: &Path, dir: &Path, scale: crate::Scale) {
         .expect("the manual pipeline runs");
     let manual_time = started.elapsed();
     assert!(manual.success());
-    assert_eq!(dbsize(&server), others as u64 + 1, "the manual way deleted the same keys");
+    assert_eq!(dbsize(&server), (others + ROUNDS) as u64, "the manual way deleted the same keys");
 
-    // redis-benchmark's keys are key:<12 digits>; the ceiling deletes as many as we did.
-    let cmds: Vec<Vec<String>> =
-        (0..matching).map(|i| vec!["SET".into(), format!("key:{i:012}"), "v".into()]).collect();
-    for chunk in cmds.chunks(200_000) {
-        redis_load(port, chunk);
-    }
-    let started = Instant::now();
-    let ceiling = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &port.to_string(),
-            "-P",
-            "64",
-            "-n",
-            &matching.to_string(),
-            "-r",
-            &matching.to_string(),
-            "-q",
-            "UNLINK",
-            "key:__rand_int__",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .expect("redis-benchmark runs");
-    let ceiling_time = started.elapsed();
-    assert!(ceiling.success());
     println!(
         "pattern invalidation of {matching} keys: biometrics-agent {:.2}s | redis-cli --scan | xargs unlink {:.2}s ({:.1}x faster) | redis-benchmark -P 64 UNLINK ceiling {:.2}s ({:.2}x of the ceiling) | worst PING during ours {:.2} ms",
         ours.as_secs_f64(),
@@ -153,6 +180,10 @@ pub fn run(agent_bin: &Path, dir: &Path, scale: crate::Scale) {
         ceiling_time.as_secs_f64(),
         ours.as_secs_f64() / ceiling_time.as_secs_f64(),
         worst_ping.as_secs_f64() * 1000.0
+    );
+    println!(
+        "Redis main-thread CPU for it: biometrics-agent {ours_cpu:.2}s | redis-benchmark -P 64 UNLINK ceiling {ceiling_cpu:.2}s ({:.2}x; the server's work, which a busy machine does not stretch)",
+        ours_cpu / ceiling_cpu
     );
 
     let tagged = scale.pick(100_000, 5_000);

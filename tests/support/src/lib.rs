@@ -350,6 +350,40 @@ impl RedisServer {
         panic!("redis-server could not bind a free port in 5 tries");
     }
 
+    /// Starts a server speaking TLS only, with the certificate and key that
+    /// [`tls_material`] made in `pki` (clients are not asked for certificates), plus extra
+    /// arguments.
+    pub fn start_tls(pki: &Path, extra: &[&str]) -> Self {
+        let ip: IpAddr = "127.0.0.1".parse().expect("loopback");
+        for _ in 0..5 {
+            let port = free_port(ip);
+            let args = Self::tls_args(pki, port, extra);
+            if let Some(server) = Self::try_start_on(port, &args.iter().map(String::as_str).collect::<Vec<_>>()) {
+                return server;
+            }
+        }
+        panic!("redis-server could not bind a free port in 5 tries");
+    }
+
+    /// Starts a TLS server (as [`RedisServer::start_tls`]) on a given port.
+    pub fn start_tls_on(port: u16, pki: &Path, extra: &[&str]) -> Self {
+        let args = Self::tls_args(pki, port, extra);
+        Self::start_on(port, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn tls_args(pki: &Path, port: u16, extra: &[&str]) -> Vec<String> {
+        let file = |f: &str| pki.join(f).display().to_string();
+        let mut args: Vec<String> =
+            ["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"].map(str::to_owned).to_vec();
+        for (flag, f) in
+            [("--tls-cert-file", "server.pem"), ("--tls-key-file", "server.key"), ("--tls-ca-cert-file", "ca.pem")]
+        {
+            args.extend([flag.to_owned(), file(f)]);
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    }
+
     /// Starts a server on a given port (to bring one back where it was).
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
         Self::try_start_on(port, extra).unwrap_or_else(|| panic!("redis-server could not bind port {port}"))
