@@ -212,21 +212,18 @@ impl InvalidSpecStatus for CachePolicyStatus {
     }
 }
 
-/// The value under `key` of the Secret `namespace/name`, as read within the last 30 s.
-/// Errors name the Secret and key (and `role`, what it is for, when given), never a value.
-async fn secret_value<A: AgentApi>(
+/// The Secret `namespace/name` as read within the last 30 s (`None` when it does not exist);
+/// an error names the Secret (and `role`, what it is for, when given), never a value.
+async fn read_secret<A: AgentApi>(
     ctx: &Context<A>,
     ns: &str,
     name: &str,
-    key: &str,
     role: &str,
-) -> std::result::Result<Vec<u8>, Blocked> {
-    let secret = ctx.secrets.get(&ctx.client, ns, name).await.map_err(|e| Blocked {
+) -> std::result::Result<Option<Arc<k8s_openapi::api::core::v1::Secret>>, Blocked> {
+    ctx.secrets.get(&ctx.client, ns, name).await.map_err(|e| Blocked {
         reason: reasons::SECRET_UNREADABLE,
         message: format!("cannot read Secret {ns}/{name}{role}: {e}"),
-    })?;
-    decide::secret_bytes(ns, name, key, role, secret.as_deref())
-        .map_err(|(reason, message)| Blocked { reason, message })
+    })
 }
 
 /// The password from `passwordSecretRef` and the CA bundle from `caSecretRef`, as read
@@ -237,18 +234,17 @@ async fn redis_secrets<A: AgentApi>(
     cp: &CachePolicy,
 ) -> std::result::Result<decide::RedisSecrets, Blocked> {
     let ns = cp.namespace().unwrap_or_default();
+    let blocked = |(reason, message)| Blocked { reason, message };
     let mut secrets = decide::RedisSecrets::default();
     if let Some(reference) = &cp.spec.redis.password_secret_ref {
-        let secret = ctx.secrets.get(&ctx.client, &ns, &reference.name).await.map_err(|e| Blocked {
-            reason: reasons::SECRET_UNREADABLE,
-            message: format!("cannot read Secret {ns}/{}: {e}", reference.name),
-        })?;
-        let password = decide::secret_password(&ns, reference, secret.as_deref());
-        secrets.password = Some(password.map_err(|(reason, message)| Blocked { reason, message })?);
+        let secret = read_secret(ctx, &ns, &reference.name, "").await?;
+        secrets.password = Some(decide::secret_password(&ns, reference, secret.as_deref()).map_err(blocked)?);
     }
     if let Some(reference) = &cp.spec.redis.ca_secret_ref {
         let role = " (redis.caSecretRef)";
-        let value = secret_value(ctx, &ns, &reference.name, &reference.key, role).await?;
+        let secret = read_secret(ctx, &ns, &reference.name, role).await?;
+        let value =
+            decide::secret_bytes(&ns, &reference.name, &reference.key, role, secret.as_deref()).map_err(blocked)?;
         let bundle = decide::check_ca_bundle(&value).map_err(|e| Blocked {
             reason: reasons::SECRET_KEY_INVALID,
             message: format!("key {:?} of Secret {ns}/{}{role} {e}", reference.key, reference.name),

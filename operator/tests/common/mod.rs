@@ -57,6 +57,27 @@ pub fn kubeconfig_path(dir: &Path) -> PathBuf {
     dir.join("kubeconfig")
 }
 
+/// Takes the CRDs, writes the admin kubeconfig into `dir`, and creates the namespaces `NS`
+/// and `OPERATOR_NS`; the admin's client.
+async fn admin_client(server: &TestApiServer, dir: &Path) -> Client {
+    let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
+    server.create_from_files(&crds).unwrap();
+    server.write_kubeconfig(&kubeconfig_path(dir)).unwrap();
+    let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
+    )
+    .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for ns in [NS, OPERATOR_NS] {
+        namespaces
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+            .await
+            .unwrap();
+    }
+    client
+}
+
 impl World {
     pub async fn start(pod_ips: &[&str]) -> Self {
         Self::start_with(Options::default(), pod_ips).await
@@ -70,22 +91,8 @@ impl World {
         // controller would not stage; `start_on_cluster` runs the real ones.
         let options = Options { controllers: false, ..options };
         let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
-        let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
-        server.create_from_files(&crds).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        server.write_kubeconfig(&kubeconfig_path(dir.path())).unwrap();
-        let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
-        let client = Client::try_from(
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
-        )
-        .unwrap();
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        for ns in [NS, OPERATOR_NS] {
-            namespaces
-                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
-                .await
-                .unwrap();
-        }
+        let client = admin_client(&server, dir.path()).await;
         // The operator's signing key, made ahead so the agents can be given its public half.
         let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
         use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
@@ -112,8 +119,6 @@ impl World {
     pub async fn start_on_cluster(images: &str) -> Self {
         biometrics_operator::install_crypto();
         let mut server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let crds = ["profilecapture.yaml", "cachepolicy.yaml"].map(|f| repo_root().join("crds/yaml").join(f));
-        server.create_from_files(&crds).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let images = biometrics_test_apiserver::kubelet::ImageMap::parse(images, Path::new("images.yaml")).unwrap();
         let config = biometrics_test_apiserver::kubelet::KubeletConfig {
@@ -124,19 +129,7 @@ impl World {
             api: server.addr(),
         };
         server.start_kubelet(config).await.expect("the kubelet starts (it needs root)");
-        server.write_kubeconfig(&kubeconfig_path(dir.path())).unwrap();
-        let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
-        let client = Client::try_from(
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
-        )
-        .unwrap();
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        for ns in [NS, OPERATOR_NS] {
-            namespaces
-                .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
-                .await
-                .unwrap();
-        }
+        let client = admin_client(&server, dir.path()).await;
         let public_key = dir.path().join("operator.pub");
         Self::from_parts(server, client, dir, public_key)
     }

@@ -12,7 +12,7 @@ use std::{
 use axum::http::{HeaderMap, Method, Uri, header};
 
 /// One authorization check: who asked to do what to which resource.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestRecord {
     /// The bearer token the client sent. This server authenticates nobody, so the token
     /// stands for the user: give each client its own kubeconfig token to tell them apart.
@@ -122,6 +122,11 @@ impl RequestRecord {
         } else {
             format!("{}/{}", self.resource, self.subresource)
         }
+    }
+
+    /// The resource as errors name it: `plural` for the core group, `plural.group` otherwise.
+    pub fn qualified_resource(&self) -> String {
+        if self.group.is_empty() { self.resource.clone() } else { format!("{}.{}", self.resource, self.group) }
     }
 
     /// The same request checked for another verb (as a server-side apply that creates its

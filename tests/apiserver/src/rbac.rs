@@ -235,11 +235,7 @@ pub fn forbidden_message(user: &UserInfo, request: &RequestRecord) -> String {
     if !request.is_resource_request() {
         return format!("forbidden: User \"{}\" cannot {} path \"{}\"", user.name, request.verb, request.path);
     }
-    let resource = if request.group.is_empty() {
-        request.resource.clone()
-    } else {
-        format!("{}.{}", request.resource, request.group)
-    };
+    let resource = request.qualified_resource();
     let what = if request.name.is_empty() { resource } else { format!("{resource} \"{}\"", request.name) };
     let scope = if request.namespace.is_empty() {
         "at the cluster scope".to_owned()

@@ -83,7 +83,6 @@ fn access(state: &AppState, user: &UserInfo, spec: &Value, namespace: Option<&st
         }
         RequestRecord {
             user: user.name.clone(),
-            user_agent: String::new(),
             verb: text(attributes, "verb"),
             group: text(attributes, "group"),
             version: text(attributes, "version"),
@@ -91,20 +90,14 @@ fn access(state: &AppState, user: &UserInfo, spec: &Value, namespace: Option<&st
             subresource: text(attributes, "subresource"),
             namespace: namespace.map_or(ns, str::to_owned),
             name: text(attributes, "name"),
-            path: String::new(),
+            ..RequestRecord::default()
         }
     } else if let Some(attributes) = spec.get("nonResourceAttributes") {
         RequestRecord {
             user: user.name.clone(),
-            user_agent: String::new(),
             verb: text(attributes, "verb"),
-            group: String::new(),
-            version: String::new(),
-            resource: String::new(),
-            subresource: String::new(),
-            namespace: String::new(),
-            name: String::new(),
             path: text(attributes, "path"),
+            ..RequestRecord::default()
         }
     } else {
         return Err(ApiError::bad_request(

@@ -296,12 +296,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         // kube-apiserver answers an anonymous request it would not allow with 401.
         crate::rbac::Decision::Denied(_) if token.is_none() => Err(ApiError::unauthorized()),
         crate::rbac::Decision::Denied(message) => {
-            let resource = if record.group.is_empty() {
-                record.resource.clone()
-            } else {
-                format!("{}.{}", record.resource, record.group)
-            };
-            Err(ApiError::forbidden(message, &resource, &record.name))
+            Err(ApiError::forbidden(message, &record.qualified_resource(), &record.name))
         }
     }
 }

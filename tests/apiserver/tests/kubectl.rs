@@ -3,6 +3,8 @@
 //! deletion waiting on a finalizer, server-side apply, and every invalid fixture refused
 //! with its reason.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -585,16 +587,9 @@ fn kubectl_port_forward_reaches_a_pods_port() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl port-forward runs");
-    let mut line = String::new();
     // Kept open: kubectl writes a line per connection and would die of a closed pipe.
     let mut output = BufReader::new(forward.stdout.take().expect("stdout"));
-    output.read_line(&mut line).expect("the Forwarding line");
-    let local: u16 = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let local = common::forwarded_port(&mut output);
     let forward = Running(forward);
     for _ in 0..2 {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).expect("the local port");

@@ -410,14 +410,7 @@ spec:
             .spawn()
             .expect("kubectl port-forward runs");
         let mut output = std::io::BufReader::new(forward.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut output, &mut line).expect("the Forwarding line");
-        let local: u16 = line
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let local = common::forwarded_port(&mut output);
         let body = biometrics_test_support::http_get(format!("127.0.0.1:{local}").parse().unwrap(), "/debug/pprof/");
         let _ = forward.kill();
         let _ = forward.wait();

@@ -13,6 +13,19 @@ pub fn kubectl_binary() -> PathBuf {
     std::env::var_os("KUBECTL").map_or_else(|| root.join(".tools/bin/kubectl"), PathBuf::from)
 }
 
+/// The local port `kubectl port-forward` reports in its first line ("Forwarding from
+/// 127.0.0.1:PORT -> …"), read from its `output`, which the caller keeps open (kubectl writes
+/// a line per connection and would die of a closed pipe).
+pub fn forwarded_port(output: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    output.read_line(&mut line).expect("the Forwarding line");
+    line.split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+}
+
 /// kubectl with the kubeconfig in `dir`.
 pub struct Kubectl {
     dir: PathBuf,
