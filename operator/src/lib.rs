@@ -34,10 +34,7 @@ use axum::{
     routing::get,
 };
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::Pod,
-};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt, reflector, watcher},
@@ -184,18 +181,18 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
 
     // One watch of Pods feeds both controllers: only the pods labelled as carrying an agent,
     // so the API server sends none of the cluster's other pods.
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    let (pod_reader, pod_writer) = reflector::store::<pods::WatchedPod>();
     let pod_watch = match config.agent_pod_selector.as_str() {
         "" => watcher::Config::default(),
         selector => watcher::Config::default().labels(selector),
     };
-    let pod_events = watcher(api(&client).of::<Pod>(), pod_watch)
+    let pod_events = watcher(api(&client).of::<pods::WatchedPod>(), pod_watch)
         .default_backoff()
-        .modify(pods::slim)
+        .modify(pods::WatchedPod::slim)
         .reflect(pod_writer)
         .touched_objects();
-    let (to_captures, for_captures) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
-    let (to_policies, for_policies) = tokio::sync::mpsc::channel::<Arc<Pod>>(1024);
+    let (to_captures, for_captures) = tokio::sync::mpsc::channel::<Arc<pods::WatchedPod>>(1024);
+    let (to_policies, for_policies) = tokio::sync::mpsc::channel::<Arc<pods::WatchedPod>>(1024);
     let fan_out = pod_events.take_until(stopping.clone()).for_each(move |event| {
         let (to_captures, to_policies) = (to_captures.clone(), to_policies.clone());
         async move {

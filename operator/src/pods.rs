@@ -4,8 +4,15 @@
 use std::collections::BTreeMap;
 
 use biometrics_crds::{AGENT_CONTAINER, AGENT_PORT_ANNOTATION, selector::PodSelector};
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodStatus, ResourceRequirements};
+use std::borrow::Cow;
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{Pod, PodIP},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
 use kube::{ResourceExt, runtime::reflector};
+use serde::{Deserialize, Serialize};
 
 use crate::agent_client::AgentAddr;
 
@@ -61,8 +68,8 @@ pub fn memory_limit_missing(pod: &PodInfo, port: u16) -> Option<String> {
     })
 }
 
-/// Reads a Pod.
-pub fn pod_info(pod: &Pod, default_port: u16) -> PodInfo {
+/// Reads a watched pod.
+pub fn pod_info(pod: &WatchedPod, default_port: u16) -> PodInfo {
     let status = pod.status.as_ref();
     let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
     let ready_condition = status
@@ -97,11 +104,7 @@ pub fn pod_info(pod: &Pod, default_port: u16) -> PodInfo {
             .map(|c| ContainerInfo {
                 name: c.name.clone(),
                 ports: c.ports.iter().flatten().map(|p| p.container_port).collect(),
-                memory_limit: c
-                    .resources
-                    .as_ref()
-                    .and_then(|r| r.limits.as_ref())
-                    .is_some_and(|l| l.contains_key("memory")),
+                memory_limit: c.resources.as_ref().and_then(|r| r.limits.as_ref()).is_some_and(|l| l.memory.is_some()),
             })
             .collect(),
     }
@@ -130,55 +133,142 @@ pub(crate) fn fnv(text: &str) -> u64 {
 /// Why a controller has no pod to act through.
 pub const NO_ELIGIBLE_PODS: &str = "no selected pod is Running and Ready with a biometrics-agent container";
 
-/// Keeps of a Pod only what the controllers read (name, labels, `biometrics.io/`
-/// annotations, container names, ports and memory limits, phase, Ready, IP, deletion): the watch cache holds every
-/// pod of the cluster, and the rest of a real pod (managed fields, env, volumes, …) is most
-/// of its size.
-pub fn slim(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    meta.owner_references = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k.starts_with("biometrics.io/"));
+/// A Pod as the watch keeps it: name, labels, annotations, container names, ports and
+/// memory limits, phase, Ready, IP, deletion. The watch cache holds every agent pod of the
+/// cluster; decoded into k8s-openapi's `Pod`, even a pod stripped of everything else costs
+/// about 7 KiB (its spec and each container are large structs of empty options), 34 MiB at
+/// 5,000 pods. Decoding only these fields skips the rest of a real pod (managed fields,
+/// env, volumes, …) before it is ever held.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedPod {
+    /// The pod's metadata (managed fields, owners and all but `biometrics.io/` annotations
+    /// dropped by [`WatchedPod::slim`]).
+    pub metadata: ObjectMeta,
+    /// `spec`, as far as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<WatchedSpec>,
+    /// `status`, as far as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<WatchedStatus>,
+}
+
+/// What is read of a pod's spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedSpec {
+    /// `containers`.
+    #[serde(default)]
+    pub containers: Vec<WatchedContainer>,
+}
+
+/// What is read of a container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchedContainer {
+    /// `name`.
+    pub name: String,
+    /// `ports[].containerPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<WatchedPort>>,
+    /// `resources.limits.memory`, as far as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<WatchedResources>,
+}
+
+/// A declared container port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchedPort {
+    /// `containerPort`.
+    pub container_port: i32,
+}
+
+/// A container's `resources`, as far as read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedResources {
+    /// `limits`, as far as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WatchedLimits>,
+}
+
+/// A container's limits, as far as read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedLimits {
+    /// `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+/// What is read of a pod's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchedStatus {
+    /// `phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `podIP`.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// `podIPs`.
+    #[serde(default, rename = "podIPs", skip_serializing_if = "Option::is_none")]
+    pub pod_ips: Option<Vec<PodIP>>,
+    /// `conditions` (type and status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<WatchedCondition>>,
+}
+
+/// A pod condition's type and status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchedCondition {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `status`.
+    pub status: String,
+}
+
+impl kube::Resource for WatchedPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind((): &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::kind(&())
     }
-    if let Some(spec) = pod.spec.take() {
-        pod.spec = Some(PodSpec {
-            containers: spec
-                .containers
-                .into_iter()
-                .map(|c| Container {
-                    name: c.name,
-                    ports: c.ports.map(|ports| {
-                        ports
-                            .into_iter()
-                            .map(|p| ContainerPort { container_port: p.container_port, ..Default::default() })
-                            .collect()
-                    }),
-                    resources: c.resources.and_then(|r| r.limits).map(|mut limits| {
-                        limits.retain(|k, _| k == "memory");
-                        ResourceRequirements { limits: Some(limits), ..Default::default() }
-                    }),
-                    ..Container::default()
-                })
-                .collect(),
-            ..PodSpec::default()
-        });
+    fn group((): &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::group(&())
     }
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            pod_ip: status.pod_ip,
-            pod_ips: status.pod_ips,
-            conditions: status.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
-            ..PodStatus::default()
-        });
+    fn version((): &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::version(&())
+    }
+    fn plural((): &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl WatchedPod {
+    /// Drops what the decoding kept of the metadata but no controller reads.
+    pub fn slim(&mut self) {
+        let meta = &mut self.metadata;
+        meta.managed_fields = None;
+        meta.owner_references = None;
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.retain(|k, _| k.starts_with("biometrics.io/"));
+        }
+        if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            conditions.retain(|c| c.type_ == "Ready");
+        }
     }
 }
 
 /// The pods of a namespace that a selector selects (all with `None`), from the watch. Only
 /// those are read into `PodInfo`: with thousands of pods, a reconcile must not copy them all.
 pub fn pods_in(
-    store: &reflector::Store<Pod>,
+    store: &reflector::Store<WatchedPod>,
     namespace: &str,
     selector: Option<&PodSelector>,
     default_port: u16,
@@ -193,8 +283,13 @@ pub fn pods_in(
 }
 
 /// One pod of a namespace by name, from the watch.
-pub fn pod_named(store: &reflector::Store<Pod>, namespace: &str, name: &str, default_port: u16) -> Option<PodInfo> {
-    let key = reflector::ObjectRef::<Pod>::new(name).within(namespace);
+pub fn pod_named(
+    store: &reflector::Store<WatchedPod>,
+    namespace: &str,
+    name: &str,
+    default_port: u16,
+) -> Option<PodInfo> {
+    let key = reflector::ObjectRef::<WatchedPod>::new(name).within(namespace);
     store.get(&key).map(|p| pod_info(&p, default_port))
 }
 
@@ -269,7 +364,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_waiter_wakes_when_the_caches_are_filled() {
-        let (store, mut writer) = reflector::store::<Pod>();
+        let (store, mut writer) = reflector::store::<WatchedPod>();
         let ready = caches_ready(vec![store_ready(&store)]);
         // As many waiters as reconciles start before the pod list is in.
         let waiters: Vec<_> = (0..40).map(|_| tokio::spawn(ready.clone())).collect();
@@ -282,46 +377,78 @@ mod tests {
     }
 
     #[test]
-    fn a_slimmed_pod_reads_the_same() {
-        let mut pod: Pod = serde_json::from_value(json!({
+    fn a_watched_pod_keeps_only_what_the_controllers_read() {
+        let full = json!({
             "metadata": {"name": "api-0", "namespace": "shop", "labels": {"app": "api"},
                 "annotations": {"biometrics.io/agent-port": "9999", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
-                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-1", "uid": "u"}]},
             "spec": {"containers": [{"name": "app", "image": "api", "env": [{"name": "A", "value": "b"}],
                     "ports": [{"containerPort": 6060, "name": "pprof", "protocol": "TCP"}],
                     "resources": {"limits": {"memory": "256Mi", "cpu": "1"}, "requests": {"memory": "128Mi"}}},
+                    {"name": "sidecar", "resources": {"limits": {"cpu": "1"}}},
                     {"name": "biometrics-agent", "image": "agent"}],
                 "volumes": [{"name": "profiles", "emptyDir": {}}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "10.1.0.1",
                 "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}
-        }))
-        .unwrap();
-        let before = pod_info(&pod, 9477);
-        let size = |p: &Pod| serde_json::to_string(p).unwrap().len();
-        let full = size(&pod);
-        slim(&mut pod);
-        assert_eq!(pod_info(&pod, 9477), before);
-        assert_eq!(before.agent_port, Some(9999));
-        assert_eq!(before.containers, [container("app", &[6060], true)], "ports and the memory limit survive");
-        assert!(size(&pod) < full);
-        assert!(pod.metadata.managed_fields.is_none());
-        assert_eq!(pod.metadata.annotations.as_ref().unwrap().len(), 1, "only biometrics.io/ annotations");
-        let spec = pod.spec.as_ref().unwrap();
-        assert!(spec.volumes.is_none() && spec.containers[0].env.is_none() && spec.containers[0].image.is_none());
-        let status = pod.status.as_ref().unwrap();
-        assert!(status.host_ip.is_none() && status.conditions.as_ref().unwrap().len() == 1);
+        });
+        let mut pod: WatchedPod = serde_json::from_value(full.clone()).unwrap();
+        pod.slim();
+        let info = pod_info(&pod, 9477);
+        assert_eq!(info.name, "api-0");
+        assert_eq!(info.ip.as_deref(), Some("10.0.0.1"));
+        assert!(info.ready);
+        assert_eq!(info.agent_port, Some(9999));
+        assert_eq!(
+            info.containers,
+            [container("app", &[6060], true), container("sidecar", &[], false)],
+            "ports and the memory limit survive, a cpu limit is no memory limit"
+        );
+        let kept = serde_json::to_value(&pod).unwrap();
+        assert_eq!(
+            kept,
+            json!({
+                "metadata": {"name": "api-0", "namespace": "shop", "labels": {"app": "api"},
+                    "annotations": {"biometrics.io/agent-port": "9999"}},
+                "spec": {"containers": [
+                    {"name": "app", "ports": [{"containerPort": 6060}], "resources": {"limits": {"memory": "256Mi"}}},
+                    {"name": "sidecar", "resources": {"limits": {}}},
+                    {"name": "biometrics-agent"}]},
+                "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+            })
+        );
+        let held = |v: &serde_json::Value| v.to_string().len();
+        assert!(held(&kept) * 2 < held(&full), "{} of {} bytes", held(&kept), held(&full));
+    }
+
+    #[test]
+    fn a_terminating_or_unready_pod_is_not_ready() {
+        let pod = |phase: &str, ready: &str, deleting: bool| {
+            let deletion = deleting.then_some("2026-01-01T00:00:00Z");
+            let pod: WatchedPod = serde_json::from_value(json!({
+                "metadata": {"name": "api-0", "namespace": "shop", "deletionTimestamp": deletion},
+                "spec": {"containers": [{"name": "app"}, {"name": "biometrics-agent"}]},
+                "status": {"phase": phase, "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": ready}]}
+            }))
+            .unwrap();
+            pod_info(&pod, 9477).ready
+        };
+        assert!(pod("Running", "True", false));
+        assert!(!pod("Running", "True", true), "terminating");
+        assert!(!pod("Running", "False", false));
+        assert!(!pod("Pending", "True", false));
     }
 
     #[test]
     fn an_ipv6_only_pod_is_dialled_at_its_address() {
-        let mut pod: Pod = serde_json::from_value(json!({
+        let mut pod: WatchedPod = serde_json::from_value(json!({
             "metadata": {"name": "api-0", "namespace": "shop"},
             "spec": {"containers": [{"name": "app"}, {"name": "biometrics-agent"}]},
             "status": {"phase": "Running", "podIPs": [{"ip": "fd00::12"}, {"ip": "10.0.0.12"}],
                 "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .unwrap();
-        slim(&mut pod);
+        pod.slim();
         assert_eq!(pod_info(&pod, 9477).ip.as_deref(), Some("fd00::12"), "podIPs when podIP is missing");
         pod.status.as_mut().unwrap().pod_ip = Some("fd00::12".into());
         assert_eq!(pod_info(&pod, 9477).ip.as_deref(), Some("fd00::12"));

@@ -15,10 +15,7 @@ use biometrics_crds::{
     },
 };
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::core::v1::{Pod, Secret},
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     CustomResourceExt,
     runtime::{reflector, watcher},
@@ -28,7 +25,7 @@ use serde_json::{Value, json};
 use crate::{
     cache::decide as cache,
     capture::decide::{self as capture, DueRun},
-    pods::{self, PodInfo},
+    pods::{self, PodInfo, WatchedPod},
 };
 
 /// Fields that change nothing the operator does, by design; each one's description must
@@ -91,7 +88,7 @@ fn set(spec: &mut Value, path: &str, value: Value) {
 /// The pods both kinds select from: four `app=api,tier=web`, one `app=api,tier=batch`,
 /// one `app=other,tier=web`.
 fn pods() -> Vec<PodInfo> {
-    let (store, mut writer) = reflector::store::<Pod>();
+    let (store, mut writer) = reflector::store::<WatchedPod>();
     let labelled = [
         ("api-0", "api", "web"),
         ("api-1", "api", "web"),
@@ -101,7 +98,7 @@ fn pods() -> Vec<PodInfo> {
         ("other-0", "other", "web"),
     ];
     for (i, (name, app, tier)) in labelled.into_iter().enumerate() {
-        let pod: Pod = serde_json::from_value(json!({
+        let pod: WatchedPod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": NS, "labels": {"app": app, "tier": tier}},
             "spec": {"containers": [{"name": "app", "resources": {"limits": {"memory": "1Gi"}}}, {"name": "biometrics-agent"}]},
             "status": {"phase": "Running", "podIP": format!("10.0.0.{}", i + 1),

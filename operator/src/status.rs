@@ -9,13 +9,13 @@ use std::{
 
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    api::{core::v1::ObjectReference, events::v1::Event as K8sEvent},
+    apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time},
 };
 use kube::{
-    Api, Client, Resource,
-    api::{Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::events::{EventType, Reporter},
 };
 use serde::Serialize;
 
@@ -53,14 +53,32 @@ pub fn set_condition(
 }
 
 /// Publishes Events. Repeats of the same Event (same object, reason, action and note)
-/// become one Event with a count; an Event whose note differs is its own, so `kubectl
-/// describe` never shows an old note under a new occurrence. Clones share the series.
+/// within [`SERIES_TTL`] become one Event with a series count; an Event whose note differs
+/// is its own, so `kubectl describe` never shows an old note under a new occurrence. Clones
+/// share the series.
+///
+/// kube's `Recorder` aggregates by object, reason and action only, which would put a new
+/// note under an old one; one `Recorder` per note keeps a whole Event per series (4 KiB
+/// each, 20 MiB for the operator at 500 captures). A series here is the Event's name and a
+/// count.
 #[derive(Clone)]
 pub struct Events {
     client: Client,
     reporter: Reporter,
-    recorders: Arc<Mutex<HashMap<u64, Recorder>>>,
+    series: Arc<Mutex<HashMap<u64, Series>>>,
 }
+
+/// An Event already published, to count its repeats on.
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    namespace: String,
+    name: String,
+    count: i32,
+    last_observed: Timestamp,
+}
+
+/// How long a repeat still counts on the same Event (kube's and client-go's six minutes).
+const SERIES_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(6);
 
 /// Distinct notes remembered for aggregation before starting afresh.
 const MAX_SERIES: usize = 4096;
@@ -71,7 +89,7 @@ impl Events {
         Self {
             client,
             reporter: Reporter { controller: "biometrics-operator".into(), instance: Some(instance.into()) },
-            recorders: Arc::default(),
+            series: Arc::default(),
         }
     }
 
@@ -82,16 +100,74 @@ impl Events {
             (&object.uid, reason, action, &note).hash(&mut h);
             h.finish()
         };
-        let recorder = {
-            let mut recorders = self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if recorders.len() >= MAX_SERIES && !recorders.contains_key(&key) {
-                recorders.clear();
+        let now = Timestamp::now();
+        let repeat = {
+            let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            series.retain(|_, s| s.last_observed + SERIES_TTL > now);
+            if series.len() >= MAX_SERIES && !series.contains_key(&key) {
+                series.clear();
             }
-            recorders.entry(key).or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone())).clone()
+            series.get(&key).cloned()
         };
-        let e = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-        if let Err(err) = recorder.publish(&e, object).await {
-            tracing::warn!(error = %err, "cannot publish event");
+        let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let published = match repeat {
+            Some(s) => {
+                self.count_repeat(&s, now).await.map(|()| Series { count: s.count + 1, last_observed: now, ..s })
+            }
+            None => {
+                let event = self.event(object, type_, reason, note, action, now);
+                Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
+                    .create(&PostParams::default(), &event)
+                    .await
+                    .map(|created| Series { namespace, name: created.name_any(), count: 1, last_observed: now })
+            }
+        };
+        match published {
+            Ok(s) => {
+                self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, s);
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot publish event"),
+        }
+    }
+
+    async fn count_repeat(&self, s: &Series, now: Timestamp) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({"series": {"count": s.count + 1, "lastObservedTime": MicroTime(now)}});
+        Api::<K8sEvent>::namespaced(self.client.clone(), &s.namespace)
+            .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop)
+    }
+
+    /// A new Event, named as client-go names them: the object's name and the time in
+    /// nanoseconds, in hex.
+    fn event(
+        &self,
+        object: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+        now: Timestamp,
+    ) -> K8sEvent {
+        let name = format!("{}.{:x}", object.name.as_deref().unwrap_or_default(), now.as_nanosecond());
+        K8sEvent {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name),
+                namespace: object.namespace.clone(),
+                ..Default::default()
+            },
+            action: Some(action.into()),
+            event_time: Some(MicroTime(now)),
+            note: Some(note),
+            reason: Some(reason.into()),
+            regarding: Some(object.clone()),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: self.reporter.instance.clone(),
+            type_: Some(match type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            ..Default::default()
         }
     }
 }
@@ -173,6 +249,31 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_repeated_event_is_counted_on_one_event_and_a_new_note_is_its_own() {
+        let (_server, client) = crate::testing::api_server().await;
+        let events = Events::new(client.clone(), "t");
+        let object = ObjectReference {
+            kind: Some("ProfileCapture".into()),
+            name: Some("checkout".into()),
+            namespace: Some(crate::testing::NS.into()),
+            uid: Some("u-1".into()),
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            events.publish(&object, EventType::Warning, "AgentUnreachable", "pod a: refused".into(), "Run").await;
+        }
+        events.publish(&object, EventType::Warning, "AgentUnreachable", "pod b: refused".into(), "Run").await;
+        let mut seen: Vec<(String, i32)> = crate::testing::events_about(&client, "checkout", 2)
+            .await
+            .into_iter()
+            .map(|e| (e.message.unwrap_or_default(), e.count.unwrap_or(1)))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [("pod a: refused".into(), 3), ("pod b: refused".into(), 1)]);
+        assert!(events.series.lock().unwrap().len() == 2, "a series is remembered as a name and a count");
+    }
 
     #[test]
     fn a_remembered_status_goes_when_the_watch_delivers_the_version_written() {

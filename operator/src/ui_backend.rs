@@ -10,7 +10,6 @@ use biometrics_crds::v1alpha1::ProfileCapture;
 use biometrics_ui::{Backend, BackendError, FileRef, HeldFiles};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
 use crate::{
@@ -80,7 +79,7 @@ impl UiBackend {
 
     /// The pods of `namespace` that carry an agent and have an address.
     async fn agent_pods(&self, namespace: &str) -> Result<Vec<AgentAddr>, BackendError> {
-        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace)
+        let pods = Api::<pods::WatchedPod>::namespaced(self.client.clone(), namespace)
             .list(&ListParams::default())
             .await
             .map_err(|e| kube_error(&e))?;

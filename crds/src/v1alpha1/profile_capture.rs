@@ -839,7 +839,9 @@ pub struct RunSummary {
 pub struct PodRuntime {
     /// The pod's name.
     pub name: String,
-    /// When the agent took the sample.
+    /// When the agent took the sample shown. Pods are sampled every metrics interval, but a
+    /// sample that changes no level and moves no figure by more than 10 % is written only
+    /// once the one shown is five minutes old.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_time: Option<Time>,
     /// Bytes of live heap objects (`HeapAlloc`).

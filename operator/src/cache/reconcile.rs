@@ -24,10 +24,7 @@ use biometrics_crds::{
 };
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::Pod,
-    },
+    api::apps::v1::{Deployment, StatefulSet},
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
@@ -49,7 +46,7 @@ use crate::{
     error::{Error, Result},
     guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
-    pods::{self, PodInfo, agent_of},
+    pods::{self, PodInfo, WatchedPod, agent_of},
     reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
@@ -84,7 +81,7 @@ pub struct Context<A = AgentClient> {
     /// The API client.
     pub client: Client,
     /// Pods, from the shared watch.
-    pub pods: reflector::Store<Pod>,
+    pub pods: reflector::Store<WatchedPod>,
     /// Deployments, for `onRolloutOf`.
     pub deployments: reflector::Store<Deployment>,
     /// StatefulSets, for `onRolloutOf`.
@@ -122,7 +119,7 @@ impl<A: AgentApi> Context<A> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
-        pods: reflector::Store<Pod>,
+        pods: reflector::Store<WatchedPod>,
         deployments: reflector::Store<Deployment>,
         statefulsets: reflector::Store<StatefulSet>,
         agents: A,
@@ -969,14 +966,14 @@ pub async fn run<A: AgentApi>(
     ctx: Arc<Context<A>>,
     policies: Api<Guarded<CachePolicy>>,
     (reader, writer): (reflector::Store<Guarded<CachePolicy>>, reflector::store::Writer<Guarded<CachePolicy>>),
-    pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    pod_events: impl futures::Stream<Item = Arc<WatchedPod>> + Send + 'static,
     deployments: impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
     statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
     let controller = Controller::for_stream(controller::objects(policies, writer), reader)
-        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
+        .watches_shared_stream(pod_events, move |pod: Arc<WatchedPod>| {
             let ns = pod.namespace().unwrap_or_default();
             controller::in_namespace_where(&r1, &ns, |object: &Guarded<CachePolicy>| {
                 object

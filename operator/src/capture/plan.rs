@@ -6,14 +6,17 @@
 //! the agents answer to the stop and the start is folded in by [`stopped`], [`begin`] and
 //! [`started`], a finished run by [`finish`], and [`settle`] gives phase and conditions.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use biometrics_agent_api::{CaptureRequest, CaptureStatus, RetentionRequest, RuntimeSample};
 use biometrics_crds::{
     profile::ProfileType,
     v1alpha1::{
-        CapturePhase, CaptureRun, PodRunResult, ProfileCapture, ProfileCaptureStatus, RunResult, RunTrigger,
-        ThresholdFiring, TriggerFire,
+        CapturePhase, CaptureRun, PodRunResult, PodRuntime, ProfileCapture, ProfileCaptureStatus, RunResult,
+        RunTrigger, ThresholdFiring, TriggerFire,
     },
 };
 use jiff::Timestamp;
@@ -103,6 +106,8 @@ pub struct Observed<'a> {
     pub matching: usize,
     /// Pods whose agent was asked for a runtime sample this pass.
     pub samples: Vec<Sample>,
+    /// When each pod was last sampled, where that is later than its status shows.
+    pub sampled_at: HashMap<String, Timestamp>,
     /// The running run's pods.
     pub progress: Vec<Progress>,
     /// The capture's previous finished run, to compare a finishing run with.
@@ -240,9 +245,12 @@ fn running(status: &ProfileCaptureStatus) -> Option<&CaptureRun> {
 }
 
 /// The eligible pods whose runtime sample is older than the interval (or missing): their
-/// agents are asked for a new one.
+/// agents are asked for a new one. A pod's last sample is the later of the one its status
+/// shows and the one `sampled_at` remembers (taken but not written, as it changed nothing
+/// worth a write: see [`worth_writing`]).
 pub fn stale<'p>(
     status: &ProfileCaptureStatus,
+    sampled_at: &HashMap<String, Timestamp>,
     eligible: &'p [PodInfo],
     interval: Duration,
     now: Timestamp,
@@ -251,10 +259,60 @@ pub fn stale<'p>(
     eligible
         .iter()
         .filter(|pod| {
-            let sampled = status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.sample_time.as_ref());
-            !sampled.is_some_and(|t| t.0.checked_add(interval).is_ok_and(|end| end > now))
+            let shown =
+                status.pods.iter().find(|p| p.name == pod.name).and_then(|p| p.sample_time.as_ref()).map(|t| t.0);
+            let sampled = shown.into_iter().chain(sampled_at.get(&pod.name).copied()).max();
+            !sampled.is_some_and(|t| t.checked_add(interval).is_ok_and(|end| end > now))
         })
         .collect()
+}
+
+/// How long a pod's runtime entry may go unwritten while its samples change nothing worth
+/// a write (the kubelet's node status report frequency: a heartbeat every five minutes).
+pub const STATUS_REPORT_INTERVAL: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// How far a figure may move before the new sample is worth a status write.
+const WORTH_WRITING_CHANGE: f64 = 0.10;
+
+/// Whether a new runtime entry is worth a status write over the one shown: its levels,
+/// error or any non-numeric field differ, a figure moved by more than 10 %, or the shown one
+/// is older than [`STATUS_REPORT_INTERVAL`]. Every sample is still judged against the
+/// thresholds when it is taken; only the write waits. Without this, a capture's status is
+/// patched every `metricsInterval` for each sample's new time alone (a thousand patches a
+/// minute at 500 captures).
+pub fn worth_writing(shown: &PodRuntime, new: &PodRuntime, now: Timestamp) -> bool {
+    let shown_at = shown.sample_time.as_ref().map(|t| t.0);
+    if shown_at.is_none_or(|t| t.checked_add(STATUS_REPORT_INTERVAL).is_ok_and(|due| due <= now)) {
+        return true;
+    }
+    let figures =
+        |r: &PodRuntime| serde_json::to_value(PodRuntime { sample_time: None, ..r.clone() }).unwrap_or_default();
+    !close(&figures(shown), &figures(new))
+}
+
+/// Equal but for numbers within [`WORTH_WRITING_CHANGE`] of each other.
+fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            x == y || (x - y).abs() <= WORTH_WRITING_CHANGE * x.abs().max(y.abs())
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| close(v, w)),
+        _ => a == b,
+    }
+}
+
+/// The entry the status shows for a pod just sampled: the new one when it is worth a
+/// write, else the one shown.
+fn newer(shown: Option<&PodRuntime>, new: PodRuntime, now: Timestamp) -> PodRuntime {
+    match shown {
+        Some(shown) if !worth_writing(shown, &new, now) => shown.clone(),
+        _ => new,
+    }
 }
 
 /// The pods' runtime entries: fresh ones kept, new samples judged (with their Events).
@@ -263,8 +321,10 @@ fn fold_samples(o: &Observed<'_>, plan: &mut Plan) {
     let port = u16::try_from(pc.spec.target.port).unwrap_or(0);
     let limits = thresholds::effective_thresholds(&pc.spec.thresholds, &o.rules.alerting);
     let requests = signals::thresholds(&pc.spec, &o.rules.alerting);
-    let stale: HashSet<&str> =
-        stale(&o.status, &o.eligible, o.rules.metrics_interval, o.now).into_iter().map(|p| p.name.as_str()).collect();
+    let stale: HashSet<&str> = stale(&o.status, &o.sampled_at, &o.eligible, o.rules.metrics_interval, o.now)
+        .into_iter()
+        .map(|p| p.name.as_str())
+        .collect();
     let mut entries = Vec::new();
     for pod in &o.eligible {
         let previous = o.status.pods.iter().find(|p| p.name == pod.name);
@@ -289,9 +349,13 @@ fn fold_samples(o: &Observed<'_>, plan: &mut Plan) {
                     let message = format!("pod {} reached {level}: {}", pod.name, judged.described);
                     plan.notes.push(Note::warning(reasons::THRESHOLD_CROSSED, message));
                 }
-                entries.push(judged.entry);
+                entries.push(newer(previous, judged.entry, o.now));
             }
-            Err(e) => entries.push(thresholds::unsampled(&pod.name, e.to_string(), memory_unknown, o.now)),
+            Err(e) => entries.push(newer(
+                previous,
+                thresholds::unsampled(&pod.name, e.to_string(), memory_unknown, o.now),
+                o.now,
+            )),
         }
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -703,7 +767,7 @@ mod tests {
     }
 
     fn pods(n: usize) -> Vec<PodInfo> {
-        let (store, mut writer) = reflector::store::<k8s_openapi::api::core::v1::Pod>();
+        let (store, mut writer) = reflector::store::<pods::WatchedPod>();
         for i in 0..n {
             let pod = serde_json::from_value(json!({
                 "metadata": {"name": format!("api-{i}"), "namespace": "shop", "labels": {"app": "api"}},
@@ -740,6 +804,7 @@ mod tests {
             matching: eligible.len(),
             eligible,
             samples: Vec::new(),
+            sampled_at: HashMap::new(),
             progress: Vec::new(),
             previous_run: None,
             existing: vec![("checkout".into(), UID.into())],
@@ -965,5 +1030,67 @@ mod tests {
         let plan = super::plan(&o);
         assert_eq!(plan.start.unwrap().run.id, "g1-0f3c9a2b");
         assert_eq!(plan.status.spec_run_generation, Some(1));
+    }
+
+    #[test]
+    fn a_sample_that_changes_nothing_worth_a_write_keeps_the_status_and_is_remembered_as_taken() {
+        let (rules, now) = (rules(), t("2026-01-01T00:30:00Z"));
+        let pc = capture(json!({}), json!({}));
+        let shown_at = t("2026-01-01T00:29:00Z");
+        let status = ProfileCaptureStatus {
+            pods: vec![
+                serde_json::from_value(json!({"name": "api-0", "sampleTime": shown_at, "goroutines": 100,
+                "memoryPercent": 20.0, "levels": {"goroutines": "OK", "memoryPercent": "OK"}}))
+                .unwrap(),
+            ],
+            ..Default::default()
+        };
+        let with_sample = |goroutines: u64, at: Timestamp| {
+            let mut o = observed(&pc, status.clone(), 1, &rules, at);
+            o.samples = vec![Sample {
+                pod: "api-0".into(),
+                answer: Ok(RuntimeSample {
+                    goroutines: Some(goroutines),
+                    memory_percent: Some(20.0),
+                    ..Default::default()
+                }),
+            }];
+            plan(&o).status.pods.remove(0)
+        };
+        // 105 goroutines is within 10 % of 100: the entry shown stays, sample time and all.
+        let kept = with_sample(105, now);
+        assert_eq!(kept.goroutines, Some(100));
+        assert_eq!(kept.sample_time.map(|t| t.0), Some(shown_at));
+        // 150 is news, and so is the same figure once the shown one is five minutes old.
+        assert_eq!(with_sample(150, now).goroutines, Some(150));
+        let heartbeat = with_sample(100, t("2026-01-01T00:34:00Z"));
+        assert_eq!(heartbeat.sample_time.map(|t| t.0), Some(t("2026-01-01T00:34:00Z")));
+        // A sample taken but not written still counts as fresh for the next pass.
+        let eligible = pods(1);
+        let stale = |sampled_at: &HashMap<String, Timestamp>| {
+            super::stale(&status, sampled_at, &eligible, rules.metrics_interval, now).len()
+        };
+        assert_eq!(stale(&HashMap::new()), 1, "the status's sample is a minute old");
+        assert_eq!(stale(&HashMap::from([("api-0".to_owned(), t("2026-01-01T00:29:50Z"))])), 0);
+    }
+
+    #[test]
+    fn figures_are_close_within_a_tenth_and_anything_else_must_match() {
+        let entry = |v: serde_json::Value| -> PodRuntime { serde_json::from_value(v).unwrap() };
+        let now = t("2026-01-01T00:00:30Z");
+        let shown = entry(json!({"name": "a", "sampleTime": "2026-01-01T00:00:00Z", "heapAllocBytes": 1000,
+            "gcPerSecond": 2.0, "levels": {"gcPerSecond": "OK"}}));
+        let new = |v: serde_json::Value| {
+            let mut base = json!({"name": "a", "sampleTime": now, "heapAllocBytes": 1000, "gcPerSecond": 2.0,
+                "levels": {"gcPerSecond": "OK"}});
+            base.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+            entry(base)
+        };
+        assert!(!worth_writing(&shown, &new(json!({})), now), "only the time moved");
+        assert!(!worth_writing(&shown, &new(json!({"heapAllocBytes": 1090, "gcPerSecond": 1.85})), now));
+        assert!(worth_writing(&shown, &new(json!({"heapAllocBytes": 1200})), now));
+        assert!(worth_writing(&shown, &new(json!({"levels": {"gcPerSecond": "Warning"}})), now));
+        assert!(worth_writing(&shown, &new(json!({"error": "agent unreachable"})), now), "a field that appears");
+        assert!(worth_writing(&shown, &new(json!({"goroutines": 5})), now));
     }
 }

@@ -17,7 +17,6 @@ use biometrics_crds::{
 };
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector},
@@ -33,7 +32,7 @@ use crate::{
     error::{Error, Result},
     guard::{self, Guarded, InvalidSpecStatus},
     metrics::Metrics,
-    pods::{self, PodInfo, agent_of},
+    pods::{self, PodInfo, WatchedPod, agent_of},
     reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, set_condition},
@@ -81,7 +80,7 @@ pub struct Context<A = AgentClient> {
     /// The API client.
     pub client: Client,
     /// Pods, from a watch.
-    pub pods: reflector::Store<Pod>,
+    pub pods: reflector::Store<WatchedPod>,
     /// Resolves once `pods` is filled.
     pub caches_ready: pods::CachesReady,
     /// The agents' client.
@@ -98,6 +97,9 @@ pub struct Context<A = AgentClient> {
     pub settings: Settings,
     /// Each capture's previous finished run, to compare the next one with (by uid).
     previous: Mutex<HashMap<String, CaptureRun>>,
+    /// When each capture's pods were last sampled (by uid, then pod), for samples that
+    /// changed nothing worth a status write.
+    sampled: Mutex<HashMap<String, HashMap<String, Timestamp>>>,
     /// Pods of running runs whose agents have not answered, by capture id (with the start
     /// request while the agent has not accepted it).
     unanswered: Mutex<HashMap<String, (Unanswered, Option<CaptureRequest>)>>,
@@ -112,7 +114,7 @@ impl<A: AgentApi> Context<A> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
-        pods: reflector::Store<Pod>,
+        pods: reflector::Store<WatchedPod>,
         captures: reflector::Store<Guarded<ProfileCapture>>,
         agents: A,
         key: SigningKey,
@@ -133,6 +135,7 @@ impl<A: AgentApi> Context<A> {
             failures: Failures::default(),
             settings,
             previous: Mutex::default(),
+            sampled: Mutex::default(),
             unanswered: Mutex::default(),
             status: StatusWriter::default(),
             captures,
@@ -252,7 +255,9 @@ async fn observe<'a, A: AgentApi>(
     if let Some(max) = decide::max_pods(pc, ctx.settings.default_max_pods) {
         eligible.truncate(max);
     }
-    let stale: Vec<_> = plan::stale(&status, &eligible, rules.metrics_interval, now)
+    let mut sampled_at = lock(&ctx.sampled).remove(&uid).unwrap_or_default();
+    sampled_at.retain(|pod, _| eligible.iter().any(|p| &p.name == pod));
+    let stale: Vec<_> = plan::stale(&status, &sampled_at, &eligible, rules.metrics_interval, now)
         .into_iter()
         .filter_map(|pod| Some((pod.name.clone(), agent_of(&ns, pod)?)))
         .collect();
@@ -267,6 +272,9 @@ async fn observe<'a, A: AgentApi>(
         plan::Sample { pod, answer }
     })
     .await;
+    let before = sampled_at.clone();
+    sampled_at.extend(samples.iter().map(|s| (s.pod.clone(), now)));
+    lock(&ctx.sampled).insert(uid.clone(), sampled_at);
     let mut asks = Vec::new();
     let mut progress = Vec::new();
     if let Some(run) = status.last_run.as_ref().filter(|r| r.result == RunResult::Running) {
@@ -312,6 +320,7 @@ async fn observe<'a, A: AgentApi>(
         eligible,
         matching,
         samples,
+        sampled_at: before,
         progress,
         previous_run: lock(&ctx.previous).get(&uid).cloned(),
         existing,
@@ -495,6 +504,7 @@ async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>
         .await;
     }
     lock(&ctx.previous).remove(&uid);
+    lock(&ctx.sampled).remove(&uid);
     ctx.status.forget(&uid);
     Ok(Action::await_change())
 }
@@ -506,12 +516,12 @@ pub async fn run<A: AgentApi>(
     ctx: Arc<Context<A>>,
     captures: Api<Guarded<ProfileCapture>>,
     (reader, writer): (reflector::Store<Guarded<ProfileCapture>>, reflector::store::Writer<Guarded<ProfileCapture>>),
-    pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
+    pod_events: impl futures::Stream<Item = Arc<WatchedPod>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let selecting = reader.clone();
     let controller = Controller::for_stream(controller::objects(captures, writer), reader)
-        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| {
+        .watches_shared_stream(pod_events, move |pod: Arc<WatchedPod>| {
             let ns = pod.namespace().unwrap_or_default();
             controller::in_namespace_where(&selecting, &ns, |object: &Guarded<ProfileCapture>| {
                 object
@@ -541,9 +551,9 @@ mod tests {
     };
 
     fn context(client: Client, pods: usize, agents: FakeAgents) -> Context<FakeAgents> {
-        let (store, mut writer) = reflector::store::<Pod>();
+        let (store, mut writer) = reflector::store::<WatchedPod>();
         for i in 0..pods {
-            let pod: Pod = serde_json::from_value(json!({
+            let pod: WatchedPod = serde_json::from_value(json!({
                 "metadata": {"name": format!("api-{i}"), "namespace": testing::NS, "labels": {"app": "api"}},
                 "spec": {"containers": [{"name": "app"}, {"name": "biometrics-agent"}]},
                 "status": {"phase": "Running", "podIP": format!("10.0.{}.{}", i / 200, i % 200 + 1),
