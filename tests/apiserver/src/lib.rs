@@ -17,6 +17,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod openapi;
 pub mod portforward;
+pub mod protobuf;
 pub mod rbac;
 pub mod registry;
 pub mod reviews;
