@@ -70,7 +70,7 @@ fn pod_with_volumes_probes_and_resources() {
                 "env": [
                     {"name": "MODE", "value": "prod"},
                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
-                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password", "optional": false}}}
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password", "optional": true}}}
                 ],
                 "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http", "scheme": "HTTP"}, "periodSeconds": 5},
@@ -186,7 +186,7 @@ fn deployment_service_and_secret() {
         "kind": "Secret",
         "metadata": {"name": "db", "namespace": "shop"},
         "type": "Opaque",
-        "immutable": false,
+        "immutable": true,
         "data": {"password": "c2VjcmV0", "binary": "AAEC/w=="}
     });
     let typed: api::core::v1::Secret = round_trip(&secret);
@@ -223,7 +223,7 @@ fn rbac_cronjob_and_ingress() {
             "schedule": "*/5 * * * *",
             "timeZone": "Etc/UTC",
             "concurrencyPolicy": "Forbid",
-            "suspend": false,
+            "suspend": true,
             "jobTemplate": {
                 "metadata": {"labels": {"job": "report"}},
                 "spec": {
@@ -418,4 +418,42 @@ fn watch_frames_are_length_prefixed_watch_events() {
     assert_eq!(event.r#type.as_deref(), Some("ADDED"));
     let raw = event.object.unwrap().raw.unwrap();
     assert_eq!(protobuf::decode_object(&raw).unwrap(), cm);
+}
+
+#[test]
+fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
+    use apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    // What kubectl's generators send: every non-pointer field, zero or not.
+    let template = api::core::v1::PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            name: Some(String::new()),
+            generate_name: Some(String::new()),
+            generation: Some(0),
+            creation_timestamp: Some(Time::default()),
+            labels: [("app".to_owned(), String::new())].into(),
+            ..Default::default()
+        }),
+        spec: Some(api::core::v1::PodSpec {
+            containers: vec![api::core::v1::Container {
+                name: Some("app".into()),
+                image: Some("nginx".into()),
+                stdin: Some(false),
+                working_dir: Some(String::new()),
+                ..Default::default()
+            }],
+            host_network: Some(false),
+            ..Default::default()
+        }),
+    };
+    let message = protobuf::message_for("v1", "PodTemplate").unwrap();
+    let bytes = api::core::v1::PodTemplate { metadata: None, template: Some(template) }.encode_to_vec();
+    assert_eq!(
+        protobuf::decode_message(message, &bytes).unwrap(),
+        json!({"template": {
+            // A zero time is null in Go's JSON; map values are kept even when empty.
+            "metadata": {"creationTimestamp": null, "labels": {"app": ""}},
+            // `name` is required (no omitempty), so it stays.
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}
+        }})
+    );
 }

@@ -22,19 +22,48 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 
 /// Property names of every schema k8s-openapi has, by the message key they correspond to
 /// (lower case: `io.k8s.api.core.v1.Pod` → `api.core.v1.pod`).
-static PROPERTIES: LazyLock<HashMap<String, Vec<String>>> = LazyLock::new(|| {
+static PROPERTIES: LazyLock<HashMap<String, Props>> = LazyLock::new(|| {
     crate::builtins::definitions()
         .into_iter()
         .filter_map(|(name, schema)| {
-            let props = schema.get("properties")?.as_object()?.keys().cloned().collect();
+            let names = schema.get("properties")?.as_object()?.keys().cloned().collect();
+            let required = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
             let key = name.strip_prefix("io.k8s.").unwrap_or(&name).replace('-', "_").to_ascii_lowercase();
-            Some((key, props))
+            Some((key, Props { names, required }))
         })
         .collect()
 });
 
-fn properties(message: &Message) -> Option<&'static [String]> {
-    PROPERTIES.get(&message.name.to_ascii_lowercase()).map(Vec::as_slice)
+/// What a schema says of an object's fields.
+#[derive(Debug)]
+struct Props {
+    names: Vec<String>,
+    /// The fields Go writes even when zero (no `omitempty`).
+    required: Vec<String>,
+}
+
+fn properties(message: &Message) -> Option<&'static Props> {
+    PROPERTIES.get(&message.name.to_ascii_lowercase())
+}
+
+/// Whether Go's JSON would leave out this value of a field with `omitempty`. Go writes
+/// every non-pointer field to protobuf, zero or not, so a client's `generateName: ""` or
+/// `paused: false` arrives on the wire; kube-apiserver's JSON of the same object omits them.
+/// (A pointer field set to zero cannot be told apart on the wire; it reads as unset.)
+fn omitted_when_zero(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
 }
 
 /// The types whose JSON is not an object of their fields.
@@ -114,13 +143,13 @@ fn lower_camel(snake: &str) -> String {
     out
 }
 
-fn bind(field: &Field, props: Option<&[String]>) -> Result<Binding, String> {
+fn bind(field: &Field, props: Option<&Props>) -> Result<Binding, String> {
     let Some(props) = props else {
         // A message without a schema (the lists): its JSON names are its field names.
         return Ok(Binding::Named(lower_camel(field.name)));
     };
     let wanted = normalize(field.name);
-    if let Some(name) = props.iter().find(|p| normalize(p) == wanted) {
+    if let Some(name) = props.names.iter().find(|p| normalize(p) == wanted) {
         return Ok(Binding::Named(name.clone()));
     }
     if field.scalar == Scalar::Message {
@@ -150,7 +179,7 @@ pub fn encode_message(message: &'static Message, value: &Value) -> Result<Vec<u8
 
 fn encode_into(
     message: &'static Message,
-    props: Option<&[String]>,
+    props: Option<&Props>,
     value: &Value,
     out: &mut Vec<u8>,
     path: &str,
@@ -325,7 +354,7 @@ pub fn decode_message(message: &'static Message, bytes: &[u8]) -> Result<Value, 
 
 fn decode_into(
     message: &'static Message,
-    props: Option<&[String]>,
+    props: Option<&Props>,
     bytes: &[u8],
     object: &mut Map<String, Value>,
 ) -> Result<(), String> {
@@ -335,6 +364,15 @@ fn decode_into(
         match bind(field, props)? {
             Binding::Skip => {}
             Binding::Inline(inner) => decode_into(inner, props, as_bytes(payload, field)?, object)?,
+            Binding::Named(name) if field.shape == Shape::Single && field.scalar != Scalar::Message => {
+                let value = decode_one(field.scalar, field.message, payload, field.name)?;
+                let required = props.is_some_and(|p| p.required.contains(&name));
+                if required || !omitted_when_zero(&value) {
+                    object.insert(name, value);
+                } else {
+                    object.remove(&name);
+                }
+            }
             Binding::Named(name) => decode_field(field, payload, object.entry(name))?,
         }
     }
@@ -431,6 +469,8 @@ fn decode_special(special: Special, message: &'static Message, bytes: &[u8]) -> 
     let at = |tag: u32| fields.get(&tag.to_string());
     let number = |tag: u32| at(tag).and_then(Value::as_i64).unwrap_or(0);
     Ok(match special {
+        // Go writes a zero time as an empty message, and its JSON as null.
+        Special::Time | Special::MicroTime if bytes.is_empty() => Value::Null,
         Special::Time | Special::MicroTime => {
             let nanos = if special == Special::Time { 0 } else { number(2) };
             let t = jiff::Timestamp::new(number(1), i32::try_from(nanos).unwrap_or(0)).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@
 //! come from k8s-openapi's schemas of the same types, so no kind is converted by hand.
 
 mod convert;
-mod wire;
+pub(crate) mod wire;
 
 use std::{collections::HashMap, sync::LazyLock};
 
