@@ -203,8 +203,8 @@ pub const BUILTINS: &[Builtin] = &[
 ];
 
 /// k8s-openapi's schema of every built-in, and of the kinds requests and answers carry
-/// beside them (Status, DeleteOptions, the subresources' TokenRequest, Scale, Eviction and
-/// Binding), by component name (`io.k8s.api.core.v1.Pod`), with what they refer to.
+/// beside them (Status, DeleteOptions, discovery, the subresources' TokenRequest, Scale,
+/// Eviction and Binding), by component name (`io.k8s.api.core.v1.Pod`), with what they refer to.
 pub fn definitions() -> serde_json::Map<String, serde_json::Value> {
     let mut generator = SchemaSettings::openapi3().into_generator();
     for builtin in BUILTINS {
@@ -213,6 +213,9 @@ pub fn definitions() -> serde_json::Map<String, serde_json::Value> {
     generator.subschema_for::<meta::Status>();
     generator.subschema_for::<meta::DeleteOptions>();
     generator.subschema_for::<meta::ListMeta>();
+    generator.subschema_for::<meta::APIGroupList>();
+    generator.subschema_for::<meta::APIResourceList>();
+    generator.subschema_for::<meta::APIVersions>();
     generator.subschema_for::<authentication::TokenRequest>();
     generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
     generator.subschema_for::<policy::Eviction>();

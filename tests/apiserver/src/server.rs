@@ -277,7 +277,7 @@ async fn respond(
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     // A protobuf object is read into the JSON everything else works on; patches are never
-    // protobuf, and keep their 415.
+    // protobuf, and keep their 415. A DELETE's options are optional: unreadable ones are none.
     let protobuf_body = negotiation::is_protobuf(content_type) && method != Method::PATCH;
     let body = if protobuf_body {
         match protobuf_to_json(&body) {
@@ -285,6 +285,7 @@ async fn respond(
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 json
             }
+            Err(_) if method == Method::DELETE => Bytes::new(),
             Err(e) => return error_response(&e),
         }
     } else {

@@ -385,6 +385,13 @@ async fn content_is_negotiated_as_kube_apiserver_negotiates_it() {
         assert_eq!(content_type, "application/json");
         assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["kind"], "Table");
 
+        // Discovery too, as client-go's typed discovery asks for it.
+        let (_, content_type, body) = get("/api/v1", PROTOBUF_FIRST);
+        assert_eq!(content_type, "application/vnd.kubernetes.protobuf");
+        let resources = protobuf::decode_object(&body).unwrap();
+        let pods = resources["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+        assert_eq!((&pods["kind"], &pods["shortNames"]), (&json!("Pod"), &json!(["po"])));
+
         // Custom resources: JSON when the client also takes it, 406 when it takes only protobuf.
         let captures = "/apis/biometrics.io/v1alpha1/namespaces/shop/profilecaptures";
         let (code, content_type, _) = get(captures, PROTOBUF_FIRST);

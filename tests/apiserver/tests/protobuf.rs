@@ -457,3 +457,17 @@ fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
         }})
     );
 }
+
+#[test]
+fn every_group_version_carries_meta_kinds() {
+    // client-go sends a typed delete's options under the resource's own group version.
+    let options = json!({
+        "apiVersion": "apps/v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Orphan",
+        "gracePeriodSeconds": 5,
+        "preconditions": {"uid": "u-1"}
+    });
+    let typed: apimachinery::pkg::apis::meta::v1::DeleteOptions = round_trip(&options);
+    assert_eq!(typed.propagation_policy.as_deref(), Some("Orphan"));
+}

@@ -165,9 +165,8 @@ fn lookup(key: &str) -> Result<&'static Message, String> {
     message(key).ok_or_else(|| format!("no protobuf message {key}"))
 }
 
-fn field_at(message: &Message, tag: u32) -> Result<&'static Field, String> {
-    let fields: &'static [Field] = lookup(message.name)?.fields;
-    fields.iter().find(|f| f.tag == tag).ok_or_else(|| format!("{} has no field {tag}", message.name))
+fn field_at(message: &'static Message, tag: u32) -> Result<&'static Field, String> {
+    message.fields.iter().find(|f| f.tag == tag).ok_or_else(|| format!("{} has no field {tag}", message.name))
 }
 
 /// A message's wire bytes from its JSON.

@@ -99,7 +99,8 @@ pub fn message_for(api_version: &str, kind: &str) -> Option<&'static Message> {
         return None;
     }
     let package = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or_default() };
-    let meta = group.is_empty() && version == "v1" || group == "meta.k8s.io";
+    // Every group version also carries meta's kinds (Status, DeleteOptions, WatchEvent).
+    let meta = version == "v1";
     [
         Some(format!("api.{package}.{version}.{kind}")),
         Some(format!("apiextensions_apiserver.pkg.apis.{package}.{version}.{kind}")),
