@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::{builtins::BUILTINS, protobuf::wire};
+use crate::{builtins::BUILTINS, error::ApiError, protobuf::wire};
 
 /// The content type of the protobuf document as kube-apiserver labels it (the `@` of the
 /// media type clients ask for is not valid in a Content-Type Go would parse).
@@ -65,13 +65,20 @@ fn v2_references(schema: &mut Value) {
     }
 }
 
-/// Answers `/openapi/v2`: protobuf when asked for, JSON otherwise.
-pub fn serve(accept: &str) -> Response {
-    let doc = document();
-    if accept.contains("com.github.proto-openapi.spec.v2") {
-        return (StatusCode::OK, [(header::CONTENT_TYPE, PROTOBUF)], encode_document(&doc)).into_response();
+/// Answers `/openapi/v2`: protobuf when asked for (either spelling), JSON for JSON or any
+/// type, and 406 for anything else, as kube-openapi's handler negotiates.
+pub fn serve(accept: &str) -> Result<Response, ApiError> {
+    let wants =
+        |media: &str| accept.split(',').any(|clause| clause.split(';').next().is_some_and(|m| m.trim() == media));
+    if wants("application/com.github.proto-openapi.spec.v2@v1.0+protobuf") || wants(PROTOBUF) {
+        let doc = document();
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, PROTOBUF)], encode_document(&doc)).into_response());
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
+    if accept.trim().is_empty() || wants("application/json") || wants("*/*") || wants("application/*") {
+        let doc = document();
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response());
+    }
+    Err(ApiError::not_acceptable(format!("only the following media types are accepted: application/json, {PROTOBUF}")))
 }
 
 /// The document as gnostic's `openapi.v2.Document`.

@@ -404,7 +404,7 @@ async fn route(
         (&Method::GET, "/apis") => {
             return Ok(json_response(StatusCode::OK, &crate::discovery::group_list(&state.store.registry()), &[]));
         }
-        (&Method::GET, "/openapi/v2") => return Ok(crate::openapi_v2::serve(&accept)),
+        (&Method::GET, "/openapi/v2") => return crate::openapi_v2::serve(&accept),
         (&Method::GET, p) if p.starts_with("/openapi/") => {
             return crate::openapi::serve(state, p);
         }
@@ -489,6 +489,14 @@ async fn route(
         },
         Target::PodLog { namespace, name } if *method == Method::GET => {
             state.counts.bump("get pods/log".into());
+            // The log is text, but negotiated over the API's media types: a bare
+            // `Accept: text/plain` is a 406 from kube-apiserver.
+            if negotiation::output(&accept, true) == Output::NotAcceptable {
+                return Err(ApiError::not_acceptable(format!(
+                    "only the following media types are accepted: {}",
+                    negotiation::accepted(true)
+                )));
+            }
             crate::logs::serve(
                 &state.store,
                 state.kubelet_state.get().map(|node| node.state_dir.as_path()),

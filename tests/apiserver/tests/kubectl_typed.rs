@@ -421,6 +421,18 @@ async fn content_is_negotiated_as_kube_apiserver_negotiates_it() {
         let (code, _, _) = post("/api/v1/namespaces/shop/configmaps", b"k8s\0\x0a\xff");
         assert_eq!(code, 400);
 
+        // OpenAPI v2 in JSON or protobuf, 406 for anything else; a pod's log is negotiated
+        // over the API's media types too.
+        let (code, content_type, body) = get("/openapi/v2", "application/json");
+        assert_eq!((code, content_type.as_str()), (200, "application/json"));
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["swagger"], "2.0");
+        let (code, content_type, _) = get("/openapi/v2", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf");
+        assert_eq!((code, content_type.as_str()), (200, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
+        assert_eq!(get("/openapi/v2", "text/html").0, 406);
+        k.ok(&["run", "logger", "-n", "shop", "--image=example/app"]);
+        assert_eq!(get("/api/v1/namespaces/shop/pods/logger/log", "text/plain").0, 406);
+        assert_ne!(get("/api/v1/namespaces/shop/pods/logger/log", "application/json, */*").0, 406);
+
         // A watch in protobuf: length-prefixed WatchEvents.
         let (code, content_type, body) =
             get("/api/v1/namespaces/shop/configmaps?watch=true&resourceVersion=0&timeoutSeconds=1", PROTOBUF_FIRST);
