@@ -4,6 +4,7 @@
 //! names, categories, the status subresource, generation tracking and restricted verbs, as
 //! kube-apiserver's REST storage for each kind declares them.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::{
     ClusterResourceScope, NamespaceResourceScope, Resource,
     api::{
@@ -17,7 +18,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions,
     kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration,
 };
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 
 /// Every verb of a storage with the generic semantics.
 pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -200,6 +201,27 @@ pub const BUILTINS: &[Builtin] = &[
     builtin::<storage::VolumeAttachment>(with_status(&[], &[], false)),
     builtin::<storage::VolumeAttributesClass>(short(&["vac"])),
 ];
+
+/// k8s-openapi's schema of every built-in, and of the kinds requests and answers carry
+/// beside them (Status, DeleteOptions, discovery, the subresources' TokenRequest, Scale,
+/// Eviction and Binding), by component name (`io.k8s.api.core.v1.Pod`), with what they refer to.
+pub fn definitions() -> serde_json::Map<String, serde_json::Value> {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    for builtin in BUILTINS {
+        (builtin.schema)(&mut generator);
+    }
+    generator.subschema_for::<meta::Status>();
+    generator.subschema_for::<meta::DeleteOptions>();
+    generator.subschema_for::<meta::ListMeta>();
+    generator.subschema_for::<meta::APIGroupList>();
+    generator.subschema_for::<meta::APIResourceList>();
+    generator.subschema_for::<meta::APIVersions>();
+    generator.subschema_for::<authentication::TokenRequest>();
+    generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+    generator.subschema_for::<policy::Eviction>();
+    generator.subschema_for::<core::Binding>();
+    generator.take_definitions(true)
+}
 
 #[cfg(test)]
 mod tests {

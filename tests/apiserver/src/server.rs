@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::{
     audit::{RequestLog, RequestRecord},
     error::ApiError,
+    negotiation::{self, Output},
     registry::{ResourceType, TypeKey},
     schema::FieldValidation,
     selectors::{FieldSelector, LabelSelector},
@@ -256,18 +257,99 @@ pub async fn handle(
     if let Some(log) = &state.requests {
         log.record(record.clone());
     }
-    let user = match authorize(&state, &headers, &record) {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let response = respond(state, method, uri, headers, body, upgrade, &record).await;
+    negotiate(response, &accept).await
+}
+
+async fn respond(
+    state: AppState,
+    method: Method,
+    uri: Uri,
+    mut headers: HeaderMap,
+    body: Bytes,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    record: &RequestRecord,
+) -> Response {
+    let user = match authorize(&state, &headers, record) {
         Ok(user) => user,
         Err(e) => return error_response(&e),
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // A protobuf object is read into the JSON everything else works on; patches are never
+    // protobuf, and keep their 415. A DELETE's options are optional: unreadable ones are none.
+    let protobuf_body = negotiation::is_protobuf(content_type) && method != Method::PATCH;
+    let body = if protobuf_body {
+        match protobuf_to_json(&body) {
+            Ok(json) => {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                json
+            }
+            Err(_) if method == Method::DELETE => Bytes::new(),
+            Err(e) => return error_response(&e),
+        }
+    } else {
+        body
     };
     if method == Method::POST
         && let Some(review) = crate::reviews::serve(&state, &user, uri.path(), &body)
     {
         return review.unwrap_or_else(|e| error_response(&e));
     }
-    match route(&state, &method, &uri, &headers, &body, upgrade).await {
+    match route(&state, &method, &uri, &headers, &body, upgrade, protobuf_body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    }
+}
+
+/// The JSON of a protobuf request body; 415 for a kind with no protobuf form (a custom
+/// resource), 400 for bytes that are not an object.
+fn protobuf_to_json(body: &Bytes) -> Result<Bytes, ApiError> {
+    match crate::protobuf::decode_object(body) {
+        Ok(object) => Ok(Bytes::from(object.to_string())),
+        Err(crate::protobuf::DecodeError::UnknownKind { .. }) => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: {}",
+            negotiation::accepted(false)
+        ))),
+        Err(crate::protobuf::DecodeError::Malformed(e)) => {
+            Err(ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
+        }
+    }
+}
+
+/// A complete JSON answer rewritten in protobuf when the client prefers it and the object
+/// is a built-in kind (Tables stay JSON); streams and other bodies pass as they are.
+async fn negotiate(response: Response, accept: &str) -> Response {
+    use axum::body::HttpBody;
+    let json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // A 406 is written in JSON, as kube-apiserver writes what it could not negotiate.
+    if !json
+        || response.status() == StatusCode::NOT_ACCEPTABLE
+        || !accept.contains(crate::protobuf::MEDIA_TYPE)
+        || response.body().size_hint().exact().is_none()
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return error_response(&ApiError::internal("the response could not be read"));
+    };
+    let encoded = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(|object| object.get("kind").and_then(Value::as_str) != Some("Table"))
+        .filter(|object| negotiation::output(accept, crate::protobuf::encodable(object)) == Output::Protobuf)
+        .map(|object| crate::protobuf::encode_object(&object));
+    match encoded {
+        Some(Ok(Some(protobuf))) => {
+            parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::protobuf::MEDIA_TYPE));
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(protobuf))
+        }
+        Some(Err(e)) => {
+            error_response(&ApiError::internal(format!("the object could not be written as protobuf: {e}")))
+        }
+        _ => Response::from_parts(parts, Body::from(bytes)),
     }
 }
 
@@ -308,6 +390,7 @@ async fn route(
     headers: &HeaderMap,
     body: &Bytes,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    protobuf_body: bool,
 ) -> Result<Response, ApiError> {
     let path = uri.path();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -321,6 +404,7 @@ async fn route(
         (&Method::GET, "/apis") => {
             return Ok(json_response(StatusCode::OK, &crate::discovery::group_list(&state.store.registry()), &[]));
         }
+        (&Method::GET, "/openapi/v2") => return crate::openapi_v2::serve(&accept),
         (&Method::GET, p) if p.starts_with("/openapi/") => {
             return crate::openapi::serve(state, p);
         }
@@ -335,6 +419,22 @@ async fn route(
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
     let target = parse_target(state, path)?;
+    if let Target::Collection { rt, .. } | Target::Object { rt, .. } | Target::Scale { rt, .. } = &target {
+        // Custom resources are read and written in JSON only, as kube-apiserver serves them.
+        let builtin = rt.builtin_schema.is_some();
+        if protobuf_body && !builtin {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                negotiation::accepted(false)
+            )));
+        }
+        if negotiation::output(&accept, builtin) == Output::NotAcceptable {
+            return Err(ApiError::not_acceptable(format!(
+                "only the following media types are accepted: {}",
+                negotiation::accepted(builtin)
+            )));
+        }
+    }
     if let Some(verb) = verb_of(&target, method, &query)
         && let Target::Collection { rt, .. } | Target::Object { rt, .. } | Target::Scale { rt, .. } = &target
         && !rt.serves(verb)
@@ -389,6 +489,14 @@ async fn route(
         },
         Target::PodLog { namespace, name } if *method == Method::GET => {
             state.counts.bump("get pods/log".into());
+            // The log is text, but negotiated over the API's media types: a bare
+            // `Accept: text/plain` is a 406 from kube-apiserver.
+            if negotiation::output(&accept, true) == Output::NotAcceptable {
+                return Err(ApiError::not_acceptable(format!(
+                    "only the following media types are accepted: {}",
+                    negotiation::accepted(true)
+                )));
+            }
             crate::logs::serve(
                 &state.store,
                 state.kubelet_state.get().map(|node| node.state_dir.as_path()),
@@ -618,7 +726,10 @@ fn list(
     )
 }
 
-fn watch_line(event_type: &str, object: &Value) -> Bytes {
+fn watch_line(event_type: &str, object: &Value, protobuf: bool) -> Bytes {
+    if protobuf && let Ok(frame) = crate::protobuf::watch_frame(event_type, object) {
+        return Bytes::from(frame);
+    }
     let mut line = json!({"type": event_type, "object": object}).to_string();
     line.push('\n');
     Bytes::from(line)
@@ -641,6 +752,8 @@ fn watch(
 ) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(rt, query)?;
     let as_table = table::wants_table(accept);
+    // kube-apiserver streams built-ins in protobuf frames when the client prefers them.
+    let protobuf = !as_table && negotiation::output(accept, rt.builtin_schema.is_some()) == Output::Protobuf;
     let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
     let timeout = Duration::from_secs(query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800));
@@ -674,11 +787,11 @@ fn watch(
     tokio::spawn(async move {
         let render = |object: &Value| if as_table { table::object_table(&rt, object) } else { object.clone() };
         for item in &initial {
-            if tx.send(watch_line("ADDED", &render(item))).await.is_err() {
+            if tx.send(watch_line("ADDED", &render(item), protobuf)).await.is_err() {
                 return;
             }
         }
-        if send_initial && tx.send(watch_line("BOOKMARK", &bookmark(&rt, cursor, true))).await.is_err() {
+        if send_initial && tx.send(watch_line("BOOKMARK", &bookmark(&rt, cursor, true), protobuf)).await.is_err() {
             return;
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -687,7 +800,7 @@ fn watch(
             let (events, latest) = match store.events_since(cursor) {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.send(watch_line("ERROR", &e.to_status())).await;
+                    let _ = tx.send(watch_line("ERROR", &e.to_status(), protobuf)).await;
                     return;
                 }
             };
@@ -717,7 +830,7 @@ fn watch(
                     _ => None,
                 };
                 if let Some(kind) = kind
-                    && tx.send(watch_line(kind, &render(object))).await.is_err()
+                    && tx.send(watch_line(kind, &render(object), protobuf)).await.is_err()
                 {
                     return;
                 }
@@ -727,7 +840,7 @@ fn watch(
                 () = tokio::time::sleep_until(deadline) => return,
                 () = tokio::time::sleep_until(next_bookmark) => {
                     next_bookmark = tokio::time::Instant::now() + bookmark_interval;
-                    if bookmarks && tx.send(watch_line("BOOKMARK", &bookmark(&rt, cursor, false))).await.is_err() {
+                    if bookmarks && tx.send(watch_line("BOOKMARK", &bookmark(&rt, cursor, false), protobuf)).await.is_err() {
                         return;
                     }
                 }
@@ -738,7 +851,8 @@ fn watch(
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = if protobuf { "application/vnd.kubernetes.protobuf;stream=watch" } else { "application/json" };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }
 
