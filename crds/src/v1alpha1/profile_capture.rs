@@ -48,9 +48,11 @@ use crate::{
         json_path = ".status.lastRun.startTime",
         description = "When the last run started"
     ),
+    // A string, not a date: kubectl prints a date column as the age it has reached, and a
+    // time still to come as `<invalid>`.
     printcolumn(
         name = "Next Run",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextRunTime",
         description = "When the schedule fires next"
     ),

@@ -133,6 +133,11 @@ fn examples_apply_and_print_their_columns() {
         assert!(header.contains(column), "missing column {column}: {captures}");
     }
     assert!(captures.contains("api-hourly") && captures.contains("checkout-now"), "{captures}");
+    // The next run is a time still to come: shown as the time, not as an age.
+    let next = r#"{"status":{"nextRunTime":"2099-01-01T00:00:00Z"}}"#;
+    cluster.ok(&["patch", "pcap", "api-hourly", "-n", "shop", "--subresource=status", "--type=merge", "-p", next]);
+    let hourly = cluster.ok(&["get", "pcap", "api-hourly", "-n", "shop"]);
+    assert!(hourly.contains("2099-01-01T00:00:00Z") && !hourly.contains("<invalid>"), "{hourly}");
     let policies = cluster.ok(&["get", "cpol", "-n", "shop"]);
     for column in ["STRATEGY", "EXECUTOR", "HIT RATIO", "LAST INVALIDATION", "THRESHOLD"] {
         assert!(policies.lines().next().unwrap_or_default().contains(column), "missing column {column}: {policies}");
