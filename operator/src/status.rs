@@ -110,10 +110,17 @@ impl Events {
             series.get(&key).cloned()
         };
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
-        let published = match repeat {
-            Some(s) => {
-                self.count_repeat(&s, now).await.map(|()| Series { count: s.count + 1, last_observed: now, ..s })
-            }
+        let counted = match repeat {
+            Some(s) => match self.count_repeat(&s, now).await {
+                Ok(()) => Some(Ok(Series { count: s.count + 1, last_observed: now, ..s })),
+                // The Event is gone (its TTL in the API server, or deleted): start a new one.
+                Err(kube::Error::Api(status)) if status.code == 404 => None,
+                Err(e) => Some(Err(e)),
+            },
+            None => None,
+        };
+        let published = match counted {
+            Some(result) => result,
             None => {
                 let event = self.event(object, type_, reason, note, action, now);
                 Api::<K8sEvent>::namespaced(self.client.clone(), &namespace)
@@ -273,6 +280,13 @@ mod tests {
         seen.sort();
         assert_eq!(seen, [("pod a: refused".into(), 3), ("pod b: refused".into(), 1)]);
         assert!(events.series.lock().unwrap().len() == 2, "a series is remembered as a name and a count");
+        // An Event deleted in the meantime (its TTL) is published anew, not lost.
+        let api: Api<K8sEvent> = Api::namespaced(client.clone(), crate::testing::NS);
+        api.delete_collection(&Default::default(), &Default::default()).await.unwrap();
+        events.publish(&object, EventType::Warning, "AgentUnreachable", "pod a: refused".into(), "Run").await;
+        let again = crate::testing::events_about(&client, "checkout", 1).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].message.as_deref(), Some("pod a: refused"));
     }
 
     #[test]
