@@ -18,6 +18,10 @@ pub struct UserInfo {
     pub name: String,
     /// Its groups.
     pub groups: Vec<String>,
+    /// Its uid (a ServiceAccount's object uid), or empty.
+    pub uid: String,
+    /// What the authenticator adds (a ServiceAccount token's bound pod and id).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -27,17 +31,29 @@ impl UserInfo {
         if !all.iter().any(|g| g == "system:authenticated") {
             all.push("system:authenticated".into());
         }
-        Self { name: name.to_owned(), groups: all }
+        Self { name: name.to_owned(), groups: all, uid: String::new(), extra: BTreeMap::new() }
     }
 
     /// The user of a request without credentials.
     pub fn anonymous() -> Self {
-        Self { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        Self {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            uid: String::new(),
+            extra: BTreeMap::new(),
+        }
     }
 
     /// As `userInfo` in a review's status.
     pub fn to_json(&self) -> Value {
-        json!({"username": self.name, "groups": self.groups})
+        let mut info = json!({"username": self.name, "groups": self.groups});
+        if !self.uid.is_empty() {
+            info["uid"] = json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            info["extra"] = json!(self.extra);
+        }
+        info
     }
 }
 
@@ -376,6 +392,14 @@ pub fn bootstrap() -> Vec<Value> {
             json!([
                 {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+            ]),
+        ),
+        cluster_role(
+            "system:auth-delegator",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             ]),
         ),
         binding("cluster-admin", "cluster-admin", "system:masters"),

@@ -79,6 +79,8 @@ pub struct AppState {
     /// Users by bearer token, when requests are authenticated and authorized by RBAC;
     /// `None` lets every request through.
     pub rbac: Option<Arc<crate::rbac::Tokens>>,
+    /// Signs and checks ServiceAccount tokens.
+    pub service_accounts: Arc<crate::serviceaccounts::Issuer>,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ impl AppState {
             kubelet_state: Arc::default(),
             watch_delay: Duration::ZERO,
             rbac: None,
+            service_accounts: Arc::new(crate::serviceaccounts::Issuer::generate().expect("ring makes a P-256 key")),
         }
     }
 }
@@ -265,6 +268,12 @@ pub async fn handle(
     {
         return review.unwrap_or_else(|e| error_response(&e));
     }
+    if method == Method::POST
+        && let Some(answer) =
+            crate::serviceaccounts::serve_token_request(&state.store, &state.service_accounts, uri.path(), &body)
+    {
+        return answer.unwrap_or_else(|e| error_response(&e));
+    }
     match route(&state, &method, &uri, &headers, &body, upgrade).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -280,14 +289,14 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let Some(tokens) = &state.rbac else {
+    if state.rbac.is_none() {
         // Without authentication the token stands for the user, who may do anything.
         return Ok(token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {
             crate::rbac::UserInfo::authenticated(t, &["system:masters"])
         }));
-    };
+    }
     let user = match token {
-        Some(token) => tokens.user(token).cloned().ok_or_else(ApiError::unauthorized)?,
+        Some(token) => authenticate_token(state, token, &[]).map_err(|_| ApiError::unauthorized())?.0,
         None => crate::rbac::UserInfo::anonymous(),
     };
     let decision = crate::rbac::policy(&state.store).authorize(&user, record);
@@ -299,6 +308,24 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
             Err(ApiError::forbidden(message, &record.qualified_resource(), &record.name))
         }
     }
+}
+
+/// Who a bearer token stands for, by the static token file or as a ServiceAccount token meant
+/// for one of `audiences` (the API server's own when empty), with the audiences it was
+/// accepted for; or why it does not authenticate.
+pub fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    audiences: &[String],
+) -> Result<(crate::rbac::UserInfo, Vec<String>), String> {
+    let api_audience = crate::serviceaccounts::ISSUER.to_owned();
+    // The token file knows nothing of audiences: its tokens are for the API server only.
+    if let Some(user) = state.rbac.as_ref().and_then(|tokens| tokens.user(token))
+        && (audiences.is_empty() || audiences.contains(&api_audience))
+    {
+        return Ok((user.clone(), vec![api_audience]));
+    }
+    state.service_accounts.authenticate(&state.store, token, audiences).map_err(|e| e.0)
 }
 
 async fn route(
