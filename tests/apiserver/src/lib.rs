@@ -233,7 +233,12 @@ impl TestApiServer {
     /// Starts a kubelet that runs this server's pods as local processes (see
     /// [`kubelet`]); it stops with the server.
     pub async fn start_kubelet(&mut self, config: kubelet::KubeletConfig) -> Result<(), kubelet::KubeletError> {
-        let kubelet = kubelet::Kubelet::start(self.store.clone(), config).await?;
+        // Pods reach the server over HTTPS as their ServiceAccount when it serves HTTPS.
+        let access = self.certs.as_ref().map(|_| kubelet::ClusterAccess { issuer: self.service_accounts.clone() });
+        let kubelet = kubelet::Kubelet::start(self.store.clone(), config, access).await?;
+        if let Some(certs) = &self.certs {
+            certs.add_address(kubelet.gateway().into()).map_err(kubelet::KubeletError::Network)?;
+        }
         let _ = self.kubelet_state.set(kubelet.node_info());
         self.kubelet = Some(kubelet);
         Ok(())
