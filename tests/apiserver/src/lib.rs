@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fields;
+pub mod impersonation;
 pub mod kubelet;
 pub mod logs;
 pub mod openapi;

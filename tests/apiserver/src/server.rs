@@ -280,8 +280,8 @@ pub async fn handle(
     }
 }
 
-/// Who sent the request, and whether RBAC lets them do it (every request passes when the
-/// server runs without RBAC).
+/// Who sent the request (or whom it impersonates, when allowed to), and whether RBAC lets
+/// them do it (every request passes when the server runs without RBAC).
 fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> Result<crate::rbac::UserInfo, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -289,25 +289,38 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
+    let impersonation = crate::impersonation::requested(headers)?;
     if state.rbac.is_none() {
         // Without authentication the token stands for the user, who may do anything.
-        return Ok(token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {
+        let user = token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {
             crate::rbac::UserInfo::authenticated(t, &["system:masters"])
-        }));
+        });
+        return Ok(impersonation.map_or(user, |wanted| crate::impersonation::user(&wanted)));
     }
     let user = match token {
         Some(token) => authenticate_token(state, token, &[]).map_err(|_| ApiError::unauthorized())?.0,
         None => crate::rbac::UserInfo::anonymous(),
     };
-    let decision = crate::rbac::policy(&state.store).authorize(&user, record);
-    match decision {
-        crate::rbac::Decision::Allowed(_) => Ok(user),
+    let policy = crate::rbac::policy(&state.store);
+    let deny = |decision: crate::rbac::Decision, check: &RequestRecord| match decision {
+        crate::rbac::Decision::Allowed(_) => Ok(()),
         // kube-apiserver answers an anonymous request it would not allow with 401.
         crate::rbac::Decision::Denied(_) if token.is_none() => Err(ApiError::unauthorized()),
         crate::rbac::Decision::Denied(message) => {
-            Err(ApiError::forbidden(message, &record.qualified_resource(), &record.name))
+            Err(ApiError::forbidden(message, &check.qualified_resource(), &check.name))
         }
-    }
+    };
+    let user = match impersonation {
+        Some(wanted) => {
+            for check in crate::impersonation::checks(&wanted) {
+                deny(policy.authorize(&user, &check), &check)?;
+            }
+            crate::impersonation::user(&wanted)
+        }
+        None => user,
+    };
+    deny(policy.authorize(&user, record), record)?;
+    Ok(user)
 }
 
 /// Who a bearer token stands for, by the static token file or as a ServiceAccount token meant

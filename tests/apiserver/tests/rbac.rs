@@ -166,3 +166,94 @@ async fn rbac_decides_who_may_do_what() {
     let out = kubectl.run(&["get", "secrets", "-n", "billing"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list resource \"secrets\""), "{out:?}");
 }
+
+/// kube-rs with `as`/`as-groups` in its kubeconfig, as `kubectl --as`/`--as-group` send them.
+async fn client_as(server: &TestApiServer, token: &str, user: &str, groups: &[&str]) -> Client {
+    let text = server.kubeconfig_as(token).replace(
+        &format!("    token: {token}\n"),
+        &format!("    token: {token}\n    as: {user}\n    as-groups: {groups:?}\n"),
+    );
+    let kubeconfig = Kubeconfig::from_yaml(&text).unwrap();
+    Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_needs_the_impersonate_verb_for_each_user_group_and_account() {
+    let tokens = "imp-token,impersonator,2001\nvera-token,vera,1001\n";
+    let options = Options { rbac: Some(Tokens::parse(tokens).unwrap()), tls: true, ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    server
+        .create_from_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/yaml/profilecapture.yaml")])
+        .unwrap();
+    let admin = client(&server, biometrics_test_apiserver::ADMIN_TOKEN).await;
+    apply(&admin, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "biometrics-view", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [{"apiGroups": ["biometrics.io"], "resources": ["profilecaptures"], "verbs": ["get", "list", "watch"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "target": {"port": 6060}, "profiles": ["heap"]}}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "vera-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "vera"}]}))
+    .await;
+    // The impersonator may act as vera, in the viewers group, and nothing else.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "impersonate-vera"},
+        "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["vera"]},
+                  {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"], "resourceNames": ["viewers"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "impersonate-vera"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonate-vera"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "impersonator"}]}))
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as("imp-token")).unwrap();
+    let kubectl = common::Kubectl::new(dir.path());
+    let stderr = |args: &[&str]| String::from_utf8_lossy(&kubectl.run(args, None).stderr).trim().to_owned();
+
+    // As itself the impersonator reads nothing; as vera it reads what vera reads.
+    assert!(stderr(&["get", "pcap", "-n", "shop"]).contains("User \"impersonator\" cannot list"));
+    assert_eq!(
+        kubectl.ok(&["get", "pcap", "-n", "shop", "-o", "name", "--as", "vera"]).trim(),
+        "profilecapture.biometrics.io/web"
+    );
+    assert_eq!(
+        kubectl.ok(&["get", "pcap", "-n", "shop", "-o", "name", "--as", "vera", "--as-group", "viewers"]).trim(),
+        "profilecapture.biometrics.io/web"
+    );
+    // The impersonated user is the one authorized: vera may not patch.
+    let patch =
+        ["patch", "pcap", "web", "-n", "shop", "--type=merge", "-p", r#"{"spec":{"duration":"5s"}}"#, "--as", "vera"];
+    assert!(stderr(&patch).contains("User \"vera\" cannot patch resource \"profilecaptures\""), "{}", stderr(&patch));
+
+    // Anyone, group or ServiceAccount not granted: refused in kube-apiserver's words.
+    assert_eq!(
+        stderr(&["get", "pods", "-n", "shop", "--as", "bob"]),
+        "Error from server (Forbidden): users \"bob\" is forbidden: User \"impersonator\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(
+        stderr(&["get", "pods", "-n", "shop", "--as", "vera", "--as-group", "system:masters"]),
+        "Error from server (Forbidden): groups \"system:masters\" is forbidden: User \"impersonator\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(
+        stderr(&["get", "pods", "-n", "shop", "--as", "system:serviceaccount:shop:ops"]),
+        "Error from server (Forbidden): serviceaccounts \"ops\" is forbidden: User \"impersonator\" cannot impersonate resource \"serviceaccounts\" in API group \"\" in the namespace \"shop\""
+    );
+
+    // Who the server then takes the request to be.
+    let review: SelfSubjectReview = serde_json::from_value(json!({})).unwrap();
+    let as_vera = client_as(&server, "imp-token", "vera", &["viewers"]).await;
+    let me = Api::<SelfSubjectReview>::all(as_vera).create(&PostParams::default(), &review).await.unwrap();
+    let info = me.status.unwrap().user_info.unwrap();
+    assert_eq!(info.username.as_deref(), Some("vera"));
+    assert_eq!(info.groups.unwrap(), ["viewers", "system:authenticated"]);
+    // system:masters may impersonate a ServiceAccount, which gets its groups.
+    let as_ops =
+        client_as(&server, biometrics_test_apiserver::ADMIN_TOKEN, "system:serviceaccount:shop:ops", &[]).await;
+    let me = Api::<SelfSubjectReview>::all(as_ops).create(&PostParams::default(), &review).await.unwrap();
+    let info = me.status.unwrap().user_info.unwrap();
+    assert_eq!(info.groups.unwrap(), ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]);
+}
