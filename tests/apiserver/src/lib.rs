@@ -11,6 +11,7 @@ pub mod controllers;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
+pub mod escalation;
 pub mod events;
 pub mod fields;
 pub mod impersonation;

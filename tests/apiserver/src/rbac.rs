@@ -101,7 +101,7 @@ fn labels_match(object: &Value, selector: &Value) -> bool {
 impl Policy {
     /// The rules of ClusterRole `name`, aggregated ones included (through aggregated roles
     /// that are aggregated themselves, as the controller's passes would settle them).
-    fn cluster_role_rules(&self, name: &str) -> Vec<&Value> {
+    pub fn cluster_role_rules(&self, name: &str) -> Vec<&Value> {
         let mut rules = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         self.collect_rules(name, &mut rules, &mut seen);
@@ -127,7 +127,8 @@ impl Policy {
         }
     }
 
-    fn role_rules(&self, namespace: &str, name: &str) -> Vec<&Value> {
+    /// The rules of Role `namespace/name`.
+    pub fn role_rules(&self, namespace: &str, name: &str) -> Vec<&Value> {
         self.roles
             .iter()
             .find(|r| text(r, "/metadata/namespace") == namespace && text(r, "/metadata/name") == name)
@@ -135,6 +136,50 @@ impl Policy {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// ClusterRole `name`, if it exists.
+    pub fn cluster_role(&self, name: &str) -> Option<&Value> {
+        self.cluster_roles.iter().find(|r| text(r, "/metadata/name") == name).map(AsRef::as_ref)
+    }
+
+    /// Role `namespace/name`, if it exists.
+    pub fn role(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.roles
+            .iter()
+            .find(|r| text(r, "/metadata/namespace") == namespace && text(r, "/metadata/name") == name)
+            .map(AsRef::as_ref)
+    }
+
+    /// Every rule `user` holds in `namespace` (cluster-wide only, when empty): those of the
+    /// ClusterRoleBindings naming it and of the namespace's RoleBindings naming it.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<&Value> {
+        let mut rules = Vec::new();
+        for binding in &self.cluster_role_bindings {
+            if binding.get("subjects").and_then(Value::as_array).into_iter().flatten().any(|s| names(s, "", user)) {
+                rules.extend(self.cluster_role_rules(text(binding, "/roleRef/name")));
+            }
+        }
+        if namespace.is_empty() {
+            return rules;
+        }
+        for binding in self.role_bindings.iter().filter(|b| text(b, "/metadata/namespace") == namespace) {
+            if !binding
+                .get("subjects")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|s| names(s, namespace, user))
+            {
+                continue;
+            }
+            let role = text(binding, "/roleRef/name");
+            rules.extend(match text(binding, "/roleRef/kind") {
+                "ClusterRole" => self.cluster_role_rules(role),
+                _ => self.role_rules(namespace, role),
+            });
+        }
+        rules
     }
 
     /// Allows or denies `request` by `user`, with the reason kube-apiserver gives.

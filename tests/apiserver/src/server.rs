@@ -263,6 +263,13 @@ pub async fn handle(
         Ok(user) => user,
         Err(e) => return error_response(&e),
     };
+    if state.rbac.is_some()
+        && crate::escalation::guards(&record)
+        && let Err(e) = object_after(&state, &method, &uri, &headers, &body, &record)
+            .and_then(|object| crate::escalation::check(&crate::rbac::policy(&state.store), &user, &record, &object))
+    {
+        return error_response(&e);
+    }
     if method == Method::POST
         && let Some(review) = crate::reviews::serve(&state, &user, uri.path(), &body)
     {
@@ -321,6 +328,37 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
     };
     deny(policy.authorize(&user, record), record)?;
     Ok(user)
+}
+
+/// The object a create, update or patch would store (a patch applied as a dry run), for
+/// checks that judge the result rather than the request.
+fn object_after(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    record: &RequestRecord,
+) -> Result<Value, ApiError> {
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
+    let value = parse_body(body, &content_type)?;
+    if *method != Method::PATCH {
+        return Ok(value);
+    }
+    let query = query_map(uri);
+    let opts = WriteOptions { dry_run: true, ..write_options(&query, headers)? };
+    let key = TypeKey { group: record.group.clone(), plural: record.resource.clone() };
+    let patch = patch_of(&content_type, value, &query)?;
+    match state.store.patch(&key, &record.namespace, &record.name, patch.clone(), Subresource::Main, &opts) {
+        Ok((object, _)) => Ok(object),
+        // An apply that creates its object: the applied configuration is the object.
+        Err(e) if e.code == 404 => match patch {
+            Patch::Apply(object) => Ok(object),
+            _ => Err(e),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// Who a bearer token stands for, by the static token file or as a ServiceAccount token meant

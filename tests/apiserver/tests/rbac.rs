@@ -15,6 +15,7 @@ use k8s_openapi::api::{
     authentication::v1::SelfSubjectReview,
     authorization::v1::SelfSubjectAccessReview,
     core::v1::{Pod, Secret},
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Client,
@@ -256,4 +257,100 @@ async fn impersonation_needs_the_impersonate_verb_for_each_user_group_and_accoun
     let me = Api::<SelfSubjectReview>::all(as_ops).create(&PostParams::default(), &review).await.unwrap();
     let info = me.status.unwrap().user_info.unwrap();
     assert_eq!(info.groups.unwrap(), ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_bindings_grant_only_what_their_writer_holds_unless_it_may_escalate_or_bind() {
+    let options =
+        Options { rbac: Some(Tokens::parse("dev-token,dev,3001\n").unwrap()), tls: true, ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let admin = client(&server, biometrics_test_apiserver::ADMIN_TOKEN).await;
+    apply(&admin, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;
+    // dev manages RBAC in shop and reads pods there: nothing more.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "team-lead", "namespace": "shop"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create", "get", "update", "patch"]},
+                  {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "team-lead", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "team-lead"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]}))
+    .await;
+    let dev = client(&server, "dev-token").await;
+    let roles = Api::<Role>::namespaced(dev.clone(), "shop");
+    let bindings = Api::<RoleBinding>::namespaced(dev.clone(), "shop");
+    let role = |name: &str, rules: serde_json::Value| -> Role {
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap()
+    };
+    let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "shop"}]}))
+        .unwrap()
+    };
+
+    // What dev holds it may grant.
+    let readers = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
+    roles.create(&PostParams::default(), &role("pod-reader", readers)).await.unwrap();
+    bindings.create(&PostParams::default(), &binding("pod-reader", "Role", "pod-reader")).await.unwrap();
+
+    // What it does not, it may not: created, patched in, or bound.
+    let secrets = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]);
+    let not_held = "user \"dev\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n";
+    assert_eq!(
+        refusal(roles.create(&PostParams::default(), &role("secret-reader", secrets.clone())).await),
+        (
+            403,
+            format!(
+                "roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: {not_held}{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}}"
+            )
+        )
+    );
+    assert!(Api::<Role>::namespaced(admin.clone(), "shop").get_opt("secret-reader").await.unwrap().is_none());
+    let widen =
+        Patch::Merge(json!({"rules": [{"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get"]}]}));
+    let (code, message) = refusal(roles.patch("pod-reader", &PatchParams::default(), &widen).await);
+    assert_eq!(code, 403);
+    assert!(message.ends_with("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"), "{message}");
+    let kept = Api::<Role>::namespaced(admin.clone(), "shop").get("pod-reader").await.unwrap();
+    assert_eq!(kept.rules.unwrap()[0].resources.as_deref(), Some(&["pods".to_owned()][..]));
+    let (code, message) =
+        refusal(bindings.create(&PostParams::default(), &binding("viewers", "ClusterRole", "view")).await);
+    assert_eq!(code, 403);
+    assert!(
+        message.starts_with(&format!("rolebindings.rbac.authorization.k8s.io \"viewers\" is forbidden: {not_held}")),
+        "{message}"
+    );
+    assert_eq!(
+        refusal(bindings.create(&PostParams::default(), &binding("ghost", "Role", "no-such-role")).await),
+        (404, "roles.rbac.authorization.k8s.io \"no-such-role\" not found".into())
+    );
+
+    // kubectl shows the same refusal.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as("dev-token")).unwrap();
+    let kubectl = common::Kubectl::new(dir.path());
+    let manifest = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: secret-reader, namespace: shop}\nrules: [{apiGroups: [''], resources: [secrets], verbs: [get]}]\n";
+    let out = kubectl.run(&["create", "-f", "-"], Some(manifest));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "Error from server (Forbidden): error when creating \"STDIN\": roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: {not_held}{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}}"
+        )
+    );
+
+    // `bind` on view lets dev bind view; `escalate` on roles lets it write any rules.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "delegate", "namespace": "shop"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["view"]},
+                  {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["escalate"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "delegate", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "delegate"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]}))
+    .await;
+    bindings.create(&PostParams::default(), &binding("viewers", "ClusterRole", "view")).await.unwrap();
+    assert_eq!(
+        refusal(bindings.create(&PostParams::default(), &binding("editors", "ClusterRole", "edit")).await).0,
+        403
+    );
+    roles.create(&PostParams::default(), &role("secret-reader", secrets)).await.unwrap();
 }
