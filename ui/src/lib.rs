@@ -3,6 +3,10 @@
 //! The operator process serves it; what it knows of the cluster and of the agents comes
 //! through a [`Backend`], so it is tested without either.
 //!
+//! Who may use it is the operator's choice: whoever reaches it (on the pod's loopback,
+//! through `kubectl port-forward`), or, in token mode ([`access`]), bearer tokens the
+//! cluster accepts, each namespace shown only to users it allows to get its captures.
+//!
 //! Profile content is untrusted (the app chooses its function names, and may write the
 //! volume): pages build the DOM with text nodes only under a strict Content-Security-Policy,
 //! and files are only ever served as downloads.
