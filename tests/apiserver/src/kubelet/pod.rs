@@ -108,11 +108,8 @@ struct Namespace<'a> {
     context: &'a Context,
     namespace: &'a str,
     pod: &'a Value,
-    tokens: &'a std::sync::Mutex<TokenCache>,
+    tokens: &'a volumes::TokenManager,
 }
-
-/// Tokens by (audience, lifetime), with when each was issued and expires (seconds).
-type TokenCache = BTreeMap<(String, i64), (Vec<u8>, i64, i64)>;
 
 impl Namespace<'_> {
     fn object(&self, plural: &str, name: &str) -> Option<Value> {
@@ -131,14 +128,6 @@ impl Objects for Namespace<'_> {
         let Some(access) = &self.context.access else {
             return Err(env::ConfigError("this node issues no ServiceAccount tokens (the server has no HTTPS)".into()));
         };
-        let now = Timestamp::now().as_second();
-        let mut tokens = self.tokens.lock().expect("lock");
-        let cache_key = (audience.to_owned(), expiration_seconds);
-        if let Some((token, issued, expires)) = tokens.get(&cache_key)
-            && !volumes::token_refresh_due(*issued, *expires, now)
-        {
-            return Ok(token.clone());
-        }
         let text = |p: &str| self.pod.pointer(p).and_then(Value::as_str).unwrap_or_default();
         let account = Some(text("/spec/serviceAccountName")).filter(|a| !a.is_empty()).unwrap_or("default");
         let spec = crate::serviceaccounts::TokenSpec {
@@ -146,12 +135,13 @@ impl Objects for Namespace<'_> {
             expiration_seconds,
         };
         let bound = Some(("Pod", text("/metadata/name"), text("/metadata/uid")));
-        let (token, expires) = access
-            .issuer
-            .issue(&self.context.store, self.namespace, account, &spec, bound)
-            .map_err(|e| env::ConfigError(format!("failed to fetch token: {}", e.message)))?;
-        tokens.insert(cache_key, (token.clone().into_bytes(), now, expires.as_second()));
-        Ok(token.into_bytes())
+        self.tokens.get(audience, expiration_seconds, Timestamp::now().as_second(), || {
+            access
+                .issuer
+                .issue(&self.context.store, self.namespace, account, &spec, bound)
+                .map(|(token, expires)| (token, expires.as_second()))
+                .map_err(|e| env::ConfigError(format!("failed to fetch token: {}", e.message)))
+        })
     }
 }
 
@@ -176,7 +166,7 @@ struct Pod {
     containers: Vec<Container>,
     volumes: BTreeMap<String, PathBuf>,
     volume_error: Option<String>,
-    tokens: std::sync::Mutex<TokenCache>,
+    tokens: volumes::TokenManager,
     conditions: BTreeMap<&'static str, (bool, Timestamp)>,
     written: Option<Value>,
     hosts: String,
@@ -633,7 +623,7 @@ pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver
         containers,
         volumes: BTreeMap::new(),
         volume_error: None,
-        tokens: std::sync::Mutex::default(),
+        tokens: volumes::TokenManager::default(),
         conditions: BTreeMap::new(),
         written: None,
         hosts: String::new(),

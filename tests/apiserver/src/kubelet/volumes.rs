@@ -64,6 +64,42 @@ pub fn automounts(pod: &Value, account: Option<&Value>) -> bool {
         .unwrap_or(true)
 }
 
+/// A pod's ServiceAccount tokens, as the kubelet's token manager keeps them: one per
+/// audience and lifetime, issued when first asked for and again once due.
+#[derive(Debug, Default)]
+pub struct TokenManager(std::sync::Mutex<std::collections::BTreeMap<(String, i64), CachedToken>>);
+
+#[derive(Debug)]
+struct CachedToken {
+    token: Vec<u8>,
+    issued: i64,
+    expires: i64,
+}
+
+impl TokenManager {
+    /// The token for `audience` and `expiration_seconds` at `now` (seconds): the one kept,
+    /// or a new one from `issue` (the token and its expiry) when none is kept or it is due.
+    pub fn get<E>(
+        &self,
+        audience: &str,
+        expiration_seconds: i64,
+        now: i64,
+        issue: impl FnOnce() -> Result<(String, i64), E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut tokens = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (audience.to_owned(), expiration_seconds);
+        if let Some(kept) = tokens.get(&key)
+            && !token_refresh_due(kept.issued, kept.expires, now)
+        {
+            return Ok(kept.token.clone());
+        }
+        let (token, expires) = issue()?;
+        let token = token.into_bytes();
+        tokens.insert(key, CachedToken { token: token.clone(), issued: now, expires });
+        Ok(token)
+    }
+}
+
 /// Whether a token issued at `issued` and expiring at `expires` (seconds) is due for a new
 /// one at `now`: past 80 % of its lifetime or older than a day, as the kubelet's token
 /// manager decides.
@@ -277,6 +313,24 @@ mod tests {
         assert!(!automounts(&pod(None), Some(&account(false))));
         assert!(automounts(&pod(Some(true)), Some(&account(false))));
         assert!(!automounts(&pod(Some(false)), None));
+    }
+
+    #[test]
+    fn the_token_manager_keeps_a_token_until_it_is_due() {
+        let manager = TokenManager::default();
+        let issued = std::cell::Cell::new(0);
+        let issue = |now: i64| {
+            issued.set(issued.get() + 1);
+            Ok::<_, ConfigError>((format!("token-{}", issued.get()), now + 600))
+        };
+        assert_eq!(manager.get("", 600, 1000, || issue(1000)).unwrap(), b"token-1");
+        assert_eq!(manager.get("", 600, 1479, || issue(1479)).unwrap(), b"token-1", "kept before 80 %");
+        assert_eq!(manager.get("ui", 600, 1479, || issue(1479)).unwrap(), b"token-2", "one per audience");
+        assert_eq!(manager.get("", 600, 1480, || issue(1480)).unwrap(), b"token-3", "renewed at 80 %");
+        assert_eq!(manager.get("", 600, 1900, || issue(1900)).unwrap(), b"token-3", "the renewal is kept");
+        let failed = manager.get("other", 600, 1900, || Err(ConfigError("serviceaccounts \"x\" not found".into())));
+        assert!(failed.is_err());
+        assert_eq!(issued.get(), 3);
     }
 
     #[test]
