@@ -30,6 +30,8 @@ pub struct Browser {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     timeout: Duration,
     tunnel_errors: Option<TunnelErrors>,
+    /// The bearer token a browser in token mode asks for.
+    token: Option<String>,
 }
 
 /// A path segment with everything but RFC 3986's unreserved characters percent-encoded.
@@ -73,6 +75,7 @@ pub fn answer_error(url: &str, status: u16, body: &[u8]) -> Error {
         if short.len() < text.len() { format!("{short}…") } else { short }
     });
     match status {
+        401 => Error::Unauthorized(message),
         404 => Error::NotFound(message),
         403 => Error::Forbidden(message),
         502 => Error::AgentUnreachable(message),
@@ -99,12 +102,18 @@ impl Browser {
         };
         let connector = builder.https_or_http().enable_http1().build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { base, client, timeout, tunnel_errors: None })
+        Ok(Self { base, client, timeout, tunnel_errors: None, token: None })
     }
 
     /// Reports a broken port-forward stream as such (see [`TunnelErrors`]).
     pub fn with_tunnel_errors(mut self, errors: TunnelErrors) -> Self {
         self.tunnel_errors = Some(errors);
+        self
+    }
+
+    /// Sends `token` as `Authorization: Bearer` with every request (a browser in token mode).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.trim().is_empty());
         self
     }
 
@@ -136,10 +145,13 @@ impl Browser {
     /// read and made into its error.
     pub async fn get(&self, path: &str) -> Result<Incoming> {
         let url = self.url(path);
-        let request = Request::get(&url)
-            .header(hyper::header::ACCEPT, "application/json, application/octet-stream")
-            .body(Empty::new())
-            .map_err(|e| Error::BadUrl { given: url.clone(), reason: e.to_string() })?;
+        let mut request =
+            Request::get(&url).header(hyper::header::ACCEPT, "application/json, application/octet-stream");
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.trim()));
+        }
+        let request =
+            request.body(Empty::new()).map_err(|e| Error::BadUrl { given: url.clone(), reason: e.to_string() })?;
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {

@@ -40,6 +40,11 @@ pub struct Global {
     #[arg(long, global = true, value_name = "URL", env = "BIOMETRICS_UI")]
     pub ui: Option<String>,
 
+    /// A bearer token for a browser in token mode (the operator's --ui-auth token), sent with
+    /// every request: `kubectl create token`, or any token the cluster accepts.
+    #[arg(long, global = true, value_name = "TOKEN", env = "BIOMETRICS_UI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// The operator's namespace, for the port-forward.
     #[arg(long, global = true, value_name = "NS", default_value = "biometrics-system")]
     pub operator_namespace: String,

@@ -31,7 +31,8 @@ async fn session(global: &Global, local_port: u16) -> Result<Session> {
     if let Some(ui) = &global.ui {
         let from_kubeconfig = cluster::kubeconfig_namespace(global.kubeconfig.as_deref(), global.context.as_deref());
         let namespace = cluster::namespace(global.namespace.as_deref(), from_kubeconfig.as_deref());
-        return Ok(Session { browser: Browser::new(ui, timeout)?, namespace, tunnel: None });
+        let browser = Browser::new(ui, timeout)?.with_token(global.token.clone());
+        return Ok(Session { browser, namespace, tunnel: None });
     }
     let (client, default_namespace) = cluster::client(global.kubeconfig.as_deref(), global.context.as_deref()).await?;
     let operator = Operator {
@@ -40,7 +41,9 @@ async fn session(global: &Global, local_port: u16) -> Result<Session> {
         port: global.ui_port,
     };
     let tunnel = cluster::open_tunnel(&client, &operator, local_port).await?;
-    let browser = Browser::new(&format!("http://{}", tunnel.local), timeout)?.with_tunnel_errors(tunnel.errors.clone());
+    let browser = Browser::new(&format!("http://{}", tunnel.local), timeout)?
+        .with_tunnel_errors(tunnel.errors.clone())
+        .with_token(global.token.clone());
     let namespace = cluster::namespace(global.namespace.as_deref(), Some(&default_namespace));
     Ok(Session { browser, namespace, tunnel: Some(tunnel) })
 }

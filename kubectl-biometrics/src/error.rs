@@ -54,6 +54,11 @@ pub enum Error {
         /// The run that has nothing before it.
         run: String,
     },
+    /// The browser runs in token mode and got no token, or one the cluster does not accept.
+    #[error(
+        "the capture browser wants a bearer token the cluster accepts (it runs in token mode): {0}; pass --token (e.g. $(kubectl create token NAME))"
+    )]
+    Unauthorized(String),
     /// The caller may not do this (a 403 from the API server or the browser).
     #[error("RBAC denied: {0}")]
     Forbidden(String),

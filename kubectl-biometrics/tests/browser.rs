@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{NS, PODS, backend, profiles, run, serve_browser};
+use common::{NS, PODS, backend, profiles, run, serve_browser, serve_browser_with_token};
 
 #[test]
 fn runs_are_a_table_newest_first() {
@@ -144,6 +144,25 @@ fn errors_are_one_line_and_exit_1() {
             "error: cannot reach the capture browser at {closed}/api/v1/namespaces/shop/captures/checkout: "
         )) && out.stderr.lines().count() == 1,
         "{out:?}"
+    );
+}
+
+#[test]
+fn a_browser_in_token_mode_gets_the_token_and_says_when_it_is_missing() {
+    let (ui, _rt) = serve_browser_with_token(backend(&[]));
+    let (open, _open_rt) = serve_browser(backend(&[]));
+    let expected = run(&["runs", "pcap/checkout", "-n", NS, "--ui", &open]);
+    let with_token = run(&["runs", "pcap/checkout", "-n", NS, "--ui", &ui, "--token", "dev-token"]);
+    with_token.assert_ok();
+    assert_eq!(with_token.stdout, expected.stdout);
+    run(&["runs", "pcap/checkout", "-n", NS, "--ui", &ui]).assert_error(
+        "the capture browser wants a bearer token the cluster accepts (it runs in token mode): a bearer token is required: send Authorization: Bearer <token> (e.g. kubectl create token); pass --token (e.g. $(kubectl create token NAME))",
+    );
+    run(&["runs", "pcap/checkout", "-n", NS, "--ui", &ui, "--token", "stolen"]).assert_error(
+        "the capture browser wants a bearer token the cluster accepts (it runs in token mode): the cluster did not accept the bearer token; pass --token (e.g. $(kubectl create token NAME))",
+    );
+    run(&["runs", "pcap/ledger", "-n", "billing", "--ui", &ui, "--token", "dev-token"]).assert_error(
+        "RBAC denied: profilecaptures.biometrics.io is forbidden: User \"dev\" cannot get resource \"profilecaptures\" in API group \"biometrics.io\" in the namespace \"billing\"",
     );
 }
 

@@ -23,6 +23,7 @@ pub mod status;
 mod testing;
 pub mod throttle;
 pub mod trust;
+pub mod ui_access;
 pub mod ui_backend;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -84,8 +85,22 @@ pub struct OperatorConfig {
     pub kube_api_burst: u32,
     /// Where the capture browser listens (every replica serves it); `None`: nowhere.
     pub ui_addr: Option<SocketAddr>,
+    /// Whether the browser asks for a bearer token (token mode) or trusts whoever reaches it.
+    pub ui_auth: UiAuth,
     /// speedscope's release files, for the browser's flame graphs.
     pub ui_speedscope_dir: PathBuf,
+}
+
+/// Who may use the capture browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UiAuth {
+    /// Whoever reaches it: it listens on the pod's loopback, so `kubectl port-forward` (RBAC
+    /// on `pods/portforward`) is the gate.
+    #[default]
+    PortForward,
+    /// A bearer token the cluster authenticates (TokenReview), and per namespace a
+    /// SubjectAccessReview for `get profilecaptures`.
+    Token,
 }
 
 async fn serve_metrics(addr: SocketAddr, metrics: Metrics, readiness: Readiness) -> Result<()> {
@@ -144,7 +159,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         let backend =
             ui_backend::UiBackend::new(client.clone(), access, config.watch_namespace.clone(), config.agent_port);
         let options = biometrics_ui::UiOptions { speedscope_dir: Some(config.ui_speedscope_dir.clone()) };
-        ui_backend::serve(addr, backend, options).await?;
+        let access: Option<std::sync::Arc<dyn biometrics_ui::access::Access>> = match config.ui_auth {
+            UiAuth::PortForward => None,
+            UiAuth::Token => Some(std::sync::Arc::new(ui_access::ClusterAccess::new(client.clone()))),
+        };
+        ui_backend::serve(addr, backend, options, access).await?;
     }
     let elector = leader::Elector::new(
         lease_client,

@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
 };
 
-use biometrics_operator::{OperatorConfig, agent_client::Transport, config::ConfigFile, error::ConfigError};
+use biometrics_operator::{OperatorConfig, UiAuth, agent_client::Transport, config::ConfigFile, error::ConfigError};
 use clap::Parser;
 
 /// The Biometrics operator.
@@ -66,10 +66,16 @@ struct Args {
     /// Requests allowed in a burst above --kube-api-qps.
     #[arg(long, env = "BIOMETRICS_KUBE_API_BURST", default_value_t = 100)]
     kube_api_burst: u32,
-    /// Where the capture browser listens: loopback by default, so `kubectl port-forward` to
-    /// the operator's pod (RBAC on pods/portforward) is the way in; `off` serves none.
-    #[arg(long, env = "BIOMETRICS_UI_ADDR", default_value = "127.0.0.1:9478")]
-    ui_addr: String,
+    /// Where the capture browser listens, or `off`. Default: the pod's loopback
+    /// (127.0.0.1:9478), so `kubectl port-forward` to the operator's pod (RBAC on
+    /// pods/portforward) is the way in; with `--ui-auth token`, every address (0.0.0.0:9478).
+    #[arg(long, env = "BIOMETRICS_UI_ADDR")]
+    ui_addr: Option<String>,
+    /// Who may use the browser: `port-forward` (whoever reaches it) or `token` (a bearer token
+    /// checked with TokenReview, and a SubjectAccessReview for `get profilecaptures` in each
+    /// namespace shown).
+    #[arg(long, env = "BIOMETRICS_UI_AUTH", default_value = "port-forward", value_parser = ["port-forward", "token"])]
+    ui_auth: String,
     /// speedscope's release files, for the browser's flame graphs.
     #[arg(long, env = "BIOMETRICS_UI_SPEEDSCOPE_DIR", default_value = "/usr/share/biometrics/speedscope")]
     ui_speedscope_dir: PathBuf,
@@ -98,7 +104,9 @@ fn main() -> ExitCode {
             }
         },
     };
-    let ui_addr = match args.ui_addr.as_str() {
+    let ui_auth = if args.ui_auth == "token" { UiAuth::Token } else { UiAuth::PortForward };
+    let default_ui_addr = if ui_auth == UiAuth::Token { "0.0.0.0:9478" } else { "127.0.0.1:9478" };
+    let ui_addr = match args.ui_addr.as_deref().unwrap_or(default_ui_addr) {
         "off" => None,
         addr => match addr.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
         kube_api_qps: args.kube_api_qps,
         kube_api_burst: args.kube_api_burst,
         ui_addr,
+        ui_auth,
         ui_speedscope_dir: args.ui_speedscope_dir,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

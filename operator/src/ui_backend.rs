@@ -179,18 +179,19 @@ impl Backend for UiBackend {
     }
 }
 
-/// Serves the capture browser on `addr` until the process ends.
+/// Serves the capture browser on `addr` until the process ends; with `access`, in token mode.
 pub async fn serve(
     addr: std::net::SocketAddr,
     backend: UiBackend,
     options: biometrics_ui::UiOptions,
+    access: Option<std::sync::Arc<dyn biometrics_ui::access::Access>>,
 ) -> crate::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| crate::error::ConfigError::Listen { addr, source })?;
-    tracing::info!(%addr, "capture browser serving");
+    tracing::info!(%addr, token_mode = access.is_some(), "capture browser serving");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, biometrics_ui::router(backend, options)).await;
+        let _ = axum::serve(listener, biometrics_ui::router_with_access(backend, options, access)).await;
     });
     Ok(())
 }

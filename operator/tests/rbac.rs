@@ -3,8 +3,9 @@
 //! name), through a ProfileCapture and a CachePolicy from creation to deletion, against a
 //! test API server that records each request's authorization check. Then every request
 //! must be allowed by the Roles and ClusterRoles `helm template` binds to that
-//! ServiceAccount, and every verb they grant must have been used. Both ways the chart
-//! installs: watching every namespace, and one (`watchNamespace`).
+//! ServiceAccount, and every verb they grant must have been used. Every way the chart
+//! installs: watching every namespace, one (`watchNamespace`), and the capture browser in
+//! token mode (which asks TokenReview and SubjectAccessReview for a viewer's token).
 
 mod common;
 
@@ -22,7 +23,7 @@ use biometrics_test_support::{ChildGuard, RedisServer, free_port, repo_root, wai
 use common::*;
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Namespace, Pod, Secret},
+    core::v1::{Namespace, Pod, Secret, ServiceAccount},
 };
 use kube::{
     Api, Client,
@@ -43,6 +44,16 @@ async fn the_cluster_wide_rbac_is_exactly_what_the_operator_uses() {
     let chart = Chart::render(&[]);
     assert!(chart.kinds().contains("ClusterRole"), "watching every namespace takes a ClusterRole");
     check(&chart, &run_operator(&chart, "127.0.3.2").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_token_mode_rbac_is_exactly_what_the_operator_uses() {
+    let chart = Chart::render(&["--set", "ui.auth=token"]);
+    assert!(
+        chart.docs.iter().any(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "biometrics-ui-token"),
+        "token mode asks TokenReview and SubjectAccessReview, which a ClusterRole grants"
+    );
+    check(&chart, &run_operator(&chart, "127.0.3.4").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,6 +320,8 @@ async fn run_operator(chart: &Chart, pod_ip: &str) -> Vec<RequestRecord> {
     let operator_kubeconfig = world.dir.path().join("operator.kubeconfig");
     std::fs::write(&operator_kubeconfig, world.server.kubeconfig_as(&user)).unwrap();
     let metrics = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
+    // Two tests run at once: each operator's browser on a port of its own.
+    let ui = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1".parse().unwrap()));
     world.operators_started = 1;
     world.operator = Some(ChildGuard::spawn(
         "biometrics-operator",
@@ -316,8 +329,7 @@ async fn run_operator(chart: &Chart, pod_ip: &str) -> Vec<RequestRecord> {
             .args(chart.operator_args())
             .env_clear()
             .envs(chart.operator_env(metrics))
-            // Two tests run at once: each operator's browser on a port of its own.
-            .env("BIOMETRICS_UI_ADDR", format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap())))
+            .env("BIOMETRICS_UI_ADDR", ui.to_string())
             .env("KUBECONFIG", &operator_kubeconfig)
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(world.dir.path().join("operator-0.log")).unwrap())),
@@ -374,6 +386,26 @@ async fn run_operator(chart: &Chart, pod_ip: &str) -> Vec<RequestRecord> {
         pc.status.and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
     })
     .await;
+    if chart.env("BIOMETRICS_UI_AUTH") == "token" {
+        // The browser in token mode: a viewer's ServiceAccount token, reviewed, then its
+        // access to the capture's namespace.
+        let viewer = json!({"metadata": {"name": "viewer"}});
+        Api::<ServiceAccount>::namespaced(world.client.clone(), NS)
+            .create(&PostParams::default(), &serde_json::from_value(viewer).unwrap())
+            .await
+            .unwrap();
+        let token = world.server.service_account_token(NS, "viewer", &[]).unwrap();
+        let bearer = format!("Bearer {token}");
+        let (status, body) = biometrics_test_support::http_request(
+            ui,
+            "GET",
+            "/api/v1/captures",
+            &[("Authorization", bearer.as_str())],
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("\"name\":\"once\""));
+    }
     world.kubectl(&["delete", "pcap", "once", "-n", NS, "--timeout=30s"], None);
 
     // The pod goes: NoExecutor again, the same Event as before, so the recorder patches its

@@ -3,10 +3,15 @@
 //! The operator process serves it; what it knows of the cluster and of the agents comes
 //! through a [`Backend`], so it is tested without either.
 //!
+//! Who may use it is the operator's choice: whoever reaches it (on the pod's loopback,
+//! through `kubectl port-forward`), or, in token mode ([`access`]), bearer tokens the
+//! cluster accepts, each namespace shown only to users it allows to get its captures.
+//!
 //! Profile content is untrusted (the app chooses its function names, and may write the
 //! volume): pages build the DOM with text nodes only under a strict Content-Security-Policy,
 //! and files are only ever served as downloads.
 
+pub mod access;
 pub mod analysis;
 pub mod api;
 mod pages;
@@ -91,16 +96,29 @@ pub struct UiOptions {
 struct Shared<B> {
     backend: B,
     options: UiOptions,
+    /// Token mode's gate; `None`: whoever reaches the browser may see everything.
+    access: Option<Arc<dyn access::Access>>,
     analyses: analysis::Cache,
     /// Files read at once: each may take up to [`analysis::ANALYSIS_MEMORY`].
     reading: tokio::sync::Semaphore,
 }
 
-/// The browser's routes: pages, the JSON API and speedscope.
+/// The browser's routes: pages, the JSON API and speedscope, open to whoever reaches them.
 pub fn router<B: Backend>(backend: B, options: UiOptions) -> Router {
+    router_with_access(backend, options, None)
+}
+
+/// The browser's routes; with `access` (token mode) every API request needs a bearer token
+/// the cluster authenticates, and sees only the namespaces whose captures its user may get.
+pub fn router_with_access<B: Backend>(
+    backend: B,
+    options: UiOptions,
+    access: Option<Arc<dyn access::Access>>,
+) -> Router {
     let shared = Arc::new(Shared {
         backend,
         options,
+        access,
         analyses: analysis::Cache::default(),
         reading: tokio::sync::Semaphore::new(analysis::CONCURRENT_ANALYSES),
     });
@@ -115,7 +133,62 @@ pub fn router<B: Backend>(backend: B, options: UiOptions) -> Router {
         .route("/speedscope/{*file}", get(speedscope::<B>))
         .merge(pages::routes())
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such page") })
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), gate::<B>))
         .with_state(shared)
+}
+
+/// Token mode: an API request is let through only with a token the cluster authenticates,
+/// and, when it is about one namespace, whose user may get captures there; the user goes
+/// with the request (the capture list shows only what it may see).
+async fn gate<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(access) = &s.access else { return next.run(request).await };
+    let path = request.uri().path().to_owned();
+    if !path.starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let Some(token) = access::bearer(request.headers()) else {
+        let mut response = api_error(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required: send Authorization: Bearer <token> (e.g. kubectl create token)",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"biometrics\""));
+        return response;
+    };
+    let viewer = match access.authenticate(token).await {
+        Ok(viewer) => viewer,
+        Err(e) => return access_error(&e),
+    };
+    if let Some(namespace) = access::namespace_of(&path) {
+        if !namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return api_error(StatusCode::BAD_REQUEST, format!("{namespace:?} is not a namespace name"));
+        }
+        match access.may_view(&viewer, namespace).await {
+            Ok(true) => {}
+            Ok(false) => return api_error(StatusCode::FORBIDDEN, access::forbidden_message(&viewer, namespace)),
+            Err(e) => return access_error(&e),
+        }
+    }
+    request.extensions_mut().insert(viewer);
+    next.run(request).await
+}
+
+fn access_error(e: &access::AccessError) -> Response {
+    match e {
+        access::AccessError::Unauthenticated(message) => {
+            let mut response = api_error(StatusCode::UNAUTHORIZED, message.clone());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"biometrics\""));
+            response
+        }
+        access::AccessError::Unavailable(message) => api_error(StatusCode::BAD_GATEWAY, message.clone()),
+    }
 }
 
 fn api_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -132,11 +205,30 @@ fn backend_error(e: &BackendError) -> Response {
     api_error(status, e.to_string())
 }
 
-async fn list_captures<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
-    match s.backend.captures().await {
-        Ok(captures) => Json(views::capture_rows(&captures)).into_response(),
-        Err(e) => backend_error(&e),
+async fn list_captures<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    viewer: Option<axum::Extension<access::Viewer>>,
+) -> Response {
+    let mut captures = match s.backend.captures().await {
+        Ok(captures) => captures,
+        Err(e) => return backend_error(&e),
+    };
+    if let (Some(access), Some(axum::Extension(viewer))) = (&s.access, viewer) {
+        let namespaces: std::collections::BTreeSet<String> =
+            captures.iter().filter_map(|pc| pc.metadata.namespace.clone()).collect();
+        let mut visible = std::collections::BTreeSet::new();
+        for namespace in namespaces {
+            match access.may_view(&viewer, &namespace).await {
+                Ok(true) => {
+                    visible.insert(namespace);
+                }
+                Ok(false) => {}
+                Err(e) => return access_error(&e),
+            }
+        }
+        captures.retain(|pc| pc.metadata.namespace.as_ref().is_some_and(|ns| visible.contains(ns)));
     }
+    Json(views::capture_rows(&captures)).into_response()
 }
 
 async fn find<B: Backend>(s: &Shared<B>, namespace: &str, name: &str) -> Result<ProfileCapture, Response> {

@@ -12,14 +12,16 @@ use axum::{
 };
 
 /// What our own pages may do: scripts and styles from this origin only, speedscope framed
-/// from this origin, JSON fetched from this origin.
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+/// from this origin, JSON fetched from this origin; images also from blob: URLs (in token
+/// mode the differential flame graph is fetched with the token and shown from one).
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
      connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// speedscope injects its styles at run time (aphrodite), so its frame allows inline styles,
-/// still no inline script; it may only be framed by our pages.
+/// still no inline script; it may only be framed by our pages. It reads its profile from
+/// this origin, or (token mode) from a blob: URL our page fetched with the token.
 const SPEEDSCOPE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-     img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     img-src 'self' data: blob:; font-src 'self'; connect-src 'self' blob:; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'self'";
 
 const INDEX: &str = include_str!("assets/index.html");

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 
 use biometrics_test_support::{GoTarget, browser, free_port, go_pprof_files, http_request, parse_pprof_top};
 use bytes::Bytes;
-use common::{HOSTILE, LOCALHOST, Volume, assert_inert, cpu_profile, hostile_profile, serve, sha256};
+use common::{
+    HOSTILE, LOCALHOST, Volume, assert_inert, cpu_profile, hostile_profile, serve, serve_with_tokens, sha256,
+};
 use serde_json::json;
 
 /// Profiles of two runs: `r1` before the target's `main.burnHot` ran, `r2` while it ran.
@@ -106,6 +108,37 @@ fn every_view_renders_and_the_apps_names_stay_text() {
     let dom = dom_showing(&format!("{base}/captures/shop/checkout/compare"), "id=\"compare\"");
     assert!(dom.contains("id=\"diff-flame\""), "{dom}");
     assert_inert(&dom);
+}
+
+#[test]
+fn token_mode_asks_for_a_token_and_then_shows_what_its_user_may_read() {
+    let p = profiles();
+    let (addr, _runtime) = serve_with_tokens(backend(&p));
+    let base = format!("http://{addr}");
+
+    // No token, or one the cluster refuses: the sign-in form, with the API's reason.
+    let dom = browser::dump_dom(&format!("{base}/"));
+    assert!(dom.contains("id=\"token\"") && dom.contains("a bearer token is required"), "{dom}");
+    assert!(!dom.contains("checkout"), "{dom}");
+    let dom = browser::dump_dom(&format!("{base}/#token=forged"));
+    assert!(dom.contains("id=\"token\"") && dom.contains("the cluster did not accept the bearer token"), "{dom}");
+
+    // A token handed over in the fragment: the views, their files fetched with it.
+    let dom = dom_showing(&format!("{base}/#token=dev-token"), "id=\"captures\"");
+    assert!(dom.contains("href=\"/captures/shop/checkout\""), "{dom}");
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout/runs/r2#token=dev-token"), "profileURL=blob");
+    assert!(dom.contains("id=\"merged-cpu\"") && dom.contains("main.burnCPU"), "{dom}");
+    assert!(
+        dom.contains("/speedscope/index.html#profileURL=blob%3Ahttp"),
+        "speedscope reads a blob fetched with the token: {dom}"
+    );
+    assert_inert(&dom);
+    let dom = dom_showing(&format!("{base}/captures/shop/checkout/compare#token=dev-token"), "src=\"blob:");
+    assert!(dom.contains("id=\"diff-flame\""), "{dom}");
+
+    // A user who may not read shop is told so, in kube-apiserver's words.
+    let dom = browser::dump_dom(&format!("{base}/captures/shop/checkout#token=other-token"));
+    assert!(dom.contains("User \"other\" cannot get resource \"profilecaptures\""), "{dom}");
 }
 
 #[test]

@@ -213,6 +213,28 @@ pub fn serve_browser(backend: Memory) -> (String, tokio::runtime::Runtime) {
     serve(biometrics_ui::router(backend, UiOptions::default()))
 }
 
+/// The browser in token mode, where the cluster stands in as one accepted token, `dev-token`
+/// (user `dev`), allowed in `shop` only; the operator's test runs it against a real API
+/// server's TokenReview and SubjectAccessReview.
+pub fn serve_browser_with_token(backend: Memory) -> (String, tokio::runtime::Runtime) {
+    use biometrics_ui::access::{Access, AccessError, AccessFuture, Viewer};
+    struct OneToken;
+    impl Access for OneToken {
+        fn authenticate<'a>(&'a self, token: &'a str) -> AccessFuture<'a, Viewer> {
+            Box::pin(async move {
+                match token {
+                    "dev-token" => Ok(Viewer { name: "dev".into(), ..Viewer::default() }),
+                    _ => Err(AccessError::Unauthenticated("the cluster did not accept the bearer token".into())),
+                }
+            })
+        }
+        fn may_view<'a>(&'a self, _viewer: &'a Viewer, namespace: &'a str) -> AccessFuture<'a, bool> {
+            Box::pin(async move { Ok(namespace == NS) })
+        }
+    }
+    serve(biometrics_ui::router_with_access(backend, UiOptions::default(), Some(std::sync::Arc::new(OneToken))))
+}
+
 /// The plugin's outcome: exit code, stdout, stderr.
 #[derive(Debug)]
 pub struct Run {

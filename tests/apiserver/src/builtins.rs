@@ -113,10 +113,11 @@ const fn workload(names: &'static [&'static str]) -> Extra {
 
 /// The built-ins served by default (GA versions; beta and alpha groups are off by default in
 /// kube-apiserver). The access reviews and SelfSubjectReview are create-only and answered by
-/// [`crate::reviews`], never stored; TokenReview, SelfSubjectRulesReview and Bindings are
-/// absent until they are answered for real.
+/// [`crate::reviews`], never stored, as is TokenReview; SelfSubjectRulesReview and Bindings
+/// are absent until they are answered for real.
 pub const BUILTINS: &[Builtin] = &[
     builtin::<authentication::SelfSubjectReview>(REVIEW),
+    builtin::<authentication::TokenReview>(REVIEW),
     builtin::<authorization::LocalSubjectAccessReview>(REVIEW),
     builtin::<authorization::SelfSubjectAccessReview>(REVIEW),
     builtin::<authorization::SubjectAccessReview>(REVIEW),

@@ -98,6 +98,17 @@ impl ApiError {
         err
     }
 
+    /// 422 Invalid of a request body that is not a stored object (a TokenRequest's spec),
+    /// with one field's message.
+    pub fn invalid_message(qualified_kind: &str, name: &str, message: &str) -> Self {
+        Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {message}"))
+    }
+
+    /// 409 Conflict with kube-apiserver's message for the case.
+    pub fn conflict_message(message: impl Into<String>) -> Self {
+        Self::new(409, "Conflict", message)
+    }
+
     /// 405.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)

@@ -11,8 +11,10 @@ pub mod controllers;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
+pub mod escalation;
 pub mod events;
 pub mod fields;
+pub mod impersonation;
 pub mod kubelet;
 pub mod logs;
 pub mod negotiation;
@@ -27,6 +29,7 @@ pub mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod server;
+pub mod serviceaccounts;
 pub mod spdy;
 pub mod store;
 pub mod strategic;
@@ -97,6 +100,10 @@ pub struct TestApiServer {
     kubelet_state: Arc<std::sync::OnceLock<kubelet::NodeInfo>>,
     /// The CA and certificate, when the server serves HTTPS.
     certs: Option<tls::ServingCerts>,
+    /// Signs ServiceAccount tokens (the kubelet asks it for pods' tokens).
+    service_accounts: Arc<serviceaccounts::Issuer>,
+    /// The default ServiceAccount and CA ConfigMap of every namespace, when serving HTTPS.
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Tunables of a server; the defaults suit tests and the demo.
@@ -173,6 +180,7 @@ impl TestApiServer {
         }
         let counts = state.counts.clone();
         let requests = state.requests.clone();
+        let service_accounts = state.service_accounts.clone();
         let kubelet_state = state.kubelet_state.clone();
         let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
             let state = state.clone();
@@ -210,13 +218,32 @@ impl TestApiServer {
             }
         }
         let controllers = options.controllers.then(|| controllers::spawn(store.clone()));
-        Ok(Self { addr, store, counts, requests, shutdown: Some(tx), controllers, kubelet: None, kubelet_state, certs })
+        // What kube-controller-manager publishes for in-cluster clients, which need HTTPS.
+        let publisher = certs.as_ref().map(|c| serviceaccounts::spawn_publisher(store.clone(), Some(c.ca_pem.clone())));
+        Ok(Self {
+            addr,
+            store,
+            counts,
+            requests,
+            shutdown: Some(tx),
+            controllers,
+            kubelet: None,
+            kubelet_state,
+            certs,
+            service_accounts,
+            publisher,
+        })
     }
 
     /// Starts a kubelet that runs this server's pods as local processes (see
     /// [`kubelet`]); it stops with the server.
     pub async fn start_kubelet(&mut self, config: kubelet::KubeletConfig) -> Result<(), kubelet::KubeletError> {
-        let kubelet = kubelet::Kubelet::start(self.store.clone(), config).await?;
+        // Pods reach the server over HTTPS as their ServiceAccount when it serves HTTPS.
+        let access = self.certs.as_ref().map(|_| kubelet::ClusterAccess { issuer: self.service_accounts.clone() });
+        let kubelet = kubelet::Kubelet::start(self.store.clone(), config, access).await?;
+        if let Some(certs) = &self.certs {
+            certs.add_address(kubelet.gateway().into()).map_err(kubelet::KubeletError::Network)?;
+        }
         let _ = self.kubelet_state.set(kubelet.node_info());
         self.kubelet = Some(kubelet);
         Ok(())
@@ -243,6 +270,25 @@ impl TestApiServer {
     /// The CA clients must trust (PEM), when the server serves HTTPS.
     pub fn ca_pem(&self) -> Option<&str> {
         self.certs.as_ref().map(|c| c.ca_pem.as_str())
+    }
+
+    /// A token for ServiceAccount `namespace/name` (which must exist) for `audiences` (the
+    /// API server's own when empty), as a TokenRequest would return it.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+    ) -> Result<String, error::ApiError> {
+        let spec = serviceaccounts::TokenSpec {
+            audiences: if audiences.is_empty() {
+                vec![serviceaccounts::ISSUER.to_owned()]
+            } else {
+                audiences.iter().map(|a| (*a).to_owned()).collect()
+            },
+            expiration_seconds: serviceaccounts::DEFAULT_EXPIRATION_SECONDS,
+        };
+        Ok(self.service_accounts.issue(&self.store, namespace, name, &spec, None)?.0)
     }
 
     /// Direct access to the objects.
@@ -316,6 +362,9 @@ impl Drop for TestApiServer {
         }
         if let Some(controllers) = self.controllers.take() {
             controllers.abort();
+        }
+        if let Some(publisher) = self.publisher.take() {
+            publisher.abort();
         }
     }
 }

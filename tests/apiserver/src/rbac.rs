@@ -18,6 +18,10 @@ pub struct UserInfo {
     pub name: String,
     /// Its groups.
     pub groups: Vec<String>,
+    /// Its uid (a ServiceAccount's object uid), or empty.
+    pub uid: String,
+    /// What the authenticator adds (a ServiceAccount token's bound pod and id).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -27,17 +31,29 @@ impl UserInfo {
         if !all.iter().any(|g| g == "system:authenticated") {
             all.push("system:authenticated".into());
         }
-        Self { name: name.to_owned(), groups: all }
+        Self { name: name.to_owned(), groups: all, uid: String::new(), extra: BTreeMap::new() }
     }
 
     /// The user of a request without credentials.
     pub fn anonymous() -> Self {
-        Self { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        Self {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+            uid: String::new(),
+            extra: BTreeMap::new(),
+        }
     }
 
     /// As `userInfo` in a review's status.
     pub fn to_json(&self) -> Value {
-        json!({"username": self.name, "groups": self.groups})
+        let mut info = json!({"username": self.name, "groups": self.groups});
+        if !self.uid.is_empty() {
+            info["uid"] = json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            info["extra"] = json!(self.extra);
+        }
+        info
     }
 }
 
@@ -85,7 +101,7 @@ fn labels_match(object: &Value, selector: &Value) -> bool {
 impl Policy {
     /// The rules of ClusterRole `name`, aggregated ones included (through aggregated roles
     /// that are aggregated themselves, as the controller's passes would settle them).
-    fn cluster_role_rules(&self, name: &str) -> Vec<&Value> {
+    pub fn cluster_role_rules(&self, name: &str) -> Vec<&Value> {
         let mut rules = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         self.collect_rules(name, &mut rules, &mut seen);
@@ -111,7 +127,8 @@ impl Policy {
         }
     }
 
-    fn role_rules(&self, namespace: &str, name: &str) -> Vec<&Value> {
+    /// The rules of Role `namespace/name`.
+    pub fn role_rules(&self, namespace: &str, name: &str) -> Vec<&Value> {
         self.roles
             .iter()
             .find(|r| text(r, "/metadata/namespace") == namespace && text(r, "/metadata/name") == name)
@@ -119,6 +136,50 @@ impl Policy {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// ClusterRole `name`, if it exists.
+    pub fn cluster_role(&self, name: &str) -> Option<&Value> {
+        self.cluster_roles.iter().find(|r| text(r, "/metadata/name") == name).map(AsRef::as_ref)
+    }
+
+    /// Role `namespace/name`, if it exists.
+    pub fn role(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.roles
+            .iter()
+            .find(|r| text(r, "/metadata/namespace") == namespace && text(r, "/metadata/name") == name)
+            .map(AsRef::as_ref)
+    }
+
+    /// Every rule `user` holds in `namespace` (cluster-wide only, when empty): those of the
+    /// ClusterRoleBindings naming it and of the namespace's RoleBindings naming it.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<&Value> {
+        let mut rules = Vec::new();
+        for binding in &self.cluster_role_bindings {
+            if binding.get("subjects").and_then(Value::as_array).into_iter().flatten().any(|s| names(s, "", user)) {
+                rules.extend(self.cluster_role_rules(text(binding, "/roleRef/name")));
+            }
+        }
+        if namespace.is_empty() {
+            return rules;
+        }
+        for binding in self.role_bindings.iter().filter(|b| text(b, "/metadata/namespace") == namespace) {
+            if !binding
+                .get("subjects")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|s| names(s, namespace, user))
+            {
+                continue;
+            }
+            let role = text(binding, "/roleRef/name");
+            rules.extend(match text(binding, "/roleRef/kind") {
+                "ClusterRole" => self.cluster_role_rules(role),
+                _ => self.role_rules(namespace, role),
+            });
+        }
+        rules
     }
 
     /// Allows or denies `request` by `user`, with the reason kube-apiserver gives.
@@ -376,6 +437,14 @@ pub fn bootstrap() -> Vec<Value> {
             json!([
                 {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+            ]),
+        ),
+        cluster_role(
+            "system:auth-delegator",
+            json!({"kubernetes.io/bootstrapping": "rbac-defaults"}),
+            json!([
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             ]),
         ),
         binding("cluster-admin", "cluster-admin", "system:masters"),

@@ -1,8 +1,9 @@
 //! The review APIs, which store nothing and answer in the created object's `status`:
 //! SelfSubjectAccessReview (`kubectl auth can-i`), SubjectAccessReview and
 //! LocalSubjectAccessReview (what another user may do, as webhooks and proxies ask), and
-//! SelfSubjectReview (`kubectl auth whoami`). The caller was authorized to create the review
-//! like any other request.
+//! SelfSubjectReview (`kubectl auth whoami`), and TokenReview (who a bearer token stands for,
+//! as kube-rbac-proxy and other delegating servers ask). The caller was authorized to create
+//! the review like any other request.
 
 use axum::{
     body::Bytes,
@@ -28,6 +29,7 @@ pub fn serve(state: &AppState, caller: &UserInfo, path: &str, body: &Bytes) -> O
             Review::Access(Some((*ns).to_owned()))
         }
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => Review::WhoAmI,
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Review::Token,
         _ => return None,
     };
     Some(answer(state, caller, &kind, body))
@@ -38,6 +40,7 @@ enum Review {
     /// A SubjectAccessReview, or a LocalSubjectAccessReview in this namespace.
     Access(Option<String>),
     WhoAmI,
+    Token,
 }
 
 fn answer(state: &AppState, caller: &UserInfo, kind: &Review, body: &Bytes) -> Result<Response, ApiError> {
@@ -45,6 +48,7 @@ fn answer(state: &AppState, caller: &UserInfo, kind: &Review, body: &Bytes) -> R
         .map_err(|e| ApiError::bad_request(format!("the review is not JSON ({e}); send it as application/json")))?;
     let status = match kind {
         Review::WhoAmI => json!({"userInfo": caller.to_json()}),
+        Review::Token => token(state, &review["spec"])?,
         Review::SelfAccess => access(state, caller, &review["spec"], None)?,
         Review::Access(namespace) => {
             let spec = &review["spec"];
@@ -60,13 +64,34 @@ fn answer(state: &AppState, caller: &UserInfo, kind: &Review, body: &Bytes) -> R
                 .filter_map(Value::as_str)
                 .map(str::to_owned)
                 .collect();
-            let subject = UserInfo { name: name.to_owned(), groups };
+            let subject = UserInfo { name: name.to_owned(), groups, ..UserInfo::anonymous() };
             access(state, &subject, spec, namespace.as_deref())?
         }
     };
     review["status"] = status;
     review["metadata"] = json!({"creationTimestamp": null});
     Ok((StatusCode::CREATED, axum::Json(review)).into_response())
+}
+
+/// Who the token of a TokenReview's `spec` stands for, for the audiences it asks about (the
+/// API server's own when none).
+fn token(state: &AppState, spec: &Value) -> Result<Value, ApiError> {
+    let token = spec.get("token").and_then(Value::as_str).unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::bad_request("spec.token is required"));
+    }
+    let audiences: Vec<String> = spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    Ok(match crate::server::authenticate_token(state, token, &audiences) {
+        Ok((user, audiences)) => json!({"authenticated": true, "user": user.to_json(), "audiences": audiences}),
+        Err(error) => json!({"authenticated": false, "user": {}, "error": error}),
+    })
 }
 
 /// Whether `user` may do what `spec` describes (its `resourceAttributes` or

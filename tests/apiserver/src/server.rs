@@ -80,6 +80,8 @@ pub struct AppState {
     /// Users by bearer token, when requests are authenticated and authorized by RBAC;
     /// `None` lets every request through.
     pub rbac: Option<Arc<crate::rbac::Tokens>>,
+    /// Signs and checks ServiceAccount tokens.
+    pub service_accounts: Arc<crate::serviceaccounts::Issuer>,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             kubelet_state: Arc::default(),
             watch_delay: Duration::ZERO,
             rbac: None,
+            service_accounts: Arc::new(crate::serviceaccounts::Issuer::generate().expect("ring makes a P-256 key")),
         }
     }
 }
@@ -291,10 +294,23 @@ async fn respond(
     } else {
         body
     };
+    if state.rbac.is_some()
+        && crate::escalation::guards(&record)
+        && let Err(e) = object_after(&state, &method, &uri, &headers, &body, &record)
+            .and_then(|object| crate::escalation::check(&crate::rbac::policy(&state.store), &user, &record, &object))
+    {
+        return error_response(&e);
+    }
     if method == Method::POST
         && let Some(review) = crate::reviews::serve(&state, &user, uri.path(), &body)
     {
         return review.unwrap_or_else(|e| error_response(&e));
+    }
+    if method == Method::POST
+        && let Some(answer) =
+            crate::serviceaccounts::serve_token_request(&state.store, &state.service_accounts, uri.path(), &body)
+    {
+        return answer.unwrap_or_else(|e| error_response(&e));
     }
     match route(&state, &method, &uri, &headers, &body, upgrade, protobuf_body).await {
         Ok(r) => r,
@@ -353,8 +369,8 @@ async fn negotiate(response: Response, accept: &str) -> Response {
     }
 }
 
-/// Who sent the request, and whether RBAC lets them do it (every request passes when the
-/// server runs without RBAC).
+/// Who sent the request (or whom it impersonates, when allowed to), and whether RBAC lets
+/// them do it (every request passes when the server runs without RBAC).
 fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> Result<crate::rbac::UserInfo, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -362,25 +378,87 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let Some(tokens) = &state.rbac else {
+    let impersonation = crate::impersonation::requested(headers)?;
+    if state.rbac.is_none() {
         // Without authentication the token stands for the user, who may do anything.
-        return Ok(token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {
+        let user = token.map_or_else(crate::rbac::UserInfo::anonymous, |t| {
             crate::rbac::UserInfo::authenticated(t, &["system:masters"])
-        }));
-    };
+        });
+        return Ok(impersonation.map_or(user, |wanted| crate::impersonation::user(&wanted)));
+    }
     let user = match token {
-        Some(token) => tokens.user(token).cloned().ok_or_else(ApiError::unauthorized)?,
+        Some(token) => authenticate_token(state, token, &[]).map_err(|_| ApiError::unauthorized())?.0,
         None => crate::rbac::UserInfo::anonymous(),
     };
-    let decision = crate::rbac::policy(&state.store).authorize(&user, record);
-    match decision {
-        crate::rbac::Decision::Allowed(_) => Ok(user),
+    let policy = crate::rbac::policy(&state.store);
+    let deny = |decision: crate::rbac::Decision, check: &RequestRecord| match decision {
+        crate::rbac::Decision::Allowed(_) => Ok(()),
         // kube-apiserver answers an anonymous request it would not allow with 401.
         crate::rbac::Decision::Denied(_) if token.is_none() => Err(ApiError::unauthorized()),
         crate::rbac::Decision::Denied(message) => {
-            Err(ApiError::forbidden(message, &record.qualified_resource(), &record.name))
+            Err(ApiError::forbidden(message, &check.qualified_resource(), &check.name))
         }
+    };
+    let user = match impersonation {
+        Some(wanted) => {
+            for check in crate::impersonation::checks(&wanted) {
+                deny(policy.authorize(&user, &check), &check)?;
+            }
+            crate::impersonation::user(&wanted)
+        }
+        None => user,
+    };
+    deny(policy.authorize(&user, record), record)?;
+    Ok(user)
+}
+
+/// The object a create, update or patch would store (a patch applied as a dry run), for
+/// checks that judge the result rather than the request.
+fn object_after(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    record: &RequestRecord,
+) -> Result<Value, ApiError> {
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
+    let value = parse_body(body, &content_type)?;
+    if *method != Method::PATCH {
+        return Ok(value);
     }
+    let query = query_map(uri);
+    let opts = WriteOptions { dry_run: true, ..write_options(&query, headers)? };
+    let key = TypeKey { group: record.group.clone(), plural: record.resource.clone() };
+    let patch = patch_of(&content_type, value, &query)?;
+    match state.store.patch(&key, &record.namespace, &record.name, patch.clone(), Subresource::Main, &opts) {
+        Ok((object, _)) => Ok(object),
+        // An apply that creates its object: the applied configuration is the object.
+        Err(e) if e.code == 404 => match patch {
+            Patch::Apply(object) => Ok(object),
+            _ => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Who a bearer token stands for, by the static token file or as a ServiceAccount token meant
+/// for one of `audiences` (the API server's own when empty), with the audiences it was
+/// accepted for; or why it does not authenticate.
+pub fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    audiences: &[String],
+) -> Result<(crate::rbac::UserInfo, Vec<String>), String> {
+    let api_audience = crate::serviceaccounts::ISSUER.to_owned();
+    // The token file knows nothing of audiences: its tokens are for the API server only.
+    if let Some(user) = state.rbac.as_ref().and_then(|tokens| tokens.user(token))
+        && (audiences.is_empty() || audiences.contains(&api_audience))
+    {
+        return Ok((user.clone(), vec![api_audience]));
+    }
+    state.service_accounts.authenticate(&state.store, token, audiences).map_err(|e| e.0)
 }
 
 async fn route(

@@ -390,6 +390,7 @@ validatingwebhookconfigurations - admissionregistration.k8s.io/v1 false Validati
 customresourcedefinitions crd,crds apiextensions.k8s.io/v1 false CustomResourceDefinition
 apiservices - apiregistration.k8s.io/v1 false APIService
 selfsubjectreviews - authentication.k8s.io/v1 false SelfSubjectReview
+tokenreviews - authentication.k8s.io/v1 false TokenReview
 localsubjectaccessreviews - authorization.k8s.io/v1 true LocalSubjectAccessReview
 selfsubjectaccessreviews - authorization.k8s.io/v1 false SelfSubjectAccessReview
 subjectaccessreviews - authorization.k8s.io/v1 false SubjectAccessReview

@@ -15,6 +15,7 @@ use k8s_openapi::api::{
     authentication::v1::SelfSubjectReview,
     authorization::v1::SelfSubjectAccessReview,
     core::v1::{Pod, Secret},
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Client,
@@ -165,4 +166,191 @@ async fn rbac_decides_who_may_do_what() {
     );
     let out = kubectl.run(&["get", "secrets", "-n", "billing"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list resource \"secrets\""), "{out:?}");
+}
+
+/// kube-rs with `as`/`as-groups` in its kubeconfig, as `kubectl --as`/`--as-group` send them.
+async fn client_as(server: &TestApiServer, token: &str, user: &str, groups: &[&str]) -> Client {
+    let text = server.kubeconfig_as(token).replace(
+        &format!("    token: {token}\n"),
+        &format!("    token: {token}\n    as: {user}\n    as-groups: {groups:?}\n"),
+    );
+    let kubeconfig = Kubeconfig::from_yaml(&text).unwrap();
+    Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_needs_the_impersonate_verb_for_each_user_group_and_account() {
+    let tokens = "imp-token,impersonator,2001\nvera-token,vera,1001\n";
+    let options = Options { rbac: Some(Tokens::parse(tokens).unwrap()), tls: true, ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    server
+        .create_from_files(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/yaml/profilecapture.yaml")])
+        .unwrap();
+    let admin = client(&server, biometrics_test_apiserver::ADMIN_TOKEN).await;
+    apply(&admin, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "biometrics-view", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [{"apiGroups": ["biometrics.io"], "resources": ["profilecaptures"], "verbs": ["get", "list", "watch"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "target": {"port": 6060}, "profiles": ["heap"]}}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "vera-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "vera"}]}))
+    .await;
+    // The impersonator may act as vera, in the viewers group, and nothing else.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "impersonate-vera"},
+        "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["vera"]},
+                  {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"], "resourceNames": ["viewers"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "impersonate-vera"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonate-vera"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "impersonator"}]}))
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as("imp-token")).unwrap();
+    let kubectl = common::Kubectl::new(dir.path());
+    let stderr = |args: &[&str]| String::from_utf8_lossy(&kubectl.run(args, None).stderr).trim().to_owned();
+
+    // As itself the impersonator reads nothing; as vera it reads what vera reads.
+    assert!(stderr(&["get", "pcap", "-n", "shop"]).contains("User \"impersonator\" cannot list"));
+    assert_eq!(
+        kubectl.ok(&["get", "pcap", "-n", "shop", "-o", "name", "--as", "vera"]).trim(),
+        "profilecapture.biometrics.io/web"
+    );
+    assert_eq!(
+        kubectl.ok(&["get", "pcap", "-n", "shop", "-o", "name", "--as", "vera", "--as-group", "viewers"]).trim(),
+        "profilecapture.biometrics.io/web"
+    );
+    // The impersonated user is the one authorized: vera may not patch.
+    let patch =
+        ["patch", "pcap", "web", "-n", "shop", "--type=merge", "-p", r#"{"spec":{"duration":"5s"}}"#, "--as", "vera"];
+    assert!(stderr(&patch).contains("User \"vera\" cannot patch resource \"profilecaptures\""), "{}", stderr(&patch));
+
+    // Anyone, group or ServiceAccount not granted: refused in kube-apiserver's words.
+    assert_eq!(
+        stderr(&["get", "pods", "-n", "shop", "--as", "bob"]),
+        "Error from server (Forbidden): users \"bob\" is forbidden: User \"impersonator\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(
+        stderr(&["get", "pods", "-n", "shop", "--as", "vera", "--as-group", "system:masters"]),
+        "Error from server (Forbidden): groups \"system:masters\" is forbidden: User \"impersonator\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(
+        stderr(&["get", "pods", "-n", "shop", "--as", "system:serviceaccount:shop:ops"]),
+        "Error from server (Forbidden): serviceaccounts \"ops\" is forbidden: User \"impersonator\" cannot impersonate resource \"serviceaccounts\" in API group \"\" in the namespace \"shop\""
+    );
+
+    // Who the server then takes the request to be.
+    let review: SelfSubjectReview = serde_json::from_value(json!({})).unwrap();
+    let as_vera = client_as(&server, "imp-token", "vera", &["viewers"]).await;
+    let me = Api::<SelfSubjectReview>::all(as_vera).create(&PostParams::default(), &review).await.unwrap();
+    let info = me.status.unwrap().user_info.unwrap();
+    assert_eq!(info.username.as_deref(), Some("vera"));
+    assert_eq!(info.groups.unwrap(), ["viewers", "system:authenticated"]);
+    // system:masters may impersonate a ServiceAccount, which gets its groups.
+    let as_ops =
+        client_as(&server, biometrics_test_apiserver::ADMIN_TOKEN, "system:serviceaccount:shop:ops", &[]).await;
+    let me = Api::<SelfSubjectReview>::all(as_ops).create(&PostParams::default(), &review).await.unwrap();
+    let info = me.status.unwrap().user_info.unwrap();
+    assert_eq!(info.groups.unwrap(), ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_bindings_grant_only_what_their_writer_holds_unless_it_may_escalate_or_bind() {
+    let options =
+        Options { rbac: Some(Tokens::parse("dev-token,dev,3001\n").unwrap()), tls: true, ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let admin = client(&server, biometrics_test_apiserver::ADMIN_TOKEN).await;
+    apply(&admin, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;
+    // dev manages RBAC in shop and reads pods there: nothing more.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "team-lead", "namespace": "shop"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create", "get", "update", "patch"]},
+                  {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "team-lead", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "team-lead"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]}))
+    .await;
+    let dev = client(&server, "dev-token").await;
+    let roles = Api::<Role>::namespaced(dev.clone(), "shop");
+    let bindings = Api::<RoleBinding>::namespaced(dev.clone(), "shop");
+    let role = |name: &str, rules: serde_json::Value| -> Role {
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap()
+    };
+    let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "shop"}]}))
+        .unwrap()
+    };
+
+    // What dev holds it may grant.
+    let readers = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
+    roles.create(&PostParams::default(), &role("pod-reader", readers)).await.unwrap();
+    bindings.create(&PostParams::default(), &binding("pod-reader", "Role", "pod-reader")).await.unwrap();
+
+    // What it does not, it may not: created, patched in, or bound.
+    let secrets = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]);
+    let not_held = "user \"dev\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n";
+    assert_eq!(
+        refusal(roles.create(&PostParams::default(), &role("secret-reader", secrets.clone())).await),
+        (
+            403,
+            format!(
+                "roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: {not_held}{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}}"
+            )
+        )
+    );
+    assert!(Api::<Role>::namespaced(admin.clone(), "shop").get_opt("secret-reader").await.unwrap().is_none());
+    let widen =
+        Patch::Merge(json!({"rules": [{"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get"]}]}));
+    let (code, message) = refusal(roles.patch("pod-reader", &PatchParams::default(), &widen).await);
+    assert_eq!(code, 403);
+    assert!(message.ends_with("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"), "{message}");
+    let kept = Api::<Role>::namespaced(admin.clone(), "shop").get("pod-reader").await.unwrap();
+    assert_eq!(kept.rules.unwrap()[0].resources.as_deref(), Some(&["pods".to_owned()][..]));
+    let (code, message) =
+        refusal(bindings.create(&PostParams::default(), &binding("viewers", "ClusterRole", "view")).await);
+    assert_eq!(code, 403);
+    assert!(
+        message.starts_with(&format!("rolebindings.rbac.authorization.k8s.io \"viewers\" is forbidden: {not_held}")),
+        "{message}"
+    );
+    assert_eq!(
+        refusal(bindings.create(&PostParams::default(), &binding("ghost", "Role", "no-such-role")).await),
+        (404, "roles.rbac.authorization.k8s.io \"no-such-role\" not found".into())
+    );
+
+    // kubectl shows the same refusal.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as("dev-token")).unwrap();
+    let kubectl = common::Kubectl::new(dir.path());
+    let manifest = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: secret-reader, namespace: shop}\nrules: [{apiGroups: [''], resources: [secrets], verbs: [get]}]\n";
+    let out = kubectl.run(&["create", "-f", "-"], Some(manifest));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "Error from server (Forbidden): error when creating \"STDIN\": roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: {not_held}{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}}"
+        )
+    );
+
+    // `bind` on view lets dev bind view; `escalate` on roles lets it write any rules.
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "delegate", "namespace": "shop"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["view"]},
+                  {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["escalate"]}]}))
+    .await;
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "delegate", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "delegate"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dev"}]}))
+    .await;
+    bindings.create(&PostParams::default(), &binding("viewers", "ClusterRole", "view")).await.unwrap();
+    assert_eq!(
+        refusal(bindings.create(&PostParams::default(), &binding("editors", "ClusterRole", "edit")).await).0,
+        403
+    );
+    roles.create(&PostParams::default(), &role("secret-reader", secrets)).await.unwrap();
 }

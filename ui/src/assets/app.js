@@ -30,16 +30,81 @@ function capturePath(ns, name) {
   return `/captures/${seg(ns)}/${seg(name)}`;
 }
 
+// Token mode: the browser's API wants a bearer token. It is kept for this tab only
+// (sessionStorage), entered in the sign-in form or handed over once in the address's
+// fragment (#token=…), which is taken out of the address at once; links, frames and images
+// cannot send it, so in this mode they get the files as blob: URLs fetched with it.
+const TOKEN_KEY = 'biometrics-token';
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function adoptFragmentToken() {
+  const given = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given.trim());
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+}
+
+class Unauthorized extends Error {}
+
+function withToken(headers) {
+  const t = token();
+  return t ? { ...headers, Authorization: `Bearer ${t}` } : headers;
+}
+
 async function getJSON(url) {
-  const response = await fetch(url, { headers: { Accept: 'application/json' } });
+  const response = await fetch(url, { headers: withToken({ Accept: 'application/json' }) });
   let body = null;
   try {
     body = await response.json();
   } catch (_) {
     body = null;
   }
-  if (!response.ok) throw new Error((body && body.message) || `${response.status} ${response.statusText}`);
+  const message = (body && body.message) || `${response.status} ${response.statusText}`;
+  if (response.status === 401) throw new Unauthorized(message);
+  if (!response.ok) throw new Error(message);
   return body;
+}
+
+// A file of the API as a blob: URL, fetched with the token.
+async function blobURL(url) {
+  const response = await fetch(url, { headers: withToken({}) });
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${response.statusText}`);
+  return URL.createObjectURL(await response.blob());
+}
+
+// A download link; in token mode the click fetches the file with the token first.
+function downloadLink(url, text) {
+  const link = el('a', { href: url, download: '', text });
+  if (token()) {
+    link.addEventListener('click', async (event) => {
+      event.preventDefault();
+      const save = el('a', { href: await blobURL(url), download: url.split('/').pop() });
+      save.click();
+    });
+  }
+  return link;
+}
+
+function signIn(message) {
+  document.title = 'Sign in — Biometrics';
+  crumbs();
+  const input = el('input', { type: 'password', id: 'token', autocomplete: 'off', 'aria-label': 'bearer token' });
+  const button = el('button', { type: 'button', id: 'token-submit', text: 'Use this token' });
+  button.addEventListener('click', () => {
+    if (!input.value.trim()) return;
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    route();
+  });
+  show(
+    el('h1', { text: 'Sign in' }),
+    el('p', { class: 'error', id: 'error', text: message }),
+    el('p', { text: 'This capture browser wants a bearer token your cluster accepts (for example from kubectl create token). It is kept in this tab only.' }),
+    el('p', {}, input, ' ', button),
+  );
 }
 
 function show(...nodes) {
@@ -249,15 +314,18 @@ async function runView(ns, name, run) {
     for (const file of pod.files) {
       const block = el('div', { class: 'profile', 'data-profile': file.profileType });
       block.append(el('h3', { text: `${file.profileType} (${file.bytes} bytes)` }));
-      block.append(el('p', {}, el('a', { href: file.download, download: '', text: `Download ${file.file}` }), ` sha256 ${file.sha256}`));
+      block.append(el('p', {}, downloadLink(file.download, `Download ${file.file}`), ` sha256 ${file.sha256}`));
       const holder = el('div', { class: 'top' });
       if (file.top && file.top.length) holder.append(topTable(`top-${pod.pod}-${file.profileType}`, file.top));
       block.append(holder);
       if (file.profileType !== 'trace') {
         pending.push(computedTop(holder, `top-${pod.pod}-${file.profileType}`, `${apiRun}/top?profile=${seg(file.profileType)}&pod=${seg(pod.pod)}&nodecount=${TOP_ROWS}`));
-        const profileURL = encodeURIComponent(file.download);
         const title = encodeURIComponent(`${file.profileType} ${pod.pod} ${run}`);
-        block.append(el('iframe', { class: 'flame', title: `flame graph ${file.profileType} ${pod.pod}`, src: `/speedscope/index.html#profileURL=${profileURL}&title=${title}` }));
+        const frame = el('iframe', { class: 'flame', title: `flame graph ${file.profileType} ${pod.pod}` });
+        const frameFor = (profile) => `/speedscope/index.html#profileURL=${encodeURIComponent(profile)}&title=${title}`;
+        if (token()) pending.push(blobURL(file.download).then((blob) => frame.setAttribute('src', frameFor(blob))));
+        else frame.setAttribute('src', frameFor(file.download));
+        block.append(frame);
       }
       section.append(block);
     }
@@ -348,9 +416,12 @@ async function compareView(ns, name, params) {
   nodes.push(
     el('h2', { text: 'Differential flame graph' }),
     el('p', { class: 'muted', text: 'Red: grew; blue: shrank. Widths are the compared side.' }),
-    el('img', { class: 'flame', id: 'diff-flame', alt: 'differential flame graph', src: `${api}/namespaces/${seg(ns)}/captures/${seg(name)}/compare/flamegraph.svg?${svgQuery}` }),
   );
+  const svg = `${api}/namespaces/${seg(ns)}/captures/${seg(name)}/compare/flamegraph.svg?${svgQuery}`;
+  const image = el('img', { class: 'flame', id: 'diff-flame', alt: 'differential flame graph' });
+  nodes.push(image);
   show(...nodes);
+  image.setAttribute('src', token() ? await blobURL(svg) : svg);
 }
 
 async function route() {
@@ -362,8 +433,12 @@ async function route() {
     if (parts[0] === 'captures' && parts.length === 4 && parts[3] === 'compare') return await compareView(parts[1], parts[2], new URLSearchParams(location.search));
     show(el('h1', { text: 'Not found' }), el('p', { text: 'No such page.' }));
   } catch (error) {
+    if (error instanceof Unauthorized) return signIn(error.message);
     show(el('h1', { text: 'Error' }), el('p', { class: 'error', id: 'error', text: error.message }));
   }
 }
 
-document.addEventListener('DOMContentLoaded', route);
+document.addEventListener('DOMContentLoaded', () => {
+  adoptFragmentToken();
+  route();
+});

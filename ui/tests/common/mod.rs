@@ -103,9 +103,40 @@ pub fn volume(status: serde_json::Value, runs: &[(&str, Vec<(&str, Bytes)>)]) ->
 
 /// The browser over `backend` on a loopback port, with speedscope when installed.
 pub fn serve(backend: Volume) -> (SocketAddr, tokio::runtime::Runtime) {
+    serve_gated(backend, None)
+}
+
+/// The browser in token mode, where the cluster stands in as two accepted tokens:
+/// `dev-token` (user `dev`, who may read `shop`) and `other-token` (user `other`, who may
+/// read nothing). The operator's test asks a real API server's reviews.
+pub fn serve_with_tokens(backend: Volume) -> (SocketAddr, tokio::runtime::Runtime) {
+    use biometrics_ui::access::{Access, AccessError, AccessFuture, Viewer};
+    struct Tokens;
+    impl Access for Tokens {
+        fn authenticate<'a>(&'a self, token: &'a str) -> AccessFuture<'a, Viewer> {
+            Box::pin(async move {
+                match token {
+                    "dev-token" | "other-token" => {
+                        Ok(Viewer { name: token.trim_end_matches("-token").into(), ..Viewer::default() })
+                    }
+                    _ => Err(AccessError::Unauthenticated("the cluster did not accept the bearer token".into())),
+                }
+            })
+        }
+        fn may_view<'a>(&'a self, viewer: &'a Viewer, namespace: &'a str) -> AccessFuture<'a, bool> {
+            Box::pin(async move { Ok(viewer.name == "dev" && namespace == "shop") })
+        }
+    }
+    serve_gated(backend, Some(Arc::new(Tokens)))
+}
+
+fn serve_gated(
+    backend: Volume,
+    access: Option<Arc<dyn biometrics_ui::access::Access>>,
+) -> (SocketAddr, tokio::runtime::Runtime) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let speedscope = biometrics_test_support::repo_root().join(".tools/speedscope");
-    let app = biometrics_ui::router(backend, UiOptions { speedscope_dir: Some(speedscope) });
+    let app = biometrics_ui::router_with_access(backend, UiOptions { speedscope_dir: Some(speedscope) }, access);
     let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
     let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
     runtime.spawn(async move { axum::serve(listener, app).await });

@@ -49,6 +49,25 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// `path` inside the container with its directories' symlinks followed, as they lie in the
+/// node's root that the container's root overlays (`/var/run/…` is `/run/…` on most
+/// systems): a mount made at the unresolved path would land where the symlink points on the
+/// node, outside the container's root.
+pub fn resolve_in_root(path: &str) -> String {
+    let mut resolved = std::path::PathBuf::from("/");
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, component) in components.iter().enumerate() {
+        let next = resolved.join(component);
+        let last = i + 1 == components.len();
+        match std::fs::read_link(&next) {
+            Ok(target) if !last && target.is_absolute() => resolved = target,
+            Ok(target) if !last => resolved = resolved.join(target),
+            _ => resolved = next,
+        }
+    }
+    resolved.to_string_lossy().into_owned()
+}
+
 /// The shell script that builds the container's root and execs its process. Every value
 /// from the pod is quoted; the script runs as root in the container's new mount namespace.
 pub fn script(launch: &Launch) -> String {

@@ -81,6 +81,14 @@ pub struct KubeletConfig {
     pub api: SocketAddr,
 }
 
+/// What pods need to reach the API server as their ServiceAccount: the signer of their
+/// tokens. Without it (a server without HTTPS) pods get no ServiceAccount volume.
+#[derive(Debug, Clone)]
+pub struct ClusterAccess {
+    /// Signs the tokens projected into pods.
+    pub issuer: Arc<crate::serviceaccounts::Issuer>,
+}
+
 /// What every pod worker shares.
 pub struct Context {
     store: Store,
@@ -94,6 +102,8 @@ pub struct Context {
     groups: Mutex<std::collections::HashSet<u32>>,
     /// What Services resolve to in pods' hosts files.
     services: Mutex<Arc<Vec<hosts::ServiceAddresses>>>,
+    /// How pods get their ServiceAccount tokens, when they do.
+    access: Option<ClusterAccess>,
 }
 
 struct Worker {
@@ -158,8 +168,14 @@ pub fn log_file(state_dir: &Path, pod: &Value, container: &str, previous: bool) 
 }
 
 impl Kubelet {
-    /// Registers the Node and starts running pods.
-    pub async fn start(store: Store, config: KubeletConfig) -> Result<Self, KubeletError> {
+    /// Registers the Node and starts running pods; with `access`, each pod gets its
+    /// ServiceAccount's token, the CA and its namespace under
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` and may use projected tokens.
+    pub async fn start(
+        store: Store,
+        config: KubeletConfig,
+        access: Option<ClusterAccess>,
+    ) -> Result<Self, KubeletError> {
         check_privileges()?;
         std::fs::create_dir_all(&config.state_dir).map_err(|e| KubeletError::io(&config.state_dir, e))?;
         let id = u32::from(config.api.port()) ^ std::process::id().rotate_left(16);
@@ -184,6 +200,7 @@ impl Kubelet {
             api_port,
             groups: Mutex::default(),
             services: Mutex::default(),
+            access,
         });
         store.set_graceful_pod_deletion(true);
         register_node(&store, &config.node_name, gateway);
@@ -205,6 +222,11 @@ impl Kubelet {
     /// Where pods' files are.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The node's address on the pod network, where pods reach the API server.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.context.gateway
     }
 
     /// What the API server needs of this kubelet.

@@ -102,10 +102,13 @@ fn state_json(state: &State) -> Value {
     }
 }
 
-/// ConfigMaps and Secrets of the pod's namespace, read from the store when asked.
+/// ConfigMaps and Secrets of the pod's namespace, read from the store when asked, and its
+/// ServiceAccount's tokens, issued when first asked for and again when due.
 struct Namespace<'a> {
     context: &'a Context,
     namespace: &'a str,
+    pod: &'a Value,
+    tokens: &'a volumes::TokenManager,
 }
 
 impl Namespace<'_> {
@@ -120,6 +123,25 @@ impl Objects for Namespace<'_> {
     }
     fn secret(&self, name: &str) -> Option<Value> {
         self.object("secrets", name)
+    }
+    fn service_account_token(&self, audience: &str, expiration_seconds: i64) -> Result<Vec<u8>, env::ConfigError> {
+        let Some(access) = &self.context.access else {
+            return Err(env::ConfigError("this node issues no ServiceAccount tokens (the server has no HTTPS)".into()));
+        };
+        let text = |p: &str| self.pod.pointer(p).and_then(Value::as_str).unwrap_or_default();
+        let account = Some(text("/spec/serviceAccountName")).filter(|a| !a.is_empty()).unwrap_or("default");
+        let spec = crate::serviceaccounts::TokenSpec {
+            audiences: vec![if audience.is_empty() { crate::serviceaccounts::ISSUER } else { audience }.to_owned()],
+            expiration_seconds,
+        };
+        let bound = Some(("Pod", text("/metadata/name"), text("/metadata/uid")));
+        self.tokens.get(audience, expiration_seconds, Timestamp::now().as_second(), || {
+            access
+                .issuer
+                .issue(&self.context.store, self.namespace, account, &spec, bound)
+                .map(|(token, expires)| (token, expires.as_second()))
+                .map_err(|e| env::ConfigError(format!("failed to fetch token: {}", e.message)))
+        })
     }
 }
 
@@ -144,6 +166,7 @@ struct Pod {
     containers: Vec<Container>,
     volumes: BTreeMap<String, PathBuf>,
     volume_error: Option<String>,
+    tokens: volumes::TokenManager,
     conditions: BTreeMap<&'static str, (bool, Timestamp)>,
     written: Option<Value>,
     hosts: String,
@@ -158,11 +181,33 @@ impl Pod {
         self.object.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always")
     }
 
-    /// Writes every volume's files (again, if their objects changed).
+    /// The pod's volumes, with the ServiceAccount volume when the pod gets one.
+    fn volume_specs(&self) -> Vec<Value> {
+        let mut specs: Vec<Value> =
+            self.object.pointer("/spec/volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+        if self.context.access.is_some() {
+            let account = self.object.pointer("/spec/serviceAccountName").and_then(Value::as_str);
+            let ns = Namespace {
+                context: &self.context,
+                namespace: &self.namespace,
+                pod: &self.object,
+                tokens: &self.tokens,
+            };
+            let account = ns.object("serviceaccounts", account.filter(|a| !a.is_empty()).unwrap_or("default"));
+            if volumes::automounts(&self.object, account.as_ref()) {
+                specs.push(volumes::service_account_volume());
+            }
+        }
+        specs
+    }
+
+    /// Writes every volume's files (again, if their objects changed or a token is due).
     fn sync_volumes(&mut self) {
-        let ns = Namespace { context: &self.context, namespace: &self.namespace };
+        let specs = self.volume_specs();
+        let ns =
+            Namespace { context: &self.context, namespace: &self.namespace, pod: &self.object, tokens: &self.tokens };
         self.volume_error = None;
-        for volume in self.object.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
+        for volume in &specs {
             let name = volume.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
             let source = match volumes::source(&self.object, volume, &ns) {
                 Ok(s) => s,
@@ -238,7 +283,8 @@ impl Pod {
         let mut pod = self.object.clone();
         pod["status"]["podIP"] = json!(self.attachment.ip.to_string());
         pod["status"]["hostIP"] = json!(self.context.gateway.to_string());
-        let ns = Namespace { context: &self.context, namespace: &self.namespace };
+        let ns =
+            Namespace { context: &self.context, namespace: &self.namespace, pod: &self.object, tokens: &self.tokens };
         let mut environment = BTreeMap::from([
             ("PATH".to_owned(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()),
             ("HOSTNAME".to_owned(), self.name.clone()),
@@ -258,9 +304,16 @@ impl Pod {
             let sub = m.get("subPath").and_then(Value::as_str).filter(|s| volumes::safe_relative(s));
             mounts.push(Mount {
                 host: sub.map_or_else(|| host.clone(), |s| host.join(s)),
-                path: m.get("mountPath").and_then(Value::as_str).unwrap_or("/").to_owned(),
+                path: container::resolve_in_root(m.get("mountPath").and_then(Value::as_str).unwrap_or("/")),
                 read_only: m.get("readOnly").and_then(Value::as_bool) == Some(true),
             });
+        }
+        // The ServiceAccount volume, where the container does not mount something else.
+        if let Some(host) = self.volumes.get(volumes::SERVICE_ACCOUNT_VOLUME)
+            && !mounts.iter().any(|m| m.path == container::resolve_in_root(volumes::SERVICE_ACCOUNT_MOUNT))
+        {
+            let path = container::resolve_in_root(volumes::SERVICE_ACCOUNT_MOUNT);
+            mounts.push(Mount { host: host.clone(), path, read_only: true });
         }
         Ok(Launch {
             netns: self.attachment.netns.clone(),
@@ -570,6 +623,7 @@ pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver
         containers,
         volumes: BTreeMap::new(),
         volume_error: None,
+        tokens: volumes::TokenManager::default(),
         conditions: BTreeMap::new(),
         written: None,
         hosts: String::new(),
