@@ -295,9 +295,9 @@ async fn respond(
         body
     };
     if state.rbac.is_some()
-        && crate::escalation::guards(&record)
-        && let Err(e) = object_after(&state, &method, &uri, &headers, &body, &record)
-            .and_then(|object| crate::escalation::check(&crate::rbac::policy(&state.store), &user, &record, &object))
+        && crate::escalation::guards(record)
+        && let Err(e) = object_after(&state, &method, &uri, &headers, &body, record)
+            .and_then(|object| crate::escalation::check(&crate::rbac::policy(&state.store), &user, record, &object))
     {
         return error_response(&e);
     }
