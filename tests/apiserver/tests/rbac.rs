@@ -166,6 +166,51 @@ async fn rbac_decides_who_may_do_what() {
     );
     let out = kubectl.run(&["get", "secrets", "-n", "billing"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list resource \"secrets\""), "{out:?}");
+
+    // kubectl's own questions (sent in protobuf): can-i and whoami.
+    let can_i = |args: &[&str]| {
+        let out = kubectl.run(&[&["auth", "can-i"], args].concat(), None);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    assert_eq!(can_i(&["get", "pcap", "-n", "shop"]), (Some(0), "yes".into()));
+    assert_eq!(can_i(&["patch", "pcap", "-n", "shop"]), (Some(1), "no".into()));
+    assert_eq!(can_i(&["get", "secrets", "-n", "shop"]), (Some(1), "no".into()));
+    let out = kubectl.run(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "vera", "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_a_service_account_token_that_the_server_then_accepts() {
+    let options = Options { rbac: Some(Tokens::parse(TOKENS).unwrap()), tls: true, ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig()).unwrap();
+    let kubectl = common::Kubectl::new(dir.path());
+    let ok = |args: &[&str]| {
+        let out = kubectl.run(args, None);
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    ok(&["create", "namespace", "shop"]);
+    ok(&["create", "serviceaccount", "builder", "-n", "shop"]);
+    ok(&["create", "rolebinding", "builder-view", "-n", "shop", "--clusterrole=view", "--serviceaccount=shop:builder"]);
+    let token = ok(&["create", "token", "builder", "-n", "shop", "--duration=1h"]);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as(&token)).unwrap();
+    assert_eq!(
+        ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]),
+        "system:serviceaccount:shop:builder"
+    );
+    assert_eq!(ok(&["auth", "can-i", "list", "pods", "-n", "shop"]), "yes");
+    let out = kubectl.run(&["auth", "can-i", "list", "pods", "-n", "default"], None);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(1), "no"));
+    // Its ServiceAccount deleted, the token is refused.
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig()).unwrap();
+    ok(&["delete", "serviceaccount", "builder", "-n", "shop"]);
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_as(&token)).unwrap();
+    let out = kubectl.run(&["get", "pods", "-n", "shop"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("You must be logged in to the server"), "{out:?}");
 }
 
 /// kube-rs with `as`/`as-groups` in its kubeconfig, as `kubectl --as`/`--as-group` send them.
