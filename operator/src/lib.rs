@@ -24,6 +24,7 @@ mod testing;
 pub mod throttle;
 pub mod trust;
 pub mod ui_backend;
+pub mod workload;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 

@@ -404,9 +404,9 @@ fn cache_behaviour(spec: &Value) -> String {
     out.push(format!("{target:?} {:?}", target.password.as_ref().map(|p| p.0.clone())));
     out.push(format!("{:?} digest {}", cache::strategy_spec(&policy), cache::strategy_digest(&policy)));
     let rollout = |w: &biometrics_crds::v1alpha1::WorkloadRef| match (w.kind, w.name.as_str()) {
-        (WorkloadKind::Deployment, "api") => Some(cache::Rollout { revision: Some("3".into()), complete: true }),
-        (WorkloadKind::Deployment, "web") => Some(cache::Rollout { revision: Some("4".into()), complete: true }),
-        (WorkloadKind::StatefulSet, "api") => Some(cache::Rollout { revision: Some("1".into()), complete: true }),
+        (WorkloadKind::Deployment, "api") => Some(crate::workload::Rollout { revision: Some("3".into()), complete: true }),
+        (WorkloadKind::Deployment, "web") => Some(crate::workload::Rollout { revision: Some("4".into()), complete: true }),
+        (WorkloadKind::StatefulSet, "api") => Some(crate::workload::Rollout { revision: Some("1".into()), complete: true }),
         _ => None,
     };
     for plan in cache::plan_rules(&policy, now(), rollout) {

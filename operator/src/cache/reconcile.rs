@@ -53,6 +53,7 @@ use crate::{
     reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
+    workload,
 };
 
 /// The finalizer that lets deletion stop running invalidations.
@@ -254,16 +255,16 @@ async fn redis_secrets<A: AgentApi>(
     Ok(secrets)
 }
 
-fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
+fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<workload::Rollout> {
     match workload.kind {
         WorkloadKind::Deployment => ctx
             .deployments
             .get(&ObjectRef::new(&workload.name).within(namespace))
-            .map(|d| decide::deployment_rollout(&d)),
+            .map(|d| workload::deployment_rollout(&d)),
         WorkloadKind::StatefulSet => ctx
             .statefulsets
             .get(&ObjectRef::new(&workload.name).within(namespace))
-            .map(|s| decide::statefulset_rollout(&s)),
+            .map(|s| workload::statefulset_rollout(&s)),
     }
 }
 
