@@ -58,7 +58,8 @@ pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -
         });
     }
     let Some(schedule) = &pc.spec.schedule else {
-        if status.spec_run_generation != Some(generation) {
+        // A capture watching rollouts runs for them, not for its own creation or changes.
+        if status.spec_run_generation != Some(generation) && pc.spec.on_rollout_of.is_none() {
             let id = run_id::run_id(&format!("g{generation}"), uid);
             return Some(DueRun { trigger: RunTrigger::Spec, id, scheduled_for: None });
         }
@@ -554,6 +555,8 @@ mod tests {
         assert_eq!(due_of(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
         assert_eq!(due_of(&edited, now).unwrap().id, "g4-0f3c9a2b");
+        let watching = capture(spec(json!({"onRolloutOf": {"name": "app"}})), json!({}), json!({}), 3);
+        assert_eq!(due_of(&watching, now), None, "a capture watching rollouts runs for them only");
     }
 
     #[test]

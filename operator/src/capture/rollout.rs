@@ -1,0 +1,810 @@
+//! Rollout comparisons (`spec.onRolloutOf`) as pure functions: a new revision of the
+//! workload opens a comparison (and closes one it interrupts), the old pods are the
+//! baseline and the new ones the candidate, each side's profiles are merged into a bounded
+//! digest, and the two digests are compared with the capture browser's comparison
+//! (`biometrics_pprof::merge`) and judged against `spec.regression`.
+
+use std::{collections::HashMap, time::Duration};
+
+use biometrics_crds::{
+    profile::ProfileType,
+    run_id,
+    threshold::ThresholdLevel,
+    v1alpha1::{
+        BaselineSource, DigestFunction, FunctionChange, ProfileCapture, ProfileChange, ProfileDigest, RegressionBounds,
+        RolloutComparison, RolloutStage, RolloutVerdict, TopFunction, ValueChange, WorkloadKind,
+    },
+};
+use biometrics_pprof::merge::{self, FunctionTotal, Mergeable, Merged};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::workload;
+
+/// How many comparisons `status.rollouts` keeps.
+pub const HISTORY: usize = 10;
+
+/// How many functions a digest keeps per profile type.
+pub const DIGEST_FUNCTIONS: usize = 20;
+
+/// How many grown and shrunk functions a change lists.
+pub const GROWN: usize = 5;
+/// See [`GROWN`].
+pub const SHRUNK: usize = 3;
+
+/// The workload a capture watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched<'a> {
+    /// Its kind.
+    pub kind: WorkloadKind,
+    /// Its name, in the capture's namespace.
+    pub name: &'a str,
+    /// The pod label telling its revisions apart.
+    pub label: &'static str,
+    /// How long new pods settle before they are measured.
+    pub settle: Duration,
+}
+
+/// The workload `pc` watches, if any.
+pub fn watched(pc: &ProfileCapture) -> Option<Watched<'_>> {
+    let w = pc.spec.on_rollout_of.as_ref()?;
+    Some(Watched { kind: w.kind, name: &w.name, label: workload::revision_label(w.kind), settle: w.settle.into() })
+}
+
+/// The workload as observed this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadState {
+    /// Its revision (Deployment revision annotation, StatefulSet `updateRevision`).
+    pub revision: String,
+    /// The pod-template hash of that revision's pods, once known.
+    pub hash: Option<String>,
+    /// Its rollout to `revision` has completed.
+    pub complete: bool,
+    /// The Deployment is paused.
+    pub paused: bool,
+    /// The Deployment replaces all pods at once (`Recreate`).
+    pub recreate: bool,
+}
+
+/// A selected pod of the workload and the template hash it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadPod {
+    /// The pod.
+    pub name: String,
+    /// Its `pod-template-hash` / `controller-revision-hash`.
+    pub hash: Option<String>,
+}
+
+/// The run id of a revision's baseline (`b<revision>-<uid suffix>`).
+pub fn baseline_run(revision: &str, uid: &str) -> String {
+    run_id::run_id(&format!("b{}", id_part(revision)), uid)
+}
+
+/// The run id of a revision's candidate (`c<revision>-<uid suffix>`).
+pub fn candidate_run(revision: &str, uid: &str) -> String {
+    run_id::run_id(&format!("c{}", id_part(revision)), uid)
+}
+
+/// A revision as a run-id part: a StatefulSet's `<name>-<hash>` gives its hash, anything
+/// else its lower-case letters and digits, at most 40.
+fn id_part(revision: &str) -> String {
+    let tail = revision.rsplit_once('-').map_or(revision, |(_, h)| h);
+    tail.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).take(40).collect()
+}
+
+/// The old pods: the selected pods of the workload that do not run the new template.
+pub fn old_pods<'p>(pods: &'p [WorkloadPod], new_hash: &str) -> Vec<&'p WorkloadPod> {
+    pods.iter().filter(|p| p.hash.as_deref().is_some_and(|h| h != new_hash)).collect()
+}
+
+/// The new pods: those running the new template.
+pub fn new_pods<'p>(pods: &'p [WorkloadPod], new_hash: &str) -> Vec<&'p WorkloadPod> {
+    pods.iter().filter(|p| p.hash.as_deref() == Some(new_hash)).collect()
+}
+
+/// How long the baseline captures: the capture's duration, but at most three quarters of
+/// the old pods' `terminationGracePeriodSeconds` (at least 1s), so a pod being replaced
+/// still answers when its profile ends.
+pub fn baseline_duration(duration: Duration, grace_seconds: Option<i64>) -> Duration {
+    match grace_seconds {
+        Some(grace) => {
+            let cap = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0) * 3 / 4).max(Duration::from_secs(1));
+            duration.min(cap)
+        }
+        None => duration,
+    }
+}
+
+/// What a new revision does to `status.rollouts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// The comparison to put first.
+    pub entry: RolloutComparison,
+    /// The old pods to capture now as its baseline (empty when the baseline is carried
+    /// over or there is none).
+    pub baseline_pods: Vec<String>,
+}
+
+/// Opens the comparison of a revision not seen before, closing the one it interrupts.
+/// `None` when the revision is the newest one recorded.
+///
+/// - The first revision seen has nothing before it: its pods are measured as a candidate
+///   (when its rollout is complete), the baseline of the next rollout if that one's old pods
+///   are gone.
+/// - A revision that arrives while the previous rollout has not been judged interrupts it
+///   (`Interrupted`, with why: superseded, or rolled back when the new template is the one
+///   it replaced). Its baseline, once measured, carries over: the old pods it measured ran
+///   the last completed revision.
+/// - Otherwise the old pods are the baseline, captured at once; with `Recreate`, or when no
+///   old pod is left, the previous rollout's candidate is, and status says so.
+pub fn open(
+    rollouts: &mut [RolloutComparison],
+    state: &WorkloadState,
+    pods: &[WorkloadPod],
+    uid: &str,
+    now: Timestamp,
+) -> Option<Opened> {
+    let previous = rollouts.first_mut();
+    if previous.as_ref().is_some_and(|p| p.revision == state.revision) {
+        return None;
+    }
+    let mut entry = RolloutComparison {
+        revision: state.revision.clone(),
+        previous_revision: previous.as_ref().map(|p| p.revision.clone()),
+        template_hash: state.hash.clone(),
+        previous_template_hash: None,
+        stage: RolloutStage::Settling,
+        detected_time: Time(now),
+        completed_time: None,
+        baseline_run: None,
+        baseline_source: None,
+        candidate_run: None,
+        verdict: None,
+        severity: None,
+        message: None,
+        changes: Vec::new(),
+        latency: None,
+        error_rate: None,
+        baseline: Vec::new(),
+        candidate: Vec::new(),
+    };
+    let Some(previous) = previous else {
+        entry.message = Some(format!(
+            "revision {} is the first seen: its pods are measured as the baseline of the next rollout",
+            state.revision
+        ));
+        return Some(Opened { entry, baseline_pods: Vec::new() });
+    };
+    entry.previous_template_hash = previous.template_hash.clone();
+    if previous.stage != RolloutStage::Judged {
+        let rolled_back = state.hash.is_some() && state.hash == previous.previous_template_hash;
+        let why = if rolled_back {
+            format!("rolled back by revision {} to the template it replaced (rollout undo)", state.revision)
+        } else {
+            format!("revision {} came before this rollout completed", state.revision)
+        };
+        previous.stage = RolloutStage::Interrupted;
+        previous.message = Some(format!("not judged: {why}"));
+        if !previous.baseline.is_empty() {
+            entry.previous_template_hash = previous.previous_template_hash.clone();
+            entry.baseline = std::mem::take(&mut previous.baseline);
+            entry.baseline_run = previous.baseline_run.clone();
+            entry.baseline_source = Some(BaselineSource::InterruptedRollout);
+            return Some(Opened { entry, baseline_pods: Vec::new() });
+        }
+    }
+    let old: Vec<String> = match (&state.hash, state.recreate) {
+        (Some(hash), false) => old_pods(pods, hash).into_iter().map(|p| p.name.clone()).collect(),
+        _ => Vec::new(),
+    };
+    if !old.is_empty() {
+        entry.stage = RolloutStage::MeasuringBaseline;
+        entry.baseline_run = Some(baseline_run(&state.revision, uid));
+        entry.baseline_source = Some(BaselineSource::OldPods);
+        return Some(Opened { entry, baseline_pods: old });
+    }
+    if !previous.candidate.is_empty() {
+        entry.baseline = previous.candidate.clone();
+        entry.baseline_run = previous.candidate_run.clone();
+        entry.baseline_source = Some(BaselineSource::PreviousCandidate);
+        let why = if state.recreate { "a Recreate rollout" } else { "the old pods were already gone" };
+        entry.message = Some(format!("baseline: revision {}'s candidate run ({why})", previous.revision));
+    }
+    Some(Opened { entry, baseline_pods: Vec::new() })
+}
+
+/// Whether the candidate can be measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CandidateDue {
+    /// Now: the rollout completed and `settle` has passed.
+    Now,
+    /// The rollout has not completed.
+    RolloutInProgress,
+    /// The Deployment is paused: nothing is measured until it is resumed.
+    Paused,
+    /// The rollout completed; the new pods settle until then.
+    SettlingUntil(Timestamp),
+}
+
+/// When `entry`'s candidate is due, recording when its rollout was first seen complete.
+pub fn candidate_due(
+    entry: &mut RolloutComparison,
+    state: &WorkloadState,
+    settle: Duration,
+    now: Timestamp,
+) -> CandidateDue {
+    if state.paused {
+        return CandidateDue::Paused;
+    }
+    if !state.complete || state.revision != entry.revision {
+        return CandidateDue::RolloutInProgress;
+    }
+    let completed = entry.completed_time.get_or_insert(Time(now)).0;
+    let settle = SignedDuration::try_from(settle).unwrap_or(SignedDuration::MAX);
+    match completed.checked_add(settle) {
+        Ok(until) if until > now => CandidateDue::SettlingUntil(until),
+        _ => CandidateDue::Now,
+    }
+}
+
+/// One pod's captured profile, as its agent reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct PodProfile<'a> {
+    /// The sample type summarised.
+    pub sample_type: &'a str,
+    /// The samples' total.
+    pub total: i64,
+    /// How many samples.
+    pub samples: i64,
+    /// How long it sampled (0 for snapshots).
+    pub seconds: f64,
+    /// Its top functions by flat value.
+    pub top: &'a [TopFunction],
+}
+
+/// The app's request figures over a side's pods during its capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SideRequests {
+    /// Requests per second, summed over the pods.
+    pub requests_per_second: Option<f64>,
+    /// Latency at the judged quantile, in milliseconds.
+    pub latency_millis: Option<f64>,
+    /// Errors in percent of requests.
+    pub error_rate_percent: Option<f64>,
+}
+
+/// One profile type of one side merged over its pods (pprof's merge: flat and cum add by
+/// function; the total is the pods' totals summed, as it is for profiles whose values are
+/// not negative), bounded to the [`DIGEST_FUNCTIONS`] functions pprof's `-top` lists first.
+/// `None` when the pods' sample types differ or there is no pod.
+pub fn digest(profile_type: ProfileType, pods: &[PodProfile<'_>], requests: SideRequests) -> Option<ProfileDigest> {
+    let first = pods.first()?;
+    let parts: Vec<Mergeable> = pods
+        .iter()
+        .map(|p| Mergeable {
+            sample_types: vec![p.sample_type.to_owned()],
+            default_index: 0,
+            duration_nanos: (p.seconds * 1e9) as i64,
+            functions: p
+                .top
+                .iter()
+                .map(|t| FunctionTotal { function: t.function.clone(), flat: t.flat, cum: t.cum })
+                .collect(),
+            stacks: HashMap::new(),
+        })
+        .collect();
+    let merged = merge::merge(&parts.iter().map(|p| (p, 1)).collect::<Vec<_>>()).ok()?;
+    let functions = merge::report_order(
+        merged.functions.iter().map(|(name, (flat, cum))| (name.as_str(), *flat, *cum)),
+        DIGEST_FUNCTIONS,
+    )
+    .into_iter()
+    .map(|(function, flat, cum)| DigestFunction { function: function.to_owned(), flat, cum })
+    .collect();
+    Some(ProfileDigest {
+        profile_type,
+        sample_type: first.sample_type.to_owned(),
+        pods: i32::try_from(pods.len()).unwrap_or(i32::MAX),
+        samples: pods.iter().map(|p| p.samples).sum(),
+        total: pods.iter().map(|p| p.total).sum(),
+        seconds: pods.iter().map(|p| p.seconds).sum(),
+        requests_per_second: requests.requests_per_second,
+        latency_millis: requests.latency_millis,
+        error_rate_percent: requests.error_rate_percent,
+        functions,
+    })
+}
+
+/// A digest as the merged profile it summarises.
+fn merged(d: &ProfileDigest) -> Merged {
+    Merged {
+        sample_type: d.sample_type.clone(),
+        duration_nanos: (d.seconds * 1e9) as i64,
+        total: d.total,
+        functions: d.functions.iter().map(|f| (f.function.clone(), (f.flat, f.cum))).collect(),
+    }
+}
+
+/// What a profile's values are divided by to compare two sides: per request when both
+/// sides know their request rate (cpu), else per second of capture (timed profiles), else
+/// per pod (snapshots).
+fn normaliser(d: &ProfileDigest, per: &str) -> f64 {
+    match per {
+        "request" => d.requests_per_second.unwrap_or(0.0) * d.seconds / f64::from(d.pods.max(1)),
+        "second" => d.seconds,
+        _ => f64::from(d.pods.max(1)),
+    }
+}
+
+fn per(before: &ProfileDigest, after: &ProfileDigest) -> &'static str {
+    let rate = |d: &ProfileDigest| d.requests_per_second.is_some_and(|r| r > 0.0) && d.seconds > 0.0;
+    if before.profile_type == ProfileType::Cpu && rate(before) && rate(after) {
+        "request"
+    } else if before.seconds > 0.0 && after.seconds > 0.0 {
+        "second"
+    } else {
+        "pod"
+    }
+}
+
+/// `before` → `after`, with the change in percent when `before` is not 0.
+pub fn value_change(before: f64, after: f64) -> ValueChange {
+    let change_percent = (before != 0.0).then(|| round2((after - before) * 100.0 / before));
+    ValueChange { before: round4(before), after: round4(after), change_percent }
+}
+
+/// Each profile type both sides have, compared: the normalised total, and the functions
+/// whose flat share moved most ([`GROWN`] grown, [`SHRUNK`] shrunk) with their shares and
+/// normalised flat values before and after.
+pub fn compare(baseline: &[ProfileDigest], candidate: &[ProfileDigest]) -> Vec<ProfileChange> {
+    let mut changes = Vec::new();
+    for before in baseline {
+        let Some(after) = candidate.iter().find(|c| c.profile_type == before.profile_type) else { continue };
+        if before.sample_type != after.sample_type {
+            continue;
+        }
+        let per = per(before, after);
+        let (nb, na) = (normaliser(before, per), normaliser(after, per));
+        if nb <= 0.0 || na <= 0.0 {
+            continue;
+        }
+        let shares = merge::share_changes(&merged(before), &merged(after));
+        let function = |s: &merge::ShareChange| FunctionChange {
+            function: s.function.clone(),
+            before_percent: round2(s.base_percent),
+            after_percent: round2(s.percent),
+            before: round4(s.base_flat as f64 / nb),
+            after: round4(s.flat as f64 / na),
+        };
+        let grown = shares.iter().filter(|s| s.points() > 0.0).take(GROWN).map(function).collect();
+        let shrunk = shares.iter().rev().filter(|s| s.points() < 0.0).take(SHRUNK).map(function).collect();
+        changes.push(ProfileChange {
+            profile_type: before.profile_type,
+            sample_type: before.sample_type.clone(),
+            per: per.to_owned(),
+            total: value_change(before.total as f64 / nb, after.total as f64 / na),
+            samples_before: before.samples,
+            samples_after: after.samples,
+            grown,
+            shrunk,
+        });
+    }
+    changes
+}
+
+/// A comparison judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The verdict.
+    pub verdict: RolloutVerdict,
+    /// For `Regressed`, the worst level crossed.
+    pub severity: Option<ThresholdLevel>,
+    /// The verdict in a sentence: the Event's message.
+    pub message: String,
+}
+
+fn share_of(profile_type: ProfileType) -> &'static str {
+    match profile_type {
+        ProfileType::Cpu => "CPU",
+        ProfileType::Heap => "heap",
+        ProfileType::Allocs => "allocations",
+        ProfileType::Goroutine => "goroutines",
+        ProfileType::Block => "blocking",
+        ProfileType::Mutex => "mutex contention",
+        ProfileType::Threadcreate => "thread creation",
+        ProfileType::Trace => "trace",
+    }
+}
+
+fn signed(v: f64) -> String {
+    if v >= 0.0 { format!("+{v:.0}") } else { format!("{v:.0}") }
+}
+
+/// Judges `changes` (and the latency change, when known) against `bounds`:
+/// `Inconclusive` when a cpu side has fewer samples than `minSamples` or nothing could be
+/// compared; `Regressed` when a bound is crossed (severity: the worst level); `Improved`
+/// when a normalised total fell by at least the total bound's warning; else `Unchanged`.
+pub fn judge(
+    revision: &str,
+    changes: &[ProfileChange],
+    latency: Option<&ValueChange>,
+    bounds: &RegressionBounds,
+) -> Judgement {
+    let inconclusive = |message: String| Judgement { verdict: RolloutVerdict::Inconclusive, severity: None, message };
+    if changes.is_empty() {
+        return inconclusive(format!("revision {revision}: no profile of both sides could be compared"));
+    }
+    let min = i64::from(bounds.min_samples);
+    if let Some(c) =
+        changes.iter().find(|c| c.profile_type == ProfileType::Cpu && c.samples_before.min(c.samples_after) < min)
+    {
+        return inconclusive(format!(
+            "revision {revision}: too few cpu samples to judge: {} before, {} after (at least {min} each)",
+            c.samples_before, c.samples_after
+        ));
+    }
+    let mut findings: Vec<(ThresholdLevel, String)> = Vec::new();
+    for c in changes {
+        let what = share_of(c.profile_type);
+        if let Some(grown) = c.grown.first() {
+            let level = bounds.function_share_points.level(grown.after_percent - grown.before_percent);
+            let text =
+                format!("{} {:.1} % → {:.1} % of {what}", grown.function, grown.before_percent, grown.after_percent);
+            findings.push((level, text));
+        }
+        if let Some(pct) = c.total.change_percent {
+            findings.push((bounds.total_percent.level(pct), format!("{what} per {} {} %", c.per, signed(pct))));
+        }
+    }
+    if let Some(pct) = latency.and_then(|l| l.change_percent) {
+        findings.push((bounds.latency_percent.level(pct), format!("latency {} %", signed(pct))));
+    }
+    let worst = ThresholdLevel::worst(findings.iter().map(|(l, _)| *l));
+    if worst > ThresholdLevel::OK {
+        let crossed: Vec<&str> =
+            findings.iter().filter(|(l, _)| *l > ThresholdLevel::OK).map(|(_, t)| t.as_str()).collect();
+        // The function first: it names what to look at.
+        let mut text = crossed.join(", ");
+        if let Some(c) = changes.iter().find(|c| c.total.change_percent.is_some())
+            && !crossed.iter().any(|t| t.contains(" per "))
+        {
+            text = format!(
+                "{text}, {} per {} {} %",
+                share_of(c.profile_type),
+                c.per,
+                signed(c.total.change_percent.unwrap_or(0.0))
+            );
+        }
+        return Judgement {
+            verdict: RolloutVerdict::Regressed,
+            severity: Some(worst),
+            message: format!("revision {revision}: {text}"),
+        };
+    }
+    let fell = changes.iter().find(|c| c.total.change_percent.is_some_and(|p| p <= -bounds.total_percent.warning));
+    match fell {
+        Some(c) => Judgement {
+            verdict: RolloutVerdict::Improved,
+            severity: None,
+            message: format!(
+                "revision {revision}: {} per {} {} %",
+                share_of(c.profile_type),
+                c.per,
+                signed(c.total.change_percent.unwrap_or(0.0))
+            ),
+        },
+        None => Judgement {
+            verdict: RolloutVerdict::Unchanged,
+            severity: None,
+            message: format!("revision {revision}: within the regression bounds"),
+        },
+    }
+}
+
+/// Puts `entry` first in `rollouts`, keeping at most [`HISTORY`], and only the newest two
+/// with their digests (the newest's candidate may be the next baseline; an older one's are
+/// dead weight in status).
+pub fn push(rollouts: &mut Vec<RolloutComparison>, entry: RolloutComparison) {
+    rollouts.insert(0, entry);
+    rollouts.truncate(HISTORY);
+    for older in rollouts.iter_mut().skip(2) {
+        older.baseline.clear();
+        older.candidate.clear();
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "3f2a9c1b-0000-4000-8000-000000000000";
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn state(revision: &str, hash: &str, complete: bool) -> WorkloadState {
+        WorkloadState { revision: revision.into(), hash: Some(hash.into()), complete, paused: false, recreate: false }
+    }
+
+    fn pods(list: &[(&str, &str)]) -> Vec<WorkloadPod> {
+        list.iter().map(|(n, h)| WorkloadPod { name: (*n).into(), hash: Some((*h).into()) }).collect()
+    }
+
+    fn top(functions: &[(&str, i64)]) -> Vec<TopFunction> {
+        functions
+            .iter()
+            .map(|(f, flat)| TopFunction {
+                function: (*f).into(),
+                flat: *flat,
+                flat_percent: 0.0,
+                cum: *flat,
+                cum_percent: 0.0,
+            })
+            .collect()
+    }
+
+    /// A cpu digest of `pods` pods capturing `seconds` each, with these flat values.
+    fn cpu(pods: i32, seconds: f64, samples: i64, functions: &[(&str, i64)]) -> ProfileDigest {
+        let tops: Vec<Vec<TopFunction>> = (0..pods).map(|_| top(functions)).collect();
+        let total: i64 = functions.iter().map(|(_, f)| f).sum();
+        let parts: Vec<PodProfile<'_>> = tops
+            .iter()
+            .map(|t| PodProfile {
+                sample_type: "cpu/nanoseconds",
+                total,
+                samples: samples / i64::from(pods),
+                seconds,
+                top: t,
+            })
+            .collect();
+        digest(ProfileType::Cpu, &parts, SideRequests::default()).unwrap()
+    }
+
+    #[test]
+    fn run_ids_carry_the_revision_and_the_uid_suffix() {
+        assert_eq!(baseline_run("7", UID), "b7-3f2a9c1b");
+        assert_eq!(candidate_run("7", UID), "c7-3f2a9c1b");
+        assert_eq!(candidate_run("db-6c4b8d7f5", UID), "c6c4b8d7f5-3f2a9c1b", "a StatefulSet revision's hash");
+    }
+
+    #[test]
+    fn the_baseline_is_capped_below_the_grace_period() {
+        let d = Duration::from_secs(30);
+        assert_eq!(baseline_duration(d, Some(30)), Duration::from_secs(22));
+        assert_eq!(baseline_duration(d, Some(60)), d);
+        assert_eq!(baseline_duration(d, Some(0)), Duration::from_secs(1), "at least a second");
+        assert_eq!(baseline_duration(d, None), d);
+    }
+
+    #[test]
+    fn a_new_revision_captures_the_old_pods_at_once() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut rollouts = Vec::new();
+        let first = open(&mut rollouts, &state("6", "aaa", true), &pods(&[("app-a1", "aaa")]), UID, now).unwrap();
+        assert!(first.baseline_pods.is_empty() && first.entry.baseline_run.is_none(), "nothing before the first");
+        push(&mut rollouts, first.entry);
+        assert!(open(&mut rollouts, &state("6", "aaa", true), &[], UID, now).is_none(), "the same revision again");
+        rollouts[0].stage = RolloutStage::Judged;
+        let during = pods(&[("app-a1", "aaa"), ("app-a2", "aaa"), ("app-b1", "bbb")]);
+        let opened = open(&mut rollouts, &state("7", "bbb", false), &during, UID, now).unwrap();
+        assert_eq!(opened.baseline_pods, ["app-a1", "app-a2"], "told apart by template hash");
+        assert_eq!(opened.entry.baseline_run.as_deref(), Some("b7-3f2a9c1b"));
+        assert_eq!(opened.entry.baseline_source, Some(BaselineSource::OldPods));
+        assert_eq!(opened.entry.stage, RolloutStage::MeasuringBaseline);
+        assert_eq!(
+            (opened.entry.previous_revision.as_deref(), opened.entry.previous_template_hash.as_deref()),
+            (Some("6"), Some("aaa"))
+        );
+    }
+
+    #[test]
+    fn with_the_old_pods_gone_the_previous_candidate_is_the_baseline() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut rollouts = Vec::new();
+        let first = open(&mut rollouts, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
+        push(&mut rollouts, first);
+        rollouts[0].stage = RolloutStage::Judged;
+        rollouts[0].candidate_run = Some("c6-3f2a9c1b".into());
+        rollouts[0].candidate = vec![cpu(1, 10.0, 1000, &[("main.work", 100)])];
+        let mut recreate = state("7", "bbb", false);
+        recreate.recreate = true;
+        let opened = open(&mut rollouts, &recreate, &pods(&[("app-a1", "aaa")]), UID, now).unwrap();
+        assert!(opened.baseline_pods.is_empty(), "Recreate: the old pods are about to go");
+        assert_eq!(opened.entry.baseline_source, Some(BaselineSource::PreviousCandidate));
+        assert_eq!(opened.entry.baseline_run.as_deref(), Some("c6-3f2a9c1b"));
+        assert!(opened.entry.message.as_deref().unwrap().contains("Recreate"));
+        assert_eq!(opened.entry.baseline.len(), 1);
+        let gone = open(&mut rollouts, &state("7", "bbb", false), &pods(&[("app-b1", "bbb")]), UID, now).unwrap();
+        assert!(gone.entry.message.as_deref().unwrap().contains("already gone"));
+        // Nothing measured before either: no baseline, said by the verdict later.
+        let mut fresh = Vec::new();
+        let first = open(&mut fresh, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
+        push(&mut fresh, first);
+        fresh[0].stage = RolloutStage::Judged;
+        let none = open(&mut fresh, &state("7", "bbb", false), &[], UID, now).unwrap();
+        assert!(none.entry.baseline_source.is_none() && none.entry.baseline.is_empty());
+    }
+
+    #[test]
+    fn interrupted_rollouts_are_closed_and_hand_on_their_baseline() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut rollouts = Vec::new();
+        let first = open(&mut rollouts, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
+        push(&mut rollouts, first);
+        rollouts[0].stage = RolloutStage::Judged;
+        let seven = open(&mut rollouts, &state("7", "bbb", false), &pods(&[("app-a1", "aaa")]), UID, now).unwrap();
+        push(&mut rollouts, seven.entry);
+        // Revision 8 while 7 is still measuring its baseline: 7 is interrupted, and 8
+        // measures the old pods itself (7's baseline was never folded in).
+        let during = pods(&[("app-a1", "aaa"), ("app-b1", "bbb")]);
+        let eight = open(&mut rollouts, &state("8", "ccc", false), &during, UID, now).unwrap();
+        assert_eq!(rollouts[0].stage, RolloutStage::Interrupted);
+        assert!(rollouts[0].message.as_deref().unwrap().contains("revision 8 came before"));
+        assert_eq!(eight.baseline_pods, ["app-a1", "app-b1"]);
+        push(&mut rollouts, eight.entry);
+        // 8's baseline measured; `rollout undo` back to 7's template as revision 9: 8 is
+        // rolled back, and its baseline carries over to 9.
+        rollouts[0].stage = RolloutStage::Settling;
+        rollouts[0].baseline = vec![cpu(2, 10.0, 2000, &[("main.work", 100)])];
+        let nine = open(&mut rollouts, &state("9", "bbb", false), &during, UID, now).unwrap();
+        assert!(
+            rollouts[0].message.as_deref().unwrap().contains("rolled back by revision 9"),
+            "{:?}",
+            rollouts[0].message
+        );
+        assert!(rollouts[0].baseline.is_empty(), "moved, not copied");
+        assert_eq!(nine.entry.baseline_source, Some(BaselineSource::InterruptedRollout));
+        assert!(nine.baseline_pods.is_empty() && nine.entry.baseline.len() == 1);
+        assert_eq!(nine.entry.baseline_run.as_deref(), Some("b8-3f2a9c1b"));
+    }
+
+    #[test]
+    fn the_candidate_is_due_after_completion_and_settle_never_while_paused() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut rollouts = Vec::new();
+        let mut entry = open(&mut rollouts, &state("7", "bbb", false), &[], UID, now).unwrap().entry;
+        let settle = Duration::from_secs(120);
+        assert_eq!(candidate_due(&mut entry, &state("7", "bbb", false), settle, now), CandidateDue::RolloutInProgress);
+        let mut paused = state("7", "bbb", true);
+        paused.paused = true;
+        assert_eq!(candidate_due(&mut entry, &paused, settle, now), CandidateDue::Paused);
+        assert!(entry.completed_time.is_none());
+        let done = state("7", "bbb", true);
+        let until = t("2026-01-01T00:02:00Z");
+        assert_eq!(candidate_due(&mut entry, &done, settle, now), CandidateDue::SettlingUntil(until));
+        assert_eq!(
+            candidate_due(&mut entry, &done, settle, t("2026-01-01T00:01:00Z")),
+            CandidateDue::SettlingUntil(until),
+            "from the first completion seen"
+        );
+        assert_eq!(candidate_due(&mut entry, &done, settle, until), CandidateDue::Now);
+        assert_eq!(
+            candidate_due(&mut entry, &state("8", "ccc", true), settle, until),
+            CandidateDue::RolloutInProgress,
+            "another revision"
+        );
+    }
+
+    #[test]
+    fn digests_merge_the_pods_and_keep_the_top_functions() {
+        let a = top(&[("main.crunchPrimes", 300), ("runtime.mallocgc", 100)]);
+        let b = top(&[("main.crunchPrimes", 500), ("main.extraHashRounds", 200)]);
+        let many: Vec<(String, i64)> = (0..30).map(|i| (format!("f{i:02}"), 100 - i)).collect();
+        let many = top(&many.iter().map(|(f, v)| (f.as_str(), *v)).collect::<Vec<_>>());
+        let parts = [
+            PodProfile { sample_type: "cpu/nanoseconds", total: 400, samples: 40, seconds: 10.0, top: &a },
+            PodProfile { sample_type: "cpu/nanoseconds", total: 700, samples: 70, seconds: 10.0, top: &b },
+        ];
+        let rps = SideRequests { requests_per_second: Some(50.0), ..Default::default() };
+        let d = digest(ProfileType::Cpu, &parts, rps).unwrap();
+        assert_eq!((d.pods, d.samples, d.total, d.seconds), (2, 110, 1100, 20.0));
+        let names: Vec<(&str, i64)> = d.functions.iter().map(|f| (f.function.as_str(), f.flat)).collect();
+        assert_eq!(names, [("main.crunchPrimes", 800), ("main.extraHashRounds", 200), ("runtime.mallocgc", 100)]);
+        assert_eq!(d.requests_per_second, Some(50.0));
+        let wide = [PodProfile { sample_type: "cpu/nanoseconds", total: 5000, samples: 50, seconds: 1.0, top: &many }];
+        assert_eq!(digest(ProfileType::Cpu, &wide, SideRequests::default()).unwrap().functions.len(), DIGEST_FUNCTIONS);
+        assert!(digest(ProfileType::Cpu, &[], SideRequests::default()).is_none());
+    }
+
+    #[test]
+    fn a_function_that_grew_is_named_with_its_shares_and_the_total_per_request() {
+        // Before: 2 pods × 10 s, 100 req/s; crunchPrimes 12 % of 1 s of CPU per pod-second.
+        let mut before =
+            cpu(2, 10.0, 2000, &[("main.crunchPrimes", 1_200), ("main.serve", 6_000), ("runtime.gc", 2_800)]);
+        // After: hashing appears (one side only), crunch grows, gc shrinks.
+        let mut after = cpu(
+            2,
+            10.0,
+            2000,
+            &[
+                ("main.crunchPrimes", 3_000),
+                ("main.extraHashRounds", 1_000),
+                ("main.serve", 6_000),
+                ("runtime.gc", 1_000),
+            ],
+        );
+        before.requests_per_second = Some(100.0);
+        after.requests_per_second = Some(100.0);
+        let changes = compare(std::slice::from_ref(&before), std::slice::from_ref(&after));
+        assert_eq!(changes.len(), 1);
+        let c = &changes[0];
+        assert_eq!(c.per, "request");
+        // 1,000 ns per pod-second at 50 req/s per pod → 20 ns per request, then 22.
+        assert_eq!((c.total.before, c.total.after, c.total.change_percent), (20.0, 22.0, Some(10.0)));
+        let grown: Vec<(&str, f64, f64)> =
+            c.grown.iter().map(|g| (g.function.as_str(), g.before_percent, g.after_percent)).collect();
+        assert_eq!(grown, [("main.crunchPrimes", 12.0, 27.27), ("main.extraHashRounds", 0.0, 9.09)]);
+        assert_eq!((c.grown[1].before, c.grown[1].after), (0.0, 2.0), "per request: present after only");
+        let shrunk: Vec<&str> = c.shrunk.iter().map(|s| s.function.as_str()).collect();
+        assert_eq!(shrunk, ["runtime.gc", "main.serve"]);
+
+        let bounds = RegressionBounds::default();
+        let j = judge("7", &changes, None, &bounds);
+        assert_eq!(
+            (j.verdict, j.severity),
+            (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)),
+            "+15.3 points"
+        );
+        assert_eq!(j.message, "revision 7: main.crunchPrimes 12.0 % → 27.3 % of CPU, CPU per request +10 %");
+
+        // Without request rates the total is per second of capture.
+        before.requests_per_second = None;
+        let c = &compare(&[before], &[after])[0];
+        assert_eq!((c.per.as_str(), c.total.before, c.total.after), ("second", 1_000.0, 1_100.0));
+    }
+
+    #[test]
+    fn verdicts_follow_the_bounds() {
+        let bounds = RegressionBounds::default();
+        let base = cpu(2, 10.0, 2000, &[("main.a", 5_000), ("main.b", 5_000)]);
+        let same = cpu(2, 10.0, 2000, &[("main.a", 5_100), ("main.b", 5_000)]);
+        let j = judge("7", &compare(std::slice::from_ref(&base), &[same]), None, &bounds);
+        assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
+        // Everything 20 % slower, shares the same: Warning on the total only.
+        let slower = cpu(2, 10.0, 2000, &[("main.a", 6_000), ("main.b", 6_000)]);
+        let j = judge("7", &compare(std::slice::from_ref(&base), &[slower]), None, &bounds);
+        assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)));
+        assert_eq!(j.message, "revision 7: CPU per second +20 %");
+        let faster = cpu(2, 10.0, 2000, &[("main.a", 4_000), ("main.b", 4_000)]);
+        let j = judge("8", &compare(std::slice::from_ref(&base), std::slice::from_ref(&faster)), None, &bounds);
+        assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -20 %"));
+        // Latency alone can regress.
+        let latency = value_change(100.0, 180.0);
+        let j = judge("9", &compare(std::slice::from_ref(&base), std::slice::from_ref(&base)), Some(&latency), &bounds);
+        assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)));
+        assert!(j.message.contains("latency +80 %"), "{}", j.message);
+        // Too few samples: inconclusive, with the counts.
+        let thin = cpu(2, 1.0, 40, &[("main.a", 4_000), ("main.b", 4_000)]);
+        let j = judge("10", &compare(std::slice::from_ref(&base), &[thin]), None, &bounds);
+        assert_eq!(j.verdict, RolloutVerdict::Inconclusive);
+        assert_eq!(j.message, "revision 10: too few cpu samples to judge: 2000 before, 40 after (at least 100 each)");
+        assert_eq!(judge("11", &[], None, &bounds).verdict, RolloutVerdict::Inconclusive);
+        // A profile type missing on one side is not compared.
+        assert!(compare(&[base], &[]).is_empty());
+    }
+
+    #[test]
+    fn the_history_is_bounded_and_only_the_newest_keep_digests() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut rollouts = Vec::new();
+        for i in 0..15 {
+            let mut e = open(&mut rollouts, &state(&i.to_string(), "h", true), &[], UID, now).unwrap().entry;
+            e.stage = RolloutStage::Judged;
+            e.candidate = vec![cpu(1, 1.0, 100, &[("f", 1)])];
+            push(&mut rollouts, e);
+        }
+        assert_eq!(rollouts.len(), HISTORY);
+        assert_eq!(rollouts[0].revision, "14");
+        assert!(rollouts[..2].iter().all(|r| !r.candidate.is_empty()));
+        assert!(rollouts[2..].iter().all(|r| r.candidate.is_empty()));
+    }
+}
