@@ -161,6 +161,8 @@ pub fn slim(pod: &mut Pod) {
                     ..Container::default()
                 })
                 .collect(),
+            // A rollout's baseline capture ends within it.
+            termination_grace_period_seconds: spec.termination_grace_period_seconds,
             ..PodSpec::default()
         });
     }

@@ -972,6 +972,8 @@ pub enum RunTrigger {
     Manual,
     /// A pod reached a threshold level named by a trigger.
     Threshold,
+    /// A rollout of `onRolloutOf`: its old pods (baseline) or its new ones (candidate).
+    Rollout,
 }
 
 /// How a run, or a pod's part of it, ended.

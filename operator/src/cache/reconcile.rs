@@ -38,7 +38,6 @@ use kube::{
         events::EventType,
         finalizer::Event as Finalizer,
         reflector::{self, ObjectRef},
-        watcher,
     },
 };
 
@@ -971,8 +970,8 @@ pub async fn run<A: AgentApi>(
     policies: Api<Guarded<CachePolicy>>,
     (reader, writer): (reflector::Store<Guarded<CachePolicy>>, reflector::store::Writer<Guarded<CachePolicy>>),
     pod_events: impl futures::Stream<Item = Arc<Pod>> + Send + 'static,
-    deployments: impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
-    statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+    deployments: impl futures::Stream<Item = Arc<Deployment>> + Send + 'static,
+    statefulsets: impl futures::Stream<Item = Arc<StatefulSet>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
@@ -985,11 +984,11 @@ pub async fn run<A: AgentApi>(
                     .is_ok_and(|cp| PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(pod.labels())))
             })
         })
-        .watches_stream(deployments, move |d: Deployment| {
+        .watches_shared_stream(deployments, move |d: Arc<Deployment>| {
             let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
             controller::in_namespace_where(&r2, &ns, |cp| rolls_out(cp, WorkloadKind::Deployment, &name))
         })
-        .watches_stream(statefulsets, move |s: StatefulSet| {
+        .watches_shared_stream(statefulsets, move |s: Arc<StatefulSet>| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
             controller::in_namespace_where(&r3, &ns, |cp| rolls_out(cp, WorkloadKind::StatefulSet, &name))
         })

@@ -11,8 +11,9 @@ use biometrics_crds::{
     run_id,
     threshold::ThresholdLevel,
     v1alpha1::{
-        BaselineSource, DigestFunction, FunctionChange, ProfileCapture, ProfileChange, ProfileDigest, RegressionBounds,
-        RolloutComparison, RolloutStage, RolloutVerdict, TopFunction, ValueChange, WorkloadKind,
+        BaselineSource, CaptureRun, DigestFunction, FunctionChange, PodRuntime, ProfileCapture, ProfileChange,
+        ProfileDigest, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict, RunResult, TopFunction,
+        ValueChange, WorkloadKind,
     },
 };
 use biometrics_pprof::merge::{self, FunctionTotal, Mergeable, Merged};
@@ -521,6 +522,282 @@ fn round4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 
+/// What this pass sees of the watched workload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkloadView {
+    /// It does not exist (yet).
+    Missing,
+    /// Its state, its pods that the capture selects (with their template hash), and the
+    /// shortest `terminationGracePeriodSeconds` among them.
+    Seen {
+        /// Its revision and rollout.
+        state: WorkloadState,
+        /// Its selected, eligible pods.
+        pods: Vec<WorkloadPod>,
+        /// The shortest grace period of its pods.
+        grace_seconds: Option<i64>,
+    },
+}
+
+/// A rollout run to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutRun {
+    /// Its id (`b…` or `c…`).
+    pub id: String,
+    /// The pods it captures.
+    pub pods: Vec<String>,
+    /// How long its timed profiles sample.
+    pub duration: Duration,
+}
+
+/// An Event about a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutEvent {
+    /// Warning, or Normal.
+    pub warning: bool,
+    /// Its reason ([`crate::reasons`]).
+    pub reason: &'static str,
+    /// Its message.
+    pub message: String,
+}
+
+impl RolloutEvent {
+    fn normal(reason: &'static str, message: String) -> Self {
+        Self { warning: false, reason, message }
+    }
+}
+
+/// What this pass does about rollouts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Step {
+    /// The run to start (only when no run is running: rollout runs queue behind others).
+    pub run: Option<RolloutRun>,
+    /// Events to publish.
+    pub events: Vec<RolloutEvent>,
+}
+
+/// One pass over the watched workload: folds a finished baseline or candidate run into
+/// the newest comparison (judging it after the candidate), opens a comparison for a new
+/// revision, and says which rollout run is due. `last_run` is the capture's latest run,
+/// `pods` its pods' latest runtime entries (their request figures).
+pub fn step(
+    pc: &ProfileCapture,
+    rollouts: &mut Vec<RolloutComparison>,
+    view: &WorkloadView,
+    last_run: Option<&CaptureRun>,
+    pods: &[PodRuntime],
+    now: Timestamp,
+) -> Step {
+    let mut out = Step::default();
+    let Some(watched) = watched(pc) else { return out };
+    let uid = pc.metadata.uid.as_deref().unwrap_or_default();
+    let finished = last_run.filter(|r| r.result != RunResult::Running);
+    if let (Some(entry), Some(run)) = (rollouts.first_mut(), finished) {
+        fold(entry, run, pods, &pc.spec.regression, &mut out);
+    }
+    let WorkloadView::Seen { state, pods: workload_pods, grace_seconds } = view else { return out };
+    // A revision whose pods cannot be told apart yet (its ReplicaSet not seen) waits a pass.
+    if state.hash.is_some()
+        && let Some(opened) = open(rollouts, state, workload_pods, uid, now)
+    {
+        if let Some(interrupted) = rollouts.first().filter(|r| r.stage == RolloutStage::Interrupted) {
+            let message =
+                format!("revision {}: {}", interrupted.revision, interrupted.message.as_deref().unwrap_or_default());
+            out.events.push(RolloutEvent::normal(crate::reasons::ROLLOUT_INTERRUPTED, message));
+        }
+        let message = match &opened.entry.previous_revision {
+            Some(previous) => {
+                format!("revision {} replaces {previous}: comparing its pods with the old ones", state.revision)
+            }
+            None => format!("revision {} seen first: measuring it as the baseline of the next rollout", state.revision),
+        };
+        out.events.push(RolloutEvent::normal(crate::reasons::ROLLOUT_DETECTED, message));
+        push(rollouts, opened.entry);
+    }
+    if last_run.is_some_and(|r| r.result == RunResult::Running) {
+        return out;
+    }
+    let previous_candidate = rollouts
+        .get(1)
+        .filter(|p| !p.candidate.is_empty())
+        .map(|p| (p.revision.clone(), p.candidate_run.clone(), p.candidate.clone()));
+    let Some(entry) = rollouts.first_mut().filter(|e| e.revision == state.revision) else { return out };
+    let hash = entry.template_hash.clone().unwrap_or_default();
+    if entry.stage == RolloutStage::MeasuringBaseline
+        && last_run.map(|r| r.id.as_str()) != entry.baseline_run.as_deref()
+    {
+        let old: Vec<String> = old_pods(workload_pods, &hash).into_iter().map(|p| p.name.clone()).collect();
+        if !old.is_empty() {
+            let id = entry.baseline_run.clone().unwrap_or_default();
+            out.run =
+                Some(RolloutRun { id, pods: old, duration: baseline_duration(watched_duration(pc), *grace_seconds) });
+            return out;
+        }
+        // Queued behind another run until the old pods were gone.
+        entry.stage = RolloutStage::Settling;
+        entry.baseline_run = None;
+        entry.baseline_source = None;
+        if let Some((revision, run, candidate)) = previous_candidate {
+            entry.baseline = candidate;
+            entry.baseline_run = run;
+            entry.baseline_source = Some(BaselineSource::PreviousCandidate);
+            entry.message =
+                Some(format!("baseline: revision {revision}'s candidate run (the old pods were already gone)"));
+        }
+    }
+    if entry.stage != RolloutStage::Settling {
+        return out;
+    }
+    match candidate_due(entry, state, watched.settle, now) {
+        CandidateDue::Now => {
+            let new: Vec<String> = new_pods(workload_pods, &hash).into_iter().map(|p| p.name.clone()).collect();
+            if new.is_empty() {
+                entry.message = Some("waiting for a selected pod of the new revision".into());
+                return out;
+            }
+            let id = candidate_run(&entry.revision, uid);
+            entry.stage = RolloutStage::MeasuringCandidate;
+            entry.candidate_run = Some(id.clone());
+            out.run = Some(RolloutRun { id, pods: new, duration: watched_duration(pc) });
+        }
+        CandidateDue::SettlingUntil(_) | CandidateDue::RolloutInProgress => {}
+        CandidateDue::Paused => {
+            entry.message = Some("waiting: the Deployment is paused (kubectl rollout resume)".into())
+        }
+    }
+    out
+}
+
+/// When the newest comparison's settle ends, while it settles after a completed rollout:
+/// the pass that starts its candidate.
+pub fn wake(pc: &ProfileCapture, rollouts: &[RolloutComparison]) -> Option<Timestamp> {
+    let entry = rollouts.first().filter(|e| e.stage == RolloutStage::Settling)?;
+    let settle = SignedDuration::try_from(watched(pc)?.settle).ok()?;
+    entry.completed_time.as_ref()?.0.checked_add(settle).ok()
+}
+
+fn watched_duration(pc: &ProfileCapture) -> Duration {
+    pc.spec.duration.into()
+}
+
+/// Folds `run`, finished, into `entry` when it is the entry's baseline or candidate run.
+fn fold(
+    entry: &mut RolloutComparison,
+    run: &CaptureRun,
+    pods: &[PodRuntime],
+    bounds: &RegressionBounds,
+    out: &mut Step,
+) {
+    let id = Some(run.id.as_str());
+    if entry.stage == RolloutStage::MeasuringBaseline && entry.baseline_run.as_deref() == id {
+        entry.baseline = digests(run, pods);
+        entry.stage = RolloutStage::Settling;
+        if entry.baseline.is_empty() {
+            entry.message = Some(format!("the baseline run {} captured nothing", run.id));
+        }
+        return;
+    }
+    if entry.stage != RolloutStage::MeasuringCandidate || entry.candidate_run.as_deref() != id {
+        return;
+    }
+    entry.candidate = digests(run, pods);
+    entry.stage = RolloutStage::Judged;
+    if entry.previous_revision.is_none() {
+        entry.message = Some(format!("revision {} measured: the baseline of the next rollout", entry.revision));
+        return;
+    }
+    let judgement = if entry.baseline.is_empty() {
+        Judgement {
+            verdict: RolloutVerdict::Inconclusive,
+            severity: None,
+            message: format!("revision {}: no baseline (the old pods could not be captured)", entry.revision),
+        }
+    } else {
+        entry.changes = compare(&entry.baseline, &entry.candidate);
+        let request_figure = |side: &[ProfileDigest], f: fn(&ProfileDigest) -> Option<f64>| side.iter().find_map(f);
+        let change = |f: fn(&ProfileDigest) -> Option<f64>| {
+            Some(value_change(request_figure(&entry.baseline, f)?, request_figure(&entry.candidate, f)?))
+        };
+        entry.latency = change(|d| d.latency_millis);
+        entry.error_rate = change(|d| d.error_rate_percent);
+        judge(&entry.revision, &entry.changes, entry.latency.as_ref(), bounds)
+    };
+    let reason = match judgement.verdict {
+        RolloutVerdict::Regressed => crate::reasons::REGRESSED,
+        RolloutVerdict::Improved => crate::reasons::IMPROVED,
+        RolloutVerdict::Unchanged => crate::reasons::UNCHANGED,
+        RolloutVerdict::Inconclusive => crate::reasons::INCONCLUSIVE,
+    };
+    let warning = judgement.verdict == RolloutVerdict::Regressed;
+    out.events.push(RolloutEvent { warning, reason, message: judgement.message.clone() });
+    entry.verdict = Some(judgement.verdict);
+    entry.severity = judgement.severity;
+    entry.message = Some(judgement.message);
+}
+
+/// Each profile type of a finished run merged over the pods that captured it, with the
+/// pods' request figures (p99 latency weighted by requests) from their runtime entries.
+pub fn digests(run: &CaptureRun, pods: &[PodRuntime]) -> Vec<ProfileDigest> {
+    let seconds = |start: &Time, end: Option<&Time>| end.map_or(0.0, |e| e.0.duration_since(start.0).as_secs_f64());
+    let run_seconds = seconds(&run.start_time, run.completion_time.as_ref());
+    let runtime: Vec<&PodRuntime> = run.pods.iter().filter_map(|p| pods.iter().find(|r| r.name == p.pod)).collect();
+    let rps: f64 = runtime.iter().filter_map(|r| r.requests_per_second).sum();
+    let weighted = |f: fn(&PodRuntime) -> Option<f64>| {
+        let (sum, weight) = runtime
+            .iter()
+            .filter_map(|r| Some((f(r)?, r.requests_per_second?)))
+            .fold((0.0, 0.0), |(s, w), (v, r)| (s + v * r, w + r));
+        (weight > 0.0).then(|| sum / weight)
+    };
+    let requests = SideRequests {
+        requests_per_second: (rps > 0.0).then_some(rps),
+        latency_millis: weighted(|r| r.p99_latency_millis),
+        error_rate_percent: weighted(|r| r.error_rate_percent),
+    };
+    let mut types: Vec<ProfileType> = run.pods.iter().flat_map(|p| p.profiles.iter().map(|q| q.profile_type)).collect();
+    types.sort_by_key(|t| t.as_str());
+    types.dedup();
+    types
+        .into_iter()
+        .filter_map(|profile_type| {
+            let parts: Vec<PodProfile<'_>> = run
+                .pods
+                .iter()
+                .flat_map(|p| p.profiles.iter())
+                .filter(|q| q.profile_type == profile_type && q.error.is_none())
+                .filter_map(|q| {
+                    Some(PodProfile {
+                        sample_type: q.sample_type.as_deref()?,
+                        total: q.total?,
+                        samples: q.samples.unwrap_or(0),
+                        // The capture's length: the profile's own is in the file only.
+                        seconds: if profile_type.is_timed() { run_seconds } else { 0.0 },
+                        top: &q.top,
+                    })
+                })
+                .collect();
+            digest(profile_type, &parts, requests)
+        })
+        .collect()
+}
+
+/// The `PerformanceRegressed` condition: (status, reason, message) from the newest judged
+/// rollout.
+pub fn regressed_condition(rollouts: &[RolloutComparison]) -> (bool, &'static str, String) {
+    match rollouts.iter().find(|r| r.verdict.is_some()) {
+        Some(r) => {
+            let reason = match r.verdict {
+                Some(RolloutVerdict::Regressed) => crate::reasons::REGRESSED,
+                Some(RolloutVerdict::Improved) => crate::reasons::IMPROVED,
+                Some(RolloutVerdict::Unchanged) => crate::reasons::UNCHANGED,
+                _ => crate::reasons::INCONCLUSIVE,
+            };
+            (r.verdict == Some(RolloutVerdict::Regressed), reason, r.message.clone().unwrap_or_default())
+        }
+        None => (false, crate::reasons::NO_ROLLOUT_JUDGED, "no rollout judged yet".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,6 +1067,123 @@ mod tests {
         assert_eq!(judge("11", &[], None, &bounds).verdict, RolloutVerdict::Inconclusive);
         // A profile type missing on one side is not compared.
         assert!(compare(&[base], &[]).is_empty());
+    }
+
+    fn watching(settle: &str) -> ProfileCapture {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
+            "metadata": {"name": "app", "namespace": "shop", "uid": UID, "generation": 1},
+            "spec": {"selector": {"matchLabels": {"app": "app"}}, "target": {"port": 6060}, "profiles": ["cpu"],
+                "duration": "30s", "onRolloutOf": {"name": "app", "settle": settle}}
+        }))
+        .unwrap()
+    }
+
+    /// A finished run of `pods`, each with a cpu profile of these flat values over 10 s.
+    fn finished(id: &str, pods: &[&str], functions: &[(&str, i64)], start: Timestamp) -> CaptureRun {
+        use biometrics_crds::v1alpha1::{PodRunResult, ProfileResult, RunTrigger};
+        let total: i64 = functions.iter().map(|(_, f)| f).sum();
+        CaptureRun {
+            id: id.into(),
+            trigger: RunTrigger::Rollout,
+            start_time: Time(start),
+            completion_time: Some(Time(start.checked_add(SignedDuration::from_secs(10)).unwrap())),
+            result: RunResult::Succeeded,
+            fired_by: Vec::new(),
+            pods: pods
+                .iter()
+                .map(|p| PodRunResult {
+                    pod: (*p).into(),
+                    result: RunResult::Succeeded,
+                    profiles: vec![ProfileResult {
+                        profile_type: ProfileType::Cpu,
+                        path: Some(format!("shop/app/{id}/{p}/cpu.pb.gz")),
+                        bytes: None,
+                        sha256: None,
+                        sample_type: Some("cpu/nanoseconds".into()),
+                        total: Some(total),
+                        samples: Some(500),
+                        top: top(functions),
+                        error: None,
+                        compared_to_previous: None,
+                    }],
+                    error: None,
+                    reason: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rollout_is_measured_before_and_after_and_judged() {
+        let pc = watching("5s");
+        let t0 = t("2026-01-01T00:00:00Z");
+        let at = |s: i64| t0.checked_add(SignedDuration::from_secs(s)).unwrap();
+        let seen = |revision: &str, hash: &str, complete: bool, pods: &[(&str, &str)]| WorkloadView::Seen {
+            state: state(revision, hash, complete),
+            pods: self::pods(pods),
+            grace_seconds: Some(30),
+        };
+        let mut rollouts = Vec::new();
+        // Revision 1, complete: measured after its settle as the next rollout's baseline.
+        let v1 = seen("1", "aaa", true, &[("app-a1", "aaa"), ("app-a2", "aaa")]);
+        let s = step(&pc, &mut rollouts, &v1, None, &[], t0);
+        assert!(s.run.is_none() && s.events[0].reason == crate::reasons::ROLLOUT_DETECTED);
+        assert_eq!(wake(&pc, &rollouts), Some(at(5)));
+        let s = step(&pc, &mut rollouts, &v1, None, &[], at(5));
+        let run = s.run.unwrap();
+        assert_eq!((run.id.as_str(), run.pods.len(), run.duration), ("c1-3f2a9c1b", 2, Duration::from_secs(30)));
+        let c1 =
+            finished("c1-3f2a9c1b", &["app-a1", "app-a2"], &[("main.crunchPrimes", 300), ("main.serve", 700)], at(5));
+        let s = step(&pc, &mut rollouts, &v1, Some(&c1), &[], at(16));
+        assert!(s.run.is_none() && s.events.is_empty());
+        assert_eq!(
+            (rollouts[0].stage, rollouts[0].verdict),
+            (RolloutStage::Judged, None),
+            "nothing before it to judge"
+        );
+
+        // Revision 2 rolls out: the old pods at once, for at most 3/4 of their grace period.
+        let v2 = seen("2", "bbb", false, &[("app-a1", "aaa"), ("app-a2", "aaa"), ("app-b1", "bbb")]);
+        let s = step(&pc, &mut rollouts, &v2, Some(&c1), &[], at(100));
+        let run = s.run.unwrap();
+        assert_eq!(
+            (run.id.as_str(), run.pods.clone(), run.duration),
+            ("b2-3f2a9c1b", vec!["app-a1".to_owned(), "app-a2".to_owned()], Duration::from_secs(22))
+        );
+        let mut b2 =
+            finished("b2-3f2a9c1b", &["app-a1", "app-a2"], &[("main.crunchPrimes", 300), ("main.serve", 700)], at(100));
+        // While it runs nothing else starts.
+        b2.result = RunResult::Running;
+        assert!(step(&pc, &mut rollouts, &v2, Some(&b2), &[], at(105)).run.is_none());
+        b2.result = RunResult::Succeeded;
+        let s = step(&pc, &mut rollouts, &v2, Some(&b2), &[], at(111));
+        assert!(s.run.is_none(), "the rollout has not completed");
+        assert_eq!((rollouts[0].stage, rollouts[0].baseline.len()), (RolloutStage::Settling, 1));
+        let v2done = seen("2", "bbb", true, &[("app-b1", "bbb"), ("app-b2", "bbb")]);
+        assert!(step(&pc, &mut rollouts, &v2done, Some(&b2), &[], at(120)).run.is_none(), "settling");
+        let run = step(&pc, &mut rollouts, &v2done, Some(&b2), &[], at(125)).run.unwrap();
+        assert_eq!((run.id.as_str(), run.pods.len()), ("c2-3f2a9c1b", 2));
+        let c2 = finished(
+            "c2-3f2a9c1b",
+            &["app-b1", "app-b2"],
+            &[("main.crunchPrimes", 300), ("main.extraHashRounds", 600), ("main.serve", 700)],
+            at(125),
+        );
+        let s = step(&pc, &mut rollouts, &v2done, Some(&c2), &[], at(136));
+        let judged = &rollouts[0];
+        assert_eq!(
+            (judged.verdict, judged.severity),
+            (Some(RolloutVerdict::Regressed), Some(ThresholdLevel::Critical))
+        );
+        assert_eq!(judged.baseline_source, Some(BaselineSource::OldPods));
+        assert_eq!(s.events.len(), 1);
+        assert!(s.events[0].warning && s.events[0].reason == crate::reasons::REGRESSED);
+        assert_eq!(s.events[0].message, "revision 2: main.extraHashRounds 0.0 % → 37.5 % of CPU, CPU per second +60 %");
+        assert!(regressed_condition(&rollouts).0);
+        // Nothing more happens on later passes.
+        let again = step(&pc, &mut rollouts, &v2done, Some(&c2), &[], at(200));
+        assert!(again.run.is_none() && again.events.is_empty());
     }
 
     #[test]
