@@ -190,8 +190,10 @@ pub struct RegressionBounds {
     #[serde(default = "default_total_percent")]
     pub total_percent: UpperBounds,
 
-    /// Growth of a single function's share of a profile's total (its flat value), in
-    /// percentage points.
+    /// Growth of a single function's own (flat) value, in percentage points of the
+    /// profile's old normalised total: a function that took 10 % and now costs twice as
+    /// much grew by 10 points. A function whose share rose only because others fell does
+    /// not count.
     #[serde(default = "default_function_share_points")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.critical <= 100.0", "message": "a share cannot grow by more than 100 points"}
@@ -752,6 +754,10 @@ pub struct RolloutComparison {
     /// rollout, or the old pods were already gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_source: Option<BaselineSource>,
+    /// How long the timed profiles of both sides' runs sample, in seconds: the capture's
+    /// duration, capped below the old pods' grace period, the same for the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_seconds: Option<i64>,
     /// The run that captured the new pods (`c<revision>-<uid>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_run: Option<String>,

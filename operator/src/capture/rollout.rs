@@ -159,6 +159,7 @@ pub fn open(
         completed_time: None,
         baseline_run: None,
         baseline_source: None,
+        capture_seconds: None,
         candidate_run: None,
         verdict: None,
         severity: None,
@@ -447,8 +448,12 @@ pub fn judge(
     let mut findings: Vec<(ThresholdLevel, String)> = Vec::new();
     for c in changes {
         let what = share_of(c.profile_type);
-        if let Some(grown) = c.grown.first() {
-            let level = bounds.function_share_points.level(grown.after_percent - grown.before_percent);
+        // A function's growth in points of the old total: its own added cost, so a function
+        // whose share rose only because others fell does not count.
+        let growth =
+            |f: &FunctionChange| if c.total.before > 0.0 { (f.after - f.before) * 100.0 / c.total.before } else { 0.0 };
+        if let Some(grown) = c.grown.iter().max_by(|a, b| growth(a).total_cmp(&growth(b))) {
+            let level = bounds.function_share_points.level(growth(grown));
             let text =
                 format!("{} {:.1} % → {:.1} % of {what}", grown.function, grown.before_percent, grown.after_percent);
             findings.push((level, text));
@@ -594,6 +599,13 @@ pub fn step(
     let finished = last_run.filter(|r| r.result != RunResult::Running);
     if let (Some(entry), Some(run)) = (rollouts.first_mut(), finished) {
         fold(entry, run, pods, &pc.spec.regression, &mut out);
+        // The old pods' capture gave nothing (say, they were stopped mid-profile).
+        if entry.stage == RolloutStage::Settling
+            && entry.baseline.is_empty()
+            && entry.baseline_source == Some(BaselineSource::OldPods)
+        {
+            use_previous_candidate(rollouts, "the old pods' capture gave no profile");
+        }
     }
     let WorkloadView::Seen { state, pods: workload_pods, grace_seconds } = view else { return out };
     // A revision whose pods cannot be told apart yet (its ReplicaSet not seen) waits a pass.
@@ -617,10 +629,6 @@ pub fn step(
     if last_run.is_some_and(|r| r.result == RunResult::Running) {
         return out;
     }
-    let previous_candidate = rollouts
-        .get(1)
-        .filter(|p| !p.candidate.is_empty())
-        .map(|p| (p.revision.clone(), p.candidate_run.clone(), p.candidate.clone()));
     let Some(entry) = rollouts.first_mut().filter(|e| e.revision == state.revision) else { return out };
     let hash = entry.template_hash.clone().unwrap_or_default();
     if entry.stage == RolloutStage::MeasuringBaseline
@@ -629,22 +637,18 @@ pub fn step(
         let old: Vec<String> = old_pods(workload_pods, &hash).into_iter().map(|p| p.name.clone()).collect();
         if !old.is_empty() {
             let id = entry.baseline_run.clone().unwrap_or_default();
-            out.run =
-                Some(RolloutRun { id, pods: old, duration: baseline_duration(watched_duration(pc), *grace_seconds) });
+            let duration = baseline_duration(watched_duration(pc), *grace_seconds);
+            entry.capture_seconds = Some(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
+            out.run = Some(RolloutRun { id, pods: old, duration });
             return out;
         }
         // Queued behind another run until the old pods were gone.
         entry.stage = RolloutStage::Settling;
         entry.baseline_run = None;
         entry.baseline_source = None;
-        if let Some((revision, run, candidate)) = previous_candidate {
-            entry.baseline = candidate;
-            entry.baseline_run = run;
-            entry.baseline_source = Some(BaselineSource::PreviousCandidate);
-            entry.message =
-                Some(format!("baseline: revision {revision}'s candidate run (the old pods were already gone)"));
-        }
+        use_previous_candidate(rollouts, "the old pods were gone before they could be captured");
     }
+    let Some(entry) = rollouts.first_mut() else { return out };
     if entry.stage != RolloutStage::Settling {
         return out;
     }
@@ -658,7 +662,13 @@ pub fn step(
             let id = candidate_run(&entry.revision, uid);
             entry.stage = RolloutStage::MeasuringCandidate;
             entry.candidate_run = Some(id.clone());
-            out.run = Some(RolloutRun { id, pods: new, duration: watched_duration(pc) });
+            // As long as the baseline's, so both sides sample alike.
+            let duration = match entry.capture_seconds.and_then(|s| u64::try_from(s).ok()) {
+                Some(seconds) => Duration::from_secs(seconds),
+                None => watched_duration(pc),
+            };
+            entry.capture_seconds = Some(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
+            out.run = Some(RolloutRun { id, pods: new, duration });
         }
         CandidateDue::SettlingUntil(_) | CandidateDue::RolloutInProgress => {}
         CandidateDue::Paused => {
@@ -666,6 +676,17 @@ pub fn step(
         }
     }
     out
+}
+
+/// Makes the previous rollout's candidate the newest comparison's baseline, saying `why`,
+/// when there is one.
+fn use_previous_candidate(rollouts: &mut [RolloutComparison], why: &str) {
+    let Some((entry, rest)) = rollouts.split_first_mut() else { return };
+    let Some(previous) = rest.first().filter(|p| !p.candidate.is_empty()) else { return };
+    entry.baseline = previous.candidate.clone();
+    entry.baseline_run = previous.candidate_run.clone();
+    entry.baseline_source = Some(BaselineSource::PreviousCandidate);
+    entry.message = Some(format!("baseline: revision {}'s candidate run ({why})", previous.revision));
 }
 
 /// When the newest comparison's settle ends, while it settles after a completed rollout:
@@ -690,7 +711,7 @@ fn fold(
 ) {
     let id = Some(run.id.as_str());
     if entry.stage == RolloutStage::MeasuringBaseline && entry.baseline_run.as_deref() == id {
-        entry.baseline = digests(run, pods);
+        entry.baseline = digests(run, pods, entry.capture_seconds);
         entry.stage = RolloutStage::Settling;
         if entry.baseline.is_empty() {
             entry.message = Some(format!("the baseline run {} captured nothing", run.id));
@@ -700,7 +721,7 @@ fn fold(
     if entry.stage != RolloutStage::MeasuringCandidate || entry.candidate_run.as_deref() != id {
         return;
     }
-    entry.candidate = digests(run, pods);
+    entry.candidate = digests(run, pods, entry.capture_seconds);
     entry.stage = RolloutStage::Judged;
     if entry.previous_revision.is_none() {
         entry.message = Some(format!("revision {} measured: the baseline of the next rollout", entry.revision));
@@ -737,9 +758,10 @@ fn fold(
 
 /// Each profile type of a finished run merged over the pods that captured it, with the
 /// pods' request figures (p99 latency weighted by requests) from their runtime entries.
-pub fn digests(run: &CaptureRun, pods: &[PodRuntime]) -> Vec<ProfileDigest> {
-    let seconds = |start: &Time, end: Option<&Time>| end.map_or(0.0, |e| e.0.duration_since(start.0).as_secs_f64());
-    let run_seconds = seconds(&run.start_time, run.completion_time.as_ref());
+/// Timed profiles sampled `capture_seconds` each (what the run asked for: its wall time
+/// also counts the agents' polling).
+pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i64>) -> Vec<ProfileDigest> {
+    let run_seconds = capture_seconds.unwrap_or(0) as f64;
     let runtime: Vec<&PodRuntime> = run.pods.iter().filter_map(|p| pods.iter().find(|r| r.name == p.pod)).collect();
     let rps: f64 = runtime.iter().filter_map(|r| r.requests_per_second).sum();
     let weighted = |f: fn(&PodRuntime) -> Option<f64>| {
@@ -1054,6 +1076,10 @@ mod tests {
         let faster = cpu(2, 10.0, 2000, &[("main.a", 4_000), ("main.b", 4_000)]);
         let j = judge("8", &compare(std::slice::from_ref(&base), std::slice::from_ref(&faster)), None, &bounds);
         assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -20 %"));
+        // A function whose share rises only because another one fell is no regression.
+        let lighter = cpu(2, 10.0, 2000, &[("main.a", 5_000), ("main.b", 1_000)]);
+        let j = judge("8", &compare(std::slice::from_ref(&base), &[lighter]), None, &bounds);
+        assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -40 %"));
         // Latency alone can regress.
         let latency = value_change(100.0, 180.0);
         let j = judge("9", &compare(std::slice::from_ref(&base), std::slice::from_ref(&base)), Some(&latency), &bounds);
@@ -1184,6 +1210,36 @@ mod tests {
         // Nothing more happens on later passes.
         let again = step(&pc, &mut rollouts, &v2done, Some(&c2), &[], at(200));
         assert!(again.run.is_none() && again.events.is_empty());
+    }
+
+    #[test]
+    fn a_baseline_that_captured_nothing_falls_back_to_the_previous_candidate() {
+        let pc = watching("0s");
+        let t0 = t("2026-01-01T00:00:00Z");
+        let mut rollouts = Vec::new();
+        let first = open(&mut rollouts, &state("1", "aaa", true), &[], UID, t0).unwrap().entry;
+        push(&mut rollouts, first);
+        rollouts[0].stage = RolloutStage::Judged;
+        rollouts[0].candidate_run = Some("c1-3f2a9c1b".into());
+        rollouts[0].candidate = vec![cpu(2, 10.0, 1000, &[("main.serve", 100)])];
+        let view = WorkloadView::Seen {
+            state: state("2", "bbb", false),
+            pods: pods(&[("app-a1", "aaa"), ("app-b1", "bbb")]),
+            grace_seconds: None,
+        };
+        let run = step(&pc, &mut rollouts, &view, None, &[], t0).run.unwrap();
+        assert_eq!(run.id, "b2-3f2a9c1b");
+        // The old pod was stopped mid-profile: its part of the run failed.
+        let mut b2 = finished("b2-3f2a9c1b", &["app-a1"], &[("main.serve", 100)], t0);
+        b2.result = RunResult::Failed;
+        b2.pods[0].result = RunResult::Failed;
+        b2.pods[0].profiles[0].error = Some("the app went away".into());
+        step(&pc, &mut rollouts, &view, Some(&b2), &[], t0);
+        let entry = &rollouts[0];
+        assert_eq!(entry.stage, RolloutStage::Settling);
+        assert_eq!(entry.baseline_source, Some(BaselineSource::PreviousCandidate));
+        assert_eq!(entry.baseline_run.as_deref(), Some("c1-3f2a9c1b"));
+        assert!(entry.message.as_deref().unwrap().contains("gave no profile"), "{:?}", entry.message);
     }
 
     #[test]
