@@ -46,6 +46,7 @@ spec:
         env:
         - {{name: GOMAXPROCS, value: "1"}}
         - {{name: CPU_DUTY_HASHES, value: "100"}}
+        - {{name: CPU_ONLY, value: "1"}}
         readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
       - name: biometrics-agent
         image: example/agent:1.0
@@ -64,7 +65,7 @@ spec:
     )
 }
 
-/// The capture watching it: 4 s cpu profiles, 4 s of settle. The bounds are the noise
+/// The capture watching it: 5 s cpu profiles, 4 s of settle. The bounds are the noise
 /// bound of this machine: over 5 label-only rollouts the cpu per second moved by at most
 /// what `totalPercent.warning` allows and no function's share by `functionSharePoints`.
 fn capture() -> String {
@@ -77,12 +78,12 @@ spec:
   selector: {{matchLabels: {{app: app}}}}
   target: {{port: 6060}}
   profiles: [cpu]
-  duration: 4s
+  duration: 5s
   onRolloutOf: {{kind: Deployment, name: app, settle: 4s}}
   regression:
     totalPercent: {{warning: 35, critical: 70}}
     functionSharePoints: {{warning: 20, critical: 40}}
-    minSamples: 40
+    minSamples: 20
 "#
     )
 }
@@ -123,7 +124,7 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     assert!(!first.candidate.is_empty(), "{first:?}");
 
     // A release burning extra CPU in a named function.
-    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=300"], None);
+    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=250"], None);
     let slower = judged(&world, "2").await;
     assert_eq!(slower.verdict, Some(RolloutVerdict::Regressed), "{slower:#?}\n{}", world.operator_log());
     assert_eq!(slower.baseline_run.as_deref().map(|r| r.starts_with("b2-")), Some(true), "{slower:?}");
