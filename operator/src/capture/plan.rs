@@ -402,9 +402,11 @@ pub fn finish(
                     .find(|p| p.pod == pod.pod)
                     .and_then(|p| p.profiles.iter().find(|q| q.profile_type == profile.profile_type));
                 if let Some(before) = before.filter(|b| !b.top.is_empty())
+                    && let (Some(before_total), Some(total)) = (before.total, profile.total)
                     && !profile.top.is_empty()
                 {
-                    profile.compared_to_previous = Some(decide::compare(&prev.id, &before.top, &profile.top));
+                    let (was, is) = ((before.top.as_slice(), before_total), (profile.top.as_slice(), total));
+                    profile.compared_to_previous = Some(decide::compare(&prev.id, was, is));
                 }
             }
         }
