@@ -206,8 +206,9 @@ pub struct RegressionBounds {
     #[serde(default = "default_latency_percent")]
     pub latency_percent: UpperBounds,
 
-    /// The fewest samples a cpu profile needs on each side (summed over its pods) to be
-    /// judged; below it the verdict is `Inconclusive` and says how many there were.
+    /// The fewest samples a cpu profile needs on each side (its sample records, one per
+    /// distinct stack, summed over its pods) to be judged; below it the verdict is
+    /// `Inconclusive` and says how many there were.
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 1, max = 1000000))]
     pub min_samples: i32,
