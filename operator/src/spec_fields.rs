@@ -316,7 +316,7 @@ fn rollout_behaviour(pc: &ProfileCapture, now: Timestamp, out: &mut Vec<String>)
     let change = |total: f64, points: f64| ProfileChange {
         profile_type: biometrics_crds::profile::ProfileType::Cpu,
         sample_type: "cpu/nanoseconds".into(),
-        per: "second".into(),
+        per: biometrics_crds::v1alpha1::Normalisation::Second,
         total: rollout::value_change(100.0, 100.0 + total),
         samples_before: 150,
         samples_after: 150,

@@ -890,9 +890,8 @@ pub struct ProfileChange {
     /// The sample type of the values.
     #[schemars(length(max = 128))]
     pub sample_type: String,
-    /// What the total is normalised by: `request`, `second` or `pod`.
-    #[schemars(length(max = 16))]
-    pub per: String,
+    /// What the total is normalised by.
+    pub per: Normalisation,
     /// The normalised total before and after.
     pub total: ValueChange,
     /// Samples before (all old pods).
@@ -907,6 +906,30 @@ pub struct ProfileChange {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub shrunk: Vec<FunctionChange>,
+}
+
+/// What a rollout comparison divides a profile's values by, so two sides of different
+/// length, pod count or traffic compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalisation {
+    /// Per request: cpu, when the app's request rate is known on both sides.
+    Request,
+    /// Per second of capture, per pod: timed profiles (cpu).
+    Second,
+    /// Per pod: snapshots (heap, allocs, goroutine, …).
+    Pod,
+}
+
+impl Normalisation {
+    /// The word used in verdicts (`CPU per request`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Second => "second",
+            Self::Pod => "pod",
+        }
+    }
 }
 
 /// A value before and after, and its change in percent.

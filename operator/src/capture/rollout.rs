@@ -11,9 +11,9 @@ use biometrics_crds::{
     run_id,
     threshold::ThresholdLevel,
     v1alpha1::{
-        BaselineSource, CaptureRun, DigestFunction, FunctionChange, PodRuntime, ProfileCapture, ProfileChange,
-        ProfileDigest, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict, RunResult, TopFunction,
-        ValueChange, WorkloadKind,
+        BaselineSource, CaptureRun, DigestFunction, FunctionChange, Normalisation, PodRuntime, ProfileCapture,
+        ProfileChange, ProfileDigest, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict, RunResult,
+        TopFunction, ValueChange, WorkloadKind,
     },
 };
 use biometrics_pprof::merge::{self, FunctionTotal, Mergeable, Merged};
@@ -330,22 +330,22 @@ fn merged(d: &ProfileDigest) -> Merged {
 /// What a profile's values are divided by to compare two sides: per request when both
 /// sides know their request rate (cpu), else per second of capture (timed profiles), else
 /// per pod (snapshots).
-fn normaliser(d: &ProfileDigest, per: &str) -> f64 {
+fn normaliser(d: &ProfileDigest, per: Normalisation) -> f64 {
     match per {
-        "request" => d.requests_per_second.unwrap_or(0.0) * d.seconds / f64::from(d.pods.max(1)),
-        "second" => d.seconds,
-        _ => f64::from(d.pods.max(1)),
+        Normalisation::Request => d.requests_per_second.unwrap_or(0.0) * d.seconds / f64::from(d.pods.max(1)),
+        Normalisation::Second => d.seconds,
+        Normalisation::Pod => f64::from(d.pods.max(1)),
     }
 }
 
-fn per(before: &ProfileDigest, after: &ProfileDigest) -> &'static str {
+fn per(before: &ProfileDigest, after: &ProfileDigest) -> Normalisation {
     let rate = |d: &ProfileDigest| d.requests_per_second.is_some_and(|r| r > 0.0) && d.seconds > 0.0;
     if before.profile_type == ProfileType::Cpu && rate(before) && rate(after) {
-        "request"
+        Normalisation::Request
     } else if before.seconds > 0.0 && after.seconds > 0.0 {
-        "second"
+        Normalisation::Second
     } else {
-        "pod"
+        Normalisation::Pod
     }
 }
 
@@ -383,7 +383,7 @@ pub fn compare(baseline: &[ProfileDigest], candidate: &[ProfileDigest]) -> Vec<P
         changes.push(ProfileChange {
             profile_type: before.profile_type,
             sample_type: before.sample_type.clone(),
-            per: per.to_owned(),
+            per,
             total: value_change(before.total as f64 / nb, after.total as f64 / na),
             samples_before: before.samples,
             samples_after: after.samples,
@@ -459,7 +459,8 @@ pub fn judge(
             findings.push((level, text));
         }
         if let Some(pct) = c.total.change_percent {
-            findings.push((bounds.total_percent.level(pct), format!("{what} per {} {} %", c.per, signed(pct))));
+            findings
+                .push((bounds.total_percent.level(pct), format!("{what} per {} {} %", c.per.as_str(), signed(pct))));
         }
     }
     if let Some(pct) = latency.and_then(|l| l.change_percent) {
@@ -477,7 +478,7 @@ pub fn judge(
             text = format!(
                 "{text}, {} per {} {} %",
                 share_of(c.profile_type),
-                c.per,
+                c.per.as_str(),
                 signed(c.total.change_percent.unwrap_or(0.0))
             );
         }
@@ -495,7 +496,7 @@ pub fn judge(
             message: format!(
                 "revision {revision}: {} per {} {} %",
                 share_of(c.profile_type),
-                c.per,
+                c.per.as_str(),
                 signed(c.total.change_percent.unwrap_or(0.0))
             ),
         },
@@ -1036,7 +1037,7 @@ mod tests {
         let changes = compare(std::slice::from_ref(&before), std::slice::from_ref(&after));
         assert_eq!(changes.len(), 1);
         let c = &changes[0];
-        assert_eq!(c.per, "request");
+        assert_eq!(c.per, Normalisation::Request);
         // 1,000 ns per pod-second at 50 req/s per pod → 20 ns per request, then 22.
         assert_eq!((c.total.before, c.total.after, c.total.change_percent), (20.0, 22.0, Some(10.0)));
         let grown: Vec<(&str, f64, f64)> =
@@ -1058,7 +1059,7 @@ mod tests {
         // Without request rates the total is per second of capture.
         before.requests_per_second = None;
         let c = &compare(&[before], &[after])[0];
-        assert_eq!((c.per.as_str(), c.total.before, c.total.after), ("second", 1_000.0, 1_100.0));
+        assert_eq!((c.per, c.total.before, c.total.after), (Normalisation::Second, 1_000.0, 1_100.0));
     }
 
     #[test]
