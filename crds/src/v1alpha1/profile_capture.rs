@@ -200,9 +200,8 @@ pub struct RegressionBounds {
     ]))]
     pub function_share_points: UpperBounds,
 
-    /// Growth, in percent, of the request latency at the judged quantile (p99 unless
-    /// `thresholds.responseTimeMillis.quantile` says otherwise), when the app's metrics
-    /// give it on both sides.
+    /// Growth, in percent, of the request p99 latency (over the pods, weighted by their
+    /// requests), when the app's metrics give it on both sides.
     #[serde(default = "default_latency_percent")]
     pub latency_percent: UpperBounds,
 
@@ -776,7 +775,7 @@ pub struct RolloutComparison {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub changes: Vec<ProfileChange>,
-    /// The request latency at the judged quantile, before and after, in milliseconds.
+    /// The request p99 latency, before and after, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<ValueChange>,
     /// The error rate in percent, before and after.
@@ -855,7 +854,7 @@ pub struct ProfileDigest {
     /// The app's requests per second over those pods during the capture, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
-    /// The request latency at the judged quantile, in milliseconds, when known.
+    /// The request p99 latency in milliseconds (weighted by requests), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_millis: Option<f64>,
     /// The error rate in percent, when known.
