@@ -46,7 +46,6 @@ spec:
         env:
         - {{name: GOMAXPROCS, value: "1"}}
         - {{name: CPU_DUTY_HASHES, value: "100"}}
-        - {{name: CPU_ONLY, value: "1"}}
         readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
       - name: biometrics-agent
         image: example/agent:1.0
@@ -65,7 +64,7 @@ spec:
     )
 }
 
-/// The capture watching it: 5 s cpu profiles, 4 s of settle. The bounds are the noise
+/// The capture watching it: 4 s cpu profiles, 4 s of settle. The bounds are the noise
 /// bound of this machine: over 5 label-only rollouts the cpu per second moved by at most
 /// what `totalPercent.warning` allows and no function's share by `functionSharePoints`.
 fn capture() -> String {
@@ -78,7 +77,7 @@ spec:
   selector: {{matchLabels: {{app: app}}}}
   target: {{port: 6060}}
   profiles: [cpu]
-  duration: 5s
+  duration: 4s
   onRolloutOf: {{kind: Deployment, name: app, settle: 4s}}
   regression:
     totalPercent: {{warning: 35, critical: 70}}
@@ -124,7 +123,7 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     assert!(!first.candidate.is_empty(), "{first:?}");
 
     // A release burning extra CPU in a named function.
-    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=250"], None);
+    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=300"], None);
     let slower = judged(&world, "2").await;
     assert_eq!(slower.verdict, Some(RolloutVerdict::Regressed), "{slower:#?}\n{}", world.operator_log());
     assert_eq!(slower.baseline_run.as_deref().map(|r| r.starts_with("b2-")), Some(true), "{slower:?}");

@@ -6,8 +6,7 @@
 // that many hashes per 10 ms tick (a duty cycle counted in work, so every replica burns
 // the same CPU per second however busy the machine is; run it with GOMAXPROCS=1 to keep
 // the runtime's own threads from spreading), and EXTRA_HASH_ROUNDS adds that many rounds
-// of hashing per tick in main.extraHashRounds, the function a slower release adds
-// (CPU_ONLY=1 leaves out the other workloads). It also serves
+// of hashing per tick in main.extraHashRounds, the function a slower release adds. It also serves
 // requests of its own (/work) with a latency histogram and a request counter on /metrics
 // in the Prometheus text format, and /control adds latency, a share of 5xx answers, or
 // steady traffic to itself.
@@ -332,13 +331,8 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:6060", "address to serve pprof on")
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
-	// CPU_ONLY=1 keeps the allocator and the contention away: a cpu profile then moves with
-	// the CPU loop alone, not with the garbage collector's pacing.
-	cpuOnly := os.Getenv("CPU_ONLY") == "1"
 	if !*idle {
 		go burnCPU(envInt("CPU_DUTY_HASHES"), envInt("EXTRA_HASH_ROUNDS"))
-	}
-	if !*idle && !cpuOnly {
 		runtime.SetBlockProfileRate(1)
 		runtime.SetMutexProfileFraction(1)
 		go churn()
