@@ -108,8 +108,8 @@ say "caching some keys in Redis ($redis_ip:6379)"
   echo "SADD users:tag:active users:session:1 users:session:2"
 } | redis-cli -h "$redis_ip" -a change-me --no-auth-warning >/dev/null
 
-say "kubectl apply -f examples/capture-oneshot.yaml -f examples/capture-latency.yaml -f examples/cachepolicy-users.yaml"
-kubectl apply -f examples/capture-oneshot.yaml -f examples/capture-latency.yaml -f examples/cachepolicy-users.yaml
+say "kubectl apply -f examples/capture-oneshot.yaml -f examples/capture-latency.yaml -f examples/capture-rollout.yaml -f examples/cachepolicy-users.yaml"
+kubectl apply -f examples/capture-oneshot.yaml -f examples/capture-latency.yaml -f examples/capture-rollout.yaml -f examples/cachepolicy-users.yaml
 
 say "waiting for the first capture (10 s of CPU) and the first invalidations"
 wait_for "the capture" 120 bash -c '[[ "$(kubectl get pcap checkout-now -n shop -o jsonpath="{.status.phase}")" == Succeeded ]]'
@@ -166,6 +166,11 @@ Everything is running. In another terminal:
   # rises and a triggered run of checkout-latency captures that pod (within a minute or so)
   curl "http://$slow_ip:6060/control?delay_ms=800"
   kubectl get pcap checkout-latency -n shop -w
+  # a slower release of checkout (extra CPU in main.extraHashRounds): once it has rolled
+  # out and settled 30 s, the ROLLOUT column and describe give the verdict and the function
+  kubectl set env deployment/checkout -n shop EXTRA_HASH_ROUNDS=300
+  kubectl rollout status deployment/checkout -n shop && kubectl get pcap checkout-rollouts -n shop -w
+  kubectl describe pcap checkout-rollouts -n shop
   go tool pprof -top $work/kubelet/claims/shop/biometrics-profiles/shop/checkout-now/*/*/cpu.pb.gz
 
 Operator metrics: http://127.0.0.1:$metrics_port/metrics   Logs: $work/*.log

@@ -127,6 +127,7 @@ mod tests {
                 profiles: vec![],
             },
             runs,
+            rollouts: vec![],
             warnings: vec![],
         }
     }

@@ -141,6 +141,7 @@ mod tests {
                     pods_with_files: vec![],
                 },
             ],
+            rollouts: vec![],
             warnings: vec![],
         };
         assert_eq!(

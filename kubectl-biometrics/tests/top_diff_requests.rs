@@ -40,6 +40,7 @@ fn detail() -> CaptureDetail {
             row("g1", &[], RunResult::Failed),
             row("s0", &["web-0"], RunResult::Succeeded),
         ],
+        rollouts: vec![],
         warnings: vec!["agent web-1: connection refused".into()],
     }
 }

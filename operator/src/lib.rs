@@ -25,6 +25,7 @@ pub mod throttle;
 pub mod trust;
 pub mod ui_access;
 pub mod ui_backend;
+pub mod workload;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -35,7 +36,7 @@ use axum::{
     routing::get,
 };
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt, reflector, watcher},
@@ -212,25 +213,60 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         .touched_objects();
     let (to_captures, for_captures) = tokio::sync::mpsc::channel::<Arc<pods::WatchedPod>>(1024);
     let (to_policies, for_policies) = tokio::sync::mpsc::channel::<Arc<pods::WatchedPod>>(1024);
-    let fan_out = pod_events.take_until(stopping.clone()).for_each(move |event| {
-        let (to_captures, to_policies) = (to_captures.clone(), to_policies.clone());
-        async move {
-            match event {
-                Ok(pod) => {
-                    let pod = Arc::new(pod);
-                    let _ = to_captures.send(pod.clone()).await;
-                    let _ = to_policies.send(pod).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "pod watch"),
-            }
-        }
-    });
+    let fan_out = broadcast(pod_events.take_until(stopping.clone()), vec![to_captures, to_policies], "pod watch");
 
+    // The workloads whose rollouts both controllers follow: one watch each, fanned out as
+    // the pods are; ReplicaSets (metadata only) tell a Deployment's revisions' pods apart.
+    let (deployment_reader, deployment_writer) = reflector::store::<Deployment>();
+    let (statefulset_reader, statefulset_writer) = reflector::store::<StatefulSet>();
+    let (replicaset_reader, replicaset_writer) = reflector::store::<ReplicaSet>();
+    let deployments = watcher(api(&client).of::<Deployment>(), watcher::Config::default())
+        .default_backoff()
+        .modify(|d: &mut Deployment| d.metadata.managed_fields = None)
+        .reflect(deployment_writer)
+        .touched_objects();
+    let statefulsets = watcher(api(&client).of::<StatefulSet>(), watcher::Config::default())
+        .default_backoff()
+        .modify(|s: &mut StatefulSet| s.metadata.managed_fields = None)
+        .reflect(statefulset_writer)
+        .touched_objects();
+    let replicasets = watcher(api(&client).of::<ReplicaSet>(), watcher::Config::default())
+        .default_backoff()
+        .modify(|r: &mut ReplicaSet| {
+            r.metadata.managed_fields = None;
+            r.spec = None;
+            r.status = None;
+        })
+        .reflect(replicaset_writer)
+        .touched_objects();
+    let (deployments_to_captures, deployments_for_captures) = tokio::sync::mpsc::channel(256);
+    let (deployments_to_policies, deployments_for_policies) = tokio::sync::mpsc::channel(256);
+    let (statefulsets_to_captures, statefulsets_for_captures) = tokio::sync::mpsc::channel(256);
+    let (statefulsets_to_policies, statefulsets_for_policies) = tokio::sync::mpsc::channel(256);
+    let (replicasets_to_captures, replicasets_for_captures) = tokio::sync::mpsc::channel(256);
+    let workload_fan_out = futures::future::join3(
+        broadcast(
+            deployments.take_until(stopping.clone()),
+            vec![deployments_to_captures, deployments_to_policies],
+            "deployment watch",
+        ),
+        broadcast(
+            statefulsets.take_until(stopping.clone()),
+            vec![statefulsets_to_captures, statefulsets_to_policies],
+            "statefulset watch",
+        ),
+        broadcast(replicasets.take_until(stopping.clone()), vec![replicasets_to_captures], "replicaset watch"),
+    );
     let (capture_reader, capture_writer) = reflector::store();
     let capture_ctx = Arc::new(capture::reconcile::Context::new(
         client.clone(),
         pod_reader.clone(),
         capture_reader.clone(),
+        capture::reconcile::Workloads {
+            deployments: deployment_reader.clone(),
+            statefulsets: statefulset_reader.clone(),
+            replicasets: replicaset_reader,
+        },
         agents.clone(),
         key.clone(),
         metrics.clone(),
@@ -244,18 +280,6 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         },
         &config.identity,
     ));
-    let (deployment_reader, deployment_writer) = reflector::store::<Deployment>();
-    let (statefulset_reader, statefulset_writer) = reflector::store::<StatefulSet>();
-    let deployments = watcher(api(&client).of::<Deployment>(), watcher::Config::default())
-        .default_backoff()
-        .modify(|d: &mut Deployment| d.metadata.managed_fields = None)
-        .reflect(deployment_writer)
-        .touched_objects();
-    let statefulsets = watcher(api(&client).of::<StatefulSet>(), watcher::Config::default())
-        .default_backoff()
-        .modify(|s: &mut StatefulSet| s.metadata.managed_fields = None)
-        .reflect(statefulset_writer)
-        .touched_objects();
     let cache_ctx = Arc::new(cache::reconcile::Context::new(
         client.clone(),
         pod_reader,
@@ -289,7 +313,7 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     });
     let trust = trust::keep_published(client.clone(), key.clone(), config.watch_namespace.clone(), stopping.clone());
     let controllers = futures::future::join5(
-        fan_out,
+        futures::future::join(fan_out, workload_fan_out),
         synced,
         trust,
         capture::reconcile::run(
@@ -297,6 +321,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
             api(&client).of(),
             (capture_reader, capture_writer),
             receiver_stream(for_captures),
+            capture::reconcile::WorkloadEvents {
+                deployments: receiver_stream(deployments_for_captures),
+                statefulsets: receiver_stream(statefulsets_for_captures),
+                replicasets: receiver_stream(replicasets_for_captures),
+            },
             stopping.clone(),
         ),
         cache::reconcile::run(
@@ -304,8 +333,8 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
             api(&client).of(),
             (policy_reader, policy_writer),
             receiver_stream(for_policies),
-            deployments,
-            statefulsets,
+            receiver_stream(deployments_for_policies),
+            receiver_stream(statefulsets_for_policies),
             stopping,
         ),
     );
@@ -350,6 +379,31 @@ impl Scoped {
             None => Api::all(self.client.clone()),
         }
     }
+}
+
+/// Sends each object a watch delivers to every controller following it; a watch error is
+/// logged (the watcher retries with its backoff).
+async fn broadcast<K: Send + Sync + 'static>(
+    events: impl futures::Stream<Item = Result<K, watcher::Error>>,
+    to: Vec<tokio::sync::mpsc::Sender<Arc<K>>>,
+    what: &'static str,
+) {
+    events
+        .for_each(|event| {
+            let to = to.clone();
+            async move {
+                match event {
+                    Ok(object) => {
+                        let object = Arc::new(object);
+                        for sender in &to {
+                            let _ = sender.send(object.clone()).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "{what}"),
+                }
+            }
+        })
+        .await;
 }
 
 fn receiver_stream<T>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {

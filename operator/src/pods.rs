@@ -154,10 +154,14 @@ pub struct WatchedPod {
 
 /// What is read of a pod's spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WatchedSpec {
     /// `containers`.
     #[serde(default)]
     pub containers: Vec<WatchedContainer>,
+    /// `terminationGracePeriodSeconds`: a rollout's baseline capture ends within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 /// What is read of a container.

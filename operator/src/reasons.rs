@@ -11,6 +11,8 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// CachePolicy: the executor's last sample reached Redis.
     pub const REDIS_REACHABLE: &str = "RedisReachable";
+    /// ProfileCapture with `onRolloutOf`: the latest judged rollout regressed.
+    pub const PERFORMANCE_REGRESSED: &str = "PerformanceRegressed";
 }
 
 // Both kinds.
@@ -27,6 +29,23 @@ pub const INVALID_SELECTOR: &str = "InvalidSelector";
 pub const AS_EXPECTED: &str = "AsExpected";
 /// A runtime level (capture) or a cache level (policy) rose.
 pub const THRESHOLD_CROSSED: &str = "ThresholdCrossed";
+/// ProfileCapture: a rollout crossed a bound of `spec.regression` (Warning Event; the
+/// `PerformanceRegressed` condition True).
+pub const REGRESSED: &str = "Regressed";
+/// ProfileCapture: a rollout made a normalised total fall by at least the total bound.
+pub const IMPROVED: &str = "Improved";
+/// ProfileCapture: a rollout stayed within `spec.regression`.
+pub const UNCHANGED: &str = "Unchanged";
+/// ProfileCapture: a rollout could not be judged (too few samples, no baseline).
+pub const INCONCLUSIVE: &str = "Inconclusive";
+/// ProfileCapture: a newer revision or a rollback came before a rollout completed.
+pub const ROLLOUT_INTERRUPTED: &str = "RolloutInterrupted";
+/// ProfileCapture: a new revision of `onRolloutOf` was seen; its comparison begins.
+pub const ROLLOUT_DETECTED: &str = "RolloutDetected";
+/// ProfileCapture: `Ready` of a capture watching rollouts before its first run.
+pub const WATCHING_ROLLOUTS: &str = "WatchingRollouts";
+/// ProfileCapture: `PerformanceRegressed` False before any rollout was judged.
+pub const NO_ROLLOUT_JUDGED: &str = "NoRolloutJudged";
 /// ProfileCapture: a pod's memory percentage cannot be judged (its app container has no
 /// memory limit); a Warning Event when it is first seen for the pod.
 pub const MEMORY_NOT_JUDGED: &str = "MemoryNotJudged";
@@ -135,7 +154,8 @@ pub const EXECUTOR_UNREACHABLE: &str = "ExecutorUnreachable";
 pub const INVALIDATION_FAILED: &str = "InvalidationFailed";
 /// `Degraded`, and its Events: enforcing the strategy failed.
 pub const ENFORCEMENT_FAILED: &str = "EnforcementFailed";
-/// `Degraded`: an `onRolloutOf` workload does not exist.
+/// `Degraded`: an `onRolloutOf` workload does not exist (a CachePolicy's rule, or a
+/// ProfileCapture's `PerformanceRegressed` reason).
 pub const WORKLOAD_NOT_FOUND: &str = "WorkloadNotFound";
 /// Event: a new executor.
 pub const EXECUTOR_CHANGED: &str = "ExecutorChanged";

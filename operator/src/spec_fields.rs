@@ -135,7 +135,14 @@ fn capture_spec() -> Value {
             "responseTimeMillis": {"warning": 500.0, "critical": 2000.0, "quantile": "p99"},
             "errorRatePercent": {"warning": 1.0, "critical": 5.0}
         },
-        "triggers": [{"metric": "goroutines", "level": "Warning", "profiles": ["goroutine"], "cooldown": "10m"}]
+        "triggers": [{"metric": "goroutines", "level": "Warning", "profiles": ["goroutine"], "cooldown": "10m"}],
+        "onRolloutOf": {"kind": "Deployment", "name": "app", "settle": "2m"},
+        "regression": {
+            "totalPercent": {"warning": 15.0, "critical": 30.0},
+            "functionSharePoints": {"warning": 5.0, "critical": 15.0},
+            "latencyPercent": {"warning": 20.0, "critical": 50.0},
+            "minSamples": 100
+        }
     })
 }
 
@@ -180,6 +187,16 @@ fn capture_change(path: &str) -> Option<Value> {
         "triggers[].level" => json!("Critical"),
         "triggers[].profiles" => json!(["heap"]),
         "triggers[].cooldown" => json!("20m"),
+        "onRolloutOf.kind" => json!("StatefulSet"),
+        "onRolloutOf.name" => json!("web"),
+        "onRolloutOf.settle" => json!("30s"),
+        "regression.totalPercent.warning" => json!(25.0),
+        "regression.totalPercent.critical" => json!(40.0),
+        "regression.functionSharePoints.warning" => json!(10.0),
+        "regression.functionSharePoints.critical" => json!(25.0),
+        "regression.latencyPercent.warning" => json!(40.0),
+        "regression.latencyPercent.critical" => json!(70.0),
+        "regression.minSamples" => json!(200),
         _ => return None,
     })
 }
@@ -268,7 +285,53 @@ fn capture_behaviour(spec: &Value) -> String {
     out.push(format!("history {}", status.history.len()));
     status.last_run = Some(run("s13"));
     out.push(format!("{:?}", capture::retention_request(&pc, &status, [("checkout", uid)])));
+    rollout_behaviour(&pc, now, &mut out);
     out.join("\n")
+}
+
+/// What the rollout comparison makes of the spec: the workload watched, when a rollout
+/// completed a minute ago is measured, and the verdicts on changes of a cpu profile (150
+/// samples a side) whose total grew 20 % or 35 %, whose top function's share grew 7 or 20
+/// points, and whose latency grew 30 % or 60 %.
+fn rollout_behaviour(pc: &ProfileCapture, now: Timestamp, out: &mut Vec<String>) {
+    use biometrics_crds::v1alpha1::{FunctionChange, ProfileChange};
+
+    use crate::capture::rollout;
+    let watched = rollout::watched(pc);
+    out.push(format!("watched {watched:?}"));
+    let state = rollout::WorkloadState {
+        revision: "7".into(),
+        hash: Some("bbb".into()),
+        complete: true,
+        paused: false,
+        recreate: false,
+    };
+    let mut entry = rollout::open(&mut [], &state, &[], "3f2a9c1b", now).unwrap().entry;
+    entry.completed_time = Some(Time(now.checked_sub(jiff::SignedDuration::from_mins(1)).unwrap()));
+    let settle = watched.map(|w| w.settle).unwrap_or_default();
+    out.push(format!("candidate {:?}", rollout::candidate_due(&mut entry, &state, settle, now)));
+    let change = |total: f64, points: f64| ProfileChange {
+        profile_type: biometrics_crds::profile::ProfileType::Cpu,
+        sample_type: "cpu/nanoseconds".into(),
+        per: biometrics_crds::v1alpha1::Normalisation::Second,
+        total: rollout::value_change(100.0, 100.0 + total),
+        samples_before: 150,
+        samples_after: 150,
+        grown: vec![FunctionChange {
+            function: "main.work".into(),
+            before_percent: 10.0,
+            after_percent: 10.0 + points,
+            before: 10.0,
+            after: 10.0 + points,
+        }],
+        shrunk: Vec::new(),
+    };
+    for (total, points, latency) in
+        [(20.0, 0.0, 0.0), (35.0, 0.0, 0.0), (0.0, 7.0, 0.0), (0.0, 20.0, 0.0), (0.0, 0.0, 30.0), (0.0, 0.0, 60.0)]
+    {
+        let latency = rollout::value_change(100.0, 100.0 + latency);
+        out.push(format!("{:?}", rollout::judge("7", &[change(total, points)], Some(&latency), &pc.spec.regression)));
+    }
 }
 
 fn cache_spec() -> Value {
@@ -401,9 +464,15 @@ fn cache_behaviour(spec: &Value) -> String {
     out.push(format!("{target:?} {:?}", target.password.as_ref().map(|p| p.0.clone())));
     out.push(format!("{:?} digest {}", cache::strategy_spec(&policy), cache::strategy_digest(&policy)));
     let rollout = |w: &biometrics_crds::v1alpha1::WorkloadRef| match (w.kind, w.name.as_str()) {
-        (WorkloadKind::Deployment, "api") => Some(cache::Rollout { revision: Some("3".into()), complete: true }),
-        (WorkloadKind::Deployment, "web") => Some(cache::Rollout { revision: Some("4".into()), complete: true }),
-        (WorkloadKind::StatefulSet, "api") => Some(cache::Rollout { revision: Some("1".into()), complete: true }),
+        (WorkloadKind::Deployment, "api") => {
+            Some(crate::workload::Rollout { revision: Some("3".into()), complete: true })
+        }
+        (WorkloadKind::Deployment, "web") => {
+            Some(crate::workload::Rollout { revision: Some("4".into()), complete: true })
+        }
+        (WorkloadKind::StatefulSet, "api") => {
+            Some(crate::workload::Rollout { revision: Some("1".into()), complete: true })
+        }
         _ => None,
     };
     for plan in cache::plan_rules(&policy, now(), rollout) {

@@ -210,6 +210,34 @@ pub struct Diff {
     pub rows: Vec<DiffRow>,
 }
 
+/// One function's `(flat, cum)` on both sides of a comparison (zero where a side lacks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined<'a> {
+    /// The function.
+    pub function: &'a str,
+    /// Its (flat, cum) in the base.
+    pub base: (i64, i64),
+    /// Its (flat, cum) in the compared profiles.
+    pub compared: (i64, i64),
+}
+
+/// Each function of `base` or `compared` with its values on both sides, by name: the
+/// per-function join every comparison of two runs reports. A function's flat and cum add
+/// across profiles, so `compared - base` here is what the merged difference of the
+/// profiles holds for it.
+pub fn joined<'a>(base: &'a Merged, compared: &'a Merged) -> Vec<Joined<'a>> {
+    let mut names: Vec<&str> = base.functions.keys().chain(compared.functions.keys()).map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|function| {
+            let side = |m: &Merged| m.functions.get(function).copied().unwrap_or_default();
+            Joined { function, base: side(base), compared: side(compared) }
+        })
+        .collect()
+}
+
 /// `compared` against `base`, as `go tool pprof -top -base` reports it, at most `nodecount`
 /// rows (0: all).
 pub fn diff(base: &[&Mergeable], compared: &[&Mergeable], nodecount: usize) -> Result<Diff, MergeError> {
@@ -217,11 +245,15 @@ pub fn diff(base: &[&Mergeable], compared: &[&Mergeable], nodecount: usize) -> R
     let delta = merge(&parts)?;
     let base_merged = merge(&base.iter().map(|p| (*p, 1)).collect::<Vec<_>>())?;
     let compared_merged = merge(&compared.iter().map(|p| (*p, 1)).collect::<Vec<_>>())?;
-    let rows = report_order(delta.functions.iter().map(|(name, (flat, cum))| (name.as_str(), *flat, *cum)), nodecount)
+    let both = joined(&base_merged, &compared_merged);
+    let sides: HashMap<&str, &Joined<'_>> = both.iter().map(|j| (j.function, j)).collect();
+    let deltas =
+        both.iter().map(|j| (j.function, j.compared.0.wrapping_sub(j.base.0), j.compared.1.wrapping_sub(j.base.1)));
+    let rows = report_order(deltas, nodecount)
         .into_iter()
         .map(|(function, flat_delta, cum_delta)| {
-            let (base_flat, base_cum) = base_merged.functions.get(function).copied().unwrap_or_default();
-            let (flat, cum) = compared_merged.functions.get(function).copied().unwrap_or_default();
+            let ((base_flat, base_cum), (flat, cum)) =
+                sides.get(function).map(|j| (j.base, j.compared)).unwrap_or_default();
             DiffRow {
                 function: function.to_owned(),
                 base_flat,
@@ -236,6 +268,47 @@ pub fn diff(base: &[&Mergeable], compared: &[&Mergeable], nodecount: usize) -> R
         })
         .collect();
     Ok(Diff { base: base_merged, compared: compared_merged, total: delta.total, rows })
+}
+
+/// A function's flat value and its share of its side's total, before and after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareChange {
+    /// The function.
+    pub function: String,
+    /// Its flat value in the base.
+    pub base_flat: i64,
+    /// Its flat value in the compared profiles.
+    pub flat: i64,
+    /// `base_flat` as a percentage of the base's total.
+    pub base_percent: f64,
+    /// `flat` as a percentage of the compared profiles' total.
+    pub percent: f64,
+}
+
+impl ShareChange {
+    /// How many percentage points its share moved (positive: grew).
+    pub fn points(&self) -> f64 {
+        self.percent - self.base_percent
+    }
+}
+
+/// How each function's flat share moved from `base` to `compared`, each share of its own
+/// side's total (so two sides of different length or pod count compare): grown first,
+/// largest move first, then by name. Functions whose share did not move are left out.
+pub fn share_changes(base: &Merged, compared: &Merged) -> Vec<ShareChange> {
+    let mut changes: Vec<ShareChange> = joined(base, compared)
+        .into_iter()
+        .map(|j| ShareChange {
+            function: j.function.to_owned(),
+            base_flat: j.base.0,
+            flat: j.compared.0,
+            base_percent: percent(j.base.0, base.total),
+            percent: percent(j.compared.0, compared.total),
+        })
+        .filter(|c| c.points() != 0.0)
+        .collect();
+    changes.sort_by(|a, b| b.points().total_cmp(&a.points()).then_with(|| a.function.cmp(&b.function)));
+    changes
 }
 
 #[cfg(test)]
@@ -280,6 +353,22 @@ mod tests {
         assert_eq!(rows, [("hot", 250, 250), ("cold", -150, -150), ("main", 0, 100)]);
         assert_eq!((d.rows[0].base_flat, d.rows[0].flat), (100, 350));
         assert!((d.rows[0].flat_delta_percent - 62.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn share_changes_compare_each_side_s_own_total_and_count_one_sided_functions_as_zero() {
+        // Base 1000 in total, compared 2000 (twice the pods): `hot` keeps its share, `new`
+        // appears, `gone` disappears.
+        let old = profile(&[("hot", 500, 500), ("gone", 200, 200), ("rest", 300, 300)], &[(1, 1000)]);
+        let new = profile(&[("hot", 1000, 1000), ("new", 600, 600), ("rest", 400, 400)], &[(1, 2000)]);
+        let base = merge(&[(&old, 1)]).unwrap();
+        let compared = merge(&[(&new, 1)]).unwrap();
+        let changes = share_changes(&base, &compared);
+        let moved: Vec<(&str, f64, f64)> =
+            changes.iter().map(|c| (c.function.as_str(), c.base_percent, c.percent)).collect();
+        assert_eq!(moved, [("new", 0.0, 30.0), ("rest", 30.0, 20.0), ("gone", 20.0, 0.0)]);
+        assert_eq!((changes[0].base_flat, changes[0].flat), (0, 600));
+        assert!((changes[2].points() + 20.0).abs() < 1e-9);
     }
 
     #[test]

@@ -1,7 +1,12 @@
 // pprof-target is the Go program the Biometrics tests profile: it serves net/http/pprof
 // and keeps known workloads running so that every profile type has something to show —
 // a CPU burner, an allocator, parked goroutines, and mutex and channel contention — and
-// lets a test move its runtime metrics (heap, goroutines) on request. It also serves
+// lets a test move its runtime metrics (heap, goroutines) on request. Two environment
+// variables shape its CPU for rollout comparisons: CPU_DUTY_HASHES bounds the CPU loop to
+// that many hashes per 10 ms tick (a duty cycle counted in work, so every replica burns
+// the same CPU per second however busy the machine is; run it with GOMAXPROCS=1 to keep
+// the runtime's own threads from spreading), and EXTRA_HASH_ROUNDS adds that many rounds
+// of hashing per tick in main.extraHashRounds, the function a slower release adds. It also serves
 // requests of its own (/work) with a latency histogram and a request counter on /metrics
 // in the Prometheus text format, and /control adds latency, a share of 5xx answers, or
 // steady traffic to itself.
@@ -14,6 +19,7 @@ import (
 	"log"
 	"net/http"
 	_ "net/http/pprof"
+	"os"
 	"runtime"
 	"sort"
 	"strconv"
@@ -30,16 +36,69 @@ var (
 	contended  sync.Mutex
 )
 
-// burnCPU hashes in a loop: the hottest function of every CPU profile.
-func burnCPU() {
+// burnCPU hashes in a loop: the hottest function of every CPU profile. With a duty (hashes
+// per 10 ms tick) it does that much work each tick, and extra rounds of extraHashRounds
+// after it, and sleeps the rest; without one it runs flat out, the extra rounds after
+// every 1000 hashes.
+func burnCPU(duty, extra int) {
 	buf := make([]byte, 4096)
+	if duty <= 0 {
+		for {
+			for i := 0; i < 1000; i++ {
+				sum := sha256.Sum256(buf)
+				buf[0] = sum[0]
+			}
+			hashSink += extraHashRounds(buf, extra)
+			runtime.Gosched()
+		}
+	}
+	// Each tick's work is due at a fixed time: a tick that starts late (the machine was
+	// busy) is caught up, so the work per second stays the same; more than 100 ms behind,
+	// the schedule starts again from now rather than burst.
+	next := time.Now()
 	for {
-		for i := 0; i < 1000; i++ {
+		for i := 0; i < duty; i++ {
 			sum := sha256.Sum256(buf)
 			buf[0] = sum[0]
 		}
-		runtime.Gosched()
+		hashSink += extraHashRounds(buf, extra)
+		next = next.Add(10 * time.Millisecond)
+		if wait := time.Until(next); wait > 0 {
+			time.Sleep(wait)
+		} else if wait < -100*time.Millisecond {
+			next = time.Now()
+		}
 	}
+}
+
+var hashSink uint64
+
+// extraHashRounds hashes buf (FNV-1a) rounds times in its own body, so a CPU profile counts
+// the time as this function's own: what a rollout that adds work shows grown.
+//
+//go:noinline
+func extraHashRounds(buf []byte, rounds int) uint64 {
+	h := uint64(14695981039346656037)
+	for r := 0; r < rounds; r++ {
+		for _, b := range buf {
+			h ^= uint64(b)
+			h *= 1099511628211
+		}
+	}
+	return h
+}
+
+// envInt reads a non-negative integer from the environment (0 when unset), or exits.
+func envInt(name string) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1000000 {
+		log.Fatalf("%s must be an integer 0..1000000, not %q", name, v)
+	}
+	return n
 }
 
 // burnHot hashes until the deadline: a function a test makes hot on request (/hot), so
@@ -273,9 +332,9 @@ func main() {
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
 	if !*idle {
+		go burnCPU(envInt("CPU_DUTY_HASHES"), envInt("EXTRA_HASH_ROUNDS"))
 		runtime.SetBlockProfileRate(1)
 		runtime.SetMutexProfileFraction(1)
-		go burnCPU()
 		go churn()
 		for i := 0; i < 4; i++ {
 			go contend()

@@ -46,6 +46,27 @@ pub struct RunRow {
     pub pods_with_files: Vec<String>,
 }
 
+/// A rollout compared: its revision, verdict and the two runs whose comparison (and
+/// differential flame graph) shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRow {
+    /// The workload's revision.
+    pub revision: String,
+    /// Where its comparison stands.
+    pub stage: biometrics_crds::v1alpha1::RolloutStage,
+    /// Its verdict, once judged.
+    pub verdict: Option<biometrics_crds::v1alpha1::RolloutVerdict>,
+    /// For `Regressed`, Warning or Critical.
+    pub severity: Option<biometrics_crds::threshold::ThresholdLevel>,
+    /// The verdict or what it waits for.
+    pub message: Option<String>,
+    /// The run of the old pods (or the previous candidate).
+    pub baseline_run: Option<String>,
+    /// The run of the new pods.
+    pub candidate_run: Option<String>,
+}
+
 /// A capture and its runs, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,6 +75,9 @@ pub struct CaptureDetail {
     pub capture: CaptureRow,
     /// Its runs, newest first.
     pub runs: Vec<RunRow>,
+    /// The rollouts of its `onRolloutOf` workload, newest first, with their verdicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<RolloutRow>,
     /// What could not be asked or read (an unreachable agent, a link on the volume).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

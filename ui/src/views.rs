@@ -8,7 +8,7 @@ use biometrics_crds::v1alpha1::{ProfileCapture, RunResult, RunTrigger};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::api::{CaptureDetail, CaptureRow, PodRun, ProfileFile, RunDetail, RunRow};
+use crate::api::{CaptureDetail, CaptureRow, PodRun, ProfileFile, RolloutRow, RunDetail, RunRow};
 
 /// The files the agents of a namespace hold for a capture, each listing with the agent (pod)
 /// that can serve its files.
@@ -101,7 +101,21 @@ pub fn capture_detail(pc: &ProfileCapture, held: &[HeldFiles], warnings: Vec<Str
         })
         .collect();
     runs.sort_by(|a, b| (&b.start_time, &b.id).cmp(&(&a.start_time, &a.id)));
-    CaptureDetail { capture: capture_row(pc), runs, warnings }
+    let rollouts = pc
+        .status
+        .iter()
+        .flat_map(|s| s.rollouts.iter())
+        .map(|r| RolloutRow {
+            revision: r.revision.clone(),
+            stage: r.stage,
+            verdict: r.verdict,
+            severity: r.severity,
+            message: r.message.clone(),
+            baseline_run: r.baseline_run.clone(),
+            candidate_run: r.candidate_run.clone(),
+        })
+        .collect();
+    CaptureDetail { capture: capture_row(pc), runs, rollouts, warnings }
 }
 
 /// The profile type a capture file holds (`cpu.pb.gz` → `cpu`, `trace.out` → `trace`);
@@ -179,6 +193,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_capture_s_rollouts_name_the_runs_to_compare() {
+        let pc: ProfileCapture = serde_json::from_value(serde_json::json!({
+            "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
+            "metadata": {"name": "checkout", "namespace": "shop", "uid": "3f2a9c1b-0000-4000-8000-000000000000"},
+            "spec": {"selector": {}, "target": {"port": 6060}, "onRolloutOf": {"name": "checkout"}},
+            "status": {"rollouts": [{
+                "revision": "7", "stage": "Judged", "detectedTime": "2026-01-01T00:00:00Z",
+                "baselineRun": "b7-3f2a9c1b", "candidateRun": "c7-3f2a9c1b", "verdict": "Regressed",
+                "severity": "Warning", "message": "revision 7: main.crunchPrimes 12.1 % → 31.4 % of CPU"
+            }]}
+        }))
+        .unwrap();
+        let detail = capture_detail(&pc, &[], Vec::new());
+        let r = &detail.rollouts[0];
+        assert_eq!((r.baseline_run.as_deref(), r.candidate_run.as_deref()), (Some("b7-3f2a9c1b"), Some("c7-3f2a9c1b")));
+        let json = serde_json::to_value(&detail).unwrap();
+        assert_eq!(json["rollouts"][0]["verdict"], "Regressed");
+    }
+
+    #[test]
     fn a_former_capture_of_the_same_name_shows_none_of_its_runs() {
         let pc: ProfileCapture = serde_json::from_value(serde_json::json!({
             "apiVersion": "biometrics.io/v1alpha1", "kind": "ProfileCapture",
@@ -200,6 +234,7 @@ mod tests {
         let held = [HeldFiles { holder: "web-0".into(), listing }];
         let ids: Vec<String> = capture_detail(&pc, &held, Vec::new()).runs.into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["s9", "g1-7e11aa02"]);
+        assert!(capture_detail(&pc, &held, Vec::new()).rollouts.is_empty());
         assert!(run_detail(&pc, "g1-3f2a9c1b", &held, Vec::new()).is_none());
     }
 }

@@ -43,7 +43,10 @@ fn backend(p: &Profiles) -> Volume {
         "lastRun": {"id": "r2", "trigger": "Manual", "startTime": "2026-11-29T10:00:00Z", "result": "Succeeded",
             "pods": [{"pod": "web-0", "result": "Succeeded", "profiles": [{"type": "cpu", "path": "shop/checkout/r2/web-0/cpu.pb.gz", "top": top}]}]},
         "history": [{"id": "r2", "trigger": "Manual", "startTime": "2026-11-29T10:00:00Z", "result": "Succeeded", "podsSucceeded": 2, "podsFailed": 0}],
-        "pods": [{"name": "web-0", "goroutines": 12, "levels": {"goroutines": "OK", "memoryPercent": "Warning"}, "memoryPercent": 75.5}]
+        "pods": [{"name": "web-0", "goroutines": 12, "levels": {"goroutines": "OK", "memoryPercent": "Warning"}, "memoryPercent": 75.5}],
+        "rollouts": [{"revision": "7", "stage": "Judged", "detectedTime": "2026-11-29T09:59:00Z",
+            "baselineRun": "r1", "candidateRun": "r2", "verdict": "Regressed", "severity": "Warning",
+            "message": format!("revision 7: {} 0.0 % → 40.0 % of CPU, {} 1.0 % → 9.0 % of CPU", HOSTILE[0], HOSTILE[1])}]
     });
     common::volume(
         status,
@@ -267,6 +270,11 @@ fn the_run_page_shows_pprof_s_top_and_the_compare_page_the_hotter_function_grown
     // differential flame graph drawn from the profiles names it.
     let dom = dom_showing(&format!("{base}/captures/shop/checkout"), "compare-last-two");
     assert!(dom.contains("href=\"/captures/shop/checkout/compare?base=r1&amp;run=r2\""), "{dom}");
+    // A rollout's verdict links to the comparison of its baseline and candidate runs.
+    let rollouts = table_rows(&dom, "rollouts");
+    assert_eq!((rollouts[0][0].as_str(), rollouts[0][1].as_str()), ("7", "Regressed (Warning)"), "{rollouts:?}");
+    assert!(dom.contains("id=\"rollout-compare-7\""), "{dom}");
+    assert_inert(&dom);
     let dom = dom_showing(&format!("{base}/captures/shop/checkout/compare?base=r1&run=r2"), "id=\"compare\"");
     let rows = table_rows(&dom, "compare");
     let hot = rows.iter().find(|r| r.last().is_some_and(|f| f == "main.burnHot")).expect("main.burnHot compared");

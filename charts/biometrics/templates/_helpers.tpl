@@ -71,7 +71,7 @@ watchNamespace (a Role). Exactly what it calls; operator/tests/rbac.rs checks bo
   resources: [pods]
   verbs: [list, watch]
 - apiGroups: [apps]
-  resources: [deployments, statefulsets]
+  resources: [deployments, statefulsets, replicasets]
   verbs: [list, watch]
 # A CachePolicy's passwordSecretRef, read by name when work is sent: never listed or watched.
 - apiGroups: [""]

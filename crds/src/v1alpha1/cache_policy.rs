@@ -350,7 +350,7 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
-/// Kinds of workload whose rollouts can trigger an invalidation.
+/// Kinds of workload whose rollouts can be watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum WorkloadKind {
     /// `apps/v1` Deployment.

@@ -74,6 +74,12 @@ use crate::{
         json_path = ".status.thresholdLevel",
         description = "Worst runtime threshold level over the pods"
     ),
+    printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollouts[0].verdict",
+        description = "The verdict on the latest rollout of onRolloutOf"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +140,106 @@ pub struct ProfileCaptureSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub triggers: Vec<ThresholdTrigger>,
+
+    /// Compare the pods before and after each rollout of this workload: its old pods are
+    /// captured as soon as a new revision appears (baseline), its new pods once the rollout
+    /// has completed and `settle` has passed (candidate), and the verdict goes to
+    /// `status.rollouts`. The pods are the workload's pods that this capture's selector
+    /// also selects. Such a capture has no run of its own when it is created or changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_rollout_of: Option<RolloutWatch>,
+
+    /// What counts as a regression when a rollout is compared (`onRolloutOf`).
+    #[serde(default)]
+    pub regression: RegressionBounds,
+}
+
+/// A Deployment or StatefulSet of the capture's namespace whose rollouts are compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutWatch {
+    /// The workload's kind.
+    #[serde(default)]
+    pub kind: super::WorkloadKind,
+
+    /// The workload's name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// How long the new pods run after the rollout has completed before they are measured
+    /// (warm caches, finished JIT and connection pools). Between 0s and 1h.
+    #[serde(default = "default_settle")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "duration(self) >= duration('0s') && duration(self) <= duration('1h')", "message": "settle must be between 0s and 1h"}
+    ]))]
+    pub settle: Duration,
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// Bounds a rollout's comparison is judged by. Crossing any warning bound makes the
+/// verdict `Regressed` (severity Warning), any critical bound `Regressed` (Critical); a
+/// normalised total that fell by at least `totalPercent.warning` with no bound crossed is
+/// `Improved`; the rest is `Unchanged`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegressionBounds {
+    /// Growth, in percent, of a profile's total per request (when the app's request rate is
+    /// known on both sides), else per second of capture (cpu) or per pod (snapshots such as
+    /// heap and goroutine).
+    #[serde(default = "default_total_percent")]
+    pub total_percent: UpperBounds,
+
+    /// Growth of a single function's own (flat) value, in percentage points of the
+    /// profile's old normalised total: a function that took 10 % and now costs twice as
+    /// much grew by 10 points. A function whose share rose only because others fell does
+    /// not count.
+    #[serde(default = "default_function_share_points")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.critical <= 100.0", "message": "a share cannot grow by more than 100 points"}
+    ]))]
+    pub function_share_points: UpperBounds,
+
+    /// Growth, in percent, of the request p99 latency (over the pods, weighted by their
+    /// requests), when the app's metrics give it on both sides.
+    #[serde(default = "default_latency_percent")]
+    pub latency_percent: UpperBounds,
+
+    /// The fewest samples a cpu profile needs on each side (its sample records, one per
+    /// distinct stack, summed over its pods) to be judged; below it the verdict is
+    /// `Inconclusive` and says how many there were.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub min_samples: i32,
+}
+
+fn default_total_percent() -> UpperBounds {
+    UpperBounds { warning: 15.0, critical: 30.0 }
+}
+
+fn default_function_share_points() -> UpperBounds {
+    UpperBounds { warning: 5.0, critical: 15.0 }
+}
+
+fn default_latency_percent() -> UpperBounds {
+    UpperBounds { warning: 20.0, critical: 50.0 }
+}
+
+fn default_min_samples() -> i32 {
+    100
+}
+
+impl Default for RegressionBounds {
+    fn default() -> Self {
+        Self {
+            total_percent: default_total_percent(),
+            function_share_points: default_function_share_points(),
+            latency_percent: default_latency_percent(),
+            min_samples: default_min_samples(),
+        }
+    }
 }
 
 fn default_profiles() -> Vec<ProfileType> {
@@ -606,6 +712,255 @@ pub struct ProfileCaptureStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod", "metric"]))]
     pub trigger_fires: Vec<TriggerFire>,
+
+    /// The rollouts of `onRolloutOf` compared, newest first, at most 10. Only the newest
+    /// keeps its profile summaries (a next rollout's baseline when the old pods are gone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub rollouts: Vec<RolloutComparison>,
+}
+
+/// One rollout of the `onRolloutOf` workload, its old pods against its new ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutComparison {
+    /// The workload's revision rolled out to (a Deployment's
+    /// `deployment.kubernetes.io/revision`, a StatefulSet's `updateRevision`).
+    #[schemars(length(max = 253))]
+    pub revision: String,
+    /// The revision before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub previous_revision: Option<String>,
+    /// The new pods' `pod-template-hash` (Deployment) or `controller-revision-hash`
+    /// (StatefulSet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub template_hash: Option<String>,
+    /// The old pods' hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub previous_template_hash: Option<String>,
+    /// Where the comparison stands.
+    pub stage: RolloutStage,
+    /// When the revision was seen first.
+    pub detected_time: Time,
+    /// When the rollout was seen completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_time: Option<Time>,
+    /// The run that captured the old pods (`b<revision>-<uid>`), or the previous rollout's
+    /// candidate run when that is the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_run: Option<String>,
+    /// Where the baseline comes from: `OldPods`, or `PreviousCandidate` (a `Recreate`
+    /// rollout, or the old pods were already gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_source: Option<BaselineSource>,
+    /// How long the timed profiles of both sides' runs sample, in seconds: the capture's
+    /// duration, capped below the old pods' grace period, the same for the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_seconds: Option<i64>,
+    /// The run that captured the new pods (`c<revision>-<uid>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_run: Option<String>,
+    /// The outcome, once judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<RolloutVerdict>,
+    /// For `Regressed`: the worst bound crossed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<crate::threshold::ThresholdLevel>,
+    /// The verdict, or what the comparison waits for, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// Per profile type: how the normalised total and the functions' shares moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub changes: Vec<ProfileChange>,
+    /// The request p99 latency, before and after, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<ValueChange>,
+    /// The error rate in percent, before and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ValueChange>,
+    /// The old pods' profiles merged, per type (bounded), so the comparison needs no file
+    /// from pods that are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub baseline: Vec<ProfileDigest>,
+    /// The new pods' profiles merged, per type (bounded): the next rollout's baseline when
+    /// its old pods cannot be captured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub candidate: Vec<ProfileDigest>,
+}
+
+/// Where a rollout's comparison stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutStage {
+    /// The old pods are being captured.
+    MeasuringBaseline,
+    /// Waiting for the rollout to complete and `settle` to pass (or the Deployment is paused).
+    Settling,
+    /// The new pods are being captured.
+    MeasuringCandidate,
+    /// Judged: see `verdict`.
+    Judged,
+    /// A newer revision came before this rollout completed (or it was rolled back): not
+    /// judged; its baseline carries over to the newer revision.
+    Interrupted,
+}
+
+/// Where a rollout's baseline comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BaselineSource {
+    /// The old revision's pods, captured when the rollout began.
+    OldPods,
+    /// The previous rollout's candidate: the old pods were gone (a `Recreate` rollout).
+    PreviousCandidate,
+    /// The baseline of an interrupted rollout, carried over.
+    InterruptedRollout,
+}
+
+/// A rollout's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutVerdict {
+    /// A bound of `spec.regression` was crossed; `severity` says which level.
+    Regressed,
+    /// A normalised total fell by at least `regression.totalPercent.warning`, no bound crossed.
+    Improved,
+    /// Within the bounds.
+    Unchanged,
+    /// Too few samples, or a side could not be captured: the message says why.
+    Inconclusive,
+}
+
+/// One profile type merged over one side's pods, bounded for status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileDigest {
+    /// The profile type.
+    #[serde(rename = "type")]
+    pub profile_type: ProfileType,
+    /// The sample type of the values (`cpu/nanoseconds`, `inuse_space/bytes`, …).
+    #[schemars(length(max = 128))]
+    pub sample_type: String,
+    /// The pods merged.
+    pub pods: i32,
+    /// The samples over those pods.
+    pub samples: i64,
+    /// The total over those pods.
+    pub total: i64,
+    /// The capture's seconds summed over the pods (cpu; 0 for snapshots).
+    pub seconds: f64,
+    /// The app's requests per second over those pods during the capture, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// The request p99 latency in milliseconds (weighted by requests), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_millis: Option<f64>,
+    /// The error rate in percent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
+    /// The functions with the highest flat value, at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub functions: Vec<DigestFunction>,
+}
+
+/// A function's sums in a digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DigestFunction {
+    /// The function.
+    #[schemars(length(max = 512))]
+    pub function: String,
+    /// Its own value.
+    pub flat: i64,
+    /// Its value with its callees'.
+    pub cum: i64,
+}
+
+/// How one profile type moved over a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileChange {
+    /// The profile type.
+    #[serde(rename = "type")]
+    pub profile_type: ProfileType,
+    /// The sample type of the values.
+    #[schemars(length(max = 128))]
+    pub sample_type: String,
+    /// What the total is normalised by.
+    pub per: Normalisation,
+    /// The normalised total before and after.
+    pub total: ValueChange,
+    /// Samples before (all old pods).
+    pub samples_before: i64,
+    /// Samples after (all new pods).
+    pub samples_after: i64,
+    /// The functions whose flat share grew most, at most 5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub grown: Vec<FunctionChange>,
+    /// The functions whose flat share shrank most, at most 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub shrunk: Vec<FunctionChange>,
+}
+
+/// What a rollout comparison divides a profile's values by, so two sides of different
+/// length, pod count or traffic compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalisation {
+    /// Per request: cpu, when the app's request rate is known on both sides.
+    Request,
+    /// Per second of capture, per pod: timed profiles (cpu).
+    Second,
+    /// Per pod: snapshots (heap, allocs, goroutine, …).
+    Pod,
+}
+
+impl Normalisation {
+    /// The word used in verdicts (`CPU per request`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Second => "second",
+            Self::Pod => "pod",
+        }
+    }
+}
+
+/// A value before and after, and its change in percent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueChange {
+    /// Before.
+    pub before: f64,
+    /// After.
+    pub after: f64,
+    /// `(after - before) / before` in percent; absent when before is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_percent: Option<f64>,
+}
+
+/// A function's flat share and normalised flat value before and after a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionChange {
+    /// The function.
+    #[schemars(length(max = 512))]
+    pub function: String,
+    /// Flat share of the total before, in percent (0 when it was not seen).
+    pub before_percent: f64,
+    /// Flat share after, in percent (0 when it is no longer seen).
+    pub after_percent: f64,
+    /// Flat value before, normalised as the profile's total.
+    pub before: f64,
+    /// Flat value after, normalised likewise.
+    pub after: f64,
 }
 
 /// A threshold trigger's last firing for one pod.
@@ -648,6 +1003,8 @@ pub enum RunTrigger {
     Manual,
     /// A pod reached a threshold level named by a trigger.
     Threshold,
+    /// A rollout of `onRolloutOf`: its old pods (baseline) or its new ones (candidate).
+    Rollout,
 }
 
 /// How a run, or a pod's part of it, ended.

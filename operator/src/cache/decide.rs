@@ -12,14 +12,12 @@ use biometrics_crds::{
     },
 };
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::Secret,
-};
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::{
     pods::{PodInfo, fnv},
     reasons,
+    workload::Rollout,
 };
 
 /// The executor: the current one while it is still a candidate (Ready, with an agent),
@@ -32,54 +30,10 @@ pub fn executor<'a>(policy_uid: &str, current: Option<&str>, candidates: &'a [Po
     candidates.iter().max_by_key(|p| (fnv(&format!("{policy_uid}/{}", p.name)), std::cmp::Reverse(p.name.clone())))
 }
 
-/// A workload's revision, as its own controller numbers it, and whether its rollout to it is
-/// complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rollout {
-    /// The revision the workload's controller gave its latest pod template: a Deployment's
-    /// `deployment.kubernetes.io/revision`, a StatefulSet's `status.updateRevision`. `None`
-    /// until the controller has recorded one. Never derived from the template itself, whose
-    /// serialised form changes with client libraries and server-side defaulting.
-    pub revision: Option<String>,
-    /// Every replica runs the template and is available, and the controller has seen the
-    /// latest spec (`kubectl rollout status` would say "successfully rolled out").
-    pub complete: bool,
-}
-
-/// The annotation the Deployment controller sets to the revision of the newest ReplicaSet.
-pub const DEPLOYMENT_REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-
 /// A baseline recorded by an operator version that digested the pod template (16 hex
 /// digits): not comparable with a revision, so it is replaced without firing.
 fn is_template_digest(baseline: &str) -> bool {
     baseline.len() == 16 && baseline.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A Deployment's rollout.
-pub fn deployment_rollout(d: &Deployment) -> Rollout {
-    let revision = d.metadata.annotations.as_ref().and_then(|a| a.get(DEPLOYMENT_REVISION_ANNOTATION)).cloned();
-    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let complete = d.status.as_ref().is_some_and(|s| {
-        s.observed_generation >= d.metadata.generation
-            && s.updated_replicas.unwrap_or(0) >= wanted
-            && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
-            && s.available_replicas.unwrap_or(0) >= s.updated_replicas.unwrap_or(0)
-    });
-    Rollout { revision, complete }
-}
-
-/// A StatefulSet's rollout.
-pub fn statefulset_rollout(s: &StatefulSet) -> Rollout {
-    let revision = s.status.as_ref().and_then(|st| st.update_revision.clone());
-    let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let complete = s.status.as_ref().is_some_and(|st| {
-        st.observed_generation >= s.metadata.generation
-            && st.updated_replicas.unwrap_or(0) >= wanted
-            && st.replicas == st.updated_replicas.unwrap_or(0)
-            && st.available_replicas.unwrap_or(0) >= wanted
-            && (st.update_revision.is_none() || st.current_revision == st.update_revision)
-    });
-    Rollout { revision, complete }
 }
 
 /// A rule run to start now.
@@ -522,10 +476,12 @@ pub fn progress(entry: &mut InvalidationStatus, answer: &biometrics_agent_api::I
 #[cfg(test)]
 mod tests {
     use biometrics_agent_api::CaptureState;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     use super::*;
+    use crate::workload::{DEPLOYMENT_REVISION_ANNOTATION, deployment_rollout, statefulset_rollout};
 
     fn pod(name: &str) -> PodInfo {
         PodInfo {

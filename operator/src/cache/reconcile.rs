@@ -35,7 +35,6 @@ use kube::{
         events::EventType,
         finalizer::Event as Finalizer,
         reflector::{self, ObjectRef},
-        watcher,
     },
 };
 
@@ -50,6 +49,7 @@ use crate::{
     reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, now_time, set_condition},
+    workload,
 };
 
 /// The finalizer that lets deletion stop running invalidations.
@@ -251,16 +251,16 @@ async fn redis_secrets<A: AgentApi>(
     Ok(secrets)
 }
 
-fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<decide::Rollout> {
+fn rollout_of<A: AgentApi>(ctx: &Context<A>, namespace: &str, workload: &WorkloadRef) -> Option<workload::Rollout> {
     match workload.kind {
         WorkloadKind::Deployment => ctx
             .deployments
             .get(&ObjectRef::new(&workload.name).within(namespace))
-            .map(|d| decide::deployment_rollout(&d)),
+            .map(|d| workload::deployment_rollout(&d)),
         WorkloadKind::StatefulSet => ctx
             .statefulsets
             .get(&ObjectRef::new(&workload.name).within(namespace))
-            .map(|s| decide::statefulset_rollout(&s)),
+            .map(|s| workload::statefulset_rollout(&s)),
     }
 }
 
@@ -967,8 +967,8 @@ pub async fn run<A: AgentApi>(
     policies: Api<Guarded<CachePolicy>>,
     (reader, writer): (reflector::Store<Guarded<CachePolicy>>, reflector::store::Writer<Guarded<CachePolicy>>),
     pod_events: impl futures::Stream<Item = Arc<WatchedPod>> + Send + 'static,
-    deployments: impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
-    statefulsets: impl futures::Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+    deployments: impl futures::Stream<Item = Arc<Deployment>> + Send + 'static,
+    statefulsets: impl futures::Stream<Item = Arc<StatefulSet>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
@@ -981,11 +981,11 @@ pub async fn run<A: AgentApi>(
                     .is_ok_and(|cp| PodSelector::new(&cp.spec.selector).is_ok_and(|s| s.matches(pod.labels())))
             })
         })
-        .watches_stream(deployments, move |d: Deployment| {
+        .watches_shared_stream(deployments, move |d: Arc<Deployment>| {
             let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
             controller::in_namespace_where(&r2, &ns, |cp| rolls_out(cp, WorkloadKind::Deployment, &name))
         })
-        .watches_stream(statefulsets, move |s: StatefulSet| {
+        .watches_shared_stream(statefulsets, move |s: Arc<StatefulSet>| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
             controller::in_namespace_where(&r3, &ns, |cp| rolls_out(cp, WorkloadKind::StatefulSet, &name))
         })

@@ -58,7 +58,8 @@ pub fn due(pc: &ProfileCapture, status: &ProfileCaptureStatus, now: Timestamp) -
         });
     }
     let Some(schedule) = &pc.spec.schedule else {
-        if status.spec_run_generation != Some(generation) {
+        // A capture watching rollouts runs for them, not for its own creation or changes.
+        if status.spec_run_generation != Some(generation) && pc.spec.on_rollout_of.is_none() {
             let id = run_id::run_id(&format!("g{generation}"), uid);
             return Some(DueRun { trigger: RunTrigger::Spec, id, scheduled_for: None });
         }
@@ -410,23 +411,33 @@ pub fn run_result(pods: &[PodRunResult]) -> RunResult {
     }
 }
 
-/// How the top functions moved: those that entered the top 5, and the biggest flat % shifts.
-pub fn compare(previous_run: &str, before: &[TopFunction], after: &[TopFunction]) -> TopComparison {
-    let pct = |list: &[TopFunction], f: &str| list.iter().find(|t| t.function == f).map_or(0.0, |t| t.flat_percent);
+/// How a profile's top functions moved since the previous run's: each side's top
+/// functions and total as a merged summary, compared as the capture browser compares two
+/// runs (`biometrics_pprof::merge::share_changes`, each share of its own side's total);
+/// the functions that entered the top, and the 3 largest moves in flat %.
+pub fn compare(
+    previous_run: &str,
+    (before, before_total): (&[TopFunction], i64),
+    (after, after_total): (&[TopFunction], i64),
+) -> TopComparison {
+    let merged = |top: &[TopFunction], total: i64| biometrics_pprof::merge::Merged {
+        sample_type: String::new(),
+        duration_nanos: 0,
+        total,
+        functions: top.iter().map(|t| (t.function.clone(), (t.flat, t.cum))).collect(),
+    };
     let entered =
         after.iter().filter(|t| !before.iter().any(|b| b.function == t.function)).map(|t| t.function.clone()).collect();
-    let mut names: Vec<&str> = before.iter().chain(after).map(|t| t.function.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let mut shifts: Vec<FlatShift> = names
-        .into_iter()
-        .map(|f| FlatShift {
-            function: f.to_owned(),
-            before_percent: round2(pct(before, f)),
-            after_percent: round2(pct(after, f)),
-        })
-        .filter(|s| (s.after_percent - s.before_percent).abs() >= 0.01)
-        .collect();
+    let mut shifts: Vec<FlatShift> =
+        biometrics_pprof::merge::share_changes(&merged(before, before_total), &merged(after, after_total))
+            .into_iter()
+            .map(|c| FlatShift {
+                function: c.function,
+                before_percent: round2(c.base_percent),
+                after_percent: round2(c.percent),
+            })
+            .filter(|s| (s.after_percent - s.before_percent).abs() >= 0.01)
+            .collect();
     shifts.sort_by(|a, b| {
         (b.after_percent - b.before_percent)
             .abs()
@@ -554,6 +565,8 @@ mod tests {
         assert_eq!(due_of(&done, now), None);
         let edited = capture(spec(json!({})), json!({"specRunGeneration": 3}), json!({}), 4);
         assert_eq!(due_of(&edited, now).unwrap().id, "g4-0f3c9a2b");
+        let watching = capture(spec(json!({"onRolloutOf": {"name": "app"}})), json!({}), json!({}), 3);
+        assert_eq!(due_of(&watching, now), None, "a capture watching rollouts runs for them only");
     }
 
     #[test]
@@ -626,18 +639,19 @@ mod tests {
         assert_ne!(capture_id("u", "r", "pod-a"), capture_id("u", "r", "pod-b"));
     }
 
-    fn top(entries: &[(&str, f64)]) -> Vec<TopFunction> {
+    fn top(entries: &[(&str, i64)]) -> Vec<TopFunction> {
         entries
             .iter()
-            .map(|(f, p)| TopFunction { function: (*f).into(), flat: 0, flat_percent: *p, cum: 0, cum_percent: 0.0 })
+            .map(|(f, v)| TopFunction { function: (*f).into(), flat: *v, flat_percent: 0.0, cum: *v, cum_percent: 0.0 })
             .collect()
     }
 
     #[test]
     fn comparison_shows_what_entered_and_what_moved() {
-        let before = top(&[("a", 50.0), ("b", 30.0), ("c", 10.0)]);
-        let after = top(&[("a", 20.0), ("d", 45.0), ("b", 30.0)]);
-        let c = compare("s1", &before, &after);
+        // Shares of each side's own total: 100 before, 200 after.
+        let before = top(&[("a", 50), ("b", 30), ("c", 10)]);
+        let after = top(&[("a", 40), ("d", 90), ("b", 60)]);
+        let c = compare("s1", (&before, 100), (&after, 200));
         assert_eq!(c.entered, ["d"]);
         assert_eq!(c.shifts[0].function, "d");
         assert_eq!((c.shifts[0].before_percent, c.shifts[0].after_percent), (0.0, 45.0));

@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod plan;
 pub mod reconcile;
+pub mod rollout;
 pub mod signals;
 pub mod thresholds;
 

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
     decide::{self, Call, DueRun, Unanswered, Verdict},
-    signals, thresholds,
+    rollout, signals, thresholds,
 };
 use crate::{
     agent_client::AgentError,
@@ -114,6 +114,8 @@ pub struct Observed<'a> {
     pub previous_run: Option<CaptureRun>,
     /// Every capture of the namespace, as (name, uid), for retention.
     pub existing: Vec<(String, String)>,
+    /// The `onRolloutOf` workload, when the capture has one.
+    pub rollout: Option<rollout::WorkloadView>,
     /// The rules.
     pub rules: &'a Rules,
     /// Now.
@@ -214,13 +216,31 @@ pub fn plan(o: &Observed<'_>) -> Plan {
     if running(&plan.status).is_some() {
         fold_progress(o, &mut plan);
     }
+    // Rollout runs come first, and queue behind a running run whatever concurrencyPolicy says.
+    if let Some(view) = &o.rollout {
+        let status = &mut plan.status;
+        let step = rollout::step(pc, &mut status.rollouts, view, status.last_run.as_ref(), &status.pods, o.now);
+        plan.notes.extend(step.events.into_iter().map(|e| Note {
+            warning: e.warning,
+            reason: e.reason,
+            message: e.message,
+        }));
+        if let Some(run) = step.run {
+            start_rollout(o, run, &mut plan);
+            return plan;
+        }
+    }
     let names = o.eligible.iter().map(|p| p.name.as_str());
     let due =
         decide::due(pc, &plan.status, o.now).or_else(|| thresholds::threshold_run(pc, &plan.status, names, o.now));
     let Some(run) = due else { return plan };
     match running(&plan.status) {
         None => prepare_start(o, run, &mut plan),
-        Some(current) if decide::replaces(pc.spec.concurrency_policy, &current.id, &run, o.eligible.len()) => {
+        // A rollout run is never replaced: its pods may be gone by the time it could run again.
+        Some(current)
+            if current.trigger != RunTrigger::Rollout
+                && decide::replaces(pc.spec.concurrency_policy, &current.id, &run, o.eligible.len()) =>
+        {
             let uid = pc.metadata.uid.as_deref().unwrap_or_default();
             let pods = current
                 .pods
@@ -446,9 +466,11 @@ pub fn finish(
                     .find(|p| p.pod == pod.pod)
                     .and_then(|p| p.profiles.iter().find(|q| q.profile_type == profile.profile_type));
                 if let Some(before) = before.filter(|b| !b.top.is_empty())
+                    && let (Some(before_total), Some(total)) = (before.total, profile.total)
                     && !profile.top.is_empty()
                 {
-                    profile.compared_to_previous = Some(decide::compare(&prev.id, &before.top, &profile.top));
+                    let (was, is) = ((before.top.as_slice(), before_total), (profile.top.as_slice(), total));
+                    profile.compared_to_previous = Some(decide::compare(&prev.id, was, is));
                 }
             }
         }
@@ -516,7 +538,7 @@ fn prepare_start(o: &Observed<'_>, run: DueRun, plan: &mut Plan) {
             status.spec_run_generation = pc.metadata.generation;
         }
         RunTrigger::Schedule => status.last_schedule_time = run.scheduled_for.map(Time),
-        RunTrigger::Threshold => {}
+        RunTrigger::Threshold | RunTrigger::Rollout => {}
     }
     if targets.is_empty() {
         let message = format!("run {} skipped: {NO_ELIGIBLE_PODS}", run.id);
@@ -528,6 +550,25 @@ fn prepare_start(o: &Observed<'_>, run: DueRun, plan: &mut Plan) {
         .map(|(pod, profiles)| (pod.name.clone(), decide::capture_request(pc, &run.id, &pod.name, profiles)))
         .collect();
     plan.start = Some(Start { run, requests, fired_by });
+}
+
+/// Prepares a rollout run: the capture's profiles from `run`'s pods, timed ones for the run's
+/// duration (a baseline's is capped below the old pods' grace period).
+fn start_rollout(o: &Observed<'_>, run: rollout::RolloutRun, plan: &mut Plan) {
+    let pc = o.capture;
+    let seconds = run.duration.as_secs().max(1);
+    let requests = o
+        .eligible
+        .iter()
+        .filter(|p| run.pods.contains(&p.name))
+        .map(|pod| {
+            let mut request = decide::capture_request(pc, &run.id, &pod.name, pc.spec.profiles.clone());
+            request.duration_seconds = seconds;
+            (pod.name.clone(), request)
+        })
+        .collect();
+    let due = DueRun { trigger: RunTrigger::Rollout, id: run.id, scheduled_for: None };
+    plan.start = Some(Start { run: due, requests, fired_by: Vec::new() });
 }
 
 /// The running run after its agents answered the stop: `Cancelled`, with the profiles each
@@ -627,6 +668,32 @@ pub fn settle(o: &Observed<'_>, status: &mut ProfileCaptureStatus) {
     if let Some(note) = decide::capped_note(o.matching, o.eligible.len()) {
         append_to_ready(status, &note);
     }
+    match (&o.rollout, pc.spec.on_rollout_of.as_ref()) {
+        (Some(rollout::WorkloadView::Missing), Some(w)) => {
+            let message = format!("{:?} {} not found in this namespace", w.kind, w.name);
+            let reason = reasons::WORKLOAD_NOT_FOUND;
+            set_condition(
+                &mut status.conditions,
+                condition::PERFORMANCE_REGRESSED,
+                false,
+                reason,
+                &message,
+                generation,
+            );
+        }
+        (_, Some(_)) => {
+            let (value, reason, message) = rollout::regressed_condition(&status.rollouts);
+            set_condition(
+                &mut status.conditions,
+                condition::PERFORMANCE_REGRESSED,
+                value,
+                reason,
+                &message,
+                generation,
+            );
+        }
+        (_, None) => status.conditions.retain(|c| c.type_ != condition::PERFORMANCE_REGRESSED),
+    }
     let present: HashSet<&str> = o.selected.iter().map(String::as_str).collect();
     decide::bound_status(status, &present);
 }
@@ -642,7 +709,9 @@ pub fn requeue(o: &Observed<'_>, status: &ProfileCaptureStatus) -> Duration {
     }
     let interval = o.rules.metrics_interval;
     let until_next = status.next_run_time.as_ref().map_or(interval, |t| o.now.duration_until(t.0).unsigned_abs());
-    until_next.min(interval).max(Duration::from_millis(200))
+    let until_settled = rollout::wake(o.capture, &status.rollouts)
+        .map_or(interval, |t| o.now.duration_until(t).try_into().unwrap_or(Duration::ZERO));
+    until_next.min(until_settled).min(interval).max(Duration::from_millis(200))
 }
 
 /// Phase and conditions from the rest of the status.
@@ -703,8 +772,9 @@ fn summarise(pc: &ProfileCapture, no_pods: bool, status: &mut ProfileCaptureStat
     } else {
         set_condition(&mut status.conditions, condition::DEGRADED, false, reasons::AS_EXPECTED, "", generation);
     }
+    let waits = pc.spec.schedule.is_some() || pc.spec.on_rollout_of.is_some();
     let ready = run.is_some_and(|r| r.result == RunResult::Succeeded)
-        || (run.is_none() && pc.spec.schedule.is_some() && !no_pods && never.is_none());
+        || (run.is_none() && waits && !no_pods && never.is_none());
     let (reason, message) = match run.map(|r| r.result) {
         Some(RunResult::Succeeded) => (
             reasons::CAPTURED,
@@ -716,7 +786,15 @@ fn summarise(pc: &ProfileCapture, no_pods: bool, status: &mut ProfileCaptureStat
             format!("run {} did not capture everything", run.map(|r| r.id.as_str()).unwrap_or_default()),
         ),
         None if never.is_some() => (reasons::SCHEDULE_NEVER_FIRES, never.clone().unwrap_or_default()),
-        None if ready => (reasons::SCHEDULED, "waiting for the schedule".into()),
+        None if ready && pc.spec.schedule.is_some() => (reasons::SCHEDULED, "waiting for the schedule".into()),
+        None if ready => (
+            reasons::WATCHING_ROLLOUTS,
+            pc.spec
+                .on_rollout_of
+                .as_ref()
+                .map(|w| format!("waiting for a rollout of {:?} {}", w.kind, w.name))
+                .unwrap_or_default(),
+        ),
         None => (reasons::PENDING, "no run yet".into()),
     };
     set_condition(&mut status.conditions, condition::READY, ready, reason, &message, generation);
@@ -808,6 +886,7 @@ mod tests {
             progress: Vec::new(),
             previous_run: None,
             existing: vec![("checkout".into(), UID.into())],
+            rollout: None,
             rules,
             now,
         }

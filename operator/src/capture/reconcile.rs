@@ -13,18 +13,22 @@ use std::{
 use biometrics_agent_api::{CaptureRequest, routes};
 use biometrics_crds::{
     selector::PodSelector,
-    v1alpha1::{CapturePhase, CaptureRun, ProfileCapture, ProfileCaptureStatus, RunResult},
+    v1alpha1::{CapturePhase, CaptureRun, ProfileCapture, ProfileCaptureStatus, RunResult, WorkloadKind},
 };
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector},
+    runtime::{
+        Controller, controller::Action, events::EventType, finalizer::Event as Finalizer, reflector,
+        reflector::ObjectRef,
+    },
 };
 
 use super::{
     decide::{self, Call, Unanswered},
-    plan, signals,
+    plan, rollout, signals,
 };
 use crate::{
     agent_client::{AgentApi, AgentClient, AgentError},
@@ -36,6 +40,7 @@ use crate::{
     reasons::{self, condition},
     signing::SigningKey,
     status::{Events, StatusWriter, set_condition},
+    workload,
 };
 
 /// The finalizer that lets deletion stop running captures and clean up files.
@@ -107,6 +112,32 @@ pub struct Context<A = AgentClient> {
     status: StatusWriter<ProfileCaptureStatus>,
     /// The captures, from the watch: which exist in a namespace, for retention.
     captures: reflector::Store<Guarded<ProfileCapture>>,
+    /// The workloads whose rollouts captures watch, from watches.
+    workloads: Workloads,
+}
+
+/// The workload caches a rollout comparison reads.
+#[derive(Clone)]
+pub struct Workloads {
+    /// Deployments.
+    pub deployments: reflector::Store<Deployment>,
+    /// StatefulSets.
+    pub statefulsets: reflector::Store<StatefulSet>,
+    /// ReplicaSets (metadata only): which pod-template hash each Deployment revision has.
+    pub replicasets: reflector::Store<ReplicaSet>,
+}
+
+impl Workloads {
+    /// Empty caches, filled by no watch (for tests that watch no workload).
+    pub fn unwatched() -> Self {
+        let (deployments, mut d) = reflector::store();
+        let (statefulsets, mut s) = reflector::store();
+        let (replicasets, mut r) = reflector::store();
+        d.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        s.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        r.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        Self { deployments, statefulsets, replicasets }
+    }
 }
 
 impl<A: AgentApi> Context<A> {
@@ -116,6 +147,7 @@ impl<A: AgentApi> Context<A> {
         client: Client,
         pods: reflector::Store<WatchedPod>,
         captures: reflector::Store<Guarded<ProfileCapture>>,
+        workloads: Workloads,
         agents: A,
         key: SigningKey,
         metrics: Metrics,
@@ -123,7 +155,12 @@ impl<A: AgentApi> Context<A> {
         instance: &str,
     ) -> Self {
         let events = Events::new(client.clone(), instance);
-        let caches_ready = pods::caches_ready(vec![pods::store_ready(&pods)]);
+        let caches_ready = pods::caches_ready(vec![
+            pods::store_ready(&pods),
+            pods::store_ready(&workloads.deployments),
+            pods::store_ready(&workloads.statefulsets),
+            pods::store_ready(&workloads.replicasets),
+        ]);
         Self {
             client,
             caches_ready,
@@ -139,6 +176,7 @@ impl<A: AgentApi> Context<A> {
             unanswered: Mutex::default(),
             status: StatusWriter::default(),
             captures,
+            workloads,
         }
     }
 }
@@ -255,6 +293,7 @@ async fn observe<'a, A: AgentApi>(
     if let Some(max) = decide::max_pods(pc, ctx.settings.default_max_pods) {
         eligible.truncate(max);
     }
+    let eligible_for_rollout = eligible.clone();
     let mut sampled_at = lock(&ctx.sampled).remove(&uid).unwrap_or_default();
     sampled_at.retain(|pod, _| eligible.iter().any(|p| &p.name == pod));
     let stale: Vec<_> = plan::stale(&status, &sampled_at, &eligible, rules.metrics_interval, now)
@@ -324,9 +363,71 @@ async fn observe<'a, A: AgentApi>(
         progress,
         previous_run: lock(&ctx.previous).get(&uid).cloned(),
         existing,
+        rollout: workload_view(ctx, pc, &ns, &eligible_for_rollout),
         rules,
         now,
     }
+}
+
+/// The `onRolloutOf` workload as the caches hold it: its revision and rollout, the hash of
+/// that revision's pods, and which of `eligible` are its pods (its selector matches them).
+fn workload_view<A: AgentApi>(
+    ctx: &Context<A>,
+    pc: &ProfileCapture,
+    ns: &str,
+    eligible: &[PodInfo],
+) -> Option<rollout::WorkloadView> {
+    let watched = rollout::watched(pc)?;
+    let w = &ctx.workloads;
+    let found = match watched.kind {
+        WorkloadKind::Deployment => w.deployments.get(&ObjectRef::new(watched.name).within(ns)).and_then(|d| {
+            let rollout = workload::deployment_rollout(&d);
+            let revision = rollout.revision?;
+            let replicasets: Vec<ReplicaSet> = w
+                .replicasets
+                .state()
+                .iter()
+                .filter(|r| r.namespace().as_deref() == Some(ns))
+                .map(|r| (**r).clone())
+                .collect();
+            let hash = workload::deployment_revision_hashes(watched.name, &replicasets).remove(&revision);
+            let selector = d.spec.as_ref().map(|s| s.selector.clone());
+            let state = rollout::WorkloadState {
+                revision,
+                hash,
+                complete: rollout.complete,
+                paused: workload::deployment_paused(&d),
+                recreate: workload::deployment_recreates(&d),
+            };
+            Some((state, selector))
+        }),
+        WorkloadKind::StatefulSet => w.statefulsets.get(&ObjectRef::new(watched.name).within(ns)).and_then(|s| {
+            let rollout = workload::statefulset_rollout(&s);
+            let revision = rollout.revision?;
+            let state = rollout::WorkloadState {
+                hash: Some(workload::statefulset_revision_hash(&revision)),
+                revision,
+                complete: rollout.complete,
+                paused: false,
+                recreate: false,
+            };
+            Some((state, s.spec.as_ref().map(|s| s.selector.clone())))
+        }),
+    };
+    let Some((state, selector)) = found else { return Some(rollout::WorkloadView::Missing) };
+    let selector = selector.and_then(|s| PodSelector::new(&s).ok());
+    let mine: Vec<&PodInfo> =
+        eligible.iter().filter(|p| selector.as_ref().is_some_and(|s| s.matches(&p.labels))).collect();
+    let pods = mine
+        .iter()
+        .map(|p| rollout::WorkloadPod { name: p.name.clone(), hash: p.labels.get(watched.label).cloned() })
+        .collect();
+    let grace_seconds = mine
+        .iter()
+        .filter_map(|p| ctx.pods.get(&ObjectRef::new(&p.name).within(ns)))
+        .filter_map(|p| p.spec.as_ref()?.termination_grace_period_seconds)
+        .min();
+    Some(rollout::WorkloadView::Seen { state, pods, grace_seconds })
 }
 
 /// Carries out `decided`: remembers the retries, publishes the Events, counts and prunes a
@@ -509,6 +610,21 @@ async fn cleanup<A: AgentApi>(object: &Guarded<ProfileCapture>, ctx: &Context<A>
     Ok(Action::await_change())
 }
 
+/// The workload watches a capture controller follows.
+pub struct WorkloadEvents<D, S, R> {
+    /// Deployments.
+    pub deployments: D,
+    /// StatefulSets.
+    pub statefulsets: S,
+    /// ReplicaSets.
+    pub replicasets: R,
+}
+
+/// Whether the capture watches the rollouts of this workload.
+fn watches(object: &Guarded<ProfileCapture>, kind: WorkloadKind, name: &str) -> bool {
+    object.valid().is_ok_and(|pc| pc.spec.on_rollout_of.as_ref().is_some_and(|w| w.kind == kind && w.name == name))
+}
+
 /// Runs the controller on the capture cache `(reader, writer)` until its streams end or, once
 /// `shutdown` resolves, the reconciles in flight have finished (their status writes with
 /// them).
@@ -517,9 +633,15 @@ pub async fn run<A: AgentApi>(
     captures: Api<Guarded<ProfileCapture>>,
     (reader, writer): (reflector::Store<Guarded<ProfileCapture>>, reflector::store::Writer<Guarded<ProfileCapture>>),
     pod_events: impl futures::Stream<Item = Arc<WatchedPod>> + Send + 'static,
+    workload_events: WorkloadEvents<
+        impl futures::Stream<Item = Arc<Deployment>> + Send + 'static,
+        impl futures::Stream<Item = Arc<StatefulSet>> + Send + 'static,
+        impl futures::Stream<Item = Arc<ReplicaSet>> + Send + 'static,
+    >,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let selecting = reader.clone();
+    let (r1, r2, r3) = (reader.clone(), reader.clone(), reader.clone());
     let controller = Controller::for_stream(controller::objects(captures, writer), reader)
         .watches_shared_stream(pod_events, move |pod: Arc<WatchedPod>| {
             let ns = pod.namespace().unwrap_or_default();
@@ -528,6 +650,21 @@ pub async fn run<A: AgentApi>(
                     .valid()
                     .is_ok_and(|pc| PodSelector::new(&pc.spec.selector).is_ok_and(|s| s.matches(pod.labels())))
             })
+        })
+        .watches_shared_stream(workload_events.deployments, move |d: Arc<Deployment>| {
+            let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
+            controller::in_namespace_where(&r1, &ns, |c| watches(c, WorkloadKind::Deployment, &name))
+        })
+        .watches_shared_stream(workload_events.statefulsets, move |s: Arc<StatefulSet>| {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            controller::in_namespace_where(&r2, &ns, |c| watches(c, WorkloadKind::StatefulSet, &name))
+        })
+        // A new ReplicaSet tells a Deployment's new pods apart: its owner's captures look again.
+        .watches_shared_stream(workload_events.replicasets, move |r: Arc<ReplicaSet>| {
+            let ns = r.namespace().unwrap_or_default();
+            let owners: Vec<String> =
+                r.owner_references().iter().filter(|o| o.kind == "Deployment").map(|o| o.name.clone()).collect();
+            controller::in_namespace_where(&r3, &ns, |c| owners.iter().any(|o| watches(c, WorkloadKind::Deployment, o)))
         })
         // Bounded: thousands of captures must not all hold agent calls open at once.
         .with_config(kube::runtime::controller::Config::default().concurrency(32))
@@ -572,7 +709,7 @@ mod tests {
         };
         let (captures, _) = reflector::store();
         let key = SigningKey::generate().unwrap();
-        Context::new(client, store, captures, agents, key, Metrics::default(), settings, "test")
+        Context::new(client, store, captures, Workloads::unwatched(), agents, key, Metrics::default(), settings, "test")
     }
 
     /// A capture whose run `g1` is running on `pods` pods.

@@ -205,6 +205,7 @@ async function captureView(ns, name) {
     show(...nodes);
     return;
   }
+  nodes.push(...rolloutsTable(ns, name, detail.rollouts || []));
   const rows = detail.runs.map((r) => ({
     sort: [r.id, r.trigger || '', r.startTime || '', r.result || '', r.podsWithFiles.length],
     cells: [
@@ -223,6 +224,24 @@ async function captureView(ns, name) {
     nodes.push(el('p', {}, el('a', { href, id: 'compare-last-two', text: `Compare ${older.id} → ${newer.id}` })));
   }
   show(...nodes);
+}
+
+// The rollouts of the capture's onRolloutOf workload: each verdict, and the comparison of
+// its baseline and candidate runs (with their differential flame graph).
+function rolloutsTable(ns, name, rollouts) {
+  if (rollouts.length === 0) return [];
+  const rows = rollouts.map((r) => {
+    const verdict = r.verdict ? (r.severity ? `${r.verdict} (${r.severity})` : r.verdict) : r.stage;
+    const compare = r.baselineRun && r.candidateRun
+      ? el('a', { href: `${capturePath(ns, name)}/compare?base=${seg(r.baselineRun)}&run=${seg(r.candidateRun)}`, id: `rollout-compare-${r.revision}`, text: `${r.baselineRun} → ${r.candidateRun}` })
+      : '—';
+    return {
+      sort: [r.revision, verdict, r.message || ''],
+      cells: [cell(r.revision), cell(verdict), cell(r.message || '—'), cell(compare)],
+    };
+  });
+  const columns = ['Revision', 'Verdict', 'What moved', 'Compare'].map((title) => ({ title, num: false }));
+  return [el('h2', { text: 'Rollouts' }), table('rollouts', columns, rows)];
 }
 
 function warnings(list) {
