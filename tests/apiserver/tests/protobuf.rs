@@ -421,9 +421,10 @@ fn watch_frames_are_length_prefixed_watch_events() {
 }
 
 #[test]
-fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
+fn a_go_clients_zero_numbers_and_booleans_are_kept_and_its_empty_strings_dropped() {
     use apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    // What kubectl's generators send: every non-pointer field, zero or not.
+    // What kubectl's generators send: every non-pointer field, zero or not, and the pointer
+    // fields the client set, here to zero.
     let template = api::core::v1::PodTemplateSpec {
         metadata: Some(ObjectMeta {
             name: Some(String::new()),
@@ -442,6 +443,8 @@ fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
                 ..Default::default()
             }],
             host_network: Some(false),
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(0),
             ..Default::default()
         }),
     };
@@ -451,9 +454,16 @@ fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
         protobuf::decode_message(message, &bytes).unwrap(),
         json!({"template": {
             // A zero time is null in Go's JSON; map values are kept even when empty.
-            "metadata": {"creationTimestamp": null, "labels": {"app": ""}},
-            // `name` is required (no omitempty), so it stays.
-            "spec": {"containers": [{"name": "app", "image": "nginx"}]}
+            "metadata": {"creationTimestamp": null, "generation": 0, "labels": {"app": ""}},
+            // `name` is required (no omitempty), so it stays though a string; a 0 or false
+            // may be a pointer the client set, so every one stays (stdin and hostNetwork
+            // are non-pointer fields kube-apiserver's JSON would leave out).
+            "spec": {
+                "containers": [{"name": "app", "image": "nginx", "stdin": false}],
+                "hostNetwork": false,
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 0
+            }
         }})
     );
 }

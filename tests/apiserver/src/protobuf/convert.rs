@@ -53,17 +53,14 @@ fn properties(message: &Message) -> Option<&'static Props> {
     PROPERTIES.get(&message.name.to_ascii_lowercase())
 }
 
-/// Whether Go's JSON would leave out this value of a field with `omitempty`. Go writes
-/// every non-pointer field to protobuf, zero or not, so a client's `generateName: ""` or
-/// `paused: false` arrives on the wire; kube-apiserver's JSON of the same object omits them.
-/// (A pointer field set to zero cannot be told apart on the wire; it reads as unset.)
-fn omitted_when_zero(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.is_empty(),
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        _ => false,
-    }
+/// Whether a value read from the wire is Go's empty string, which Go's JSON leaves out of
+/// an `omitempty` field. Go writes every non-pointer field to protobuf, zero or not, so a
+/// client's `generateName: ""` arrives on the wire. Only strings are dropped: a `0` or
+/// `false` may be a pointer field the client set (`replicas: 0`,
+/// `automountServiceAccountToken: false`), which kube-apiserver keeps, and the defaulting
+/// treats a non-pointer field's zero as unset where kube-apiserver does.
+fn empty_string(value: &Value) -> bool {
+    value.as_str().is_some_and(str::is_empty)
 }
 
 /// The types whose JSON is not an object of their fields.
@@ -366,7 +363,7 @@ fn decode_into(
             Binding::Named(name) if field.shape == Shape::Single && field.scalar != Scalar::Message => {
                 let value = decode_one(field.scalar, field.message, payload, field.name)?;
                 let required = props.is_some_and(|p| p.required.contains(&name));
-                if required || !omitted_when_zero(&value) {
+                if required || !empty_string(&value) {
                     object.insert(name, value);
                 } else {
                     object.remove(&name);
