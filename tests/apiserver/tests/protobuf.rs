@@ -421,7 +421,7 @@ fn watch_frames_are_length_prefixed_watch_events() {
 }
 
 #[test]
-fn a_go_clients_zero_numbers_and_booleans_are_kept_and_its_empty_strings_dropped() {
+fn a_go_clients_zeros_are_kept_in_pointer_fields_and_left_out_of_omitempty_ones() {
     use apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     // What kubectl's generators send: every non-pointer field, zero or not, and the pointer
     // fields the client set, here to zero.
@@ -454,13 +454,12 @@ fn a_go_clients_zero_numbers_and_booleans_are_kept_and_its_empty_strings_dropped
         protobuf::decode_message(message, &bytes).unwrap(),
         json!({"template": {
             // A zero time is null in Go's JSON; map values are kept even when empty.
-            "metadata": {"creationTimestamp": null, "generation": 0, "labels": {"app": ""}},
-            // `name` is required (no omitempty), so it stays though a string; a 0 or false
-            // may be a pointer the client set, so every one stays (stdin and hostNetwork
-            // are non-pointer fields kube-apiserver's JSON would leave out).
+            "metadata": {"creationTimestamp": null, "labels": {"app": ""}},
+            // `name` has no omitempty, so Go's JSON writes it; `stdin`, `hostNetwork` and
+            // `workingDir` are non-pointer omitempty fields, left out at zero; the pointer
+            // fields the client set to zero stay.
             "spec": {
-                "containers": [{"name": "app", "image": "nginx", "stdin": false}],
-                "hostNetwork": false,
+                "containers": [{"name": "app", "image": "nginx"}],
                 "automountServiceAccountToken": false,
                 "terminationGracePeriodSeconds": 0
             }

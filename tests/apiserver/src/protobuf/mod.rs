@@ -64,6 +64,9 @@ pub struct Field {
     pub shape: Shape,
     /// For messages, the key of the message type (`apimachinery.pkg.apis.meta.v1.ObjectMeta`).
     pub message: &'static str,
+    /// Whether Go's JSON leaves out this field's zero value: a non-pointer field tagged
+    /// `omitempty`. A pointer field's zero is written, as the client set it.
+    pub omit_zero: bool,
 }
 
 /// A message of k8s-pb, keyed by its module path and name (`api.core.v1.Pod`).
@@ -71,6 +74,9 @@ pub struct Field {
 pub struct Message {
     /// `api.core.v1.Pod`.
     pub name: &'static str,
+    /// Whether its Go struct is in the omit-zero table (k8s.io/api and apimachinery's
+    /// kinds), so `Field::omit_zero` is known for its fields.
+    pub go_types: bool,
     /// Its fields, in declaration order.
     pub fields: &'static [Field],
 }
