@@ -210,3 +210,26 @@ pub fn watch_frame(event_type: &str, object: &Value) -> Result<Vec<u8>, String> 
     frame.extend_from_slice(&event);
     Ok(frame)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::registry::Registry;
+
+    #[test]
+    fn the_omit_zero_table_covers_every_served_kind_of_kubernetes_own_types() {
+        // apiextensions' and kube-aggregator's types live outside k8s.io/api.
+        let outside = ["apiextensions.k8s.io", "apiregistration.k8s.io"];
+        let registry = Registry::default();
+        let uncovered: Vec<String> = registry
+            .all()
+            .filter(|rt| !outside.contains(&rt.group.as_str()))
+            .filter_map(|rt| super::message_for(&rt.api_version(), &rt.kind))
+            .filter(|m| !m.go_types)
+            .map(|m| m.name.to_owned())
+            .collect();
+        assert_eq!(uncovered, Vec::<String>::new(), "regenerate src/protobuf/omitzero.txt");
+        let spec = super::message("api.apps.v1.DeploymentSpec").unwrap();
+        let omits = |name: &str| spec.fields.iter().find(|f| f.name == name).unwrap().omit_zero;
+        assert!(omits("paused") && omits("min_ready_seconds") && !omits("replicas"));
+    }
+}
