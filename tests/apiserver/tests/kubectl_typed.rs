@@ -130,10 +130,41 @@ fn every_generator(k: &Kubectl) {
     let job = get(k, "job", "once");
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
     assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"], json!(["date"]));
+    // kube-apiserver's Job defaults, on the pointer fields kubectl left unset.
+    let spec = &job["spec"];
+    assert_eq!(
+        [
+            &spec["backoffLimit"],
+            &spec["completions"],
+            &spec["parallelism"],
+            &spec["suspend"],
+            &spec["manualSelector"],
+            &spec["completionMode"],
+            &spec["podReplacementPolicy"],
+        ],
+        [
+            &json!(6),
+            &json!(1),
+            &json!(1),
+            &json!(false),
+            &json!(false),
+            &json!("NonIndexed"),
+            &json!("TerminatingOrFailed")
+        ],
+        "{job}"
+    );
     k.ok(&["create", "cronjob", "report", "-n", "shop", "--image=busybox", "--schedule=*/5 * * * *", "--", "date"]);
     let cronjob = get(k, "cronjob", "report");
     assert_eq!(cronjob["spec"]["schedule"], "*/5 * * * *");
     assert_eq!(cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"], "OnFailure");
+    assert_eq!(
+        (
+            &cronjob["spec"]["concurrencyPolicy"],
+            &cronjob["spec"]["suspend"],
+            &cronjob["spec"]["successfulJobsHistoryLimit"]
+        ),
+        (&json!("Allow"), &json!(false), &json!(3))
+    );
 
     k.ok(&["create", "ingress", "shop", "-n", "shop", "--rule=shop.example/=web:80,tls=shop-tls", "--class=nginx"]);
     let ingress = get(k, "ingress", "shop");
@@ -198,6 +229,24 @@ fn workload_commands(k: &Kubectl) {
     assert_eq!(container["env"], json!([{"name": "MODE", "value": "fast"}]));
     assert_eq!(container["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]));
     assert_eq!(pod["metadata"]["labels"], json!({"app": "probe"}));
+
+    // A pointer field set to false in an override reaches the server as false, and stays.
+    k.ok(&[
+        "run",
+        "lean",
+        "-n",
+        "shop",
+        "--image=example/app:1",
+        r#"--overrides={"spec":{"automountServiceAccountToken":false,"terminationGracePeriodSeconds":0}}"#,
+    ]);
+    let lean = get(k, "pod", "lean");
+    assert_eq!(
+        (&lean["spec"]["automountServiceAccountToken"], &lean["spec"]["terminationGracePeriodSeconds"]),
+        (&json!(false), &json!(0)),
+        "{lean}"
+    );
+    // Left alone, the same pointer field gets kube-apiserver's default.
+    assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
 
     k.ok(&["expose", "pod", "probe", "-n", "shop", "--port=80", "--name=probe-svc"]);
     let svc = get(k, "service", "probe-svc");
@@ -449,6 +498,159 @@ async fn content_is_negotiated_as_kube_apiserver_negotiates_it() {
         }
         names.sort();
         assert_eq!(names, ["raw", "settings"]);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_of_zero_replicas_stays_at_zero_and_makes_no_pod() {
+    let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
+    let dir = tempfile::tempdir().expect("dir");
+    server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+    let k = Kubectl::new(dir.path());
+    tokio::task::spawn_blocking(move || {
+        k.ok(&["create", "namespace", "shop"]);
+        k.ok(&["create", "deployment", "idle", "-n", "shop", "--image=example/app:1", "--replicas=0"]);
+        k.ok(&["create", "deployment", "busy", "-n", "shop", "--image=example/app:1", "--replicas=1"]);
+        assert_eq!(get(&k, "deployment", "idle")["spec"]["replicas"], 0);
+        // Both sets appear; the busy one's pod shows the controllers have run for both.
+        let mut seen = (String::new(), String::new());
+        for _ in 0..100 {
+            let jsonpath = "jsonpath={range .items[*]}{.metadata.labels.app}={.spec.replicas} {end}";
+            let sets = k.ok(&["get", "rs", "-n", "shop", "-o", jsonpath]);
+            let pods = k.ok(&["get", "pods", "-n", "shop", "-o", "jsonpath={.items[*].metadata.labels.app}"]);
+            seen = (sets, pods);
+            if seen.0.contains("idle=0") && seen.1.contains("busy") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(seen.0.contains("idle=0") && seen.0.contains("busy=1"), "{seen:?}");
+        assert_eq!(seen.1.split_whitespace().collect::<Vec<_>>(), ["busy"], "{seen:?}");
+    })
+    .await
+    .unwrap();
+}
+
+/// `object` (a k8s-pb message) in kube's protobuf envelope, as client-go writes it.
+fn envelope(api_version: &str, kind: &str, object: &impl prost::Message) -> Vec<u8> {
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+    let unknown = Unknown {
+        type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+        raw: Some(object.encode_to_vec()),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    [protobuf::MAGIC, &prost::Message::encode_to_vec(&unknown)].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_clients_zeros_default_non_pointer_fields_and_stay_in_pointer_fields() {
+    use k8s_pb::{
+        api::{apps::v1 as apps, core::v1 as core},
+        apimachinery::pkg::{apis::meta::v1 as meta, util::intstr::IntOrString},
+    };
+    let (server, dir) = cluster().await;
+    let addr = server.addr();
+    let k = Kubectl::new(dir.path());
+    // A Deployment as a Go client writes it: every non-pointer field, zero or not (the
+    // probe's numbers, the strings), and the pointer fields it set, to zero here.
+    let probe = core::Probe {
+        handler: Some(core::ProbeHandler {
+            http_get: Some(core::HttpGetAction {
+                path: Some(String::new()),
+                port: Some(IntOrString { r#type: Some(0), int_val: Some(8080), str_val: Some(String::new()) }),
+                host: Some(String::new()),
+                scheme: Some(String::new()),
+                http_headers: vec![],
+            }),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(0),
+        timeout_seconds: Some(0),
+        period_seconds: Some(0),
+        success_threshold: Some(0),
+        failure_threshold: Some(0),
+        termination_grace_period_seconds: None,
+    };
+    let labels: std::collections::BTreeMap<String, String> = [("app".to_owned(), "probed".to_owned())].into();
+    let deployment = apps::Deployment {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("probed".into()),
+            namespace: Some("shop".into()),
+            generate_name: Some(String::new()),
+            generation: Some(0),
+            ..Default::default()
+        }),
+        spec: Some(apps::DeploymentSpec {
+            replicas: Some(0),
+            selector: Some(meta::LabelSelector { match_labels: labels.clone(), ..Default::default() }),
+            template: Some(core::PodTemplateSpec {
+                metadata: Some(meta::ObjectMeta { labels, ..Default::default() }),
+                spec: Some(core::PodSpec {
+                    containers: vec![core::Container {
+                        name: Some("app".into()),
+                        image: Some("example/app:1".into()),
+                        image_pull_policy: Some(String::new()),
+                        readiness_probe: Some(probe.clone()),
+                        liveness_probe: Some(core::Probe { period_seconds: Some(7), ..probe }),
+                        ..Default::default()
+                    }],
+                    restart_policy: Some(String::new()),
+                    dns_policy: Some(String::new()),
+                    termination_grace_period_seconds: Some(0),
+                    automount_service_account_token: Some(false),
+                    ..Default::default()
+                }),
+            }),
+            strategy: Some(apps::DeploymentStrategy { r#type: Some(String::new()), rolling_update: None }),
+            min_ready_seconds: Some(0),
+            revision_history_limit: Some(0),
+            paused: Some(false),
+            progress_deadline_seconds: None,
+        }),
+        status: None,
+    };
+    let body = envelope("apps/v1", "Deployment", &deployment);
+    tokio::task::spawn_blocking(move || {
+        k.ok(&["create", "namespace", "shop"]);
+        let (code, _, answer) = http(
+            addr,
+            &format!(
+                "POST /apis/apps/v1/namespaces/shop/deployments HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.kubernetes.protobuf\r\nAccept: {PROTOBUF_FIRST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            &body,
+        );
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&answer));
+        let stored = get(&k, "deployment", "probed");
+        let spec = &stored["spec"];
+        // Pointer fields: the client's zeros stand.
+        assert_eq!(
+            [&spec["replicas"], &spec["revisionHistoryLimit"], &spec["progressDeadlineSeconds"]],
+            [&json!(0), &json!(0), &json!(600)]
+        );
+        let pod = &spec["template"]["spec"];
+        assert_eq!(
+            (&pod["terminationGracePeriodSeconds"], &pod["automountServiceAccountToken"]),
+            (&json!(0), &json!(false))
+        );
+        // Non-pointer fields: zero is unset, and kube-apiserver's defaults fill them.
+        assert_eq!((&spec["strategy"]["type"], &pod["restartPolicy"]), (&json!("RollingUpdate"), &json!("Always")));
+        assert_eq!((&pod["dnsPolicy"], &pod["containers"][0]["imagePullPolicy"]), (&json!("ClusterFirst"), &json!("IfNotPresent")));
+        let container = &pod["containers"][0];
+        let readiness = &container["readinessProbe"];
+        assert_eq!(
+            [&readiness["timeoutSeconds"], &readiness["periodSeconds"], &readiness["successThreshold"], &readiness["failureThreshold"]],
+            [&json!(1), &json!(10), &json!(1), &json!(3)],
+            "{readiness}"
+        );
+        assert_eq!(readiness["httpGet"], json!({"path": "/", "port": 8080, "scheme": "HTTP"}));
+        // Non-pointer zeros nothing defaults are left out, as kube-apiserver's JSON leaves them.
+        assert_eq!((readiness.get("initialDelaySeconds"), spec.get("paused"), spec.get("minReadySeconds")), (None, None, None));
+        // A value the client did set is left alone.
+        assert_eq!(container["livenessProbe"]["periodSeconds"], 7);
     })
     .await
     .unwrap();

@@ -421,9 +421,10 @@ fn watch_frames_are_length_prefixed_watch_events() {
 }
 
 #[test]
-fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
+fn a_go_clients_zeros_are_kept_in_pointer_fields_and_left_out_of_omitempty_ones() {
     use apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    // What kubectl's generators send: every non-pointer field, zero or not.
+    // What kubectl's generators send: every non-pointer field, zero or not, and the pointer
+    // fields the client set, here to zero.
     let template = api::core::v1::PodTemplateSpec {
         metadata: Some(ObjectMeta {
             name: Some(String::new()),
@@ -442,6 +443,8 @@ fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
                 ..Default::default()
             }],
             host_network: Some(false),
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(0),
             ..Default::default()
         }),
     };
@@ -452,8 +455,14 @@ fn zero_values_a_go_client_writes_read_as_kube_apiservers_json_omits_them() {
         json!({"template": {
             // A zero time is null in Go's JSON; map values are kept even when empty.
             "metadata": {"creationTimestamp": null, "labels": {"app": ""}},
-            // `name` is required (no omitempty), so it stays.
-            "spec": {"containers": [{"name": "app", "image": "nginx"}]}
+            // `name` has no omitempty, so Go's JSON writes it; `stdin`, `hostNetwork` and
+            // `workingDir` are non-pointer omitempty fields, left out at zero; the pointer
+            // fields the client set to zero stay.
+            "spec": {
+                "containers": [{"name": "app", "image": "nginx"}],
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 0
+            }
         }})
     );
 }

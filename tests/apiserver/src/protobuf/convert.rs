@@ -53,16 +53,28 @@ fn properties(message: &Message) -> Option<&'static Props> {
     PROPERTIES.get(&message.name.to_ascii_lowercase())
 }
 
-/// Whether Go's JSON would leave out this value of a field with `omitempty`. Go writes
-/// every non-pointer field to protobuf, zero or not, so a client's `generateName: ""` or
-/// `paused: false` arrives on the wire; kube-apiserver's JSON of the same object omits them.
-/// (A pointer field set to zero cannot be told apart on the wire; it reads as unset.)
-fn omitted_when_zero(value: &Value) -> bool {
+/// Whether a value read from the wire is Go's zero value of a scalar.
+fn zero(value: &Value) -> bool {
     match value {
         Value::String(s) => s.is_empty(),
         Value::Bool(b) => !b,
         Value::Number(n) => n.as_f64() == Some(0.0),
         _ => false,
+    }
+}
+
+/// Whether a zero read from the wire is left out of the JSON, as kube-apiserver's JSON of
+/// the same object leaves it out. Go writes every non-pointer field to protobuf, zero or
+/// not, and a pointer field whenever it is set, so `paused: false` and `replicas: 0` look
+/// alike on the wire; the Go types tell them apart (`Field::omit_zero`: non-pointer and
+/// `omitempty`). For a message whose Go struct is not in that table (apiextensions',
+/// kube-aggregator's), an empty string is dropped unless the schema requires the field,
+/// and a `0` or `false` is kept, as it may be a pointer field the client set.
+fn omitted(message: &Message, field: &Field, required: bool, value: &Value) -> bool {
+    if message.go_types {
+        field.omit_zero && zero(value)
+    } else {
+        !required && value.as_str().is_some_and(str::is_empty)
     }
 }
 
@@ -366,7 +378,7 @@ fn decode_into(
             Binding::Named(name) if field.shape == Shape::Single && field.scalar != Scalar::Message => {
                 let value = decode_one(field.scalar, field.message, payload, field.name)?;
                 let required = props.is_some_and(|p| p.required.contains(&name));
-                if required || !omitted_when_zero(&value) {
+                if !omitted(message, field, required, &value) {
                     object.insert(name, value);
                 } else {
                     object.remove(&name);

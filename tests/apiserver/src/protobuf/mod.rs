@@ -64,6 +64,9 @@ pub struct Field {
     pub shape: Shape,
     /// For messages, the key of the message type (`apimachinery.pkg.apis.meta.v1.ObjectMeta`).
     pub message: &'static str,
+    /// Whether Go's JSON leaves out this field's zero value: a non-pointer field tagged
+    /// `omitempty`. A pointer field's zero is written, as the client set it.
+    pub omit_zero: bool,
 }
 
 /// A message of k8s-pb, keyed by its module path and name (`api.core.v1.Pod`).
@@ -71,6 +74,9 @@ pub struct Field {
 pub struct Message {
     /// `api.core.v1.Pod`.
     pub name: &'static str,
+    /// Whether its Go struct is in the omit-zero table (k8s.io/api and apimachinery's
+    /// kinds), so `Field::omit_zero` is known for its fields.
+    pub go_types: bool,
     /// Its fields, in declaration order.
     pub fields: &'static [Field],
 }
@@ -203,4 +209,27 @@ pub fn watch_frame(event_type: &str, object: &Value) -> Result<Vec<u8>, String> 
     let mut frame = length.to_be_bytes().to_vec();
     frame.extend_from_slice(&event);
     Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::registry::Registry;
+
+    #[test]
+    fn the_omit_zero_table_covers_every_served_kind_of_kubernetes_own_types() {
+        // apiextensions' and kube-aggregator's types live outside k8s.io/api.
+        let outside = ["apiextensions.k8s.io", "apiregistration.k8s.io"];
+        let registry = Registry::default();
+        let uncovered: Vec<String> = registry
+            .all()
+            .filter(|rt| !outside.contains(&rt.group.as_str()))
+            .filter_map(|rt| super::message_for(&rt.api_version(), &rt.kind))
+            .filter(|m| !m.go_types)
+            .map(|m| m.name.to_owned())
+            .collect();
+        assert_eq!(uncovered, Vec::<String>::new(), "regenerate src/protobuf/omitzero.txt");
+        let spec = super::message("api.apps.v1.DeploymentSpec").unwrap();
+        let omits = |name: &str| spec.fields.iter().find(|f| f.name == name).unwrap().omit_zero;
+        assert!(omits("paused") && omits("min_ready_seconds") && !omits("replicas"));
+    }
 }

@@ -1,0 +1,3 @@
+module biometrics.io/omitzero
+
+go 1.19
