@@ -31,13 +31,7 @@ enum Atom {
 }
 
 fn strings(rule: &Value, field: &str) -> Vec<String> {
-    rule.get(field)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
+    crate::strings(rule.get(field))
 }
 
 /// A rule as the permissions it grants one by one (kube's `BreakdownRule`).

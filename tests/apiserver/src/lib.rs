@@ -50,6 +50,12 @@ pub use crate::{
     store::Store,
 };
 
+/// The strings of a JSON array (none when it is missing or not an array; other items
+/// skipped), as the API's string-list fields are read.
+pub(crate) fn strings(value: Option<&Value>) -> Vec<String> {
+    value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+}
+
 /// Why the server could not start or load manifests.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

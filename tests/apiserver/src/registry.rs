@@ -189,10 +189,7 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 fn strings(v: &Value, pointer: &str) -> Vec<String> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
+    crate::strings(v.pointer(pointer))
 }
 
 fn resource_type_from_crd(crd: &Value) -> Result<ResourceType, CrdError> {

@@ -56,14 +56,7 @@ fn answer(state: &AppState, caller: &UserInfo, kind: &Review, body: &Bytes) -> R
             if name.is_empty() && spec.get("groups").is_none() {
                 return Err(ApiError::bad_request("spec.user or spec.groups is required"));
             }
-            let groups: Vec<String> = spec
-                .get("groups")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect();
+            let groups = crate::strings(spec.get("groups"));
             let subject = UserInfo { name: name.to_owned(), groups, ..UserInfo::anonymous() };
             access(state, &subject, spec, namespace.as_deref())?
         }
@@ -80,14 +73,7 @@ fn token(state: &AppState, spec: &Value) -> Result<Value, ApiError> {
     if token.is_empty() {
         return Err(ApiError::bad_request("spec.token is required"));
     }
-    let audiences: Vec<String> = spec
-        .get("audiences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let audiences = crate::strings(spec.get("audiences"));
     Ok(match crate::server::authenticate_token(state, token, &audiences) {
         Ok((user, audiences)) => json!({"authenticated": true, "user": user.to_json(), "audiences": audiences}),
         Err(error) => json!({"authenticated": false, "user": {}, "error": error}),

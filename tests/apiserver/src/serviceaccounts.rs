@@ -297,14 +297,7 @@ pub fn user_of(claims: &Claims) -> UserInfo {
 /// A TokenRequest's spec with kube-apiserver's defaults and validation.
 pub fn token_spec(request: &Value, name: &str) -> Result<TokenSpec, ApiError> {
     let spec = request.get("spec").unwrap_or(&Value::Null);
-    let audiences: Vec<String> = spec
-        .get("audiences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let audiences = crate::strings(spec.get("audiences"));
     let expiration_seconds = match spec.get("expirationSeconds") {
         None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
         Some(v) => v.as_i64().ok_or_else(|| ApiError::bad_request("spec.expirationSeconds must be an integer"))?,

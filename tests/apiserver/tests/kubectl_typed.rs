@@ -23,9 +23,10 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-async fn cluster() -> (TestApiServer, tempfile::TempDir) {
-    // The controllers stay off: the objects are checked as the commands left them.
-    let options = biometrics_test_apiserver::Options { controllers: false, ..Default::default() };
+/// The server, with its workload controllers or without them (then the objects are
+/// checked as the commands left them), and a directory holding its kubeconfig.
+async fn cluster(controllers: bool) -> (TestApiServer, tempfile::TempDir) {
+    let options = biometrics_test_apiserver::Options { controllers, ..Default::default() };
     let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.expect("server");
     let dir = tempfile::tempdir().expect("dir");
     server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
@@ -281,7 +282,7 @@ fn workload_commands(k: &Kubectl) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectls_typed_commands_send_protobuf_and_make_what_kube_apiserver_would() {
-    let (_server, dir) = cluster().await;
+    let (_server, dir) = cluster(false).await;
     let k = Kubectl::new(dir.path());
     tokio::task::spawn_blocking(move || {
         every_generator(&k);
@@ -294,9 +295,7 @@ async fn kubectls_typed_commands_send_protobuf_and_make_what_kube_apiserver_woul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_history_and_undo_through_the_controllers() {
     // With the controllers on, each template change is a ReplicaSet revision.
-    let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
-    let dir = tempfile::tempdir().expect("dir");
-    server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+    let (_server, dir) = cluster(true).await;
     let k = Kubectl::new(dir.path());
     tokio::task::spawn_blocking(move || {
         k.ok(&["create", "namespace", "shop"]);
@@ -345,7 +344,7 @@ items:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_is_validated_against_openapi_v2_and_applied() {
-    let (_server, dir) = cluster().await;
+    let (_server, dir) = cluster(false).await;
     let k = Kubectl::new(dir.path());
     tokio::task::spawn_blocking(move || {
         // kubectl validates a List's items itself, from /openapi/v2 in protobuf.
@@ -406,7 +405,7 @@ const PROTOBUF_FIRST: &str = "application/vnd.kubernetes.protobuf, application/j
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_is_negotiated_as_kube_apiserver_negotiates_it() {
-    let (server, dir) = cluster().await;
+    let (server, dir) = cluster(false).await;
     let addr = server.addr();
     let k = Kubectl::new(dir.path());
     tokio::task::spawn_blocking(move || {
@@ -505,9 +504,7 @@ async fn content_is_negotiated_as_kube_apiserver_negotiates_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_of_zero_replicas_stays_at_zero_and_makes_no_pod() {
-    let server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.expect("server");
-    let dir = tempfile::tempdir().expect("dir");
-    server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+    let (_server, dir) = cluster(true).await;
     let k = Kubectl::new(dir.path());
     tokio::task::spawn_blocking(move || {
         k.ok(&["create", "namespace", "shop"]);
@@ -551,7 +548,7 @@ async fn a_go_clients_zeros_default_non_pointer_fields_and_stay_in_pointer_field
         api::{apps::v1 as apps, core::v1 as core},
         apimachinery::pkg::{apis::meta::v1 as meta, util::intstr::IntOrString},
     };
-    let (server, dir) = cluster().await;
+    let (server, dir) = cluster(false).await;
     let addr = server.addr();
     let k = Kubectl::new(dir.path());
     // A Deployment as a Go client writes it: every non-pointer field, zero or not (the

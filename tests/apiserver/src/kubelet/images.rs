@@ -27,10 +27,6 @@ pub struct ImageMapError {
     message: String,
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
-}
-
 /// An image reference without its tag or digest (`ghcr.io/x/app:1.2` → `ghcr.io/x/app`).
 fn repository(image: &str) -> &str {
     let image = image.split('@').next().unwrap_or(image);
@@ -48,11 +44,11 @@ impl ImageMap {
         let images = doc.get("images").and_then(Value::as_object).ok_or_else(|| err("no `images` map".into()))?;
         let mut map = BTreeMap::new();
         for (image, entry) in images {
-            let command = strings(entry.get("command"));
+            let command = crate::strings(entry.get("command"));
             if command.is_empty() {
                 return Err(err(format!("{image}: `command` is empty")));
             }
-            map.insert(image.clone(), ImageCommand { command, args: strings(entry.get("args")) });
+            map.insert(image.clone(), ImageCommand { command, args: crate::strings(entry.get("args")) });
         }
         Ok(Self(map))
     }

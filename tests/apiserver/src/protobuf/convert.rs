@@ -27,14 +27,7 @@ static PROPERTIES: LazyLock<HashMap<String, Props>> = LazyLock::new(|| {
         .into_iter()
         .filter_map(|(name, schema)| {
             let names = schema.get("properties")?.as_object()?.keys().cloned().collect();
-            let required = schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect();
+            let required = crate::strings(schema.get("required"));
             let key = name.strip_prefix("io.k8s.").unwrap_or(&name).replace('-', "_").to_ascii_lowercase();
             Some((key, Props { names, required }))
         })
