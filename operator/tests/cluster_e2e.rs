@@ -31,8 +31,8 @@ fn which(program: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Redis, and the `web` app with its agent: 3 replicas, one surge, none unavailable.
-fn manifests() -> String {
+/// Redis, with its password.
+fn redis_manifests() -> String {
     format!(
         r#"
 apiVersion: v1
@@ -59,7 +59,15 @@ apiVersion: v1
 kind: Service
 metadata: {{name: redis, namespace: {NS}}}
 spec: {{selector: {{app: redis}}, ports: [{{port: 6379}}]}}
----
+"#
+    )
+}
+
+/// The `web` app with its agent (3 replicas, one surge, none unavailable) and its cache's
+/// policy.
+fn web_manifests() -> String {
+    format!(
+        r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: web, namespace: {NS}}}
@@ -170,10 +178,12 @@ async fn wait<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> 
 async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_once_after_it() {
     let mut world = World::start_on_cluster(&images()).await;
     world.start_operator();
-    world.kubectl(&["apply", "-f", "-"], Some(&manifests()));
-    for deployment in ["redis", "web"] {
-        world.kubectl(&["rollout", "status", &format!("deployment/{deployment}"), "-n", NS, "--timeout=90s"], None);
-    }
+    // Redis first: until its pod is ready its Service resolves to nothing, and a rule run
+    // then fails on the address, as it would in a cluster.
+    world.kubectl(&["apply", "-f", "-"], Some(&redis_manifests()));
+    world.kubectl(&["rollout", "status", "deployment/redis", "-n", NS, "--timeout=90s"], None);
+    world.kubectl(&["apply", "-f", "-"], Some(&web_manifests()));
+    world.kubectl(&["rollout", "status", "deployment/web", "-n", NS, "--timeout=90s"], None);
     let redis_ip =
         world.kubectl(&["get", "pod", "-n", NS, "-l", "app=redis", "-o", "jsonpath={.items[0].status.podIP}"], None);
 
