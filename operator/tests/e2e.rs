@@ -550,12 +550,14 @@ async fn add_pod_with_memory_limit(world: &mut World, name: &str, ip: IpAddr, li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_without_a_limit_is_reported_unknown_never_ok() {
     let mut world = World::start(&[]).await;
-    add_pod_with_memory_limit(&mut world, "unbounded", "127.0.0.11".parse().unwrap(), None).await;
+    add_pod_with_memory_limit(&mut world, "unbounded", "127.0.0.16".parse().unwrap(), None).await;
     world.start_operator();
     world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest("watch", "  schedule: \"@daily\"\n")));
     let pc = world
         .wait_capture("watch", Duration::from_secs(60), |pc| {
-            pc.status.as_ref().is_some_and(|s| s.pods.iter().any(|p| p.sample_time.is_some()))
+            // A sample the agent could not take (slow under load) is shown with its error
+            // and no levels; the one judged comes next.
+            pc.status.as_ref().is_some_and(|s| s.pods.iter().any(|p| p.sample_time.is_some() && p.error.is_none()))
         })
         .await;
     let pod = pc.status.unwrap().pods.remove(0);
