@@ -57,15 +57,19 @@ chart-check: setup
 crds-check:
 	$(CARGO) test --quiet --locked -p biometrics-crds --test crd_drift
 
-# The end-to-end tests run the real binaries: build them all first.
+# The end-to-end tests run the real binaries: build them all first. Most tests spend their
+# time waiting on processes (captures of whole seconds, pods starting, Redis), so four run
+# at once even on two cores; every test binds addresses of its own.
+TEST_THREADS ?= 4
+
 unit:
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) test --workspace --locked
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --workspace --locked
 
 # Only the operator's end-to-end tests (part of `make test` too).
 e2e: setup
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e
 
 # Every benchmark at small sizes on the debug build, with the same checks (part of `make
 # test`, so a benchmark that breaks fails CI; its figures are not comparable).
