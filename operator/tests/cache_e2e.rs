@@ -63,9 +63,9 @@ async fn wait_policy(world: &World, name: &str, timeout: Duration, done: impl Fn
         }
         assert!(
             Instant::now() < deadline,
-            "{name} did not reach the expected state: {:#?}\noperator log:\n{}",
+            "{name} did not reach the expected state: {:#?}\n{}",
             cp.status,
-            world.operator_log()
+            world.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -149,7 +149,7 @@ impl World {
             public_key,
             agent_args: Vec::new(),
             operator_args: Vec::new(),
-            lease: "20s",
+            lease: "60s",
         }
     }
 
@@ -314,11 +314,7 @@ impl World {
                 return pc;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "{name} did not reach the expected state: {:#?}\noperator log:\n{}",
-                    pc.status,
-                    self.operator_log()
-                );
+                panic!("{name} did not reach the expected state: {:#?}\n{}", pc.status, self.logs());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -330,6 +326,28 @@ impl World {
             self.dir.path().join(format!("operator-{}.log", self.operators_started.saturating_sub(1))),
         )
         .unwrap_or_default()
+    }
+
+    /// The current operator's log and the end of each agent's, for a failure's message.
+    pub fn logs(&self) -> String {
+        let mut text = format!("operator log:\n{}", self.operator_log());
+        let mut agents: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-")))
+            .collect();
+        agents.sort();
+        for path in agents {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            text.push_str(&format!("\n{}, last lines:\n", path.file_name().unwrap_or_default().to_string_lossy()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
     }
 
     /// Everything the operators and agents logged.
