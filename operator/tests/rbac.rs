@@ -386,6 +386,17 @@ async fn run_operator(chart: &Chart, pod_ip: &str) -> Vec<RequestRecord> {
         pc.status.and_then(|s| s.phase) == Some(CapturePhase::Succeeded)
     })
     .await;
+    if chart.env("BIOMETRICS_UI_AUTH") == "port-forward" {
+        // The browser's page of the capture.
+        let (status, body) = biometrics_test_support::http_request(
+            ui,
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/captures/once"),
+            &[],
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
     if chart.env("BIOMETRICS_UI_AUTH") == "token" {
         // The browser in token mode: a viewer's ServiceAccount token, reviewed, then its
         // access to the capture's namespace.
@@ -405,6 +416,10 @@ async fn run_operator(chart: &Chart, pod_ip: &str) -> Vec<RequestRecord> {
         );
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert!(String::from_utf8_lossy(&body).contains("\"name\":\"once\""));
+        let detail = format!("/api/v1/namespaces/{NS}/captures/once");
+        let (status, body) =
+            biometrics_test_support::http_request(ui, "GET", &detail, &[("Authorization", bearer.as_str())], b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
     world.kubectl(&["delete", "pcap", "once", "-n", NS, "--timeout=30s"], None);
 
