@@ -9,7 +9,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use biometrics_crds::v1alpha1::{CapturePhase, ProfileCapture};
 use common::*;
@@ -47,7 +50,13 @@ async fn wait<T>(world: &World, what: &str, timeout: Duration, mut check: impl A
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
     let world = World::start_on_secure_cluster(&images()).await;
-    let before = everything(world.server.store());
+    // What a new namespace gets (its default ServiceAccount and root CA) is there first.
+    let before = wait(&world, "namespace shop's defaults", Duration::from_secs(10), async || {
+        let all = everything(world.server.store());
+        let made = [format!("serviceaccounts {NS}/default"), format!("configmaps {NS}/kube-root-ca.crt")];
+        made.iter().all(|o| all.contains(o)).then_some(all)
+    })
+    .await;
 
     let out = world.helm(&[
         "install",
@@ -73,7 +82,7 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
     let rollout = |namespace: &str, name: &str| {
         world.kubectl(&["rollout", "status", &format!("deployment/{name}"), "-n", namespace, "--timeout=50s"], None)
     };
-    rollout(OPERATOR_NS, RELEASE);
+    // The app first: the capture needs its pods, while the operator's readiness probes run.
     rollout(NS, "users");
 
     // The app pod carries the sidecar exactly as the chart's template renders it.
@@ -83,6 +92,7 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
     assert_eq!(containers, ["app", "biometrics-agent"]);
 
     // Two replicas, both ready; one holds the Lease.
+    rollout(OPERATOR_NS, RELEASE);
     let operator_pods: Api<Pod> = Api::namespaced(world.client.clone(), OPERATOR_NS);
     let names: Vec<String> = operator_pods
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
@@ -131,7 +141,7 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         (!left.iter().any(|o| o.starts_with("pods ") || o.starts_with("replicasets"))).then_some(left)
     })
     .await;
-    let kept = [
+    let by_design: Vec<String> = vec![
         // Helm keeps the CRDs of a chart's crds/ directory, and the namespace it created.
         "customresourcedefinitions.apiextensions.k8s.io /cachepolicies.biometrics.io".to_owned(),
         "customresourcedefinitions.apiextensions.k8s.io /profilecaptures.biometrics.io".to_owned(),
@@ -139,12 +149,26 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         // What lives in that namespace from its creation on.
         format!("configmaps {OPERATOR_NS}/kube-root-ca.crt"),
         format!("serviceaccounts {OPERATOR_NS}/default"),
-        // What the operator wrote at run time, not Helm: operations.md says how to remove it.
+    ];
+    // What the operator wrote at run time, not Helm's: the chart's README says how to
+    // remove it.
+    let written = [
         format!("configmaps {NS}/biometrics-trust"),
         format!("leases.coordination.k8s.io {OPERATOR_NS}/biometrics-operator"),
         format!("secrets {OPERATOR_NS}/biometrics-operator-signing-key"),
     ];
-    let mut kept = kept.to_vec();
-    kept.sort();
-    assert_eq!(left, kept, "only what is kept by design is left");
+    let sorted =
+        |items: Vec<String>| -> Vec<String> { items.into_iter().collect::<BTreeSet<_>>().into_iter().collect() };
+    assert_eq!(
+        left,
+        sorted(by_design.iter().chain(&written).cloned().collect()),
+        "only what is kept by design is left"
+    );
+
+    // The README's clean-up removes the rest.
+    world.kubectl(&["delete", "lease", "biometrics-operator", "-n", OPERATOR_NS], None);
+    world.kubectl(&["delete", "secret", "biometrics-operator-signing-key", "-n", OPERATOR_NS], None);
+    world.kubectl(&["delete", "configmap", "-A", "--field-selector", "metadata.name=biometrics-trust"], None);
+    let left: Vec<String> = everything(world.server.store()).difference(&before).cloned().collect();
+    assert_eq!(left, sorted(by_design), "after the clean-up");
 }
