@@ -94,47 +94,81 @@ async fn the_agent_tls_rbac_is_what_the_operator_needs() {
 /// do and says what it may not, as a Warning Event on the capture naming the refused
 /// request, rather than failing silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_grant_is_a_warning_event_naming_the_refused_request() {
+async fn without_patch_on_capture_status_a_warning_event_names_the_refused_request() {
+    let (world, message) =
+        capture_without("biometrics.io", "profilecaptures/status", "patch", "StatusWriteFailed", "127.0.3.6").await;
+    assert!(
+        message.contains("cannot patch resource \"profilecaptures/status\" in API group \"biometrics.io\""),
+        "the Event names the refused request: {message}"
+    );
+    let pc: ProfileCapture = Api::namespaced(world.client.clone(), NS).get("once").await.unwrap();
+    assert!(pc.status.is_none_or(|s| s.phase.is_none()), "nothing written to status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_create_on_the_trust_configmap_a_warning_event_names_the_refused_request() {
+    let (world, message) = capture_without("", "configmaps", "create", "TrustPublishFailed", "127.0.3.7").await;
+    assert!(
+        message.contains("cannot create resource \"configmaps\" in API group \"\" in the namespace \"shop\""),
+        "the Event names the refused request: {message}"
+    );
+    let trust = world.server.store().get(
+        &biometrics_test_apiserver::registry::TypeKey { group: String::new(), plural: "configmaps".into() },
+        NS,
+        "biometrics-trust",
+    );
+    assert!(trust.is_err(), "no key published");
+}
+
+/// Installs the chart (every namespace), takes `verb` on `group`/`resource` out of its
+/// ClusterRole, runs the operator and a capture, and waits for the Warning Event `reason`
+/// on the capture; the world and the Event's message. Only the grant taken away is denied.
+async fn capture_without(group: &str, resource: &str, verb: &str, reason: &str, pod_ip: &str) -> (World, String) {
     let chart = Chart::render(&[]);
     let mut world = world(&chart).await;
     let role = format!("clusterrole/{RELEASE}");
-    let rules: Value = serde_json::from_str(&world.kubectl(&["get", &role, "-o", "json"], None)).unwrap();
-    let mut rules = rules["rules"].as_array().unwrap().clone();
-    let status = json!({"apiGroups": ["biometrics.io"], "resources": ["profilecaptures/status", "cachepolicies/status"], "verbs": ["patch"]});
-    let at = rules.iter().position(|r| *r == status).expect("the chart's status rule");
-    rules[at] = json!({"apiGroups": ["biometrics.io"], "resources": ["cachepolicies/status"], "verbs": ["patch"]});
+    let installed: Value = serde_json::from_str(&world.kubectl(&["get", &role, "-o", "json"], None)).unwrap();
+    let mut rules = Vec::new();
+    let mut found = false;
+    for rule in installed["rules"].as_array().unwrap() {
+        let has = |field: &str, item: &str| strings(&rule[field]).iter().any(|v| v == item);
+        if has("apiGroups", group) && has("resources", resource) && has("verbs", verb) && !found {
+            found = true;
+            rules.extend(split(rule, group, resource, verb));
+        } else {
+            rules.push(rule.clone());
+        }
+    }
+    assert!(found, "the chart grants {verb} on {resource}");
     world.kubectl(&["patch", &role, "--type=merge", "-p", &json!({"rules": rules}).to_string()], None);
 
     start_operator(&mut world, &chart, None);
-    world.add_pod("api-0", "127.0.3.6".parse().unwrap()).await;
+    world.add_pod("api-0", pod_ip.parse().unwrap()).await;
     world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest()));
     let events: Api<Event> = Api::namespaced(world.client.clone(), NS);
     let deadline = Instant::now() + Duration::from_secs(30);
     let warning = loop {
         let list = events.list(&ListParams::default().fields("involvedObject.name=once")).await.unwrap();
-        if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some("StatusWriteFailed")) {
+        if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some(reason)) {
             break e;
         }
-        assert!(Instant::now() < deadline, "no StatusWriteFailed Event; operator log:\n{}", world.operator_log());
+        assert!(Instant::now() < deadline, "no {reason} Event; operator log:\n{}", world.operator_log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
-    let message = warning.message.unwrap_or_default();
     let account = chart.user();
-    assert!(
-        message.contains(&format!(
-            "User \"{account}\" cannot patch resource \"profilecaptures/status\" in API group \"biometrics.io\""
-        )),
-        "the Event names the refused request: {message}"
-    );
-    let pc: ProfileCapture = Api::namespaced(world.client.clone(), NS).get("once").await.unwrap();
-    assert!(pc.status.is_none_or(|s| s.phase.is_none()), "nothing written to status");
-    let denied = world.server.authorizations().into_iter().filter(|d| d.user.name == account && !d.allowed);
-    assert!(
-        denied.map(|d| d.attributes.rbac_resource()).all(|r| r == "profilecaptures/status"),
-        "only the grant taken away is missed"
-    );
+    let message = warning.message.unwrap_or_default();
+    assert!(message.contains(&format!("User \"{account}\"")), "{message}");
+    let denied: BTreeSet<String> = world
+        .server
+        .authorizations()
+        .into_iter()
+        .filter(|d| d.user.name == account && !d.allowed)
+        .map(|d| format!("{} {}", d.attributes.verb, d.attributes.rbac_resource()))
+        .collect();
+    assert_eq!(denied, BTreeSet::from([format!("{verb} {resource}")]), "only the grant taken away is missed");
     world.operator.take().unwrap().terminate(Duration::from_secs(5));
+    (world, message)
 }
 
 /// What `helm template` renders for the operator, and the values it was rendered with.
@@ -195,8 +229,9 @@ impl Chart {
     }
 
     /// The operator's environment as the chart sets it, with the downward API filled in
-    /// and two test-only changes: a free metrics port, and a short lease so renewals
-    /// (`update`) happen within the test.
+    /// and two test-only changes: a free metrics port, and a shorter lease so renewals
+    /// (`update`) happen within the test (every 1.3 s for 10 s; a lease of a few seconds
+    /// has a renew deadline that several operators on a loaded machine miss).
     fn operator_env(&self, metrics: SocketAddr) -> Vec<(String, String)> {
         let mut env = Vec::new();
         for var in self.container()["env"].as_array().unwrap() {
@@ -212,7 +247,7 @@ impl Chart {
         for (name, value) in &mut env {
             match name.as_str() {
                 "BIOMETRICS_METRICS_ADDR" => *value = metrics.to_string(),
-                "BIOMETRICS_LEASE_DURATION" => *value = "3s".into(),
+                "BIOMETRICS_LEASE_DURATION" => *value = "10s".into(),
                 _ => {}
             }
         }
