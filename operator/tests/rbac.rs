@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use biometrics_crds::v1alpha1::{CachePolicy, CapturePhase, InvalidationResult, ProfileCapture};
+use biometrics_crds::v1alpha1::{CachePolicy, CapturePhase, InvalidationResult, InvalidationTrigger, ProfileCapture};
 use biometrics_test_apiserver::{
     Authorization, Options, TestApiServer,
     rbac::{Policy, Tokens},
@@ -383,7 +383,7 @@ async fn run_operator(chart: &Chart, pod_ip: &str, pki: Option<&std::path::Path>
     let redis = RedisServer::start(&["--requirepass", "Rbac-Pa55"]);
     // The workload a rule invalidates after; its rollout is complete.
     let deployments: Api<Deployment> = Api::namespaced(world.client.clone(), NS);
-    let deployment = json!({"metadata": {"name": "api"}, "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "api"}]}}}});
+    let deployment = json!({"metadata": {"name": "api", "annotations": {"deployment.kubernetes.io/revision": "1"}}, "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "app", "image": "api"}]}}}});
     deployments.create(&PostParams::default(), &serde_json::from_value(deployment).unwrap()).await.unwrap();
     let status = json!({"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
     deployments.patch_status("api", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
@@ -421,13 +421,29 @@ async fn run_operator(chart: &Chart, pod_ip: &str, pki: Option<&std::path::Path>
         &["apply", "-f", "-"],
         Some(&format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis-auth\n  namespace: {NS}\nstringData:\n  password: Rbac-Pa55\n")),
     );
-    eventually(&world, "the invalidation", || async {
-        let cp = policies.get("sessions").await.unwrap();
-        cp.status.as_ref().is_some_and(|s| {
-            s.invalidations.iter().any(|e| e.name == "on-deploy" && e.result == Some(InvalidationResult::Succeeded))
-        })
-    })
-    .await;
+    let ran = |trigger: InvalidationTrigger| {
+        let policies = policies.clone();
+        move || {
+            let policies = policies.clone();
+            async move {
+                let cp = policies.get("sessions").await.unwrap();
+                cp.status.as_ref().is_some_and(|s| {
+                    s.invalidations.iter().any(|e| {
+                        e.name == "on-deploy"
+                            && e.trigger == Some(trigger)
+                            && e.result == Some(InvalidationResult::Succeeded)
+                    })
+                })
+            }
+        }
+    };
+    eventually(&world, "the invalidation", ran(InvalidationTrigger::Change)).await;
+    // A rollout of the workload to its next revision, completed: the rule runs for it.
+    let next = json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": "2"}}, "spec": {"template": {"metadata": {"annotations": {"restartedAt": "now"}}}}});
+    deployments.patch("api", &PatchParams::default(), &Patch::Merge(&next)).await.unwrap();
+    let status = json!({"status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+    deployments.patch_status("api", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    eventually(&world, "the rollout's invalidation", ran(InvalidationTrigger::Rollout)).await;
 
     // A one-shot capture, to the end, and the browser's pages of it.
     world.kubectl(&["apply", "-f", "-"], Some(&capture_manifest()));
