@@ -11,7 +11,8 @@
 //! authorizer (the function that served the requests, in process) against the chart's
 //! rules without that one grant, and some request must be denied. Every way the chart
 //! installs: every namespace, one (`watchNamespace`), agent TLS, and the capture browser's
-//! token mode. A rerun with a grant removed shows what a user sees: a Warning Event naming
+//! token mode. Reruns with a grant taken out of the installed chart (`patch` on capture
+//! status, `create` on the trust ConfigMap) show what a user sees: a Warning Event naming
 //! the refused request.
 
 mod common;
@@ -662,4 +663,31 @@ fn check(chart: &Chart, run: &Run) {
         chart.values,
         unneeded.join("\n  "),
     );
+}
+
+/// The mutation takes out exactly one group × resource × verb and keeps the rest of the
+/// rule (names included), whatever the rule's shape.
+#[test]
+fn a_mutated_rule_grants_all_but_the_one_taken_out() {
+    let triples = |rules: &[Value]| -> BTreeSet<(String, String, String, Vec<String>)> {
+        let mut all = BTreeSet::new();
+        for rule in rules {
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
+                        all.insert((g.clone(), r.clone(), v, strings(&rule["resourceNames"])));
+                    }
+                }
+            }
+        }
+        all
+    };
+    let rule = json!({"apiGroups": ["", "apps"], "resources": ["pods", "pods/status"], "resourceNames": ["p"], "verbs": ["get", "list", "watch"]});
+    for (g, r, v) in [("", "pods", "get"), ("apps", "pods/status", "watch"), ("", "pods/status", "list")] {
+        let mut want = triples(std::slice::from_ref(&rule));
+        assert!(want.remove(&(g.into(), r.into(), v.into(), vec!["p".into()])));
+        assert_eq!(triples(&split(&rule, g, r, v)), want, "without {v} {g}/{r}");
+    }
+    let single = json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]});
+    assert!(split(&single, "", "secrets", "get").is_empty(), "a rule of one grant goes");
 }
