@@ -69,7 +69,7 @@ unit:
 # Only the operator's end-to-end tests (part of `make test` too).
 e2e: setup
 	$(CARGO) build --workspace --bins --locked
-	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e --test chart_e2e
 
 # Every benchmark at small sizes on the debug build, with the same checks (part of `make
 # test`, so a benchmark that breaks fails CI; its figures are not comparable).

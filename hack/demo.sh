@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole product on one machine: the test API server with its workload controllers and
-# a kubelet that runs pods as local processes, and the operator; then the examples, applied
-# with kubectl as in a cluster, so the shop's Deployments run their Go apps, agents, Redis
-# and load generator as pods. Runs until Ctrl-C (or, with --check, stops once the results
-# are in, a rollout's invalidation included) and removes everything it started. Needs
-# root, as the kubelet makes namespaces.
+# The whole product on one machine, as a cluster runs it: the test API server (HTTPS, RBAC)
+# with its workload controllers and a kubelet that runs pods as local processes; the
+# operator installed by `helm install` of charts/biometrics, so it runs as the chart's
+# Deployment under its ServiceAccount and Roles; then the examples, applied with kubectl as
+# in a cluster, so the shop's Deployments run their Go apps, agents (the chart's sidecar
+# template, rendered into examples/app.yaml), Redis and load generator as pods. Runs until
+# Ctrl-C (or, with --check, stops once the results are in, a rollout's invalidation
+# included) and removes everything it started. Needs root, as the kubelet makes namespaces.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,6 +22,8 @@ fail() {
     # What a user would look at next: the objects' status and the end of every log.
     kubectl get pods,pcap,cpol -A -o wide >&2 || true
     kubectl describe pcap,cpol -n shop 2>/dev/null | tail -40 >&2 || true
+    printf '\n--- the operator\n' >&2
+    kubectl logs -n biometrics-system deployment/biometrics --tail=15 >&2 || true
     for log in "$work"/*.log; do printf '\n--- %s\n' "$log" >&2; tail -15 "$log" >&2; done
   fi
   exit 1
@@ -74,25 +78,30 @@ images:
   registry.example.com/checkout: {command: [$root/target/go/pprof-target], args: [-addr, "0.0.0.0:6060"]}
   registry.example.com/loadgen: {command: [$root/target/go/loadgen]}
   ghcr.io/biometrics-io/biometrics-agent: {command: [$bin/biometrics-agent]}
+  # The operator's image ships speedscope for the browser's flame graphs; here it is on the node.
+  ghcr.io/biometrics-io/biometrics-operator:
+    command: [$bin/biometrics-operator]
+    env: {BIOMETRICS_UI_SPEEDSCOPE_DIR: $root/.tools/speedscope}
   redis: {command: [$(command -v redis-server)]}
 EOF
 export KUBECONFIG="$work/kubeconfig"
 export KUBECACHEDIR="$work/kubecache"
+export HELM_CACHE_HOME="$work/helm" HELM_CONFIG_HOME="$work/helm" HELM_DATA_HOME="$work/helm"
+# RBAC (and so HTTPS): the kubeconfig is an admin's, the operator's pods have their token.
 start apiserver "$bin/test-apiserver" --listen 127.0.0.1:0 --kubeconfig "$KUBECONFIG" \
-  --kubelet-images "$work/images.yaml" --kubelet-state "$work/kubelet" \
-  --create crds/yaml/profilecapture.yaml --create crds/yaml/cachepolicy.yaml
+  --authorization-mode RBAC --kubelet-images "$work/images.yaml" --kubelet-state "$work/kubelet"
 wait_for "the API server" 20 kubectl get --raw /version
-# (apply, not create: kubectl creates built-ins with protobuf bodies, which the test API
-# server does not read — see tests/apiserver/README.md)
-printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n---\n' shop biometrics-system | kubectl apply -f - >/dev/null
+kubectl create namespace shop >/dev/null
 
-say "starting the operator"
-metrics_port="$(free_port)"
+say "helm install biometrics charts/biometrics -n biometrics-system --create-namespace"
+helm install biometrics charts/biometrics -n biometrics-system --create-namespace >/dev/null
+# The replica that takes the Lease makes its signing key at once; both replicas turn Ready
+# at their next readiness probe (kubectl get deployment -n biometrics-system shows it).
+wait_for "the operator's signing key" 60 kubectl get secret -n biometrics-system biometrics-operator-signing-key
+# The capture browser listens on the operator pods' loopback (ui.auth=port-forward).
 ui_port="$(free_port)"
-start operator env BIOMETRICS_LOG=info "$bin/biometrics-operator" --metrics-addr "127.0.0.1:$metrics_port" \
-  --namespace biometrics-system --identity demo-operator \
-  --ui-addr "127.0.0.1:$ui_port" --ui-speedscope-dir "$root/.tools/speedscope"
-wait_for "the operator's signing key" 30 kubectl get secret -n biometrics-system biometrics-operator-signing-key
+start port-forward kubectl port-forward -n biometrics-system deployment/biometrics "$ui_port:9478"
+wait_for "the port-forward to the capture browser" 30 curl -sf "http://127.0.0.1:$ui_port/api/v1/captures"
 
 say "kubectl apply -f examples/app.yaml: Redis, the users and checkout apps with their agents, a load generator"
 kubectl apply -f examples/app.yaml
@@ -134,8 +143,8 @@ say "kubectl describe cpol users -n shop"
 kubectl describe cpol users -n shop
 say "the capture browser at http://127.0.0.1:$ui_port/"
 curl -sf "http://127.0.0.1:$ui_port/api/v1/captures" | jq -r '.[] | "\(.namespace)/\(.name)  \(.phase)  last run \(.lastRun)"'
-say "kubectl biometrics runs pcap/checkout-now -n shop"
-kubectl biometrics runs pcap/checkout-now -n shop --ui "http://127.0.0.1:$ui_port"
+say "kubectl biometrics runs pcap/checkout-now -n shop (through its own port-forward to the operator)"
+kubectl biometrics runs pcap/checkout-now -n shop
 
 slow_ip="$(kubectl get pod -n shop -l app=checkout -o jsonpath='{.items[0].status.podIP}')"
 if $check; then
@@ -148,11 +157,14 @@ Everything is running. In another terminal:
 
   export KUBECONFIG=$KUBECONFIG PATH=$root/.tools/bin:\$PATH
   kubectl get pcap,cpol -n shop
-  # the capture browser: every capture, run, pod and profile, flame graphs included
-  # browse http://127.0.0.1:$ui_port/
-  kubectl biometrics runs pcap/checkout-now -n shop --ui http://127.0.0.1:$ui_port
-  kubectl biometrics fetch pcap/checkout-now -n shop -o ./profiles --ui http://127.0.0.1:$ui_port
-  kubectl biometrics capture pcap/checkout-now -n shop --wait --ui http://127.0.0.1:$ui_port
+  # the operator: the chart's Deployment, two replicas, one holding the Lease
+  kubectl get deployment,pods,lease -n biometrics-system
+  helm status biometrics -n biometrics-system
+  # the capture browser (forwarded to the operator's pod): every capture, run, pod and
+  # profile, flame graphs included: browse http://127.0.0.1:$ui_port/
+  kubectl biometrics runs pcap/checkout-now -n shop
+  kubectl biometrics fetch pcap/checkout-now -n shop -o ./profiles
+  kubectl biometrics capture pcap/checkout-now -n shop --wait
   kubectl annotate pcap checkout-now -n shop biometrics.io/capture-now=\$(date +%s) --overwrite
   kubectl annotate cpol users -n shop biometrics.io/invalidate-now=\$(date +%s) --overwrite
   # a rollout: the CachePolicy's profiles-after-rollout rule runs once it completes
@@ -173,7 +185,8 @@ Everything is running. In another terminal:
   kubectl describe pcap checkout-rollouts -n shop
   go tool pprof -top $work/kubelet/claims/shop/biometrics-profiles/shop/checkout-now/*/*/cpu.pb.gz
 
-Operator metrics: http://127.0.0.1:$metrics_port/metrics   Logs: $work/*.log
+Operator metrics: http://$(kubectl get pod -n biometrics-system -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].status.podIP}'):8080/metrics
+Logs: kubectl logs -n biometrics-system deployment/biometrics, and $work/*.log
 Press Ctrl-C to stop and clean up.
 EOF
 while true; do sleep 3600; done

@@ -66,6 +66,10 @@ watchNamespace (a Role). Exactly what it calls; operator/tests/rbac.rs checks bo
 - apiGroups: [biometrics.io]
   resources: [profilecaptures/status, cachepolicies/status]
   verbs: [patch]
+# The capture browser reads the capture it shows by name.
+- apiGroups: [biometrics.io]
+  resources: [profilecaptures]
+  verbs: [get]
 # Target pods, and the workloads named by onRolloutOf.
 - apiGroups: [""]
   resources: [pods]

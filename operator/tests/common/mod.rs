@@ -78,6 +78,34 @@ async fn admin_client(server: &TestApiServer, dir: &Path) -> Client {
     client
 }
 
+/// Starts the server's kubelet, its state under `dir`, running pods by `images` (YAML).
+async fn start_kubelet(server: &mut TestApiServer, dir: &Path, images: &str) {
+    let images = biometrics_test_apiserver::kubelet::ImageMap::parse(images, Path::new("images.yaml")).unwrap();
+    let config = biometrics_test_apiserver::kubelet::KubeletConfig {
+        node_name: "local-1".into(),
+        state_dir: dir.join("kubelet"),
+        images,
+        restart_backoff: Duration::from_secs(1),
+        api: server.addr(),
+    };
+    server.start_kubelet(config).await.expect("the kubelet starts (it needs root)");
+}
+
+/// Every stored object as `plural.group namespace/name`, except Events, which a cluster
+/// keeps after what they are about is gone.
+pub fn everything(store: &biometrics_test_apiserver::Store) -> std::collections::BTreeSet<String> {
+    let registry = store.registry();
+    let mut all = std::collections::BTreeSet::new();
+    for rt in registry.all().filter(|rt| rt.plural != "events") {
+        let (items, _) = store.list(&rt.key(), None).expect("list");
+        for item in items {
+            let text = |p: &str| item.pointer(p).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+            all.insert(format!("{} {}/{}", rt.qualified_name(), text("/metadata/namespace"), text("/metadata/name")));
+        }
+    }
+    all
+}
+
 impl World {
     pub async fn start(pod_ips: &[&str]) -> Self {
         Self::start_with(Options::default(), pod_ips).await
@@ -120,16 +148,39 @@ impl World {
         biometrics_operator::install_crypto();
         let mut server = TestApiServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let images = biometrics_test_apiserver::kubelet::ImageMap::parse(images, Path::new("images.yaml")).unwrap();
-        let config = biometrics_test_apiserver::kubelet::KubeletConfig {
-            node_name: "local-1".into(),
-            state_dir: dir.path().join("kubelet"),
-            images,
-            restart_backoff: Duration::from_secs(1),
-            api: server.addr(),
-        };
-        server.start_kubelet(config).await.expect("the kubelet starts (it needs root)");
+        start_kubelet(&mut server, dir.path(), images).await;
         let client = admin_client(&server, dir.path()).await;
+        let public_key = dir.path().join("operator.pub");
+        Self::from_parts(server, client, dir, public_key)
+    }
+
+    /// A local cluster that authenticates and authorizes as a real one: HTTPS with the
+    /// server's own CA, RBAC with kube-apiserver's default roles (the test's kubeconfig is
+    /// an admin in `system:masters`), every decision of the authorizer recorded; pods reach
+    /// it as their ServiceAccount. Only namespace `NS` is made: Helm brings the CRDs and the
+    /// operator's namespace.
+    pub async fn start_on_secure_cluster(images: &str) -> Self {
+        biometrics_operator::install_crypto();
+        let options = Options {
+            rbac: Some(biometrics_test_apiserver::rbac::Tokens::default()),
+            tls: true,
+            record_requests: true,
+            ..Options::default()
+        };
+        let mut server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        start_kubelet(&mut server, dir.path(), images).await;
+        server.write_kubeconfig(&kubeconfig_path(dir.path())).unwrap();
+        let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+        let client = Client::try_from(
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
+        )
+        .unwrap();
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        namespaces
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap())
+            .await
+            .unwrap();
         let public_key = dir.path().join("operator.pub");
         Self::from_parts(server, client, dir, public_key)
     }
@@ -279,6 +330,39 @@ impl World {
         );
         wait_for_listener(metrics, Duration::from_secs(10));
         (operator, metrics)
+    }
+
+    /// The real Helm (`make setup` installs it) against the world's API server as its
+    /// admin, from the repository's root; its output.
+    pub fn helm(&self, args: &[&str]) -> String {
+        let home = self.dir.path().join("helm");
+        let out = Command::new(repo_root().join(".tools/bin/helm"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig_path(self.dir.path()))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .current_dir(repo_root())
+            .output()
+            .expect("helm (make setup installs it)");
+        assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `charts/biometrics/examples/app-chart` with the chart as its dependency, unpacked in
+    /// its `charts/` as `helm dependency build` leaves it; its directory.
+    pub fn app_chart(&self) -> PathBuf {
+        let chart = repo_root().join("charts/biometrics");
+        let app = self.dir.path().join("app-chart");
+        let script = format!(
+            "cp -r '{examples}/app-chart' '{app}' && mkdir -p '{app}/charts/biometrics' && (cd '{chart}' && tar --exclude=./examples -cf - .) | tar -xf - -C '{app}/charts/biometrics'",
+            examples = chart.join("examples").display(),
+            app = app.display(),
+            chart = chart.display(),
+        );
+        let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+        assert!(status.success(), "copying the app chart");
+        app
     }
 
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {

@@ -11,6 +11,8 @@ use std::{
 
 use axum::http::{HeaderMap, Method, Uri, header};
 
+use crate::rbac::UserInfo;
+
 /// One authorization check: who asked to do what to which resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestRecord {
@@ -162,20 +164,47 @@ fn exact_name(selector: &str) -> Option<&str> {
     })
 }
 
-/// The checks of every request served, in arrival order. It grows with the requests: it
-/// is meant for tests, which run for seconds, and is off unless asked for.
+/// One decision of the RBAC authorizer: the authenticated user, the attributes it was asked
+/// about and its answer. Replaying the attributes through [`crate::rbac::Policy::authorize`]
+/// against other rules tells what those rules would have allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// Who asked (for an impersonation check, the impersonator).
+    pub user: UserInfo,
+    /// What was asked; `user` in it is the bearer token, not who it authenticated as.
+    pub attributes: RequestRecord,
+    /// Whether RBAC allowed it.
+    pub allowed: bool,
+}
+
+/// The checks of every request served, in arrival order, and with RBAC on, every decision
+/// of the authorizer. It grows with the requests: it is meant for tests, which run for
+/// seconds, and is off unless asked for.
 #[derive(Debug, Default)]
-pub struct RequestLog(Mutex<Vec<RequestRecord>>);
+pub struct RequestLog {
+    checks: Mutex<Vec<RequestRecord>>,
+    decisions: Mutex<Vec<Authorization>>,
+}
 
 impl RequestLog {
     /// Appends a check.
     pub fn record(&self, record: RequestRecord) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+        self.checks.lock().unwrap_or_else(PoisonError::into_inner).push(record);
     }
 
     /// Every check so far.
     pub fn all(&self) -> Vec<RequestRecord> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.checks.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Appends a decision of the authorizer.
+    pub fn record_decision(&self, decision: Authorization) {
+        self.decisions.lock().unwrap_or_else(PoisonError::into_inner).push(decision);
+    }
+
+    /// Every decision so far.
+    pub fn decisions(&self) -> Vec<Authorization> {
+        self.decisions.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 

@@ -45,7 +45,7 @@ use std::{
 use serde_json::Value;
 
 pub use crate::{
-    audit::{RequestLog, RequestRecord},
+    audit::{Authorization, RequestLog, RequestRecord},
     server::RequestCounts,
     store::Store,
 };
@@ -312,6 +312,13 @@ impl TestApiServer {
     /// asked. Empty unless the server was started with [`Options::record_requests`].
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.requests.as_ref().map(|log| log.all()).unwrap_or_default()
+    }
+
+    /// Every decision of the RBAC authorizer so far, in order: who was allowed or denied
+    /// what. Empty unless the server runs with [`Options::rbac`] and
+    /// [`Options::record_requests`].
+    pub fn authorizations(&self) -> Vec<Authorization> {
+        self.requests.as_ref().map(|log| log.decisions()).unwrap_or_default()
     }
 
     /// A kubeconfig that kubectl and kube-rs use unchanged.

@@ -312,7 +312,7 @@ async fn respond(
     {
         return answer.unwrap_or_else(|e| error_response(&e));
     }
-    match route(&state, &method, &uri, &headers, &body, upgrade, protobuf_body).await {
+    match route(&state, &user, &method, &uri, &headers, &body, upgrade, protobuf_body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
@@ -391,25 +391,45 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         None => crate::rbac::UserInfo::anonymous(),
     };
     let policy = crate::rbac::policy(&state.store);
-    let deny = |decision: crate::rbac::Decision, check: &RequestRecord| match decision {
-        crate::rbac::Decision::Allowed(_) => Ok(()),
-        // kube-apiserver answers an anonymous request it would not allow with 401.
-        crate::rbac::Decision::Denied(_) if token.is_none() => Err(ApiError::unauthorized()),
-        crate::rbac::Decision::Denied(message) => {
-            Err(ApiError::forbidden(message, &check.qualified_resource(), &check.name))
-        }
-    };
     let user = match impersonation {
         Some(wanted) => {
             for check in crate::impersonation::checks(&wanted) {
-                deny(policy.authorize(&user, &check), &check)?;
+                authorize_check(state, &policy, &user, &check)?;
             }
             crate::impersonation::user(&wanted)
         }
         None => user,
     };
-    deny(policy.authorize(&user, record), record)?;
+    authorize_check(state, &policy, &user, record)?;
     Ok(user)
+}
+
+/// One question to the RBAC authorizer, its decision logged when requests are recorded;
+/// the error kube-apiserver answers a denial with.
+fn authorize_check(
+    state: &AppState,
+    policy: &crate::rbac::Policy,
+    user: &crate::rbac::UserInfo,
+    check: &RequestRecord,
+) -> Result<(), ApiError> {
+    let decision = policy.authorize(user, check);
+    if let Some(log) = &state.requests {
+        log.record_decision(crate::audit::Authorization {
+            user: user.clone(),
+            attributes: check.clone(),
+            allowed: decision.allowed(),
+        });
+    }
+    match decision {
+        crate::rbac::Decision::Allowed(_) => Ok(()),
+        // kube-apiserver answers an anonymous request it would not allow with 401.
+        crate::rbac::Decision::Denied(_) if user.groups.iter().any(|g| g == "system:unauthenticated") => {
+            Err(ApiError::unauthorized())
+        }
+        crate::rbac::Decision::Denied(message) => {
+            Err(ApiError::forbidden(message, &check.qualified_resource(), &check.name))
+        }
+    }
 }
 
 /// The object a create, update or patch would store (a patch applied as a dry run), for
@@ -461,8 +481,10 @@ pub fn authenticate_token(
     state.service_accounts.authenticate(&state.store, token, audiences).map_err(|e| e.0)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     state: &AppState,
+    user: &crate::rbac::UserInfo,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -613,13 +635,19 @@ async fn route(
                 let opts = write_options(&query, headers)?;
                 let value = parse_body(body, &content_type)?;
                 let patch = patch_of(&content_type, value, &query)?;
-                // kube-apiserver also checks `create` when an apply makes the object.
-                if let Some(log) = &state.requests
-                    && matches!(patch, Patch::Apply(_))
+                // kube-apiserver also checks `create` when an apply makes the object, and
+                // refuses the apply when the user may not create it.
+                if matches!(patch, Patch::Apply(_))
                     && sub == Subresource::Main
                     && state.store.get(&rt.key(), &namespace, &name).is_err()
                 {
-                    log.record(RequestRecord::from_request(method, uri, headers).with_verb("create"));
+                    let check = RequestRecord::from_request(method, uri, headers).with_verb("create");
+                    if let Some(log) = &state.requests {
+                        log.record(check.clone());
+                    }
+                    if state.rbac.is_some() {
+                        authorize_check(state, &crate::rbac::policy(&state.store), user, &check)?;
+                    }
                 }
                 let (obj, warnings) = state.store.patch(&rt.key(), &namespace, &name, patch, sub, &opts)?;
                 Ok(json_response(StatusCode::OK, &obj, &warnings))

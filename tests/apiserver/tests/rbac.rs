@@ -399,3 +399,56 @@ async fn roles_and_bindings_grant_only_what_their_writer_holds_unless_it_may_esc
     );
     roles.create(&PostParams::default(), &role("secret-reader", secrets)).await.unwrap();
 }
+
+/// A server-side apply that would create its object is also a `create`, as kube-apiserver
+/// checks it: a Role with `patch` alone cannot make the object, `create` by name can; every
+/// decision, with who asked, is in the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_creates_needs_create_and_each_decision_is_logged() {
+    let options =
+        Options { rbac: Some(Tokens::parse(TOKENS).unwrap()), tls: true, record_requests: true, ..Options::default() };
+    let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let admin = client(&server, biometrics_test_apiserver::ADMIN_TOKEN).await;
+    apply(&admin, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;
+    let grant = |verbs: &[&str]| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "trust", "namespace": "shop"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["trust"], "verbs": verbs}]})
+    };
+    let roles: Api<Role> = Api::namespaced(admin.clone(), "shop");
+    roles.create(&PostParams::default(), &serde_json::from_value(grant(&["patch"])).unwrap()).await.unwrap();
+    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "trust", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trust"},
+        "subjects": [{"kind": "User", "name": "vera"}]}))
+    .await;
+
+    let vera: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client(&server, "vera-token").await, "shop");
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}});
+    let (code, message) = refusal(vera.patch("trust", &PatchParams::apply("vera"), &Patch::Apply(&cm)).await);
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            403,
+            "configmaps \"trust\" is forbidden: User \"vera\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"shop\""
+        )
+    );
+    roles.patch("trust", &PatchParams::default(), &Patch::Merge(&grant(&["patch", "create"]))).await.unwrap();
+    vera.patch("trust", &PatchParams::apply("vera"), &Patch::Apply(&cm)).await.unwrap();
+    // Once it exists, an apply is a patch only.
+    roles.patch("trust", &PatchParams::default(), &Patch::Merge(&grant(&["patch"]))).await.unwrap();
+    vera.patch("trust", &PatchParams::apply("vera"), &Patch::Apply(&cm)).await.unwrap();
+
+    let decided: Vec<(String, bool)> = server
+        .authorizations()
+        .into_iter()
+        .filter(|d| d.user.name == "vera")
+        .map(|d| (d.attributes.to_string(), d.allowed))
+        .collect();
+    let patch = "patch core/configmaps \"trust\" in namespace shop".to_owned();
+    let create = "create core/configmaps \"trust\" in namespace shop".to_owned();
+    assert_eq!(
+        decided,
+        [(patch.clone(), true), (create.clone(), false), (patch.clone(), true), (create, true), (patch, true)]
+    );
+    let vera_groups = &server.authorizations().into_iter().find(|d| d.user.name == "vera").unwrap().user.groups;
+    assert!(vera_groups.contains(&"system:authenticated".to_owned()), "{vera_groups:?}");
+}

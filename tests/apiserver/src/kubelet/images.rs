@@ -13,6 +13,10 @@ pub struct ImageCommand {
     pub command: Vec<String>,
     /// Its default arguments (Docker's CMD).
     pub args: Vec<String>,
+    /// Its environment (Docker's ENV): what the image sets for every container, before the
+    /// container's own `env`, which overrides it. Where an image would ship files beside its
+    /// program (the operator's speedscope), this says where they are on the node.
+    pub env: BTreeMap<String, String>,
 }
 
 /// Images by name, with or without tag.
@@ -37,7 +41,8 @@ fn repository(image: &str) -> &str {
 }
 
 impl ImageMap {
-    /// Reads `images: {<image>: {command: [...], args: [...]}}` from YAML text.
+    /// Reads `images: {<image>: {command: [...], args: [...], env: {NAME: value}}}` from
+    /// YAML text.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ImageMapError> {
         let err = |message: String| ImageMapError { path: path.display().to_string(), message };
         let doc: Value = serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
@@ -48,7 +53,12 @@ impl ImageMap {
             if command.is_empty() {
                 return Err(err(format!("{image}: `command` is empty")));
             }
-            map.insert(image.clone(), ImageCommand { command, args: crate::strings(entry.get("args")) });
+            let mut env = BTreeMap::new();
+            for (name, value) in entry.get("env").and_then(Value::as_object).into_iter().flatten() {
+                let value = value.as_str().ok_or_else(|| err(format!("{image}: env {name} is not a string")))?;
+                env.insert(name.clone(), value.to_owned());
+            }
+            map.insert(image.clone(), ImageCommand { command, args: crate::strings(entry.get("args")), env });
         }
         Ok(Self(map))
     }
@@ -90,8 +100,20 @@ mod tests {
     }
 
     #[test]
+    fn an_image_carries_its_environment() {
+        let text =
+            "images:\n  ui: {command: [/bin/ui], env: {ASSETS: /opt/ui}}\n  bad: {command: [/bin/x], env: {N: 1}}\n";
+        let err = ImageMap::parse(text, Path::new("m")).unwrap_err().to_string();
+        assert_eq!(err, "image map m: bad: env N is not a string");
+        let map =
+            ImageMap::parse("images:\n  ui: {command: [/bin/ui], env: {ASSETS: /opt/ui}}\n", Path::new("m")).unwrap();
+        assert_eq!(map.resolve("ui:1").unwrap().env, BTreeMap::from([("ASSETS".to_owned(), "/opt/ui".to_owned())]));
+    }
+
+    #[test]
     fn command_and_args_override_as_docker_does() {
-        let image = ImageCommand { command: vec!["/bin/app".into()], args: vec!["--serve".into()] };
+        let image =
+            ImageCommand { command: vec!["/bin/app".into()], args: vec!["--serve".into()], env: BTreeMap::new() };
         assert_eq!(argv(&image, &[], &[]), ["/bin/app", "--serve"]);
         assert_eq!(argv(&image, &[], &["--x".into()]), ["/bin/app", "--x"]);
         assert_eq!(argv(&image, &["/bin/sh".into()], &[]), ["/bin/sh"]);

@@ -292,6 +292,7 @@ impl Pod {
             ("KUBERNETES_SERVICE_HOST".to_owned(), self.context.gateway.to_string()),
             ("KUBERNETES_SERVICE_PORT".to_owned(), self.context.api_port.to_string()),
         ]);
+        environment.extend(resolved.env.clone());
         environment
             .extend(env::environment(&pod, &c.spec, &ns).map_err(|e| ("CreateContainerConfigError".to_owned(), e.0))?);
         let mut mounts = Vec::new();
