@@ -14,12 +14,13 @@ use cap_std::fs::Dir;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{CaptureRequest, CaptureState, CaptureStatus, ProfileOutcome, RetentionRequest},
+    api::{CaptureRequest, CaptureState, CaptureStatus, MetricsSource, ProfileOutcome, RetentionRequest},
     budget::{self, MemoryBudget},
     fetch::Fetcher,
     metrics::Metrics,
     names,
     profile::{self, ProfileError, memory::Allowance},
+    requests::{self, ScrapeLimits},
     volume::{self, Volume, VolumeError},
 };
 
@@ -196,6 +197,9 @@ pub fn validate(req: &CaptureRequest, limits: &Limits) -> Result<(), String> {
     }
     if req.target.port == 0 {
         return Err("target.port must be between 1 and 65535".into());
+    }
+    if let Some(metrics) = &req.metrics {
+        requests::compile(metrics).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -429,6 +433,14 @@ impl Engine {
         }
     }
 
+    async fn read_requests(
+        &self,
+        spec: &MetricsSource,
+        before_any: bool,
+    ) -> Result<crate::app_metrics::reading::Reading, String> {
+        requests::read_now(&self.fetcher, self.config.target_host, spec, ScrapeLimits::default(), before_any).await
+    }
+
     async fn capture_one(
         &self,
         req: &CaptureRequest,
@@ -449,8 +461,14 @@ impl Engine {
         let timeout =
             if kind.is_timed() { Duration::from_secs(req.duration_seconds + 30) } else { Duration::from_secs(60) };
         let fetch_started = Instant::now();
+        // The app's request counter, read as the profile starts and as it ends.
+        let count_requests = req.metrics.as_ref().filter(|_| kind.is_timed());
+        let mut requests_before = None;
         let fetch = async {
             let _turn = if kind.is_timed() { Some(self.timed_profile.lock().await) } else { None };
+            if let Some(spec) = count_requests {
+                requests_before = Some(self.read_requests(spec, true).await);
+            }
             let started = Instant::now();
             loop {
                 let file = volume::create_file(&dirs.pod, &tmp)
@@ -484,6 +502,12 @@ impl Engine {
             }
         };
         self.metrics.fetch_duration.with_label_values(&[kind.as_str()]).observe(fetch_started.elapsed().as_secs_f64());
+        if let (Some(spec), Some(before)) = (count_requests, requests_before) {
+            match (before, self.read_requests(spec, false).await) {
+                (Ok(before), Ok(after)) => outcome.requests = Some(requests::answered_between(&before, &after)),
+                (Err(e), _) | (_, Err(e)) => outcome.requests_error = Some(e),
+            }
+        }
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {

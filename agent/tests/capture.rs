@@ -500,3 +500,47 @@ fn the_app_is_sampled_only_while_the_operator_asks() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(requests.load(SeqCst), after, "the lease ran out: sampling stopped");
 }
+
+/// The requests the target has answered so far, from its own counter.
+fn answered(target: &GoTarget) -> f64 {
+    biometrics_test_support::http_get(target.addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let port = target.addr.port();
+    biometrics_test_support::http_get(target.addr, "/control?rps=50");
+    let mut request = capture_request("cap-requests", "run-1", &["cpu", "heap"], 2, port);
+    request["metrics"] = serde_json::json!({
+        "port": port, "path": "/metrics", "histograms": ["http_request_duration_seconds"],
+        "requestsCounter": "http_requests_total", "errorValues": "5..", "windowSeconds": 30
+    });
+    let before = answered(&target);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    let done = agent.wait_capture("cap-requests", Duration::from_secs(60));
+    let after = answered(&target);
+    assert_eq!(done["state"], "Succeeded", "{done}");
+    let cpu = &done["profiles"][0];
+    let counted = cpu["requests"].as_f64().unwrap_or_else(|| panic!("the cpu profile counts requests: {cpu}"));
+    assert!(counted > 0.0 && counted <= after - before, "{counted} of the {} answered during the capture", after - before);
+    assert!(done["profiles"][1].get("requests").is_none(), "a snapshot spans no time: {}", done["profiles"][1]);
+
+    // Without a metrics source nothing is counted.
+    let plain = capture_request("cap-plain", "run-2", &["cpu"], 1, port);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&plain)).0, 202);
+    let done = agent.wait_capture("cap-plain", Duration::from_secs(60));
+    assert!(done["profiles"][0].get("requests").is_none(), "{done}");
+
+    // A source the agent would not read is refused with the request.
+    request["id"] = "cap-bad-source".into();
+    request["metrics"]["requestsCounter"] = "not a name".into();
+    let (status, body) = agent.request("POST", "/v1/captures", Some(&request));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("requestsCounter"), "{body}");
+}

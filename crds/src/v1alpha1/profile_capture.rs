@@ -1114,11 +1114,16 @@ pub struct ProfileResult {
     /// How many samples the profile holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<i64>,
-    /// The 5 functions with the highest flat value. (The flame graph is the SVG beside the
-    /// file: `<type>.svg`.)
+    /// The 10 functions with the highest flat value (fewer when a large run's status is
+    /// trimmed to fit). (The flame graph is the SVG beside the file: `<type>.svg`.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5))]
+    #[schemars(length(max = 10))]
     pub top: Vec<TopFunction>,
+    /// For a timed profile of a capture that reads the app's metrics (`target.metrics`):
+    /// the requests the app answered while it sampled, the figure a rollout comparison
+    /// divides by to judge CPU per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<f64>,
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

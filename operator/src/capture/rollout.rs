@@ -12,8 +12,8 @@ use biometrics_crds::{
     threshold::ThresholdLevel,
     v1alpha1::{
         BaselineSource, CaptureRun, DigestFunction, FunctionChange, Normalisation, PodRuntime, ProfileCapture,
-        ProfileChange, ProfileDigest, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict, RunResult,
-        TopFunction, ValueChange, WorkloadKind,
+        ProfileChange, ProfileDigest, ProfileResult, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict,
+        RunResult, TopFunction, ValueChange, WorkloadKind,
     },
 };
 use biometrics_pprof::merge::{self, FunctionTotal, Mergeable, Merged};
@@ -783,11 +783,14 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
     types
         .into_iter()
         .filter_map(|profile_type| {
-            let parts: Vec<PodProfile<'_>> = run
+            let results: Vec<&ProfileResult> = run
                 .pods
                 .iter()
                 .flat_map(|p| p.profiles.iter())
                 .filter(|q| q.profile_type == profile_type && q.error.is_none())
+                .collect();
+            let parts: Vec<PodProfile<'_>> = results
+                .iter()
                 .filter_map(|q| {
                     Some(PodProfile {
                         sample_type: q.sample_type.as_deref()?,
@@ -799,6 +802,15 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
                     })
                 })
                 .collect();
+            // The requests answered while these profiles sampled, when every pod counted
+            // them: the rate over the profiles themselves, not over the metrics window.
+            let counted: Option<f64> = results.iter().map(|q| q.requests).sum();
+            let requests = match counted {
+                Some(n) if run_seconds > 0.0 && parts.len() == results.len() => {
+                    SideRequests { requests_per_second: Some(n / run_seconds), ..requests }
+                }
+                _ => requests,
+            };
             digest(profile_type, &parts, requests)
         })
         .collect()
@@ -1131,6 +1143,7 @@ mod tests {
                         total: Some(total),
                         samples: Some(500),
                         top: top(functions),
+                        requests: None,
                         error: None,
                         compared_to_previous: None,
                     }],
@@ -1139,6 +1152,39 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn cpu_is_judged_per_request_counted_over_the_profiles_themselves() {
+        let t0 = t("2026-01-01T00:00:00Z");
+        let count = |run: &mut CaptureRun, requests: &[Option<f64>]| {
+            for (pod, n) in run.pods.iter_mut().zip(requests) {
+                pod.profiles[0].requests = *n;
+            }
+        };
+        // Before: 1,000 ns of CPU per pod over 10 s, 100 requests each (the runtime entries'
+        // rate over their own window says otherwise, and is not used).
+        let mut before = finished("b2-x", &["a1", "a2"], &[("main.serve", 700), ("crypto/sha256.block", 300)], t0);
+        count(&mut before, &[Some(100.0), Some(100.0)]);
+        let runtime = [PodRuntime { name: "a1".into(), requests_per_second: Some(999.0), ..Default::default() }];
+        let baseline = digests(&before, &runtime, Some(10));
+        assert_eq!(baseline[0].requests_per_second, Some(20.0), "200 requests in 10 s");
+        // After: a starved replica answered half as many requests and burned half the CPU:
+        // the same CPU per request.
+        let mut after = finished("c2-x", &["b1", "b2"], &[("main.serve", 350), ("crypto/sha256.block", 150)], t0);
+        count(&mut after, &[Some(50.0), Some(50.0)]);
+        let candidate = digests(&after, &[], Some(10));
+        let c = &compare(&baseline, &candidate)[0];
+        assert_eq!(c.per, Normalisation::Request);
+        assert_eq!((c.total.before, c.total.after, c.total.change_percent), (10.0, 10.0, Some(0.0)));
+        let mut bounds = RegressionBounds::default();
+        bounds.min_samples = 1;
+        assert_eq!(judge("2", std::slice::from_ref(c), None, &bounds).verdict, RolloutVerdict::Unchanged);
+        // A pod that could not count its requests: the side falls back to the runtime rate,
+        // here none, so both are compared per second.
+        count(&mut after, &[Some(50.0), None]);
+        let c = &compare(&baseline, &digests(&after, &[], Some(10)))[0];
+        assert_eq!(c.per, Normalisation::Second);
     }
 
     #[test]
