@@ -802,10 +802,7 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
                     })
                 })
                 .collect();
-            // The requests answered while these profiles sampled, when every pod counted
-            // them: the rate over the profiles themselves, not over the metrics window.
-            let counted: Option<f64> = results.iter().map(|q| q.requests).sum();
-            let requests = match counted {
+            let requests = match answered(&results) {
                 Some(n) if run_seconds > 0.0 && parts.len() == results.len() => {
                     SideRequests { requests_per_second: Some(n / run_seconds), ..requests }
                 }
@@ -814,6 +811,24 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
             digest(profile_type, &parts, requests)
         })
         .collect()
+}
+
+/// The requests a side's pods answered while their profiles sampled: the rate over the
+/// profiles themselves, not over the metrics window. A pod that could not count them (say,
+/// it stopped accepting connections on SIGTERM before the count was read again) is taken
+/// to have answered requests at the cost per request of the pods that did. `None` when no
+/// pod counted a request.
+fn answered(results: &[&ProfileResult]) -> Option<f64> {
+    let (mut requests, mut counted_total, mut total) = (0.0, 0.0, 0.0);
+    for q in results {
+        let value = q.total.unwrap_or(0) as f64;
+        total += value;
+        if let Some(n) = q.requests {
+            requests += n;
+            counted_total += value;
+        }
+    }
+    (requests > 0.0 && counted_total > 0.0).then(|| requests * total / counted_total)
 }
 
 /// The `PerformanceRegressed` condition: (status, reason, message) from the newest judged
@@ -1180,9 +1195,12 @@ mod tests {
         let mut bounds = RegressionBounds::default();
         bounds.min_samples = 1;
         assert_eq!(judge("2", std::slice::from_ref(c), None, &bounds).verdict, RolloutVerdict::Unchanged);
-        // A pod that could not count its requests: the side falls back to the runtime rate,
-        // here none, so both are compared per second.
+        // A pod that could not count its requests is taken at the others' cost per request.
         count(&mut after, &[Some(50.0), None]);
+        assert_eq!(digests(&after, &[], Some(10))[0].requests_per_second, Some(10.0));
+        // No pod counted any: the side falls back to the runtime rate, here none, so both
+        // are compared per second.
+        count(&mut after, &[None, None]);
         let c = &compare(&baseline, &digests(&after, &[], Some(10)))[0];
         assert_eq!(c.per, Normalisation::Second);
     }
