@@ -195,7 +195,8 @@ pub struct RegressionBounds {
     /// Growth of a single function's own (flat) value, in percentage points of the
     /// profile's old normalised total: a function that took 10 % and now costs twice as
     /// much grew by 10 points. A function whose share rose only because others fell does
-    /// not count.
+    /// not count, and neither does one whose share rose by no more than three standard
+    /// errors of sampling (a share of few samples moves by chance).
     #[serde(default = "default_function_share_points")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.critical <= 100.0", "message": "a share cannot grow by more than 100 points"}
@@ -209,7 +210,8 @@ pub struct RegressionBounds {
 
     /// The fewest samples a cpu profile needs on each side (its sample records, one per
     /// distinct stack, summed over its pods) to be judged; below it the verdict is
-    /// `Inconclusive` and says how many there were.
+    /// `Inconclusive` and says how many there were. Below 20, a total's 10 ms sampling
+    /// step alone moves it by 5 % or more.
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 1, max = 1000000))]
     pub min_samples: i32,
@@ -228,7 +230,7 @@ fn default_latency_percent() -> UpperBounds {
 }
 
 fn default_min_samples() -> i32 {
-    100
+    20
 }
 
 impl Default for RegressionBounds {

@@ -422,9 +422,31 @@ fn signed(v: f64) -> String {
     if v >= 0.0 { format!("+{v:.0}") } else { format!("{v:.0}") }
 }
 
+/// How many standard errors of sampling a function's share must rise by before its growth
+/// is judged: with the 10 or so functions each side lists, 3 keeps a label-only rollout's
+/// largest chance move (about 1 standard error over 5 rollouts on the development machine)
+/// from reading as a regression.
+pub const SHARE_SIGNIFICANCE: f64 = 3.0;
+
+/// The standard error, in points, of the difference between a function's share of two
+/// sampled profiles of `before` and `after` samples (each share a binomial proportion).
+/// 0 when a side's sample count is unknown: nothing to discount.
+pub fn share_noise(before_percent: f64, after_percent: f64, before: i64, after: i64) -> f64 {
+    if before <= 0 || after <= 0 {
+        return 0.0;
+    }
+    let variance = |percent: f64, n: i64| {
+        let p = (percent / 100.0).clamp(0.0, 1.0);
+        p * (1.0 - p) / n as f64
+    };
+    100.0 * (variance(before_percent, before) + variance(after_percent, after)).sqrt()
+}
+
 /// Judges `changes` (and the latency change, when known) against `bounds`:
 /// `Inconclusive` when a cpu side has fewer samples than `minSamples` or nothing could be
-/// compared; `Regressed` when a bound is crossed (severity: the worst level); `Improved`
+/// compared; `Regressed` when a bound is crossed (severity: the worst level; a function's
+/// growth only when its share rose by more than [`SHARE_SIGNIFICANCE`] standard errors of
+/// sampling); `Improved`
 /// when a normalised total fell by at least the total bound's warning; else `Unchanged`.
 pub fn judge(
     revision: &str,
@@ -452,7 +474,12 @@ pub fn judge(
         // whose share rose only because others fell does not count.
         let growth =
             |f: &FunctionChange| if c.total.before > 0.0 { (f.after - f.before) * 100.0 / c.total.before } else { 0.0 };
-        if let Some(grown) = c.grown.iter().max_by(|a, b| growth(a).total_cmp(&growth(b))) {
+        // Only a move of its share beyond what sampling alone gives counts.
+        let beyond_noise = |f: &&FunctionChange| {
+            f.after_percent - f.before_percent
+                > SHARE_SIGNIFICANCE * share_noise(f.before_percent, f.after_percent, c.samples_before, c.samples_after)
+        };
+        if let Some(grown) = c.grown.iter().filter(beyond_noise).max_by(|a, b| growth(a).total_cmp(&growth(b))) {
             let level = bounds.function_share_points.level(growth(grown));
             let text =
                 format!("{} {:.1} % → {:.1} % of {what}", grown.function, grown.before_percent, grown.after_percent);
@@ -1114,13 +1141,40 @@ mod tests {
         assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)));
         assert!(j.message.contains("latency +80 %"), "{}", j.message);
         // Too few samples: inconclusive, with the counts.
-        let thin = cpu(2, 1.0, 40, &[("main.a", 4_000), ("main.b", 4_000)]);
+        let thin = cpu(2, 1.0, 12, &[("main.a", 4_000), ("main.b", 4_000)]);
         let j = judge("10", &compare(std::slice::from_ref(&base), &[thin]), None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Inconclusive);
-        assert_eq!(j.message, "revision 10: too few cpu samples to judge: 2000 before, 40 after (at least 100 each)");
+        assert_eq!(j.message, "revision 10: too few cpu samples to judge: 2000 before, 12 after (at least 20 each)");
         assert_eq!(judge("11", &[], None, &bounds).verdict, RolloutVerdict::Inconclusive);
         // A profile type missing on one side is not compared.
         assert!(compare(&[base], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_function_share_moved_by_sampling_alone_is_not_a_regression() {
+        // 10 % and 20 % of 30 samples each side: 9.1 points of sampling error, so a
+        // 10-point move is chance, well past the 5-point bound though it is.
+        assert!((share_noise(10.0, 20.0, 30, 30) - 9.13).abs() < 0.01, "{}", share_noise(10.0, 20.0, 30, 30));
+        assert_eq!(share_noise(10.0, 20.0, 0, 30), 0.0, "an unknown count discounts nothing");
+        let mut bounds = RegressionBounds::default();
+        bounds.min_samples = 1;
+        let base = cpu(2, 10.0, 60, &[("main.a", 900), ("main.b", 100)]);
+        let chance = cpu(2, 10.0, 60, &[("main.a", 800), ("main.b", 200)]);
+        let j = judge("5", &compare(std::slice::from_ref(&base), &[chance]), None, &bounds);
+        assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
+        // The same move over 2,000 samples a side is beyond chance.
+        let (base, moved) = (
+            cpu(2, 10.0, 2000, &[("main.a", 900), ("main.b", 100)]),
+            cpu(2, 10.0, 2000, &[("main.a", 800), ("main.b", 200)]),
+        );
+        let j = judge("6", &compare(&[base], &[moved]), None, &bounds);
+        assert_eq!(
+            (j.verdict, j.severity),
+            (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)),
+            "{}",
+            j.message
+        );
+        assert!(j.message.starts_with("revision 6: main.b 10.0 % → 20.0 % of CPU"), "{}", j.message);
     }
 
     fn watching(settle: &str) -> ProfileCapture {
