@@ -626,7 +626,8 @@ pub fn step(
     let uid = pc.metadata.uid.as_deref().unwrap_or_default();
     let finished = last_run.filter(|r| r.result != RunResult::Running);
     if let (Some(entry), Some(run)) = (rollouts.first_mut(), finished) {
-        fold(entry, run, pods, &pc.spec.regression, &mut out);
+        let counts_requests = super::signals::wants_requests(&pc.spec);
+        fold(entry, run, pods, counts_requests, &pc.spec.regression, &mut out);
         // The old pods' capture gave nothing (say, they were stopped mid-profile).
         if entry.stage == RolloutStage::Settling
             && entry.baseline.is_empty()
@@ -734,12 +735,13 @@ fn fold(
     entry: &mut RolloutComparison,
     run: &CaptureRun,
     pods: &[PodRuntime],
+    counts_requests: bool,
     bounds: &RegressionBounds,
     out: &mut Step,
 ) {
     let id = Some(run.id.as_str());
     if entry.stage == RolloutStage::MeasuringBaseline && entry.baseline_run.as_deref() == id {
-        entry.baseline = digests(run, pods, entry.capture_seconds);
+        entry.baseline = digests(run, pods, entry.capture_seconds, counts_requests);
         entry.stage = RolloutStage::Settling;
         if entry.baseline.is_empty() {
             entry.message = Some(format!("the baseline run {} captured nothing", run.id));
@@ -749,7 +751,7 @@ fn fold(
     if entry.stage != RolloutStage::MeasuringCandidate || entry.candidate_run.as_deref() != id {
         return;
     }
-    entry.candidate = digests(run, pods, entry.capture_seconds);
+    entry.candidate = digests(run, pods, entry.capture_seconds, counts_requests);
     entry.stage = RolloutStage::Judged;
     if entry.previous_revision.is_none() {
         entry.message = Some(format!("revision {} measured: the baseline of the next rollout", entry.revision));
@@ -787,8 +789,18 @@ fn fold(
 /// Each profile type of a finished run merged over the pods that captured it, with the
 /// pods' request figures (p99 latency weighted by requests) from their runtime entries.
 /// Timed profiles sampled `capture_seconds` each (what the run asked for: its wall time
-/// also counts the agents' polling).
-pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i64>) -> Vec<ProfileDigest> {
+/// also counts the agents' polling). When the capture `counts_requests` (it reads the
+/// app's metrics), a timed profile's rate is the requests its pods counted while they
+/// sampled, and a pod that could not count them (say, its app stopped accepting
+/// connections on SIGTERM before the count was read again) is left out of the side; when
+/// none could, the side has no request rate (the metrics window's rate is not over the
+/// profiles), so it is compared per second.
+pub fn digests(
+    run: &CaptureRun,
+    pods: &[PodRuntime],
+    capture_seconds: Option<i64>,
+    counts_requests: bool,
+) -> Vec<ProfileDigest> {
     let run_seconds = capture_seconds.unwrap_or(0) as f64;
     let runtime: Vec<&PodRuntime> = run.pods.iter().filter_map(|p| pods.iter().find(|r| r.name == p.pod)).collect();
     let rps: f64 = runtime.iter().filter_map(|r| r.requests_per_second).sum();
@@ -810,12 +822,23 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
     types
         .into_iter()
         .filter_map(|profile_type| {
-            let results: Vec<&ProfileResult> = run
+            let mut results: Vec<&ProfileResult> = run
                 .pods
                 .iter()
                 .flat_map(|p| p.profiles.iter())
                 .filter(|q| q.profile_type == profile_type && q.error.is_none())
                 .collect();
+            let counted = counts_requests && profile_type.is_timed() && run_seconds > 0.0;
+            let mut requests = requests;
+            if counted {
+                if results.iter().any(|q| q.requests.is_some()) {
+                    results.retain(|q| q.requests.is_some());
+                    let answered: f64 = results.iter().filter_map(|q| q.requests).sum();
+                    requests.requests_per_second = Some(answered / run_seconds);
+                } else {
+                    requests.requests_per_second = None;
+                }
+            }
             let parts: Vec<PodProfile<'_>> = results
                 .iter()
                 .filter_map(|q| {
@@ -829,33 +852,9 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
                     })
                 })
                 .collect();
-            let requests = match answered(&results) {
-                Some(n) if run_seconds > 0.0 && parts.len() == results.len() => {
-                    SideRequests { requests_per_second: Some(n / run_seconds), ..requests }
-                }
-                _ => requests,
-            };
             digest(profile_type, &parts, requests)
         })
         .collect()
-}
-
-/// The requests a side's pods answered while their profiles sampled: the rate over the
-/// profiles themselves, not over the metrics window. A pod that could not count them (say,
-/// it stopped accepting connections on SIGTERM before the count was read again) is taken
-/// to have answered requests at the cost per request of the pods that did. `None` when no
-/// pod counted a request.
-fn answered(results: &[&ProfileResult]) -> Option<f64> {
-    let (mut requests, mut counted_total, mut total) = (0.0, 0.0, 0.0);
-    for q in results {
-        let value = q.total.unwrap_or(0) as f64;
-        total += value;
-        if let Some(n) = q.requests {
-            requests += n;
-            counted_total += value;
-        }
-    }
-    (requests > 0.0 && counted_total > 0.0).then(|| requests * total / counted_total)
 }
 
 /// The `PerformanceRegressed` condition: (status, reason, message) from the newest judged
@@ -1236,27 +1235,31 @@ mod tests {
         let mut before = finished("b2-x", &["a1", "a2"], &[("main.serve", 700), ("crypto/sha256.block", 300)], t0);
         count(&mut before, &[Some(100.0), Some(100.0)]);
         let runtime = [PodRuntime { name: "a1".into(), requests_per_second: Some(999.0), ..Default::default() }];
-        let baseline = digests(&before, &runtime, Some(10));
+        let baseline = digests(&before, &runtime, Some(10), true);
         assert_eq!(baseline[0].requests_per_second, Some(20.0), "200 requests in 10 s");
         // After: a starved replica answered half as many requests and burned half the CPU:
         // the same CPU per request.
         let mut after = finished("c2-x", &["b1", "b2"], &[("main.serve", 350), ("crypto/sha256.block", 150)], t0);
         count(&mut after, &[Some(50.0), Some(50.0)]);
-        let candidate = digests(&after, &[], Some(10));
+        let candidate = digests(&after, &[], Some(10), true);
         let c = &compare(&baseline, &candidate)[0];
         assert_eq!(c.per, Normalisation::Request);
         assert_eq!((c.total.before, c.total.after, c.total.change_percent), (10.0, 10.0, Some(0.0)));
         let mut bounds = RegressionBounds::default();
         bounds.min_samples = 1;
         assert_eq!(judge("2", std::slice::from_ref(c), None, &bounds).verdict, RolloutVerdict::Unchanged);
-        // A pod that could not count its requests is taken at the others' cost per request.
+        // A pod that could not count its requests is left out of its side.
         count(&mut after, &[Some(50.0), None]);
-        assert_eq!(digests(&after, &[], Some(10))[0].requests_per_second, Some(10.0));
-        // No pod counted any: the side falls back to the runtime rate, here none, so both
-        // are compared per second.
+        let one = &digests(&after, &[], Some(10), true)[0];
+        assert_eq!((one.pods, one.total, one.requests_per_second), (1, 500, Some(5.0)));
+        // No pod counted any: no request rate (the runtime entries' is over another span),
+        // so both sides are compared per second.
         count(&mut after, &[None, None]);
-        let c = &compare(&baseline, &digests(&after, &[], Some(10)))[0];
+        let runtime_b = [PodRuntime { name: "b1".into(), requests_per_second: Some(999.0), ..Default::default() }];
+        let c = &compare(&baseline, &digests(&after, &runtime_b, Some(10), true))[0];
         assert_eq!(c.per, Normalisation::Second);
+        // A capture that does not count requests takes the runtime entries' rate.
+        assert_eq!(digests(&after, &runtime_b, Some(10), false)[0].requests_per_second, Some(999.0));
     }
 
     #[test]
