@@ -231,11 +231,7 @@ pub async fn read_now(
 /// The requests answered between two readings of one source: each request series'
 /// increase, reset-safe, a series absent before counted from zero (as the window counts).
 pub fn answered_between(before: &reading::Reading, after: &reading::Reading) -> f64 {
-    after
-        .requests
-        .iter()
-        .map(|(key, now)| increase([before.requests.get(key).map(|s| s.value), Some(now.value)]))
-        .sum()
+    after.requests.iter().map(|(key, now)| increase([before.requests.get(key).map(|s| s.value), Some(now.value)])).sum()
 }
 
 fn fetch_reason(e: &FetchError, max_bytes: u64) -> String {
