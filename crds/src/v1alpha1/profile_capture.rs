@@ -218,11 +218,11 @@ pub struct RegressionBounds {
 }
 
 fn default_total_percent() -> UpperBounds {
-    UpperBounds { warning: 15.0, critical: 30.0 }
+    UpperBounds { warning: 20.0, critical: 40.0 }
 }
 
 fn default_function_share_points() -> UpperBounds {
-    UpperBounds { warning: 5.0, critical: 15.0 }
+    UpperBounds { warning: 15.0, critical: 30.0 }
 }
 
 fn default_latency_percent() -> UpperBounds {

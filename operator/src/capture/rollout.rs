@@ -1104,8 +1104,8 @@ mod tests {
         let j = judge("7", &changes, None, &bounds);
         assert_eq!(
             (j.verdict, j.severity),
-            (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)),
-            "+15.3 points"
+            (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)),
+            "+15.3 points, past the 15-point warning"
         );
         assert_eq!(j.message, "revision 7: main.crunchPrimes 12.0 % → 27.3 % of CPU, CPU per request +10 %");
 
@@ -1122,11 +1122,11 @@ mod tests {
         let same = cpu(2, 10.0, 2000, &[("main.a", 5_100), ("main.b", 5_000)]);
         let j = judge("7", &compare(std::slice::from_ref(&base), &[same]), None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
-        // Everything 20 % slower, shares the same: Warning on the total only.
-        let slower = cpu(2, 10.0, 2000, &[("main.a", 6_000), ("main.b", 6_000)]);
+        // Everything 25 % slower, shares the same: Warning on the total only.
+        let slower = cpu(2, 10.0, 2000, &[("main.a", 6_250), ("main.b", 6_250)]);
         let j = judge("7", &compare(std::slice::from_ref(&base), &[slower]), None, &bounds);
         assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)));
-        assert_eq!(j.message, "revision 7: CPU per second +20 %");
+        assert_eq!(j.message, "revision 7: CPU per second +25 %");
         let faster = cpu(2, 10.0, 2000, &[("main.a", 4_000), ("main.b", 4_000)]);
         let j = judge("8", &compare(std::slice::from_ref(&base), std::slice::from_ref(&faster)), None, &bounds);
         assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -20 %"));
@@ -1157,6 +1157,7 @@ mod tests {
         assert_eq!(share_noise(10.0, 20.0, 0, 30), 0.0, "an unknown count discounts nothing");
         let mut bounds = RegressionBounds::default();
         bounds.min_samples = 1;
+        bounds.function_share_points = biometrics_crds::threshold::UpperBounds { warning: 5.0, critical: 15.0 };
         let base = cpu(2, 10.0, 60, &[("main.a", 900), ("main.b", 100)]);
         let chance = cpu(2, 10.0, 60, &[("main.a", 800), ("main.b", 200)]);
         let j = judge("5", &compare(std::slice::from_ref(&base), &[chance]), None, &bounds);
