@@ -207,7 +207,8 @@ impl RequestSignals {
 }
 
 /// One reading of `spec`'s endpoint on `host`, outside any window: what a timed profile
-/// reads as it starts and as it ends, to count the requests answered while it sampled.
+/// reads as it starts and once its duration has passed, to count the requests answered
+/// while it sampled.
 /// With `before_any`, an endpoint serving none of the series yet (an app that has answered
 /// no request) reads as no requests so far.
 pub async fn read_now(

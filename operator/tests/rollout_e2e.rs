@@ -140,23 +140,38 @@ async fn judged(world: &World, revision: &str) -> RolloutComparison {
         comparison.message
     );
     if !comparison.changes.is_empty() {
-        eprintln!("  (total %, function growth points, samples before, after, p99 %): {:?}", figures(&comparison));
+        eprintln!("  {:?}", figures(&comparison));
     }
     comparison
 }
 
-/// The figures a comparison is judged on: the cpu total's change in percent, the largest
-/// growth of one function in points of the old total (as the verdict counts it), the
-/// samples of each side, the latency's change in percent.
-fn figures(c: &RolloutComparison) -> (f64, f64, i64, i64, Option<f64>) {
+/// The figures a comparison is judged on.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    /// The cpu total's change, in percent.
+    total: f64,
+    /// The largest growth of one function, in points of the old total (as the verdict
+    /// counts it).
+    growth: f64,
+    /// Sample records before and after.
+    samples: (i64, i64),
+    /// The p99 latency's change, in percent, when both sides have it.
+    latency: Option<f64>,
+}
+
+fn figures(c: &RolloutComparison) -> Figures {
     let cpu = c.changes.iter().find(|p| p.profile_type == ProfileType::Cpu).expect("a cpu comparison");
     let growth = cpu
         .grown
         .iter()
         .map(|f| if cpu.total.before > 0.0 { (f.after - f.before) * 100.0 / cpu.total.before } else { 0.0 })
         .fold(0.0, f64::max);
-    let latency = c.latency.as_ref().and_then(|l| l.change_percent);
-    (cpu.total.change_percent.unwrap_or(0.0), growth, cpu.samples_before, cpu.samples_after, latency)
+    Figures {
+        total: cpu.total.change_percent.unwrap_or(0.0),
+        growth,
+        samples: (cpu.samples_before, cpu.samples_after),
+        latency: c.latency.as_ref().and_then(|l| l.change_percent),
+    }
 }
 
 fn describe(world: &World) -> String {
@@ -221,16 +236,17 @@ async fn label_only_rollouts_measure_the_noise() {
         "{:>8} {:>14} {:>20} {:>9} {:>9} {:>12}",
         "rollout", "total change", "function growth", "samples", "", "p99 change"
     );
-    for (i, (total, growth, before, after, latency)) in rows.iter().enumerate() {
-        let latency = latency.map_or("-".to_owned(), |l| format!("{l:+.1} %"));
+    for (i, f) in rows.iter().enumerate() {
+        let latency = f.latency.map_or("-".to_owned(), |l| format!("{l:+.1} %"));
+        let (total, growth, (before, after)) = (f.total, f.growth, f.samples);
         println!("{:>8} {total:>+12.1} % {growth:>15.1} pts {before:>9} {after:>9} {latency:>12}", i + 2);
     }
-    let most = |f: fn(&(f64, f64, i64, i64, Option<f64>)) -> f64| rows.iter().map(f).fold(0.0, f64::max);
+    let most = |f: fn(&Figures) -> f64| rows.iter().map(f).fold(0.0, f64::max);
     println!(
         "largest: total {:.1} %, function growth {:.1} points, fewest samples {}, p99 {:.1} %",
-        most(|r| r.0.abs()),
-        most(|r| r.1),
-        rows.iter().map(|r| r.2.min(r.3)).min().unwrap_or(0),
-        most(|r| r.4.unwrap_or(0.0).abs()),
+        most(|r| r.total.abs()),
+        most(|r| r.growth),
+        rows.iter().map(|r| r.samples.0.min(r.samples.1)).min().unwrap_or(0),
+        most(|r| r.latency.unwrap_or(0.0).abs()),
     );
 }

@@ -1155,9 +1155,11 @@ mod tests {
         // 10-point move is chance, well past the 5-point bound though it is.
         assert!((share_noise(10.0, 20.0, 30, 30) - 9.13).abs() < 0.01, "{}", share_noise(10.0, 20.0, 30, 30));
         assert_eq!(share_noise(10.0, 20.0, 0, 30), 0.0, "an unknown count discounts nothing");
-        let mut bounds = RegressionBounds::default();
-        bounds.min_samples = 1;
-        bounds.function_share_points = biometrics_crds::threshold::UpperBounds { warning: 5.0, critical: 15.0 };
+        let bounds = RegressionBounds {
+            min_samples: 1,
+            function_share_points: biometrics_crds::threshold::UpperBounds { warning: 5.0, critical: 15.0 },
+            ..Default::default()
+        };
         let base = cpu(2, 10.0, 60, &[("main.a", 900), ("main.b", 100)]);
         let chance = cpu(2, 10.0, 60, &[("main.a", 800), ("main.b", 200)]);
         let j = judge("5", &compare(std::slice::from_ref(&base), &[chance]), None, &bounds);
@@ -1246,8 +1248,7 @@ mod tests {
         let c = &compare(&baseline, &candidate)[0];
         assert_eq!(c.per, Normalisation::Request);
         assert_eq!((c.total.before, c.total.after, c.total.change_percent), (10.0, 10.0, Some(0.0)));
-        let mut bounds = RegressionBounds::default();
-        bounds.min_samples = 1;
+        let bounds = RegressionBounds { min_samples: 1, ..Default::default() };
         assert_eq!(judge("2", std::slice::from_ref(c), None, &bounds).verdict, RolloutVerdict::Unchanged);
         // A pod that could not count its requests is left out of its side.
         count(&mut after, &[Some(50.0), None]);
