@@ -134,10 +134,12 @@ async fn judged(world: &World, revision: &str) -> RolloutComparison {
         .await;
     let comparison = pc.status.unwrap().rollouts.remove(0);
     eprintln!(
-        "{:?} revision {revision}: {:?} {:?}",
+        "{:?} revision {revision}: {:?} {:?} (detected {}, rollout seen complete {:?})",
         STARTED.get_or_init(Instant::now).elapsed(),
         comparison.verdict,
-        comparison.message
+        comparison.message,
+        comparison.detected_time.0,
+        comparison.completed_time.as_ref().map(|t| t.0.to_string()),
     );
     if !comparison.changes.is_empty() {
         eprintln!("  {:?}", figures(&comparison));
