@@ -34,8 +34,9 @@ fn images() -> String {
 }
 
 /// The app: 2 replicas, both replaced at once (two surge, none unavailable), and new pods
-/// count as available only after 8 s, so the old ones outlive the baseline's 4 s capture
-/// even on a busy machine (their agents, stopped, would fail a capture in flight).
+/// count as available only after 4 s, so the old ones outlive most of the baseline's 4 s
+/// capture (their apps finish a profile in flight when stopped; their agents, stopped,
+/// fail it, and the baseline is then the previous candidate).
 fn app() -> String {
     format!(
         r#"
@@ -44,7 +45,7 @@ kind: Deployment
 metadata: {{name: app, namespace: {NS}}}
 spec:
   replicas: 2
-  minReadySeconds: 8
+  minReadySeconds: 4
   selector: {{matchLabels: {{app: app}}}}
   strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 2, maxUnavailable: 0}}}}
   template:

@@ -394,6 +394,13 @@ func main() {
 		signal.Notify(terminate, syscall.SIGTERM, os.Interrupt)
 		<-terminate
 		log.Printf("pprof-target shutting down: finishing the requests in flight")
+		// Its own traffic stops first: nothing new is sent to a server that is closing.
+		requestsMu.Lock()
+		if loadStop != nil {
+			close(loadStop)
+			loadStop = nil
+		}
+		requestsMu.Unlock()
 		// The kubelet kills the process at the end of the grace period anyway; a minute is
 		// longer than any profile a test asks for.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
