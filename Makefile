@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build release fuzz demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench bench-quick
+.PHONY: setup build release fuzz demo demo-check test fmt fmt-check lint crds crds-check chart-check unit e2e bench bench-quick rollout-noise
 
 setup:
 	@bash hack/setup.sh
@@ -70,6 +70,12 @@ unit:
 e2e: setup
 	$(CARGO) build --workspace --bins --locked
 	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e --test chart_e2e
+
+# Label-only rollouts on the local cluster, judged per request: the spread of this machine
+# that the default spec.regression bounds are derived from (not part of `make test`).
+rollout-noise: setup
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --locked -p biometrics-operator --test rollout_e2e -- --ignored --nocapture label_only_rollouts_measure_the_noise
 
 # Every benchmark at small sizes on the debug build, with the same checks (part of `make
 # test`, so a benchmark that breaks fails CI; its figures are not comparable).

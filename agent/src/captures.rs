@@ -14,12 +14,13 @@ use cap_std::fs::Dir;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{CaptureRequest, CaptureState, CaptureStatus, ProfileOutcome, RetentionRequest},
+    api::{CaptureRequest, CaptureState, CaptureStatus, MetricsSource, ProfileOutcome, RetentionRequest},
     budget::{self, MemoryBudget},
     fetch::Fetcher,
     metrics::Metrics,
     names,
     profile::{self, ProfileError, memory::Allowance},
+    requests::{self, ScrapeLimits},
     volume::{self, Volume, VolumeError},
 };
 
@@ -196,6 +197,9 @@ pub fn validate(req: &CaptureRequest, limits: &Limits) -> Result<(), String> {
     }
     if req.target.port == 0 {
         return Err("target.port must be between 1 and 65535".into());
+    }
+    if let Some(metrics) = &req.metrics {
+        requests::compile(metrics).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -429,6 +433,14 @@ impl Engine {
         }
     }
 
+    async fn read_requests(
+        &self,
+        spec: &MetricsSource,
+        before_any: bool,
+    ) -> Result<crate::app_metrics::reading::Reading, String> {
+        requests::read_now(&self.fetcher, self.config.target_host, spec, ScrapeLimits::default(), before_any).await
+    }
+
     async fn capture_one(
         &self,
         req: &CaptureRequest,
@@ -449,22 +461,45 @@ impl Engine {
         let timeout =
             if kind.is_timed() { Duration::from_secs(req.duration_seconds + 30) } else { Duration::from_secs(60) };
         let fetch_started = Instant::now();
+        // The app's request counter, read as the profile starts and as it ends.
+        let count_requests = req.metrics.as_ref().filter(|_| kind.is_timed());
+        // The requests answered while the profile sampled: the app's counter read as the
+        // attempt that succeeds starts and again once its duration has passed (not when
+        // the response ends: a starved app takes a while to write the profile, and the
+        // requests it answers meanwhile were not profiled).
+        let mut counted: Option<Result<f64, String>> = None;
         let fetch = async {
             let _turn = if kind.is_timed() { Some(self.timed_profile.lock().await) } else { None };
             let started = Instant::now();
             loop {
                 let file = volume::create_file(&dirs.pod, &tmp)
                     .map_err(|source| crate::fetch::FetchError::Write { path: shown.clone(), source })?;
-                let fetched = self
-                    .fetcher
-                    .to_file(
-                        &url,
-                        tokio::fs::File::from_std(file),
-                        &shown,
-                        self.config.limits.max_profile_bytes,
-                        timeout,
-                    )
-                    .await;
+                let before = match count_requests {
+                    Some(spec) => Some(self.read_requests(spec, true).await),
+                    None => None,
+                };
+                let attempt = self.fetcher.to_file(
+                    &url,
+                    tokio::fs::File::from_std(file),
+                    &shown,
+                    self.config.limits.max_profile_bytes,
+                    timeout,
+                );
+                let (fetched, after) = match count_requests {
+                    Some(spec) => {
+                        let after = async {
+                            tokio::time::sleep(Duration::from_secs(req.duration_seconds)).await;
+                            self.read_requests(spec, false).await
+                        };
+                        tokio::pin!(attempt, after);
+                        tokio::select! {
+                            // Ended before its duration: refused or failed, nothing to count.
+                            fetched = &mut attempt => (fetched, None),
+                            after = &mut after => (attempt.await, Some(after)),
+                        }
+                    }
+                    None => (attempt.await, None),
+                };
                 // Go stops a CPU profile (or trace) a moment after its client went away, a
                 // cancelled capture of ours included: the next one waits that moment out.
                 if kind.is_timed() && is_profiler_busy(&fetched) && started.elapsed() < PROFILER_BUSY_WAIT {
@@ -472,6 +507,11 @@ impl Engine {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     continue;
                 }
+                counted = match (before, after) {
+                    (Some(Ok(before)), Some(Ok(after))) => Some(Ok(requests::answered_between(&before, &after))),
+                    (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Err(e)),
+                    _ => None,
+                };
                 break fetched;
             }
         };
@@ -484,6 +524,11 @@ impl Engine {
             }
         };
         self.metrics.fetch_duration.with_label_values(&[kind.as_str()]).observe(fetch_started.elapsed().as_secs_f64());
+        match counted {
+            Some(Ok(n)) => outcome.requests = Some(n),
+            Some(Err(e)) => outcome.requests_error = Some(e),
+            None => {}
+        }
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {

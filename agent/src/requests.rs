@@ -17,7 +17,7 @@ use crate::{
     app_metrics::{
         exposition,
         reading::{self, Source},
-        window::Window,
+        window::{Window, increase},
     },
     fetch::{FetchError, Fetcher},
 };
@@ -204,6 +204,35 @@ impl RequestSignals {
             }
         }
     }
+}
+
+/// One reading of `spec`'s endpoint on `host`, outside any window: what a timed profile
+/// reads as it starts and once its duration has passed, to count the requests answered
+/// while it sampled.
+/// With `before_any`, an endpoint serving none of the series yet (an app that has answered
+/// no request) reads as no requests so far.
+pub async fn read_now(
+    fetcher: &Fetcher,
+    host: IpAddr,
+    spec: &MetricsSource,
+    limits: ScrapeLimits,
+    before_any: bool,
+) -> Result<reading::Reading, String> {
+    let source = compile(spec).map_err(|e| e.to_string())?;
+    let url = format!("http://{}{}", SocketAddr::new(host, spec.port), spec.path);
+    let body =
+        fetcher.bytes(&url, limits.max_bytes, limits.timeout).await.map_err(|e| fetch_reason(&e, limits.max_bytes))?;
+    let parsed = exposition::parse(&body, limits.max_series).map_err(|e| e.to_string())?;
+    match reading::read(&parsed, &source, clock_seconds()) {
+        Err(reading::ReadingError::NoSignals { .. }) if before_any => Ok(reading::Reading::default()),
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+/// The requests answered between two readings of one source: each request series'
+/// increase, reset-safe, a series absent before counted from zero (as the window counts).
+pub fn answered_between(before: &reading::Reading, after: &reading::Reading) -> f64 {
+    after.requests.iter().map(|(key, now)| increase([before.requests.get(key).map(|s| s.value), Some(now.value)])).sum()
 }
 
 fn fetch_reason(e: &FetchError, max_bytes: u64) -> String {

@@ -500,3 +500,75 @@ fn the_app_is_sampled_only_while_the_operator_asks() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(requests.load(SeqCst), after, "the lease ran out: sampling stopped");
 }
+
+/// The requests the target has answered so far, from its own counter.
+fn answered(target: &GoTarget) -> f64 {
+    biometrics_test_support::http_get(target.addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let port = target.addr.port();
+    biometrics_test_support::http_get(target.addr, "/control?rps=50");
+    let mut request = capture_request("cap-requests", "run-1", &["cpu", "heap"], 2, port);
+    request["metrics"] = serde_json::json!({
+        "port": port, "path": "/metrics", "histograms": ["http_request_duration_seconds"],
+        "requestsCounter": "http_requests_total", "errorValues": "5..", "windowSeconds": 30
+    });
+    let before = answered(&target);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    let done = agent.wait_capture("cap-requests", Duration::from_secs(60));
+    let after = answered(&target);
+    assert_eq!(done["state"], "Succeeded", "{done}");
+    let cpu = &done["profiles"][0];
+    let counted = cpu["requests"].as_f64().unwrap_or_else(|| panic!("the cpu profile counts requests: {cpu}"));
+    assert!(
+        counted > 0.0 && counted <= after - before,
+        "{counted} of the {} answered during the capture",
+        after - before
+    );
+    assert!(done["profiles"][1].get("requests").is_none(), "a snapshot spans no time: {}", done["profiles"][1]);
+
+    // Without a metrics source nothing is counted.
+    let plain = capture_request("cap-plain", "run-2", &["cpu"], 1, port);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&plain)).0, 202);
+    let done = agent.wait_capture("cap-plain", Duration::from_secs(60));
+    assert!(done["profiles"][0].get("requests").is_none(), "{done}");
+
+    // A source the agent would not read is refused with the request.
+    request["id"] = "cap-bad-source".into();
+    request["metrics"]["requestsCounter"] = "not a name".into();
+    let (status, body) = agent.request("POST", "/v1/captures", Some(&request));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("requestsCounter"), "{body}");
+}
+
+#[test]
+fn an_app_stopped_mid_profile_finishes_it_before_it_exits() {
+    // What a rollout's baseline relies on: a pod replaced while its profile is taken
+    // shuts down gracefully, as the Go target does on SIGTERM.
+    let target = go_target();
+    let agent = Agent::start(Some(target.addr.port()), &[]);
+    let request = capture_request("cap-sigterm", "run-1", &["cpu"], 3, target.addr.port());
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = std::process::Command::new("kill").args(["-TERM", &target.pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let done = agent.wait_capture("cap-sigterm", Duration::from_secs(60));
+    assert_eq!(done["state"], "Succeeded", "{done}");
+    let path = agent.profiles().join(done["profiles"][0]["path"].as_str().unwrap());
+    let top = go_pprof(&["-top"], &path);
+    assert!(top.contains("Duration: 3"), "the whole 3 s were profiled: {top}");
+    // And then it is gone: nothing listens any more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(target.addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the target still serves after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

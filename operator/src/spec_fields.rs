@@ -141,7 +141,7 @@ fn capture_spec() -> Value {
             "totalPercent": {"warning": 15.0, "critical": 30.0},
             "functionSharePoints": {"warning": 5.0, "critical": 15.0},
             "latencyPercent": {"warning": 20.0, "critical": 50.0},
-            "minSamples": 100
+            "minSamples": 20
         }
     })
 }
@@ -196,7 +196,7 @@ fn capture_change(path: &str) -> Option<Value> {
         "regression.functionSharePoints.critical" => json!(25.0),
         "regression.latencyPercent.warning" => json!(40.0),
         "regression.latencyPercent.critical" => json!(70.0),
-        "regression.minSamples" => json!(200),
+        "regression.minSamples" => json!(5000),
         _ => return None,
     })
 }
@@ -315,8 +315,8 @@ fn rollout_behaviour(pc: &ProfileCapture, now: Timestamp, out: &mut Vec<String>)
         sample_type: "cpu/nanoseconds".into(),
         per: biometrics_crds::v1alpha1::Normalisation::Second,
         total: rollout::value_change(100.0, 100.0 + total),
-        samples_before: 150,
-        samples_after: 150,
+        samples_before: 2000,
+        samples_after: 2000,
         grown: vec![FunctionChange {
             function: "main.work".into(),
             before_percent: 10.0,

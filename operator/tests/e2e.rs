@@ -58,7 +58,7 @@ async fn a_one_shot_capture_lands_files_and_top_functions_in_status() {
             let unit = if profile.profile_type == biometrics_crds::profile::ProfileType::Cpu { "ns" } else { "B" };
             let (_, go_rows) = parse_pprof_top(&go_pprof(&["-top", &format!("-unit={unit}")], &file), unit);
             let ours: Vec<(&str, i64)> = profile.top.iter().map(|t| (t.function.as_str(), t.flat)).collect();
-            let theirs: Vec<(&str, i64)> = go_rows.iter().take(5).map(|r| (r.function.as_str(), r.flat)).collect();
+            let theirs: Vec<(&str, i64)> = go_rows.iter().take(10).map(|r| (r.function.as_str(), r.flat)).collect();
             assert_eq!(ours, theirs, "the top functions in status are the ones go tool pprof lists");
         }
     }

@@ -1,30 +1,38 @@
 // pprof-target is the Go program the Biometrics tests profile: it serves net/http/pprof
 // and keeps known workloads running so that every profile type has something to show —
 // a CPU burner, an allocator, parked goroutines, and mutex and channel contention — and
-// lets a test move its runtime metrics (heap, goroutines) on request. Two environment
+// lets a test move its runtime metrics (heap, goroutines) on request. Environment
 // variables shape its CPU for rollout comparisons: CPU_DUTY_HASHES bounds the CPU loop to
-// that many hashes per 10 ms tick (a duty cycle counted in work, so every replica burns
-// the same CPU per second however busy the machine is; run it with GOMAXPROCS=1 to keep
-// the runtime's own threads from spreading), and EXTRA_HASH_ROUNDS adds that many rounds
-// of hashing per tick in main.extraHashRounds, the function a slower release adds. It also serves
-// requests of its own (/work) with a latency histogram and a request counter on /metrics
-// in the Prometheus text format, and /control adds latency, a share of 5xx answers, or
-// steady traffic to itself.
+// that many hashes per 10 ms tick (run it with GOMAXPROCS=1 to keep the runtime's own
+// threads from spreading); REQUEST_HASHES makes each /work request hash that many times,
+// so its CPU follows the requests it answers as a service's does (a starved replica
+// answers fewer, each costing the same); SELF_RPS sends it that many requests per second
+// of its own from the start; and EXTRA_HASH_ROUNDS adds that many rounds of hashing to
+// each tick and each request in main.extraHashRounds, the function a slower release adds.
+// It serves its requests (/work) with a latency histogram and a request counter on
+// /metrics in the Prometheus text format, and /control adds latency, a share of 5xx
+// answers, or steady traffic to itself. On SIGTERM it stops accepting connections and
+// finishes the requests in flight (a CPU profile being taken included) before it exits,
+// as a service with graceful shutdown does within its termination grace period.
 package main
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
+	"os/signal"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -72,6 +80,17 @@ func burnCPU(duty, extra int) {
 }
 
 var hashSink uint64
+
+// hashWork is one request's CPU: hashes SHA-256 hashes of a 4 KiB buffer, then rounds of
+// extraHashRounds.
+func hashWork(hashes, rounds int) uint64 {
+	buf := make([]byte, 4096)
+	for i := 0; i < hashes; i++ {
+		sum := sha256.Sum256(buf)
+		buf[0] = sum[0]
+	}
+	return extraHashRounds(buf, rounds)
+}
 
 // extraHashRounds hashes buf (FNV-1a) rounds times in its own body, so a CPU profile counts
 // the time as this function's own: what a rollout that adds work shows grown.
@@ -195,6 +214,9 @@ var (
 	errorPercent float64
 	loadStop     chan struct{}
 	selfAddr     string
+	// Each request's own CPU: REQUEST_HASHES hashes and EXTRA_HASH_ROUNDS rounds.
+	requestHashes int
+	requestExtra  int
 )
 
 type histogram struct {
@@ -227,6 +249,9 @@ func work(w http.ResponseWriter, r *http.Request) {
 	n := served
 	delay, share := addedDelay, errorPercent
 	requestsMu.Unlock()
+	if requestHashes > 0 || requestExtra > 0 {
+		hashSink += hashWork(requestHashes, requestExtra)
+	}
 	time.Sleep(time.Millisecond + delay)
 	code := http.StatusOK
 	if uint64(float64(n)*share/100) != uint64(float64(n-1)*share/100) {
@@ -331,6 +356,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:6060", "address to serve pprof on")
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
+	requestHashes, requestExtra = envInt("REQUEST_HASHES"), envInt("EXTRA_HASH_ROUNDS")
 	if !*idle {
 		go burnCPU(envInt("CPU_DUTY_HASHES"), envInt("EXTRA_HASH_ROUNDS"))
 		runtime.SetBlockProfileRate(1)
@@ -353,6 +379,39 @@ func main() {
 		fmt.Fprint(w, "<!DOCTYPE html>\n<html><body><form>Sign in</form></body></html>\n")
 	})
 	selfAddr = *addr
+	if rps := envInt("SELF_RPS"); rps > 0 {
+		if rps > 1000 {
+			log.Fatalf("SELF_RPS must be 0..1000, not %d", rps)
+		}
+		loadStop = make(chan struct{})
+		go load(rps, loadStop)
+	}
+	server := &http.Server{Addr: *addr}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		terminate := make(chan os.Signal, 1)
+		signal.Notify(terminate, syscall.SIGTERM, os.Interrupt)
+		<-terminate
+		log.Printf("pprof-target shutting down: finishing the requests in flight")
+		// Its own traffic stops first: nothing new is sent to a server that is closing.
+		requestsMu.Lock()
+		if loadStop != nil {
+			close(loadStop)
+			loadStop = nil
+		}
+		requestsMu.Unlock()
+		// The kubelet kills the process at the end of the grace period anyway; a minute is
+		// longer than any profile a test asks for.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := server.Shutdown(ctx); err != nil {
+			log.Printf("pprof-target: %v", err)
+		}
+	}()
 	log.Printf("pprof-target serving on %s", *addr)
-	log.Fatal(http.ListenAndServe(*addr, nil))
+	if err := server.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+	<-stopped
 }

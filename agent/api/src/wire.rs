@@ -45,6 +45,10 @@ pub struct CaptureRequest {
     pub duration_seconds: u64,
     /// Where the app serves pprof.
     pub target: TargetSpec,
+    /// The app's metrics endpoint, when the capture reads its requests: each timed profile
+    /// then counts the requests the app answered while it sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSource>,
 }
 
 /// Where a capture stands.
@@ -92,6 +96,13 @@ pub struct ProfileOutcome {
     /// The flame graph SVG, relative to the profiles directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flamegraph: Option<String>,
+    /// For a timed profile of a capture that names the app's metrics: the requests the app
+    /// answered while it sampled (its request counter's increase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<f64>,
+    /// Why the requests could not be counted (the endpoint unreachable or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_error: Option<String>,
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -195,7 +195,8 @@ pub struct RegressionBounds {
     /// Growth of a single function's own (flat) value, in percentage points of the
     /// profile's old normalised total: a function that took 10 % and now costs twice as
     /// much grew by 10 points. A function whose share rose only because others fell does
-    /// not count.
+    /// not count, and neither does one whose share rose by no more than three standard
+    /// errors of sampling (a share of few samples moves by chance).
     #[serde(default = "default_function_share_points")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self.critical <= 100.0", "message": "a share cannot grow by more than 100 points"}
@@ -209,18 +210,19 @@ pub struct RegressionBounds {
 
     /// The fewest samples a cpu profile needs on each side (its sample records, one per
     /// distinct stack, summed over its pods) to be judged; below it the verdict is
-    /// `Inconclusive` and says how many there were.
+    /// `Inconclusive` and says how many there were. Below 20, a total's 10 ms sampling
+    /// step alone moves it by 5 % or more.
     #[serde(default = "default_min_samples")]
     #[schemars(range(min = 1, max = 1000000))]
     pub min_samples: i32,
 }
 
 fn default_total_percent() -> UpperBounds {
-    UpperBounds { warning: 15.0, critical: 30.0 }
+    UpperBounds { warning: 20.0, critical: 40.0 }
 }
 
 fn default_function_share_points() -> UpperBounds {
-    UpperBounds { warning: 5.0, critical: 15.0 }
+    UpperBounds { warning: 15.0, critical: 30.0 }
 }
 
 fn default_latency_percent() -> UpperBounds {
@@ -228,7 +230,7 @@ fn default_latency_percent() -> UpperBounds {
 }
 
 fn default_min_samples() -> i32 {
-    100
+    20
 }
 
 impl Default for RegressionBounds {
@@ -1114,11 +1116,16 @@ pub struct ProfileResult {
     /// How many samples the profile holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<i64>,
-    /// The 5 functions with the highest flat value. (The flame graph is the SVG beside the
-    /// file: `<type>.svg`.)
+    /// The 10 functions with the highest flat value (fewer when a large run's status is
+    /// trimmed to fit). (The flame graph is the SVG beside the file: `<type>.svg`.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5))]
+    #[schemars(length(max = 10))]
     pub top: Vec<TopFunction>,
+    /// For a timed profile of a capture that reads the app's metrics (`target.metrics`):
+    /// the requests the app answered while it sampled, the figure a rollout comparison
+    /// divides by to judge CPU per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<f64>,
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -96,6 +96,7 @@ pub fn capture_request(pc: &ProfileCapture, run: &str, pod: &str, profiles: Vec<
             port: u16::try_from(pc.spec.target.port).unwrap_or(0),
             base_path: pc.spec.target.base_path.clone(),
         },
+        metrics: super::signals::metrics_source(&pc.spec),
     }
 }
 
@@ -207,6 +208,18 @@ pub fn next_run(schedule: Option<&Schedule>, suspended: bool, now: Timestamp) ->
     schedule.and_then(|s| s.next_after(now))
 }
 
+/// How many of a profile's top functions a run's status keeps: what a rollout's digests
+/// merge over the pods, so a function that ranks lower on one pod still counts there.
+pub const TOP_FUNCTIONS: usize = 10;
+
+/// How many of them the shift since the previous run compares.
+pub const TOP_COMPARED: usize = 5;
+
+/// The top functions the shift since the previous run compares.
+pub fn compared_top(top: &[TopFunction]) -> &[TopFunction] {
+    &top[..top.len().min(TOP_COMPARED)]
+}
+
 /// One pod's part of a run from the agent's capture status.
 pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
     let profiles: Vec<ProfileResult> = status
@@ -225,13 +238,14 @@ pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
                 top: p
                     .top
                     .iter()
-                    .take(5)
+                    .take(TOP_FUNCTIONS)
                     .map(|t| TopFunction {
                         flat_percent: round2(t.flat_percent),
                         cum_percent: round2(t.cum_percent),
                         ..t.clone()
                     })
                     .collect(),
+                requests: p.requests,
                 error: p.error.clone(),
                 compared_to_previous: None,
             })
@@ -452,7 +466,7 @@ pub fn compare(
 pub const RUN_STATUS_BUDGET: usize = 640 * 1024;
 
 /// Trims a large run's per-profile detail until it fits the budget: first the comparisons'
-/// shifts, then the top functions down to 3 and then 1 per profile. Files and their
+/// shifts, then the top functions down to 5, 3 and then 1 per profile. Files and their
 /// checksums are never dropped; `biometrics-agent top FILE` gives the full summary.
 pub fn fit_to_budget(run: &mut biometrics_crds::v1alpha1::CaptureRun, budget: usize) -> bool {
     let size = |r: &biometrics_crds::v1alpha1::CaptureRun| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
@@ -464,7 +478,7 @@ pub fn fit_to_budget(run: &mut biometrics_crds::v1alpha1::CaptureRun, budget: us
             c.shifts.clear();
         }
     }
-    for keep in [3, 1] {
+    for keep in [5, 3, 1] {
         if size(run) <= budget {
             break;
         }
@@ -879,7 +893,7 @@ mod size {
     fn full_status(name_len: usize) -> ProfileCaptureStatus {
         let t = Time("2026-11-27T10:00:00Z".parse().unwrap());
         let name = |i: usize| format!("{i}{}", "x".repeat(name_len - 1));
-        let top: Vec<TopFunction> = (0..5)
+        let top: Vec<TopFunction> = (0..super::TOP_FUNCTIONS)
             .map(|i| TopFunction {
                 function: name(i),
                 flat: 123_456_789_012,
@@ -894,6 +908,7 @@ mod size {
             bytes: Some(12_345_678),
             sha256: Some("f".repeat(64)),
             sample_type: Some("inuse_space/bytes".into()),
+            requests: None,
             total: Some(123_456_789_012),
             samples: Some(123_456),
             top: if p.is_pprof() { top.clone() } else { vec![] },
@@ -999,7 +1014,7 @@ mod size {
         let run = status.last_run.as_mut().unwrap();
         run.pods.truncate(3);
         assert!(!super::fit_to_budget(run, super::RUN_STATUS_BUDGET));
-        assert_eq!(run.pods[0].profiles[0].top.len(), 5);
+        assert_eq!(run.pods[0].profiles[0].top.len(), super::TOP_FUNCTIONS);
     }
 }
 

@@ -469,7 +469,10 @@ pub fn finish(
                     && let (Some(before_total), Some(total)) = (before.total, profile.total)
                     && !profile.top.is_empty()
                 {
-                    let (was, is) = ((before.top.as_slice(), before_total), (profile.top.as_slice(), total));
+                    let (was, is) = (
+                        (decide::compared_top(&before.top), before_total),
+                        (decide::compared_top(&profile.top), total),
+                    );
                     profile.compared_to_previous = Some(decide::compare(&prev.id, was, is));
                 }
             }

@@ -12,8 +12,8 @@ use biometrics_crds::{
     threshold::ThresholdLevel,
     v1alpha1::{
         BaselineSource, CaptureRun, DigestFunction, FunctionChange, Normalisation, PodRuntime, ProfileCapture,
-        ProfileChange, ProfileDigest, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict, RunResult,
-        TopFunction, ValueChange, WorkloadKind,
+        ProfileChange, ProfileDigest, ProfileResult, RegressionBounds, RolloutComparison, RolloutStage, RolloutVerdict,
+        RunResult, TopFunction, ValueChange, WorkloadKind,
     },
 };
 use biometrics_pprof::merge::{self, FunctionTotal, Mergeable, Merged};
@@ -422,9 +422,31 @@ fn signed(v: f64) -> String {
     if v >= 0.0 { format!("+{v:.0}") } else { format!("{v:.0}") }
 }
 
+/// How many standard errors of sampling a function's share must rise by before its growth
+/// is judged: with the 10 or so functions each side lists, 3 keeps a label-only rollout's
+/// largest chance move (about 1 standard error over 5 rollouts on the development machine)
+/// from reading as a regression.
+pub const SHARE_SIGNIFICANCE: f64 = 3.0;
+
+/// The standard error, in points, of the difference between a function's share of two
+/// sampled profiles of `before` and `after` samples (each share a binomial proportion).
+/// 0 when a side's sample count is unknown: nothing to discount.
+pub fn share_noise(before_percent: f64, after_percent: f64, before: i64, after: i64) -> f64 {
+    if before <= 0 || after <= 0 {
+        return 0.0;
+    }
+    let variance = |percent: f64, n: i64| {
+        let p = (percent / 100.0).clamp(0.0, 1.0);
+        p * (1.0 - p) / n as f64
+    };
+    100.0 * (variance(before_percent, before) + variance(after_percent, after)).sqrt()
+}
+
 /// Judges `changes` (and the latency change, when known) against `bounds`:
 /// `Inconclusive` when a cpu side has fewer samples than `minSamples` or nothing could be
-/// compared; `Regressed` when a bound is crossed (severity: the worst level); `Improved`
+/// compared; `Regressed` when a bound is crossed (severity: the worst level; a function's
+/// growth only when its share rose by more than [`SHARE_SIGNIFICANCE`] standard errors of
+/// sampling); `Improved`
 /// when a normalised total fell by at least the total bound's warning; else `Unchanged`.
 pub fn judge(
     revision: &str,
@@ -452,7 +474,12 @@ pub fn judge(
         // whose share rose only because others fell does not count.
         let growth =
             |f: &FunctionChange| if c.total.before > 0.0 { (f.after - f.before) * 100.0 / c.total.before } else { 0.0 };
-        if let Some(grown) = c.grown.iter().max_by(|a, b| growth(a).total_cmp(&growth(b))) {
+        // Only a move of its share beyond what sampling alone gives counts.
+        let beyond_noise = |f: &&FunctionChange| {
+            f.after_percent - f.before_percent
+                > SHARE_SIGNIFICANCE * share_noise(f.before_percent, f.after_percent, c.samples_before, c.samples_after)
+        };
+        if let Some(grown) = c.grown.iter().filter(beyond_noise).max_by(|a, b| growth(a).total_cmp(&growth(b))) {
             let level = bounds.function_share_points.level(growth(grown));
             let text =
                 format!("{} {:.1} % → {:.1} % of {what}", grown.function, grown.before_percent, grown.after_percent);
@@ -599,7 +626,8 @@ pub fn step(
     let uid = pc.metadata.uid.as_deref().unwrap_or_default();
     let finished = last_run.filter(|r| r.result != RunResult::Running);
     if let (Some(entry), Some(run)) = (rollouts.first_mut(), finished) {
-        fold(entry, run, pods, &pc.spec.regression, &mut out);
+        let counts_requests = super::signals::wants_requests(&pc.spec);
+        fold(entry, run, pods, counts_requests, &pc.spec.regression, &mut out);
         // The old pods' capture gave nothing (say, they were stopped mid-profile).
         if entry.stage == RolloutStage::Settling
             && entry.baseline.is_empty()
@@ -707,12 +735,13 @@ fn fold(
     entry: &mut RolloutComparison,
     run: &CaptureRun,
     pods: &[PodRuntime],
+    counts_requests: bool,
     bounds: &RegressionBounds,
     out: &mut Step,
 ) {
     let id = Some(run.id.as_str());
     if entry.stage == RolloutStage::MeasuringBaseline && entry.baseline_run.as_deref() == id {
-        entry.baseline = digests(run, pods, entry.capture_seconds);
+        entry.baseline = digests(run, pods, entry.capture_seconds, counts_requests);
         entry.stage = RolloutStage::Settling;
         if entry.baseline.is_empty() {
             entry.message = Some(format!("the baseline run {} captured nothing", run.id));
@@ -722,7 +751,7 @@ fn fold(
     if entry.stage != RolloutStage::MeasuringCandidate || entry.candidate_run.as_deref() != id {
         return;
     }
-    entry.candidate = digests(run, pods, entry.capture_seconds);
+    entry.candidate = digests(run, pods, entry.capture_seconds, counts_requests);
     entry.stage = RolloutStage::Judged;
     if entry.previous_revision.is_none() {
         entry.message = Some(format!("revision {} measured: the baseline of the next rollout", entry.revision));
@@ -760,8 +789,18 @@ fn fold(
 /// Each profile type of a finished run merged over the pods that captured it, with the
 /// pods' request figures (p99 latency weighted by requests) from their runtime entries.
 /// Timed profiles sampled `capture_seconds` each (what the run asked for: its wall time
-/// also counts the agents' polling).
-pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i64>) -> Vec<ProfileDigest> {
+/// also counts the agents' polling). When the capture `counts_requests` (it reads the
+/// app's metrics), a timed profile's rate is the requests its pods counted while they
+/// sampled, and a pod that could not count them (say, its app stopped accepting
+/// connections on SIGTERM before the count was read again) is left out of the side; when
+/// none could, the side has no request rate (the metrics window's rate is not over the
+/// profiles), so it is compared per second.
+pub fn digests(
+    run: &CaptureRun,
+    pods: &[PodRuntime],
+    capture_seconds: Option<i64>,
+    counts_requests: bool,
+) -> Vec<ProfileDigest> {
     let run_seconds = capture_seconds.unwrap_or(0) as f64;
     let runtime: Vec<&PodRuntime> = run.pods.iter().filter_map(|p| pods.iter().find(|r| r.name == p.pod)).collect();
     let rps: f64 = runtime.iter().filter_map(|r| r.requests_per_second).sum();
@@ -783,11 +822,25 @@ pub fn digests(run: &CaptureRun, pods: &[PodRuntime], capture_seconds: Option<i6
     types
         .into_iter()
         .filter_map(|profile_type| {
-            let parts: Vec<PodProfile<'_>> = run
+            let mut results: Vec<&ProfileResult> = run
                 .pods
                 .iter()
                 .flat_map(|p| p.profiles.iter())
                 .filter(|q| q.profile_type == profile_type && q.error.is_none())
+                .collect();
+            let counted = counts_requests && profile_type.is_timed() && run_seconds > 0.0;
+            let mut requests = requests;
+            if counted {
+                if results.iter().any(|q| q.requests.is_some()) {
+                    results.retain(|q| q.requests.is_some());
+                    let answered: f64 = results.iter().filter_map(|q| q.requests).sum();
+                    requests.requests_per_second = Some(answered / run_seconds);
+                } else {
+                    requests.requests_per_second = None;
+                }
+            }
+            let parts: Vec<PodProfile<'_>> = results
+                .iter()
                 .filter_map(|q| {
                     Some(PodProfile {
                         sample_type: q.sample_type.as_deref()?,
@@ -1051,8 +1104,8 @@ mod tests {
         let j = judge("7", &changes, None, &bounds);
         assert_eq!(
             (j.verdict, j.severity),
-            (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)),
-            "+15.3 points"
+            (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)),
+            "+15.3 points, past the 15-point warning"
         );
         assert_eq!(j.message, "revision 7: main.crunchPrimes 12.0 % → 27.3 % of CPU, CPU per request +10 %");
 
@@ -1069,11 +1122,11 @@ mod tests {
         let same = cpu(2, 10.0, 2000, &[("main.a", 5_100), ("main.b", 5_000)]);
         let j = judge("7", &compare(std::slice::from_ref(&base), &[same]), None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
-        // Everything 20 % slower, shares the same: Warning on the total only.
-        let slower = cpu(2, 10.0, 2000, &[("main.a", 6_000), ("main.b", 6_000)]);
+        // Everything 25 % slower, shares the same: Warning on the total only.
+        let slower = cpu(2, 10.0, 2000, &[("main.a", 6_250), ("main.b", 6_250)]);
         let j = judge("7", &compare(std::slice::from_ref(&base), &[slower]), None, &bounds);
         assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)));
-        assert_eq!(j.message, "revision 7: CPU per second +20 %");
+        assert_eq!(j.message, "revision 7: CPU per second +25 %");
         let faster = cpu(2, 10.0, 2000, &[("main.a", 4_000), ("main.b", 4_000)]);
         let j = judge("8", &compare(std::slice::from_ref(&base), std::slice::from_ref(&faster)), None, &bounds);
         assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -20 %"));
@@ -1087,13 +1140,43 @@ mod tests {
         assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)));
         assert!(j.message.contains("latency +80 %"), "{}", j.message);
         // Too few samples: inconclusive, with the counts.
-        let thin = cpu(2, 1.0, 40, &[("main.a", 4_000), ("main.b", 4_000)]);
+        let thin = cpu(2, 1.0, 12, &[("main.a", 4_000), ("main.b", 4_000)]);
         let j = judge("10", &compare(std::slice::from_ref(&base), &[thin]), None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Inconclusive);
-        assert_eq!(j.message, "revision 10: too few cpu samples to judge: 2000 before, 40 after (at least 100 each)");
+        assert_eq!(j.message, "revision 10: too few cpu samples to judge: 2000 before, 12 after (at least 20 each)");
         assert_eq!(judge("11", &[], None, &bounds).verdict, RolloutVerdict::Inconclusive);
         // A profile type missing on one side is not compared.
         assert!(compare(&[base], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_function_share_moved_by_sampling_alone_is_not_a_regression() {
+        // 10 % and 20 % of 30 samples each side: 9.1 points of sampling error, so a
+        // 10-point move is chance, well past the 5-point bound though it is.
+        assert!((share_noise(10.0, 20.0, 30, 30) - 9.13).abs() < 0.01, "{}", share_noise(10.0, 20.0, 30, 30));
+        assert_eq!(share_noise(10.0, 20.0, 0, 30), 0.0, "an unknown count discounts nothing");
+        let bounds = RegressionBounds {
+            min_samples: 1,
+            function_share_points: biometrics_crds::threshold::UpperBounds { warning: 5.0, critical: 15.0 },
+            ..Default::default()
+        };
+        let base = cpu(2, 10.0, 60, &[("main.a", 900), ("main.b", 100)]);
+        let chance = cpu(2, 10.0, 60, &[("main.a", 800), ("main.b", 200)]);
+        let j = judge("5", &compare(std::slice::from_ref(&base), &[chance]), None, &bounds);
+        assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
+        // The same move over 2,000 samples a side is beyond chance.
+        let (base, moved) = (
+            cpu(2, 10.0, 2000, &[("main.a", 900), ("main.b", 100)]),
+            cpu(2, 10.0, 2000, &[("main.a", 800), ("main.b", 200)]),
+        );
+        let j = judge("6", &compare(&[base], &[moved]), None, &bounds);
+        assert_eq!(
+            (j.verdict, j.severity),
+            (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)),
+            "{}",
+            j.message
+        );
+        assert!(j.message.starts_with("revision 6: main.b 10.0 % → 20.0 % of CPU"), "{}", j.message);
     }
 
     fn watching(settle: &str) -> ProfileCapture {
@@ -1131,6 +1214,7 @@ mod tests {
                         total: Some(total),
                         samples: Some(500),
                         top: top(functions),
+                        requests: None,
                         error: None,
                         compared_to_previous: None,
                     }],
@@ -1139,6 +1223,45 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn cpu_is_judged_per_request_counted_over_the_profiles_themselves() {
+        let t0 = t("2026-01-01T00:00:00Z");
+        let count = |run: &mut CaptureRun, requests: &[Option<f64>]| {
+            for (pod, n) in run.pods.iter_mut().zip(requests) {
+                pod.profiles[0].requests = *n;
+            }
+        };
+        // Before: 1,000 ns of CPU per pod over 10 s, 100 requests each (the runtime entries'
+        // rate over their own window says otherwise, and is not used).
+        let mut before = finished("b2-x", &["a1", "a2"], &[("main.serve", 700), ("crypto/sha256.block", 300)], t0);
+        count(&mut before, &[Some(100.0), Some(100.0)]);
+        let runtime = [PodRuntime { name: "a1".into(), requests_per_second: Some(999.0), ..Default::default() }];
+        let baseline = digests(&before, &runtime, Some(10), true);
+        assert_eq!(baseline[0].requests_per_second, Some(20.0), "200 requests in 10 s");
+        // After: a starved replica answered half as many requests and burned half the CPU:
+        // the same CPU per request.
+        let mut after = finished("c2-x", &["b1", "b2"], &[("main.serve", 350), ("crypto/sha256.block", 150)], t0);
+        count(&mut after, &[Some(50.0), Some(50.0)]);
+        let candidate = digests(&after, &[], Some(10), true);
+        let c = &compare(&baseline, &candidate)[0];
+        assert_eq!(c.per, Normalisation::Request);
+        assert_eq!((c.total.before, c.total.after, c.total.change_percent), (10.0, 10.0, Some(0.0)));
+        let bounds = RegressionBounds { min_samples: 1, ..Default::default() };
+        assert_eq!(judge("2", std::slice::from_ref(c), None, &bounds).verdict, RolloutVerdict::Unchanged);
+        // A pod that could not count its requests is left out of its side.
+        count(&mut after, &[Some(50.0), None]);
+        let one = &digests(&after, &[], Some(10), true)[0];
+        assert_eq!((one.pods, one.total, one.requests_per_second), (1, 500, Some(5.0)));
+        // No pod counted any: no request rate (the runtime entries' is over another span),
+        // so both sides are compared per second.
+        count(&mut after, &[None, None]);
+        let runtime_b = [PodRuntime { name: "b1".into(), requests_per_second: Some(999.0), ..Default::default() }];
+        let c = &compare(&baseline, &digests(&after, &runtime_b, Some(10), true))[0];
+        assert_eq!(c.per, Normalisation::Second);
+        // A capture that does not count requests takes the runtime entries' rate.
+        assert_eq!(digests(&after, &runtime_b, Some(10), false)[0].requests_per_second, Some(999.0));
     }
 
     #[test]

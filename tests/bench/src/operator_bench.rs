@@ -48,8 +48,7 @@ fn finished(id: String) -> CaptureStatus {
             total: Some(1000),
             samples: Some(10),
             top,
-            flamegraph: None,
-            error: None,
+            ..Default::default()
         }],
     }
 }
