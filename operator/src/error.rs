@@ -78,6 +78,17 @@ pub enum ConfigError {
     /// The agents' transport cannot be set up.
     #[error("agent transport: {0}")]
     Transport(#[from] TransportError),
+
+    /// A role named as the owner of what the operator writes cannot be read.
+    #[error("cannot read the owner {owner}: {source}")]
+    Owner {
+        /// The role.
+        owner: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
+
     /// The configuration file cannot be read.
     #[error("{}: {source}", path.display())]
     ReadFile {

@@ -20,7 +20,7 @@ use std::{
 use jiff::Timestamp;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
-    apimachinery::pkg::apis::meta::v1::MicroTime,
+    apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference},
 };
 use kube::{
     Api, Client,
@@ -182,6 +182,8 @@ pub struct Elector {
     timing: Timing,
     fence: Fence,
     observed: Mutex<Option<Observed>>,
+    /// What owns the Lease (see [`crate::owners`]).
+    owner: Option<OwnerReference>,
 }
 
 impl Elector {
@@ -194,7 +196,15 @@ impl Elector {
             timing,
             fence: Fence::default(),
             observed: Mutex::new(None),
+            owner: None,
         }
+    }
+
+    /// The candidate that creates the Lease owned by `owner`, and gives a Lease made before
+    /// owners were set that owner when it next writes it.
+    #[must_use]
+    pub fn owned_by(self, owner: Option<OwnerReference>) -> Self {
+        Self { owner, ..self }
     }
 
     /// The fence this candidate extends while it holds the lease.
@@ -218,7 +228,11 @@ impl Elector {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    owner_references: self.owner.clone().map(|o| vec![o]),
+                    ..Default::default()
+                },
                 spec: Some(self.spec(now, None, 0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
@@ -246,6 +260,9 @@ impl Elector {
             LeaseAction::Renew => self.spec(now, spec.acquire_time, transitions),
             LeaseAction::Take => self.spec(now, None, transitions + 1),
         });
+        if lease.metadata.owner_references.is_none() {
+            lease.metadata.owner_references = self.owner.clone().map(|o| vec![o]);
+        }
         // The resourceVersion we read makes this a compare-and-swap: of two candidates
         // taking an expired lease, one gets a conflict.
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod guard;
 pub mod leader;
 pub mod metrics;
+pub mod owners;
 pub mod pods;
 pub mod readiness;
 pub mod reasons;
@@ -71,6 +72,10 @@ pub struct OperatorConfig {
     pub lease_timing: leader::Timing,
     /// The Secret holding the signing key.
     pub signing_secret: String,
+    /// The Role in `namespace` that owns the Lease and the signing-key Secret.
+    pub owner_role: Option<String>,
+    /// The role that owns the trust ConfigMaps (a Role in `watch_namespace` or a ClusterRole).
+    pub trust_owner: Option<owners::OwnerRole>,
     /// The agents' port when a pod has no annotation.
     pub agent_port: u16,
     /// The label selector of the Pod watch: only pods it matches are seen at all (empty:
@@ -149,10 +154,19 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
     let metrics = Metrics::default();
     let readiness = Readiness::default();
     serve_metrics(config.metrics_addr, metrics.clone(), readiness.clone()).await?;
+    let owners = owners::Owners::resolve(
+        &lease_client,
+        &config.namespace,
+        config.owner_role.as_deref(),
+        config.trust_owner.as_ref(),
+        config.watch_namespace.as_deref(),
+    )
+    .await?;
     if let Some(addr) = config.ui_addr {
         let access = ui_backend::AgentAccess {
             namespace: config.namespace.clone(),
             secret: config.signing_secret.clone(),
+            owner: owners.runtime.clone(),
             timeout: config.defaults.performance.profiling.agent_timeout.as_std(),
             transport: config.agent_transport.clone(),
             metrics: metrics.clone(),
@@ -172,7 +186,8 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         &config.lease_name,
         &config.identity,
         config.lease_timing,
-    );
+    )
+    .owned_by(owners.runtime.clone());
     tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting for leadership");
     tokio::pin!(shutdown);
     tokio::select! {
@@ -180,7 +195,10 @@ pub async fn run(config: OperatorConfig, shutdown: impl std::future::Future<Outp
         () = &mut shutdown => return Ok(()),
     }
     tracing::info!(identity = %config.identity, "leading");
-    let key = SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret).await?;
+    let key =
+        SigningKey::load_or_create(client.clone(), &config.namespace, &config.signing_secret, owners.runtime.as_ref())
+            .await?
+            .with_trust_owner(owners.trust);
     let agent_timeout = config.defaults.performance.profiling.agent_timeout.as_std();
     // Every agent request names this replica and is made only while its lease holds.
     let agents = AgentClient::new(key.clone(), agent_timeout, metrics.clone(), &config.agent_transport)

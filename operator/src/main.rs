@@ -43,6 +43,14 @@ struct Args {
     /// The Secret holding the Ed25519 signing key (created if missing).
     #[arg(long, env = "BIOMETRICS_SIGNING_SECRET", default_value = "biometrics-operator-signing-key")]
     signing_secret: String,
+    /// The Role in the operator's namespace that owns its Lease and signing-key Secret, so
+    /// that deleting the Role (uninstalling the chart) deletes them.
+    #[arg(long, env = "BIOMETRICS_OWNER_ROLE")]
+    owner_role: Option<String>,
+    /// The role that owns the trust ConfigMaps: `ClusterRole/NAME`, or `Role/NAME` in the
+    /// watched namespace.
+    #[arg(long, env = "BIOMETRICS_TRUST_OWNER")]
+    trust_owner: Option<biometrics_operator::owners::OwnerRole>,
     /// The label selector of the pods the operator watches: pods with an agent must match it
     /// (the chart passes its agent.podLabels); empty watches every pod.
     #[arg(long, env = "BIOMETRICS_AGENT_POD_SELECTOR", default_value = biometrics_crds::AGENT_POD_SELECTOR)]
@@ -136,6 +144,8 @@ fn main() -> ExitCode {
         identity,
         lease_timing,
         signing_secret: args.signing_secret,
+        owner_role: args.owner_role,
+        trust_owner: args.trust_owner,
         agent_port: args.agent_port,
         agent_pod_selector: args.agent_pod_selector,
         defaults,

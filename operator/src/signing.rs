@@ -9,7 +9,10 @@ use std::{
 };
 
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -59,6 +62,8 @@ pub struct SigningKey {
     pub public_pem: String,
     /// Namespaces this process has published the public key in.
     published: Arc<Mutex<HashSet<String>>>,
+    /// What owns the published ConfigMaps (see [`crate::owners`]).
+    trust_owner: Option<OwnerReference>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -73,6 +78,7 @@ impl SigningKey {
         let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
         Ok(Self {
             published: Arc::default(),
+            trust_owner: None,
             private_pem: key.to_pkcs8_pem(LineEnding::LF).map_err(|e| SigningError::Encode(e.to_string()))?.to_string(),
             public_pem: key
                 .verifying_key()
@@ -93,9 +99,21 @@ impl SigningKey {
         .map_err(|reason| SigningError::Mint { pod: format!("{namespace}/{pod}"), reason })
     }
 
-    /// Loads the key from the Secret `name` in `namespace`, creating it when missing. Two
-    /// replicas starting together agree: the loser of the create reads the winner's key.
-    pub async fn load_or_create(client: Client, namespace: &str, name: &str) -> Result<Self> {
+    /// The key that publishes its ConfigMaps owned by `owner`.
+    #[must_use]
+    pub fn with_trust_owner(self, owner: Option<OwnerReference>) -> Self {
+        Self { trust_owner: owner, ..self }
+    }
+
+    /// Loads the key from the Secret `name` in `namespace`, creating it (owned by `owner`)
+    /// when missing. Two replicas starting together agree: the loser of the create reads the
+    /// winner's key.
+    pub async fn load_or_create(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        owner: Option<&OwnerReference>,
+    ) -> Result<Self> {
         let secrets: Api<Secret> = Api::namespaced(client, namespace);
         for _ in 0..3 {
             if let Some(secret) = secrets.get_opt(name).await? {
@@ -103,14 +121,18 @@ impl SigningKey {
                 let field = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
                 return match (field(PRIVATE_KEY), field(TRUST_KEY)) {
                     (Some(private_pem), Some(public_pem)) => {
-                        Ok(Self { private_pem, public_pem, published: Arc::default() })
+                        Ok(Self { private_pem, public_pem, published: Arc::default(), trust_owner: None })
                     }
                     _ => Err(SigningError::Incomplete { secret: format!("{namespace}/{name}") }.into()),
                 };
             }
             let key = Self::generate()?;
             let secret = Secret {
-                metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.into()),
+                    owner_references: owner.map(|o| vec![o.clone()]),
+                    ..Default::default()
+                },
                 string_data: Some(BTreeMap::from([
                     (PRIVATE_KEY.into(), key.private_pem.clone()),
                     (TRUST_KEY.into(), key.public_pem.clone()),
@@ -130,12 +152,15 @@ impl SigningKey {
     /// Publishes the public key in `namespace` (server-side apply: no write when unchanged).
     pub async fn publish(&self, client: Client, namespace: &str) -> Result<()> {
         let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-        let cm = serde_json::json!({
+        let mut cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": TRUST_CONFIGMAP, "labels": {"app.kubernetes.io/managed-by": "biometrics-operator"}},
             "data": {TRUST_KEY: self.public_pem},
         });
+        if let Some(owner) = &self.trust_owner {
+            cm["metadata"]["ownerReferences"] = serde_json::json!([owner]);
+        }
         api.patch(TRUST_CONFIGMAP, &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&cm))
             .await
             .map_err(|source| Error::PublishKey { namespace: namespace.to_owned(), source })?;

@@ -32,6 +32,8 @@ pub struct AgentAccess {
     pub namespace: String,
     /// The key's Secret.
     pub secret: String,
+    /// What owns the Secret if the browser is the first to need the key.
+    pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     /// How long an agent may take to answer a listing.
     pub timeout: Duration,
     /// How agents are reached.
@@ -61,7 +63,7 @@ impl UiBackend {
         self.agents
             .get_or_try_init(|| async {
                 let a = &self.access;
-                let key = SigningKey::load_or_create(self.client.clone(), &a.namespace, &a.secret)
+                let key = SigningKey::load_or_create(self.client.clone(), &a.namespace, &a.secret, a.owner.as_ref())
                     .await
                     .map_err(|e| BackendError::Failed(format!("the operator's signing key: {e}")))?;
                 AgentClient::new(key, a.timeout, a.metrics.clone(), &a.transport)

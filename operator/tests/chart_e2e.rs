@@ -134,14 +134,27 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
     let denied: Vec<String> = decisions.iter().filter(|d| !d.allowed).map(|d| d.attributes.to_string()).collect();
     assert!(denied.is_empty(), "the chart's RBAC denied the operator:\n  {}", denied.join("\n  "));
 
+    // What the operator wrote at run time is owned by the chart's roles: the Lease and the
+    // signing key by the Role in its namespace, the agents' key by the ClusterRole.
+    let owner = |pointer: &str, kind: &str, name: &str| {
+        let object =
+            world.kubectl(&["get", "-o", "json"].into_iter().chain(pointer.split(' ')).collect::<Vec<_>>(), None);
+        let object: serde_json::Value = serde_json::from_str(&object).unwrap();
+        let owners = object["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        assert!(
+            owners
+                .iter()
+                .any(|o| o["kind"] == kind && o["name"] == name && o["uid"].as_str().is_some_and(|u| !u.is_empty())),
+            "{pointer} is not owned by {kind} {name}: {owners:?}"
+        );
+    };
+    owner(&format!("lease biometrics-operator -n {OPERATOR_NS}"), "Role", RELEASE);
+    owner(&format!("secret biometrics-operator-signing-key -n {OPERATOR_NS}"), "Role", RELEASE);
+    owner(&format!("configmap biometrics-trust -n {NS}"), "ClusterRole", RELEASE);
+
     world.helm(&["uninstall", "users", "-n", NS]);
     world.helm(&["uninstall", RELEASE, "-n", OPERATOR_NS]);
-    let left = wait(&world, "the pods to go", Duration::from_secs(30), async || {
-        let left: Vec<String> = everything(world.server.store()).difference(&before).cloned().collect();
-        (!left.iter().any(|o| o.starts_with("pods ") || o.starts_with("replicasets"))).then_some(left)
-    })
-    .await;
-    let by_design: Vec<String> = vec![
+    let by_design: BTreeSet<String> = [
         // Helm keeps the CRDs of a chart's crds/ directory, and the namespace it created.
         "customresourcedefinitions.apiextensions.k8s.io /cachepolicies.biometrics.io".to_owned(),
         "customresourcedefinitions.apiextensions.k8s.io /profilecaptures.biometrics.io".to_owned(),
@@ -149,26 +162,22 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         // What lives in that namespace from its creation on.
         format!("configmaps {OPERATOR_NS}/kube-root-ca.crt"),
         format!("serviceaccounts {OPERATOR_NS}/default"),
-    ];
-    // What the operator wrote at run time, not Helm's: the chart's README says how to
-    // remove it.
-    let written = [
-        format!("configmaps {NS}/biometrics-trust"),
-        format!("leases.coordination.k8s.io {OPERATOR_NS}/biometrics-operator"),
-        format!("secrets {OPERATOR_NS}/biometrics-operator-signing-key"),
-    ];
-    let sorted =
-        |items: Vec<String>| -> Vec<String> { items.into_iter().collect::<BTreeSet<_>>().into_iter().collect() };
-    assert_eq!(
-        left,
-        sorted(by_design.iter().chain(&written).cloned().collect()),
-        "only what is kept by design is left"
-    );
-
-    // The README's clean-up removes the rest.
-    world.kubectl(&["delete", "lease", "biometrics-operator", "-n", OPERATOR_NS], None);
-    world.kubectl(&["delete", "secret", "biometrics-operator-signing-key", "-n", OPERATOR_NS], None);
-    world.kubectl(&["delete", "configmap", "-A", "--field-selector", "metadata.name=biometrics-trust"], None);
-    let left: Vec<String> = everything(world.server.store()).difference(&before).cloned().collect();
-    assert_eq!(left, sorted(by_design), "after the clean-up");
+    ]
+    .into_iter()
+    .collect();
+    // The pods take their grace period to go; the garbage collector takes the rest with the
+    // roles.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: BTreeSet<String> = everything(world.server.store()).difference(&before).cloned().collect();
+        if left == by_design {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "helm uninstall left more than what is kept by design: {:?}",
+            left.difference(&by_design).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -93,6 +93,28 @@ watchNamespace (a Role). Exactly what it calls; operator/tests/rbac.rs checks bo
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# The role holding these rules owns the trust ConfigMaps: its uid, read by name at start.
+- apiGroups: [rbac.authorization.k8s.io]
+  {{- if .Values.watchNamespace }}
+  resources: [roles]
+  resourceNames: [{{ printf "%s-reconcile" (include "biometrics.fullname" .) | quote }}]
+  {{- else }}
+  resources: [clusterroles]
+  resourceNames: [{{ include "biometrics.fullname" . | quote }}]
+  {{- end }}
+  verbs: [get]
+{{- end }}
+
+{{/*
+The role that owns the trust ConfigMaps, as the operator's --trust-owner: the one holding
+the reconcile rules, which is in the ConfigMaps' namespace or cluster-wide.
+*/}}
+{{- define "biometrics.trustOwner" -}}
+{{- if .Values.watchNamespace -}}
+Role/{{ include "biometrics.fullname" . }}-reconcile
+{{- else -}}
+ClusterRole/{{ include "biometrics.fullname" . }}
+{{- end -}}
 {{- end }}
 
 {{/*
