@@ -66,6 +66,9 @@ spec: {{selector: {{app: redis}}, ports: [{{port: 6379}}]}}
 /// The `web` app with its agent (3 replicas, one surge, none unavailable) and its cache's
 /// policy.
 fn web_manifests() -> String {
+    let sidecar = agent_sidecar(&[
+        "{name: BIOMETRICS_MEMORY_LIMIT, valueFrom: {resourceFieldRef: {containerName: app, resource: limits.memory}}}",
+    ]);
     format!(
         r#"
 apiVersion: apps/v1
@@ -86,21 +89,7 @@ spec:
         image: example/app:1.0
         readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
         resources: {{limits: {{memory: 256Mi}}}}
-      - name: biometrics-agent
-        image: example/agent:1.0
-        args: [--target-port=6060]
-        env:
-        - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
-        - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
-        - {{name: BIOMETRICS_MEMORY_LIMIT, valueFrom: {{resourceFieldRef: {{containerName: app, resource: limits.memory}}}}}}
-        - {{name: BIOMETRICS_OPERATOR_PUBLIC_KEY, value: /etc/biometrics/trust/operator.pub}}
-        volumeMounts:
-        - {{name: profiles, mountPath: /profiles}}
-        - {{name: trust, mountPath: /etc/biometrics/trust, readOnly: true}}
-      volumes:
-      - {{name: profiles, emptyDir: {{}}}}
-      - {{name: trust, configMap: {{name: biometrics-trust, optional: true}}}}
----
+{sidecar}---
 apiVersion: biometrics.io/v1alpha1
 kind: CachePolicy
 metadata: {{name: web, namespace: {NS}}}

@@ -38,6 +38,7 @@ fn images() -> String {
 /// capture (their apps finish a profile in flight when stopped; their agents, stopped,
 /// fail it, and the baseline is then the previous candidate).
 fn app() -> String {
+    let sidecar = agent_sidecar(&[]);
     format!(
         r#"
 apiVersion: apps/v1
@@ -63,20 +64,7 @@ spec:
         - {{name: REQUEST_HASHES, value: "200"}}
         - {{name: SELF_RPS, value: "100"}}
         readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
-      - name: biometrics-agent
-        image: example/agent:1.0
-        args: [--target-port=6060]
-        env:
-        - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
-        - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
-        - {{name: BIOMETRICS_OPERATOR_PUBLIC_KEY, value: /etc/biometrics/trust/operator.pub}}
-        volumeMounts:
-        - {{name: profiles, mountPath: /profiles}}
-        - {{name: trust, mountPath: /etc/biometrics/trust, readOnly: true}}
-      volumes:
-      - {{name: profiles, emptyDir: {{}}}}
-      - {{name: trust, configMap: {{name: biometrics-trust, optional: true}}}}
-"#
+{sidecar}"#
     )
 }
 

@@ -445,3 +445,30 @@ impl World {
         text
     }
 }
+
+/// An app pod's agent sidecar on the local cluster, for a Deployment's pod template: the
+/// container (a list item under `containers:`, with `extra_env` lines added to its env)
+/// and then the pod's `volumes:` it mounts (its profiles, and the trust ConfigMap with the
+/// operator's key), so it ends the pod spec.
+pub fn agent_sidecar(extra_env: &[&str]) -> String {
+    let mut env = vec![
+        "{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
+        "{name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}",
+    ];
+    env.extend_from_slice(extra_env);
+    env.push("{name: BIOMETRICS_OPERATOR_PUBLIC_KEY, value: /etc/biometrics/trust/operator.pub}");
+    let env: String = env.iter().map(|e| format!("        - {e}\n")).collect();
+    format!(
+        "      - name: biometrics-agent
+        image: example/agent:1.0
+        args: [--target-port=6060]
+        env:
+{env}        volumeMounts:
+        - {{name: profiles, mountPath: /profiles}}
+        - {{name: trust, mountPath: /etc/biometrics/trust, readOnly: true}}
+      volumes:
+      - {{name: profiles, emptyDir: {{}}}}
+      - {{name: trust, configMap: {{name: biometrics-trust, optional: true}}}}
+"
+    )
+}
