@@ -906,6 +906,14 @@ mod tests {
     }
 
     /// A cpu digest of `pods` pods capturing `seconds` each, with these flat values.
+    /// Revision 6, the first the capture saw, opened and judged: what a later revision
+    /// opens on.
+    fn first_revision_judged(rollouts: &mut Vec<RolloutComparison>, now: Timestamp) {
+        let first = open(rollouts, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
+        push(rollouts, first);
+        rollouts[0].stage = RolloutStage::Judged;
+    }
+
     fn cpu(pods: i32, seconds: f64, samples: i64, functions: &[(&str, i64)]) -> ProfileDigest {
         let tops: Vec<Vec<TopFunction>> = (0..pods).map(|_| top(functions)).collect();
         let total: i64 = functions.iter().map(|(_, f)| f).sum();
@@ -963,9 +971,7 @@ mod tests {
     fn with_the_old_pods_gone_the_previous_candidate_is_the_baseline() {
         let now = t("2026-01-01T00:00:00Z");
         let mut rollouts = Vec::new();
-        let first = open(&mut rollouts, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
-        push(&mut rollouts, first);
-        rollouts[0].stage = RolloutStage::Judged;
+        first_revision_judged(&mut rollouts, now);
         rollouts[0].candidate_run = Some("c6-3f2a9c1b".into());
         rollouts[0].candidate = vec![cpu(1, 10.0, 1000, &[("main.work", 100)])];
         let mut recreate = state("7", "bbb", false);
@@ -980,9 +986,7 @@ mod tests {
         assert!(gone.entry.message.as_deref().unwrap().contains("already gone"));
         // Nothing measured before either: no baseline, said by the verdict later.
         let mut fresh = Vec::new();
-        let first = open(&mut fresh, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
-        push(&mut fresh, first);
-        fresh[0].stage = RolloutStage::Judged;
+        first_revision_judged(&mut fresh, now);
         let none = open(&mut fresh, &state("7", "bbb", false), &[], UID, now).unwrap();
         assert!(none.entry.baseline_source.is_none() && none.entry.baseline.is_empty());
     }
@@ -991,9 +995,7 @@ mod tests {
     fn interrupted_rollouts_are_closed_and_hand_on_their_baseline() {
         let now = t("2026-01-01T00:00:00Z");
         let mut rollouts = Vec::new();
-        let first = open(&mut rollouts, &state("6", "aaa", true), &[], UID, now).unwrap().entry;
-        push(&mut rollouts, first);
-        rollouts[0].stage = RolloutStage::Judged;
+        first_revision_judged(&mut rollouts, now);
         let seven = open(&mut rollouts, &state("7", "bbb", false), &pods(&[("app-a1", "aaa")]), UID, now).unwrap();
         push(&mut rollouts, seven.entry);
         // Revision 8 while 7 is still measuring its baseline: 7 is interrupted, and 8
