@@ -69,15 +69,25 @@ impl Cluster {
 
     /// Waits until `check` holds for the JSON of `args`, or fails with the last one seen.
     fn wait_for(&self, args: &[&str], what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let value = self.json(args);
-            if check(&value) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{what} did not happen: {value:#}");
-            std::thread::sleep(Duration::from_millis(200));
+        wait_until(what, || self.json(args), check)
+    }
+
+    /// Waits until `check` holds for kubectl's printed output of `args`.
+    fn wait_for_text(&self, args: &[&str], what: &str, check: impl Fn(&String) -> bool) -> String {
+        wait_until(what, || self.ok(args), check)
+    }
+}
+
+/// Reads `read` until `check` holds for what it read, or fails after 30 s with the last.
+fn wait_until<T: std::fmt::Display>(what: &str, read: impl Fn() -> T, check: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = read();
+        if check(&value) {
+            return value;
         }
+        assert!(Instant::now() < deadline, "{what} did not happen: {value:#}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -364,15 +374,10 @@ spec:
         assert_eq!(previous.trim(), "run");
         // kubectl's STATUS column shows the back-off while the container waits; between two
         // waits the container runs for a moment, so the table is read until it shows one.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let listed = loop {
-            let listed = c.ok(&["get", "pod", "crasher", "-n", "shop", "--no-headers"]);
-            if listed.split_whitespace().nth(2) == Some("CrashLoopBackOff") {
-                break listed;
-            }
-            assert!(Instant::now() < deadline, "kubectl never listed the back-off: {listed}");
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let listed =
+            c.wait_for_text(&["get", "pod", "crasher", "-n", "shop", "--no-headers"], "the back-off listed", |l| {
+                l.split_whitespace().nth(2) == Some("CrashLoopBackOff")
+            });
         let columns: Vec<&str> = listed.split_whitespace().collect();
         assert_eq!(columns[1], "0/1", "{listed}");
         assert!(columns[3].parse::<u32>().unwrap() >= 2, "{listed}");
