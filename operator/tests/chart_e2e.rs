@@ -32,31 +32,17 @@ fn images() -> String {
     )
 }
 
-async fn wait<T>(world: &World, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen; pods:\n{}",
-            world.kubectl(&["get", "pods", "-A"], None)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
     let world = World::start_on_secure_cluster(&images()).await;
     // What a new namespace gets (its default ServiceAccount and root CA) is there first.
-    let before = wait(&world, "namespace shop's defaults", Duration::from_secs(10), async || {
-        let all = everything(world.server.store());
-        let made = [format!("serviceaccounts {NS}/default"), format!("configmaps {NS}/kube-root-ca.crt")];
-        made.iter().all(|o| all.contains(o)).then_some(all)
-    })
-    .await;
+    let before = world
+        .wait("namespace shop's defaults", Duration::from_secs(10), async || {
+            let all = everything(world.server.store());
+            let made = [format!("serviceaccounts {NS}/default"), format!("configmaps {NS}/kube-root-ca.crt")];
+            made.iter().all(|o| all.contains(o)).then_some(all)
+        })
+        .await;
 
     let out = world.helm(&[
         "install",
@@ -104,10 +90,11 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     let leases: Api<Lease> = Api::namespaced(world.client.clone(), OPERATOR_NS);
-    let holder = wait(&world, "a leader", Duration::from_secs(30), async || {
-        leases.get_opt("biometrics-operator").await.unwrap()?.spec?.holder_identity
-    })
-    .await;
+    let holder = world
+        .wait("a leader", Duration::from_secs(30), async || {
+            leases.get_opt("biometrics-operator").await.unwrap()?.spec?.holder_identity
+        })
+        .await;
     assert!(names.contains(&holder), "the Lease is held by {holder}, not one of {names:?}");
 
     // A capture reaches the agent the template added, through the pod network.
@@ -118,11 +105,12 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         )),
     );
     let captures: Api<ProfileCapture> = Api::namespaced(world.client.clone(), NS);
-    let phase = wait(&world, "the capture", Duration::from_secs(40), async || {
-        let phase = captures.get("once").await.unwrap().status?.phase?;
-        matches!(phase, CapturePhase::Succeeded | CapturePhase::Failed).then_some(phase)
-    })
-    .await;
+    let phase = world
+        .wait("the capture", Duration::from_secs(40), async || {
+            let phase = captures.get("once").await.unwrap().status?.phase?;
+            matches!(phase, CapturePhase::Succeeded | CapturePhase::Failed).then_some(phase)
+        })
+        .await;
     assert_eq!(phase, CapturePhase::Succeeded, "{:#?}", captures.get("once").await.unwrap().status);
     world.kubectl(&["delete", "pcap", "once", "-n", NS, "--timeout=30s"], None);
 
@@ -167,14 +155,14 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
     .collect();
     // The pods take their grace period to go; the garbage collector takes the rest with the
     // roles.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left: BTreeSet<String> = everything(world.server.store()).difference(&before).cloned().collect();
         if left == by_design {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "helm uninstall left more than what is kept by design: {:?}",
             left.difference(&by_design).collect::<Vec<_>>()
         );

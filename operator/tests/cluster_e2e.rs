@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use biometrics_crds::v1alpha1::{CachePolicy, InvalidationResult, InvalidationTrigger, ProfileCapture};
 use common::*;
@@ -152,17 +149,6 @@ async fn policy(world: &World) -> CachePolicy {
     Api::<CachePolicy>::namespaced(world.client.clone(), NS).get("web").await.unwrap()
 }
 
-async fn wait<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_once_after_it() {
     let mut world = World::start_on_cluster(&images()).await;
@@ -178,12 +164,13 @@ async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_on
 
     // The policy takes effect through an agent that got the operator's key from the trust
     // ConfigMap on its pod's volume; the rule runs once when created.
-    let first = wait("the rule's first run", Duration::from_secs(60), async || {
-        let cp = policy(&world).await;
-        let entry = cp.status?.invalidations.into_iter().find(|e| e.name == "pages-after-rollout")?;
-        (entry.result == Some(InvalidationResult::Succeeded)).then_some(entry)
-    })
-    .await;
+    let first = world
+        .wait("the rule's first run", Duration::from_secs(60), async || {
+            let cp = policy(&world).await;
+            let entry = cp.status?.invalidations.into_iter().find(|e| e.name == "pages-after-rollout")?;
+            (entry.result == Some(InvalidationResult::Succeeded)).then_some(entry)
+        })
+        .await;
     assert_eq!(first.trigger, Some(InvalidationTrigger::Change), "{first:?}");
     assert_eq!(first.failures, None, "no failed attempt while the key was on its way: {first:?}");
 
@@ -228,13 +215,14 @@ async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_on
     let new: BTreeSet<String> = web_pods(&world).await.into_iter().filter(|p| !p.2).map(|p| p.0).collect();
     assert!(new.is_disjoint(&old), "every pod was replaced: {old:?} → {new:?}");
 
-    let rollout = wait("the rollout's run", Duration::from_secs(60), async || {
-        let cp = policy(&world).await;
-        let entry = cp.status?.invalidations.into_iter().find(|e| e.name == "pages-after-rollout")?;
-        (entry.trigger == Some(InvalidationTrigger::Rollout) && entry.result == Some(InvalidationResult::Succeeded))
-            .then_some(entry)
-    })
-    .await;
+    let rollout = world
+        .wait("the rollout's run", Duration::from_secs(60), async || {
+            let cp = policy(&world).await;
+            let entry = cp.status?.invalidations.into_iter().find(|e| e.name == "pages-after-rollout")?;
+            (entry.trigger == Some(InvalidationTrigger::Rollout) && entry.result == Some(InvalidationResult::Succeeded))
+                .then_some(entry)
+        })
+        .await;
     assert_eq!(rollout.keys_deleted, Some(20), "{rollout:?}");
     assert_eq!(redis_cli(&redis_ip, &["--scan", "--pattern", "web:page:*"]).trim(), "");
     // Exactly once: a later reconcile does not run it again.
@@ -261,12 +249,13 @@ async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_on
     let victim = new.iter().next().unwrap().clone();
     world.kubectl(&["delete", "pod", &victim, "-n", NS], None);
     world.kubectl(&["rollout", "status", "deployment/web", "-n", NS, "--timeout=60s"], None);
-    let now = wait("three ready replicas again", Duration::from_secs(60), async || {
-        let pods = web_pods(&world).await;
-        let ready: BTreeSet<String> = pods.iter().filter(|p| p.1 && !p.2).map(|p| p.0.clone()).collect();
-        (ready.len() == 3 && !ready.contains(&victim)).then_some(ready)
-    })
-    .await;
+    let now = world
+        .wait("three ready replicas again", Duration::from_secs(60), async || {
+            let pods = web_pods(&world).await;
+            let ready: BTreeSet<String> = pods.iter().filter(|p| p.1 && !p.2).map(|p| p.0.clone()).collect();
+            (ready.len() == 3 && !ready.contains(&victim)).then_some(ready)
+        })
+        .await;
     world
         .kubectl(&["annotate", "pcap", "web", "-n", NS, "biometrics.io/capture-now=after-delete", "--overwrite"], None);
     let captured = world

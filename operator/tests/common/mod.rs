@@ -384,6 +384,23 @@ impl World {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Polls `check` every 200 ms until it gives a value; after `timeout`, fails naming
+    /// `what`, with the cluster's pods.
+    pub async fn wait<T>(&self, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen; pods:\n{}",
+                self.kubectl(&["get", "pods", "-A"], None)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn wait_capture(
         &self,
         name: &str,
