@@ -7,8 +7,9 @@
 // threads from spreading); REQUEST_HASHES makes each /work request hash that many times,
 // so its CPU follows the requests it answers as a service's does (a starved replica
 // answers fewer, each costing the same); SELF_RPS sends it that many requests per second
-// of its own from the start; and EXTRA_HASH_ROUNDS adds that many rounds of hashing to
-// each tick and each request in main.extraHashRounds, the function a slower release adds.
+// of its own from the start, at random moments; and EXTRA_HASH_ROUNDS adds that many
+// rounds of hashing to each tick and each request in main.extraHashRounds, the function a
+// slower release adds.
 // It serves its requests (/work) with a latency histogram and a request counter on
 // /metrics in the Prometheus text format, and /control adds latency, a share of 5xx
 // answers, or steady traffic to itself. On SIGTERM it stops accepting connections and
@@ -23,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math/rand"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
@@ -332,16 +334,21 @@ func control(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "delay %v, errors %g%%\n", addedDelay, errorPercent)
 }
 
-// load sends rps requests per second to the target's own /work until stop closes.
+// load sends rps requests per second to the target's own /work until stop closes, at
+// random moments (a Poisson process, as independent clients' requests arrive): requests
+// on a fixed 1/rps beat would keep each one's work at the same phase of the kernel's
+// scheduler tick, which is when a CPU profile's sample is taken, so the profile would
+// credit whichever function runs at that phase rather than each by its time.
 func load(rps int, stop chan struct{}) {
 	client := &http.Client{Timeout: 70 * time.Second}
-	tick := time.NewTicker(time.Second / time.Duration(rps))
-	defer tick.Stop()
+	mean := float64(time.Second) / float64(rps)
+	next := time.Now()
 	for {
+		next = next.Add(time.Duration(rand.ExpFloat64() * mean))
 		select {
 		case <-stop:
 			return
-		case <-tick.C:
+		case <-time.After(time.Until(next)):
 			go func() {
 				resp, err := client.Get("http://" + selfAddr + "/work")
 				if err == nil {
