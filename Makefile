@@ -69,7 +69,7 @@ unit:
 # Only the operator's end-to-end tests (part of `make test` too).
 e2e: setup
 	$(CARGO) build --workspace --bins --locked
-	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e --test chart_e2e
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p biometrics-operator --test e2e --test cache_e2e --test cluster_e2e --test chart_e2e --test rollout_e2e
 
 # Label-only rollouts on the local cluster, judged per request: the spread of this machine
 # that the default spec.regression bounds are derived from (not part of `make test`).

@@ -9,7 +9,8 @@
 // answers fewer, each costing the same); SELF_RPS sends it that many requests per second
 // of its own from the start, at random moments; and EXTRA_HASH_ROUNDS adds that many
 // rounds of hashing to each tick and each request in main.extraHashRounds, the function a
-// slower release adds.
+// slower release adds; RETAIN_MB keeps that much heap from the start in main.retainMiB,
+// the function a hungrier release adds.
 // It serves its requests (/work) with a latency histogram and a request counter on
 // /metrics in the Prometheus text format, and /control adds latency, a share of 5xx
 // answers, or steady traffic to itself. On SIGTERM it stops accepting connections and
@@ -164,14 +165,23 @@ func contend() {
 	}
 }
 
-// retain keeps n MiB of live heap until /free.
+// retain keeps n MiB more of live heap until /free.
 func retain(w http.ResponseWriter, r *http.Request) {
 	mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
 	if err != nil || mb < 0 || mb > 4096 {
 		http.Error(w, "mb must be 0..4096", http.StatusBadRequest)
 		return
 	}
+	fmt.Fprintf(w, "retained %d MiB\n", retainMiB(mb))
+}
+
+// retainMiB keeps mb MiB more of live heap, allocated in this function (so a heap profile
+// credits it), and returns how many MiB are kept in all.
+//
+//go:noinline
+func retainMiB(mb int) int {
 	retainedMu.Lock()
+	defer retainedMu.Unlock()
 	for i := 0; i < mb; i++ {
 		b := make([]byte, 1<<20)
 		for j := range b {
@@ -179,9 +189,7 @@ func retain(w http.ResponseWriter, r *http.Request) {
 		}
 		retained = append(retained, b)
 	}
-	total := len(retained)
-	retainedMu.Unlock()
-	fmt.Fprintf(w, "retained %d MiB\n", total)
+	return len(retained)
 }
 
 func free(w http.ResponseWriter, r *http.Request) {
@@ -364,6 +372,11 @@ func main() {
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
 	requestHashes, requestExtra = envInt("REQUEST_HASHES"), envInt("EXTRA_HASH_ROUNDS")
+	if mb := envInt("RETAIN_MB"); mb > 4096 {
+		log.Fatalf("RETAIN_MB must be 0..4096, not %d", mb)
+	} else if mb > 0 {
+		retainMiB(mb)
+	}
 	if !*idle {
 		go burnCPU(envInt("CPU_DUTY_HASHES"), envInt("EXTRA_HASH_ROUNDS"))
 		runtime.SetBlockProfileRate(1)
