@@ -1,7 +1,11 @@
 // loadgen sends steady HTTP traffic to every address a name resolves to: the demo's load
 // generator. In a cluster the name is a Service's (one ClusterIP, spread by kube-proxy);
 // where Services resolve to their pods' addresses, as a headless Service does, it spreads
-// the requests itself by taking each address in turn. Every ten seconds it logs what it sent.
+// the requests itself by taking each address in turn. Requests go out at random moments at
+// the given mean rate (a Poisson process, as independent clients' do): on a fixed beat
+// each request's work would keep the same phase of the kernel's scheduler tick, when a CPU
+// profile's samples are taken, and the profiles would credit functions by phase rather than
+// by time. Every ten seconds it logs what it sent.
 package main
 
 import (
@@ -10,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand"
 	"net"
 	"net/http"
 	"net/url"
@@ -55,7 +60,9 @@ func main() {
 	defer stop()
 	client := &http.Client{Timeout: *timeout}
 	results := make(chan tally, 1024)
-	tick := time.NewTicker(time.Duration(float64(time.Second) / *rate))
+	mean := float64(time.Second) / *rate
+	gap := func() time.Duration { return time.Duration(rand.ExpFloat64() * mean) }
+	tick := time.NewTimer(gap())
 	refresh := time.NewTicker(5 * time.Second)
 	report := time.NewTicker(10 * time.Second)
 	var current []string
@@ -83,6 +90,7 @@ func main() {
 				period.slowest = r.slowest
 			}
 		case <-tick.C:
+			tick.Reset(gap())
 			if len(current) == 0 {
 				period.sent++
 				period.failed++
