@@ -487,15 +487,18 @@ impl Engine {
                 );
                 let (fetched, after) = match count_requests {
                     Some(spec) => {
-                        let after = async {
-                            tokio::time::sleep(Duration::from_secs(req.duration_seconds)).await;
-                            self.read_requests(spec, false).await
-                        };
-                        tokio::pin!(attempt, after);
+                        let duration = tokio::time::sleep(Duration::from_secs(req.duration_seconds));
+                        tokio::pin!(attempt, duration);
                         tokio::select! {
+                            // The duration first: the profile's response comes right after
+                            // it, often while the counter is still being read.
+                            biased;
+                            () = &mut duration => {
+                                let (fetched, after) = tokio::join!(attempt, self.read_requests(spec, false));
+                                (fetched, Some(after))
+                            }
                             // Ended before its duration: refused or failed, nothing to count.
                             fetched = &mut attempt => (fetched, None),
-                            after = &mut after => (attempt.await, Some(after)),
                         }
                     }
                     None => (attempt.await, None),

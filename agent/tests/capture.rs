@@ -535,6 +535,17 @@ fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
     );
     assert!(done["profiles"][1].get("requests").is_none(), "a snapshot spans no time: {}", done["profiles"][1]);
 
+    // An app that answers its metrics late: the profile's response comes while the count
+    // at its end is still being read, and it is counted all the same.
+    biometrics_test_support::http_get(target.addr, "/control?metrics_delay_ms=600");
+    request["id"] = "cap-slow-metrics".into();
+    request["run"] = "run-3".into();
+    request["profiles"] = serde_json::json!(["cpu"]);
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    let done = agent.wait_capture("cap-slow-metrics", Duration::from_secs(60));
+    assert!(done["profiles"][0]["requests"].as_f64().is_some_and(|n| n > 0.0), "{done}");
+    biometrics_test_support::http_get(target.addr, "/control?metrics_delay_ms=0");
+
     // Without a metrics source nothing is counted.
     let plain = capture_request("cap-plain", "run-2", &["cpu"], 1, port);
     assert_eq!(agent.request("POST", "/v1/captures", Some(&plain)).0, 202);

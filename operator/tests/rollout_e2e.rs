@@ -128,7 +128,15 @@ async fn judged_where(world: &World, name: &str, wanted: impl Fn(&str) -> bool) 
                 .is_some_and(|r| wanted(&r.revision) && r.stage == RolloutStage::Judged)
         })
         .await;
-    let comparison = pc.status.unwrap().rollouts.remove(0);
+    let mut status = pc.status.unwrap();
+    // The pods of the run that ended it (the candidate), and why any has no profile.
+    if let Some(run) = &status.last_run {
+        for p in &run.pods {
+            let requests: Vec<Option<f64>> = p.profiles.iter().map(|q| q.requests).collect();
+            eprintln!("  {} {}: {:?} requests {requests:?} {:?}", run.id, p.pod, p.result, p.error);
+        }
+    }
+    let comparison = status.rollouts.remove(0);
     let revision = &comparison.revision;
     eprintln!(
         "{:?} revision {revision}: {:?} {:?} (detected {}, rollout seen complete {:?})",

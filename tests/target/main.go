@@ -221,6 +221,7 @@ var (
 	byCode       = map[string]*histogram{}
 	served       uint64
 	addedDelay   time.Duration
+	metricsDelay time.Duration
 	errorPercent float64
 	loadStop     chan struct{}
 	selfAddr     string
@@ -275,6 +276,11 @@ func work(w http.ResponseWriter, r *http.Request) {
 // metrics writes the histogram and the counter.
 func metrics(w http.ResponseWriter, r *http.Request) {
 	requestsMu.Lock()
+	delay := metricsDelay
+	requestsMu.Unlock()
+	// A busy app answers its metrics late; the figures are those of when it answers.
+	time.Sleep(delay)
+	requestsMu.Lock()
 	defer requestsMu.Unlock()
 	codes := make([]string, 0, len(byCode))
 	for c := range byCode {
@@ -302,8 +308,9 @@ func metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, b.String())
 }
 
-// control sets the added latency (delay_ms), the share of 500s (error_percent) and the
-// steady traffic the target sends itself (rps); each is optional.
+// control sets the added latency (delay_ms), how late /metrics answers
+// (metrics_delay_ms), the share of 500s (error_percent) and the steady traffic the target
+// sends itself (rps); each is optional.
 func control(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	requestsMu.Lock()
@@ -315,6 +322,14 @@ func control(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		addedDelay = time.Duration(ms) * time.Millisecond
+	}
+	if v := q.Get("metrics_delay_ms"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms < 0 || ms > 60000 {
+			http.Error(w, "metrics_delay_ms must be 0..60000", http.StatusBadRequest)
+			return
+		}
+		metricsDelay = time.Duration(ms) * time.Millisecond
 	}
 	if v := q.Get("error_percent"); v != "" {
 		p, err := strconv.ParseFloat(v, 64)
