@@ -368,6 +368,11 @@ func load(rps int, stop chan struct{}) {
 	next := time.Now()
 	for {
 		next = next.Add(time.Duration(rand.ExpFloat64() * mean))
+		// Behind by more than 100 ms (the process was starved), it starts again from now
+		// rather than send what it missed in one burst.
+		if time.Until(next) < -100*time.Millisecond {
+			next = time.Now()
+		}
 		select {
 		case <-stop:
 			return
