@@ -27,7 +27,35 @@ pub struct Network {
     pub bridge: String,
     /// `a.b.c.0` of the /24.
     pub subnet: Ipv4Addr,
-    used: Mutex<BTreeSet<u8>>,
+    used: Mutex<Addresses>,
+}
+
+/// The host parts handed out, and the last one: the next goes to the first free one after
+/// it, as CNI's host-local IPAM does, so an address just freed is the last to be reused.
+#[derive(Debug, Default)]
+struct Addresses {
+    used: BTreeSet<u8>,
+    last: u8,
+}
+
+impl Addresses {
+    /// Takes the first free host part after the last one taken, wrapping around 2..=254.
+    fn take(&mut self) -> Option<u8> {
+        let start = self.last.max(1);
+        let free = (start + 1..=254).chain(2..=start).find(|h| !self.used.contains(h))?;
+        self.used.insert(free);
+        self.last = free;
+        Some(free)
+    }
+}
+
+/// The MAC address of a pod's interface, made of its IPv4 address (`0a:58:` then the four
+/// octets), as CNI's bridge plugin gives it: a reused address comes with the same MAC, so no
+/// neighbour cache (the node's or another pod's) keeps sending its frames to a link that is
+/// gone.
+fn mac_of(address: Ipv4Addr) -> String {
+    let [a, b, c, d] = address.octets();
+    format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// A pod's place on the network.
@@ -83,7 +111,7 @@ impl Network {
                 !taken.contains(&format!(" {a}.{b}.{c}."))
             })
             .ok_or_else(|| KubeletError::Network("no free /24 in 10.200.0.0/13".into()))?;
-        let network = Self { bridge, subnet, used: Mutex::new(BTreeSet::new()) };
+        let network = Self { bridge, subnet, used: Mutex::new(Addresses::default()) };
         ip(&["link", "add", &network.bridge, "type", "bridge"]).await?;
         ip(&["addr", "add", &format!("{}/24", network.gateway()), "dev", &network.bridge]).await?;
         ip(&["link", "set", &network.bridge, "up"]).await?;
@@ -92,21 +120,21 @@ impl Network {
 
     /// Gives a pod its namespace, address and link.
     pub async fn attach(&self, key: &str) -> Result<Attachment, KubeletError> {
-        let host = {
-            let mut used = self.used.lock().expect("lock");
-            let free = (2..=254u8)
-                .find(|h| !used.contains(h))
-                .ok_or_else(|| KubeletError::Network("the node's /24 is full".into()))?;
-            used.insert(free);
-            free
-        };
+        let host = self
+            .used
+            .lock()
+            .expect("lock")
+            .take()
+            .ok_or_else(|| KubeletError::Network("the node's /24 is full".into()))?;
         let [a, b, c, _] = self.subnet.octets();
         let address = Ipv4Addr::new(a, b, c, host);
         let netns = netns_name(&self.bridge, key);
         let veth = format!("{}{host:02x}", &self.bridge[..self.bridge.len().min(12)]);
         let result = async {
             ip(&["netns", "add", &netns]).await?;
-            ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns]).await?;
+            let mac = mac_of(address);
+            ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "address", &mac, "netns", &netns])
+                .await?;
             ip(&["link", "set", &veth, "master", &self.bridge, "up"]).await?;
             ip(&["-n", &netns, "addr", "add", &format!("{address}/24"), "dev", "eth0"]).await?;
             ip(&["-n", &netns, "link", "set", "eth0", "up"]).await?;
@@ -123,7 +151,7 @@ impl Network {
     /// Removes a pod's namespace (its veth goes with it) and frees its address.
     pub async fn detach(&self, attachment: &Attachment) {
         let _ = ip(&["netns", "del", &attachment.netns]).await;
-        self.used.lock().expect("lock").remove(&attachment.ip.octets()[3]);
+        self.used.lock().expect("lock").used.remove(&attachment.ip.octets()[3]);
     }
 
     /// Removes the bridge and every namespace made on it, now (also from `Drop` paths).
@@ -146,4 +174,27 @@ impl Network {
 /// The network namespace (as `ip netns` names it) of the pod whose uid starts with `key`.
 pub fn netns_name(bridge: &str, key: &str) -> String {
     format!("{bridge}-{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_go_round_before_one_is_reused() {
+        let mut a = Addresses::default();
+        assert_eq!((a.take(), a.take(), a.take()), (Some(2), Some(3), Some(4)));
+        a.used.remove(&2);
+        a.used.remove(&3);
+        assert_eq!(a.take(), Some(5), "the address just freed is not the next one");
+        a.used.extend(6..=254);
+        assert_eq!(a.take(), Some(2), "wrapped around to the first free one");
+        assert_eq!(a.take(), Some(3));
+        assert_eq!(a.take(), None, "the /24 is full");
+    }
+
+    #[test]
+    fn a_pods_mac_is_made_of_its_address() {
+        assert_eq!(mac_of(Ipv4Addr::new(10, 200, 3, 17)), "0a:58:0a:c8:03:11");
+    }
 }
