@@ -21,7 +21,7 @@ use std::{
 
 use biometrics_crds::{
     profile::ProfileType,
-    v1alpha1::{Normalisation, ProfileCapture, RolloutComparison, RolloutStage, RolloutVerdict},
+    v1alpha1::{BaselineSource, Normalisation, ProfileCapture, RolloutComparison, RolloutStage, RolloutVerdict},
 };
 use common::*;
 
@@ -35,8 +35,9 @@ fn images() -> String {
 
 /// The app: 2 replicas, both replaced at once (two surge, none unavailable), and new pods
 /// count as available only after 4 s, so the old ones outlive most of the baseline's 4 s
-/// capture (their apps finish a profile in flight when stopped; their agents, stopped,
-/// fail it, and the baseline is then the previous candidate).
+/// capture; stopped before it ends, their apps finish the profile in flight and their
+/// agents finish the capture and answer its status before they exit, so the baseline is
+/// the old pods' own.
 fn app() -> String {
     let sidecar = agent_sidecar(&[]);
     format!(
@@ -184,6 +185,7 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     let slower = judged(&world, "2").await;
     assert_eq!(slower.verdict, Some(RolloutVerdict::Regressed), "{slower:#?}\n{}", world.operator_log());
     assert_eq!(slower.baseline_run.as_deref().map(|r| r.starts_with("b2-")), Some(true), "{slower:?}");
+    assert_eq!(slower.baseline_source, Some(BaselineSource::OldPods), "{slower:?}");
     let cpu = &slower.changes[0];
     let grown = cpu.grown.iter().find(|g| g.function == "main.extraHashRounds").expect("the function is named");
     assert!(grown.after_percent > grown.before_percent + 20.0, "{grown:?}");
