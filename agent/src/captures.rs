@@ -527,13 +527,14 @@ impl Engine {
         let timeout =
             if kind.is_timed() { Duration::from_secs(req.duration_seconds + 30) } else { Duration::from_secs(60) };
         let fetch_started = Instant::now();
-        // The app's request counter, read as the profile starts and as it ends.
+        // The app's request counter, latency histogram and errors, read as the profile
+        // starts and as it ends.
         let count_requests = req.metrics.as_ref().filter(|_| kind.is_timed());
         // The requests answered while the profile sampled: the app's counter read as the
         // attempt that succeeds starts and again once its duration has passed (not when
         // the response ends: a starved app takes a while to write the profile, and the
         // requests it answers meanwhile were not profiled).
-        let mut counted: Option<Result<f64, String>> = None;
+        let mut counted: Option<Result<requests::ProfileRequests, String>> = None;
         let fetch = async {
             let _turn = if kind.is_timed() { Some(self.timed_profile.lock().await) } else { None };
             let started = Instant::now();
@@ -574,7 +575,7 @@ impl Engine {
                     continue;
                 }
                 counted = match (before, after) {
-                    (Some(Ok(before)), Some(Ok(after))) => Some(Ok(requests::answered_between(&before, &after))),
+                    (Some(Ok(before)), Some(Ok(after))) => Some(Ok(requests::profile_requests(&before, &after))),
                     (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Err(e)),
                     _ => None,
                 };
@@ -591,7 +592,11 @@ impl Engine {
         };
         self.metrics.fetch_duration.with_label_values(&[kind.as_str()]).observe(fetch_started.elapsed().as_secs_f64());
         match counted {
-            Some(Ok(n)) => outcome.requests = Some(n),
+            Some(Ok(n)) => {
+                outcome.requests = Some(n.requests);
+                outcome.p99_latency_millis = n.p99_latency_millis;
+                outcome.error_rate_percent = n.error_rate_percent;
+            }
             Some(Err(e)) => outcome.requests_error = Some(e),
             None => {}
         }

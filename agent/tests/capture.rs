@@ -589,7 +589,11 @@ fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
     let target = go_target();
     let agent = Agent::start(Some(target.addr.port()), &[]);
     let port = target.addr.port();
+    // Fast, faultless requests first; then each takes 30 ms more and one in ten fails:
+    // the profile reports the latter alone, the span it sampled.
     biometrics_test_support::http_get(target.addr, "/control?rps=50");
+    std::thread::sleep(Duration::from_secs(1));
+    biometrics_test_support::http_get(target.addr, "/control?delay_ms=30&error_percent=10");
     let mut request = capture_request("cap-requests", "run-1", &["cpu", "heap"], 2, port);
     request["metrics"] = serde_json::json!({
         "port": port, "path": "/metrics", "histograms": ["http_request_duration_seconds"],
@@ -607,7 +611,16 @@ fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
         "{counted} of the {} answered during the capture",
         after - before
     );
+    // 31 ms and more: past the 25 ms bound (a busy machine adds some; the fast requests
+    // before the span, 1 ms each, would not).
+    let p99 = cpu["p99LatencyMillis"].as_f64().unwrap_or_else(|| panic!("the cpu profile has a p99: {cpu}"));
+    assert!(p99 > 25.0 && p99 <= 250.0, "{p99} ms");
+    // One request in ten, give or take the one at each end of the span.
+    let errors = cpu["errorRatePercent"].as_f64().unwrap_or_else(|| panic!("and an error rate: {cpu}"));
+    let slack = 100.0 / counted + 0.01;
+    assert!((errors - 10.0).abs() <= slack, "{errors} % of {counted} requests");
     assert!(done["profiles"][1].get("requests").is_none(), "a snapshot spans no time: {}", done["profiles"][1]);
+    assert!(done["profiles"][1].get("p99LatencyMillis").is_none(), "{}", done["profiles"][1]);
 
     // Without a metrics source nothing is counted.
     let plain = capture_request("cap-plain", "run-2", &["cpu"], 1, port);

@@ -9,7 +9,9 @@
 // answers fewer, each costing the same); SELF_RPS sends it that many requests per second
 // of its own from the start, at random moments; and EXTRA_HASH_ROUNDS adds that many
 // rounds of hashing to each tick and each request in main.extraHashRounds, the function a
-// slower release adds.
+// slower release adds; ADDED_DELAY_MS adds that many milliseconds to each /work request
+// from the start (as /control?delay_ms= does at runtime), the latency a slower release
+// adds.
 // It serves its requests (/work) with a latency histogram and a request counter on
 // /metrics in the Prometheus text format, and /control adds latency, a share of 5xx
 // answers, or steady traffic to itself. On SIGTERM it stops accepting connections and
@@ -364,6 +366,12 @@ func main() {
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
 	requestHashes, requestExtra = envInt("REQUEST_HASHES"), envInt("EXTRA_HASH_ROUNDS")
+	if ms := envInt("ADDED_DELAY_MS"); ms > 0 {
+		if ms > 60000 {
+			log.Fatalf("ADDED_DELAY_MS must be 0..60000, not %d", ms)
+		}
+		addedDelay = time.Duration(ms) * time.Millisecond
+	}
 	if !*idle {
 		go burnCPU(envInt("CPU_DUTY_HASHES"), envInt("EXTRA_HASH_ROUNDS"))
 		runtime.SetBlockProfileRate(1)
