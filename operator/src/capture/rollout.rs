@@ -418,7 +418,7 @@ fn share_of(profile_type: ProfileType) -> &'static str {
     }
 }
 
-/// Milliseconds as people read them: 3 significant digits, at most 1 decimal.
+/// Milliseconds as people read them: whole from 100 ms, else with one decimal.
 fn millis(v: f64) -> String {
     if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
 }
