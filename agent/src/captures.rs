@@ -120,7 +120,13 @@ pub enum SubmitError {
         /// The limit.
         limit: u64,
     },
+    /// The agent is shutting down: it finishes what it runs and takes nothing new (503).
+    #[error("{DRAINING}")]
+    ShuttingDown,
 }
+
+/// Why an agent that is shutting down refuses new work.
+pub const DRAINING: &str = "the agent is shutting down (its pod is terminating): it finishes the captures in flight and starts no new capture or job";
 
 struct Entry {
     request: CaptureRequest,
@@ -129,6 +135,9 @@ struct Entry {
     /// Set by an explicit cancel: the job removes what it wrote (a shutdown keeps it).
     discard: bool,
     finished: Option<Instant>,
+    /// Its final status has been answered (a poll after it finished): a draining agent
+    /// waits for that before it exits, so the result reaches the operator.
+    delivered: bool,
 }
 
 /// What ending a capture early does with what it wrote.
@@ -168,6 +177,8 @@ pub struct Engine {
     analysis_memory: MemoryBudget,
     metrics: Metrics,
     tasks: tokio_util::task::TaskTracker,
+    /// Set once shutdown begins: new captures are refused, running ones finish.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn now_rfc3339() -> String {
@@ -217,6 +228,7 @@ impl Engine {
             analysis_memory,
             metrics,
             tasks: tokio_util::task::TaskTracker::new(),
+            draining: Arc::default(),
         }
     }
 
@@ -230,6 +242,11 @@ impl Engine {
         let mut table = self.lock();
         if let Some(existing) = table.get(&req.id) {
             return Ok((existing.status.clone(), false));
+        }
+        // Checked under the table's lock, which `drain` takes too: no capture slips in
+        // after the drain has counted what runs.
+        if self.is_draining() {
+            return Err(SubmitError::ShuttingDown);
         }
         self.evict(&mut table);
         if table.len() >= self.config.limits.max_captures {
@@ -262,6 +279,7 @@ impl Engine {
                 cancel: cancel.clone(),
                 discard: false,
                 finished: None,
+                delivered: false,
             },
         );
         drop(table);
@@ -292,7 +310,10 @@ impl Engine {
 
     /// A capture's status.
     pub fn status(&self, id: &str) -> Option<CaptureStatus> {
-        self.lock().get(id).map(|e| e.status.clone())
+        let mut table = self.lock();
+        let entry = table.get_mut(id)?;
+        entry.delivered |= entry.finished.is_some();
+        Some(entry.status.clone())
     }
 
     /// Cancels a running capture; the job removes what it wrote. A finished one is left as is.
@@ -334,10 +355,55 @@ impl Engine {
         self.status(id)
     }
 
+    /// Whether shutdown has begun: new captures (and other new work) are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Shuts down gracefully: refuses new captures from now on, lets the running ones
+    /// finish (their files written, summarised, their status final) and waits until each
+    /// one's final status has been polled, all within `limit`; what still runs then is
+    /// cancelled (marked failed with the reason, partial files removed). Returns the ids
+    /// of the captures cancelled at the limit.
+    pub async fn drain(&self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let running: Vec<String> = {
+            let table = self.lock();
+            self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            table.iter().filter(|(_, e)| e.finished.is_none()).map(|(id, _)| id.clone()).collect()
+        };
+        if !running.is_empty() {
+            tracing::info!(captures = ?running, ?limit, "shutting down: finishing the captures in flight");
+        }
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_ok() {
+            // Finished: the operator polls each capture every few seconds; its answer is
+            // what it records, so the agent stays until then (or the limit).
+            let unread = || {
+                let table = self.lock();
+                running.iter().any(|id| table.get(id).is_some_and(|e| !e.delivered))
+            };
+            while unread() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return Vec::new();
+        }
+        let cut: Vec<String> =
+            self.lock().iter().filter(|(_, e)| e.finished.is_none()).map(|(id, _)| id.clone()).collect();
+        let reason = format!(
+            "the agent shut down: the capture was still running at the drain limit of {}s (--drain-timeout)",
+            limit.as_secs_f64()
+        );
+        tracing::warn!(captures = ?cut, "{reason}; cancelling");
+        self.shutdown(&reason).await;
+        cut
+    }
+
     /// Cancels everything running (shutdown) and waits for the jobs to clean up.
     pub async fn shutdown(&self, reason: &str) {
         let tokens: Vec<CancellationToken> = {
             let mut table = self.lock();
+            self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
             table
                 .values_mut()
                 .filter(|e| e.finished.is_none())
@@ -461,13 +527,14 @@ impl Engine {
         let timeout =
             if kind.is_timed() { Duration::from_secs(req.duration_seconds + 30) } else { Duration::from_secs(60) };
         let fetch_started = Instant::now();
-        // The app's request counter, read as the profile starts and as it ends.
+        // The app's request counter, latency histogram and errors, read as the profile
+        // starts and as it ends.
         let count_requests = req.metrics.as_ref().filter(|_| kind.is_timed());
         // The requests answered while the profile sampled: the app's counter read as the
         // attempt that succeeds starts and again once its duration has passed (not when
         // the response ends: a starved app takes a while to write the profile, and the
         // requests it answers meanwhile were not profiled).
-        let mut counted: Option<Result<f64, String>> = None;
+        let mut counted: Option<Result<requests::ProfileRequests, String>> = None;
         let fetch = async {
             let _turn = if kind.is_timed() { Some(self.timed_profile.lock().await) } else { None };
             let started = Instant::now();
@@ -511,7 +578,7 @@ impl Engine {
                     continue;
                 }
                 counted = match (before, after) {
-                    (Some(Ok(before)), Some(Ok(after))) => Some(Ok(requests::answered_between(&before, &after))),
+                    (Some(Ok(before)), Some(Ok(after))) => Some(Ok(requests::profile_requests(&before, &after))),
                     (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Err(e)),
                     _ => None,
                 };
@@ -528,7 +595,11 @@ impl Engine {
         };
         self.metrics.fetch_duration.with_label_values(&[kind.as_str()]).observe(fetch_started.elapsed().as_secs_f64());
         match counted {
-            Some(Ok(n)) => outcome.requests = Some(n),
+            Some(Ok(n)) => {
+                outcome.requests = Some(n.requests);
+                outcome.p99_latency_millis = n.p99_latency_millis;
+                outcome.error_rate_percent = n.error_rate_percent;
+            }
             Some(Err(e)) => outcome.requests_error = Some(e),
             None => {}
         }

@@ -82,6 +82,10 @@ pub struct AgentConfig {
     /// A listener of its own for `/healthz` and `/readyz`, so probes answer while the API's
     /// connection cap is reached.
     pub health_listen: Option<SocketAddr>,
+    /// How long a shutdown waits for the captures in flight to finish before it cancels
+    /// them: below the pod's termination grace period, so they end before the kubelet's
+    /// SIGKILL.
+    pub drain_timeout: Duration,
 }
 
 /// Why the agent stopped.
@@ -129,8 +133,10 @@ pub fn validate(config: &AgentConfig) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Runs the agent until `shutdown` completes; then running captures are cancelled (marked
-/// failed, partial files removed) and the server drains.
+/// Runs the agent until `shutdown` completes; then it drains: new captures and jobs are
+/// refused (503, `ShuttingDown`), the captures in flight finish while their status is
+/// still served, those still running after `drain_timeout` are cancelled (marked failed,
+/// partial files removed), and the server stops.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
     validate(&config)?;
     // TLS to Redis uses rustls with ring; installing twice (tests in one process) is fine.
@@ -196,11 +202,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         "agent serving"
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let drain = engine.clone();
+    let (drain, config_drain) = (engine.clone(), config.drain_timeout);
     tokio::spawn(async move {
         shutdown.await;
-        tracing::info!("shutting down: cancelling running captures");
-        drain.shutdown("agent shutting down").await;
+        tracing::info!(drain_timeout = ?config_drain, "shutting down: no new work; finishing the captures in flight");
+        drain.drain(config_drain).await;
         let _ = stop_tx.send(());
     });
     let app = server::router(state);

@@ -109,6 +109,11 @@ struct ServeArgs {
     /// connection cap); they are served on --listen as well.
     #[arg(long, env = "BIOMETRICS_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+    /// On SIGTERM, how long the captures in flight may take to finish (new ones are
+    /// refused meanwhile) before they are cancelled; keep it below the pod's
+    /// terminationGracePeriodSeconds (30 s by default).
+    #[arg(long, env = "BIOMETRICS_DRAIN_TIMEOUT", default_value = "25s")]
+    drain_timeout: biometrics_crds::duration::Duration,
     /// Connections to all Redis targets together (each target gets up to its poolSize).
     #[arg(long, env = "BIOMETRICS_MAX_REDIS_CONNECTIONS", default_value_t = 64)]
     max_redis_connections: usize,
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
         },
         body_read_timeout: a.body_read_timeout.as_std(),
         health_listen: a.health_listen,
+        drain_timeout: a.drain_timeout.as_std(),
         cache_limits: biometrics_agent::cache::CacheLimits {
             max_ops_per_second: a.redis_max_ops_per_second,
             pool: biometrics_agent::cache::conn::PoolLimits {

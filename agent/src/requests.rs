@@ -235,6 +235,32 @@ pub fn answered_between(before: &reading::Reading, after: &reading::Reading) -> 
     after.requests.iter().map(|(key, now)| increase([before.requests.get(key).map(|s| s.value), Some(now.value)])).sum()
 }
 
+/// What a timed profile reports of the app's requests over its own span.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProfileRequests {
+    /// Requests answered.
+    pub requests: f64,
+    /// Their p99 latency in milliseconds (the histogram's increase over the span); `None`
+    /// without a histogram or without requests.
+    pub p99_latency_millis: Option<f64>,
+    /// Errors in percent of them; `None` without requests.
+    pub error_rate_percent: Option<f64>,
+}
+
+/// The requests, p99 latency and error rate between two readings of one source (the
+/// window's arithmetic over just these two), rounded as the request figures are.
+pub fn profile_requests(before: &reading::Reading, after: &reading::Reading) -> ProfileRequests {
+    let requests = answered_between(before, after);
+    let round = |v: f64| (v * 100.0).round() / 100.0;
+    let figures = crate::app_metrics::window::between(before, after);
+    let counted = figures.filter(|_| requests > 0.0);
+    ProfileRequests {
+        requests,
+        p99_latency_millis: counted.and_then(|f| f.latency).map(|q| round(q.p99_millis)),
+        error_rate_percent: counted.and_then(|f| f.error_rate_percent).map(|p| (p * 10_000.0).round() / 10_000.0),
+    }
+}
+
 fn fetch_reason(e: &FetchError, max_bytes: u64) -> String {
     match e {
         FetchError::TooLarge { .. } => {
@@ -320,6 +346,52 @@ mod tests {
         let source = compile(&MetricsSource { error_values: "5..|429".into(), ..spec() }).unwrap();
         assert!(source.error_values.is_match("503") && source.error_values.is_match("429"));
         assert!(!source.error_values.is_match("5030") && !source.error_values.is_match("200"));
+    }
+
+    /// A reading of an exposition with `ok` and `failed` requests so far: the fast ones
+    /// (≤ 10 ms) of `ok` given, the rest of them and every failed one ≤ 100 ms.
+    fn read_text(at: f64, ok: (u64, u64), failed: u64) -> reading::Reading {
+        let (fast, all) = ok;
+        let text = format!(
+            "# TYPE http_request_duration_seconds histogram\n\
+             http_request_duration_seconds_bucket{{code=\"200\",le=\"0.01\"}} {fast}\n\
+             http_request_duration_seconds_bucket{{code=\"200\",le=\"0.1\"}} {all}\n\
+             http_request_duration_seconds_bucket{{code=\"200\",le=\"+Inf\"}} {all}\n\
+             http_request_duration_seconds_sum{{code=\"200\"}} 1\n\
+             http_request_duration_seconds_count{{code=\"200\"}} {all}\n\
+             http_request_duration_seconds_bucket{{code=\"500\",le=\"0.01\"}} 0\n\
+             http_request_duration_seconds_bucket{{code=\"500\",le=\"0.1\"}} {failed}\n\
+             http_request_duration_seconds_bucket{{code=\"500\",le=\"+Inf\"}} {failed}\n\
+             http_request_duration_seconds_sum{{code=\"500\"}} 1\n\
+             http_request_duration_seconds_count{{code=\"500\"}} {failed}\n\
+             # TYPE http_requests_total counter\n\
+             http_requests_total{{code=\"200\"}} {all}\n\
+             http_requests_total{{code=\"500\"}} {failed}\n"
+        );
+        let parsed = exposition::parse_str(&text, 1000).unwrap();
+        reading::read(&parsed, &compile(&spec()).unwrap(), at).unwrap()
+    }
+
+    #[test]
+    fn a_profile_reports_the_requests_latency_and_errors_of_its_own_span() {
+        // Before: 100 fast requests. Over the profile: 180 more fast ones, 10 slower ones
+        // and 10 failed (slower too), 200 in all.
+        let before = read_text(10.0, (100, 100), 0);
+        let after = read_text(14.0, (280, 290), 10);
+        let figures = profile_requests(&before, &after);
+        assert_eq!(figures.requests, 200.0);
+        // 10 of 200 failed.
+        assert_eq!(figures.error_rate_percent, Some(5.0));
+        // Bucket increases: 180 ≤ 10 ms, 200 ≤ 100 ms. Rank 198 lies in (10, 100] ms, 18 of
+        // its 20: 10 + 90 · 18/20 = 91 ms; the 100 requests before the span do not count.
+        assert_eq!(figures.p99_latency_millis, Some(91.0));
+        // No request over the span: no latency and no error rate, not 0.
+        let idle = profile_requests(&after, &read_text(18.0, (280, 290), 10));
+        assert_eq!(idle, ProfileRequests { requests: 0.0, p99_latency_millis: None, error_rate_percent: None });
+        // An app that had answered nothing when the profile started (no series yet).
+        let first = profile_requests(&reading::Reading::default(), &read_text(4.0, (9, 10), 0));
+        assert_eq!((first.requests, first.error_rate_percent), (10.0, Some(0.0)));
+        assert_eq!(first.p99_latency_millis, Some(91.0), "rank 9.9 of 10: 10 + 90 · 0.9 ms");
     }
 
     #[tokio::test(start_paused = true)]

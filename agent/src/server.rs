@@ -38,7 +38,7 @@ pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::TrustNotReady => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::TrustNotReady | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -136,16 +136,21 @@ pub fn health_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
+    // The routes that start work: refused once the agent is shutting down.
+    let starting = Router::new()
         .route(routes::START_CAPTURE.template, post(create_capture))
-        .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
-        .route(routes::STOP_CAPTURE.template, post(stop_capture))
-        .route(routes::RUNTIME.template, get(runtime).post(runtime_with_requests))
         .route(routes::RETENTION.template, post(retention))
         .route(routes::SELF_PROFILE.template, get(self_profile))
         .route(routes::START_INVALIDATION.template, post(create_invalidation))
-        .route(routes::INVALIDATION.template, get(get_invalidation).delete(cancel_invalidation))
         .route(routes::ENFORCE.template, post(enforce))
+        .route_layer(middleware::from_fn_with_state(state.clone(), refuse_while_draining));
+    // Status, cancelling and reading go on while it drains: the operator polls the
+    // captures it finishes.
+    let v1 = starting
+        .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
+        .route(routes::STOP_CAPTURE.template, post(stop_capture))
+        .route(routes::RUNTIME.template, get(runtime).post(runtime_with_requests))
+        .route(routes::INVALIDATION.template, get(get_invalidation).delete(cancel_invalidation))
         .route(routes::ENFORCEMENT.template, get(get_enforcement).delete(cancel_enforcement))
         .route(routes::STATS.template, post(cache_stats))
         .route(routes::SERVE_POLICY.template, put(serve_policy))
@@ -214,6 +219,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     next.run(request).await
 }
 
+/// New work is refused with 503 once shutdown has begun.
+async fn refuse_while_draining(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.engine.is_draining() {
+        return error(ErrorCode::ShuttingDown, crate::captures::DRAINING);
+    }
+    next.run(request).await
+}
+
 fn is_length_limit(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
@@ -248,6 +261,7 @@ async fn create_capture(State(state): State<AppState>, body: Body) -> Response {
         Err(e @ (SubmitError::Full(_) | SubmitError::Queued { .. })) => {
             error(ErrorCode::TooManyRequests, e.to_string())
         }
+        Err(e @ SubmitError::ShuttingDown) => error(ErrorCode::ShuttingDown, e.to_string()),
     }
 }
 

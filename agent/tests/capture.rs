@@ -344,10 +344,75 @@ fn top_subcommand_prints_what_go_tool_pprof_prints() {
     assert!(!missing.status.success());
 }
 
+fn sigterm(pid: u32) {
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// Waits up to `timeout` for the agent to exit; how long it took.
+fn exits_within(agent: &mut Agent, timeout: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    while agent.process.exited().is_none() {
+        assert!(started.elapsed() < timeout, "the agent still runs {timeout:?} after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
 #[test]
-fn sigterm_fails_running_captures_and_leaves_no_partial_file() {
+fn sigterm_finishes_the_capture_in_flight_and_refuses_new_ones() {
+    // A pod being replaced: the kubelet stops the app and the agent at once. The app
+    // finishes the CPU profile it is taking; the agent finishes the capture (files
+    // written and summarised) and answers its status until then, then exits.
     let target = go_target();
     let mut agent = Agent::start(Some(target.addr.port()), &[]);
+    let request = capture_request("cap-drain", "run-1", &["heap", "cpu"], 3, target.addr.port());
+    assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
+    std::thread::sleep(Duration::from_secs(1));
+    sigterm(target.pid());
+    sigterm(agent.process.pid());
+    std::thread::sleep(Duration::from_millis(200));
+    // New work is refused, saying why.
+    let (status, refused) = agent.request(
+        "POST",
+        "/v1/captures",
+        Some(&capture_request("cap-late", "run-2", &["heap"], 1, target.addr.port())),
+    );
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["code"], "ShuttingDown", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("shutting down"), "{refused}");
+    let (status, refused) = agent.request("POST", "/v1/retention", Some(&serde_json::json!({"namespace": NAMESPACE})));
+    assert_eq!((status, refused["code"].as_str()), (503, Some("ShuttingDown")), "{refused}");
+    // The running capture's status is answered until it is final.
+    let mut polls = 0;
+    let done = loop {
+        let (status, body) = agent.request("GET", "/v1/captures/cap-drain", None);
+        assert_eq!(status, 200, "the status route answers while the capture runs: {body}");
+        polls += 1;
+        if body["state"] != "Running" {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(polls > 1, "the capture was still running after SIGTERM");
+    assert_eq!(done["state"], "Succeeded", "{done}");
+    for outcome in done["profiles"].as_array().unwrap() {
+        assert!(outcome["error"].is_null(), "{outcome}");
+        assert!(agent.profiles().join(outcome["path"].as_str().unwrap()).is_file(), "{outcome}");
+        assert!(agent.profiles().join(outcome["flamegraph"].as_str().unwrap()).is_file(), "{outcome}");
+    }
+    assert!(done["profiles"][1]["total"].as_i64().is_some(), "the CPU profile was summarised: {done}");
+    let cpu = agent.profiles().join(done["profiles"][1]["path"].as_str().unwrap());
+    assert!(go_pprof(&["-top"], &cpu).contains("Duration: 3"), "the whole 3 s were profiled");
+    // Then it exits, well before the drain limit.
+    assert!(exits_within(&mut agent, Duration::from_secs(15)) < Duration::from_secs(15));
+    assert!(agent.process.exited().unwrap().success());
+}
+
+#[test]
+fn sigterm_cancels_what_still_runs_at_the_drain_limit() {
+    let target = go_target();
+    let mut agent = Agent::start(Some(target.addr.port()), &["--drain-timeout", "2s"]);
     agent.request(
         "POST",
         "/v1/captures",
@@ -360,7 +425,16 @@ fn sigterm_fails_running_captures_and_leaves_no_partial_file() {
         Some(&capture_request("cap-queued", "run-2", &["cpu"], 30, target.addr.port())),
     );
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(agent.process.terminate(Duration::from_secs(15)), "the agent exits on SIGTERM");
+    sigterm(agent.process.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, running) = agent.request("GET", "/v1/captures/cap-term", None);
+    assert_eq!((status, running["state"].as_str()), (200, Some("Running")), "draining: {running}");
+    let took = exits_within(&mut agent, Duration::from_secs(15));
+    assert!(took < Duration::from_secs(14), "exits at the drain limit, not after the 30 s profiles: {took:?}");
+    // Both were cancelled at the limit, and said so.
+    let log = agent.log();
+    let cut = log.lines().find(|l| l.contains("drain limit")).unwrap_or_else(|| panic!("no word of the limit: {log}"));
+    assert!(cut.contains("cap-term") && cut.contains("cap-queued") && cut.contains("2s"), "{cut}");
     let left = common::files_under(&agent.profiles());
     assert!(left.iter().all(|f| !f.contains(".tmp") && !f.ends_with("cpu.pb.gz")), "{left:?}");
     // Neither run left an empty directory behind.
@@ -515,7 +589,11 @@ fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
     let target = go_target();
     let agent = Agent::start(Some(target.addr.port()), &[]);
     let port = target.addr.port();
+    // Fast, faultless requests first; then each takes 30 ms more and one in ten fails:
+    // the profile reports the latter alone, the span it sampled.
     biometrics_test_support::http_get(target.addr, "/control?rps=50");
+    std::thread::sleep(Duration::from_secs(1));
+    biometrics_test_support::http_get(target.addr, "/control?delay_ms=30&error_percent=10");
     let mut request = capture_request("cap-requests", "run-1", &["cpu", "heap"], 2, port);
     request["metrics"] = serde_json::json!({
         "port": port, "path": "/metrics", "histograms": ["http_request_duration_seconds"],
@@ -533,7 +611,16 @@ fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
         "{counted} of the {} answered during the capture",
         after - before
     );
+    // 31 ms and more: past the 25 ms bound (a busy machine adds some; the fast requests
+    // before the span, 1 ms each, would not).
+    let p99 = cpu["p99LatencyMillis"].as_f64().unwrap_or_else(|| panic!("the cpu profile has a p99: {cpu}"));
+    assert!(p99 > 25.0 && p99 <= 250.0, "{p99} ms");
+    // One request in ten, give or take the one at each end of the span.
+    let errors = cpu["errorRatePercent"].as_f64().unwrap_or_else(|| panic!("and an error rate: {cpu}"));
+    let slack = 100.0 / counted + 0.01;
+    assert!((errors - 10.0).abs() <= slack, "{errors} % of {counted} requests");
     assert!(done["profiles"][1].get("requests").is_none(), "a snapshot spans no time: {}", done["profiles"][1]);
+    assert!(done["profiles"][1].get("p99LatencyMillis").is_none(), "{}", done["profiles"][1]);
 
     // An app that answers its metrics late: the profile's response comes while the count
     // at its end is still being read, and it is counted all the same.

@@ -141,6 +141,7 @@ fn capture_spec() -> Value {
             "totalPercent": {"warning": 15.0, "critical": 30.0},
             "functionSharePoints": {"warning": 5.0, "critical": 15.0},
             "latencyPercent": {"warning": 20.0, "critical": 50.0},
+            "errorRatePoints": {"warning": 1.0, "critical": 5.0},
             "minSamples": 20
         }
     })
@@ -196,6 +197,8 @@ fn capture_change(path: &str) -> Option<Value> {
         "regression.functionSharePoints.critical" => json!(25.0),
         "regression.latencyPercent.warning" => json!(40.0),
         "regression.latencyPercent.critical" => json!(70.0),
+        "regression.errorRatePoints.warning" => json!(2.0),
+        "regression.errorRatePoints.critical" => json!(8.0),
         "regression.minSamples" => json!(5000),
         _ => return None,
     })
@@ -292,7 +295,7 @@ fn capture_behaviour(spec: &Value) -> String {
 /// What the rollout comparison makes of the spec: the workload watched, when a rollout
 /// completed a minute ago is measured, and the verdicts on changes of a cpu profile (150
 /// samples a side) whose total grew 20 % or 35 %, whose top function's share grew 7 or 20
-/// points, and whose latency grew 30 % or 60 %.
+/// points, whose latency grew 30 % or 60 %, and whose error rate grew 1.5 or 6 points.
 fn rollout_behaviour(pc: &ProfileCapture, now: Timestamp, out: &mut Vec<String>) {
     use biometrics_crds::v1alpha1::{FunctionChange, ProfileChange};
 
@@ -326,11 +329,24 @@ fn rollout_behaviour(pc: &ProfileCapture, now: Timestamp, out: &mut Vec<String>)
         }],
         shrunk: Vec::new(),
     };
-    for (total, points, latency) in
-        [(20.0, 0.0, 0.0), (35.0, 0.0, 0.0), (0.0, 7.0, 0.0), (0.0, 20.0, 0.0), (0.0, 0.0, 30.0), (0.0, 0.0, 60.0)]
-    {
+    let cases = [
+        (20.0, 0.0, 0.0, 0.0),
+        (35.0, 0.0, 0.0, 0.0),
+        (0.0, 7.0, 0.0, 0.0),
+        (0.0, 20.0, 0.0, 0.0),
+        (0.0, 0.0, 30.0, 0.0),
+        (0.0, 0.0, 60.0, 0.0),
+        (0.0, 0.0, 0.0, 1.5),
+        (0.0, 0.0, 0.0, 6.0),
+    ];
+    for (total, points, latency, errors) in cases {
         let latency = rollout::value_change(100.0, 100.0 + latency);
-        out.push(format!("{:?}", rollout::judge("7", &[change(total, points)], Some(&latency), &pc.spec.regression)));
+        let errors = rollout::value_change(0.5, 0.5 + errors);
+        let regression = &pc.spec.regression;
+        out.push(format!(
+            "{:?}",
+            rollout::judge("7", &[change(total, points)], Some(&latency), Some(&errors), regression)
+        ));
     }
 }
 

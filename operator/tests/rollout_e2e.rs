@@ -1,8 +1,9 @@
 //! A performance verdict on every rollout, on the local cluster: a Deployment of the Go
-//! target with its agent, rolled out three times by kubectl as a user would — a release
+//! target with its agent, rolled out four times by kubectl as a user would — a release
 //! that burns extra CPU per request in `main.extraHashRounds`, the release that removes
-//! it, and a change of a label only — and `kubectl describe pcap` says Regressed, Improved
-//! and Unchanged under the default bounds. The target does its CPU per request
+//! it, a change of a label only, and a release whose requests each wait 400 ms more
+//! (`ADDED_DELAY_MS`) — and `kubectl describe pcap` says Regressed, Improved, Unchanged
+//! and Regressed on the p99 latency under the default bounds. The target does its CPU per request
 //! (`REQUEST_HASHES`) and sends itself `SELF_RPS` requests per second; the capture reads
 //! its metrics, so each side's CPU is divided by the requests its pods answered while
 //! they were profiled: a replica starved on a busy machine answers fewer, each costing the
@@ -22,7 +23,7 @@ use std::{
 
 use biometrics_crds::{
     profile::ProfileType,
-    v1alpha1::{Normalisation, ProfileCapture, RolloutComparison, RolloutStage, RolloutVerdict},
+    v1alpha1::{BaselineSource, Normalisation, ProfileCapture, RolloutComparison, RolloutStage, RolloutVerdict},
 };
 use common::*;
 
@@ -36,8 +37,9 @@ fn images() -> String {
 
 /// The app: 2 replicas, both replaced at once (two surge, none unavailable), and new pods
 /// count as available only after 4 s, so the old ones outlive most of the baseline's 4 s
-/// capture (their apps finish a profile in flight when stopped; their agents, stopped,
-/// fail it, and the baseline is then the previous candidate).
+/// capture; stopped before it ends, their apps finish the profile in flight and their
+/// agents finish the capture and answer its status before they exit, so the baseline is
+/// the old pods' own.
 fn app() -> String {
     let sidecar = agent_sidecar(&[]);
     format!(
@@ -197,7 +199,11 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=300"], None);
     let slower = judged(&world, "2").await;
     assert_eq!(slower.verdict, Some(RolloutVerdict::Regressed), "{slower:#?}\n{}", world.operator_log());
+    // Latency and errors read over the profiles themselves: present though the old pods
+    // are gone by the time of the verdict.
+    assert!(slower.latency.is_some() && slower.error_rate.is_some(), "{slower:#?}");
     assert_eq!(slower.baseline_run.as_deref().map(|r| r.starts_with("b2-")), Some(true), "{slower:?}");
+    assert_eq!(slower.baseline_source, Some(BaselineSource::OldPods), "{slower:?}");
     let cpu = &slower.changes[0];
     let grown = cpu.grown.iter().find(|g| g.function == "main.extraHashRounds").expect("the function is named");
     assert!(grown.after_percent > grown.before_percent + 20.0, "{grown:?}");
@@ -213,6 +219,7 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS-"], None);
     let faster = judged(&world, "3").await;
     assert_eq!(faster.verdict, Some(RolloutVerdict::Improved), "{faster:#?}");
+    assert!(faster.latency.is_some(), "{faster:#?}");
     assert!(describe(&world).contains("Improved"));
 
     // A label only: the same code, within the noise bound.
@@ -220,8 +227,24 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     let same = judged(&world, "4").await;
     assert_eq!(same.verdict, Some(RolloutVerdict::Unchanged), "{same:#?}");
     assert_eq!(same.changes[0].per, Normalisation::Request, "{same:#?}");
+    assert!(same.latency.is_some(), "{same:#?}");
     let columns = world.kubectl(&["get", "pcap", "app", "-n", NS], None);
     assert!(columns.contains("ROLLOUT") && columns.contains("Unchanged"), "{columns}");
+
+    // A release whose requests each wait 400 ms more: the same CPU, a slower p99. (A
+    // smaller delay drowns on a busy 2-core machine: the old pods' baseline is taken while
+    // the new pods start beside them, and its p99 has measured up to 316 ms there.)
+    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "ADDED_DELAY_MS=400"], None);
+    let later = judged(&world, "5").await;
+    assert_eq!(later.verdict, Some(RolloutVerdict::Regressed), "{later:#?}");
+    let latency = later.latency.as_ref().expect("both sides have a p99");
+    assert!(latency.after > 400.0 && latency.change_percent.is_some_and(|p| p > 20.0), "{latency:?}");
+    let message = later.message.as_deref().unwrap_or_default();
+    assert!(message.contains("p99 latency +"), "{message}");
+    // The verdict with its p99 numbers, and the latency before and after, in describe.
+    let text = describe(&world);
+    assert!(message.contains(" ms)") && text.contains(message), "{message}\n{text}");
+    assert!(text.contains("Latency:"), "{text}");
 }
 
 /// How many label-only rollouts the noise is measured over.

@@ -7,10 +7,12 @@
 // threads from spreading); REQUEST_HASHES makes each /work request hash that many times,
 // so its CPU follows the requests it answers as a service's does (a starved replica
 // answers fewer, each costing the same); SELF_RPS sends it that many requests per second
-// of its own from the start, at random moments; and EXTRA_HASH_ROUNDS adds that many
+// of its own from the start, at random moments; EXTRA_HASH_ROUNDS adds that many
 // rounds of hashing to each tick and each request in main.extraHashRounds, the function a
-// slower release adds; RETAIN_MB keeps that much heap from the start in main.retainMiB,
-// the function a hungrier release adds.
+// slower release adds; ADDED_DELAY_MS adds that many milliseconds to each /work request
+// from the start (as /control?delay_ms= does at runtime), the latency a slower release
+// adds; and RETAIN_MB keeps that much heap from the start in main.retainMiB, the function
+// a hungrier release adds.
 // It serves its requests (/work) with a latency histogram and a request counter on
 // /metrics in the Prometheus text format, and /control adds latency, a share of 5xx
 // answers, or steady traffic to itself. On SIGTERM it stops accepting connections and
@@ -392,6 +394,12 @@ func main() {
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
 	requestHashes, requestExtra = envInt("REQUEST_HASHES"), envInt("EXTRA_HASH_ROUNDS")
+	if ms := envInt("ADDED_DELAY_MS"); ms > 0 {
+		if ms > 60000 {
+			log.Fatalf("ADDED_DELAY_MS must be 0..60000, not %d", ms)
+		}
+		addedDelay = time.Duration(ms) * time.Millisecond
+	}
 	if mb := envInt("RETAIN_MB"); mb > 4096 {
 		log.Fatalf("RETAIN_MB must be 0..4096, not %d", mb)
 	} else if mb > 0 {

@@ -192,6 +192,10 @@ pub enum ErrorCode {
     VolumeConflict,
     /// The agent is already doing this one-at-a-time thing (409).
     Busy,
+    /// The agent is shutting down (503): it finishes the captures in flight and answers
+    /// their status until it exits, but starts no new capture or job; ask the agent of a
+    /// pod that stays.
+    ShuttingDown,
     /// Redis refused the credentials.
     RedisAuthFailed,
     /// Redis could not be reached.

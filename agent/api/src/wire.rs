@@ -100,6 +100,13 @@ pub struct ProfileOutcome {
     /// answered while it sampled (its request counter's increase).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<f64>,
+    /// Likewise, the p99 latency of the requests answered while it sampled, in
+    /// milliseconds (the latency histogram's increase over that span).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency_millis: Option<f64>,
+    /// Likewise, the errors in percent of the requests answered while it sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
     /// Why the requests could not be counted (the endpoint unreachable or refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_error: Option<String>,

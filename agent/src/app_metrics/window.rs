@@ -90,6 +90,12 @@ impl Window {
     }
 }
 
+/// The figures between two readings alone: a timed profile's span, read as it starts and
+/// once its duration has passed.
+pub fn between(before: &Reading, after: &Reading) -> Option<Figures> {
+    figures(vec![before, after])
+}
+
 /// A counter's increase over successive values (`None`: the series was absent then),
 /// reset-safe: a value below the one before means the counter started again from zero, so
 /// the whole value is the increase; a series that appears after the first reading counted

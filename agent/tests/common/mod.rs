@@ -97,13 +97,18 @@ impl Agent {
             .env("BIOMETRICS_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).expect("log file"));
         if let Some(port) = target_port {
             cmd.arg("--target-port").arg(port.to_string());
         }
         let process = ChildGuard::spawn("biometrics-agent", &mut cmd);
         wait_for_listener(addr, Duration::from_secs(10));
         Self { addr, keys, dir, process, pod: pod.to_owned(), profiles_dir }
+    }
+
+    /// What the agent logged (warnings and errors, as JSON lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
     pub fn profiles(&self) -> PathBuf {

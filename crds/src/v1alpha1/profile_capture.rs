@@ -208,6 +208,17 @@ pub struct RegressionBounds {
     #[serde(default = "default_latency_percent")]
     pub latency_percent: UpperBounds,
 
+    /// Growth of the error rate in percentage points (absolute: 0.5 % → 2.5 % grew by 2
+    /// points), over the requests the pods answered while profiled, when the app's
+    /// metrics give it on both sides. Points rather than percent: a rate near zero moves
+    /// by hundreds of percent on a handful of errors, and what a user feels (and an error
+    /// budget counts) is the share of requests that fail.
+    #[serde(default = "default_error_rate_points")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.critical <= 100.0", "message": "an error rate cannot grow by more than 100 points"}
+    ]))]
+    pub error_rate_points: UpperBounds,
+
     /// The fewest samples a cpu profile needs on each side (its sample records, one per
     /// distinct stack, summed over its pods) to be judged; below it the verdict is
     /// `Inconclusive` and says how many there were. Below 20, a total's 10 ms sampling
@@ -229,6 +240,10 @@ fn default_latency_percent() -> UpperBounds {
     UpperBounds { warning: 20.0, critical: 50.0 }
 }
 
+fn default_error_rate_points() -> UpperBounds {
+    UpperBounds { warning: 1.0, critical: 5.0 }
+}
+
 fn default_min_samples() -> i32 {
     20
 }
@@ -239,6 +254,7 @@ impl Default for RegressionBounds {
             total_percent: default_total_percent(),
             function_share_points: default_function_share_points(),
             latency_percent: default_latency_percent(),
+            error_rate_points: default_error_rate_points(),
             min_samples: default_min_samples(),
         }
     }
@@ -1126,6 +1142,15 @@ pub struct ProfileResult {
     /// divides by to judge CPU per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<f64>,
+    /// Likewise, the p99 request latency over the same span, in milliseconds (from the
+    /// latency histogram's increase between the two readings); absent without a histogram
+    /// or without requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency_millis: Option<f64>,
+    /// Likewise, the errors in percent of the requests answered over the same span;
+    /// absent without requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

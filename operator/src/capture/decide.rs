@@ -246,6 +246,8 @@ pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
                     })
                     .collect(),
                 requests: p.requests,
+                p99_latency_millis: p.p99_latency_millis,
+                error_rate_percent: p.error_rate_percent,
                 error: p.error.clone(),
                 compared_to_previous: None,
             })
@@ -909,6 +911,8 @@ mod size {
             sha256: Some("f".repeat(64)),
             sample_type: Some("inuse_space/bytes".into()),
             requests: None,
+            p99_latency_millis: None,
+            error_rate_percent: None,
             total: Some(123_456_789_012),
             samples: Some(123_456),
             top: if p.is_pprof() { top.clone() } else { vec![] },

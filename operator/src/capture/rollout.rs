@@ -418,6 +418,11 @@ fn share_of(profile_type: ProfileType) -> &'static str {
     }
 }
 
+/// Milliseconds as people read them: whole from 100 ms, else with one decimal.
+fn millis(v: f64) -> String {
+    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+}
+
 fn signed(v: f64) -> String {
     if v >= 0.0 { format!("+{v:.0}") } else { format!("{v:.0}") }
 }
@@ -442,7 +447,8 @@ pub fn share_noise(before_percent: f64, after_percent: f64, before: i64, after: 
     100.0 * (variance(before_percent, before) + variance(after_percent, after)).sqrt()
 }
 
-/// Judges `changes` (and the latency change, when known) against `bounds`:
+/// Judges `changes` (and the p99 latency and error-rate changes, when known) against
+/// `bounds` (the error rate's growth in points, not percent):
 /// `Inconclusive` when a cpu side has fewer samples than `minSamples` or nothing could be
 /// compared; `Regressed` when a bound is crossed (severity: the worst level; a function's
 /// growth only when its share rose by more than [`SHARE_SIGNIFICANCE`] standard errors of
@@ -452,6 +458,7 @@ pub fn judge(
     revision: &str,
     changes: &[ProfileChange],
     latency: Option<&ValueChange>,
+    error_rate: Option<&ValueChange>,
     bounds: &RegressionBounds,
 ) -> Judgement {
     let inconclusive = |message: String| Judgement { verdict: RolloutVerdict::Inconclusive, severity: None, message };
@@ -490,8 +497,16 @@ pub fn judge(
                 .push((bounds.total_percent.level(pct), format!("{what} per {} {} %", c.per.as_str(), signed(pct))));
         }
     }
-    if let Some(pct) = latency.and_then(|l| l.change_percent) {
-        findings.push((bounds.latency_percent.level(pct), format!("latency {} %", signed(pct))));
+    if let Some(l) = latency
+        && let Some(pct) = l.change_percent
+    {
+        let text = format!("p99 latency {} % ({} → {} ms)", signed(pct), millis(l.before), millis(l.after));
+        findings.push((bounds.latency_percent.level(pct), text));
+    }
+    if let Some(e) = error_rate {
+        let points = e.after - e.before;
+        let text = format!("error rate {points:+.1} points ({:.2} % → {:.2} %)", e.before, e.after);
+        findings.push((bounds.error_rate_points.level(points), text));
     }
     let worst = ThresholdLevel::worst(findings.iter().map(|(l, _)| *l));
     if worst > ThresholdLevel::OK {
@@ -771,7 +786,7 @@ fn fold(
         };
         entry.latency = change(|d| d.latency_millis);
         entry.error_rate = change(|d| d.error_rate_percent);
-        judge(&entry.revision, &entry.changes, entry.latency.as_ref(), bounds)
+        judge(&entry.revision, &entry.changes, entry.latency.as_ref(), entry.error_rate.as_ref(), bounds)
     };
     let reason = match judgement.verdict {
         RolloutVerdict::Regressed => crate::reasons::REGRESSED,
@@ -787,7 +802,9 @@ fn fold(
 }
 
 /// Each profile type of a finished run merged over the pods that captured it, with the
-/// pods' request figures (p99 latency weighted by requests) from their runtime entries.
+/// pods' request figures (p99 latency and error rate weighted by requests): of a timed
+/// profile, those its agents read over the profile's own span when they report them,
+/// else the pods' runtime entries'.
 /// Timed profiles sampled `capture_seconds` each (what the run asked for: its wall time
 /// also counts the agents' polling). When the capture `counts_requests` (it reads the
 /// app's metrics), a timed profile's rate is the requests its pods counted while they
@@ -835,6 +852,14 @@ pub fn digests(
                     results.retain(|q| q.requests.is_some());
                     let answered: f64 = results.iter().filter_map(|q| q.requests).sum();
                     requests.requests_per_second = Some(answered / run_seconds);
+                    // Latency and errors over the profiles' own span too, when the agents
+                    // report them (the runtime entries' are over another span, and gone
+                    // with the old pods).
+                    let latency = weighted_by_requests(&results, |q| q.p99_latency_millis);
+                    let errors = weighted_by_requests(&results, |q| q.error_rate_percent);
+                    if latency.is_some() || errors.is_some() {
+                        (requests.latency_millis, requests.error_rate_percent) = (latency, errors);
+                    }
                 } else {
                     requests.requests_per_second = None;
                 }
@@ -855,6 +880,19 @@ pub fn digests(
             digest(profile_type, &parts, requests)
         })
         .collect()
+}
+
+/// The mean of a figure the profiles report over their own span (p99 latency, error
+/// rate), each profile weighted by the requests it counted; `None` when no profile with
+/// requests reports it. Weighted so, the error rate is exactly the side's errors over its
+/// requests; the p99 is the usual approximation of the merged distribution's (which would
+/// need the histograms themselves).
+pub fn weighted_by_requests(results: &[&ProfileResult], figure: fn(&ProfileResult) -> Option<f64>) -> Option<f64> {
+    let (sum, weight) = results
+        .iter()
+        .filter_map(|q| Some((figure(q)?, q.requests.filter(|n| *n > 0.0)?)))
+        .fold((0.0, 0.0), |(s, w), (v, n)| (s + v * n, w + n));
+    (weight > 0.0).then(|| sum / weight)
 }
 
 /// The `PerformanceRegressed` condition: (status, reason, message) from the newest judged
@@ -1103,7 +1141,7 @@ mod tests {
         assert_eq!(shrunk, ["runtime.gc", "main.serve"]);
 
         let bounds = RegressionBounds::default();
-        let j = judge("7", &changes, None, &bounds);
+        let j = judge("7", &changes, None, None, &bounds);
         assert_eq!(
             (j.verdict, j.severity),
             (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)),
@@ -1122,31 +1160,37 @@ mod tests {
         let bounds = RegressionBounds::default();
         let base = cpu(2, 10.0, 2000, &[("main.a", 5_000), ("main.b", 5_000)]);
         let same = cpu(2, 10.0, 2000, &[("main.a", 5_100), ("main.b", 5_000)]);
-        let j = judge("7", &compare(std::slice::from_ref(&base), &[same]), None, &bounds);
+        let j = judge("7", &compare(std::slice::from_ref(&base), &[same]), None, None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
         // Everything 25 % slower, shares the same: Warning on the total only.
         let slower = cpu(2, 10.0, 2000, &[("main.a", 6_250), ("main.b", 6_250)]);
-        let j = judge("7", &compare(std::slice::from_ref(&base), &[slower]), None, &bounds);
+        let j = judge("7", &compare(std::slice::from_ref(&base), &[slower]), None, None, &bounds);
         assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)));
         assert_eq!(j.message, "revision 7: CPU per second +25 %");
         let faster = cpu(2, 10.0, 2000, &[("main.a", 4_000), ("main.b", 4_000)]);
-        let j = judge("8", &compare(std::slice::from_ref(&base), std::slice::from_ref(&faster)), None, &bounds);
+        let j = judge("8", &compare(std::slice::from_ref(&base), std::slice::from_ref(&faster)), None, None, &bounds);
         assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -20 %"));
         // A function whose share rises only because another one fell is no regression.
         let lighter = cpu(2, 10.0, 2000, &[("main.a", 5_000), ("main.b", 1_000)]);
-        let j = judge("8", &compare(std::slice::from_ref(&base), &[lighter]), None, &bounds);
+        let j = judge("8", &compare(std::slice::from_ref(&base), &[lighter]), None, None, &bounds);
         assert_eq!((j.verdict, j.message.as_str()), (RolloutVerdict::Improved, "revision 8: CPU per second -40 %"));
         // Latency alone can regress.
         let latency = value_change(100.0, 180.0);
-        let j = judge("9", &compare(std::slice::from_ref(&base), std::slice::from_ref(&base)), Some(&latency), &bounds);
+        let j = judge(
+            "9",
+            &compare(std::slice::from_ref(&base), std::slice::from_ref(&base)),
+            Some(&latency),
+            None,
+            &bounds,
+        );
         assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)));
         assert!(j.message.contains("latency +80 %"), "{}", j.message);
         // Too few samples: inconclusive, with the counts.
         let thin = cpu(2, 1.0, 12, &[("main.a", 4_000), ("main.b", 4_000)]);
-        let j = judge("10", &compare(std::slice::from_ref(&base), &[thin]), None, &bounds);
+        let j = judge("10", &compare(std::slice::from_ref(&base), &[thin]), None, None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Inconclusive);
         assert_eq!(j.message, "revision 10: too few cpu samples to judge: 2000 before, 12 after (at least 20 each)");
-        assert_eq!(judge("11", &[], None, &bounds).verdict, RolloutVerdict::Inconclusive);
+        assert_eq!(judge("11", &[], None, None, &bounds).verdict, RolloutVerdict::Inconclusive);
         // A profile type missing on one side is not compared.
         assert!(compare(&[base], &[]).is_empty());
     }
@@ -1164,14 +1208,14 @@ mod tests {
         };
         let base = cpu(2, 10.0, 60, &[("main.a", 900), ("main.b", 100)]);
         let chance = cpu(2, 10.0, 60, &[("main.a", 800), ("main.b", 200)]);
-        let j = judge("5", &compare(std::slice::from_ref(&base), &[chance]), None, &bounds);
+        let j = judge("5", &compare(std::slice::from_ref(&base), &[chance]), None, None, &bounds);
         assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
         // The same move over 2,000 samples a side is beyond chance.
         let (base, moved) = (
             cpu(2, 10.0, 2000, &[("main.a", 900), ("main.b", 100)]),
             cpu(2, 10.0, 2000, &[("main.a", 800), ("main.b", 200)]),
         );
-        let j = judge("6", &compare(&[base], &[moved]), None, &bounds);
+        let j = judge("6", &compare(&[base], &[moved]), None, None, &bounds);
         assert_eq!(
             (j.verdict, j.severity),
             (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)),
@@ -1217,6 +1261,8 @@ mod tests {
                         samples: Some(500),
                         top: top(functions),
                         requests: None,
+                        p99_latency_millis: None,
+                        error_rate_percent: None,
                         error: None,
                         compared_to_previous: None,
                     }],
@@ -1251,7 +1297,7 @@ mod tests {
         assert_eq!(c.per, Normalisation::Request);
         assert_eq!((c.total.before, c.total.after, c.total.change_percent), (10.0, 10.0, Some(0.0)));
         let bounds = RegressionBounds { min_samples: 1, ..Default::default() };
-        assert_eq!(judge("2", std::slice::from_ref(c), None, &bounds).verdict, RolloutVerdict::Unchanged);
+        assert_eq!(judge("2", std::slice::from_ref(c), None, None, &bounds).verdict, RolloutVerdict::Unchanged);
         // A pod that could not count its requests is left out of its side.
         count(&mut after, &[Some(50.0), None]);
         let one = &digests(&after, &[], Some(10), true)[0];
@@ -1264,6 +1310,67 @@ mod tests {
         assert_eq!(c.per, Normalisation::Second);
         // A capture that does not count requests takes the runtime entries' rate.
         assert_eq!(digests(&after, &runtime_b, Some(10), false)[0].requests_per_second, Some(999.0));
+    }
+
+    #[test]
+    fn latency_and_errors_are_the_profiles_own_weighted_by_their_requests() {
+        let t0 = t("2026-01-01T00:00:00Z");
+        let mut run = finished("b2-x", &["a1", "a2"], &[("main.serve", 700)], t0);
+        let set = |run: &mut CaptureRun, figures: [(f64, Option<f64>, Option<f64>); 2]| {
+            for (pod, (requests, p99, errors)) in run.pods.iter_mut().zip(figures) {
+                let q = &mut pod.profiles[0];
+                (q.requests, q.p99_latency_millis, q.error_rate_percent) = (Some(requests), p99, errors);
+            }
+        };
+        // a1 answered 300 requests, p99 10 ms, 1 % failed (3); a2 100, p99 30 ms, 5 % (5).
+        set(&mut run, [(300.0, Some(10.0), Some(1.0)), (100.0, Some(30.0), Some(5.0))]);
+        // The runtime entries' figures are over another span, and not used.
+        let runtime = [PodRuntime {
+            name: "a1".into(),
+            requests_per_second: Some(10.0),
+            p99_latency_millis: Some(999.0),
+            error_rate_percent: Some(50.0),
+            ..Default::default()
+        }];
+        let d = &digests(&run, &runtime, Some(10), true)[0];
+        assert_eq!(d.latency_millis, Some((10.0 * 300.0 + 30.0 * 100.0) / 400.0));
+        assert_eq!(d.error_rate_percent, Some(2.0), "8 errors of 400 requests");
+        // A pod without a figure is left out of its mean, not counted as 0.
+        set(&mut run, [(300.0, Some(10.0), Some(1.0)), (100.0, None, Some(5.0))]);
+        assert_eq!(digests(&run, &runtime, Some(10), true)[0].latency_millis, Some(10.0));
+        // A pod that answered no request weighs nothing.
+        set(&mut run, [(0.0, Some(80.0), Some(0.0)), (100.0, Some(30.0), Some(5.0))]);
+        let d = &digests(&run, &runtime, Some(10), true)[0];
+        assert_eq!((d.latency_millis, d.error_rate_percent), (Some(30.0), Some(5.0)));
+        // Agents that report neither (an older agent): the runtime entries' figures.
+        set(&mut run, [(300.0, None, None), (100.0, None, None)]);
+        let d = &digests(&run, &runtime, Some(10), true)[0];
+        assert_eq!((d.latency_millis, d.error_rate_percent), (Some(999.0), Some(50.0)));
+    }
+
+    #[test]
+    fn error_rate_is_judged_in_points_and_latency_in_percent() {
+        let bounds = RegressionBounds::default();
+        let base = cpu(2, 10.0, 2000, &[("main.a", 5_000), ("main.b", 5_000)]);
+        let same = compare(std::slice::from_ref(&base), std::slice::from_ref(&base));
+        let judged = |latency: Option<ValueChange>, errors: Option<ValueChange>| {
+            judge("5", &same, latency.as_ref(), errors.as_ref(), &bounds)
+        };
+        // 0.1 % → 0.9 %: +800 % of the rate, but 0.8 points: within the 1-point bound.
+        let j = judged(None, Some(value_change(0.1, 0.9)));
+        assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
+        let j = judged(None, Some(value_change(0.5, 2.0)));
+        assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Warning)));
+        assert_eq!(j.message, "revision 5: error rate +1.5 points (0.50 % → 2.00 %), CPU per second +0 %");
+        // From none at all (a rate of 0 has no percent change) to 6 %: Critical.
+        let j = judged(None, Some(value_change(0.0, 6.0)));
+        assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)));
+        // Latency with its numbers; fewer errors never regress.
+        let j = judged(Some(value_change(3.1, 25.4)), Some(value_change(2.0, 0.0)));
+        assert_eq!((j.verdict, j.severity), (RolloutVerdict::Regressed, Some(ThresholdLevel::Critical)));
+        assert!(j.message.starts_with("revision 5: p99 latency +719 % (3.1 → 25.4 ms)"), "{}", j.message);
+        let j = judged(Some(value_change(100.0, 110.0)), Some(value_change(2.0, 0.0)));
+        assert_eq!(j.verdict, RolloutVerdict::Unchanged, "{}", j.message);
     }
 
     #[test]
