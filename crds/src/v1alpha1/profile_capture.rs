@@ -1151,6 +1151,10 @@ pub struct ProfileResult {
     /// absent without requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate_percent: Option<f64>,
+    /// Why the app's requests over this profile could not be counted (its metrics
+    /// unreachable or unreadable); a rollout comparison then leaves the pod out of its side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_error: Option<String>,
     /// Why this profile failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -248,6 +248,7 @@ pub fn pod_result(pod: &str, status: &CaptureStatus) -> PodRunResult {
                 requests: p.requests,
                 p99_latency_millis: p.p99_latency_millis,
                 error_rate_percent: p.error_rate_percent,
+                requests_error: p.requests_error.clone(),
                 error: p.error.clone(),
                 compared_to_previous: None,
             })
@@ -690,6 +691,19 @@ mod tests {
             profiles,
         };
         assert_eq!(pod_result("p", &status(vec![ok.clone()])).result, RunResult::Succeeded);
+        // A profile whose requests could not be counted still succeeds, and says why.
+        let uncounted = ProfileOutcome {
+            profile_type: Some(ProfileType::Cpu),
+            path: Some("p".into()),
+            requests_error: Some("the metrics endpoint refused the connection".into()),
+            ..Default::default()
+        };
+        let result = pod_result("p", &status(vec![uncounted]));
+        assert_eq!(result.result, RunResult::Succeeded);
+        assert_eq!(
+            (result.profiles[0].requests, result.profiles[0].requests_error.as_deref()),
+            (None, Some("the metrics endpoint refused the connection"))
+        );
         // A capture waiting for analysis memory is running: the operator keeps polling it.
         let waiting: CaptureStatus = serde_json::from_value(serde_json::json!({
             "id": "x", "state": "Running", "startedAt": "", "profiles": [{"type": "heap"}],
