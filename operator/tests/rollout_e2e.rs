@@ -196,7 +196,7 @@ async fn every_rollout_gets_a_verdict_in_describe() {
     let world = watching("").await;
 
     // A release burning extra CPU in a named function.
-    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=300"], None);
+    world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=600"], None);
     let slower = judged(&world, "2").await;
     assert_eq!(slower.verdict, Some(RolloutVerdict::Regressed), "{slower:#?}\n{}", world.operator_log());
     // Latency and errors read over the profiles themselves: present though the old pods

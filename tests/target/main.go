@@ -86,15 +86,25 @@ func burnCPU(duty, extra int) {
 
 var hashSink uint64
 
-// hashWork is one request's CPU: hashes SHA-256 hashes of a 4 KiB buffer, then rounds of
-// extraHashRounds.
+// hashWork is one request's CPU: hashes SHA-256 hashes of a 4 KiB buffer, with rounds of
+// extraHashRounds spread evenly between them. Interleaved, neither function keeps to one
+// end of the request's burst of work: a CPU profile's sample is taken at the first
+// scheduler tick after the thread's 10 ms of CPU are up, which favours the later parts of
+// short bursts, so work done last would be over-counted.
 func hashWork(hashes, rounds int) uint64 {
 	buf := make([]byte, 4096)
+	if hashes == 0 {
+		return extraHashRounds(buf, rounds)
+	}
+	var sink uint64
 	for i := 0; i < hashes; i++ {
 		sum := sha256.Sum256(buf)
 		buf[0] = sum[0]
+		if share := rounds*(i+1)/hashes - rounds*i/hashes; share > 0 {
+			sink += extraHashRounds(buf, share)
+		}
 	}
-	return extraHashRounds(buf, rounds)
+	return sink
 }
 
 // extraHashRounds hashes buf (FNV-1a) rounds times in its own body, so a CPU profile counts
