@@ -927,6 +927,7 @@ mod size {
             requests: None,
             p99_latency_millis: None,
             error_rate_percent: None,
+            requests_error: None,
             total: Some(123_456_789_012),
             samples: Some(123_456),
             top: if p.is_pprof() { top.clone() } else { vec![] },

@@ -1263,6 +1263,7 @@ mod tests {
                         requests: None,
                         p99_latency_millis: None,
                         error_rate_percent: None,
+                        requests_error: None,
                         error: None,
                         compared_to_previous: None,
                     }],
