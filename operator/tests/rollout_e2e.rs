@@ -3,8 +3,9 @@
 //! that burns extra CPU per request in `main.extraHashRounds`, the release that removes
 //! it, a change of a label only, and a release whose requests each wait 400 ms more
 //! (`ADDED_DELAY_MS`) — and `kubectl describe pcap` says Regressed, Improved, Unchanged
-//! and Regressed on the p99 latency under the default bounds. The target does its CPU per request
-//! (`REQUEST_HASHES`) and sends itself `SELF_RPS` requests per second; the capture reads
+//! and Regressed on the p99 latency, under bounds derived from this machine's noise. The
+//! target does its CPU per request (`REQUEST_HASHES`) and sends itself `SELF_RPS`
+//! requests per second; the capture reads
 //! its metrics, so each side's CPU is divided by the requests its pods answered while
 //! they were profiled: a replica starved on a busy machine answers fewer, each costing the
 //! same. `GOMAXPROCS=1` keeps the runtime's threads from spreading, and
@@ -70,6 +71,13 @@ spec:
 {sidecar}"#
     )
 }
+
+/// Bounds derived from this machine's noise (`docs/operations.md`, "Noise"): label-only
+/// rollouts of this app moved its CPU per request by -10 to +31 % on the 2-core development
+/// machine (mean +8 %, standard deviation 12 %); the warnings are about 2.5 standard
+/// deviations above the mean. The latency bounds are the defaults.
+const NOISE_BOUNDS: &str =
+    "  regression: {totalPercent: {warning: 40, critical: 80}, functionSharePoints: {warning: 30, critical: 60}}\n";
 
 /// When the test started, for the times it prints.
 static STARTED: OnceLock<Instant> = OnceLock::new();
@@ -193,7 +201,7 @@ fn describe_capture(world: &World, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rollout_gets_a_verdict_in_describe() {
-    let world = watching("").await;
+    let world = watching(NOISE_BOUNDS).await;
 
     // A release burning extra CPU in a named function.
     world.kubectl(&["set", "env", "deployment/app", "-n", NS, "EXTRA_HASH_ROUNDS=600"], None);
