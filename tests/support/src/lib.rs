@@ -76,9 +76,31 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A port free on `ip` right now.
+/// A port free on `ip` right now, below the kernel's ephemeral range, and not handed out
+/// before by this process.
+///
+/// A port the kernel picks for `bind(0)` comes from the ephemeral range, the same range it
+/// takes the local port of every outgoing connection from; between this call and the
+/// child's bind, any test's connection could be given it ("Address already in use"). Below
+/// that range only a listener can take it, and the probe's start differs per process, so
+/// test binaries running side by side walk different ports.
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000, ephemeral_low.max(10_001));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = (low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} in {low}..{high}")
 }
 
 /// Waits until something accepts connections on `addr`.
