@@ -58,13 +58,15 @@ crds-check:
 	$(CARGO) test --quiet --locked -p biometrics-crds --test crd_drift
 
 # The end-to-end tests run the real binaries: build them all first. Most tests spend their
-# time waiting on processes (captures of whole seconds, pods starting, Redis), so four run
-# at once even on two cores; every test binds addresses of its own.
+# time waiting on processes (captures of whole seconds, pods starting, Redis), so on two
+# cores two test binaries run at once, four tests each; every test binds addresses of its
+# own (hack/test.sh says which run alone). TEST_ARGS go to every binary: a name filter.
 TEST_THREADS ?= 4
+TEST_LANES ?= 2
 
 unit:
 	$(CARGO) build --workspace --bins --locked
-	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --workspace --locked
+	TEST_LANES=$(TEST_LANES) RUST_TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash hack/test.sh
 
 # Only the operator's end-to-end tests (part of `make test` too).
 e2e: setup

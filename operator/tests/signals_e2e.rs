@@ -18,8 +18,8 @@ use biometrics_crds::{
 use common::*;
 use kube::Api;
 
-const FAST: &str = "127.0.0.61";
-const SLOW: &str = "127.0.0.62";
+const FAST: &str = "127.0.0.70";
+const SLOW: &str = "127.0.0.71";
 
 fn control(ip: &str, query: &str) {
     let ip: IpAddr = ip.parse().unwrap();
