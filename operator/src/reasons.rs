@@ -109,6 +109,9 @@ pub const AGENT_REFUSED: &str = "AgentRefused";
 pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
 /// The pod is gone.
 pub const POD_GONE: &str = "PodGone";
+/// The pod was terminating when its capture was to start: its agent, draining, starts no
+/// new capture.
+pub const POD_TERMINATING: &str = "PodTerminating";
 /// The pod lost its IP or its agent.
 pub const NO_AGENT: &str = "NoAgent";
 

@@ -377,7 +377,9 @@ pub fn retry_delay(attempts: u32) -> Duration {
 /// refusal or an unreadable answer (`AgentRefused`). A transient failure (no connection, a
 /// timeout, 408, 429, 5xx) is retried with a backoff until the pod has gone without an
 /// answer past the capture's expected end, and past its first unanswered call, by `grace`
-/// (`AgentUnreachable`): a capture polled hundreds of times survives a blip.
+/// (`AgentUnreachable`): a capture polled hundreds of times survives a blip. An agent that
+/// refuses a start because it is shutting down will never take it (`PodTerminating`): its
+/// pod is going, though the operator had not yet seen it terminating.
 pub fn after_failure(
     call: Call,
     error: &AgentError,
@@ -386,6 +388,12 @@ pub fn after_failure(
     grace: Duration,
     now: Timestamp,
 ) -> Verdict {
+    if call == Call::Start && error.code() == Some(biometrics_agent_api::ErrorCode::ShuttingDown) {
+        return Verdict::Fail {
+            reason: reasons::POD_TERMINATING,
+            message: format!("the pod is terminating; its agent starts no new capture: {error}"),
+        };
+    }
     if !error.is_transient() {
         return match call {
             Call::Poll if error.is_not_found() => Verdict::Fail {
@@ -744,6 +752,8 @@ mod tests {
             answered(503, None),
             answered(500, Some(biometrics_agent_api::ErrorCode::Internal)),
             answered(408, None),
+            // Polled, a draining agent still answers for the capture it holds: not definitive.
+            answered(503, Some(biometrics_agent_api::ErrorCode::ShuttingDown)),
         ];
         for error in &transient {
             let Verdict::Retry(first) = after_failure(Call::Poll, error, None, expected_end, grace, started) else {
@@ -811,6 +821,9 @@ mod tests {
             reasons::AGENT_REFUSED
         );
         assert_eq!(fail(Call::Poll, answered(403, None)).0, reasons::AGENT_REFUSED);
+        let (reason, message) = fail(Call::Start, answered(503, Some(biometrics_agent_api::ErrorCode::ShuttingDown)));
+        assert_eq!(reason, reasons::POD_TERMINATING);
+        assert!(message.contains("terminating") && message.contains("503"), "{message}");
         assert_eq!(fail(Call::Poll, AgentError::BadAnswer("expected value".into())).0, reasons::AGENT_REFUSED);
         // And an agent that says its capture failed: the pod's result says so.
         let failed = CaptureStatus {
