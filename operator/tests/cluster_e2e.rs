@@ -63,9 +63,14 @@ spec: {{selector: {{app: redis}}, ports: [{{port: 6379}}]}}
 /// The `web` app with its agent (3 replicas, one surge, none unavailable) and its cache's
 /// policy.
 fn web_manifests() -> String {
-    let sidecar = agent_sidecar(&[
-        "{name: BIOMETRICS_MEMORY_LIMIT, valueFrom: {resourceFieldRef: {containerName: app, resource: limits.memory}}}",
-    ]);
+    let template = profiled_template(
+        "web",
+        5,
+        "        resources: {limits: {memory: 256Mi}}\n",
+        &[
+            "{name: BIOMETRICS_MEMORY_LIMIT, valueFrom: {resourceFieldRef: {containerName: app, resource: limits.memory}}}",
+        ],
+    );
     format!(
         r#"
 apiVersion: apps/v1
@@ -75,18 +80,7 @@ spec:
   replicas: 3
   selector: {{matchLabels: {{app: web}}}}
   strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
-  template:
-    metadata:
-      labels: {{app: web, biometrics.io/agent: "true"}}
-      annotations: {{biometrics.io/agent-port: "9477"}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: example/app:1.0
-        readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
-        resources: {{limits: {{memory: 256Mi}}}}
-{sidecar}---
+{template}---
 apiVersion: biometrics.io/v1alpha1
 kind: CachePolicy
 metadata: {{name: web, namespace: {NS}}}

@@ -42,7 +42,12 @@ fn images() -> String {
 /// agents finish the capture and answer its status before they exit, so the baseline is
 /// the old pods' own.
 fn app() -> String {
-    let sidecar = agent_sidecar(&[]);
+    let env = "        env:
+        - {name: GOMAXPROCS, value: \"1\"}
+        - {name: GODEBUG, value: asyncpreemptoff=1}
+        - {name: REQUEST_HASHES, value: \"200\"}
+        - {name: SELF_RPS, value: \"100\"}
+";
     format!(
         r#"
 apiVersion: apps/v1
@@ -53,22 +58,8 @@ spec:
   minReadySeconds: 4
   selector: {{matchLabels: {{app: app}}}}
   strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 2, maxUnavailable: 0}}}}
-  template:
-    metadata:
-      labels: {{app: app, biometrics.io/agent: "true"}}
-      annotations: {{biometrics.io/agent-port: "9477"}}
-    spec:
-      terminationGracePeriodSeconds: 10
-      containers:
-      - name: app
-        image: example/app:1.0
-        env:
-        - {{name: GOMAXPROCS, value: "1"}}
-        - {{name: GODEBUG, value: asyncpreemptoff=1}}
-        - {{name: REQUEST_HASHES, value: "200"}}
-        - {{name: SELF_RPS, value: "100"}}
-        readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
-{sidecar}"#
+{}"#,
+        profiled_template("app", 10, env, &[])
     )
 }
 
@@ -295,7 +286,6 @@ async fn label_only_rollouts_measure_the_noise() {
 
 /// A StatefulSet of the Go target doing nothing but serve, with its agent.
 fn store() -> String {
-    let sidecar = agent_sidecar(&[]);
     format!(
         r#"
 apiVersion: apps/v1
@@ -305,18 +295,8 @@ spec:
   replicas: 2
   serviceName: store
   selector: {{matchLabels: {{app: store}}}}
-  template:
-    metadata:
-      labels: {{app: store, biometrics.io/agent: "true"}}
-      annotations: {{biometrics.io/agent-port: "9477"}}
-    spec:
-      terminationGracePeriodSeconds: 10
-      containers:
-      - name: app
-        image: example/app:1.0
-        env: [{{name: GOMAXPROCS, value: "1"}}]
-        readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
-{sidecar}"#
+{}"#,
+        profiled_template("store", 10, "        env: [{name: GOMAXPROCS, value: \"1\"}]\n", &[])
     )
 }
 

@@ -135,6 +135,16 @@ func envInt(name string) int {
 	return n
 }
 
+// millis reads a delay of 0..60000 milliseconds named name (a query parameter or an
+// environment variable).
+func millis(name, v string) (time.Duration, error) {
+	ms, err := strconv.Atoi(v)
+	if err != nil || ms < 0 || ms > 60000 {
+		return 0, fmt.Errorf("%s must be 0..60000, not %q", name, v)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
 // burnHot hashes until the deadline: a function a test makes hot on request (/hot), so
 // that a profile taken meanwhile shows it grown against one taken before.
 func burnHot(deadline time.Time) {
@@ -327,21 +337,15 @@ func control(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	requestsMu.Lock()
 	defer requestsMu.Unlock()
-	if v := q.Get("delay_ms"); v != "" {
-		ms, err := strconv.Atoi(v)
-		if err != nil || ms < 0 || ms > 60000 {
-			http.Error(w, "delay_ms must be 0..60000", http.StatusBadRequest)
-			return
+	for name, delay := range map[string]*time.Duration{"delay_ms": &addedDelay, "metrics_delay_ms": &metricsDelay} {
+		if v := q.Get(name); v != "" {
+			d, err := millis(name, v)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			*delay = d
 		}
-		addedDelay = time.Duration(ms) * time.Millisecond
-	}
-	if v := q.Get("metrics_delay_ms"); v != "" {
-		ms, err := strconv.Atoi(v)
-		if err != nil || ms < 0 || ms > 60000 {
-			http.Error(w, "metrics_delay_ms must be 0..60000", http.StatusBadRequest)
-			return
-		}
-		metricsDelay = time.Duration(ms) * time.Millisecond
 	}
 	if v := q.Get("error_percent"); v != "" {
 		p, err := strconv.ParseFloat(v, 64)
@@ -404,11 +408,12 @@ func main() {
 	idle := flag.Bool("idle", false, "run no workload: only serve pprof (to measure what serving costs)")
 	flag.Parse()
 	requestHashes, requestExtra = envInt("REQUEST_HASHES"), envInt("EXTRA_HASH_ROUNDS")
-	if ms := envInt("ADDED_DELAY_MS"); ms > 0 {
-		if ms > 60000 {
-			log.Fatalf("ADDED_DELAY_MS must be 0..60000, not %d", ms)
+	if v := os.Getenv("ADDED_DELAY_MS"); v != "" {
+		d, err := millis("ADDED_DELAY_MS", v)
+		if err != nil {
+			log.Fatal(err)
 		}
-		addedDelay = time.Duration(ms) * time.Millisecond
+		addedDelay = d
 	}
 	if mb := envInt("RETAIN_MB"); mb > 4096 {
 		log.Fatalf("RETAIN_MB must be 0..4096, not %d", mb)

@@ -463,6 +463,28 @@ impl World {
     }
 }
 
+/// A workload's pod template on the local cluster (the lines from `  template:` on): pods
+/// labelled `app: <app>` that the operator serves, stopped with `grace_seconds`, running
+/// the Go target (its readiness probed on pprof) with `app_lines` added to its container
+/// (YAML at the container's indentation: env, resources), and the agent sidecar with
+/// `agent_env`.
+pub fn profiled_template(app: &str, grace_seconds: u32, app_lines: &str, agent_env: &[&str]) -> String {
+    let sidecar = agent_sidecar(agent_env);
+    format!(
+        r#"  template:
+    metadata:
+      labels: {{app: {app}, biometrics.io/agent: "true"}}
+      annotations: {{biometrics.io/agent-port: "9477"}}
+    spec:
+      terminationGracePeriodSeconds: {grace_seconds}
+      containers:
+      - name: app
+        image: example/app:1.0
+        readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
+{app_lines}{sidecar}"#
+    )
+}
+
 /// An app pod's agent sidecar on the local cluster, for a Deployment's pod template: the
 /// container (a list item under `containers:`, with `extra_env` lines added to its env)
 /// and then the pod's `volumes:` it mounts (its profiles, and the trust ConfigMap with the
