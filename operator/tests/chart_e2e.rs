@@ -96,6 +96,14 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         })
         .await;
     assert!(names.contains(&holder), "the Lease is held by {holder}, not one of {names:?}");
+    // As the chart's security context says: user 65532, no privileges to gain (the root
+    // filesystem is read-only too, and the operator writes nothing outside its volumes).
+    for name in &names {
+        let status = process_status(name, "biometrics-oper");
+        assert!(status.contains("\nUid:\t65532\t65532\t65532\t65532\n"), "{name}:\n{status}");
+        assert!(status.contains("\nGid:\t65532\t65532\t65532\t65532\n"), "{name}:\n{status}");
+        assert!(status.contains("\nNoNewPrivs:\t1\n"), "{name}:\n{status}");
+    }
 
     // A capture reaches the agent the template added, through the pod network.
     world.kubectl(
@@ -168,4 +176,21 @@ async fn the_chart_runs_the_operator_as_its_deployment_under_its_own_rbac() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `/proc/<pid>/status` of the process named `comm` that the kubelet runs for pod `pod`
+/// (its environment names the pod as `HOSTNAME`).
+fn process_status(pod: &str, comm: &str) -> String {
+    let hostname = format!("HOSTNAME={pod}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let dir = entry.path();
+        let read = |file: &str| std::fs::read(dir.join(file)).unwrap_or_default();
+        let environ = read("environ");
+        if String::from_utf8_lossy(&read("comm")).trim_end() == comm
+            && environ.split(|b| *b == 0).any(|var| var == hostname.as_bytes())
+        {
+            return String::from_utf8_lossy(&read("status")).into_owned();
+        }
+    }
+    panic!("no process {comm} of pod {pod}")
 }

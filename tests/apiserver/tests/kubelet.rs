@@ -430,3 +430,80 @@ spec:
     })
     .await;
 }
+
+/// A pod's security context as a node applies it: the process runs as `runAsUser` and
+/// `runAsGroup` with `fsGroup` and `supplementalGroups`, cannot gain privileges, cannot
+/// write its root; its volumes belong to `fsGroup` (a Secret's 0400 files readable by the
+/// group, an emptyDir writable by anyone, passing its group on); `runAsNonRoot` with no
+/// user keeps the container from starting, with the kubelet's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_context_decides_who_the_process_is_and_owns_the_volumes() {
+    let cluster = std::sync::Arc::new(Cluster::start().await);
+    let c = cluster.clone();
+    blocking(move || {
+        c.apply(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: key, namespace: default}
+stringData: {key: hush}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: confined, namespace: default}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65533, fsGroup: 2000, supplementalGroups: [3000]}
+  containers:
+  - name: sh
+    image: example/shell
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: secret, mountPath: /secret}]
+    args:
+    - -c
+    - |
+      echo "id $(id -u) $(id -g) $(id -G) home=$HOME"
+      echo "scratch $(stat -c %a:%g /scratch)"
+      echo "secret $(stat -c %a:%g /secret/key) $(cat /secret/key)"
+      touch /scratch/x && echo "wrote $(stat -c %g /scratch/x)"
+      touch /written-to-root 2>/dev/null || echo "root read-only"
+      echo "no-new-privs $(grep NoNewPrivs /proc/self/status | cut -f2)"
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: secret, secret: {secretName: key, defaultMode: 256}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rooted, namespace: default}
+spec:
+  securityContext: {runAsNonRoot: true}
+  containers: [{name: app, image: example/shell, args: [-c, 'sleep 60']}]
+"#,
+        );
+        c.wait_for(&["get", "pod", "confined"], "the pod to finish", |p| p["status"]["phase"] == "Succeeded");
+        let out = c.ok(&["logs", "confined"]);
+        for line in [
+            "id 65532 65533 65533 2000 3000 home=/",
+            "scratch 2777:2000",
+            "secret 440:2000 hush",
+            "wrote 2000",
+            "root read-only",
+            "no-new-privs 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line:?} in:\n{out}");
+        }
+        let rooted = c.wait_for(&["get", "pod", "rooted"], "CreateContainerConfigError", |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        });
+        let message = rooted["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap();
+        let uid = rooted["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "container has runAsNonRoot and image will run as root (pod: \"rooted_default({uid})\", container: app)"
+            )
+        );
+        assert_eq!(rooted["status"]["phase"], "Pending");
+    })
+    .await;
+}

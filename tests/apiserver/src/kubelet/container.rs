@@ -11,7 +11,7 @@ use std::{
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
-use super::KubeletError;
+use super::{KubeletError, security::Identity};
 
 /// A volume mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct Launch {
     pub working_dir: String,
     /// Where stdout and stderr go.
     pub log: PathBuf,
+    /// Who the process runs as, and what it may do.
+    pub identity: Identity,
 }
 
 fn quote(s: &str) -> String {
@@ -100,11 +102,25 @@ pub fn script(launch: &Launch) -> String {
             s.push_str(&format!("mount -o remount,bind,ro {}\n", r(&m.path)));
         }
     }
+    let identity = &launch.identity;
+    if identity.read_only_root {
+        // The root's own mount only: the volumes, /proc, /dev and /sys keep their flags.
+        s.push_str(&format!("mount -o remount,bind,ro {}\n", r("")));
+    }
+    // setpriv (util-linux) takes the identity inside the root, after every mount is made.
+    let groups = if identity.groups.is_empty() {
+        "--clear-groups".to_owned()
+    } else {
+        format!("--groups={}", identity.groups.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+    };
+    let no_new_privs = if identity.no_new_privileges { " --no-new-privs" } else { "" };
     let env: Vec<String> = launch.env.iter().map(|(k, v)| quote(&format!("{k}={v}"))).collect();
     let argv: Vec<String> = launch.argv.iter().map(|a| quote(a)).collect();
     s.push_str(&format!(
-        "exec chroot {} /usr/bin/env -i {} /bin/sh -c 'cd \"$0\" && exec \"$@\"' {} {}\n",
+        "exec chroot {} /usr/bin/setpriv --reuid={} --regid={} {groups}{no_new_privs} /usr/bin/env -i {} /bin/sh -c 'cd \"$0\" && exec \"$@\"' {} {}\n",
         r(""),
+        identity.uid,
+        identity.gid,
         env.join(" "),
         quote(&launch.working_dir),
         argv.join(" ")
@@ -166,10 +182,30 @@ mod tests {
             argv: vec!["/bin/app".into(), "--name=it's".into()],
             working_dir: "/".into(),
             log: "/state/log".into(),
+            identity: Identity::root(),
         };
         let s = script(&launch);
         assert!(s.contains("'X=a'\\''b $(rm -rf /)'"), "{s}");
         assert!(s.contains("'--name=it'\\''s'"), "{s}");
         assert!(s.contains("mount -o remount,bind,ro '/state/pods/u/containers/app/root/profiles'"), "{s}");
+        assert!(s.contains("setpriv --reuid=0 --regid=0 --clear-groups /usr/bin/env"), "{s}");
+        let root_read_only = "mount -o remount,bind,ro '/state/pods/u/containers/app/root'\n";
+        assert!(!s.contains(root_read_only), "a writable root stays writable: {s}");
+
+        let confined = Launch {
+            identity: Identity {
+                uid: 65532,
+                gid: 65532,
+                groups: vec![7, 8],
+                no_new_privileges: true,
+                read_only_root: true,
+            },
+            ..launch
+        };
+        let s = script(&confined);
+        assert!(s.contains(root_read_only), "{s}");
+        assert!(s.contains("setpriv --reuid=65532 --regid=65532 --groups=7,8 --no-new-privs /usr/bin/env"), "{s}");
+        let (volumes, root) = (s.find("root/profiles'\n").unwrap(), s.find(root_read_only).unwrap());
+        assert!(volumes < root, "the root is made read-only after the volumes are mounted: {s}");
     }
 }

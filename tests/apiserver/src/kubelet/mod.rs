@@ -15,6 +15,7 @@ mod images;
 mod network;
 mod pod;
 mod probe;
+mod security;
 mod volumes;
 
 use std::{

@@ -19,7 +19,7 @@ use super::{
     env::{self, Sources},
     hosts, images,
     network::Attachment,
-    probe,
+    probe, security,
     volumes::{self, Objects, VolumeSource},
 };
 use crate::{
@@ -154,6 +154,14 @@ impl Sources for Namespace<'_> {
     }
 }
 
+/// Gives `path` its owner, its group (`fs_group`, else root's) and `mode`. A failure shows
+/// later, as the container's own failure to read or write.
+fn own(path: &std::path::Path, uid: u32, fs_group: Option<u32>, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _ = std::os::unix::fs::chown(path, Some(uid), Some(fs_group.unwrap_or(0)));
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
 struct Pod {
     context: Arc<Context>,
     object: Value,
@@ -207,6 +215,7 @@ impl Pod {
         let ns =
             Namespace { context: &self.context, namespace: &self.namespace, pod: &self.object, tokens: &self.tokens };
         self.volume_error = None;
+        let ownership = security::volume_ownership(&self.object);
         for volume in &specs {
             let name = volume.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
             let source = match volumes::source(&self.object, volume, &ns) {
@@ -218,20 +227,35 @@ impl Pod {
             };
             let path = volumes::host_path(&self.context.state_dir, &self.dir, &self.namespace, &name, &source);
             let _ = std::fs::create_dir_all(&path);
-            if let VolumeSource::Files(files) = &source {
-                for (file, bytes) in files.iter().filter(|(f, _)| volumes::safe_relative(f)) {
-                    let target = path.join(file);
-                    if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
-                        if let Some(parent) = target.parent() {
-                            let _ = std::fs::create_dir_all(parent);
-                        }
-                        // Replaced whole, as the kubelet's atomic writer does.
-                        let temporary = target.with_extension("biometrics-tmp");
-                        if std::fs::write(&temporary, bytes).is_ok() {
-                            let _ = std::fs::rename(&temporary, &target);
+            match &source {
+                VolumeSource::Scratch | VolumeSource::Claim(_) => {
+                    own(&path, 0, ownership.fs_group, security::scratch_mode(ownership));
+                }
+                VolumeSource::Files(files) => {
+                    for (file, bytes) in files.iter().filter(|(f, _)| volumes::safe_relative(f)) {
+                        let target = path.join(file);
+                        if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
+                            if let Some(parent) = target.parent() {
+                                let _ = std::fs::create_dir_all(parent);
+                            }
+                            // Replaced whole, as the kubelet's atomic writer does, with its
+                            // mode and owners set before it appears.
+                            let (declared, token) = volumes::declared_mode(volume, file);
+                            let owner = if token { ownership.fs_user.unwrap_or(0) } else { 0 };
+                            let temporary = target.with_extension("biometrics-tmp");
+                            if std::fs::write(&temporary, bytes).is_ok() {
+                                own(
+                                    &temporary,
+                                    owner,
+                                    ownership.fs_group,
+                                    security::file_mode(declared, token, ownership),
+                                );
+                                let _ = std::fs::rename(&temporary, &target);
+                            }
                         }
                     }
                 }
+                VolumeSource::Empty => {}
             }
             self.volumes.insert(name, path);
         }
@@ -285,10 +309,14 @@ impl Pod {
         pod["status"]["hostIP"] = json!(self.context.gateway.to_string());
         let ns =
             Namespace { context: &self.context, namespace: &self.namespace, pod: &self.object, tokens: &self.tokens };
+        let identity = security::identity(&self.object, &c.spec)
+            .map_err(|message| ("CreateContainerConfigError".to_owned(), message))?;
+        // An image's user has no home of its own here but root's.
+        let home = if identity.uid == 0 { "/root" } else { "/" };
         let mut environment = BTreeMap::from([
             ("PATH".to_owned(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()),
             ("HOSTNAME".to_owned(), self.name.clone()),
-            ("HOME".to_owned(), "/root".to_owned()),
+            ("HOME".to_owned(), home.to_owned()),
             ("KUBERNETES_SERVICE_HOST".to_owned(), self.context.gateway.to_string()),
             ("KUBERNETES_SERVICE_PORT".to_owned(), self.context.api_port.to_string()),
         ]);
@@ -325,6 +353,7 @@ impl Pod {
             env: environment,
             working_dir: c.spec.get("workingDir").and_then(Value::as_str).unwrap_or("/").to_owned(),
             log: self.log_path(&c.name, c.restarts),
+            identity,
         })
     }
 

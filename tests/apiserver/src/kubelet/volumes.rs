@@ -241,6 +241,38 @@ fn projected(pod: &Value, volume: &Value, objects: &dyn Objects) -> Result<Vec<(
     Ok(files)
 }
 
+/// The mode volume `volume` declares for its file `path` (the item's `mode`, else the
+/// volume's `defaultMode`; none when it says nothing), and whether that file is a
+/// ServiceAccount token.
+pub fn declared_mode(volume: &Value, path: &str) -> (Option<u32>, bool) {
+    let mode = |v: &Value, field: &str| v.get(field).and_then(Value::as_u64).and_then(|m| u32::try_from(m).ok());
+    let item_mode = |source: &Value| {
+        source
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|item| item.get("path").and_then(Value::as_str) == Some(path))
+            .and_then(|item| mode(item, "mode"))
+    };
+    const FILE_SOURCES: [&str; 3] = ["configMap", "secret", "downwardAPI"];
+    if let Some(source) = FILE_SOURCES.iter().find_map(|kind| volume.get(*kind)) {
+        return (item_mode(source).or_else(|| mode(source, "defaultMode")), false);
+    }
+    let Some(projected) = volume.get("projected") else { return (None, false) };
+    for source in projected.get("sources").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(token) = source.get("serviceAccountToken")
+            && token.get("path").and_then(Value::as_str).unwrap_or("token") == path
+        {
+            return (mode(projected, "defaultMode"), true);
+        }
+        if let Some(m) = FILE_SOURCES.iter().filter_map(|kind| source.get(*kind)).find_map(item_mode) {
+            return (Some(m), false);
+        }
+    }
+    (mode(projected, "defaultMode"), false)
+}
+
 /// Where a volume lives on the node.
 pub fn host_path(state: &Path, pod_dir: &Path, namespace: &str, volume: &str, source: &VolumeSource) -> PathBuf {
     match source {
@@ -358,5 +390,18 @@ mod tests {
         let downward = json!({"name": "d", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}});
         assert_eq!(source(&pod, &downward, &Api).unwrap(), VolumeSource::Files(vec![("name".into(), b"p".to_vec())]));
         assert!(!safe_relative("../x") && !safe_relative("/etc") && safe_relative("a/b"));
+    }
+
+    #[test]
+    fn a_file_takes_its_items_mode_else_the_volumes() {
+        let secret = json!({"secret": {"secretName": "tls", "defaultMode": 0o400, "items": [{"key": "k", "path": "key", "mode": 0o600}]}});
+        assert_eq!(declared_mode(&secret, "key"), (Some(0o600), false));
+        assert_eq!(declared_mode(&secret, "other"), (Some(0o400), false));
+        assert_eq!(declared_mode(&json!({"configMap": {"name": "c"}}), "x"), (None, false));
+        assert_eq!(declared_mode(&service_account_volume(), "token"), (Some(0o644), true));
+        assert_eq!(declared_mode(&service_account_volume(), "ca.crt"), (Some(0o644), false));
+        let projected = json!({"projected": {"sources": [{"secret": {"name": "s", "items": [{"key": "a", "path": "a", "mode": 0o440}]}}]}});
+        assert_eq!(declared_mode(&projected, "a"), (Some(0o440), false));
+        assert_eq!(declared_mode(&json!({"emptyDir": {}}), "a"), (None, false));
     }
 }
