@@ -160,6 +160,13 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
     object["metadata"].as_object_mut().expect("metadata is an object")
 }
 
+/// A pod that a kubelet runs: scheduled and not finished. Deleting one only marks it.
+fn runs_on_a_node(pod: &Value) -> bool {
+    let scheduled = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+    scheduled && phase != "Succeeded" && phase != "Failed"
+}
+
 fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
@@ -1143,9 +1150,7 @@ impl Store {
             return self.delete(key, namespace, name, orphan, precondition_uid);
         }
         let old = Self::stored(&state, &rt, namespace, name)?;
-        let scheduled = old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let phase = old.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-        if !scheduled || phase == "Succeeded" || phase == "Failed" {
+        if !runs_on_a_node(&old) {
             drop(state);
             return self.delete(key, namespace, name, orphan, precondition_uid);
         }
@@ -1157,21 +1162,34 @@ impl Store {
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok(old);
         }
+        Ok(self.mark_for_the_kubelet(&mut state, key, namespace, name, Value::clone(&old), grace))
+    }
+
+    /// Marks a running pod for its kubelet to stop: `deletionTimestamp` its grace period
+    /// (`grace`, else its `terminationGracePeriodSeconds`, else 30 s) from now.
+    fn mark_for_the_kubelet(
+        &self,
+        state: &mut State,
+        key: &TypeKey,
+        namespace: &str,
+        name: &str,
+        mut pod: Value,
+        grace: Option<i64>,
+    ) -> Value {
         let grace = grace
-            .or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
             .unwrap_or(30)
             .max(1);
-        let mut new = old.clone();
         let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
         {
-            let m = meta_mut(&mut new);
+            let m = meta_mut(&mut pod);
             m.insert(
                 "deletionTimestamp".into(),
                 json!(at.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()),
             );
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
-        Ok(self.store_marked(&mut state, key, namespace, name, new))
+        self.store_marked(state, key, namespace, name, pod)
     }
 
     /// Stores an object marked for deletion (a new resourceVersion) and records the change.
@@ -1258,7 +1276,14 @@ impl Store {
             let Some(obj) = state.objects.get(&key).and_then(|o| o.get(&(ns.clone(), n.clone()))).cloned() else {
                 continue;
             };
-            if finalizers(&obj).is_empty() {
+            // The garbage collector deletes as any client does: a running pod is stopped by
+            // its kubelet within its grace period.
+            let pod = rt.group.is_empty() && rt.kind == "Pod";
+            if pod && state.graceful_pods && runs_on_a_node(&obj) {
+                if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                    self.mark_for_the_kubelet(state, &key, &ns, &n, Value::clone(&obj), None);
+                }
+            } else if finalizers(&obj).is_empty() {
                 if let Ok(removed) = self.remove(state, &rt, &ns, &n, None) {
                     self.cascade(state, &removed);
                 }

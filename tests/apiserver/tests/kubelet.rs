@@ -507,3 +507,74 @@ spec:
     })
     .await;
 }
+
+/// The controllers delete pods as any client does: a ReplicaSet scaled down and a
+/// Deployment deleted (its pods then go by the garbage collector) leave their pods
+/// `Terminating` while the kubelet's SIGTERM is handled, within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_the_controllers_delete_get_their_grace_period() {
+    let cluster = std::sync::Arc::new(Cluster::start().await);
+    let state = cluster.dir.path().join("kubelet");
+    let c = cluster.clone();
+    blocking(move || {
+        c.apply(
+            r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: notes, namespace: default}
+spec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: slow, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: slow}}
+  template:
+    metadata: {labels: {app: slow}}
+    spec:
+      terminationGracePeriodSeconds: 20
+      containers:
+      - name: sh
+        image: example/shell
+        volumeMounts: [{name: notes, mountPath: /notes}]
+        args:
+        - -c
+        - |
+          trap 'echo "TERM $HOSTNAME" >> /notes/log; sleep 2; echo "done $HOSTNAME" >> /notes/log; exit 0' TERM
+          while true; do sleep 0.1; done
+      volumes: [{name: notes, persistentVolumeClaim: {claimName: notes}}]
+"#,
+        );
+        c.ok(&["rollout", "status", "deployment/slow", "--timeout=60s"]);
+        let log = state.join("claims/default/notes/log");
+        let names = |what: &str| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines().filter_map(|l| l.strip_prefix(what)).map(str::to_owned).collect::<Vec<_>>()
+        };
+
+        c.ok(&["scale", "deployment/slow", "--replicas=1"]);
+        let terminating = c.wait_for(&["get", "pods", "-l", "app=slow"], "a pod terminating", |list| {
+            list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["deletionTimestamp"].is_string())
+        });
+        let pod = terminating["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["deletionTimestamp"].is_string())
+            .unwrap();
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 20, "the pod's own grace period: {pod:#}");
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        wait_until("its TERM handler to finish", || names("done ").join(","), |done| done == &name);
+        assert_eq!(names("TERM "), std::slice::from_ref(&name), "SIGTERM first");
+
+        c.ok(&["delete", "deployment", "slow", "--wait=false"]);
+        let left = c.wait_for(&["get", "pods", "-l", "app=slow"], "the other pod terminating", |list| {
+            list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["deletionTimestamp"].is_string())
+        });
+        let other = left["items"][0]["metadata"]["name"].as_str().unwrap().to_owned();
+        c.wait_for_text(&["get", "pods", "-l", "app=slow", "-o", "name"], "every pod gone", String::is_empty);
+        assert_eq!(names("done "), [name, other], "the garbage collector's deletion is graceful too");
+    })
+    .await;
+}

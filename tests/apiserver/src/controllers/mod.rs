@@ -141,7 +141,8 @@ pub fn sync_all(store: &Store, now: Timestamp) {
             report("create Pod", store.create(&pods_key(), ns, pod, &opts));
         }
         for name in plan.delete {
-            report("delete Pod", store.delete(&pods_key(), ns, &name, false, None));
+            // As kube-controller-manager deletes: the kubelet stops the pod within its grace period.
+            report("delete Pod", store.delete_gracefully(&pods_key(), ns, &name, false, None, None));
         }
         if let Some(status) = plan.status {
             let patch = Patch::Merge(json!({"status": status}));
@@ -173,7 +174,8 @@ fn sync_stateful_sets(store: &Store, pods_by_owner: &HashMap<(String, String), V
             report("create Pod", store.create(&pods_key(), ns, pod, &opts));
         }
         for name in plan.delete_pods {
-            report("delete Pod", store.delete(&pods_key(), ns, &name, false, None));
+            // As kube-controller-manager deletes: the kubelet stops the pod within its grace period.
+            report("delete Pod", store.delete_gracefully(&pods_key(), ns, &name, false, None, None));
         }
         if let Some(status) = plan.status {
             let patch = Patch::Merge(json!({"status": status}));
