@@ -401,6 +401,33 @@ async fn deleting_an_owner_deletes_its_dependents() {
     assert!(cms.get_opt("dependent").await.unwrap().is_none());
 }
 
+/// A dependent created after its owner was deleted (or naming one that never existed) is
+/// collected too, as kube-controller-manager's garbage collector does; one whose owner
+/// exists stays.
+#[tokio::test]
+async fn a_dependent_whose_owner_is_gone_is_collected() {
+    let (_server, client) = server().await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
+    let owner = cms
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap())
+        .await
+        .unwrap();
+    let dependent = |name: &str, uid: &str| {
+        serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid
+        }]}}))
+        .unwrap()
+    };
+    cms.create(&PostParams::default(), &dependent("kept", owner.metadata.uid.as_deref().unwrap())).await.unwrap();
+    cms.create(&PostParams::default(), &dependent("stray", "5d1c8a4e-never-existed")).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cms.get_opt("stray").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the orphan was not collected");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(cms.get_opt("kept").await.unwrap().is_some(), "a dependent whose owner exists stays");
+}
+
 #[tokio::test]
 async fn recorder_events_are_visible_through_the_core_event_api() {
     use kube::{

@@ -1,5 +1,6 @@
 //! Workload controllers run inside the server, as kube-controller-manager runs beside
-//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets and StatefulSets make Pods. Each is a pure
+//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets and StatefulSets make Pods, and
+//! the garbage collector deletes what lost its owners. Each is a pure
 //! decision (`plan`) over the objects as stored; this module lists what a decision needs and
 //! writes what it decided through the same store the API serves, so every change is seen by
 //! watches, admission and `kubectl` exactly as a controller's request would be.
@@ -9,6 +10,7 @@
 //! writes nothing.
 
 mod deployment;
+mod garbage;
 mod replicaset;
 mod statefulset;
 mod workload;
@@ -34,8 +36,14 @@ fn key(group: &str, plural: &str) -> TypeKey {
 pub fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = store.subscribe();
+        let mut swept = std::time::Instant::now();
         loop {
             sync_all(&store, Timestamp::now());
+            // Every object is looked at: once a second is enough, as orphans are rare.
+            if swept.elapsed() >= Duration::from_secs(1) {
+                garbage::sweep(&store);
+                swept = std::time::Instant::now();
+            }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
