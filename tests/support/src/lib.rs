@@ -707,3 +707,72 @@ impl RssPeak {
         self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::repo_root;
+
+    /// The `"127.x.y.z"` literals of a source file, but `127.0.0.1`.
+    fn loopback_literals(text: &str) -> Vec<&str> {
+        text.match_indices("\"127.")
+            .filter_map(|(at, _)| {
+                let rest = &text[at + 1..];
+                let literal = &rest[..rest.find('"')?];
+                let octets = literal.split('.').collect::<Vec<_>>();
+                (octets.len() == 4 && octets.iter().all(|o| o.parse::<u8>().is_ok()) && literal != "127.0.0.1")
+                    .then_some(literal)
+            })
+            .collect()
+    }
+
+    /// `make unit` runs test binaries side by side, and a test's "pods" listen on fixed
+    /// loopback addresses (an agent's port is the same everywhere): two test files that
+    /// use one address would collide.
+    #[test]
+    fn no_two_test_files_share_a_pod_address() {
+        let mut files = Vec::new();
+        let mut dirs: Vec<_> =
+            ["operator/tests", "agent/tests", "ui/tests", "kubectl-biometrics/tests", "tests/apiserver/tests"]
+                .iter()
+                .map(|d| repo_root().join(d))
+                .collect();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 20, "the test files were found: {files:?}");
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let mut literals = loopback_literals(&text);
+            literals.sort_unstable();
+            literals.dedup();
+            for literal in literals {
+                users
+                    .entry(literal.to_owned())
+                    .or_default()
+                    .push(file.strip_prefix(repo_root()).unwrap().display().to_string());
+            }
+        }
+        assert!(users.len() > 20, "the addresses were found: {users:?}");
+        let shared: Vec<String> =
+            users.iter().filter(|(_, f)| f.len() > 1).map(|(a, f)| format!("{a}: {}", f.join(", "))).collect();
+        assert!(shared.is_empty(), "addresses used by more than one test file:\n{}", shared.join("\n"));
+    }
+
+    #[test]
+    fn loopback_literals_are_quoted_addresses() {
+        assert_eq!(
+            loopback_literals(r#"x("127.0.1.4", "127.0.0.1", "127.0.0", "127.0.0.300") "127.2.3.4""#),
+            ["127.0.1.4", "127.2.3.4"]
+        );
+    }
+}
