@@ -226,11 +226,14 @@ impl Pod {
                 }
             };
             let path = volumes::host_path(&self.context.state_dir, &self.dir, &self.namespace, &name, &source);
+            let new = !path.exists();
             let _ = std::fs::create_dir_all(&path);
             match &source {
-                VolumeSource::Scratch | VolumeSource::Claim(_) => {
+                // Set up once: what the containers do with it since is theirs.
+                VolumeSource::Scratch | VolumeSource::Claim(_) if new => {
                     own(&path, 0, ownership.fs_group, security::scratch_mode(ownership));
                 }
+                VolumeSource::Scratch | VolumeSource::Claim(_) => {}
                 VolumeSource::Files(files) => {
                     for (file, bytes) in files.iter().filter(|(f, _)| volumes::safe_relative(f)) {
                         let target = path.join(file);
