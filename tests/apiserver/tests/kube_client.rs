@@ -385,27 +385,11 @@ async fn finalizers_hold_deletion_until_removed() {
     );
 }
 
+/// The garbage collector's two ways: deleting an owner deletes its dependents, and a
+/// dependent created after its owner was deleted (or naming one that never existed) is
+/// collected too, as kube-controller-manager's does, while one whose owner exists stays.
 #[tokio::test]
-async fn deleting_an_owner_deletes_its_dependents() {
-    let (_server, client) = server().await;
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
-    let owner = cms
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap())
-        .await
-        .unwrap();
-    let dependent = json!({"metadata": {"name": "dependent", "ownerReferences": [{
-        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.unwrap()
-    }]}});
-    cms.create(&PostParams::default(), &serde_json::from_value(dependent).unwrap()).await.unwrap();
-    cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    assert!(cms.get_opt("dependent").await.unwrap().is_none());
-}
-
-/// A dependent created after its owner was deleted (or naming one that never existed) is
-/// collected too, as kube-controller-manager's garbage collector does; one whose owner
-/// exists stays.
-#[tokio::test]
-async fn a_dependent_whose_owner_is_gone_is_collected() {
+async fn dependents_go_with_their_owners() {
     let (_server, client) = server().await;
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
     let owner = cms
@@ -426,6 +410,8 @@ async fn a_dependent_whose_owner_is_gone_is_collected() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(cms.get_opt("kept").await.unwrap().is_some(), "a dependent whose owner exists stays");
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    assert!(cms.get_opt("kept").await.unwrap().is_none(), "and goes with it");
 }
 
 #[tokio::test]
