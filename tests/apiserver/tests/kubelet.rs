@@ -435,7 +435,8 @@ spec:
 /// `runAsGroup` with `fsGroup` and `supplementalGroups`, cannot gain privileges, cannot
 /// write its root; its volumes belong to `fsGroup` (a Secret's 0400 files readable by the
 /// group, an emptyDir writable by anyone, passing its group on); `runAsNonRoot` with no
-/// user keeps the container from starting, with the kubelet's reason.
+/// user keeps the container from starting, with the kubelet's reason; root gets the
+/// runtime's default capabilities, with the container's `add` and `drop`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_security_context_decides_who_the_process_is_and_owns_the_volumes() {
     let cluster = std::sync::Arc::new(Cluster::start().await);
@@ -478,6 +479,18 @@ metadata: {name: rooted, namespace: default}
 spec:
   securityContext: {runAsNonRoot: true}
   containers: [{name: app, image: example/shell, args: [-c, 'sleep 60']}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: capable, namespace: default}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: default, image: example/shell, args: [-c, 'grep CapEff /proc/self/status']}
+  - name: narrow
+    image: example/shell
+    args: [-c, 'grep CapEff /proc/self/status']
+    securityContext: {capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}
 "#,
         );
         c.wait_for(&["get", "pod", "confined"], "the pod to finish", |p| p["status"]["phase"] == "Succeeded");
@@ -504,6 +517,12 @@ spec:
             )
         );
         assert_eq!(rooted["status"]["phase"], "Pending");
+
+        // Root in a container has containerd's default capabilities, not the node's.
+        c.wait_for(&["get", "pod", "capable"], "the pod to finish", |p| p["status"]["phase"] == "Succeeded");
+        let effective = |container: &str| c.ok(&["logs", "capable", "-c", container]).trim().to_owned();
+        assert_eq!(effective("default"), "CapEff:\t00000000a80425fb");
+        assert_eq!(effective("narrow"), "CapEff:\t0000000000000400", "NET_BIND_SERVICE alone");
     })
     .await;
 }

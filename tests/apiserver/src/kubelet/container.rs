@@ -114,10 +114,11 @@ pub fn script(launch: &Launch) -> String {
         format!("--groups={}", identity.groups.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
     };
     let no_new_privs = if identity.no_new_privileges { " --no-new-privs" } else { "" };
+    let bounding_set = identity.bounding_set.as_ref().map(|b| format!(" --bounding-set={b}")).unwrap_or_default();
     let env: Vec<String> = launch.env.iter().map(|(k, v)| quote(&format!("{k}={v}"))).collect();
     let argv: Vec<String> = launch.argv.iter().map(|a| quote(a)).collect();
     s.push_str(&format!(
-        "exec chroot {} /usr/bin/setpriv --reuid={} --regid={} {groups}{no_new_privs} /usr/bin/env -i {} /bin/sh -c 'cd \"$0\" && exec \"$@\"' {} {}\n",
+        "exec chroot {} /usr/bin/setpriv --reuid={} --regid={} {groups}{no_new_privs}{bounding_set} /usr/bin/env -i {} /bin/sh -c 'cd \"$0\" && exec \"$@\"' {} {}\n",
         r(""),
         identity.uid,
         identity.gid,
@@ -188,7 +189,7 @@ mod tests {
         assert!(s.contains("'X=a'\\''b $(rm -rf /)'"), "{s}");
         assert!(s.contains("'--name=it'\\''s'"), "{s}");
         assert!(s.contains("mount -o remount,bind,ro '/state/pods/u/containers/app/root/profiles'"), "{s}");
-        assert!(s.contains("setpriv --reuid=0 --regid=0 --clear-groups /usr/bin/env"), "{s}");
+        assert!(s.contains("setpriv --reuid=0 --regid=0 --clear-groups --bounding-set=-all,+chown,"), "{s}");
         let root_read_only = "mount -o remount,bind,ro '/state/pods/u/containers/app/root'\n";
         assert!(!s.contains(root_read_only), "a writable root stays writable: {s}");
 
@@ -199,12 +200,18 @@ mod tests {
                 groups: vec![7, 8],
                 no_new_privileges: true,
                 read_only_root: true,
+                bounding_set: Some("-all".into()),
             },
             ..launch
         };
         let s = script(&confined);
         assert!(s.contains(root_read_only), "{s}");
-        assert!(s.contains("setpriv --reuid=65532 --regid=65532 --groups=7,8 --no-new-privs /usr/bin/env"), "{s}");
+        assert!(
+            s.contains(
+                "setpriv --reuid=65532 --regid=65532 --groups=7,8 --no-new-privs --bounding-set=-all /usr/bin/env"
+            ),
+            "{s}"
+        );
         let (volumes, root) = (s.find("root/profiles'\n").unwrap(), s.find(root_read_only).unwrap());
         assert!(volumes < root, "the root is made read-only after the volumes are mounted: {s}");
     }

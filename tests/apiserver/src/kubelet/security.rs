@@ -4,7 +4,8 @@
 //!
 //! The images of the node's image map are local programs with no user of their own, so they
 //! run as root (uid 0, gid 0) unless the pod says otherwise, as an image without `USER`
-//! does. Capabilities, seccomp and SELinux are not applied.
+//! does. Capabilities are containerd's default set with the container's `add` and `drop`;
+//! seccomp and SELinux are not applied.
 
 use serde_json::Value;
 
@@ -22,13 +23,73 @@ pub struct Identity {
     pub no_new_privileges: bool,
     /// `readOnlyRootFilesystem`: writes outside its volumes fail.
     pub read_only_root: bool,
+    /// The capability bounding set, as `setpriv --bounding-set` takes it: changes applied
+    /// in order (`-all,+chown,…`); none for a privileged container.
+    pub bounding_set: Option<String>,
+}
+
+/// The capabilities containerd (and Docker) give a container that asks for none.
+const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "chown",
+    "dac_override",
+    "fsetid",
+    "fowner",
+    "mknod",
+    "net_raw",
+    "setgid",
+    "setuid",
+    "setfcap",
+    "setpcap",
+    "net_bind_service",
+    "sys_chroot",
+    "kill",
+    "audit_write",
+];
+
+/// The bounding set of a container with `capabilities` (`add`, `drop`), as containerd
+/// builds it: the default set, or every capability if `add` has `ALL`; none if `drop` has
+/// `ALL`; then each one added, then each one dropped. Names are taken with or without
+/// `CAP_`, in any case.
+fn bounding_set(capabilities: Option<&Value>) -> String {
+    let names = |field: &str| -> Vec<String> {
+        capabilities
+            .and_then(|c| c.get(field))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|n| {
+                let n = n.to_ascii_lowercase();
+                n.strip_prefix("cap_").map_or(n.clone(), str::to_owned)
+            })
+            .collect()
+    };
+    let (add, drop) = (names("add"), names("drop"));
+    let mut changes: Vec<String> = if add.iter().any(|n| n == "all") {
+        vec!["+all".into()]
+    } else {
+        std::iter::once("-all".to_owned()).chain(DEFAULT_CAPABILITIES.iter().map(|c| format!("+{c}"))).collect()
+    };
+    if drop.iter().any(|n| n == "all") {
+        changes = vec!["-all".into()];
+    }
+    changes.extend(add.iter().filter(|n| *n != "all").map(|n| format!("+{n}")));
+    changes.extend(drop.iter().filter(|n| *n != "all").map(|n| format!("-{n}")));
+    changes.join(",")
 }
 
 #[cfg(test)]
 impl Identity {
     /// Root, as the node's images run by default.
     pub fn root() -> Self {
-        Self { uid: 0, gid: 0, groups: Vec::new(), no_new_privileges: false, read_only_root: false }
+        Self {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            no_new_privileges: false,
+            read_only_root: false,
+            bounding_set: Some(bounding_set(None)),
+        }
     }
 }
 
@@ -78,6 +139,8 @@ pub fn identity(pod: &Value, container: &Value) -> Result<Identity, String> {
         groups,
         no_new_privileges: own_flag("allowPrivilegeEscalation") == Some(false),
         read_only_root: own_flag("readOnlyRootFilesystem") == Some(true),
+        bounding_set: (own_flag("privileged") != Some(true))
+            .then(|| bounding_set(own.and_then(|c| c.get("capabilities")))),
     })
 }
 
@@ -142,9 +205,17 @@ mod tests {
             json!([{"name": "app", "securityContext": {"runAsUser": 65532, "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true}}]),
         );
         let identity = identity(&p, &p["spec"]["containers"][0]).unwrap();
+        let defaults = bounding_set(None);
         assert_eq!(
             identity,
-            Identity { uid: 65532, gid: 2000, groups: vec![3000, 4000], no_new_privileges: true, read_only_root: true }
+            Identity {
+                uid: 65532,
+                gid: 2000,
+                groups: vec![3000, 4000],
+                no_new_privileges: true,
+                read_only_root: true,
+                bounding_set: Some(defaults)
+            }
         );
         assert_eq!(super::identity(&json!({}), &json!({"name": "app"})).unwrap(), Identity::root());
     }
@@ -164,6 +235,18 @@ mod tests {
         // The container's own runAsNonRoot: false lifts the pod's.
         let lifted = json!({"name": "app", "securityContext": {"runAsNonRoot": false}});
         assert_eq!(identity(&p, &lifted).unwrap(), Identity::root());
+    }
+
+    #[test]
+    fn capabilities_are_the_defaults_with_the_containers_add_and_drop() {
+        let set = |c: Value| bounding_set(Some(&c));
+        assert_eq!(bounding_set(None), format!("-all,+{}", DEFAULT_CAPABILITIES.join(",+")));
+        assert_eq!(set(json!({"drop": ["ALL"]})), "-all");
+        assert_eq!(set(json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})), "-all,+net_bind_service");
+        assert_eq!(set(json!({"add": ["all"], "drop": ["CAP_CHOWN"]})), "+all,-chown");
+        assert!(set(json!({"add": ["SYS_PTRACE"]})).ends_with(",+audit_write,+sys_ptrace"));
+        let privileged = json!({"name": "app", "securityContext": {"privileged": true}});
+        assert_eq!(identity(&json!({}), &privileged).unwrap().bounding_set, None);
     }
 
     #[test]
