@@ -66,7 +66,7 @@ TEST_LANES ?= 2
 
 unit:
 	$(CARGO) build --workspace --bins --locked
-	TEST_LANES=$(TEST_LANES) RUST_TEST_THREADS=$(TEST_THREADS) CARGO=$(CARGO) bash hack/test.sh
+	TEST_LANES=$(TEST_LANES) RUST_TEST_THREADS=$(TEST_THREADS) CARGO="$(CARGO)" bash hack/test.sh
 
 # Only the operator's end-to-end tests (part of `make test` too).
 e2e: setup

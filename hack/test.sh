@@ -14,6 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LANES=${TEST_LANES:-2}
+# A binary still running after this long (seconds) is stopped and counted as failed.
+TIMEOUT=${TEST_TIMEOUT:-1200}
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 # The longest first, so that the lanes end together; the rest follow in cargo's order.
 LONGEST=(operator/e2e agent/cache operator/cache_e2e operator/signals_e2e ui/browser agent/capture
@@ -25,7 +27,7 @@ rm -rf "$LOGS" && mkdir -p "$LOGS"
 
 # "<package dir>/<target name>" and the executable, for every test binary.
 "$CARGO" test --workspace --locked --no-run --message-format=json-render-diagnostics |
-  jq -r --arg root "$PWD/" 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
+  jq -r --arg root "$(pwd -P)/" 'select(.reason == "compiler-artifact" and .profile.test and .executable != null)
     | (.manifest_path | ltrimstr($root) | rtrimstr("/Cargo.toml")) + "/" + .target.name + " " + .executable' \
   >"$LOGS/binaries"
 [[ -s $LOGS/binaries ]] || { echo "no test binaries were built" >&2; exit 1; }
@@ -36,7 +38,9 @@ run_one() {
   log="$LOGS/${label//\//-}.log"
   local start=$SECONDS status=0
   # shellcheck disable=SC2086 # TEST_ARGS is words
-  (cd "${label%/*}" && CARGO_MANIFEST_DIR=$PWD "$exe" ${TEST_ARGS:-}) </dev/null >"$log" 2>&1 || status=$?
+  (cd "${label%/*}" && CARGO_MANIFEST_DIR=$PWD timeout --kill-after=10 "$TIMEOUT" "$exe" ${TEST_ARGS:-}) \
+    </dev/null >"$log" 2>&1 || status=$?
+  if ((status == 124)); then echo "(stopped after ${TIMEOUT}s)" >>"$log"; fi
   local summary
   summary=$(grep -E '^test result:' "$log" | tail -1 || true)
   if ((status == 0)); then
@@ -48,7 +52,9 @@ run_one() {
   fi
 }
 export -f run_one
-export LOGS TEST_ARGS
+# Each lane's tests take free ports from a part of the range of their own
+# (biometrics_test_support::free_port), so two binaries never walk the same ports.
+export LOGS TEST_ARGS TIMEOUT BIOMETRICS_TEST_LANES=$LANES
 
 ordered() {
   local name
@@ -66,7 +72,8 @@ for name in "${SOLO[@]}"; do
   if [[ -n $line ]]; then run_one $line; fi
 done
 # xargs hands the next binary to whichever lane frees first.
-ordered "${LONGEST[@]}" | xargs -P "$LANES" -L 1 bash -c 'run_one "$@"' _
+ordered "${LONGEST[@]}" |
+  xargs -r -P "$LANES" --process-slot-var=BIOMETRICS_TEST_LANE -L 1 bash -c 'run_one "$@"' _
 echo "test binaries: $(wc -l <"$LOGS/binaries") in $((SECONDS - started))s, $LANES at a time"
 
 failed=$(find "$LOGS" -name 'failed-*' | wc -l)

@@ -137,8 +137,9 @@ pub fn health_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// The router.
 pub fn router(state: AppState) -> Router {
     // The routes that start work: refused once the agent is shutting down.
+    // A capture start is not among them: a retried start of a capture already accepted
+    // answers that capture, so the draining check is `submit`'s, after its lookup.
     let starting = Router::new()
-        .route(routes::START_CAPTURE.template, post(create_capture))
         .route(routes::RETENTION.template, post(retention))
         .route(routes::SELF_PROFILE.template, get(self_profile))
         .route(routes::START_INVALIDATION.template, post(create_invalidation))
@@ -147,6 +148,7 @@ pub fn router(state: AppState) -> Router {
     // Status, cancelling and reading go on while it drains: the operator polls the
     // captures it finishes.
     let v1 = starting
+        .route(routes::START_CAPTURE.template, post(create_capture))
         .route(routes::CAPTURE.template, get(get_capture).delete(delete_capture))
         .route(routes::STOP_CAPTURE.template, post(stop_capture))
         .route(routes::RUNTIME.template, get(runtime).post(runtime_with_requests))

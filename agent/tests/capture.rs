@@ -383,6 +383,9 @@ fn sigterm_finishes_the_capture_in_flight_and_refuses_new_ones() {
     assert!(refused["message"].as_str().unwrap().contains("shutting down"), "{refused}");
     let (status, refused) = agent.request("POST", "/v1/retention", Some(&serde_json::json!({"namespace": NAMESPACE})));
     assert_eq!((status, refused["code"].as_str()), (503, Some("ShuttingDown")), "{refused}");
+    // A retried start of the capture it holds (its first answer lost) answers that capture.
+    let (status, again) = agent.request("POST", "/v1/captures", Some(&request));
+    assert_eq!((status, again["id"].as_str()), (202, Some("cap-drain")), "{again}");
     // The running capture's status is answered until it is final.
     let mut polls = 0;
     let done = loop {

@@ -436,7 +436,8 @@ spec:
 /// write its root; its volumes belong to `fsGroup` (a Secret's 0400 files readable by the
 /// group, an emptyDir writable by anyone, passing its group on); `runAsNonRoot` with no
 /// user keeps the container from starting, with the kubelet's reason; root gets the
-/// runtime's default capabilities, with the container's `add` and `drop`.
+/// runtime's default capabilities, with the container's `add` and `drop`; an exec probe
+/// runs as the container does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_security_context_decides_who_the_process_is_and_owns_the_volumes() {
     let cluster = std::sync::Arc::new(Cluster::start().await);
@@ -491,6 +492,17 @@ spec:
     image: example/shell
     args: [-c, 'grep CapEff /proc/self/status']
     securityContext: {capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: probed, namespace: default}
+spec:
+  securityContext: {runAsUser: 65532}
+  containers:
+  - name: app
+    image: example/shell
+    args: [-c, 'sleep 60']
+    readinessProbe: {exec: {command: [sh, -c, 'test "$(id -u)" = 65532']}, periodSeconds: 1}
 "#,
         );
         c.wait_for(&["get", "pod", "confined"], "the pod to finish", |p| p["status"]["phase"] == "Succeeded");
@@ -523,6 +535,10 @@ spec:
         let effective = |container: &str| c.ok(&["logs", "capable", "-c", container]).trim().to_owned();
         assert_eq!(effective("default"), "CapEff:\t00000000a80425fb");
         assert_eq!(effective("narrow"), "CapEff:\t0000000000000400", "NET_BIND_SERVICE alone");
+        // An exec probe runs in the container as the container's user.
+        c.wait_for(&["get", "pod", "probed"], "the exec probe as 65532", |p| {
+            p["status"]["containerStatuses"][0]["ready"] == true
+        });
     })
     .await;
 }
@@ -588,10 +604,16 @@ spec:
         assert_eq!(names("TERM "), std::slice::from_ref(&name), "SIGTERM first");
 
         c.ok(&["delete", "deployment", "slow", "--wait=false"]);
+        // (The first pod may still be listed: its kubelet removes it once it has reaped it.)
+        let other_terminating =
+            |p: &&Value| p["metadata"]["name"] != name.as_str() && p["metadata"]["deletionTimestamp"].is_string();
         let left = c.wait_for(&["get", "pods", "-l", "app=slow"], "the other pod terminating", |list| {
-            list["items"].as_array().unwrap().iter().any(|p| p["metadata"]["deletionTimestamp"].is_string())
+            list["items"].as_array().unwrap().iter().any(|p| other_terminating(&p))
         });
-        let other = left["items"][0]["metadata"]["name"].as_str().unwrap().to_owned();
+        let other = left["items"].as_array().unwrap().iter().find(other_terminating).unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         c.wait_for_text(&["get", "pods", "-l", "app=slow", "-o", "name"], "every pod gone", String::is_empty);
         assert_eq!(names("done "), [name, other], "the garbage collector's deletion is graceful too");
     })

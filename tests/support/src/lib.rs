@@ -82,16 +82,28 @@ impl Drop for ChildGuard {
 /// A port the kernel picks for `bind(0)` comes from the ephemeral range, the same range it
 /// takes the local port of every outgoing connection from; between this call and the
 /// child's bind, any test's connection could be given it ("Address already in use"). Below
-/// that range only a listener can take it, and the probe's start differs per process, so
-/// test binaries running side by side walk different ports.
+/// that range only a listener can take it. Test binaries that `make unit` runs side by side
+/// are told their lane (`BIOMETRICS_TEST_LANE` of `BIOMETRICS_TEST_LANES`) and each walks a
+/// part of the range of its own.
 pub fn free_port(ip: IpAddr) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
         .unwrap_or(32768);
-    let (low, high) = (10_000, ephemeral_low.max(10_001));
+    let (mut low, mut high) = (10_000, ephemeral_low);
+    if let (Some(lane), Some(lanes)) = (number("BIOMETRICS_TEST_LANE"), number("BIOMETRICS_TEST_LANES"))
+        && lane < lanes
+    {
+        let part = high.saturating_sub(low) / lanes;
+        (low, high) = (low + lane * part, low + (lane + 1) * part);
+    }
+    if high < low + 100 {
+        // No room below the ephemeral range on this machine: the kernel's choice.
+        return TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+    }
     let span = high - low;
     let start = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span {

@@ -38,17 +38,26 @@ pub fn orphans<'a>(objects: &[(TypeKey, &'a Value)]) -> Vec<(TypeKey, &'a Value)
         .collect()
 }
 
-/// One sweep over every stored object.
-pub fn sweep(store: &Store) {
+/// One sweep over every stored object. Each type is listed on its own, so an owner and a
+/// dependent created between two listings can look like an orphan once: only what the
+/// previous sweep also found orphaned (`suspects`, by uid) is deleted, as the collector
+/// looks an owner up again before it acts.
+pub fn sweep(store: &Store, suspects: &mut HashSet<String>) {
     let registry = store.registry();
     let lists: Vec<(TypeKey, Vec<Arc<Value>>)> =
         registry.all().filter_map(|rt| Some((rt.key(), store.list_shared(&rt.key(), None).ok()?.0))).collect();
     let objects: Vec<(TypeKey, &Value)> =
         lists.iter().flat_map(|(key, items)| items.iter().map(move |o| (key.clone(), o.as_ref()))).collect();
+    let mut found = HashSet::new();
     for (key, orphan) in orphans(&objects) {
         let (ns, name, uid) = (meta_str(orphan, "namespace"), meta_str(orphan, "name"), meta_str(orphan, "uid"));
-        report("collect an orphan", store.delete_gracefully(&key, ns, name, false, Some(uid), None));
+        if suspects.contains(uid) {
+            report("collect an orphan", store.delete_gracefully(&key, ns, name, false, Some(uid), None));
+        } else {
+            found.insert(uid.to_owned());
+        }
     }
+    *suspects = found;
 }
 
 #[cfg(test)]

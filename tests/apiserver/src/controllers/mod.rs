@@ -36,12 +36,12 @@ fn key(group: &str, plural: &str) -> TypeKey {
 pub fn spawn(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = store.subscribe();
-        let mut swept = std::time::Instant::now();
+        let (mut swept, mut suspects) = (std::time::Instant::now(), std::collections::HashSet::new());
         loop {
             sync_all(&store, Timestamp::now());
             // Every object is looked at: once a second is enough, as orphans are rare.
             if swept.elapsed() >= Duration::from_secs(1) {
-                garbage::sweep(&store);
+                garbage::sweep(&store, &mut suspects);
                 swept = std::time::Instant::now();
             }
             tokio::select! {

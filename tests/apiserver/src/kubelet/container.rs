@@ -108,25 +108,37 @@ pub fn script(launch: &Launch) -> String {
         s.push_str(&format!("mount -o remount,bind,ro {}\n", r("")));
     }
     // setpriv (util-linux) takes the identity inside the root, after every mount is made.
-    let groups = if identity.groups.is_empty() {
-        "--clear-groups".to_owned()
-    } else {
-        format!("--groups={}", identity.groups.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
-    };
-    let no_new_privs = if identity.no_new_privileges { " --no-new-privs" } else { "" };
-    let bounding_set = identity.bounding_set.as_ref().map(|b| format!(" --bounding-set={b}")).unwrap_or_default();
+    let setpriv: Vec<String> = setpriv(identity).iter().map(|a| quote(a)).collect();
     let env: Vec<String> = launch.env.iter().map(|(k, v)| quote(&format!("{k}={v}"))).collect();
     let argv: Vec<String> = launch.argv.iter().map(|a| quote(a)).collect();
     s.push_str(&format!(
-        "exec chroot {} /usr/bin/setpriv --reuid={} --regid={} {groups}{no_new_privs}{bounding_set} /usr/bin/env -i {} /bin/sh -c 'cd \"$0\" && exec \"$@\"' {} {}\n",
+        "exec chroot {} {} /usr/bin/env -i {} /bin/sh -c 'cd \"$0\" && exec \"$@\"' {} {}\n",
         r(""),
-        identity.uid,
-        identity.gid,
+        setpriv.join(" "),
         env.join(" "),
         quote(&launch.working_dir),
         argv.join(" ")
     ));
     s
+}
+
+/// The command, run inside the container's root, that takes `identity` and runs the
+/// arguments after it: the container's process, or an exec probe's command.
+pub fn setpriv(identity: &Identity) -> Vec<String> {
+    let mut args =
+        vec!["/usr/bin/setpriv".to_owned(), format!("--reuid={}", identity.uid), format!("--regid={}", identity.gid)];
+    if identity.groups.is_empty() {
+        args.push("--clear-groups".into());
+    } else {
+        args.push(format!("--groups={}", identity.groups.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+    }
+    if identity.no_new_privileges {
+        args.push("--no-new-privs".into());
+    }
+    if let Some(set) = &identity.bounding_set {
+        args.push(format!("--bounding-set={set}"));
+    }
+    args
 }
 
 /// Starts the container; the process is the container's main process once it has set up.
@@ -189,7 +201,10 @@ mod tests {
         assert!(s.contains("'X=a'\\''b $(rm -rf /)'"), "{s}");
         assert!(s.contains("'--name=it'\\''s'"), "{s}");
         assert!(s.contains("mount -o remount,bind,ro '/state/pods/u/containers/app/root/profiles'"), "{s}");
-        assert!(s.contains("setpriv --reuid=0 --regid=0 --clear-groups --bounding-set=-all,+chown,"), "{s}");
+        assert!(
+            s.contains("'/usr/bin/setpriv' '--reuid=0' '--regid=0' '--clear-groups' '--bounding-set=-all,+chown,"),
+            "{s}"
+        );
         let root_read_only = "mount -o remount,bind,ro '/state/pods/u/containers/app/root'\n";
         assert!(!s.contains(root_read_only), "a writable root stays writable: {s}");
 
@@ -208,7 +223,7 @@ mod tests {
         assert!(s.contains(root_read_only), "{s}");
         assert!(
             s.contains(
-                "setpriv --reuid=65532 --regid=65532 --groups=7,8 --no-new-privs --bounding-set=-all /usr/bin/env"
+                "'/usr/bin/setpriv' '--reuid=65532' '--regid=65532' '--groups=7,8' '--no-new-privs' '--bounding-set=-all' /usr/bin/env"
             ),
             "{s}"
         );

@@ -313,7 +313,7 @@ impl Pod {
         let ns =
             Namespace { context: &self.context, namespace: &self.namespace, pod: &self.object, tokens: &self.tokens };
         let identity = security::identity(&self.object, &c.spec)
-            .map_err(|message| ("CreateContainerConfigError".to_owned(), message))?;
+            .map_err(|refusal| (refusal.reason.to_owned(), refusal.message))?;
         // An image's user has no home of its own here but root's.
         let home = if identity.uid == 0 { "/root" } else { "/" };
         let mut environment = BTreeMap::from([
@@ -461,6 +461,8 @@ impl Pod {
     async fn probe(&mut self, i: usize, now: Instant) {
         let address = self.attachment.ip;
         let root = container::container_dir(&self.dir, &self.containers[i].name).join("root");
+        // A running container was started with it, so it resolves.
+        let Ok(identity) = security::identity(&self.object, &self.containers[i].spec) else { return };
         let c = &mut self.containers[i];
         let State::Running { since } = c.state else { return };
         let running_for =
@@ -479,7 +481,7 @@ impl Pod {
                 continue;
             }
             track.next = Some(now + timing.period);
-            let passed = probe::run(&spec, &c.spec, address, c.pid, &root).await;
+            let passed = probe::run(&spec, &c.spec, address, c.pid, &root, &identity).await;
             let track = if liveness { &mut c.liveness } else { &mut c.readiness };
             if passed {
                 track.successes += 1;

@@ -72,8 +72,15 @@ async fn http_get(address: Ipv4Addr, port: u16, path: &str) -> bool {
     (200..400).contains(&code)
 }
 
-/// Runs `probe` once.
-pub async fn run(probe: &Value, container: &Value, address: Ipv4Addr, pid: Option<u32>, root: &Path) -> bool {
+/// Runs `probe` once; an exec probe's command runs in the container as `identity`.
+pub async fn run(
+    probe: &Value,
+    container: &Value,
+    address: Ipv4Addr,
+    pid: Option<u32>,
+    root: &Path,
+    identity: &super::security::Identity,
+) -> bool {
     let timeout = timing(probe).timeout;
     let attempt = async {
         if let Some(get) = probe.get("httpGet") {
@@ -94,6 +101,7 @@ pub async fn run(probe: &Value, container: &Value, address: Ipv4Addr, pid: Optio
             let status = tokio::process::Command::new("nsenter")
                 .args(["--target", &target, "--mount", "--net", "--", "chroot"])
                 .arg(root)
+                .args(super::container::setpriv(identity))
                 .args(&argv)
                 .env_clear()
                 .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")

@@ -46,11 +46,68 @@ const DEFAULT_CAPABILITIES: [&str; 14] = [
     "audit_write",
 ];
 
+/// Every capability Linux has, by the name `setpriv` takes.
+const CAPABILITIES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// Why a container cannot be started as its pod says: the kubelet's waiting reason and
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `CreateContainerConfigError` (the kubelet's checks) or `CreateContainerError` (the
+    /// runtime's).
+    pub reason: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
 /// The bounding set of a container with `capabilities` (`add`, `drop`), as containerd
 /// builds it: the default set, or every capability if `add` has `ALL`; none if `drop` has
 /// `ALL`; then each one added, then each one dropped. Names are taken with or without
-/// `CAP_`, in any case.
-fn bounding_set(capabilities: Option<&Value>) -> String {
+/// `CAP_`, in any case; one Linux does not have refuses the container, as the runtime
+/// does.
+fn bounding_set(capabilities: Option<&Value>) -> Result<String, Refusal> {
     let names = |field: &str| -> Vec<String> {
         capabilities
             .and_then(|c| c.get(field))
@@ -65,6 +122,12 @@ fn bounding_set(capabilities: Option<&Value>) -> String {
             .collect()
     };
     let (add, drop) = (names("add"), names("drop"));
+    if let Some(unknown) = add.iter().chain(&drop).find(|n| *n != "all" && !CAPABILITIES.contains(&n.as_str())) {
+        return Err(Refusal {
+            reason: "CreateContainerError",
+            message: format!("unknown capability {:?}", format!("CAP_{}", unknown.to_ascii_uppercase())),
+        });
+    }
     let mut changes: Vec<String> = if add.iter().any(|n| n == "all") {
         vec!["+all".into()]
     } else {
@@ -75,7 +138,7 @@ fn bounding_set(capabilities: Option<&Value>) -> String {
     }
     changes.extend(add.iter().filter(|n| *n != "all").map(|n| format!("+{n}")));
     changes.extend(drop.iter().filter(|n| *n != "all").map(|n| format!("-{n}")));
-    changes.join(",")
+    Ok(changes.join(","))
 }
 
 #[cfg(test)]
@@ -88,7 +151,7 @@ impl Identity {
             groups: Vec::new(),
             no_new_privileges: false,
             read_only_root: false,
-            bounding_set: Some(bounding_set(None)),
+            bounding_set: bounding_set(None).ok(),
         }
     }
 }
@@ -101,9 +164,9 @@ fn pod_context(pod: &Value) -> Option<&Value> {
     pod.pointer("/spec/securityContext")
 }
 
-/// The identity of `container` of `pod`, or the kubelet's `CreateContainerConfigError`
-/// message when `runAsNonRoot` forbids what it would run as.
-pub fn identity(pod: &Value, container: &Value) -> Result<Identity, String> {
+/// The identity of `container` of `pod`, or why it cannot start: `runAsNonRoot` forbids
+/// what it would run as, or it names a capability that does not exist.
+pub fn identity(pod: &Value, container: &Value) -> Result<Identity, Refusal> {
     let (pod_sc, own) = (pod_context(pod), container.get("securityContext"));
     let either = |field: &str| id(own, field).or_else(|| id(pod_sc, field));
     let flag = |field: &str| {
@@ -119,10 +182,11 @@ pub fn identity(pod: &Value, container: &Value) -> Result<Identity, String> {
             text("/metadata/namespace"),
             text("/metadata/uid")
         );
-        return Err(match uid {
+        let message = match uid {
             Some(_) => format!("container's runAsUser breaks non-root policy ({whose})"),
             None => format!("container has runAsNonRoot and image will run as root ({whose})"),
-        });
+        };
+        return Err(Refusal { reason: "CreateContainerConfigError", message });
     }
     let mut groups: Vec<u32> = id(pod_sc, "fsGroup").into_iter().collect();
     for g in pod_sc.and_then(|p| p.get("supplementalGroups")).and_then(Value::as_array).into_iter().flatten() {
@@ -139,8 +203,11 @@ pub fn identity(pod: &Value, container: &Value) -> Result<Identity, String> {
         groups,
         no_new_privileges: own_flag("allowPrivilegeEscalation") == Some(false),
         read_only_root: own_flag("readOnlyRootFilesystem") == Some(true),
-        bounding_set: (own_flag("privileged") != Some(true))
-            .then(|| bounding_set(own.and_then(|c| c.get("capabilities")))),
+        bounding_set: if own_flag("privileged") == Some(true) {
+            None
+        } else {
+            Some(bounding_set(own.and_then(|c| c.get("capabilities")))?)
+        },
     })
 }
 
@@ -205,7 +272,7 @@ mod tests {
             json!([{"name": "app", "securityContext": {"runAsUser": 65532, "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true}}]),
         );
         let identity = identity(&p, &p["spec"]["containers"][0]).unwrap();
-        let defaults = bounding_set(None);
+        let defaults = bounding_set(None).unwrap();
         assert_eq!(
             identity,
             Identity {
@@ -223,13 +290,16 @@ mod tests {
     #[test]
     fn run_as_non_root_refuses_root_as_the_kubelet_says() {
         let p = pod(json!({"runAsNonRoot": true}), json!([{"name": "app"}]));
-        let message = identity(&p, &p["spec"]["containers"][0]).unwrap_err();
+        let refusal = identity(&p, &p["spec"]["containers"][0]).unwrap_err();
+        assert_eq!(refusal.reason, "CreateContainerConfigError");
         assert_eq!(
-            message,
+            refusal.message,
             "container has runAsNonRoot and image will run as root (pod: \"web-1_shop(u1)\", container: app)"
         );
         let explicit = json!({"name": "app", "securityContext": {"runAsUser": 0}});
-        assert!(identity(&p, &explicit).unwrap_err().starts_with("container's runAsUser breaks non-root policy"));
+        assert!(
+            identity(&p, &explicit).unwrap_err().message.starts_with("container's runAsUser breaks non-root policy")
+        );
         let fine = json!({"name": "app", "securityContext": {"runAsUser": 10}});
         assert_eq!(identity(&p, &fine).unwrap().uid, 10);
         // The container's own runAsNonRoot: false lifts the pod's.
@@ -239,12 +309,18 @@ mod tests {
 
     #[test]
     fn capabilities_are_the_defaults_with_the_containers_add_and_drop() {
-        let set = |c: Value| bounding_set(Some(&c));
-        assert_eq!(bounding_set(None), format!("-all,+{}", DEFAULT_CAPABILITIES.join(",+")));
+        let set = |c: Value| bounding_set(Some(&c)).unwrap();
+        assert_eq!(bounding_set(None).unwrap(), format!("-all,+{}", DEFAULT_CAPABILITIES.join(",+")));
         assert_eq!(set(json!({"drop": ["ALL"]})), "-all");
         assert_eq!(set(json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})), "-all,+net_bind_service");
         assert_eq!(set(json!({"add": ["all"], "drop": ["CAP_CHOWN"]})), "+all,-chown");
         assert!(set(json!({"add": ["SYS_PTRACE"]})).ends_with(",+audit_write,+sys_ptrace"));
+        // A name Linux does not have is the runtime's refusal, never a word of the script.
+        let refusal = bounding_set(Some(&json!({"add": ["NET_ADMIN", "$(touch /x)"]}))).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal { reason: "CreateContainerError", message: r#"unknown capability "CAP_$(TOUCH /X)""#.into() }
+        );
         let privileged = json!({"name": "app", "securityContext": {"privileged": true}});
         assert_eq!(identity(&json!({}), &privileged).unwrap().bounding_set, None);
     }
