@@ -822,11 +822,7 @@ pub fn digests(
     let runtime: Vec<&PodRuntime> = run.pods.iter().filter_map(|p| pods.iter().find(|r| r.name == p.pod)).collect();
     let rps: f64 = runtime.iter().filter_map(|r| r.requests_per_second).sum();
     let weighted = |f: fn(&PodRuntime) -> Option<f64>| {
-        let (sum, weight) = runtime
-            .iter()
-            .filter_map(|r| Some((f(r)?, r.requests_per_second?)))
-            .fold((0.0, 0.0), |(s, w), (v, r)| (s + v * r, w + r));
-        (weight > 0.0).then(|| sum / weight)
+        weighted_mean(runtime.iter().filter_map(|r| Some((f(r)?, r.requests_per_second?))))
     };
     let requests = SideRequests {
         requests_per_second: (rps > 0.0).then_some(rps),
@@ -887,11 +883,14 @@ pub fn digests(
 /// requests reports it. Weighted so, the error rate is exactly the side's errors over its
 /// requests; the p99 is the usual approximation of the merged distribution's (which would
 /// need the histograms themselves).
-pub fn weighted_by_requests(results: &[&ProfileResult], figure: fn(&ProfileResult) -> Option<f64>) -> Option<f64> {
-    let (sum, weight) = results
-        .iter()
-        .filter_map(|q| Some((figure(q)?, q.requests.filter(|n| *n > 0.0)?)))
-        .fold((0.0, 0.0), |(s, w), (v, n)| (s + v * n, w + n));
+fn weighted_by_requests(results: &[&ProfileResult], figure: fn(&ProfileResult) -> Option<f64>) -> Option<f64> {
+    weighted_mean(results.iter().filter_map(|q| Some((figure(q)?, q.requests.filter(|n| *n > 0.0)?))))
+}
+
+/// The mean of `(value, weight)` pairs, each value weighted by its weight; `None` when
+/// nothing weighs.
+fn weighted_mean(pairs: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let (sum, weight) = pairs.fold((0.0, 0.0), |(s, w), (v, n)| (s + v * n, w + n));
     (weight > 0.0).then(|| sum / weight)
 }
 
