@@ -160,11 +160,13 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
     object["metadata"].as_object_mut().expect("metadata is an object")
 }
 
-/// A pod that a kubelet runs: scheduled and not finished. Deleting one only marks it.
-fn runs_on_a_node(pod: &Value) -> bool {
-    let scheduled = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-    scheduled && phase != "Succeeded" && phase != "Failed"
+/// Whether deleting `object` (of type `rt`) only marks it, for the kubelet running it to
+/// stop it within its grace period: a pod scheduled and not finished, while kubelets run
+/// (`graceful_pods`).
+fn kubelet_stops(graceful_pods: bool, rt: &ResourceType, object: &Value) -> bool {
+    let scheduled = object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let phase = object.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+    graceful_pods && rt.group.is_empty() && rt.kind == "Pod" && scheduled && phase != "Succeeded" && phase != "Failed"
 }
 
 fn finalizers(object: &Value) -> Vec<String> {
@@ -1145,12 +1147,8 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         let rt = Self::resource(&state, key)?;
-        if !(state.graceful_pods && rt.group.is_empty() && rt.kind == "Pod") || grace == Some(0) {
-            drop(state);
-            return self.delete(key, namespace, name, orphan, precondition_uid);
-        }
         let old = Self::stored(&state, &rt, namespace, name)?;
-        if !runs_on_a_node(&old) {
+        if grace == Some(0) || !kubelet_stops(state.graceful_pods, &rt, &old) {
             drop(state);
             return self.delete(key, namespace, name, orphan, precondition_uid);
         }
@@ -1278,8 +1276,7 @@ impl Store {
             };
             // The garbage collector deletes as any client does: a running pod is stopped by
             // its kubelet within its grace period.
-            let pod = rt.group.is_empty() && rt.kind == "Pod";
-            if pod && state.graceful_pods && runs_on_a_node(&obj) {
+            if kubelet_stops(state.graceful_pods, &rt, &obj) {
                 if obj.pointer("/metadata/deletionTimestamp").is_none() {
                     self.mark_for_the_kubelet(state, &key, &ns, &n, Value::clone(&obj), None);
                 }
