@@ -5,7 +5,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use biometrics_test_support::{GoTarget, free_port, go_pprof, parse_pprof_top};
+use biometrics_test_support::{GoTarget, free_port, go_pprof, parse_pprof_top, sigterm};
 use common::*;
 use sha2::Digest;
 
@@ -344,21 +344,6 @@ fn top_subcommand_prints_what_go_tool_pprof_prints() {
     assert!(!missing.status.success());
 }
 
-fn sigterm(pid: u32) {
-    let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(sent.success());
-}
-
-/// Waits up to `timeout` for the agent to exit; how long it took.
-fn exits_within(agent: &mut Agent, timeout: Duration) -> Duration {
-    let started = std::time::Instant::now();
-    while agent.process.exited().is_none() {
-        assert!(started.elapsed() < timeout, "the agent still runs {timeout:?} after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    started.elapsed()
-}
-
 #[test]
 fn sigterm_finishes_the_capture_in_flight_and_refuses_new_ones() {
     // A pod being replaced: the kubelet stops the app and the agent at once. The app
@@ -369,8 +354,8 @@ fn sigterm_finishes_the_capture_in_flight_and_refuses_new_ones() {
     let request = capture_request("cap-drain", "run-1", &["heap", "cpu"], 3, target.addr.port());
     assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
     std::thread::sleep(Duration::from_secs(1));
-    sigterm(target.pid());
-    sigterm(agent.process.pid());
+    assert!(sigterm(target.pid()));
+    assert!(sigterm(agent.process.pid()));
     std::thread::sleep(Duration::from_millis(200));
     // New work is refused, saying why.
     let (status, refused) = agent.request(
@@ -408,7 +393,7 @@ fn sigterm_finishes_the_capture_in_flight_and_refuses_new_ones() {
     let cpu = agent.profiles().join(done["profiles"][1]["path"].as_str().unwrap());
     assert!(go_pprof(&["-top"], &cpu).contains("Duration: 3"), "the whole 3 s were profiled");
     // Then it exits, well before the drain limit.
-    assert!(exits_within(&mut agent, Duration::from_secs(15)) < Duration::from_secs(15));
+    agent.process.wait_exit(Duration::from_secs(15)).expect("the agent still runs 15 s after SIGTERM");
     assert!(agent.process.exited().unwrap().success());
 }
 
@@ -428,11 +413,11 @@ fn sigterm_cancels_what_still_runs_at_the_drain_limit() {
         Some(&capture_request("cap-queued", "run-2", &["cpu"], 30, target.addr.port())),
     );
     std::thread::sleep(Duration::from_millis(1000));
-    sigterm(agent.process.pid());
+    assert!(sigterm(agent.process.pid()));
     std::thread::sleep(Duration::from_millis(300));
     let (status, running) = agent.request("GET", "/v1/captures/cap-term", None);
     assert_eq!((status, running["state"].as_str()), (200, Some("Running")), "draining: {running}");
-    let took = exits_within(&mut agent, Duration::from_secs(15));
+    let took = agent.process.wait_exit(Duration::from_secs(15)).expect("the agent still runs 15 s after SIGTERM");
     assert!(took < Duration::from_secs(14), "exits at the drain limit, not after the 30 s profiles: {took:?}");
     // Both were cancelled at the limit, and said so.
     let log = agent.log();
@@ -659,8 +644,7 @@ fn an_app_stopped_mid_profile_finishes_it_before_it_exits() {
     let request = capture_request("cap-sigterm", "run-1", &["cpu"], 3, target.addr.port());
     assert_eq!(agent.request("POST", "/v1/captures", Some(&request)).0, 202);
     std::thread::sleep(Duration::from_secs(1));
-    let killed = std::process::Command::new("kill").args(["-TERM", &target.pid().to_string()]).status().unwrap();
-    assert!(killed.success());
+    assert!(sigterm(target.pid()));
     let done = agent.wait_capture("cap-sigterm", Duration::from_secs(60));
     assert_eq!(done["state"], "Succeeded", "{done}");
     let path = agent.profiles().join(done["profiles"][0]["path"].as_str().unwrap());

@@ -48,15 +48,20 @@ impl ChildGuard {
 
     /// Sends SIGTERM and waits up to `timeout` for it to exit; true if it exited.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        sigterm(self.pid());
+        self.wait_exit(timeout).is_some()
+    }
+
+    /// Waits up to `timeout` for the process to exit; how long it took, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
+                return Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        None
     }
 
     /// Whether it has exited, and how.
@@ -74,6 +79,12 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends SIGTERM to process `pid`, as a kubelet stops a container; whether it was sent
+/// (not when the process has gone already).
+pub fn sigterm(pid: u32) -> bool {
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().is_ok_and(|s| s.success())
 }
 
 /// A port free on `ip` right now, below the kernel's ephemeral range, and not handed out
