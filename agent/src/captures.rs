@@ -181,6 +181,11 @@ pub struct Engine {
     draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The ids of the captures still running.
+fn unfinished(table: &HashMap<String, Entry>) -> Vec<String> {
+    table.iter().filter(|(_, e)| e.finished.is_none()).map(|(id, _)| id.clone()).collect()
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now().round(jiff::Unit::Millisecond).map(|t| t.to_string()).unwrap_or_default()
 }
@@ -370,7 +375,7 @@ impl Engine {
         let running: Vec<String> = {
             let table = self.lock();
             self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
-            table.iter().filter(|(_, e)| e.finished.is_none()).map(|(id, _)| id.clone()).collect()
+            unfinished(&table)
         };
         if !running.is_empty() {
             tracing::info!(captures = ?running, ?limit, "shutting down: finishing the captures in flight");
@@ -388,8 +393,7 @@ impl Engine {
             }
             return Vec::new();
         }
-        let cut: Vec<String> =
-            self.lock().iter().filter(|(_, e)| e.finished.is_none()).map(|(id, _)| id.clone()).collect();
+        let cut = unfinished(&self.lock());
         let reason = format!(
             "the agent shut down: the capture was still running at the drain limit of {}s (--drain-timeout)",
             limit.as_secs_f64()

@@ -94,7 +94,8 @@ fn invalidate(
 /// command, every command sent before any reply is read (`redis-cli --pipe`, Redis's own
 /// pipelining tool), so each key is deleted exactly once and nothing is spent finding them.
 /// Its keys are `key:<12 digits>`. Its wall time and the server's CPU time.
-fn ceiling(port: u16, keys: usize) -> (Duration, f64) {
+fn ceiling(server: &RedisServer, keys: usize) -> (Duration, f64) {
+    let port = server.addr.port();
     let cmds: Vec<Vec<String>> = (0..keys).map(|i| vec!["SET".into(), format!("key:{i:012}"), "v".into()]).collect();
     for chunk in cmds.chunks(200_000) {
         redis_load(port, chunk);
@@ -103,8 +104,7 @@ fn ceiling(port: u16, keys: usize) -> (Duration, f64) {
     for i in 0..keys {
         write!(unlinks, "*2\r\n$6\r\nUNLINK\r\n$16\r\nkey:{i:012}\r\n").expect("in memory");
     }
-    let size = |port| biometrics_test_support::redis_cli(port, None, &["dbsize"]).trim().parse::<usize>().unwrap_or(0);
-    let before = size(port);
+    let before = dbsize(server);
     let cpu = redis_cpu(port);
     let started = Instant::now();
     let mut pipe = Command::new("redis-cli")
@@ -119,7 +119,7 @@ fn ceiling(port: u16, keys: usize) -> (Duration, f64) {
     let cpu = redis_cpu(port) - cpu;
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && report.contains(&format!("errors: 0, replies: {keys}")), "{report}");
-    assert_eq!(size(port) + keys, before, "the ceiling deleted every key it was given");
+    assert_eq!(dbsize(server) + keys as u64, before, "the ceiling deleted every key it was given");
     (elapsed, cpu)
 }
 
@@ -160,7 +160,7 @@ pub fn run(agent_bin: &Path, dir: &Path, scale: crate::Scale) {
         assert_eq!(status["keysDeleted"], matching, "{status}");
         assert_eq!(dbsize(&server), (others + round + 1) as u64, "the others and the idempotency markers remain");
         ours = ours.min(time);
-        let (time, cpu) = ceiling(port, matching);
+        let (time, cpu) = ceiling(&server, matching);
         ceiling_time = ceiling_time.min(time);
         ceiling_cpu = ceiling_cpu.min(cpu);
     }
