@@ -56,9 +56,12 @@ export -f run_one
 # (biometrics_test_support::free_port), so two binaries never walk the same ports.
 export LOGS TEST_ARGS TIMEOUT BIOMETRICS_TEST_LANES=$LANES
 
+# The line of binary label $1 ("<label> <executable>"), if it was built.
+binary() { grep -E "^$1 " "$LOGS/binaries" || true; }
+
 ordered() {
   local name
-  for name in "$@"; do grep -E "^$name " "$LOGS/binaries" || true; done
+  for name in "$@"; do binary "$name"; done
   grep -vE "^($(
     IFS='|'
     echo "${LONGEST[*]}|${SOLO[*]}"
@@ -67,7 +70,7 @@ ordered() {
 
 started=$SECONDS
 for name in "${SOLO[@]}"; do
-  line=$(grep -E "^$name " "$LOGS/binaries" || true)
+  line=$(binary "$name")
   # shellcheck disable=SC2086 # label and executable
   if [[ -n $line ]]; then run_one $line; fi
 done
