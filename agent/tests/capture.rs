@@ -599,10 +599,13 @@ fn a_timed_profile_counts_the_requests_the_app_answered_while_it_sampled() {
         "{counted} of the {} answered during the capture",
         after - before
     );
-    // 31 ms and more: past the 25 ms bound (a busy machine adds some; the fast requests
-    // before the span, 1 ms each, would not).
+    // 31 ms and more: past the 25 ms bound (the fast requests before the span, 1 ms each,
+    // would not). A busy machine adds its own delay: with the suite's other tests beside
+    // it, 1 % of the requests once took over 250 ms (a p99 of 441 ms, in the histogram's
+    // 250–500 ms bucket), so the upper bound only catches a unit slip (seconds read as
+    // milliseconds, or the reverse), not the machine's load.
     let p99 = cpu["p99LatencyMillis"].as_f64().unwrap_or_else(|| panic!("the cpu profile has a p99: {cpu}"));
-    assert!(p99 > 25.0 && p99 <= 250.0, "{p99} ms");
+    assert!(p99 > 25.0 && p99 <= 2_500.0, "{p99} ms");
     // One request in ten, give or take the one at each end of the span.
     let errors = cpu["errorRatePercent"].as_f64().unwrap_or_else(|| panic!("and an error rate: {cpu}"));
     let slack = 100.0 / counted + 0.01;
