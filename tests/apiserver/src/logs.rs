@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::{error::ApiError, registry::TypeKey, store::Store};
 
-fn containers(pod: &Value) -> Vec<String> {
-    pod.pointer("/spec/containers")
+/// The names in the pod's `containers` or (`field`) `initContainers`.
+fn containers(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -45,24 +46,28 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let pods = TypeKey { group: String::new(), plural: "pods".into() };
     let pod = store.get(&pods, namespace, name)?;
-    let names = containers(&pod);
+    let (names, init) = (containers(&pod, "containers"), containers(&pod, "initContainers"));
     let container = match query.get("container") {
-        Some(c) if names.contains(c) => c.clone(),
+        Some(c) if names.contains(c) || init.contains(c) => c.clone(),
         Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
         None if names.len() == 1 => names[0].clone(),
         None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
-            )));
+            let mut message = format!("a container name must be specified for pod {name}");
+            if !names.is_empty() {
+                message += &format!(", choose one of: [{}]", names.join(" "));
+                if !init.is_empty() {
+                    message += &format!(" or one of the init containers: [{}]", init.join(" "));
+                }
+            }
+            return Err(ApiError::bad_request(message));
         }
     };
     let previous = query.get("previous").is_some_and(|p| p == "true");
-    let waiting = || {
-        ApiError::bad_request(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-        ))
-    };
+    let reason = crate::kubelet::container_status(&pod, &container)
+        .and_then(|s| s.pointer("/state/waiting/reason").and_then(Value::as_str))
+        .unwrap_or("ContainerCreating");
+    let waiting =
+        || ApiError::bad_request(format!("container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"));
     let path =
         state_dir.and_then(|dir| crate::kubelet::log_file(dir, &pod, &container, previous)).ok_or_else(|| {
             if previous {

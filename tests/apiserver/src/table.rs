@@ -81,33 +81,172 @@ fn age(timestamp: &str) -> Value {
 const POD_READY: &str = "<pod ready>";
 const POD_STATUS: &str = "<pod status>";
 const POD_RESTARTS: &str = "<pod restarts>";
+const POD_READINESS_GATES: &str = "<pod readiness gates>";
 
-/// `READY`, `STATUS` and `RESTARTS` of a pod, as kube-apiserver's printer makes them.
-fn pod_cell(pod: &Value, column: &str) -> Value {
-    let statuses: Vec<&Value> =
-        pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten().collect();
-    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-    match column {
-        POD_READY => {
-            let ready = statuses.iter().filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true)).count();
-            json!(format!("{ready}/{containers}"))
+/// `READY`, `STATUS` and `RESTARTS` of a pod.
+#[derive(Debug, PartialEq, Eq)]
+struct PodSummary {
+    ready: String,
+    status: String,
+    restarts: String,
+}
+
+/// An init container that keeps running beside the app containers (a native sidecar).
+fn restartable(container: Option<&Value>) -> bool {
+    container.and_then(|c| c.get("restartPolicy")).and_then(Value::as_str) == Some("Always")
+}
+
+/// A container's `state` reason, or how it ended when it gave none (`Signal:N`,
+/// `ExitCode:N`): `prefix` goes before either.
+fn ended_reason(terminated: &Value, prefix: &str) -> String {
+    match terminated.get("reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        Some(reason) => format!("{prefix}{reason}"),
+        None => match terminated.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
+            Some(signal) => format!("{prefix}Signal:{signal}"),
+            None => format!("{prefix}ExitCode:{}", terminated.get("exitCode").and_then(Value::as_i64).unwrap_or(0)),
+        },
+    }
+}
+
+/// The pod's summary at `now`, as kube-apiserver's pod printer makes it: init containers
+/// first (`Init:1/2`, `Init:CrashLoopBackOff`, `Init:Error`), whose restartable ones
+/// (native sidecars) count among the containers once started; then the app containers,
+/// the first one's reason winning; `Terminating` for a deleted pod not yet ended; and the
+/// restarts with how long ago the latest was.
+fn pod_summary(pod: &Value, now: jiff::Timestamp) -> PodSummary {
+    let list = |pointer: &str| -> Vec<&Value> {
+        pod.pointer(pointer).and_then(Value::as_array).into_iter().flatten().collect()
+    };
+    let text = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    let init_specs = list("/spec/initContainers");
+    let init_spec =
+        |name: &str| init_specs.iter().copied().find(|c| c.get("name").and_then(Value::as_str) == Some(name));
+    let phase = text(pod, "/status/phase").unwrap_or_default();
+    let mut reason = text(pod, "/status/reason").filter(|r| !r.is_empty()).unwrap_or_else(|| phase.clone());
+    let scheduling_gated = list("/status/conditions").iter().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("PodScheduled")
+            && c.get("reason").and_then(Value::as_str) == Some("SchedulingGated")
+    });
+    if scheduling_gated {
+        reason = "SchedulingGated".into();
+    }
+    let total = list("/spec/containers").len() + init_specs.iter().filter(|c| restartable(Some(c))).count();
+    let mut ready = 0;
+    let restart_count = |c: &Value| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+    let finished_at = |c: &Value| {
+        c.pointer("/lastState/terminated/finishedAt")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    let (mut restarts, mut last_restart) = (0, None::<jiff::Timestamp>);
+    let (mut sidecar_restarts, mut last_sidecar_restart) = (0, None::<jiff::Timestamp>);
+    let mut initializing = false;
+    let init_statuses = list("/status/initContainerStatuses");
+    for (i, status) in init_statuses.iter().enumerate() {
+        restarts += restart_count(status);
+        last_restart = last_restart.max(finished_at(status));
+        let spec = init_spec(status.get("name").and_then(Value::as_str).unwrap_or_default());
+        if restartable(spec) {
+            sidecar_restarts += restart_count(status);
+            last_sidecar_restart = last_sidecar_restart.max(finished_at(status));
         }
-        POD_RESTARTS => json!(
-            statuses.iter().filter_map(|s| s.get("restartCount").and_then(Value::as_i64)).sum::<i64>().to_string()
-        ),
-        _ => {
-            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
-                return json!("Terminating");
+        let terminated = status.pointer("/state/terminated");
+        let waiting = text(status, "/state/waiting/reason").filter(|r| !r.is_empty() && r != "PodInitializing");
+        if terminated.is_some_and(|t| t.get("exitCode").and_then(Value::as_i64) == Some(0)) {
+            continue;
+        }
+        if restartable(spec) && status.get("started").and_then(Value::as_bool) == Some(true) {
+            if status.get("ready").and_then(Value::as_bool) == Some(true) {
+                ready += 1;
             }
-            let reason = statuses.iter().rev().find_map(|s| {
-                s.pointer("/state/waiting/reason")
-                    .or_else(|| s.pointer("/state/terminated/reason"))
-                    .and_then(Value::as_str)
-                    .filter(|r| *r != "ContainerCreating" || pod.pointer("/spec/nodeName").is_some())
+            continue;
+        }
+        reason = match (terminated, waiting) {
+            (Some(t), _) => ended_reason(t, "Init:"),
+            (None, Some(w)) => format!("Init:{w}"),
+            (None, None) => format!("Init:{i}/{}", init_specs.len()),
+        };
+        initializing = true;
+        break;
+    }
+    let initialized = list("/status/conditions").iter().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Initialized")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    });
+    if !initializing || initialized {
+        (restarts, last_restart) = (sidecar_restarts, last_sidecar_restart);
+        let mut running = false;
+        for status in list("/status/containerStatuses").iter().rev() {
+            restarts += restart_count(status);
+            last_restart = last_restart.max(finished_at(status));
+            if let Some(w) = text(status, "/state/waiting/reason").filter(|r| !r.is_empty()) {
+                reason = w;
+            } else if let Some(t) = status.pointer("/state/terminated") {
+                reason = ended_reason(t, "");
+            } else if status.get("ready").and_then(Value::as_bool) == Some(true)
+                && status.pointer("/state/running").is_some()
+            {
+                running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && running {
+            let pod_ready = list("/status/conditions").iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
             });
-            json!(reason.or_else(|| pod.pointer("/status/phase").and_then(Value::as_str)).unwrap_or("Pending"))
+            reason = if pod_ready { "Running" } else { "NotReady" }.into();
         }
     }
+    let deleted = pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
+    if deleted && text(pod, "/status/reason").as_deref() == Some("NodeLost") {
+        reason = "Unknown".into();
+    } else if deleted && phase != "Succeeded" && phase != "Failed" {
+        reason = "Terminating".into();
+    }
+    let restarts = match last_restart {
+        Some(at) if restarts != 0 => format!("{restarts} ({} ago)", human_duration(now.duration_since(at).as_secs())),
+        _ => restarts.to_string(),
+    };
+    PodSummary { ready: format!("{ready}/{total}"), status: reason, restarts }
+}
+
+/// `READINESS GATES` (`-o wide`): how many of the pod's gates are met.
+fn readiness_gates(pod: &Value) -> Value {
+    let gates: Vec<&str> = pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("conditionType").and_then(Value::as_str))
+        .collect();
+    if gates.is_empty() {
+        return json!("<none>");
+    }
+    let conditions = pod.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let met = gates
+        .iter()
+        .filter(|gate| {
+            conditions
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(gate))
+                .and_then(|c| c.get("status"))
+                == Some(&json!("True"))
+        })
+        .count();
+    json!(format!("{met}/{}", gates.len()))
+}
+
+fn pod_cell(pod: &Value, column: &str) -> Value {
+    if column == POD_READINESS_GATES {
+        return readiness_gates(pod);
+    }
+    let summary = pod_summary(pod, jiff::Timestamp::now());
+    json!(match column {
+        POD_READY => summary.ready,
+        POD_RESTARTS => summary.restarts,
+        _ => summary.status,
+    })
 }
 
 fn cell(object: &Value, column: &PrinterColumn) -> Value {
@@ -147,6 +286,8 @@ fn columns(rt: &ResourceType) -> Vec<PrinterColumn> {
                 col("Age", "date", ".metadata.creationTimestamp"),
                 wide("IP", ".status.podIP"),
                 wide("Node", ".spec.nodeName"),
+                wide("Nominated Node", ".status.nominatedNodeName"),
+                wide("Readiness Gates", POD_READINESS_GATES),
             ]
         }
         "Namespace" => {
@@ -211,6 +352,89 @@ mod tests {
         assert_eq!(json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), Some(&json!("True")));
         assert_eq!(json_path(&obj, ".status.list[1]"), Some(&json!(2)));
         assert_eq!(json_path(&obj, ".status.missing"), None);
+    }
+
+    fn at(seconds: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn summary(pod: &Value) -> (String, String, String) {
+        let s = pod_summary(pod, at(1_000));
+        (s.ready, s.status, s.restarts)
+    }
+
+    fn strings(ready: &str, status: &str, restarts: &str) -> (String, String, String) {
+        (ready.into(), status.into(), restarts.into())
+    }
+
+    #[test]
+    fn pods_print_as_kube_apiserver_prints_them() {
+        let running = json!({"state": {"running": {}}, "ready": true, "restartCount": 0});
+        let two = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}, "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [running, running]}});
+        assert_eq!(summary(&two), strings("2/2", "Running", "0"));
+
+        // The first container's reason wins, and a restart says how long ago it was.
+        let mut failing = two.clone();
+        failing["status"]["containerStatuses"] = json!([
+            {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "restartCount": 3,
+             "lastState": {"terminated": {"exitCode": 1, "finishedAt": "1970-01-01T00:16:30Z"}}},
+            {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}, "restartCount": 1}]);
+        assert_eq!(summary(&failing), strings("0/2", "CrashLoopBackOff", "4 (10s ago)"));
+
+        // One container done, one still serving: Running, or NotReady without the Ready condition.
+        let mut half = two.clone();
+        half["status"]["containerStatuses"][1] =
+            json!({"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
+        assert_eq!(summary(&half).1, "Running");
+        half["status"]["conditions"] = json!([]);
+        assert_eq!(summary(&half).1, "NotReady");
+        half["status"]["containerStatuses"][1] = json!({"state": {"terminated": {"exitCode": 0, "signal": 9}}});
+        assert_eq!(summary(&half).1, "Signal:9");
+
+        // Deleted: Terminating until the pod has ended.
+        let mut deleted = two.clone();
+        deleted["metadata"] = json!({"deletionTimestamp": "1970-01-01T00:16:00Z"});
+        assert_eq!(summary(&deleted).1, "Terminating");
+        deleted["status"]["phase"] = json!("Succeeded");
+        assert_eq!(summary(&deleted).1, "Succeeded");
+    }
+
+    #[test]
+    fn init_containers_and_native_sidecars_print_as_kube_apiserver_prints_them() {
+        let spec = json!({"initContainers": [{"name": "setup"}, {"name": "agent", "restartPolicy": "Always"}],
+            "containers": [{"name": "app"}]});
+        let pod = |init: Value, app: Value, initialized: bool| {
+            let phase = if initialized { "Running" } else { "Pending" };
+            let condition = if initialized { "True" } else { "False" };
+            json!({"spec": spec, "status": {"phase": phase,
+                "conditions": [{"type": "Initialized", "status": condition}, {"type": "Ready", "status": condition}],
+                "initContainerStatuses": init, "containerStatuses": [app]}})
+        };
+        let creating = json!({"state": {"waiting": {"reason": "PodInitializing"}}, "restartCount": 0});
+        let waiting = json!({"name": "agent", "state": {"waiting": {"reason": "PodInitializing"}}, "started": false});
+        let setup_running = json!({"name": "setup", "state": {"running": {}}});
+        assert_eq!(
+            summary(&pod(json!([setup_running, waiting]), creating.clone(), false)),
+            strings("0/2", "Init:0/2", "0")
+        );
+        let setup_crashing = json!({"name": "setup", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "restartCount": 2,
+            "lastState": {"terminated": {"exitCode": 1, "finishedAt": "1970-01-01T00:16:00Z"}}});
+        assert_eq!(
+            summary(&pod(json!([setup_crashing, waiting]), creating.clone(), false)),
+            strings("0/2", "Init:CrashLoopBackOff", "2 (40s ago)")
+        );
+        let setup_failed = json!({"name": "setup", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
+        assert_eq!(summary(&pod(json!([setup_failed, waiting]), creating.clone(), false)).1, "Init:Error");
+        let setup_done = json!({"name": "setup", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}, "restartCount": 1});
+        assert_eq!(summary(&pod(json!([setup_done, waiting]), creating.clone(), false)).1, "Init:1/2");
+        // The sidecar counts once started, and its restarts only, not the finished init
+        // container's, once the pod is initialized.
+        let agent =
+            json!({"name": "agent", "state": {"running": {}}, "started": true, "ready": true, "restartCount": 2});
+        let app = json!({"state": {"running": {}}, "ready": true, "restartCount": 0});
+        assert_eq!(summary(&pod(json!([setup_done, agent]), app, true)), strings("2/2", "Running", "2"));
     }
 
     #[test]

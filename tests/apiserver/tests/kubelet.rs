@@ -61,6 +61,15 @@ impl Cluster {
         self.kubectl.apply(manifest);
     }
 
+    /// Makes the ReadWriteMany claim `notes` in `default`, which the pods of a test write
+    /// to, and returns where its files are on the node.
+    fn notes_claim(&self) -> std::path::PathBuf {
+        self.apply(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: notes, namespace: default}\nspec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}}\n",
+        );
+        self.dir.path().join("kubelet/claims/default/notes")
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
@@ -548,17 +557,11 @@ spec:
 /// `Terminating` while the kubelet's SIGTERM is handled, within the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_the_controllers_delete_get_their_grace_period() {
-    let cluster = std::sync::Arc::new(Cluster::start().await);
-    let state = cluster.dir.path().join("kubelet");
-    let c = cluster.clone();
+    let c = std::sync::Arc::new(Cluster::start().await);
     blocking(move || {
+        let notes = c.notes_claim();
         c.apply(
             r#"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: notes, namespace: default}
-spec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}}
----
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: slow, namespace: default}
@@ -582,7 +585,7 @@ spec:
 "#,
         );
         c.ok(&["rollout", "status", "deployment/slow", "--timeout=60s"]);
-        let log = state.join("claims/default/notes/log");
+        let log = notes.join("log");
         let names = |what: &str| {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             text.lines().filter_map(|l| l.strip_prefix(what)).map(str::to_owned).collect::<Vec<_>>()
@@ -616,6 +619,119 @@ spec:
             .to_owned();
         c.wait_for_text(&["get", "pods", "-l", "app=slow", "-o", "name"], "every pod gone", String::is_empty);
         assert_eq!(names("done "), [name, other], "the garbage collector's deletion is graceful too");
+    })
+    .await;
+}
+
+/// Init containers run in order before the app; a native sidecar (an init container with
+/// `restartPolicy: Always`) lets the next start only once its startup probe passes, runs
+/// beside the app, and is stopped after it; a failed init container fails a pod that
+/// does not restart, and a pod whose app has ended stops its sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_and_native_sidecars_run_in_their_order() {
+    let c = std::sync::Arc::new(Cluster::start().await);
+    blocking(move || {
+        let notes = c.notes_claim();
+        c.apply(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default}
+spec:
+  initContainers:
+  - name: setup
+    image: example/shell
+    volumeMounts: [{name: notes, mountPath: /notes}]
+    args: [-c, 'echo setup >> /notes/order; until [ -f /notes/go ]; do sleep 0.1; done; echo set up']
+  - name: agent
+    image: example/shell
+    restartPolicy: Always
+    volumeMounts: [{name: notes, mountPath: /notes}]
+    startupProbe: {exec: {command: [test, -f, /notes/agent-up]}, periodSeconds: 1}
+    readinessProbe: {exec: {command: [test, -f, /notes/agent-up]}, periodSeconds: 1}
+    args:
+    - -c
+    - |
+      trap 'echo agent-TERM >> /notes/order; sleep 1; echo agent-done >> /notes/order; exit 0' TERM
+      sleep 1; echo agent-start >> /notes/order; touch /notes/agent-up
+      while true; do sleep 0.1; done
+  containers:
+  - name: app
+    image: example/shell
+    volumeMounts: [{name: notes, mountPath: /notes}]
+    args:
+    - -c
+    - |
+      trap 'echo app-TERM >> /notes/order; sleep 1; echo app-done >> /notes/order; exit 0' TERM
+      echo app-start >> /notes/order
+      while true; do sleep 0.1; done
+  volumes: [{name: notes, persistentVolumeClaim: {claimName: notes}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: broken, namespace: default}
+spec:
+  restartPolicy: Never
+  initContainers: [{name: setup, image: example/shell, args: [-c, 'exit 4']}]
+  containers: [{name: app, image: example/shell, args: [-c, 'sleep 60']}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: oneshot, namespace: default}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: agent, image: example/shell, restartPolicy: Always, args: [-c, 'while true; do sleep 0.1; done']}
+  containers: [{name: job, image: example/shell, args: [-c, 'sleep 1; echo finished']}]
+"#,
+        );
+        let order = notes.join("order");
+        let lines =
+            || std::fs::read_to_string(&order).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
+        let row = |pod: &str| c.ok(&["get", "pod", pod, "--no-headers"]);
+        let column = |text: &String, n: usize| text.split_whitespace().nth(n).unwrap_or_default().to_owned();
+
+        // The first init container runs; nothing after it has started.
+        let listed = c.wait_for_text(&["get", "pod", "web", "--no-headers"], "the first init container listed", |l| {
+            column(l, 2) == "Init:0/2"
+        });
+        assert_eq!(column(&listed, 1), "0/2", "the sidecar counts among the containers: {listed}");
+        let pod = c.json(&["get", "pod", "web"]);
+        assert_eq!(pod["status"]["phase"], "Pending", "{pod:#}");
+        let initialized = pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Initialized");
+        assert_eq!(initialized.unwrap()["status"], "False", "{pod:#}");
+        assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing", "{pod:#}");
+        let waiting = c.run(&["logs", "web", "-c", "app"], None);
+        let said = String::from_utf8_lossy(&waiting.stderr);
+        assert!(said.contains("is waiting to start: PodInitializing"), "{said}");
+        assert_eq!(lines(), ["setup"]);
+
+        // Let it finish: the sidecar starts, and the app only once its startup probe passes.
+        std::fs::write(notes.join("go"), "").expect("go");
+        let listed = c.wait_for_text(&["get", "pod", "web", "--no-headers"], "the pod running", |l| {
+            column(l, 1) == "2/2" && column(l, 2) == "Running"
+        });
+        assert_eq!(lines(), ["setup", "agent-start", "app-start"], "{listed}");
+        let pod = c.json(&["get", "pod", "web"]);
+        let init = &pod["status"]["initContainerStatuses"];
+        assert_eq!(init[0]["state"]["terminated"]["reason"], "Completed", "{pod:#}");
+        assert_eq!((&init[1]["started"], &init[1]["ready"]), (&Value::Bool(true), &Value::Bool(true)), "{pod:#}");
+        assert_eq!(c.ok(&["logs", "web", "-c", "setup"]).trim(), "set up");
+
+        // Deleted: the app stops first, the sidecar after it.
+        c.ok(&["delete", "pod", "web"]);
+        assert_eq!(lines()[3..], ["app-TERM", "app-done", "agent-TERM", "agent-done"]);
+
+        let broken = c.wait_for(&["get", "pod", "broken"], "the pod failed", |p| p["status"]["phase"] == "Failed");
+        assert_eq!(broken["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 4, "{broken:#}");
+        assert_eq!(broken["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+        assert_eq!(column(&row("broken"), 2), "Init:Error");
+
+        let oneshot =
+            c.wait_for(&["get", "pod", "oneshot"], "the job's pod succeeded", |p| p["status"]["phase"] == "Succeeded");
+        let agent = &oneshot["status"]["initContainerStatuses"][0];
+        assert!(agent["state"]["terminated"].is_object(), "the sidecar stopped with its app: {oneshot:#}");
+        assert_eq!(column(&row("oneshot"), 2), "Completed");
     })
     .await;
 }

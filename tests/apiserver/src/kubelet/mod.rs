@@ -152,14 +152,19 @@ impl NodeInfo {
     }
 }
 
+/// The status of the pod's init or app container `name`.
+pub fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    ["/status/initContainerStatuses", "/status/containerStatuses"]
+        .into_iter()
+        .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
+        .flatten()
+        .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+}
+
 /// The log of a pod's container, for `kubectl logs`: the current run, or the one before.
 pub fn log_file(state_dir: &Path, pod: &Value, container: &str, previous: bool) -> Option<PathBuf> {
     let uid = pod.pointer("/metadata/uid").and_then(Value::as_str)?;
-    let restarts = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|s| s.get("name").and_then(Value::as_str) == Some(container))?
+    let restarts = container_status(pod, container)?
         .get("restartCount")
         .and_then(Value::as_u64)
         .and_then(|n| u32::try_from(n).ok())

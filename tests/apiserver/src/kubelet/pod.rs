@@ -52,11 +52,31 @@ struct ProbeTrack {
     failures: u32,
 }
 
+/// Where a container stands in the pod's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An init container: runs to completion, in order, before the next one starts.
+    Init,
+    /// An init container with `restartPolicy: Always` (a native sidecar): started in order,
+    /// the next one starting once it has started; it runs beside the app containers, is
+    /// always restarted, and stops after them.
+    Sidecar,
+    /// One of `containers`.
+    App,
+}
+
 struct Container {
     spec: Value,
     name: String,
+    kind: Kind,
     restarts: u32,
     started_once: bool,
+    /// Its startup probe has passed (at once without one): liveness and readiness probes
+    /// run only from then on, and a sidecar lets the next init container start.
+    started: bool,
+    startup: ProbeTrack,
+    /// Not to be restarted: a sidecar whose app containers have ended.
+    retired: bool,
     child: Option<tokio::process::Child>,
     pid: Option<u32>,
     state: State,
@@ -70,15 +90,21 @@ struct Container {
 }
 
 impl Container {
-    fn new(spec: &Value) -> Self {
+    /// A container not created yet: `waiting` is `PodInitializing` in a pod with init
+    /// containers, else `ContainerCreating`, as the kubelet reports it.
+    fn new(spec: &Value, kind: Kind, waiting: &str) -> Self {
         Self {
             name: spec.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
             spec: spec.clone(),
+            kind,
             restarts: 0,
             started_once: false,
+            started: false,
+            startup: ProbeTrack::default(),
+            retired: false,
             child: None,
             pid: None,
-            state: State::Waiting { reason: "ContainerCreating".into(), message: String::new() },
+            state: State::Waiting { reason: waiting.into(), message: String::new() },
             last: None,
             ready: false,
             readiness: ProbeTrack::default(),
@@ -171,7 +197,10 @@ struct Pod {
     dir: PathBuf,
     attachment: Attachment,
     started: Timestamp,
+    /// Init containers (and sidecars) in order, then the app containers.
     containers: Vec<Container>,
+    /// The pod has been initialized.
+    initialized_once: bool,
     volumes: BTreeMap<String, PathBuf>,
     volume_error: Option<String>,
     tokens: volumes::TokenManager,
@@ -187,6 +216,41 @@ fn pods() -> TypeKey {
 impl Pod {
     fn restart_policy(&self) -> &str {
         self.object.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always")
+    }
+
+    /// Every init container has succeeded and every sidecar has started (latched in
+    /// `initialized_once`: a sidecar's restart later does not undo it).
+    fn initialized(&self) -> bool {
+        self.containers.iter().all(|c| match c.kind {
+            Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
+            Kind::Sidecar => c.started,
+            Kind::App => true,
+        })
+    }
+
+    /// An init container failed for good (the pod's `restartPolicy` is `Never`).
+    fn init_failed(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|c| c.kind == Kind::Init && c.done && !matches!(c.state, State::Terminated { code: 0, .. }))
+    }
+
+    /// Every app container has ended for good.
+    fn apps_ended(&self) -> bool {
+        self.containers.iter().filter(|c| c.kind == Kind::App).all(|c| c.done)
+    }
+
+    /// Whether container `i` may start now: an init container or sidecar once every one
+    /// before it has succeeded or started, an app container once the pod is initialized.
+    fn may_start(&self, i: usize) -> bool {
+        match self.containers[i].kind {
+            Kind::App => self.initialized_once,
+            Kind::Init | Kind::Sidecar => self.containers[..i].iter().all(|c| match c.kind {
+                Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
+                Kind::Sidecar => c.started,
+                Kind::App => true,
+            }),
+        }
     }
 
     /// The pod's volumes, with the ServiceAccount volume when the pod gets one.
@@ -393,9 +457,17 @@ impl Pod {
                     self.context.groups.lock().expect("lock").remove(&pid);
                 }
                 c.ready = false;
+                c.started = false;
+                c.startup = ProbeTrack::default();
                 c.readiness = ProbeTrack::default();
                 c.liveness = ProbeTrack::default();
-                let restart = policy == "Always" || policy == "OnFailure" && code != 0;
+                let restart = match c.kind {
+                    // A failed init container follows the pod's policy, except that
+                    // `Always` restarts it only on failure too.
+                    Kind::Init => code != 0 && policy != "Never",
+                    Kind::Sidecar => !c.retired,
+                    Kind::App => policy == "Always" || policy == "OnFailure" && code != 0,
+                };
                 if restart {
                     c.last = Some(state_json(&terminated));
                     c.backoff = if c.backoff.is_zero() {
@@ -422,7 +494,13 @@ impl Pod {
             // Start.
             let due = {
                 let c = &self.containers[i];
-                !c.done && c.child.is_none() && c.retry_at.is_none_or(|t| t <= now) && self.volume_error.is_none()
+                !c.done
+                    && !c.retired
+                    && c.child.is_none()
+                    && c.retry_at.is_none_or(|t| t <= now)
+                    && self.volume_error.is_none()
+                    && !self.init_failed()
+                    && self.may_start(i)
             };
             if due {
                 match self.launch(&self.containers[i]) {
@@ -455,6 +533,21 @@ impl Pod {
                 }
             }
             self.probe(i, now).await;
+            if !self.initialized_once && self.initialized() {
+                self.initialized_once = true;
+            }
+        }
+        // The app containers have ended (or never will run): the sidecars get SIGTERM too,
+        // and are not restarted.
+        if self.apps_ended() || self.init_failed() {
+            for c in self.containers.iter_mut().filter(|c| c.kind == Kind::Sidecar && !c.retired) {
+                c.retired = true;
+                if let Some(pid) = c.pid {
+                    container::signal(pid, Signal::TERM);
+                } else {
+                    c.done = true;
+                }
+            }
         }
     }
 
@@ -465,8 +558,50 @@ impl Pod {
         let Ok(identity) = security::identity(&self.object, &self.containers[i].spec) else { return };
         let c = &mut self.containers[i];
         let State::Running { since } = c.state else { return };
+        // An init container has no probes: it is only waited for.
+        if c.kind == Kind::Init {
+            c.started = true;
+            return;
+        }
         let running_for =
             Duration::from_secs(u64::try_from(Timestamp::now().duration_since(since).as_secs()).unwrap_or(0));
+        if !c.started {
+            let Some(spec) = c.spec.get("startupProbe").cloned() else {
+                c.started = true;
+                return self.probe_running(i, now, running_for, address, &root, &identity).await;
+            };
+            let timing = probe::timing(&spec);
+            if running_for < timing.initial_delay || c.startup.next.is_some_and(|t| t > now) {
+                return;
+            }
+            c.startup.next = Some(now + timing.period);
+            if probe::run(&spec, &c.spec, address, c.pid, &root, &identity).await {
+                c.started = true;
+            } else {
+                c.startup.failures += 1;
+                if c.startup.failures >= timing.failure_threshold
+                    && let Some(pid) = c.pid
+                {
+                    // As a failed liveness probe: killed, and restarted by its policy.
+                    container::signal(pid, Signal::KILL);
+                }
+            }
+            return;
+        }
+        self.probe_running(i, now, running_for, address, &root, &identity).await;
+    }
+
+    /// The liveness and readiness probes of a started container.
+    async fn probe_running(
+        &mut self,
+        i: usize,
+        now: Instant,
+        running_for: Duration,
+        address: std::net::Ipv4Addr,
+        root: &std::path::Path,
+        identity: &security::Identity,
+    ) {
+        let c = &mut self.containers[i];
         for liveness in [false, true] {
             let field = if liveness { "livenessProbe" } else { "readinessProbe" };
             let Some(spec) = c.spec.get(field).cloned() else {
@@ -481,7 +616,7 @@ impl Pod {
                 continue;
             }
             track.next = Some(now + timing.period);
-            let passed = probe::run(&spec, &c.spec, address, c.pid, &root, &identity).await;
+            let passed = probe::run(&spec, &c.spec, address, c.pid, root, identity).await;
             let track = if liveness { &mut c.liveness } else { &mut c.readiness };
             if passed {
                 track.successes += 1;
@@ -515,37 +650,42 @@ impl Pod {
     }
 
     fn status(&mut self) -> Value {
-        let all_started = self.containers.iter().all(|c| c.started_once);
-        let all_ready = self.containers.iter().all(|c| c.ready && matches!(c.state, State::Running { .. }));
-        let all_done = self.containers.iter().all(|c| c.done);
-        let phase = if all_done {
-            let ok = self.containers.iter().all(|c| matches!(c.state, State::Terminated { code: 0, .. }));
-            if ok { "Succeeded" } else { "Failed" }
-        } else if all_started {
+        let apps = || self.containers.iter().filter(|c| c.kind == Kind::App);
+        let serving = |c: &&Container| c.kind != Kind::Init;
+        let all_started = apps().all(|c| c.started_once);
+        let all_ready =
+            self.containers.iter().filter(serving).all(|c| c.ready && matches!(c.state, State::Running { .. }));
+        // A sidecar still running keeps the pod Running after its app containers have
+        // ended, as the kubelet's phase counts it, until it has stopped.
+        let sidecar_running = self.containers.iter().any(|c| c.kind == Kind::Sidecar && c.child.is_some());
+        let phase = if self.init_failed() {
+            "Failed"
+        } else if self.apps_ended() && !sidecar_running {
+            if apps().all(|c| matches!(c.state, State::Terminated { code: 0, .. })) { "Succeeded" } else { "Failed" }
+        } else if self.initialized_once && all_started || self.apps_ended() {
             "Running"
         } else {
             "Pending"
         };
-        let statuses: Vec<Value> = self
-            .containers
-            .iter()
-            .map(|c| {
-                let mut s = json!({
-                    "name": c.name,
-                    "image": c.spec.get("image").cloned().unwrap_or(Value::Null),
-                    "imageID": "",
-                    "ready": c.ready && matches!(c.state, State::Running { .. }),
-                    "started": matches!(c.state, State::Running { .. }),
-                    "restartCount": c.restarts,
-                    "state": state_json(&c.state),
-                    "lastState": c.last.clone().unwrap_or_else(|| json!({})),
-                });
-                if let Some(pid) = c.pid {
-                    s["containerID"] = json!(format!("process://{pid}"));
-                }
-                s
-            })
-            .collect();
+        let status_of = |c: &Container| {
+            let running = matches!(c.state, State::Running { .. });
+            let mut s = json!({
+                "name": c.name,
+                "image": c.spec.get("image").cloned().unwrap_or(Value::Null),
+                "imageID": "",
+                "ready": c.kind != Kind::Init && c.ready && running,
+                "started": c.started && running,
+                "restartCount": c.restarts,
+                "state": state_json(&c.state),
+                "lastState": c.last.clone().unwrap_or_else(|| json!({})),
+            });
+            if let Some(pid) = c.pid {
+                s["containerID"] = json!(format!("process://{pid}"));
+            }
+            s
+        };
+        let statuses: Vec<Value> = apps().map(status_of).collect();
+        let init_statuses: Vec<Value> = self.containers.iter().filter(|c| c.kind != Kind::App).map(status_of).collect();
         let mut status = json!({
             "phase": phase,
             "hostIP": self.context.gateway.to_string(),
@@ -556,9 +696,13 @@ impl Pod {
             "qosClass": "BestEffort",
             "containerStatuses": statuses,
         });
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
+        let initialized = self.initialized_once;
         let conditions = vec![
             self.condition("PodReadyToStartContainers", true),
-            self.condition("Initialized", true),
+            self.condition("Initialized", initialized),
             self.condition("Ready", all_ready),
             self.condition("ContainersReady", all_ready),
             self.condition("PodScheduled", true),
@@ -582,32 +726,27 @@ impl Pod {
         }
     }
 
-    /// SIGTERM, the grace period, SIGKILL; every process reaped.
+    /// Stops the containers within `grace`: SIGTERM to the init and app containers, and
+    /// once they have exited, to each sidecar in turn, the last one first (so a sidecar
+    /// outlives what it serves); SIGKILL to whatever still runs at the end; every
+    /// process reaped.
     async fn kill_all(&mut self, grace: Duration) {
-        for c in &self.containers {
-            if let Some(pid) = c.pid {
-                container::signal(pid, Signal::TERM);
-            }
-        }
         let deadline = Instant::now() + grace;
-        loop {
-            let mut alive = false;
-            for c in &mut self.containers {
-                if let Some(child) = c.child.as_mut() {
-                    if child.try_wait().ok().flatten().is_some() {
-                        c.child = None;
-                    } else {
-                        alive = true;
-                    }
+        let sidecars: Vec<usize> =
+            (0..self.containers.len()).rev().filter(|&i| self.containers[i].kind == Kind::Sidecar).collect();
+        let others: Vec<usize> =
+            (0..self.containers.len()).filter(|&i| self.containers[i].kind != Kind::Sidecar).collect();
+        let mut waves = vec![others];
+        waves.extend(sidecars.into_iter().map(|i| vec![i]));
+        for wave in waves {
+            for &i in &wave {
+                if let Some(pid) = self.containers[i].pid {
+                    container::signal(pid, Signal::TERM);
                 }
             }
-            if !alive {
-                return;
-            }
-            if Instant::now() >= deadline {
+            if !self.wait_exited(&wave, deadline).await {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for c in &mut self.containers {
             if let Some(pid) = c.pid.take() {
@@ -617,6 +756,30 @@ impl Pod {
                 }
                 self.context.groups.lock().expect("lock").remove(&pid);
             }
+        }
+    }
+
+    /// Waits until containers `which` have exited, or `deadline`: whether they did.
+    async fn wait_exited(&mut self, which: &[usize], deadline: Instant) -> bool {
+        loop {
+            let mut alive = false;
+            for &i in which {
+                let c = &mut self.containers[i];
+                if let Some(child) = c.child.as_mut() {
+                    if child.try_wait().ok().flatten().is_some() {
+                        c.child = None;
+                    } else {
+                        alive = true;
+                    }
+                }
+            }
+            if !alive {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -639,12 +802,17 @@ pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver
             return;
         }
     };
-    let containers = object
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(Container::new)
+    let list =
+        |field: &str| object.pointer(&format!("/spec/{field}")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let (init, apps) = (list("initContainers"), list("containers"));
+    let waiting = if init.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+    let containers = init
+        .iter()
+        .map(|spec| {
+            let sidecar = spec.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+            Container::new(spec, if sidecar { Kind::Sidecar } else { Kind::Init }, waiting)
+        })
+        .chain(apps.iter().map(|spec| Container::new(spec, Kind::App, waiting)))
         .collect();
     let mut pod = Pod {
         context: context.clone(),
@@ -656,6 +824,7 @@ pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver
         attachment,
         started: Timestamp::now(),
         containers,
+        initialized_once: false,
         volumes: BTreeMap::new(),
         volume_error: None,
         tokens: volumes::TokenManager::default(),
