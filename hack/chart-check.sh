@@ -79,8 +79,11 @@ mkdir -p "$app/charts/biometrics"
   --set biometrics.agent.tls.enabled=true,biometrics.agent.tls.secretName=users-agent-tls \
   --set biometrics.profiles.claimName=,biometrics.agent.extraArgs[0]=--sample-interval=5s ||
   fail "helm template (app chart with agent TLS)"
-rendered+=("$work/app.yaml" "$work/app-tls.yaml")
-say "helm lint --strict and helm template: examples/app-chart, the agent sidecar from the named templates (plain and TLS)"
+# The agent as a native sidecar, under initContainers.
+"$helm" template users "$app" --namespace shop --set agentAsNativeSidecar=true >"$work/app-native.yaml" ||
+  fail "helm template (app chart with the agent as a native sidecar)"
+rendered+=("$work/app.yaml" "$work/app-tls.yaml" "$work/app-native.yaml")
+say "helm lint --strict and helm template: examples/app-chart, the agent sidecar from the named templates (plain, TLS and native)"
 bash "$root/hack/render-examples.sh" --check || fail "examples/app.yaml's apps differ from the app chart's render"
 say "examples/app.yaml's users and checkout are what examples/app-chart renders"
 
@@ -142,9 +145,14 @@ def check_restricted(doc, where):
 def check_agent(doc, where):
     """What the operator relies on in a pod with the agent."""
     template = doc["spec"]["template"]
-    agents = [c for c in template["spec"]["containers"] if c["name"] == "biometrics-agent"]
+    # Beside the app, or a native sidecar: an init container that keeps running.
+    agents = [c for c in template["spec"]["containers"] if c["name"] == "biometrics-agent"] + [
+        c
+        for c in template["spec"].get("initContainers", [])
+        if c["name"] == "biometrics-agent" and c.get("restartPolicy") == "Always"
+    ]
     if len(agents) != 1:
-        problems.append(f"{where}: no container named exactly biometrics-agent")
+        problems.append(f"{where}: not one container named exactly biometrics-agent (or native sidecar of that name)")
         return
     port = template["metadata"].get("annotations", {}).get("biometrics.io/agent-port")
     ports = {p.get("name"): p["containerPort"] for p in agents[0].get("ports", [])}

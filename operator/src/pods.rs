@@ -75,7 +75,11 @@ pub fn pod_info(pod: &WatchedPod, default_port: u16) -> PodInfo {
     let ready_condition = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let has_agent = pod.spec.as_ref().is_some_and(|s| s.containers.iter().any(|c| c.name == AGENT_CONTAINER));
+    // The agent is an app container beside the app, or a native sidecar (an init container
+    // that keeps running); an init container that runs to completion is not an agent.
+    let has_agent = pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| c.name == AGENT_CONTAINER) || s.init_containers.iter().any(is_agent_sidecar)
+    });
     let port = pod
         .metadata
         .annotations
@@ -159,6 +163,9 @@ pub struct WatchedSpec {
     /// `containers`.
     #[serde(default)]
     pub containers: Vec<WatchedContainer>,
+    /// `initContainers`: the agent may be one, as a native sidecar.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<WatchedContainer>,
     /// `terminationGracePeriodSeconds`: a rollout's baseline capture ends within it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
@@ -176,6 +183,9 @@ pub struct WatchedContainer {
     /// `resources.limits.memory`, as far as read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<WatchedResources>,
+    /// `restartPolicy`: `Always` makes an init container a native sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
 }
 
 /// A declared container port.
@@ -266,7 +276,18 @@ impl WatchedPod {
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.retain(|c| c.type_ == "Ready");
         }
+        if let Some(spec) = self.spec.as_mut() {
+            spec.init_containers.retain(is_agent_sidecar);
+            for c in &mut spec.init_containers {
+                (c.ports, c.resources) = (None, None);
+            }
+        }
     }
+}
+
+/// The agent as a native sidecar: an init container of its name that keeps running.
+fn is_agent_sidecar(c: &WatchedContainer) -> bool {
+    c.name == AGENT_CONTAINER && c.restart_policy.as_deref() == Some("Always")
 }
 
 /// The pods of a namespace that a selector selects (all with `None`), from the watch. Only
@@ -423,6 +444,33 @@ mod tests {
         );
         let held = |v: &serde_json::Value| v.to_string().len();
         assert!(held(&kept) * 2 < held(&full), "{} of {} bytes", held(&kept), held(&full));
+    }
+
+    #[test]
+    fn an_agent_running_as_a_native_sidecar_is_the_pods_agent() {
+        let pod = |init: serde_json::Value| {
+            let mut pod: WatchedPod = serde_json::from_value(json!({
+                "metadata": {"name": "api-0", "namespace": "shop"},
+                "spec": {"initContainers": init, "containers": [{"name": "app", "ports": [{"containerPort": 6060}]}]},
+                "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap();
+            pod.slim();
+            pod
+        };
+        let sidecar = pod(json!([{"name": "migrate", "image": "m"},
+            {"name": "biometrics-agent", "restartPolicy": "Always", "ports": [{"containerPort": 9477}]}]));
+        let info = pod_info(&sidecar, 9477);
+        assert_eq!(info.agent_port, Some(9477));
+        assert_eq!(info.containers, [container("app", &[6060], false)], "init containers serve no target port");
+        assert_eq!(
+            serde_json::to_value(&sidecar).unwrap()["spec"]["initContainers"],
+            json!([{"name": "biometrics-agent", "restartPolicy": "Always"}]),
+            "only the agent's name and policy are kept"
+        );
+        // An init container that runs to completion is gone by the time anything is profiled.
+        let once = pod(json!([{"name": "biometrics-agent"}]));
+        assert_eq!(pod_info(&once, 9477).agent_port, None);
     }
 
     #[test]

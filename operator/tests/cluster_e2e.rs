@@ -9,17 +9,17 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use biometrics_crds::v1alpha1::{CachePolicy, InvalidationResult, InvalidationTrigger, ProfileCapture};
+use biometrics_crds::v1alpha1::{CachePolicy, InvalidationResult, InvalidationTrigger, ProfileCapture, RunResult};
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::ListParams};
 
 fn images() -> String {
     format!(
-        "images:\n  example/app: {{command: [{}], args: [-addr, '0.0.0.0:6060']}}\n  example/agent: {{command: [{}]}}\n  redis: {{command: [{}]}}\n",
-        biometrics_test_support::go_target_binary().display(),
+        "images:\n  example/app: {{command: [{go}], args: [-addr, '0.0.0.0:6060']}}\n  example/batch: {{command: [/usr/bin/timeout, --preserve-status, '12', {go}], args: [-addr, '0.0.0.0:6060']}}\n  example/agent: {{command: [{}]}}\n  redis: {{command: [{}]}}\n",
         biometrics_test_support::workspace_binary("biometrics-agent").display(),
         which("redis-server"),
+        go = biometrics_test_support::go_target_binary().display(),
     )
 }
 
@@ -264,4 +264,64 @@ async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_on
     let run_pods: BTreeSet<String> = run.pods.iter().map(|p| p.pod.clone()).collect();
     assert_eq!(run_pods, now, "the run covers the pods that exist now: {run:?}");
     assert!(run.pods.iter().all(|p| !p.profiles.is_empty()), "{run:?}");
+}
+
+/// A batch pod (`restartPolicy: Never`) whose agent is a native sidecar: an init container
+/// with `restartPolicy: Always`, as Kubernetes runs sidecars since 1.29. The operator
+/// profiles it through that agent, and when the app's work ends (the image stops the Go
+/// target after 12 s) the kubelet stops the agent too, so the pod completes instead of
+/// running for ever beside its idle agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_as_a_native_sidecar_profiles_a_batch_pod_that_then_completes() {
+    let mut world = World::start_on_cluster(&images()).await;
+    world.start_operator();
+    let pod = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+  namespace: {NS}
+  labels: {{app: batch, biometrics.io/agent: "true"}}
+  annotations: {{biometrics.io/agent-port: "9477"}}
+spec:
+      restartPolicy: Never
+      initContainers:
+{agent}      containers:
+      - name: app
+        image: example/batch:1.0
+        readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
+{AGENT_VOLUMES}"#,
+        agent = agent_container(&[], true)
+    );
+    world.kubectl(&["apply", "-f", "-"], Some(&pod));
+    world.kubectl(&["wait", "pod/batch", "-n", NS, "--for=condition=Ready", "--timeout=60s"], None);
+    world.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: biometrics.io/v1alpha1\nkind: ProfileCapture\nmetadata: {{name: batch, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: batch}}}}\n  target: {{port: 6060}}\n  profiles: [heap]\n  duration: 1s\n"
+        )),
+    );
+    let captured = world
+        .wait_capture("batch", Duration::from_secs(60), |pc: &ProfileCapture| {
+            pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.completion_time.is_some())
+        })
+        .await;
+    let run = captured.status.unwrap().last_run.unwrap();
+    assert_eq!((run.pods.len(), run.pods[0].result), (1, RunResult::Succeeded), "{run:?}");
+    let heap = &run.pods[0].profiles[0];
+    assert!(heap.path.is_some() && heap.samples.is_some(), "the sidecar agent wrote the profile: {run:?}");
+
+    let phase = world
+        .wait("the batch pod to complete", Duration::from_secs(60), async || {
+            let phase = world.kubectl(&["get", "pod", "batch", "-n", NS, "-o", "jsonpath={.status.phase}"], None);
+            (phase == "Succeeded").then_some(phase)
+        })
+        .await;
+    assert_eq!(phase, "Succeeded");
+    let agent = world.kubectl(
+        &["get", "pod", "batch", "-n", NS, "-o", "jsonpath={.status.initContainerStatuses[0].state.terminated.reason}"],
+        None,
+    );
+    assert!(!agent.is_empty(), "the agent stopped with its app");
 }

@@ -123,6 +123,9 @@ The agent sidecar, for an app's pod template. The argument is a dict:
                 .Values.biometrics); agent.* and profiles.* are read
   appContainer  the app container's name (default: Values.agent.appContainer)
   targetPort    the app's pprof port (default: Values.agent.targetPort)
+  native        true to render it for the pod's initContainers: as a native sidecar
+                (restartPolicy: Always, Kubernetes 1.29 and later): it starts before
+                the app, stops after it, and lets a Job's pod complete
 The operator only instructs pods with a container named exactly biometrics-agent.
 */}}
 {{- define "biometrics.agentSidecar" -}}
@@ -131,6 +134,9 @@ The operator only instructs pods with a container named exactly biometrics-agent
 - name: biometrics-agent
   image: {{ printf "%s:%s" $agent.image.repository (required "agent.image.tag is required" $agent.image.tag) | quote }}
   imagePullPolicy: {{ $agent.image.pullPolicy }}
+  {{- if .native }}
+  restartPolicy: Always
+  {{- end }}
   {{- with $agent.extraArgs }}
   args:
     {{- toYaml . | nindent 4 }}

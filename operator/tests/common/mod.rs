@@ -490,6 +490,13 @@ pub fn profiled_template(app: &str, grace_seconds: u32, app_lines: &str, agent_e
 /// and then the pod's `volumes:` it mounts (its profiles, and the trust ConfigMap with the
 /// operator's key), so it ends the pod spec.
 pub fn agent_sidecar(extra_env: &[&str]) -> String {
+    format!("{}{AGENT_VOLUMES}", agent_container(extra_env, false))
+}
+
+/// The agent's container at a pod template's indentation, with `extra_env` lines added to
+/// its env; `native`, as a native sidecar (a list item under `initContainers:`, with
+/// `restartPolicy: Always`). It mounts [`AGENT_VOLUMES`].
+pub fn agent_container(extra_env: &[&str], native: bool) -> String {
     let mut env = vec![
         "{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
         "{name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}",
@@ -497,17 +504,22 @@ pub fn agent_sidecar(extra_env: &[&str]) -> String {
     env.extend_from_slice(extra_env);
     env.push("{name: BIOMETRICS_OPERATOR_PUBLIC_KEY, value: /etc/biometrics/trust/operator.pub}");
     let env: String = env.iter().map(|e| format!("        - {e}\n")).collect();
+    let restart = if native { "        restartPolicy: Always\n" } else { "" };
     format!(
         "      - name: biometrics-agent
         image: example/agent:1.0
-        args: [--target-port=6060]
+{restart}        args: [--target-port=6060]
         env:
 {env}        volumeMounts:
         - {{name: profiles, mountPath: /profiles}}
         - {{name: trust, mountPath: /etc/biometrics/trust, readOnly: true}}
-      volumes:
-      - {{name: profiles, emptyDir: {{}}}}
-      - {{name: trust, configMap: {{name: biometrics-trust, optional: true}}}}
 "
     )
 }
+
+/// The volumes the agent's container mounts (its profiles, and the trust ConfigMap with
+/// the operator's key), at a pod template's indentation: they end the pod spec.
+pub const AGENT_VOLUMES: &str = "      volumes:
+      - {name: profiles, emptyDir: {}}
+      - {name: trust, configMap: {name: biometrics-trust, optional: true}}
+";
