@@ -80,6 +80,8 @@ mkdir -p "$app/charts/biometrics"
   --set biometrics.profiles.claimName=,biometrics.agent.extraArgs[0]=--sample-interval=5s ||
   fail "helm template (app chart with agent TLS)"
 # The agent as a native sidecar, under initContainers.
+"$helm" lint --strict --quiet "$app" --set agentAsNativeSidecar=true >"$work/lint-app-native.txt" 2>&1 ||
+  fail "helm lint --strict (app chart, native sidecar): $(cat "$work/lint-app-native.txt")"
 "$helm" template users "$app" --namespace shop --set agentAsNativeSidecar=true >"$work/app-native.yaml" ||
   fail "helm template (app chart with the agent as a native sidecar)"
 rendered+=("$work/app.yaml" "$work/app-tls.yaml" "$work/app-native.yaml")
@@ -142,8 +144,9 @@ def check_restricted(doc, where):
             problems.append(f"{name}: the root filesystem is writable")
 
 
-def check_agent(doc, where):
-    """What the operator relies on in a pod with the agent."""
+def check_agent(doc, where, native):
+    """What the operator relies on in a pod with the agent; `native`: rendered as a native
+    sidecar."""
     template = doc["spec"]["template"]
     # Beside the app, or a native sidecar: an init container that keeps running.
     agents = [c for c in template["spec"]["containers"] if c["name"] == "biometrics-agent"] + [
@@ -154,6 +157,8 @@ def check_agent(doc, where):
     if len(agents) != 1:
         problems.append(f"{where}: not one container named exactly biometrics-agent (or native sidecar of that name)")
         return
+    if native != (agents[0].get("restartPolicy") == "Always"):
+        problems.append(f"{where}: the agent is {'not ' if native else ''}a native sidecar")
     port = template["metadata"].get("annotations", {}).get("biometrics.io/agent-port")
     ports = {p.get("name"): p["containerPort"] for p in agents[0].get("ports", [])}
     if port is None or ports.get("biometrics") != int(port):
@@ -188,7 +193,7 @@ for path in files:
         if kind in ("Deployment", "StatefulSet", "DaemonSet") and not path.startswith(root + "/"):
             check_restricted(doc, where)
         if is_app:
-            check_agent(doc, where)
+            check_agent(doc, where, os.path.basename(path) == "app-native.yaml")
 
 if problems:
     print("\n".join(f"chart-check: FAIL: {p}" for p in problems), file=sys.stderr)

@@ -152,7 +152,7 @@ fn pod_summary(pod: &Value, now: jiff::Timestamp) -> PodSummary {
         }
         let terminated = status.pointer("/state/terminated");
         let waiting = text(status, "/state/waiting/reason").filter(|r| !r.is_empty() && r != "PodInitializing");
-        if terminated.is_some_and(|t| t.get("exitCode").and_then(Value::as_i64) == Some(0)) {
+        if terminated.is_some_and(|t| t.get("exitCode").and_then(Value::as_i64).unwrap_or(0) == 0) {
             continue;
         }
         if restartable(spec) && status.get("started").and_then(Value::as_bool) == Some(true) {
@@ -237,6 +237,75 @@ fn readiness_gates(pod: &Value) -> Value {
     json!(format!("{met}/{}", gates.len()))
 }
 
+/// Job columns kube-apiserver computes.
+const JOB_STATUS: &str = "<job status>";
+const JOB_COMPLETIONS: &str = "<job completions>";
+const JOB_DURATION: &str = "<job duration>";
+const JOB_CONTAINERS: &str = "<job containers>";
+const JOB_IMAGES: &str = "<job images>";
+const JOB_SELECTOR: &str = "<job selector>";
+
+/// A Job's `STATUS`, `COMPLETIONS`, `DURATION` and (`-o wide`) `CONTAINERS`, `IMAGES` and
+/// `SELECTOR`, as kube-apiserver's printer makes them.
+fn job_cell(job: &Value, column: &str, now: jiff::Timestamp) -> Value {
+    let int = |pointer: &str| job.pointer(pointer).and_then(Value::as_i64);
+    let time =
+        |pointer: &str| job.pointer(pointer).and_then(Value::as_str).and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let containers: Vec<&Value> =
+        job.pointer("/spec/template/spec/containers").and_then(Value::as_array).into_iter().flatten().collect();
+    let joined = |field: &str| {
+        containers.iter().filter_map(|c| c.get(field).and_then(Value::as_str)).collect::<Vec<_>>().join(",")
+    };
+    json!(match column {
+        JOB_STATUS => crate::controllers::job_status(job).to_owned(),
+        JOB_COMPLETIONS => {
+            let succeeded = int("/status/succeeded").unwrap_or(0);
+            match (int("/spec/completions"), int("/spec/parallelism").unwrap_or(0)) {
+                (Some(completions), _) => format!("{succeeded}/{completions}"),
+                (None, parallelism) if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+                (None, _) => format!("{succeeded}/1"),
+            }
+        }
+        JOB_DURATION => match (time("/status/startTime"), time("/status/completionTime")) {
+            (None, _) => String::new(),
+            (Some(start), None) => human_duration(now.duration_since(start).as_secs()),
+            (Some(start), Some(end)) => human_duration(end.duration_since(start).as_secs()),
+        },
+        JOB_CONTAINERS => joined("name"),
+        JOB_IMAGES => joined("image"),
+        _ => label_selector(job.pointer("/spec/selector").unwrap_or(&Value::Null)),
+    })
+}
+
+/// A label selector as `kubectl` prints one: its requirements sorted by key.
+fn label_selector(selector: &Value) -> String {
+    let mut requirements: Vec<(String, String)> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())))
+        .collect();
+    for e in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+        let mut values: Vec<&str> =
+            e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        values.sort_unstable();
+        let text = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            _ => format!("!{key}"),
+        };
+        requirements.push((key.to_owned(), text));
+    }
+    requirements.sort();
+    if requirements.is_empty() {
+        return "<none>".into();
+    }
+    requirements.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(",")
+}
+
 fn pod_cell(pod: &Value, column: &str) -> Value {
     if column == POD_READINESS_GATES {
         return readiness_gates(pod);
@@ -252,6 +321,9 @@ fn pod_cell(pod: &Value, column: &str) -> Value {
 fn cell(object: &Value, column: &PrinterColumn) -> Value {
     if column.json_path.starts_with("<pod ") {
         return pod_cell(object, &column.json_path);
+    }
+    if column.json_path.starts_with("<job ") {
+        return job_cell(object, &column.json_path, jiff::Timestamp::now());
     }
     match json_path(object, &column.json_path) {
         None | Some(Value::Null) => Value::Null,
@@ -288,6 +360,18 @@ fn columns(rt: &ResourceType) -> Vec<PrinterColumn> {
                 wide("Node", ".spec.nodeName"),
                 wide("Nominated Node", ".status.nominatedNodeName"),
                 wide("Readiness Gates", POD_READINESS_GATES),
+            ]
+        }
+        "Job" => {
+            let wide = |name: &str, json_path: &str| PrinterColumn { priority: 1, ..col(name, "string", json_path) };
+            vec![
+                col("Status", "string", JOB_STATUS),
+                col("Completions", "string", JOB_COMPLETIONS),
+                col("Duration", "string", JOB_DURATION),
+                col("Age", "date", ".metadata.creationTimestamp"),
+                wide("Containers", JOB_CONTAINERS),
+                wide("Images", JOB_IMAGES),
+                wide("Selector", JOB_SELECTOR),
             ]
         }
         "Namespace" => {
@@ -435,6 +519,27 @@ mod tests {
             json!({"name": "agent", "state": {"running": {}}, "started": true, "ready": true, "restartCount": 2});
         let app = json!({"state": {"running": {}}, "ready": true, "restartCount": 0});
         assert_eq!(summary(&pod(json!([setup_done, agent]), app, true)), strings("2/2", "Running", "2"));
+    }
+
+    #[test]
+    fn jobs_print_as_kube_apiserver_prints_them() {
+        let job = json!({"spec": {"completions": 3, "parallelism": 2,
+                "selector": {"matchLabels": {"z": "1", "batch.kubernetes.io/controller-uid": "u1"},
+                    "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]},
+                "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}, {"name": "log", "image": "log:2"}]}}},
+            "status": {"succeeded": 1, "startTime": "1970-01-01T00:10:00Z"}});
+        let cell = |job: &Value, column: &str| job_cell(job, column, at(1_000)).as_str().unwrap().to_owned();
+        assert_eq!(cell(&job, JOB_STATUS), "Running");
+        assert_eq!(cell(&job, JOB_COMPLETIONS), "1/3");
+        assert_eq!(cell(&job, JOB_DURATION), "6m40s");
+        assert_eq!((cell(&job, JOB_CONTAINERS), cell(&job, JOB_IMAGES)), ("app,log".into(), "app:1,log:2".into()));
+        assert_eq!(cell(&job, JOB_SELECTOR), "batch.kubernetes.io/controller-uid=u1,tier in (api,web),z=1");
+        let mut done = job.clone();
+        done["status"]["completionTime"] = json!("1970-01-01T00:10:30Z");
+        done["status"]["conditions"] = json!([{"type": "Complete", "status": "True"}]);
+        assert_eq!((cell(&done, JOB_STATUS), cell(&done, JOB_DURATION)), ("Complete".into(), "30s".into()));
+        let queue = json!({"spec": {"parallelism": 4}, "status": {}});
+        assert_eq!((cell(&queue, JOB_COMPLETIONS), cell(&queue, JOB_DURATION)), ("0/1 of 4".into(), String::new()));
     }
 
     #[test]

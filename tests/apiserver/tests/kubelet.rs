@@ -626,7 +626,8 @@ spec:
 /// Init containers run in order before the app; a native sidecar (an init container with
 /// `restartPolicy: Always`) lets the next start only once its startup probe passes, runs
 /// beside the app, and is stopped after it; a failed init container fails a pod that
-/// does not restart, and a pod whose app has ended stops its sidecar.
+/// does not restart, and a pod whose app has ended stops its sidecar, killing it at the
+/// end of the grace period when it ignores SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_and_native_sidecars_run_in_their_order() {
     let c = std::sync::Arc::new(Cluster::start().await);
@@ -680,8 +681,9 @@ kind: Pod
 metadata: {name: oneshot, namespace: default}
 spec:
   restartPolicy: Never
+  terminationGracePeriodSeconds: 2
   initContainers:
-  - {name: agent, image: example/shell, restartPolicy: Always, args: [-c, 'while true; do sleep 0.1; done']}
+  - {name: agent, image: example/shell, restartPolicy: Always, args: [-c, "trap '' TERM; while true; do sleep 0.1; done"]}
   containers: [{name: job, image: example/shell, args: [-c, 'sleep 1; echo finished']}]
 "#,
         );
@@ -704,6 +706,8 @@ spec:
         let waiting = c.run(&["logs", "web", "-c", "app"], None);
         let said = String::from_utf8_lossy(&waiting.stderr);
         assert!(said.contains("is waiting to start: PodInitializing"), "{said}");
+        // (The row is there once the container is; its first line follows.)
+        wait_until("setup's line", || lines().join(","), |l| !l.is_empty());
         assert_eq!(lines(), ["setup"]);
 
         // Let it finish: the sidecar starts, and the app only once its startup probe passes.
@@ -711,6 +715,7 @@ spec:
         let listed = c.wait_for_text(&["get", "pod", "web", "--no-headers"], "the pod running", |l| {
             column(l, 1) == "2/2" && column(l, 2) == "Running"
         });
+        wait_until("the app's line", || lines().join(","), |l| l.split(',').count() >= 3);
         assert_eq!(lines(), ["setup", "agent-start", "app-start"], "{listed}");
         let pod = c.json(&["get", "pod", "web"]);
         let init = &pod["status"]["initContainerStatuses"];
@@ -730,8 +735,69 @@ spec:
         let oneshot =
             c.wait_for(&["get", "pod", "oneshot"], "the job's pod succeeded", |p| p["status"]["phase"] == "Succeeded");
         let agent = &oneshot["status"]["initContainerStatuses"][0];
-        assert!(agent["state"]["terminated"].is_object(), "the sidecar stopped with its app: {oneshot:#}");
+        // It ignores SIGTERM: killed at the end of the grace period.
+        assert_eq!(agent["state"]["terminated"]["exitCode"], 137, "the sidecar stopped with its app: {oneshot:#}");
         assert_eq!(column(&row("oneshot"), 2), "Completed");
+    })
+    .await;
+}
+
+/// The Job controller: pods from the template until the completions have succeeded, as
+/// `kubectl wait --for=condition=complete` and `kubectl logs job/…` expect, and a Job
+/// whose pods fail past its `backoffLimit` failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_their_pods_or_fail_past_their_backoff_limit() {
+    let c = std::sync::Arc::new(Cluster::start().await);
+    blocking(move || {
+        c.apply(
+            "
+apiVersion: batch/v1
+kind: Job
+metadata: {name: count, namespace: default}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: sh, image: example/shell, args: [-c, 'echo counted']}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: fails, namespace: default}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: sh, image: example/shell, args: [-c, 'exit 2']}]
+",
+        );
+        c.ok(&["wait", "job/count", "--for=condition=complete", "--timeout=60s"]);
+        let job = c.json(&["get", "job", "count"]);
+        let uid = job["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid, "{job:#}");
+        assert_eq!((&job["status"]["succeeded"], &job["status"]["active"]), (&Value::from(3), &Value::from(0)));
+        assert!(job["status"]["completionTime"].is_string(), "{job:#}");
+        let listed = c.ok(&["get", "job", "count", "--no-headers"]);
+        let columns: Vec<&str> = listed.split_whitespace().collect();
+        assert_eq!(columns[1..3], ["Complete", "3/3"], "{listed}");
+        let pods = c.json(&["get", "pods", "-l", "job-name=count"]);
+        let phases: Vec<&str> =
+            pods["items"].as_array().unwrap().iter().map(|p| p["status"]["phase"].as_str().unwrap()).collect();
+        assert_eq!(phases, ["Succeeded"; 3], "{pods:#}");
+        assert_eq!(c.ok(&["logs", "job/count"]).trim(), "counted");
+        // The controller's syncs since (one a second at least) wrote nothing.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(c.json(&["get", "job", "count"])["metadata"]["resourceVersion"], job["metadata"]["resourceVersion"]);
+
+        c.ok(&["wait", "job/fails", "--for=condition=failed", "--timeout=60s"]);
+        let failed = c.json(&["get", "job", "fails"]);
+        assert_eq!(failed["status"]["failed"], 2, "the first try and one retry: {failed:#}");
+        let reasons: Vec<&str> =
+            failed["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
+        assert_eq!(reasons, ["BackoffLimitExceeded", "BackoffLimitExceeded"], "FailureTarget, then Failed: {failed:#}");
+        assert_eq!(c.ok(&["get", "job", "fails", "--no-headers"]).split_whitespace().nth(1), Some("Failed"));
     })
     .await;
 }

@@ -77,6 +77,8 @@ struct Container {
     startup: ProbeTrack,
     /// Not to be restarted: a sidecar whose app containers have ended.
     retired: bool,
+    /// Sent SIGTERM as a retired sidecar.
+    stopping: bool,
     child: Option<tokio::process::Child>,
     pid: Option<u32>,
     state: State,
@@ -102,6 +104,7 @@ impl Container {
             started: false,
             startup: ProbeTrack::default(),
             retired: false,
+            stopping: false,
             child: None,
             pid: None,
             state: State::Waiting { reason: waiting.into(), message: String::new() },
@@ -201,6 +204,8 @@ struct Pod {
     containers: Vec<Container>,
     /// The pod has been initialized.
     initialized_once: bool,
+    /// When the sidecars of a pod whose app containers have ended are killed.
+    sidecars_stop_by: Option<Instant>,
     volumes: BTreeMap<String, PathBuf>,
     volume_error: Option<String>,
     tokens: volumes::TokenManager,
@@ -245,6 +250,8 @@ impl Pod {
     fn may_start(&self, i: usize) -> bool {
         match self.containers[i].kind {
             Kind::App => self.initialized_once,
+            // A sidecar restarting in an initialized pod waits for nothing.
+            Kind::Sidecar if self.initialized_once => true,
             Kind::Init | Kind::Sidecar => self.containers[..i].iter().all(|c| match c.kind {
                 Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
                 Kind::Sidecar => c.started,
@@ -432,6 +439,11 @@ impl Pod {
     async fn step(&mut self) {
         let now = Instant::now();
         let policy = self.restart_policy().to_owned();
+        // (A pod without init containers is initialized from the start, so its containers
+        // start in their order in this step.)
+        if !self.initialized_once && self.initialized() {
+            self.initialized_once = true;
+        }
         for i in 0..self.containers.len() {
             // Reap.
             let exited = self.containers[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
@@ -537,15 +549,28 @@ impl Pod {
                 self.initialized_once = true;
             }
         }
-        // The app containers have ended (or never will run): the sidecars get SIGTERM too,
-        // and are not restarted.
+        // The app containers have ended (or never will run): the sidecars stop too, as
+        // the kubelet stops them, the last one first, each once the one after it has
+        // exited, and SIGKILL for what still runs after the grace period; none restarts.
         if self.apps_ended() || self.init_failed() {
-            for c in self.containers.iter_mut().filter(|c| c.kind == Kind::Sidecar && !c.retired) {
+            let grace = Duration::from_secs(
+                self.object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30),
+            );
+            let deadline = *self.sidecars_stop_by.get_or_insert(now + grace);
+            for c in self.containers.iter_mut().filter(|c| c.kind == Kind::Sidecar) {
                 c.retired = true;
-                if let Some(pid) = c.pid {
-                    container::signal(pid, Signal::TERM);
-                } else {
+                if c.child.is_none() {
                     c.done = true;
+                }
+            }
+            let running = self.containers.iter_mut().rev().filter(|c| c.kind == Kind::Sidecar && c.child.is_some());
+            for (n, c) in running.enumerate() {
+                let Some(pid) = c.pid else { continue };
+                if now >= deadline {
+                    container::signal(pid, Signal::KILL);
+                } else if n == 0 && !c.stopping {
+                    c.stopping = true;
+                    container::signal(pid, Signal::TERM);
                 }
             }
         }
@@ -673,7 +698,11 @@ impl Pod {
                 "name": c.name,
                 "image": c.spec.get("image").cloned().unwrap_or(Value::Null),
                 "imageID": "",
-                "ready": c.kind != Kind::Init && c.ready && running,
+                // A finished init container reads ready, as the kubelet reports it.
+                "ready": match c.kind {
+                    Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
+                    Kind::Sidecar | Kind::App => c.ready && running,
+                },
                 "started": c.started && running,
                 "restartCount": c.restarts,
                 "state": state_json(&c.state),
@@ -825,6 +854,7 @@ pub async fn run(context: Arc<Context>, object: Value, mut stop: watch::Receiver
         started: Timestamp::now(),
         containers,
         initialized_once: false,
+        sidecars_stop_by: None,
         volumes: BTreeMap::new(),
         volume_error: None,
         tokens: volumes::TokenManager::default(),
