@@ -16,10 +16,10 @@ use kube::{Api, api::ListParams};
 
 fn images() -> String {
     format!(
-        "images:\n  example/app: {{command: [{go}], args: [-addr, '0.0.0.0:6060']}}\n  example/batch: {{command: [/usr/bin/timeout, --preserve-status, '12', {go}], args: [-addr, '0.0.0.0:6060']}}\n  example/agent: {{command: [{}]}}\n  redis: {{command: [{}]}}\n",
+        "images:\n  example/app: {{command: [{}], args: [-addr, '0.0.0.0:6060']}}\n  example/agent: {{command: [{}]}}\n  redis: {{command: [{}]}}\n",
+        biometrics_test_support::go_target_binary().display(),
         biometrics_test_support::workspace_binary("biometrics-agent").display(),
         which("redis-server"),
-        go = biometrics_test_support::go_target_binary().display(),
     )
 }
 
@@ -266,42 +266,47 @@ async fn a_rolling_update_keeps_every_replica_ready_and_runs_the_rollout_rule_on
     assert!(run.pods.iter().all(|p| !p.profiles.is_empty()), "{run:?}");
 }
 
-/// A batch pod (`restartPolicy: Never`) whose agent is a native sidecar: an init container
-/// with `restartPolicy: Always`, as Kubernetes runs sidecars since 1.29. The operator
-/// profiles it through that agent, and when the app's work ends (the image stops the Go
-/// target after 12 s) the kubelet stops the agent too, so the pod completes instead of
+/// A Job whose pod's agent is a native sidecar: an init container with `restartPolicy:
+/// Always`, as Kubernetes runs sidecars since 1.29. The operator profiles the pod through
+/// that agent, and when the app's work ends (the test tells the Go target to exit) the
+/// kubelet stops the agent too, so the pod succeeds and the Job completes, instead of
 /// running for ever beside its idle agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_as_a_native_sidecar_profiles_a_batch_pod_that_then_completes() {
+async fn an_agent_as_a_native_sidecar_profiles_a_job_that_then_completes() {
     let mut world = World::start_on_cluster(&images()).await;
     world.start_operator();
-    let pod = format!(
+    let job = format!(
         r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: batch
-  namespace: {NS}
-  labels: {{app: batch, biometrics.io/agent: "true"}}
-  annotations: {{biometrics.io/agent-port: "9477"}}
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: batch, namespace: {NS}}}
 spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {{app: batch, biometrics.io/agent: "true"}}
+      annotations: {{biometrics.io/agent-port: "9477"}}
+    spec:
       restartPolicy: Never
       initContainers:
 {agent}      containers:
       - name: app
-        image: example/batch:1.0
+        image: example/app:1.0
         readinessProbe: {{httpGet: {{path: /debug/pprof/, port: 6060}}, periodSeconds: 1}}
-{AGENT_VOLUMES}"#,
+{AGENT_VOLUMES}---
+apiVersion: biometrics.io/v1alpha1
+kind: ProfileCapture
+metadata: {{name: batch, namespace: {NS}}}
+spec:
+  selector: {{matchLabels: {{app: batch}}}}
+  target: {{port: 6060}}
+  profiles: [heap]
+  duration: 1s
+"#,
         agent = agent_container(&[], true)
     );
-    world.kubectl(&["apply", "-f", "-"], Some(&pod));
-    world.kubectl(&["wait", "pod/batch", "-n", NS, "--for=condition=Ready", "--timeout=60s"], None);
-    world.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: biometrics.io/v1alpha1\nkind: ProfileCapture\nmetadata: {{name: batch, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: batch}}}}\n  target: {{port: 6060}}\n  profiles: [heap]\n  duration: 1s\n"
-        )),
-    );
+    // The one-shot capture waits for the Job's pod to become eligible.
+    world.kubectl(&["apply", "-f", "-"], Some(&job));
     let captured = world
         .wait_capture("batch", Duration::from_secs(60), |pc: &ProfileCapture| {
             pc.status.as_ref().and_then(|s| s.last_run.as_ref()).is_some_and(|r| r.completion_time.is_some())
@@ -309,18 +314,29 @@ spec:
         .await;
     let run = captured.status.unwrap().last_run.unwrap();
     assert_eq!((run.pods.len(), run.pods[0].result), (1, RunResult::Succeeded), "{run:?}");
+    assert!(run.pods[0].pod.starts_with("batch-"), "the Job's pod: {run:?}");
     let heap = &run.pods[0].profiles[0];
     assert!(heap.path.is_some() && heap.samples.is_some(), "the sidecar agent wrote the profile: {run:?}");
 
-    let phase = world
-        .wait("the batch pod to complete", Duration::from_secs(60), async || {
-            let phase = world.kubectl(&["get", "pod", "batch", "-n", NS, "-o", "jsonpath={.status.phase}"], None);
-            (phase == "Succeeded").then_some(phase)
-        })
-        .await;
-    assert_eq!(phase, "Succeeded");
+    // The work is done: the app exits 0, and the kubelet stops the agent after it.
+    let ip = world
+        .kubectl(&["get", "pod", "-n", NS, "-l", "job-name=batch", "-o", "jsonpath={.items[0].status.podIP}"], None);
+    biometrics_test_support::http_get(format!("{ip}:6060").parse().unwrap(), "/control?exit=1");
+    world.kubectl(&["wait", "job/batch", "-n", NS, "--for=condition=complete", "--timeout=60s"], None);
+    let listed = world.kubectl(&["get", "job", "batch", "-n", NS, "--no-headers"], None);
+    let columns: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(columns[1..3], ["Complete", "1/1"], "{listed}");
     let agent = world.kubectl(
-        &["get", "pod", "batch", "-n", NS, "-o", "jsonpath={.status.initContainerStatuses[0].state.terminated.reason}"],
+        &[
+            "get",
+            "pod",
+            "-n",
+            NS,
+            "-l",
+            "job-name=batch",
+            "-o",
+            "jsonpath={.items[0].status.initContainerStatuses[0].state.terminated.reason}",
+        ],
         None,
     );
     assert!(!agent.is_empty(), "the agent stopped with its app");

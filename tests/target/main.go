@@ -15,7 +15,8 @@
 // a hungrier release adds.
 // It serves its requests (/work) with a latency histogram and a request counter on
 // /metrics in the Prometheus text format, and /control adds latency, a share of 5xx
-// answers, or steady traffic to itself. On SIGTERM it stops accepting connections and
+// answers, or steady traffic to itself, or ends it (exit=1, as a batch job's work ends).
+// On SIGTERM it stops accepting connections and
 // finishes the requests in flight (a CPU profile being taken included) before it exits,
 // as a service with graceful shutdown does within its termination grace period.
 package main
@@ -371,6 +372,10 @@ func control(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fmt.Fprintf(w, "delay %v, errors %g%%\n", addedDelay, errorPercent)
+	// exit=1 ends the app as SIGTERM does, after this answer: a batch job's work done.
+	if q.Get("exit") == "1" {
+		go syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	}
 }
 
 // load sends rps requests per second to the target's own /work until stop closes, at

@@ -126,6 +126,38 @@ fn template(object: &mut Value) {
     }
 }
 
+/// What kube-apiserver's storage adds to a new object of type `rt` beyond defaults: a
+/// Job without `manualSelector` gets the selector on its own uid, and its template the
+/// labels that select it (`job-name` and `controller-uid`, plain and under
+/// `batch.kubernetes.io/`), where the user has not set them.
+pub fn prepare_for_create(rt: &ResourceType, object: &mut Value) {
+    if (rt.group.as_str(), rt.kind.as_str()) != ("batch", "Job")
+        || object.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true)
+        || object.pointer("/spec/template").is_none()
+    {
+        return;
+    }
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (name, uid) = (text("/metadata/name"), text("/metadata/uid"));
+    let labels = [
+        ("job-name", &name),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/controller-uid", &uid),
+    ];
+    // (`default_at` takes no escaped pointers, and these keys hold a `/`.)
+    default_at(object, "/spec/template/metadata/labels", json!({}));
+    if let Some(map) = object.pointer_mut("/spec/template/metadata/labels").and_then(Value::as_object_mut) {
+        for (label, value) in labels {
+            map.entry(label).or_insert_with(|| json!(value));
+        }
+    }
+    default_at(object, "/spec/selector/matchLabels", json!({}));
+    if let Some(map) = object.pointer_mut("/spec/selector/matchLabels").and_then(Value::as_object_mut) {
+        map.entry("batch.kubernetes.io/controller-uid").or_insert_with(|| json!(uid));
+    }
+}
+
 /// Fills in the defaults of `object`, of type `rt`.
 pub fn apply(rt: &ResourceType, object: &mut Value) {
     match (rt.group.as_str(), rt.kind.as_str()) {
@@ -266,5 +298,26 @@ mod tests {
         assert_eq!(job["spec"].get("completions"), None, "only when both are unset");
         let indexed = defaulted("batch", "jobs", json!({"spec": {"backoffLimitPerIndex": 1}}));
         assert_eq!(indexed["spec"]["backoffLimit"], i32::MAX);
+    }
+
+    #[test]
+    fn a_new_job_selects_its_pods_by_its_uid() {
+        let registry = Registry::default();
+        let jobs = registry.get("batch", "v1", "jobs").unwrap();
+        let mut job = json!({"metadata": {"name": "batch", "uid": "u1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "batch", "job-name": "mine"}}, "spec": {}}}});
+        prepare_for_create(jobs, &mut job);
+        assert_eq!(job["spec"]["selector"], json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}}));
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "batch", "job-name": "mine", "batch.kubernetes.io/job-name": "batch",
+                "controller-uid": "u1", "batch.kubernetes.io/controller-uid": "u1"}),
+            "a label the user set is kept"
+        );
+        let mut manual = json!({"metadata": {"name": "batch", "uid": "u1"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"app": "batch"}}, "template": {"spec": {}}}});
+        let before = manual.clone();
+        prepare_for_create(jobs, &mut manual);
+        assert_eq!(manual, before);
     }
 }

@@ -661,6 +661,9 @@ impl Store {
                 .admit(body, old, opts.field_validation)
                 .map_err(|errors| ApiError::invalid(&rt.kind, &rt.group, name, &errors)),
             None => {
+                if old.is_none() {
+                    crate::defaults::prepare_for_create(rt, body);
+                }
                 crate::defaults::apply(rt, body);
                 Ok(Vec::new())
             }

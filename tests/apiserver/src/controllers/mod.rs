@@ -1,6 +1,6 @@
 //! Workload controllers run inside the server, as kube-controller-manager runs beside
-//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets and StatefulSets make Pods, and
-//! the garbage collector deletes what lost its owners. Each is a pure
+//! kube-apiserver: Deployments make ReplicaSets, ReplicaSets, StatefulSets and Jobs make
+//! Pods, and the garbage collector deletes what lost its owners. Each is a pure
 //! decision (`plan`) over the objects as stored; this module lists what a decision needs and
 //! writes what it decided through the same store the API serves, so every change is seen by
 //! watches, admission and `kubectl` exactly as a controller's request would be.
@@ -11,6 +11,7 @@
 
 mod deployment;
 mod garbage;
+mod job;
 mod replicaset;
 mod statefulset;
 mod workload;
@@ -20,8 +21,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-pub use self::deployment::REVISION;
 use self::workload::{active, controlled_by, meta_str};
+pub use self::{deployment::REVISION, job::printed_status as job_status};
 use crate::{
     error::ApiError,
     registry::TypeKey,
@@ -138,6 +139,7 @@ pub fn sync_all(store: &Store, now: Timestamp) {
     }
 
     sync_stateful_sets(store, &pods_by_owner, now);
+    sync_jobs(store, &pods_by_owner, now);
 
     for rs in &sets {
         let ns = meta_str(rs, "namespace");
@@ -191,6 +193,28 @@ fn sync_stateful_sets(store: &Store, pods_by_owner: &HashMap<(String, String), V
                 "StatefulSet status",
                 store.patch(&sets_key, ns, meta_str(set, "name"), patch, Subresource::Status, &opts),
             );
+        }
+    }
+}
+
+/// One pass over every Job.
+fn sync_jobs(store: &Store, pods_by_owner: &HashMap<(String, String), Vec<&Value>>, now: Timestamp) {
+    let jobs_key = key("batch", "jobs");
+    let Ok((jobs, _)) = store.list_shared(&jobs_key, None) else { return };
+    let opts = options("job-controller");
+    for job in jobs.iter().filter(|j| !workload::terminating(j)) {
+        let ns = meta_str(job, "namespace");
+        let plan = job::plan(job, &owned(pods_by_owner, job), now);
+        for pod in plan.create {
+            report("create Pod", store.create(&pods_key(), ns, pod, &opts));
+        }
+        for name in plan.delete {
+            // As kube-controller-manager deletes: the kubelet stops the pod within its grace period.
+            report("delete Pod", store.delete_gracefully(&pods_key(), ns, &name, false, None, None));
+        }
+        if let Some(status) = plan.status {
+            let patch = Patch::Merge(json!({"status": status}));
+            report("Job status", store.patch(&jobs_key, ns, meta_str(job, "name"), patch, Subresource::Status, &opts));
         }
     }
 }
