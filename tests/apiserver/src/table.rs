@@ -538,6 +538,17 @@ mod tests {
         done["status"]["completionTime"] = json!("1970-01-01T00:10:30Z");
         done["status"]["conditions"] = json!([{"type": "Complete", "status": "True"}]);
         assert_eq!((cell(&done, JOB_STATUS), cell(&done, JOB_DURATION)), ("Complete".into(), "30s".into()));
+        let selectors = [
+            (
+                json!({"matchExpressions": [{"key": "a", "operator": "Exists"}, {"key": "b", "operator": "DoesNotExist"}]}),
+                "a,!b",
+            ),
+            (json!({}), "<none>"),
+            (Value::Null, "<none>"),
+        ];
+        for (selector, printed) in selectors {
+            assert_eq!(label_selector(&selector), printed, "{selector}");
+        }
         let queue = json!({"spec": {"parallelism": 4}, "status": {}});
         assert_eq!((cell(&queue, JOB_COMPLETIONS), cell(&queue, JOB_DURATION)), ("0/1 of 4".into(), String::new()));
     }

@@ -684,7 +684,7 @@ spec:
   terminationGracePeriodSeconds: 2
   initContainers:
   - {name: agent, image: example/shell, restartPolicy: Always, args: [-c, "trap '' TERM; while true; do sleep 0.1; done"]}
-  containers: [{name: job, image: example/shell, args: [-c, 'sleep 1; echo finished']}]
+  containers: [{name: job, image: example/shell, args: [-c, 'sleep 3; echo finished']}]
 "#,
         );
         let order = notes.join("order");
@@ -777,7 +777,7 @@ spec:
         let job = c.json(&["get", "job", "count"]);
         let uid = job["metadata"]["uid"].as_str().unwrap();
         assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid, "{job:#}");
-        assert_eq!((&job["status"]["succeeded"], &job["status"]["active"]), (&Value::from(3), &Value::from(0)));
+        assert_eq!((&job["status"]["succeeded"], job["status"].get("active")), (&Value::from(3), None), "{job:#}");
         assert!(job["status"]["completionTime"].is_string(), "{job:#}");
         let listed = c.ok(&["get", "job", "count", "--no-headers"]);
         let columns: Vec<&str> = listed.split_whitespace().collect();
@@ -786,6 +786,9 @@ spec:
         let phases: Vec<&str> =
             pods["items"].as_array().unwrap().iter().map(|p| p["status"]["phase"].as_str().unwrap()).collect();
         assert_eq!(phases, ["Succeeded"; 3], "{pods:#}");
+        let tracked =
+            pods["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["finalizers"].is_array()).count();
+        assert_eq!(tracked, 0, "counted pods are released from the tracking finalizer: {pods:#}");
         assert_eq!(c.ok(&["logs", "job/count"]).trim(), "counted");
         // The controller's syncs since (one a second at least) wrote nothing.
         std::thread::sleep(Duration::from_secs(2));
@@ -798,6 +801,40 @@ spec:
             failed["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
         assert_eq!(reasons, ["BackoffLimitExceeded", "BackoffLimitExceeded"], "FailureTarget, then Failed: {failed:#}");
         assert_eq!(c.ok(&["get", "job", "fails", "--no-headers"]).split_whitespace().nth(1), Some("Failed"));
+
+        // A running pod deleted: counted as a failure (its count outlives it) and replaced.
+        c.apply(
+            "
+apiVersion: batch/v1
+kind: Job
+metadata: {name: long, namespace: default}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers: [{name: sh, image: example/shell, args: [-c, 'sleep 60']}]
+",
+        );
+        let running = |list: &Value| {
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+        };
+        let first = c.wait_for(&["get", "pods", "-l", "job-name=long"], "the pod running", running);
+        assert_eq!(
+            first["items"][0]["metadata"]["finalizers"],
+            serde_json::json!(["batch.kubernetes.io/job-tracking"])
+        );
+        c.ok(&["delete", "pod", "-l", "job-name=long"]);
+        let job = c.wait_for(&["get", "job", "long"], "the deleted pod counted", |j| j["status"]["failed"] == 1);
+        assert_eq!(job["status"]["uncountedTerminatedPods"], serde_json::json!({}), "{job:#}");
+        c.wait_for(&["get", "pods", "-l", "job-name=long"], "a replacement running", running);
+        // The Job deleted: its pods are released and go with it.
+        c.ok(&["delete", "job", "long"]);
+        c.wait_for_text(&["get", "pods", "-l", "job-name=long", "-o", "name"], "the Job's pods gone", String::is_empty);
     })
     .await;
 }

@@ -197,14 +197,44 @@ fn sync_stateful_sets(store: &Store, pods_by_owner: &HashMap<(String, String), V
     }
 }
 
-/// One pass over every Job.
+/// One pass over every Job; then the tracking finalizer comes off the pods of Jobs that
+/// are gone or being deleted, as kube-controller-manager releases orphans.
 fn sync_jobs(store: &Store, pods_by_owner: &HashMap<(String, String), Vec<&Value>>, now: Timestamp) {
     let jobs_key = key("batch", "jobs");
     let Ok((jobs, _)) = store.list_shared(&jobs_key, None) else { return };
     let opts = options("job-controller");
+    // Whole seconds, as the API writes its times.
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let release = |ns: &str, pod: &Value| {
+        let kept: Vec<&Value> = pod
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|f| *f != job::TRACKING)
+            .collect();
+        // (None left: the field goes, as an empty list does from kube-apiserver's JSON.)
+        let kept = if kept.is_empty() { Value::Null } else { json!(kept) };
+        let patch = Patch::Merge(json!({"metadata": {"finalizers": kept}}));
+        report("release Pod", store.patch(&pods_key(), ns, meta_str(pod, "name"), patch, Subresource::Main, &opts));
+    };
+    let mut live = std::collections::HashSet::new();
     for job in jobs.iter().filter(|j| !workload::terminating(j)) {
         let ns = meta_str(job, "namespace");
-        let plan = job::plan(job, &owned(pods_by_owner, job), now);
+        live.insert((ns.to_owned(), meta_str(job, "uid").to_owned()));
+        let pods = owned(pods_by_owner, job);
+        let plan = job::plan(job, &pods, now);
+        // The status first: a pod is released only once its end is written down.
+        let recorded = plan.status.is_none_or(|status| {
+            let patch = Patch::Merge(json!({"status": status}));
+            let written = store.patch(&jobs_key, ns, meta_str(job, "name"), patch, Subresource::Status, &opts);
+            let ok = written.is_ok();
+            report("Job status", written);
+            ok
+        });
+        for pod in pods.iter().filter(|p| recorded && plan.release.iter().any(|n| n == meta_str(p, "name"))) {
+            release(ns, pod);
+        }
         for pod in plan.create {
             report("create Pod", store.create(&pods_key(), ns, pod, &opts));
         }
@@ -212,9 +242,12 @@ fn sync_jobs(store: &Store, pods_by_owner: &HashMap<(String, String), Vec<&Value
             // As kube-controller-manager deletes: the kubelet stops the pod within its grace period.
             report("delete Pod", store.delete_gracefully(&pods_key(), ns, &name, false, None, None));
         }
-        if let Some(status) = plan.status {
-            let patch = Patch::Merge(json!({"status": status}));
-            report("Job status", store.patch(&jobs_key, ns, meta_str(job, "name"), patch, Subresource::Status, &opts));
+    }
+    for ((ns, owner), pods) in pods_by_owner {
+        if !live.contains(&(ns.clone(), owner.clone())) {
+            for pod in pods.iter().filter(|p| job::tracked(p)) {
+                release(ns, pod);
+            }
         }
     }
 }
