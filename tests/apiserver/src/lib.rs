@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod escalation;
 pub mod events;
+pub mod exec;
 pub mod fields;
 pub mod impersonation;
 pub mod kubelet;

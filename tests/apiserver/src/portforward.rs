@@ -112,23 +112,46 @@ pub fn serve(
         return Ok(serve_spdy(dial, upgrade));
     }
     let ports = requested_ports(query)?;
-    let websocket =
-        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
-    let (Some(key), Some(upgrade)) = (headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| websocket), upgrade) else {
-        return Err(ApiError::bad_request(
+    let websocket = websocket_key(headers).zip(upgrade).ok_or_else(|| {
+        ApiError::bad_request(
             "port-forward is served over SPDY/3.1 or WebSocket (v4.channel.k8s.io, v5.channel.k8s.io); SPDY tunnelled in WebSocket is not",
-        ));
-    };
+        )
+    })?;
+    accept_websocket(headers, websocket, &PROTOCOLS, move |socket, _| forward(socket, dial, ports))
+}
+
+/// The upgraded connection of a WebSocket.
+pub type Socket = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The request's `Sec-WebSocket-Key`, when it asks to upgrade to WebSocket.
+pub fn websocket_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    upgrade.eq_ignore_ascii_case("websocket").then(|| headers.get(header::SEC_WEBSOCKET_KEY).cloned()).flatten()
+}
+
+/// Accepts a WebSocket upgrade (its key and the connection to upgrade) with the first of
+/// `protocols` the client offers, and runs `serve` on the socket once it is upgraded.
+pub fn accept_websocket<F, Fut>(
+    headers: &HeaderMap,
+    (key, upgrade): (HeaderValue, hyper::upgrade::OnUpgrade),
+    protocols: &[&'static str],
+    serve: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Socket, &'static str) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let protocol = PROTOCOLS
-        .into_iter()
+    let protocol = protocols
+        .iter()
+        .copied()
         .find(|p| offered.split(',').any(|o| o.trim() == *p))
         .ok_or_else(|| ApiError::bad_request(format!("none of the offered subprotocols ({offered}) is served")))?;
     let accept = derive_accept_key(key.as_bytes());
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let socket = WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, None).await;
-        forward(socket, dial, ports).await;
+        serve(socket, protocol).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -110,6 +110,7 @@ enum Target {
     Scale { rt: ResourceType, namespace: String, name: String },
     PodLog { namespace: String, name: String },
     PortForward { namespace: String, name: String },
+    Exec { namespace: String, name: String },
 }
 
 fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
@@ -149,6 +150,9 @@ fn parse_target(state: &AppState, path: &str) -> Result<Target, ApiError> {
         }),
         ["namespaces", ns, "pods", name, "portforward"] if group.is_empty() => {
             Ok(Target::PortForward { namespace: (*ns).to_owned(), name: (*name).to_owned() })
+        }
+        ["namespaces", ns, "pods", name, "exec"] if group.is_empty() => {
+            Ok(Target::Exec { namespace: (*ns).to_owned(), name: (*name).to_owned() })
         }
         ["namespaces", ns, "pods", name, "log"] if group.is_empty() => {
             Ok(Target::PodLog { namespace: (*ns).to_owned(), name: (*name).to_owned() })
@@ -610,7 +614,12 @@ async fn route(
             let node = state.kubelet_state.get();
             crate::portforward::serve(&state.store, node, &namespace, &name, headers, uri.query(), upgrade)
         }
-        Target::PodLog { .. } | Target::PortForward { .. } => {
+        Target::Exec { namespace, name } if *method == Method::GET || *method == Method::POST => {
+            state.counts.bump("create pods/exec".into());
+            let state_dir = state.kubelet_state.get().map(|node| node.state_dir.as_path());
+            crate::exec::serve(&state.store, state_dir, &namespace, &name, headers, uri.query(), upgrade)
+        }
+        Target::PodLog { .. } | Target::PortForward { .. } | Target::Exec { .. } => {
             Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"))
         }
         Target::Scale { rt, namespace, name } => {

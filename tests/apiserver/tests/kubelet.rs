@@ -838,3 +838,44 @@ spec:
     })
     .await;
 }
+
+/// `kubectl exec` runs the command in the container: its root and files, its user, its
+/// environment and working directory; stdin reaches it, and its exit code is kubectl's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_the_command_in_the_container_as_its_user() {
+    let c = std::sync::Arc::new(Cluster::start().await);
+    blocking(move || {
+        c.apply(
+            "
+apiVersion: v1
+kind: Pod
+metadata: {name: shell, namespace: default}
+spec:
+  securityContext: {runAsUser: 1234, runAsGroup: 5678}
+  containers:
+  - name: sh
+    image: example/shell
+    workingDir: /tmp
+    env: [{name: GREETING, value: hello}]
+    args: [-c, 'echo inside > /tmp/mark; while true; do sleep 0.1; done']
+",
+        );
+        c.ok(&["wait", "pod/shell", "--for=condition=Ready", "--timeout=60s"]);
+        let said = c.ok(&["exec", "shell", "--", "sh", "-c", "echo \"$GREETING $(id -u):$(id -g) $(pwd)\"; cat mark"]);
+        assert_eq!(said, "hello 1234:5678 /tmp\ninside\n", "the container's own file, user, env and directory");
+        assert!(!Path::new("/tmp/mark").exists(), "the file is in the container's root, not the node's");
+
+        let piped = c.run(&["exec", "-i", "shell", "--", "tr", "a-z", "A-Z"], Some("through stdin\n"));
+        assert_eq!(String::from_utf8_lossy(&piped.stdout), "THROUGH STDIN\n");
+
+        let failed = c.run(&["exec", "shell", "--", "sh", "-c", "echo oops >&2; exit 3"], None);
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert_eq!(failed.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("oops") && stderr.contains("command terminated with exit code 3"), "{stderr}");
+
+        let missing = c.run(&["exec", "shell", "-c", "db", "--", "true"], None);
+        let stderr = String::from_utf8_lossy(&missing.stderr);
+        assert!(!missing.status.success() && stderr.contains("container db is not valid for pod shell"), "{stderr}");
+    })
+    .await;
+}

@@ -152,6 +152,53 @@ impl NodeInfo {
     }
 }
 
+/// The command that runs `argv` in container `name` of `pod` as `kubectl exec` runs it: in
+/// the container's mount and network namespaces, in its root, as its user, with its
+/// process's environment and its working directory; or why it cannot run.
+pub fn exec_command(
+    state_dir: &Path,
+    pod: &Value,
+    name: &str,
+    argv: &[String],
+) -> Result<tokio::process::Command, String> {
+    let not_found = || format!("unable to upgrade connection: container not found (\"{name}\")");
+    let status = container_status(pod, name).ok_or_else(not_found)?;
+    if status.pointer("/state/running").is_none() {
+        return Err(not_found());
+    }
+    let pid: u32 = status
+        .get("containerID")
+        .and_then(Value::as_str)
+        .and_then(|id| id.strip_prefix("process://"))
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(not_found)?;
+    let spec = ["/spec/initContainers", "/spec/containers"]
+        .into_iter()
+        .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        .ok_or_else(not_found)?;
+    let identity = security::identity(pod, spec).map_err(|refusal| refusal.message)?;
+    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let root = container::container_dir(&state_dir.join("pods").join(uid), name).join("root");
+    // The container's environment is its process's.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).map_err(|_| not_found())?;
+    let env = environ.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned());
+    let working_dir = spec.get("workingDir").and_then(Value::as_str).filter(|d| !d.is_empty()).unwrap_or("/");
+    let mut command = tokio::process::Command::new("nsenter");
+    command
+        .args(["--target", &pid.to_string(), "--mount", "--net", "--", "chroot"])
+        .arg(root)
+        .args(container::setpriv(&identity))
+        .args(["/usr/bin/env", "-i"])
+        .args(env)
+        .args(["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", working_dir])
+        .args(argv)
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    Ok(command)
+}
+
 /// The status of the pod's init or app container `name`.
 pub fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
     ["/status/initContainerStatuses", "/status/containerStatuses"]
