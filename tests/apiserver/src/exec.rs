@@ -49,27 +49,7 @@ pub fn request(pod: &Value, query: Option<&str>) -> Result<ExecRequest, ApiError
         .collect();
     let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let flag = |key: &str| value(key).is_some_and(|v| v == "true" || v == "1");
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let names = |field: &str| -> Vec<String> {
-        pod.pointer(&format!("/spec/{field}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-            .collect()
-    };
-    let (containers, init) = (names("containers"), names("initContainers"));
-    let container = match value("container").filter(|c| !c.is_empty()) {
-        Some(c) if containers.iter().chain(&init).any(|n| n == c) => c.to_owned(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-    };
+    let container = crate::logs::container_for(pod, value("container"))?;
     let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
     if command.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));

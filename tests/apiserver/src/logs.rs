@@ -22,6 +22,28 @@ fn containers(pod: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
+/// The container a log or exec request is for, as kube-apiserver picks it: the one asked
+/// for (an init container too), else the pod's only app container.
+pub fn container_for(pod: &Value, asked: Option<&str>) -> Result<String, ApiError> {
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let (names, init) = (containers(pod, "containers"), containers(pod, "initContainers"));
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if names.iter().chain(&init).any(|n| n == c) => Ok(c.to_owned()),
+        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if names.len() == 1 => Ok(names[0].clone()),
+        None => {
+            let mut message = format!("a container name must be specified for pod {name}");
+            if !names.is_empty() {
+                message += &format!(", choose one of: [{}]", names.join(" "));
+                if !init.is_empty() {
+                    message += &format!(" or one of the init containers: [{}]", init.join(" "));
+                }
+            }
+            Err(ApiError::bad_request(message))
+        }
+    }
+}
+
 fn tail(text: &[u8], lines: usize) -> &[u8] {
     let mut seen = 0;
     let end = if text.ends_with(b"\n") { text.len() - 1 } else { text.len() };
@@ -46,22 +68,7 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let pods = TypeKey { group: String::new(), plural: "pods".into() };
     let pod = store.get(&pods, namespace, name)?;
-    let (names, init) = (containers(&pod, "containers"), containers(&pod, "initContainers"));
-    let container = match query.get("container") {
-        Some(c) if names.contains(c) || init.contains(c) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
-        None if names.len() == 1 => names[0].clone(),
-        None => {
-            let mut message = format!("a container name must be specified for pod {name}");
-            if !names.is_empty() {
-                message += &format!(", choose one of: [{}]", names.join(" "));
-                if !init.is_empty() {
-                    message += &format!(" or one of the init containers: [{}]", init.join(" "));
-                }
-            }
-            return Err(ApiError::bad_request(message));
-        }
-    };
+    let container = container_for(&pod, query.get("container").map(String::as_str))?;
     let previous = query.get("previous").is_some_and(|p| p == "true");
     let reason = crate::kubelet::container_status(&pod, &container)
         .and_then(|s| s.pointer("/state/waiting/reason").and_then(Value::as_str))
