@@ -405,6 +405,12 @@ fn authorize(state: &AppState, headers: &HeaderMap, record: &RequestRecord) -> R
         None => user,
     };
     authorize_check(state, &policy, &user, record)?;
+    // A WebSocket upgrade of exec, attach or port-forward arrives as a GET; kube-apiserver
+    // (1.35 and later) also asks for `create`, the verb the same request has over SPDY.
+    let streaming = matches!(record.subresource.as_str(), "exec" | "attach" | "portforward");
+    if streaming && record.verb == "get" && crate::portforward::websocket_key(headers).is_some() {
+        authorize_check(state, &policy, &user, &RequestRecord { verb: "create".into(), ..record.clone() })?;
+    }
     Ok(user)
 }
 

@@ -127,6 +127,19 @@ async fn rbac_decides_who_may_do_what() {
     assert!(!may(&ops, "billing", "create", "pods", "portforward").await);
     assert!(!may(&ops, "shop", "get", "pods", "").await);
     assert!(may(&vera, "shop", "list", "pods", "").await);
+    // A WebSocket port-forward (kube-rs's, kubectl-biometrics') is a GET: it needs `get`,
+    // and, as in Kubernetes 1.35 and later, `create` too. (No pod: allowed, it is 404.)
+    let forward = async |verbs: serde_json::Value| {
+        let rule = json!({"rules": [{"apiGroups": [""], "resources": ["pods/portforward"], "verbs": verbs}]});
+        let roles = Api::<Role>::namespaced(admin.clone(), "shop");
+        roles.patch("forward", &PatchParams::default(), &Patch::Merge(rule)).await.unwrap();
+        refusal(Api::<Pod>::namespaced(ops.clone(), "shop").portforward("web-0", &[80]).await.map(|_| ()))
+    };
+    let (code, message) = forward(json!(["create"])).await;
+    assert!(code == 403 && message.contains("cannot get resource \"pods/portforward\""), "{message}");
+    let (code, message) = forward(json!(["get"])).await;
+    assert!(code == 403 && message.contains("cannot create resource \"pods/portforward\""), "{message}");
+    assert_eq!(forward(json!(["get", "create"])).await.0, 404);
 
     // Who am I.
     let review: SelfSubjectReview = serde_json::from_value(json!({})).unwrap();
