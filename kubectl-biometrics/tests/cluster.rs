@@ -34,7 +34,7 @@ const OPERATOR_NS: &str = "biometrics-system";
 
 struct Cluster {
     runtime: tokio::runtime::Runtime,
-    _server: TestApiServer,
+    server: TestApiServer,
     client: Client,
     dir: tempfile::TempDir,
 }
@@ -47,12 +47,17 @@ impl Cluster {
     /// The API server with the CRDs, namespaces `shop` and `biometrics-system`, and
     /// `shop/checkout` whose last run is the scheduled `s100`.
     fn start() -> Self {
+        Self::start_with(biometrics_test_apiserver::Options::default())
+    }
+
+    /// [`Cluster::start`] with `options` (RBAC and HTTPS): the kubeconfig is the admin's.
+    fn start_with(options: biometrics_test_apiserver::Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (server, client) = runtime.block_on(async {
             // The tests create Pods themselves.
-            let options = biometrics_test_apiserver::Options { controllers: false, ..Default::default() };
+            let options = biometrics_test_apiserver::Options { controllers: false, ..options };
             let server = TestApiServer::start_with("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
             server.create_from_files(&[repo_root().join("crds/yaml/profilecapture.yaml")]).unwrap();
             server.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
@@ -81,7 +86,7 @@ impl Cluster {
             captures.patch_status("checkout", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
             (server, client)
         });
-        Self { runtime, _server: server, client, dir }
+        Self { runtime, server, client, dir }
     }
 
     fn kubeconfig(&self) -> PathBuf {
@@ -369,4 +374,56 @@ fn port_forward_errors_are_one_line() {
     cluster
         .run(&["runs", "pcap/checkout", "-n", NS, "--operator-deployment", "ops"])
         .assert_error("no operator Deployment biometrics-system/ops (pass --operator-namespace and --operator-deployment, or --ui URL)");
+}
+
+/// The permissions the quickstart lists for the plugin's port-forward (`get` on the
+/// Deployment, `list` on pods, `get` and `create` on `pods/portforward` in the operator's
+/// namespace) are enough, and the `get` on `pods/portforward` that a WebSocket
+/// port-forward needs is one of them.
+#[test]
+fn the_documented_permissions_are_enough_for_the_port_forward() {
+    let tokens = biometrics_test_apiserver::rbac::Tokens::parse("dana-token,dana,2001,\"\"\n").unwrap();
+    let options = biometrics_test_apiserver::Options { rbac: Some(tokens), tls: true, ..Default::default() };
+    let cluster = Cluster::start_with(options);
+    let (ui, _browser) = serve_browser(backend(&[]));
+    let port = ui.rsplit(':').next().unwrap().to_owned();
+    operator_deployment(&cluster, true);
+    let grant = |verbs: Value| {
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "biometrics-browse", "namespace": OPERATOR_NS},
+            "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+                      {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+                      {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": verbs}]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "biometrics-browse", "namespace": OPERATOR_NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "biometrics-browse"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dana"}]});
+        cluster.runtime.block_on(async {
+            let apply = PatchParams::apply("test").force();
+            let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(cluster.client.clone(), OPERATOR_NS);
+            roles.patch("biometrics-browse", &apply, &Patch::Apply(&role)).await.unwrap();
+            let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+                Api::namespaced(cluster.client.clone(), OPERATOR_NS);
+            bindings.patch("biometrics-browse", &apply, &Patch::Apply(&binding)).await.unwrap();
+        });
+    };
+    let dana = cluster.dir.path().join("dana");
+    std::fs::write(&dana, cluster.server.kubeconfig_as("dana-token")).unwrap();
+    let runs = || {
+        let child = plugin()
+            .args(["runs", "pcap/checkout", "-n", NS, "--ui-port", &port, "--kubeconfig"])
+            .arg(&dana)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish(child, Duration::from_secs(30))
+    };
+    grant(json!(["get", "create"]));
+    let listed = runs();
+    listed.assert_ok();
+    assert!(!listed.stdout.is_empty(), "{listed:?}");
+    grant(json!(["create"]));
+    let refused = runs();
+    assert!(refused.stderr.contains("cannot get resource \"pods/portforward\""), "{refused:?}");
 }
