@@ -48,7 +48,8 @@ pub fn request(pod: &Value, query: Option<&str>) -> Result<ExecRequest, ApiError
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    let flag = |key: &str| value(key).is_some_and(|v| v == "true" || v == "1");
+    // As kube-apiserver reads these flags: present, and not false.
+    let flag = |key: &str| value(key).is_some_and(|v| !(v == "0" || v.eq_ignore_ascii_case("false")));
     let container = crate::logs::container_for(pod, value("container"))?;
     let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
     if command.is_empty() {
@@ -64,17 +65,21 @@ pub fn request(pod: &Value, query: Option<&str>) -> Result<ExecRequest, ApiError
     Ok(ExecRequest { command, container, streams })
 }
 
-/// The `metav1.Status` an exec ends with: success, or the exit code as kubelet reports it.
-pub fn outcome(code: Option<i32>) -> Value {
-    match code {
+/// The `metav1.Status` an exec ends with: success, or the exit code as the kubelet reports
+/// it (128 plus the signal for a command a signal ended, as the runtime reports it).
+pub fn outcome(status: std::process::ExitStatus) -> Value {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.code().or_else(|| status.signal().map(|s| 128 + s)) {
         Some(0) => json!({"metadata": {}, "status": "Success"}),
-        Some(code) => json!({
-            "metadata": {}, "status": "Failure",
-            "message": format!("command terminated with non-zero exit code: exit status {code}"),
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-        }),
-        None => json!({"metadata": {}, "status": "Failure", "message": "command terminated by a signal"}),
+        code => {
+            let code = code.unwrap_or(1);
+            json!({
+                "metadata": {}, "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+            })
+        }
     }
 }
 
@@ -119,7 +124,7 @@ async fn run(socket: Socket, mut command: tokio::process::Command, [stdin, stdou
     let (to_client, mut outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     let mut input = child.stdin.take();
     // The client's frames: stdin until it closes it; the command is not waited on for them.
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         while let Some(Ok(message)) = frames.next().await {
             let Message::Binary(data) = message else { continue };
             match data.first() {
@@ -158,12 +163,20 @@ async fn run(socket: Socket, mut command: tokio::process::Command, [stdin, stdou
         }
         sink
     });
-    let status = child.wait().await.ok();
+    let status = tokio::select! {
+        status = child.wait() => status,
+        // The client went away: so does the command.
+        _ = &mut reader => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return;
+        }
+    };
     let _ = (out.await, err.await);
     reader.abort();
     let Ok(mut sink) = writer.await else { return };
-    let code = status.and_then(|s| s.code());
-    let _ = sink.send(Message::binary([vec![ERROR], outcome(code).to_string().into_bytes()].concat())).await;
+    let Ok(status) = status else { return };
+    let _ = sink.send(Message::binary([vec![ERROR], outcome(status).to_string().into_bytes()].concat())).await;
     close(&mut sink).await;
 }
 
@@ -204,11 +217,12 @@ mod tests {
 
     #[test]
     fn a_failed_command_ends_with_its_exit_code() {
-        assert_eq!(outcome(Some(0))["status"], "Success");
-        let failed = outcome(Some(3));
-        assert_eq!(
-            (&failed["reason"], &failed["details"]["causes"][0]["message"]),
-            (&json!("NonZeroExitCode"), &json!("3"))
-        );
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(outcome(std::process::ExitStatus::from_raw(0))["status"], "Success");
+        let failed = outcome(std::process::ExitStatus::from_raw(3 << 8));
+        assert_eq!(failed["reason"], "NonZeroExitCode");
+        assert_eq!(failed["details"]["causes"][0]["message"], "3");
+        let killed = outcome(std::process::ExitStatus::from_raw(9));
+        assert_eq!(killed["details"]["causes"][0]["message"], "137", "128 and the signal");
     }
 }

@@ -857,6 +857,7 @@ spec:
     image: example/shell
     workingDir: /tmp
     env: [{name: GREETING, value: hello}]
+    readinessProbe: {exec: {command: [cat, /tmp/mark]}, periodSeconds: 1}
     args: [-c, 'echo inside > /tmp/mark; while true; do sleep 0.1; done']
 ",
         );
@@ -868,6 +869,9 @@ spec:
         let piped = c.run(&["exec", "-i", "shell", "--", "tr", "a-z", "A-Z"], Some("through stdin\n"));
         assert_eq!(String::from_utf8_lossy(&piped.stdout), "THROUGH STDIN\n");
 
+        // Ended by a signal: 128 and the signal, as a runtime reports it.
+        let killed = c.run(&["exec", "shell", "--", "sh", "-c", "kill -KILL $$"], None);
+        assert_eq!(killed.status.code(), Some(137), "{killed:?}");
         let failed = c.run(&["exec", "shell", "--", "sh", "-c", "echo oops >&2; exit 3"], None);
         let stderr = String::from_utf8_lossy(&failed.stderr);
         assert_eq!(failed.status.code(), Some(3), "{stderr}");

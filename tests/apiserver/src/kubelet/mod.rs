@@ -181,21 +181,31 @@ pub fn exec_command(
     let identity = security::identity(pod, spec).map_err(|refusal| refusal.message)?;
     let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
     let root = container::container_dir(&state_dir.join("pods").join(uid), name).join("root");
-    // The container's environment is its process's.
+    // The process is the container's once it has entered its root (until then it is still
+    // setting the container up, and a reused pid is someone else's).
+    if std::fs::read_link(format!("/proc/{pid}/root")).ok().as_deref() != Some(root.as_path()) {
+        return Err(not_found());
+    }
+    // The container's environment is its process's, byte for byte.
     let environ = std::fs::read(format!("/proc/{pid}/environ")).map_err(|_| not_found())?;
-    let env = environ.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned());
+    let env = environ
+        .split(|b| *b == 0)
+        .filter(|v| v.contains(&b'='))
+        .map(|v| <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(v).to_owned());
     let working_dir = spec.get("workingDir").and_then(Value::as_str).filter(|d| !d.is_empty()).unwrap_or("/");
     let mut command = tokio::process::Command::new("nsenter");
     command
         .args(["--target", &pid.to_string(), "--mount", "--net", "--", "chroot"])
         .arg(root)
         .args(container::setpriv(&identity))
-        .args(["/usr/bin/env", "-i"])
+        .args(["/usr/bin/env", "-i", "--"])
         .args(env)
         .args(["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", working_dir])
         .args(argv)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        // In the container's process group: it goes when the container is stopped.
+        .process_group(i32::try_from(pid).unwrap_or(0));
     Ok(command)
 }
 
