@@ -108,6 +108,17 @@ fn ended_reason(terminated: &Value, prefix: &str) -> String {
     }
 }
 
+/// Whether the object's condition of type `kind` is `True`.
+fn condition_true(object: &Value, kind: &str) -> bool {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|conditions| conditions.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)))
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        == Some("True")
+}
+
 /// The pod's summary at `now`, as kube-apiserver's pod printer makes it: init containers
 /// first (`Init:1/2`, `Init:CrashLoopBackOff`, `Init:Error`), whose restartable ones
 /// (native sidecars) count among the containers once started; then the app containers,
@@ -169,11 +180,7 @@ fn pod_summary(pod: &Value, now: jiff::Timestamp) -> PodSummary {
         initializing = true;
         break;
     }
-    let initialized = list("/status/conditions").iter().any(|c| {
-        c.get("type").and_then(Value::as_str) == Some("Initialized")
-            && c.get("status").and_then(Value::as_str) == Some("True")
-    });
-    if !initializing || initialized {
+    if !initializing || condition_true(pod, "Initialized") {
         (restarts, last_restart) = (sidecar_restarts, last_sidecar_restart);
         let mut running = false;
         for status in list("/status/containerStatuses").iter().rev() {
@@ -191,11 +198,7 @@ fn pod_summary(pod: &Value, now: jiff::Timestamp) -> PodSummary {
             }
         }
         if reason == "Completed" && running {
-            let pod_ready = list("/status/conditions").iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            });
-            reason = if pod_ready { "Running" } else { "NotReady" }.into();
+            reason = if condition_true(pod, "Ready") { "Running" } else { "NotReady" }.into();
         }
     }
     let deleted = pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
@@ -223,17 +226,7 @@ fn readiness_gates(pod: &Value) -> Value {
     if gates.is_empty() {
         return json!("<none>");
     }
-    let conditions = pod.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-    let met = gates
-        .iter()
-        .filter(|gate| {
-            conditions
-                .iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some(gate))
-                .and_then(|c| c.get("status"))
-                == Some(&json!("True"))
-        })
-        .count();
+    let met = gates.iter().filter(|gate| condition_true(pod, gate)).count();
     json!(format!("{met}/{}", gates.len()))
 }
 

@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use super::workload::{
-    POD_TEMPLATE_HASH, annotation, condition, controller_ref, int_at, int_or_percent, meta_str, template_hash,
-    without_hash,
+    POD_TEMPLATE_HASH, annotation, condition, controller_ref, int_at, int_or_percent, meta_str, status_condition,
+    template_hash, without_hash,
 };
 
 /// The annotation a Deployment and its ReplicaSets carry the rollout revision in.
@@ -243,12 +243,7 @@ fn status(
     let available = sum("availableReplicas");
     let updated = new.map_or(0, |rs| status_of(rs, "replicas"));
     let previous = deployment.get("status").cloned().unwrap_or_else(|| json!({}));
-    let previous_condition = |kind: &str| {
-        previous
-            .get("conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)))
-    };
+    let previous_condition = |kind: &str| status_condition(deployment, kind);
     let mut status = json!({
         "observedGeneration": int_at(deployment, "/metadata/generation", 0),
         "replicas": sum("replicas"),

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{
     replicaset::pod_from_template,
-    workload::{condition, int_at, meta_str, ready, terminating},
+    workload::{condition, int_at, meta_str, ready, status_condition as condition_of, terminating},
 };
 
 /// The finalizer a Job's pods carry until the Job has counted them.
@@ -58,13 +58,6 @@ fn ended(pod: &Value) -> Option<bool> {
         _ if terminating(pod) => Some(false),
         _ => None,
     }
-}
-
-fn condition_of<'a>(job: &'a Value, kind: &str) -> Option<&'a Value> {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
 }
 
 fn has_condition(job: &Value, kind: &str) -> bool {
@@ -125,12 +118,15 @@ pub fn plan(job: &Value, owned: &[&Value], now: Timestamp) -> JobPlan {
     // Counting: uncounted pods whose finalizer is gone join the counts; pods that ended
     // since join the uncounted, and are released.
     let still_tracked: BTreeSet<String> = owned.iter().filter(|p| tracked(p)).map(|p| uid_of(p)).collect();
-    let (mut counted_succeeded, mut counted_failed) = (int_at(&old, "/succeeded", 0), int_at(&old, "/failed", 0));
     let (mut uncounted_succeeded, mut uncounted_failed) = (uids(&old, "succeeded"), uids(&old, "failed"));
-    counted_succeeded += uncounted_succeeded.iter().filter(|u| !still_tracked.contains(*u)).count() as i64;
-    counted_failed += uncounted_failed.iter().filter(|u| !still_tracked.contains(*u)).count() as i64;
-    uncounted_succeeded.retain(|u| still_tracked.contains(u));
-    uncounted_failed.retain(|u| still_tracked.contains(u));
+    // Takes the released (no longer tracked) pods out of an uncounted list: how many.
+    let released = |uncounted: &mut Vec<String>| {
+        let before = uncounted.len();
+        uncounted.retain(|u| still_tracked.contains(u));
+        (before - uncounted.len()) as i64
+    };
+    let counted_succeeded = int_at(&old, "/succeeded", 0) + released(&mut uncounted_succeeded);
+    let counted_failed = int_at(&old, "/failed", 0) + released(&mut uncounted_failed);
     for pod in owned.iter().filter(|p| tracked(p)) {
         let uid = uid_of(pod);
         if uncounted_succeeded.contains(&uid) || uncounted_failed.contains(&uid) {
@@ -238,7 +234,6 @@ pub fn plan(job: &Value, owned: &[&Value], now: Timestamp) -> JobPlan {
         && plan.release.is_empty()
         && uncounted_succeeded.is_empty()
         && uncounted_failed.is_empty();
-    let mut started = old.get("startTime").cloned().filter(|t| !t.is_null());
     if succeeding {
         set("SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods");
         if settled {
@@ -255,13 +250,11 @@ pub fn plan(job: &Value, owned: &[&Value], now: Timestamp) -> JobPlan {
     } else if resuming {
         set("Suspended", "False", "JobResumed", "Job resumed");
     }
-    if resuming {
-        started = Some(json!(now.to_string()));
+    // Started when first running, and again on a resume.
+    let has_started = old.get("startTime").is_some_and(|t| !t.is_null());
+    if resuming || !has_started && !suspended {
+        status["startTime"] = json!(now.to_string());
     }
-    if started.is_none() && !suspended {
-        started = Some(json!(now.to_string()));
-    }
-    status["startTime"] = started.unwrap_or(Value::Null);
     if !conditions.is_empty() {
         status["conditions"] = json!(conditions);
     }

@@ -52,10 +52,18 @@ pub fn active(pod: &Value) -> bool {
     !terminating(pod) && phase != "Succeeded" && phase != "Failed"
 }
 
+/// The condition of type `kind` in the object's status.
+pub fn status_condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+}
+
 /// The `Ready` condition of a pod and when it last changed.
 fn ready_since(pod: &Value) -> Option<Timestamp> {
-    let conditions = pod.pointer("/status/conditions").and_then(Value::as_array)?;
-    let ready = conditions.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))?;
+    let ready = status_condition(pod, "Ready")?;
     if ready.get("status").and_then(Value::as_str) != Some("True") {
         return None;
     }

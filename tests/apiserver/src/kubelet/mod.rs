@@ -172,12 +172,7 @@ pub fn exec_command(
         .and_then(|id| id.strip_prefix("process://"))
         .and_then(|pid| pid.parse().ok())
         .ok_or_else(not_found)?;
-    let spec = ["/spec/initContainers", "/spec/containers"]
-        .into_iter()
-        .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
-        .flatten()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
-        .ok_or_else(not_found)?;
+    let spec = named(pod, ["/spec/initContainers", "/spec/containers"], name).ok_or_else(not_found)?;
     let identity = security::identity(pod, spec).map_err(|refusal| refusal.message)?;
     let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
     let root = container::container_dir(&state_dir.join("pods").join(uid), name).join("root");
@@ -211,11 +206,17 @@ pub fn exec_command(
 
 /// The status of the pod's init or app container `name`.
 pub fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
-    ["/status/initContainerStatuses", "/status/containerStatuses"]
+    named(pod, ["/status/initContainerStatuses", "/status/containerStatuses"], name)
+}
+
+/// The entry called `name` in the pod's lists at `lists` (its init and app containers'
+/// specs, or their statuses).
+fn named<'a>(pod: &'a Value, lists: [&str; 2], name: &str) -> Option<&'a Value> {
+    lists
         .into_iter()
         .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
         .flatten()
-        .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+        .find(|entry| entry.get("name").and_then(Value::as_str) == Some(name))
 }
 
 /// The log of a pod's container, for `kubectl logs`: the current run, or the one before.

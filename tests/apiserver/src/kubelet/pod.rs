@@ -92,6 +92,21 @@ struct Container {
 }
 
 impl Container {
+    /// It has run to completion, successfully.
+    fn succeeded(&self) -> bool {
+        matches!(self.state, State::Terminated { code: 0, .. })
+    }
+
+    /// The init containers after it may start: it has succeeded (an init container) or
+    /// started (a sidecar). App containers hold nothing up.
+    fn lets_next_start(&self) -> bool {
+        match self.kind {
+            Kind::Init => self.succeeded(),
+            Kind::Sidecar => self.started,
+            Kind::App => true,
+        }
+    }
+
     /// A container not created yet: `waiting` is `PodInitializing` in a pod with init
     /// containers, else `ContainerCreating`, as the kubelet reports it.
     fn new(spec: &Value, kind: Kind, waiting: &str) -> Self {
@@ -226,18 +241,19 @@ impl Pod {
     /// Every init container has succeeded and every sidecar has started (latched in
     /// `initialized_once`: a sidecar's restart later does not undo it).
     fn initialized(&self) -> bool {
-        self.containers.iter().all(|c| match c.kind {
-            Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
-            Kind::Sidecar => c.started,
-            Kind::App => true,
-        })
+        self.containers.iter().all(Container::lets_next_start)
+    }
+
+    /// Latches `initialized_once` when the pod has just been initialized.
+    fn note_initialized(&mut self) {
+        if !self.initialized_once && self.initialized() {
+            self.initialized_once = true;
+        }
     }
 
     /// An init container failed for good (the pod's `restartPolicy` is `Never`).
     fn init_failed(&self) -> bool {
-        self.containers
-            .iter()
-            .any(|c| c.kind == Kind::Init && c.done && !matches!(c.state, State::Terminated { code: 0, .. }))
+        self.containers.iter().any(|c| c.kind == Kind::Init && c.done && !c.succeeded())
     }
 
     /// Every app container has ended for good.
@@ -252,11 +268,7 @@ impl Pod {
             Kind::App => self.initialized_once,
             // A sidecar restarting in an initialized pod waits for nothing.
             Kind::Sidecar if self.initialized_once => true,
-            Kind::Init | Kind::Sidecar => self.containers[..i].iter().all(|c| match c.kind {
-                Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
-                Kind::Sidecar => c.started,
-                Kind::App => true,
-            }),
+            Kind::Init | Kind::Sidecar => self.containers[..i].iter().all(Container::lets_next_start),
         }
     }
 
@@ -441,9 +453,7 @@ impl Pod {
         let policy = self.restart_policy().to_owned();
         // (A pod without init containers is initialized from the start, so its containers
         // start in their order in this step.)
-        if !self.initialized_once && self.initialized() {
-            self.initialized_once = true;
-        }
+        self.note_initialized();
         for i in 0..self.containers.len() {
             // Reap.
             let exited = self.containers[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
@@ -545,9 +555,7 @@ impl Pod {
                 }
             }
             self.probe(i, now).await;
-            if !self.initialized_once && self.initialized() {
-                self.initialized_once = true;
-            }
+            self.note_initialized();
         }
         // The app containers have ended (or never will run): the sidecars stop too, as
         // the kubelet stops them, the last one first, each once the one after it has
@@ -686,7 +694,7 @@ impl Pod {
         let phase = if self.init_failed() {
             "Failed"
         } else if self.apps_ended() && !sidecar_running {
-            if apps().all(|c| matches!(c.state, State::Terminated { code: 0, .. })) { "Succeeded" } else { "Failed" }
+            if apps().all(Container::succeeded) { "Succeeded" } else { "Failed" }
         } else if self.initialized_once && all_started || self.apps_ended() {
             "Running"
         } else {
@@ -700,7 +708,7 @@ impl Pod {
                 "imageID": "",
                 // A finished init container reads ready, as the kubelet reports it.
                 "ready": match c.kind {
-                    Kind::Init => matches!(c.state, State::Terminated { code: 0, .. }),
+                    Kind::Init => c.succeeded(),
                     Kind::Sidecar | Kind::App => c.ready && running,
                 },
                 "started": c.started && running,
